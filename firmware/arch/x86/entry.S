@@ -1,0 +1,130 @@
+/*
+ * Interrupt entry, reset_stack_and_jump and check_for_xsplice_work.
+ *
+ * The machine pushes no error code for any vector, so every stub pushes a
+ * zero error_code and its entry_vector (one 8-byte slot, Xen's layout) and
+ * joins common_interrupt, which builds a struct cpu_user_regs.
+ */
+#include <platform.h>
+#include <asm/cpu_info.h>
+#include <asm/regs.h>
+#include <asm/asm_defns.h>
+
+        .text
+        .code64
+
+/* 256 stubs of 16 bytes each: the IDT gate of vector v is entry_stubs + 16 * v. */
+        .p2align 4
+        .globl  entry_stubs
+        .type   entry_stubs, @function
+entry_stubs:
+        vec = 0
+        .rept 256
+        pushq   $0                      /* error_code = 0, entry_vector = 0 */
+        movl    $vec, 4(%rsp)           /* entry_vector */
+        jmp     common_interrupt
+        .org    entry_stubs + 16 * (vec + 1), 0xcc
+        vec = vec + 1
+        .endr
+        .size   entry_stubs, . - entry_stubs
+
+common_interrupt:
+        cld
+        pushq   %rdi
+        pushq   %rsi
+        pushq   %rdx
+        pushq   %rcx
+        pushq   %rax
+        pushq   %r8
+        pushq   %r9
+        pushq   %r10
+        pushq   %r11
+        pushq   %rbx
+        pushq   %rbp
+        pushq   %r12
+        pushq   %r13
+        pushq   %r14
+        pushq   %r15
+        mov     %rsp, %rdi              /* struct cpu_user_regs * */
+        mov     %rsp, %rbp              /* callee-saved: restores rsp below */
+        and     $-16, %rsp              /* 16-byte aligned at the C call */
+        movl    UREGS_entry_vector(%rdi), %esi
+        cmp     $NMI_VECTOR, %esi
+        je      1f
+        cmp     $32, %esi
+        jb      2f
+        call    do_IRQ                  /* do_IRQ(regs, vector) */
+        jmp     3f
+1:      call    do_nmi                  /* do_nmi(regs) */
+        jmp     3f
+2:      call    do_trap                 /* do_trap(regs, vector): does not return */
+3:      mov     %rbp, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbp
+        popq    %rbx
+        popq    %r11
+        popq    %r10
+        popq    %r9
+        popq    %r8
+        popq    %rax
+        popq    %rcx
+        popq    %rdx
+        popq    %rsi
+        popq    %rdi
+        add     $8, %rsp                /* error_code, entry_vector */
+        iretq
+        .type   common_interrupt, @function
+        .size   common_interrupt, . - common_interrupt
+
+/*
+ * noreturn void reset_stack_and_jump(void (*fn)(void))
+ * rsp = this CPU's stack top (the struct cpu_info base); if this CPU's
+ * xsplice_work_to_do is set, call check_for_xsplice_work on that empty
+ * stack; then jump to fn. A zero return address is pushed before the jump
+ * so fn starts ABI-aligned (rsp = 8 mod 16) and backtraces end there.
+ */
+ENTRY(reset_stack_and_jump)
+        mov     %rdi, %rbx              /* fn survives the call below */
+        mov     %rsp, %rax
+        or      $(STACK_SIZE - 1), %rax
+        sub     $(CPU_INFO_SIZE - 1), %rax
+        mov     %rax, %rsp              /* stack top: the cpu_info base */
+        xor     %ebp, %ebp
+        movl    CPU_INFO_processor_id(%rsp), %eax
+        lea     xsplice_work_to_do(%rip), %rcx
+        cmpb    $0, (%rcx, %rax)
+        je      1f
+        call    check_for_xsplice_work
+1:      pushq   $0
+        jmp     *%rbx
+END(reset_stack_and_jump)
+
+/*
+ * void check_for_xsplice_work(void)
+ * Ask the controller what to do until it says RETURN. Clobbers rax, rcx,
+ * rdx (cpuid); preserves everything else, so C may call it.
+ */
+ENTRY(check_for_xsplice_work)
+1:      inl     $PORT_XSPLICE, %eax
+        cmp     $XSPLICE_RETURN, %eax
+        je      5f
+        cmp     $XSPLICE_IRQ_OFF, %eax
+        jne     2f
+        cli
+        jmp     1b
+2:      cmp     $XSPLICE_IRQ_ON, %eax
+        jne     3f
+        sti
+        jmp     1b
+3:      cmp     $XSPLICE_SERIALISE, %eax
+        jne     1b                      /* XSPLICE_WAIT (or unknown): ask again */
+        pushq   %rbx
+        xor     %eax, %eax
+        cpuid                           /* serialise */
+        popq    %rbx
+        jmp     1b
+5:      ret
+END(check_for_xsplice_work)

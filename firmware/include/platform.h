@@ -1,0 +1,52 @@
+/*
+ * The numbers of firmware/ABI.md, shared with xsplice_emu/platform.py.
+ * Keep this file to plain "#define NAME value" lines: a test parses it.
+ * Usable from both C and assembly.
+ */
+#ifndef __PLATFORM_H__
+#define __PLATFORM_H__
+
+/* Memory */
+#define RAM_BASE 0x1000
+#define CLOCK_PAGE 0x10000
+#define IMAGE_BASE 0x100000
+#define NR_CPUS 256
+#define STACK_SIZE 16384
+
+/* I/O ports */
+#define PORT_CONSOLE 0xE9
+#define PORT_FATAL 0xF0
+#define PORT_TIMER 0xF1
+#define PORT_START_CPU 0xF2
+#define PORT_CALL_DONE 0xF3
+#define PORT_XSPLICE 0xF4
+
+/* Vectors */
+#define NMI_VECTOR 2
+#define LOCAL_TIMER_VECTOR 0xF9
+#define CALL_FUNCTION_VECTOR 0xFB
+#define EVENT_CHECK_VECTOR 0xFC
+
+/* PORT_FATAL's eax for a panic (not a vector) */
+#define FATAL_PANIC 0xFFFF
+
+/* Answers of PORT_XSPLICE to check_for_xsplice_work */
+#define XSPLICE_WAIT 0
+#define XSPLICE_RETURN 1
+#define XSPLICE_IRQ_OFF 2
+#define XSPLICE_IRQ_ON 3
+#define XSPLICE_SERIALISE 4
+
+/* Call slots: call_slots[NR_CPUS][CALL_SLOTS], CALL_SLOT_SIZE bytes each */
+#define CALL_SLOTS 8
+#define CALL_SLOT_SIZE 48
+#define CALL_SLOT_FREE 0
+#define CALL_SLOT_PENDING 1
+#define CALL_SLOT_RUNNING 2
+#define CALL_SLOT_DONE 3
+
+/* GDT selectors */
+#define CODE_SELECTOR 0x08
+#define DATA_SELECTOR 0x10
+
+#endif /* __PLATFORM_H__ */

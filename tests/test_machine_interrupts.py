@@ -1,0 +1,87 @@
+"""Interrupt delivery: IPIs, IF masking, NMIs and their blocking."""
+
+from __future__ import annotations
+
+from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, NMI_VECTOR, NR_CPUS
+from xsplice_emu.vcpu import VcpuState
+
+
+def _events(machine, kind, vcpu, **match):
+    return [e for e in machine.trace.events
+            if e.kind == kind and e.vcpu == vcpu and all(e.fields.get(k) == v for k, v in match.items())]
+
+
+def _count(machine, image, symbol, cpu):
+    """Element `cpu` of a per-CPU counter array of the firmware."""
+    array = image.symbol(symbol)
+    size = array.size // NR_CPUS
+    return int.from_bytes(machine.memory.read(array.address + size * cpu, size), "little")
+
+
+def test_ipi_wakes_a_halted_vcpu(boot, image):
+    """An event-check IPI to a halted vCPU wakes it and its handler runs."""
+    machine = boot(2, ms=1.5)
+    assert machine.vcpus[1].state is VcpuState.HALTED
+    before = _count(machine, image, "event_checks", 1)
+    machine.send_interrupt(1, EVENT_CHECK_VECTOR)
+    machine.run_for(10_000)
+    assert _count(machine, image, "event_checks", 1) == before + 1
+    assert _events(machine, "interrupt", 1, vector=EVENT_CHECK_VECTOR)
+
+
+def test_ipi_reaches_a_running_vcpu(boot, image):
+    """An IPI to a vCPU that is busy (never idle) is taken while it keeps running."""
+    machine = boot(2, ms=1)
+    machine.call(1, "call_set_busy", 1)
+    machine.run_for(200_000)
+    executed = machine.vcpus[1].instructions
+    machine.send_interrupt(1, EVENT_CHECK_VECTOR)
+    machine.run_for(200_000)
+    assert _count(machine, image, "event_checks", 1) == 1
+    assert machine.vcpus[1].state is VcpuState.RUNNING
+    assert machine.vcpus[1].instructions - executed > 150_000
+
+
+def test_maskable_interrupt_waits_for_sti(boot, image):
+    """An IPI sent while IF=0 is held until the vCPU executes sti."""
+    machine = boot(2, ms=1.5)
+    window_ns = 300_000
+    machine.call(1, "call_sti_window", window_ns, wait=False)
+    machine.run_for(20_000)
+    [window] = _events(machine, "interrupt", 1, vector=CALL_FUNCTION_VECTOR)
+    machine.send_interrupt(1, EVENT_CHECK_VECTOR)
+    sent = machine.now_ns
+    machine.run_for(100_000)
+    assert _count(machine, image, "event_checks", 1) == 0
+    machine.run_for(window_ns * 3)
+    [taken] = _events(machine, "interrupt", 1, vector=EVENT_CHECK_VECTOR)
+    assert sent < window.time_ns + window_ns <= taken.time_ns
+    assert _count(machine, image, "event_checks", 1) == 1
+
+
+def test_nmi_is_taken_with_interrupts_disabled(boot, image):
+    """An NMI reaches a vCPU spinning with IF=0 and do_nmi runs."""
+    machine = boot(2, ms=1.5)
+    machine.call(1, "call_stall_irqs_off", 2_000_000, wait=False)
+    machine.run_for(100_000)
+    machine.send_interrupt(1, NMI_VECTOR)
+    machine.run_for(100_000)
+    [nmi] = _events(machine, "nmi", 1)
+    assert machine.now_ns < 1_500_000 + 2_000_000
+    assert _count(machine, image, "nmi_count", 1) == 1
+    assert any(l.text == "cpu1: NMI received" for l in machine.console.lines)
+    assert nmi.time_ns < machine.now_ns
+
+
+def test_second_nmi_waits_for_iretq(boot, image):
+    """An NMI raised while the first NMI's handler runs waits for that handler's iretq."""
+    machine = boot(2, ms=1.5)
+    machine.send_interrupt(1, NMI_VECTOR)
+    machine.run_for(100)
+    machine.send_interrupt(1, NMI_VECTOR)
+    machine.run_for(200_000)
+    first, second = _events(machine, "nmi", 1)
+    [unblocked, *_] = _events(machine, "nmi_unblocked", 1)
+    assert first.time_ns <= unblocked.time_ns <= second.time_ns
+    assert machine.trace.events.index(first) < machine.trace.events.index(unblocked) < machine.trace.events.index(second)
+    assert _count(machine, image, "nmi_count", 1) == 2

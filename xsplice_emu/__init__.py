@@ -1,0 +1,33 @@
+"""xsplice-emu: Xen's xSplice live patching on real x86-64 code, many emulated vCPUs, deterministic."""
+
+from .console import ConsoleLine
+from .errors import (
+    ConfigError,
+    GuestFault,
+    ImageError,
+    MachineError,
+    ToolchainError,
+    XspliceEmuError,
+)
+from .firmware import builtin_firmware
+from .image import Image, Symbol, load_image
+from .machine import Machine, MachineConfig
+from .trace import Event, Trace
+
+__all__ = [
+    "ConfigError",
+    "ConsoleLine",
+    "Event",
+    "GuestFault",
+    "Image",
+    "ImageError",
+    "Machine",
+    "MachineConfig",
+    "MachineError",
+    "Symbol",
+    "ToolchainError",
+    "Trace",
+    "XspliceEmuError",
+    "builtin_firmware",
+    "load_image",
+]

@@ -1,0 +1,42 @@
+"""The debug console on port 0xE9: one line buffer per vCPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConsoleLine:
+    """A complete line printed by a vCPU at a virtual time."""
+
+    time_ns: int
+    vcpu: int
+    text: str
+
+
+class Console:
+    """Collects the bytes each vCPU writes into whole lines."""
+
+    def __init__(self, vcpus: int):
+        self._partial = [bytearray() for _ in range(vcpus)]
+        self.lines: list[ConsoleLine] = []
+
+    def put(self, vcpu: int, byte: int, time_ns: int) -> ConsoleLine | None:
+        """Take one byte; return the line it completed, if any."""
+        if byte != 0x0A:
+            self._partial[vcpu].append(byte)
+            return None
+        line = ConsoleLine(time_ns, vcpu, self._partial[vcpu].decode("latin-1"))
+        self._partial[vcpu].clear()
+        self.lines.append(line)
+        return line
+
+    def last_line(self, vcpu: int | None = None) -> str:
+        """The last complete line (of one vCPU, or of any), else its unfinished text."""
+        for line in reversed(self.lines):
+            if vcpu is None or line.vcpu == vcpu:
+                return line.text
+        return self._partial[vcpu].decode("latin-1") if vcpu is not None else ""
+
+    def text(self) -> str:
+        return "".join(line.text + "\n" for line in self.lines)

@@ -1,0 +1,60 @@
+"""Every error xsplice-emu raises.
+
+    XspliceEmuError
+     ├── ConfigError        bad options or input files, before anything runs
+     ├── ImageError         a firmware ELF that cannot be loaded
+     ├── ToolchainError     gcc / ld missing or failing
+     ├── GuestFault         the guest faulted or gave up; the run stopped
+     ├── MachineError       the machine was asked for something it cannot do
+     └── LivepatchError     a payload or action refused, with Xen's errno
+"""
+
+import errno as _errno
+import os as _os
+
+
+class XspliceEmuError(Exception):
+    """Base of every error raised by xsplice-emu."""
+
+
+class ConfigError(XspliceEmuError):
+    """Bad options or input, caught before anything runs."""
+
+
+class ImageError(XspliceEmuError):
+    """A firmware ELF that cannot be loaded."""
+
+
+class ToolchainError(XspliceEmuError):
+    """A program of the build toolchain is missing or failed."""
+
+
+class MachineError(XspliceEmuError):
+    """The machine was asked for something it cannot do."""
+
+
+class GuestFault(XspliceEmuError):
+    """The guest faulted or gave up; the run stopped at that point."""
+
+    def __init__(self, message: str, *, vcpu: int, rip: int):
+        super().__init__(message)
+        self.vcpu = vcpu
+        self.rip = rip
+
+
+class LivepatchError(XspliceEmuError):
+    """A payload or livepatch action refused; `errno` is Xen's (positive) value."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(f"{message} ({_errno.errorcode.get(errno, errno)})")
+        self.errno = errno
+        self.reason = message
+
+    @property
+    def errno_name(self) -> str:
+        """`EINVAL`, `EBUSY`, ..."""
+        return _errno.errorcode.get(self.errno, str(self.errno))
+
+    @property
+    def strerror(self) -> str:
+        return _os.strerror(self.errno)

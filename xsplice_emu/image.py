@@ -1,0 +1,188 @@
+"""The firmware ELF: loadable segments, symbols and build-id (pyelftools)."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.constants import P_FLAGS
+from elftools.elf.elffile import ELFFile
+
+from .errors import ImageError
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One PT_LOAD segment: where it goes, what it holds, how it may be used."""
+
+    address: int
+    data: bytes
+    memory_size: int
+    readable: bool
+    writable: bool
+    executable: bool
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A named address of the image; `file` is set for local (static) symbols."""
+
+    name: str
+    address: int
+    size: int
+    kind: str  # "func", "object", "notype"
+    is_local: bool
+    file: str | None
+
+    @property
+    def qualified_name(self) -> str:
+        """`file#name` for static symbols (Xen's convention), else the name."""
+        return f"{self.file}#{self.name}" if self.is_local and self.file else self.name
+
+
+@dataclass(frozen=True)
+class Image:
+    """A loaded firmware image."""
+
+    path: Path
+    entry: int
+    segments: tuple[Segment, ...]
+    symbols: tuple[Symbol, ...]
+    build_id: bytes
+
+    def symbol(self, name: str) -> Symbol:
+        """The symbol called `name` (global, or `file#name` for a static)."""
+        found = self.lookup(name)
+        if found is None:
+            raise ImageError(f"{self.path}: no symbol {name!r}")
+        return found
+
+    def lookup(self, name: str) -> Symbol | None:
+        """The symbol called `name`, or None; globals win over statics."""
+        return self._by_name.get(name)
+
+    def address(self, name: str) -> int:
+        return self.symbol(name).address
+
+    def function_at(self, address: int) -> tuple[Symbol, int] | None:
+        """The function containing `address` and the offset into it."""
+        starts, funcs = self._functions
+        i = bisect.bisect_right(starts, address) - 1
+        if i < 0:
+            return None
+        func = funcs[i]
+        if address < func.address + max(func.size, 1):
+            return func, address - func.address
+        return None
+
+    def describe(self, address: int) -> str:
+        """`name+0xoff` for an address inside a function, else hex."""
+        found = self.function_at(address)
+        if found is None:
+            return f"{address:#x}"
+        func, offset = found
+        return f"{func.qualified_name}+{offset:#x}" if offset else func.qualified_name
+
+    @property
+    def end(self) -> int:
+        """First address past the image."""
+        return max(s.address + s.memory_size for s in self.segments)
+
+    def functions(self) -> list[Symbol]:
+        """Every function symbol, by address."""
+        return self._functions[1]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Symbol]:
+        index: dict[str, Symbol] = {}
+        for sym in self.symbols:
+            if sym.is_local:
+                index.setdefault(sym.qualified_name, sym)
+        for sym in self.symbols:
+            if not sym.is_local:
+                index[sym.name] = sym
+        for sym in self.symbols:
+            index.setdefault(sym.name, sym)
+        return index
+
+    @cached_property
+    def _functions(self) -> tuple[list[int], list[Symbol]]:
+        funcs = sorted((s for s in self.symbols if s.kind == "func"), key=lambda s: (s.address, s.is_local))
+        return [f.address for f in funcs], funcs
+
+
+def load_image(path: str | Path) -> Image:
+    """Read a firmware ELF; raise ImageError naming the file when it is not one."""
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            elf = ELFFile(stream)
+            if elf["e_machine"] != "EM_X86_64" or elf.elfclass != 64:
+                raise ImageError(f"{path}: not an x86-64 ELF64 image")
+            if elf["e_type"] != "ET_EXEC":
+                raise ImageError(f"{path}: not an executable image (e_type {elf['e_type']})")
+            segments = tuple(_segments(elf))
+            symbols = tuple(_symbols(elf, path))
+            build_id = _build_id(elf)
+            entry = elf["e_entry"]
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except ELFError as exc:
+        raise ImageError(f"{path}: not an ELF file ({exc})") from None
+    if not segments:
+        raise ImageError(f"{path}: no loadable segment")
+    return Image(path=path, entry=entry, segments=segments, symbols=symbols, build_id=build_id)
+
+
+def _segments(elf: ELFFile):
+    for seg in elf.iter_segments():
+        if seg["p_type"] != "PT_LOAD":
+            continue
+        flags = seg["p_flags"]
+        yield Segment(
+            address=seg["p_paddr"],
+            data=seg.data(),
+            memory_size=seg["p_memsz"],
+            readable=bool(flags & P_FLAGS.PF_R),
+            writable=bool(flags & P_FLAGS.PF_W),
+            executable=bool(flags & P_FLAGS.PF_X),
+        )
+
+
+_KINDS = {"STT_FUNC": "func", "STT_OBJECT": "object", "STT_NOTYPE": "notype"}
+
+
+def _symbols(elf: ELFFile, path: Path):
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None:
+        raise ImageError(f"{path}: no symbol table")
+    current_file = None
+    for sym in symtab.iter_symbols():
+        kind = sym["st_info"]["type"]
+        if kind == "STT_FILE":
+            current_file = sym.name
+            continue
+        if kind not in _KINDS or not sym.name or sym["st_shndx"] == "SHN_UNDEF":
+            continue
+        is_local = sym["st_info"]["bind"] == "STB_LOCAL"
+        yield Symbol(
+            name=sym.name,
+            address=sym["st_value"],
+            size=sym["st_size"],
+            kind=_KINDS[kind],
+            is_local=is_local,
+            file=current_file if is_local else None,
+        )
+
+
+def _build_id(elf: ELFFile) -> bytes:
+    for section in elf.iter_sections():
+        if section["sh_type"] != "SHT_NOTE":
+            continue
+        for note in section.iter_notes():
+            if note["n_type"] == "NT_GNU_BUILD_ID":
+                return bytes.fromhex(note["n_desc"])
+    return b""

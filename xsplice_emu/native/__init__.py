@@ -1,0 +1,110 @@
+"""The C block-budget hook (block_budget.c), built on first use and loaded with ctypes.
+
+The shared library is compiled with the system C compiler into a cache
+directory keyed by the source's hash, so a changed source is rebuilt.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import capstone
+from unicorn.unicorn_py3.unicorn import uclib
+
+from ..errors import ToolchainError
+
+SOURCE = Path(__file__).with_name("block_budget.c")
+
+
+class VcpuBudget(ctypes.Structure):
+    """Per-vCPU slice state shared with on_block() (same layout as the C struct)."""
+
+    _fields_ = [
+        ("table", ctypes.c_void_p),
+        ("emu_stop", ctypes.c_void_p),
+        ("budget", ctypes.c_uint64),
+        ("executed", ctypes.c_uint64),
+        ("stopped", ctypes.c_uint64),
+    ]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "xsplice-emu"
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The loaded helper library, compiled if needed."""
+    source = SOURCE.read_bytes()
+    target = _cache_dir() / f"block_budget-{hashlib.sha256(source).hexdigest()[:16]}.so"
+    if not target.exists():
+        _compile(target)
+    lib = ctypes.CDLL(str(target))
+    lib.block_table_new.restype = ctypes.c_void_p
+    lib.block_table_new.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
+                                    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+    lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+    lib.block_table_misses.restype = ctypes.c_uint64
+    lib.block_table_misses.argtypes = [ctypes.c_void_p]
+    lib.block_table_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def _compile(target: Path) -> None:
+    compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if compiler is None:
+        raise ToolchainError("no C compiler found (gcc or cc) to build the block-budget hook")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise ToolchainError(f"{compiler} failed on {SOURCE}: {result.stderr.strip()}")
+        os.replace(built, target)
+
+
+def on_block_address() -> int:
+    """Address of the C UC_HOOK_BLOCK callback."""
+    return ctypes.cast(library().on_block, ctypes.c_void_p).value
+
+
+def emu_stop_address() -> int:
+    """Address of libunicorn's uc_emu_stop, which the hook calls."""
+    return ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
+
+
+class BlockTable:
+    """Instruction counts of translated blocks, shared by one machine's vCPUs."""
+
+    def __init__(self, host_base: int, guest_base: int, guest_size: int):
+        self._lib = library()
+        self._disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        cs = capstone._cs
+        self.pointer = self._lib.block_table_new(
+            host_base, guest_base, guest_size, self._disassembler.csh,
+            ctypes.cast(cs.cs_disasm, ctypes.c_void_p), ctypes.cast(cs.cs_free, ctypes.c_void_p))
+        if not self.pointer:
+            raise MemoryError("block table allocation failed")
+
+    def forget(self, begin: int, end: int) -> None:
+        """Drop the counts of blocks overlapping `[begin, end)` (their code changed)."""
+        if self._lib.block_table_forget(self.pointer, begin, end):
+            raise MemoryError("block table rehash failed")
+
+    @property
+    def misses(self) -> int:
+        return self._lib.block_table_misses(self.pointer)
+
+    def __del__(self):
+        if getattr(self, "pointer", None):
+            self._lib.block_table_free(self.pointer)
+            self.pointer = None

@@ -1,0 +1,171 @@
+/*
+ * Deterministic preemption for Unicorn vCPUs, in C so that no Python runs
+ * on the hot path.
+ *
+ * on_block() is registered as a UC_HOOK_BLOCK callback on every vCPU.  It
+ * counts the instructions of each block it enters (looked up in a table
+ * shared by all vCPUs of one machine, filled by capstone on a miss) and calls
+ * uc_emu_stop() when the next block would exceed the slice's budget, so a
+ * slice ends on a block boundary after at most `budget` instructions.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int (*emu_stop_fn)(void *uc);
+typedef size_t (*disasm_fn)(size_t handle, const uint8_t *code, size_t size,
+                            uint64_t address, size_t count, void **insn);
+typedef void (*free_insn_fn)(void *insn, size_t count);
+
+struct block_entry {
+    uint64_t address; /* 0: empty slot */
+    uint32_t size;
+    uint32_t insns;
+};
+
+struct block_table {
+    struct block_entry *slots;
+    size_t capacity; /* a power of two */
+    size_t used;
+    const uint8_t *host_base;
+    uint64_t guest_base;
+    uint64_t guest_size;
+    size_t cs_handle;
+    disasm_fn disasm;
+    free_insn_fn free_insn;
+    uint64_t misses;
+};
+
+/* Shared with Python (ctypes Structure of the same layout). */
+struct vcpu_budget {
+    struct block_table *table;
+    emu_stop_fn emu_stop;
+    uint64_t budget;   /* instructions this slice may run */
+    uint64_t executed; /* instructions run so far in this slice */
+    uint64_t stopped;  /* 1 when the budget ended the slice */
+};
+
+static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
+{
+    uint64_t h = (address ^ ((uint64_t)size << 48)) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17) & (t->capacity - 1);
+}
+
+static void insert(struct block_table *t, uint64_t address, uint32_t size, uint32_t insns)
+{
+    size_t i = slot_of(t, address, size);
+    while (t->slots[i].address)
+        i = (i + 1) & (t->capacity - 1);
+    t->slots[i].address = address;
+    t->slots[i].size = size;
+    t->slots[i].insns = insns;
+    t->used++;
+}
+
+static int rehash(struct block_table *t, size_t capacity, uint64_t drop_begin, uint64_t drop_end)
+{
+    struct block_entry *old = t->slots;
+    size_t old_capacity = t->capacity;
+    struct block_entry *fresh = calloc(capacity, sizeof(*fresh));
+    if (!fresh)
+        return -1;
+    t->slots = fresh;
+    t->capacity = capacity;
+    t->used = 0;
+    for (size_t i = 0; i < old_capacity; i++) {
+        struct block_entry *e = &old[i];
+        if (!e->address)
+            continue;
+        if (e->address < drop_end && e->address + e->size > drop_begin)
+            continue;
+        insert(t, e->address, e->size, e->insns);
+    }
+    free(old);
+    return 0;
+}
+
+static uint32_t count_insns(struct block_table *t, uint64_t address, uint32_t size)
+{
+    void *insn = NULL;
+    size_t n;
+    if (address < t->guest_base || address + size > t->guest_base + t->guest_size)
+        return 1;
+    n = t->disasm(t->cs_handle, t->host_base + (address - t->guest_base), size, address, 0, &insn);
+    if (insn)
+        t->free_insn(insn, n);
+    return n ? (uint32_t)n : 1;
+}
+
+static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
+{
+    size_t i = slot_of(t, address, size);
+    uint32_t insns;
+    for (;;) {
+        struct block_entry *e = &t->slots[i];
+        if (!e->address)
+            break;
+        if (e->address == address && e->size == size)
+            return e->insns;
+        i = (i + 1) & (t->capacity - 1);
+    }
+    insns = count_insns(t, address, size);
+    t->misses++;
+    if ((t->used + 1) * 2 > t->capacity && rehash(t, t->capacity * 2, 0, 0))
+        return insns;
+    insert(t, address, size, insns);
+    return insns;
+}
+
+struct block_table *block_table_new(const uint8_t *host_base, uint64_t guest_base,
+                                    uint64_t guest_size, size_t cs_handle,
+                                    disasm_fn disasm, free_insn_fn free_insn)
+{
+    struct block_table *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->capacity = 4096;
+    t->slots = calloc(t->capacity, sizeof(*t->slots));
+    if (!t->slots) {
+        free(t);
+        return NULL;
+    }
+    t->host_base = host_base;
+    t->guest_base = guest_base;
+    t->guest_size = guest_size;
+    t->cs_handle = cs_handle;
+    t->disasm = disasm;
+    t->free_insn = free_insn;
+    return t;
+}
+
+/* Forget every block overlapping [begin, end): its code was rewritten. */
+int block_table_forget(struct block_table *t, uint64_t begin, uint64_t end)
+{
+    return rehash(t, t->capacity, begin, end);
+}
+
+uint64_t block_table_misses(const struct block_table *t)
+{
+    return t->misses;
+}
+
+void block_table_free(struct block_table *t)
+{
+    if (!t)
+        return;
+    free(t->slots);
+    free(t);
+}
+
+void on_block(void *uc, uint64_t address, uint32_t size, void *user)
+{
+    struct vcpu_budget *v = user;
+    uint32_t insns = lookup(v->table, address, size ? size : 1);
+    if (v->executed && v->executed + insns > v->budget) {
+        v->stopped = 1;
+        v->emu_stop(uc);
+        return;
+    }
+    v->executed += insns;
+}
