@@ -55,6 +55,7 @@ class Vcpu:
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         self.uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
         self.memory = memory
+        self.table = table  # the C hook reads it: keep it alive as long as this vCPU
         self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address(), 0, 0, 0)
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,

@@ -1,0 +1,131 @@
+"""Benchmark of the emulated machine (issue: the machine).
+
+Prints, in one run:
+- aggregate guest MIPS of the machine with every vCPU running the firmware's
+  busy load, beside raw Unicorn running the same code (the firmware's
+  `busy_chunk`) with no hooks and no slicing; the ratio is the figure;
+- boot + 10 virtual ms at 1, 8, 72 and 256 vCPUs: host seconds and peak RSS,
+  each in a fresh process.
+
+    python bench/machine.py [--json] [--busy-vcpus N] [--busy-ms MS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from keystone import KS_ARCH_X86, KS_MODE_64, Ks
+from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, Uc
+from unicorn.x86_const import UC_X86_REG_RSP
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image  # noqa: E402
+from xsplice_emu.memory import GuestMemory  # noqa: E402
+from xsplice_emu.native import BlockTable  # noqa: E402
+from xsplice_emu.vcpu import Vcpu  # noqa: E402
+from xsplice_emu.platform import RAM_BASE  # noqa: E402
+
+DRIVER_ADDRESS = 0x3F00000  # scratch code near the top of 64 MiB of RAM
+STACK_TOP = 0x3E00000
+
+
+def machine_busy_mips(image, vcpus: int, ms: float) -> tuple[float, int]:
+    """Guest MIPS of `vcpus` busy vCPUs over `ms` virtual ms (after boot)."""
+    machine = Machine(image, config=MachineConfig(vcpus=vcpus))
+    machine.run_for(1_000_000)
+    for cpu in range(vcpus):
+        machine.call(cpu, "call_set_busy", 1)
+    machine.run_for(200_000)
+    before = machine.instructions
+    started = time.perf_counter()
+    machine.run_for(int(ms * 1_000_000))
+    seconds = time.perf_counter() - started
+    executed = machine.instructions - before
+    return executed / seconds / 1e6, executed
+
+
+def raw_unicorn_mips(image, calls: int) -> tuple[float, int]:
+    """MIPS of one hook-free Unicorn instance calling busy_chunk `calls` times.
+
+    The instruction count comes from a second, identical run under the
+    machine's own block-budget counter."""
+    memory = GuestMemory(64 << 20)
+    for seg in image.segments:
+        memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
+    code, _ = Ks(KS_ARCH_X86, KS_MODE_64).asm(
+        f"mov r12, {calls}; loop: xor edi, edi; call {image.address('busy_chunk'):#x}; dec r12; jnz loop; hlt",
+        DRIVER_ADDRESS)
+    memory.write(DRIVER_ADDRESS, bytes(code))
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
+    uc.reg_write(UC_X86_REG_RSP, STACK_TOP)
+    started = time.perf_counter()
+    uc.emu_start(DRIVER_ADDRESS, 1)
+    seconds = time.perf_counter() - started
+    counter = Vcpu(0, memory, BlockTable(memory.host_address + RAM_BASE, RAM_BASE, memory.size - RAM_BASE))
+    counter.uc.reg_write(UC_X86_REG_RSP, STACK_TOP)
+    counter.start(DRIVER_ADDRESS, rdi=0, rsi=0)
+    _, executed = counter.run_slice(1 << 62)
+    return executed / seconds / 1e6, executed
+
+
+def boot_figures(vcpus: int) -> dict:
+    """Boot + 10 virtual ms in a fresh process: host seconds and peak RSS."""
+    result = subprocess.run([sys.executable, __file__, "--boot-child", str(vcpus)],
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def boot_child(vcpus: int) -> None:
+    image = load_image(builtin_firmware())
+    started = time.perf_counter()
+    machine = Machine(image, config=MachineConfig(vcpus=vcpus))
+    machine.run_for(10_000_000)
+    seconds = time.perf_counter() - started
+    up = sum(1 for line in machine.console.lines if line.text.endswith(": up"))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": round(seconds, 3), "rss_mb": round(rss_mb, 1), "vcpus_up": up}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--busy-vcpus", type=int, default=4)
+    parser.add_argument("--busy-ms", type=float, default=40)
+    parser.add_argument("--boot-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.boot_child:
+        boot_child(args.boot_child)
+        return
+    image = load_image(builtin_firmware())
+    machine_mips, machine_executed = machine_busy_mips(image, args.busy_vcpus, args.busy_ms)
+    raw_mips, raw_executed = raw_unicorn_mips(image, calls=max(1, machine_executed // 20_000))
+    boot = {str(n): boot_figures(n) for n in (1, 8, 72, 256)}
+    report = {
+        "machine_mips": round(machine_mips, 1),
+        "raw_unicorn_mips": round(raw_mips, 1),
+        "mips_ratio": round(machine_mips / raw_mips, 3),
+        "busy_vcpus": args.busy_vcpus,
+        "boot": boot,
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"busy load, {args.busy_vcpus} vCPUs: machine {machine_mips:.1f} MIPS "
+          f"({machine_executed:,} instructions) vs raw Unicorn {raw_mips:.1f} MIPS "
+          f"({raw_executed:,}): ratio {report['mips_ratio']:.2f} (target >= 0.5)")
+    for n, figures in boot.items():
+        print(f"boot + 10 ms at {n:>3} vCPUs: {figures['seconds']:.2f} s host, "
+              f"peak RSS {figures['rss_mb']:.0f} MB, {figures['vcpus_up']} up")
+
+
+if __name__ == "__main__":
+    main()
