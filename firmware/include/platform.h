@@ -36,6 +36,7 @@
 #define XSPLICE_IRQ_OFF 2
 #define XSPLICE_IRQ_ON 3
 #define XSPLICE_SERIALISE 4
+#define XSPLICE_CALL 5
 
 /* Call slots: call_slots[NR_CPUS][CALL_SLOTS], CALL_SLOT_SIZE bytes each */
 #define CALL_SLOTS 8

@@ -104,8 +104,8 @@ END(reset_stack_and_jump)
 
 /*
  * void check_for_xsplice_work(void)
- * Ask the controller what to do until it says RETURN. Clobbers rax, rcx,
- * rdx (cpuid); preserves everything else, so C may call it.
+ * Ask the controller what to do until it says RETURN. Clobbers the
+ * caller-saved registers (cpuid, payload hooks), so C may call it.
  */
 ENTRY(check_for_xsplice_work)
 1:      inl     $PORT_XSPLICE, %eax
@@ -120,11 +120,17 @@ ENTRY(check_for_xsplice_work)
         sti
         jmp     1b
 3:      cmp     $XSPLICE_SERIALISE, %eax
-        jne     1b                      /* XSPLICE_WAIT (or unknown): ask again */
+        jne     4f
         pushq   %rbx
         xor     %eax, %eax
         cpuid                           /* serialise */
         popq    %rbx
+        jmp     1b
+4:      cmp     $XSPLICE_CALL, %eax
+        jne     1b                      /* XSPLICE_WAIT (or unknown): ask again */
+        sub     $8, %rsp                /* ABI alignment for the callee */
+        call    *%rdx                   /* a payload hook; its result stays in rax */
+        add     $8, %rsp
         jmp     1b
 5:      ret
 END(check_for_xsplice_work)
