@@ -339,7 +339,8 @@ class Machine:
         self.table.forget(begin, end)
 
     def call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
-             wait: bool = True, timeout_ns: int = 100_000_000) -> int | None:
+             wait: bool = True, timeout_ns: int = 100_000_000,
+             at_ps: int | None = None, sender: int | None = None) -> int | None:
         """Run `function(arg0, arg1)` on vCPU `index` through the call-function
         IPI; with `wait`, run the machine until it returns and give its result."""
         vcpu = self._vcpu(index)
@@ -352,7 +353,7 @@ class Machine:
         self.memory.write_u64(base + 24, 0)
         self.memory.write_u64(base + 40, next(self._seq))
         self.memory.write_u32(base + 32, CALL_SLOT_PENDING)
-        self.send_interrupt(vcpu.index, CALL_FUNCTION_VECTOR)
+        self.send_interrupt(vcpu.index, CALL_FUNCTION_VECTOR, at_ps=at_ps, sender=sender)
         if not wait:
             return None
         self._awaited_slots.add((vcpu.index, slot))

@@ -1,0 +1,251 @@
+"""Xen's xSplice rendezvous (the seed's algorithm), driven by the firmware.
+
+Every vCPU enters `check_for_xsplice_work`, which asks the controller what
+to do through PORT_XSPLICE. Each vCPU's side of Xen's algorithm is a Python
+generator here that yields the answers (WAIT parks the vCPU until the state
+it spins on changes): the first vCPU through becomes master, kicks the
+others with the call-function IPI, waits for them in the CPU phase, then in
+the IRQ phase (IRQs off everywhere), performs the action, serialises,
+re-enables IRQs and releases everyone. One deadline covers both phases; on
+expiry the action fails with -EBUSY and nothing is patched. NMIs are masked
+by swapping the firmware's `nmi_callback` and unmasked on every path.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generator
+
+from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RDX
+
+from ..errors import LivepatchError
+from ..machine import PS_PER_NS, Machine
+from ..platform import (
+    NR_CPUS,
+    PORT_XSPLICE,
+    XSPLICE_CALL,
+    XSPLICE_IRQ_OFF,
+    XSPLICE_IRQ_ON,
+    XSPLICE_RETURN,
+    XSPLICE_SERIALISE,
+    XSPLICE_WAIT,
+)
+from ..vcpu import Vcpu, VcpuState
+
+DEFAULT_TIMEOUT_NS = 30_000_000
+
+Program = Generator[int, int, None]
+Perform = Callable[[Vcpu], Generator[int, int, int | None]]
+
+
+@dataclass
+class Work:
+    """Xen's `struct xsplice_work` plus what this action measured."""
+
+    name: str
+    action: str
+    perform: Perform
+    finish: Perform | None = None
+    timeout_ns: int = DEFAULT_TIMEOUT_NS
+    do_work: bool = False
+    semaphore: int = -1
+    ready: bool = False
+    cpus: int = 0
+    rc: int = -errno.EAGAIN
+    master: int | None = None
+    requested_ps: int = 0
+    all_parked_ps: int | None = None
+    released_ps: int | None = None
+    nmis_lost: int = 0
+    bytes_written: int = 0
+    host_seconds: float = 0.0
+    _host_started: float = field(default=0.0, repr=False)
+
+
+def guest_call(vcpu: Vcpu, address: int) -> Generator[int, int, int]:
+    """From a vCPU's program: run the guest function at `address` on it; give its rax."""
+    vcpu.uc.reg_write(UC_X86_REG_RDX, address)
+    result = yield XSPLICE_CALL
+    return result
+
+
+class Rendezvous:
+    """The controller's side of check_for_xsplice_work for one machine."""
+
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        image = machine.image
+        self._work_to_do = image.address("xsplice_work_to_do")
+        self._nmi_callback = image.address("nmi_callback")
+        self._nmi_count = image.symbol("nmi_count")
+        self._mask_callback = image.address("xsplice_mask_nmi_callback")
+        self._reschedule = image.address("xsplice_reschedule_fn")
+        self._programs: dict[int, Program] = {}
+        self._waiters: dict[str, set[int]] = {"arrived": set(), "ready": set(), "done": set()}
+        self._saved_nmi_callback: int | None = None
+        self._nmi_count_masked = 0
+        self.work: Work | None = None
+        self.log: list[str] = []
+        machine.port_in_handlers[PORT_XSPLICE] = self._ask
+
+    @property
+    def busy(self) -> bool:
+        return self.work is not None and self.work.do_work
+
+    # -- scheduling (Xen's schedule_work) ----------------------------------
+    def schedule(self, work: Work, *, from_vcpu: int = 0) -> None:
+        """Start `work`: flag `from_vcpu` and kick it; the rest happens in the guest."""
+        if self.busy:
+            raise LivepatchError(errno.EBUSY, f"{self.work.name}: an action is already in progress")
+        machine = self.machine
+        if not 0 <= from_vcpu < len(machine.vcpus) or machine.vcpus[from_vcpu].state is VcpuState.WAITING_FOR_START:
+            raise LivepatchError(errno.EINVAL, f"vCPU {from_vcpu} is not online")
+        work.timeout_ns = work.timeout_ns or DEFAULT_TIMEOUT_NS
+        work.semaphore, work.ready, work.do_work = -1, False, True
+        work.requested_ps = machine.now_ps
+        work._host_started = time.perf_counter()
+        self.work = work
+        machine.trace.emit(machine.now_ns, None, "action_requested", payload=work.name, action=work.action,
+                           from_vcpu=from_vcpu, timeout_ns=work.timeout_ns)
+        machine.memory.write_u8(self._work_to_do + from_vcpu, 1)
+        machine.call(from_vcpu, self._reschedule, wait=False)
+
+    # -- the port ------------------------------------------------------------
+    def _ask(self, vcpu: Vcpu) -> int:
+        program = self._programs.get(vcpu.index)
+        if program is None:
+            program = self._programs[vcpu.index] = self._check_for_work(vcpu)
+            answer = next(program)
+        else:
+            answer = program.send(vcpu.uc.reg_read(UC_X86_REG_RAX))
+        if answer == XSPLICE_RETURN:
+            del self._programs[vcpu.index]
+        elif answer == XSPLICE_WAIT:
+            self.machine.park(vcpu)
+        return answer
+
+    def _now(self, vcpu: Vcpu) -> int:
+        return self.machine.time_of(vcpu)
+
+    def _emit(self, vcpu: Vcpu | None, kind: str, **fields) -> None:
+        time_ps = self.machine.now_ps if vcpu is None else self._now(vcpu)
+        self.machine.trace.emit(time_ps // PS_PER_NS, None if vcpu is None else vcpu.index, kind, **fields)
+
+    def _wait(self, vcpu: Vcpu, condition: str) -> Program:
+        self._waiters[condition].add(vcpu.index)
+        yield XSPLICE_WAIT
+
+    def _notify(self, condition: str, at_ps: int) -> None:
+        for index in sorted(self._waiters[condition]):
+            self.machine.release(index, at_ps=at_ps)
+        self._waiters[condition].clear()
+
+    def _arrived(self, vcpu: Vcpu, work: Work, phase: str) -> None:
+        self._emit(vcpu, "arrived", phase=phase, count=work.semaphore, of=work.cpus)
+        if work.semaphore == work.cpus:
+            self._notify("arrived", self._now(vcpu))
+
+    # -- Xen's check_for_xsplice_work ------------------------------------------
+    def _check_for_work(self, vcpu: Vcpu) -> Program:
+        work = self.work
+        if work is None or not work.do_work:
+            self._clear_work_to_do(vcpu)
+            yield XSPLICE_RETURN
+            return
+        work.semaphore += 1
+        if work.semaphore == 0:
+            yield from self._master(vcpu, work)
+        else:
+            self._arrived(vcpu, work, "CPU")
+            yield from self._follower(vcpu, work)
+
+    def _master(self, vcpu: Vcpu, work: Work) -> Program:
+        machine = self.machine
+        work.master = vcpu.index
+        online = [v.index for v in machine.vcpus if v.state is not VcpuState.WAITING_FOR_START]
+        work.cpus = len(online) - 1
+        self._emit(vcpu, "master_elected", cpus=work.cpus)
+        self._mask_nmis(vcpu)
+        for index in online:
+            if index != vcpu.index:
+                machine.call(index, self._reschedule, wait=False, at_ps=self._now(vcpu), sender=vcpu.index)
+        deadline = self._now(vcpu) + work.timeout_ns * PS_PER_NS
+        alarm = machine.add_alarm(deadline, lambda: self._notify("arrived", deadline))
+        rc = 0
+        for phase in ("CPU", "IRQ"):
+            while work.semaphore != work.cpus and self._now(vcpu) < deadline:
+                yield from self._wait(vcpu, "arrived")
+            if work.semaphore != work.cpus:
+                rc = self._abort(vcpu, work, phase)
+                break
+            self._emit(vcpu, "phase_complete", phase=phase)
+            if phase == "CPU":
+                work.semaphore, work.ready = 0, True
+                self._notify("ready", self._now(vcpu))
+        alarm.cancel()
+        if rc == 0:
+            yield XSPLICE_IRQ_OFF
+            work.all_parked_ps = self._now(vcpu)
+            self._emit(vcpu, "quiesced")
+            rc = yield from work.perform(vcpu)
+            yield XSPLICE_SERIALISE
+            yield XSPLICE_IRQ_ON
+            if work.finish is not None:
+                yield from work.finish(vcpu)
+        self._unmask_nmis(vcpu, work)
+        self._clear_work_to_do(vcpu)
+        work.rc = rc
+        work.released_ps = self._now(vcpu)
+        work.do_work = False
+        work.host_seconds = time.perf_counter() - work._host_started
+        self._notify("ready", work.released_ps)
+        self._notify("done", work.released_ps)
+        self._emit(vcpu, "released", rc=rc)
+        self._log(vcpu, f"xsplice: {work.name} finished {work.action} with rc={rc}")
+        yield XSPLICE_RETURN
+
+    def _follower(self, vcpu: Vcpu, work: Work) -> Program:
+        while work.do_work and not work.ready:
+            yield from self._wait(vcpu, "ready")
+        yield XSPLICE_IRQ_OFF
+        if work.do_work:
+            work.semaphore += 1
+            self._arrived(vcpu, work, "IRQ")
+            while work.do_work:
+                yield from self._wait(vcpu, "done")
+        yield XSPLICE_SERIALISE
+        yield XSPLICE_IRQ_ON
+        self._clear_work_to_do(vcpu)
+        yield XSPLICE_RETURN
+
+    def _abort(self, vcpu: Vcpu, work: Work, phase: str) -> int:
+        self._log(vcpu, f"xsplice: Timed out on semaphore in {phase} quiesce phase {work.semaphore}/{work.cpus}")
+        self._emit(vcpu, "abort", reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus)
+        return -errno.EBUSY
+
+    # -- guest state -------------------------------------------------------------
+    def _clear_work_to_do(self, vcpu: Vcpu) -> None:
+        self.machine.memory.write_u8(self._work_to_do + vcpu.index, 0)
+
+    def _nmis_counted(self) -> int:
+        data = self.machine.memory.read(self._nmi_count.address, self._nmi_count.size)
+        width = self._nmi_count.size // NR_CPUS
+        return sum(int.from_bytes(data[i:i + width], "little") for i in range(0, len(data), width))
+
+    def _mask_nmis(self, vcpu: Vcpu) -> None:
+        memory = self.machine.memory
+        self._saved_nmi_callback = memory.read_u64(self._nmi_callback)
+        self._nmi_count_masked = self._nmis_counted()
+        memory.write_u64(self._nmi_callback, self._mask_callback)
+        self._emit(vcpu, "nmi_masked")
+
+    def _unmask_nmis(self, vcpu: Vcpu, work: Work) -> None:
+        work.nmis_lost = self._nmis_counted() - self._nmi_count_masked
+        self.machine.memory.write_u64(self._nmi_callback, self._saved_nmi_callback)
+        self._emit(vcpu, "nmi_unmasked", lost=work.nmis_lost)
+
+    def _log(self, vcpu: Vcpu, text: str) -> None:
+        self.log.append(text)
+        self._emit(vcpu, "log", text=text)

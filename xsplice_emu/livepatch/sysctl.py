@@ -1,0 +1,291 @@
+"""The hypervisor side of XEN_SYSCTL_LIVEPATCH_op: UPLOAD, GET, LIST, ACTION.
+
+`Livepatch` keeps the payloads and the applied stack of one machine, checks
+every request with Xen's rules and errno, and hands APPLY, REVERT and
+REPLACE to the rendezvous, whose master runs the action inside the
+quiesced window. A refused request changes nothing: no guest byte, state or
+list moves.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import Generator
+
+from ..machine import PS_PER_NS, Machine
+from ..vcpu import Vcpu
+from . import arch
+from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
+from .payload import FuncRecord, LoadedPayload, load_payload
+from .rendezvous import Rendezvous, Work, guest_call
+from .states import TARGET_STATE, Action, PayloadState
+from .unsafe import unsafe_functions
+from ..errors import LivepatchError
+
+
+@dataclass
+class Payload:
+    """An uploaded payload and what applying it saved."""
+
+    name: str
+    loaded: LoadedPayload
+    state: PayloadState = PayloadState.CHECKED
+    rc: int = 0
+    reverted: bool = False
+    saved: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What one action did and cost."""
+
+    name: str
+    action: str
+    rc: int
+    master: int | None
+    parked_ns: int | None
+    release_ns: int | None
+    host_ms: float
+    nmis_lost: int
+    bytes_written: int
+
+
+class Livepatch:
+    """Payloads, the applied stack and the actions of one machine."""
+
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        self.rendezvous = Rendezvous(machine)
+        self.payloads: dict[str, Payload] = {}
+        self.applied: list[str] = []
+        self.results: list[ActionResult] = []
+        self._unsafe = unsafe_functions(machine.image, machine.memory)
+        self._free = _page_align(machine.image.end)
+        self._pending: tuple[Payload, Action, Work] | None = None
+
+    # -- UPLOAD / GET / LIST -------------------------------------------------
+    def upload(self, name: str, data: bytes) -> Payload:
+        """Check, load and relocate a payload into guest memory (state CHECKED)."""
+        if not 0 < len(name) < NAME_MAX or "\0" in name:
+            raise LivepatchError(errno.EINVAL, f"payload name must be 1..{NAME_MAX - 1} characters, got {len(name)}")
+        if not 0 < len(data) <= PAYLOAD_MAX_SIZE:
+            raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
+        if name in self.payloads:
+            raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
+        loaded = load_payload(name, data, resolve=self._resolve, base=self._free, limit=self.machine.memory.size)
+        for other in self.payloads.values():
+            if other.loaded.build_id == loaded.build_id:
+                raise LivepatchError(errno.EEXIST, f"{name}: same build-id as payload {other.name}")
+        build_id = self.machine.image.build_id
+        if loaded.xen_depends is not None and loaded.xen_depends != build_id:
+            raise LivepatchError(errno.EINVAL, f"{name}: .livepatch.xen_depends {loaded.xen_depends.hex()} "
+                                               f"is not the hypervisor's build-id {build_id.hex()}")
+        for func in loaded.funcs:
+            self._check_target(name, func)
+        for region in loaded.regions:
+            self.machine.memory.write(region.address, region.data)
+        self._free = _page_align(loaded.end)
+        payload = Payload(name, loaded)
+        self.payloads[name] = payload
+        self.machine.trace.emit(self.machine.now_ns, None, "upload", payload=name,
+                                build_id=loaded.build_id.hex(), functions=len(loaded.funcs))
+        return payload
+
+    def get(self, name: str) -> Payload:
+        """The payload called `name` (-ENOENT when there is none)."""
+        try:
+            return self.payloads[name]
+        except KeyError:
+            raise LivepatchError(errno.ENOENT, f"{name}: no such payload") from None
+
+    def list(self) -> list[Payload]:
+        return list(self.payloads.values())
+
+    def _resolve(self, name: str) -> int | None:
+        symbol = self.machine.image.lookup(name)
+        return symbol.address if symbol else None
+
+    def _check_target(self, name: str, func: FuncRecord) -> None:
+        why = self._unsafe.get(func.old_addr)
+        if why is not None:
+            raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {self.machine.image.describe(func.old_addr)}: {why}")
+
+    # -- ACTION --------------------------------------------------------------
+    def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
+               nodeps: bool = False) -> None:
+        """Request `action` on `name`; APPLY/REVERT/REPLACE finish asynchronously (rc -EAGAIN meanwhile)."""
+        payload = self.get(name)
+        if payload.rc == -errno.EAGAIN:
+            raise LivepatchError(errno.EBUSY, f"{name}: an action on it is already in progress")
+        if action is Action.UNLOAD:
+            self._unload(payload)
+            return
+        self._check_action(payload, action, nodeps=nodeps)
+        if action is Action.APPLY:
+            for hook in payload.loaded.hooks.get("preapply", ()):
+                self._veto(payload, "preapply", self.machine.call(from_vcpu, hook))
+        elif action is Action.REVERT:
+            for hook in payload.loaded.hooks.get("prerevert", ()):
+                self._veto(payload, "prerevert", self.machine.call(from_vcpu, hook))
+        perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
+                   Action.REPLACE: self._perform_replace}[action]
+        work = Work(name, action.name.lower(), lambda vcpu: perform(vcpu, payload), timeout_ns=timeout_ns)
+        work.finish = lambda vcpu: self._post_hooks(vcpu, payload, action)
+        self.rendezvous.schedule(work, from_vcpu=from_vcpu)
+        payload.rc = -errno.EAGAIN
+        self._pending = (payload, action, work)
+
+    def _check_action(self, payload: Payload, action: Action, *, nodeps: bool) -> None:
+        name = payload.name
+        if action in (Action.APPLY, Action.REPLACE):
+            if payload.state is not PayloadState.CHECKED:
+                raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; {action.name} needs CHECKED")
+            if payload.reverted and payload.loaded.has_writable_data:
+                raise LivepatchError(errno.EINVAL, f"{name}: can't revert as payload has .data. Please unload")
+            if not nodeps:
+                self._check_depends(payload, action)
+            for func in payload.loaded.funcs:
+                self._check_expectation(payload, func)
+        elif action is Action.REVERT:
+            if payload.state is not PayloadState.APPLIED:
+                raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; REVERT needs APPLIED")
+            if self.applied[-1] != name:
+                raise LivepatchError(errno.EBUSY, f"{name} is not on top of the applied stack ({self.applied[-1]} is)")
+
+    def _check_depends(self, payload: Payload, action: Action) -> None:
+        if action is Action.APPLY and self.applied:
+            top = self.payloads[self.applied[-1]]
+            wanted, what = top.loaded.build_id, f"the top applied payload {top.name}"
+        else:
+            wanted, what = self.machine.image.build_id, "the hypervisor"
+        depends = payload.loaded.depends
+        if depends != wanted:
+            got = depends.hex() if depends else "nothing"
+            raise LivepatchError(errno.EINVAL, f"{payload.name} depends on {got}, not on {what} ({wanted.hex()})")
+
+    def _check_expectation(self, payload: Payload, func: FuncRecord) -> None:
+        if func.expect is None:
+            return
+        found = self.machine.memory.read(func.old_addr, len(func.expect))
+        if found != func.expect:
+            raise LivepatchError(errno.EINVAL, f"{payload.name}: {func.name} starts with {found.hex(' ')}, "
+                                               f"expected {func.expect.hex(' ')}")
+
+    def _veto(self, payload: Payload, kind: str, rc: int) -> None:
+        rc = rc - (1 << 64) if rc >= 1 << 63 else rc
+        rc = rc - (1 << 32) if 1 << 31 <= rc < 1 << 32 else rc
+        if rc:
+            code = -rc if rc < 0 else errno.EINVAL
+            raise LivepatchError(code, f"{payload.name}: {kind} hook refused with {rc}")
+
+    def _unload(self, payload: Payload) -> None:
+        if payload.state is not PayloadState.CHECKED:
+            raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
+        del self.payloads[payload.name]
+        self.machine.trace.emit(self.machine.now_ns, None, "unload", payload=payload.name)
+
+    # -- running an action to the end ---------------------------------------
+    def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
+        """Request `action` and run the machine until it completes (or twice its timeout)."""
+        self.action(name, action, **options)
+        if self._pending is None:
+            return None
+        payload, _, work = self._pending
+        self.machine.run_for(2 * work.timeout_ns, stop_when=lambda: not work.do_work)
+        return self.collect()
+
+    def collect(self) -> ActionResult | None:
+        """Settle a finished action: its payload's rc, and its figures."""
+        if self._pending is None or self._pending[2].do_work:
+            return None
+        payload, action, work = self._pending
+        self._pending = None
+        payload.rc = work.rc
+        result = ActionResult(
+            name=work.name, action=work.action, rc=work.rc, master=work.master,
+            parked_ns=None if work.all_parked_ps is None else (work.all_parked_ps - work.requested_ps) // PS_PER_NS,
+            release_ns=None if work.released_ps is None else (work.released_ps - work.requested_ps) // PS_PER_NS,
+            host_ms=work.host_seconds * 1000, nmis_lost=work.nmis_lost, bytes_written=work.bytes_written)
+        self.results.append(result)
+        return result
+
+    # -- inside the quiesced window (master vCPU) -----------------------------
+    def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        for hook in payload.loaded.hooks.get("load", ()):
+            yield from guest_call(vcpu, hook)
+        action_hooks = payload.loaded.hooks.get("apply", ())
+        if action_hooks:
+            rc = yield from _run_action_hooks(vcpu, action_hooks)
+            if rc:
+                return rc
+        else:
+            self._patch(vcpu, payload)
+        payload.state = PayloadState.APPLIED
+        self.applied.append(payload.name)
+        return 0
+
+    def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        action_hooks = payload.loaded.hooks.get("revert", ())
+        if action_hooks:
+            rc = yield from _run_action_hooks(vcpu, action_hooks)
+            if rc:
+                return rc
+        else:
+            self._unpatch(vcpu, payload)
+        for hook in payload.loaded.hooks.get("unload", ()):
+            yield from guest_call(vcpu, hook)
+        payload.state = PayloadState.CHECKED
+        payload.reverted = True
+        self.applied.remove(payload.name)
+        return 0
+
+    def _perform_replace(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        for name in reversed(list(self.applied)):
+            rc = yield from self._perform_revert(vcpu, self.payloads[name])
+            if rc:
+                return rc
+        return (yield from self._perform_apply(vcpu, payload))
+
+    def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
+        kind = "postrevert" if action is Action.REVERT else "postapply"
+        for hook in payload.loaded.hooks.get(kind, ()):
+            yield from guest_call(vcpu, hook)
+
+    def _patch(self, vcpu: Vcpu, payload: Payload) -> None:
+        for func in payload.loaded.funcs:
+            new = arch.nops(func.new_size) if func.new_addr == 0 else arch.jump(func.old_addr, func.new_addr)
+            payload.saved[func.old_addr] = self.machine.memory.read(func.old_addr, len(new))
+            self._write(vcpu, func, new)
+
+    def _unpatch(self, vcpu: Vcpu, payload: Payload) -> None:
+        for func in reversed(payload.loaded.funcs):
+            self._write(vcpu, func, payload.saved.pop(func.old_addr))
+
+    def _write(self, vcpu: Vcpu, func: FuncRecord, new: bytes) -> None:
+        machine = self.machine
+        old = machine.memory.read(func.old_addr, len(new))
+        machine.memory.write(func.old_addr, new)
+        machine.invalidate_code(func.old_addr, func.old_addr + len(new))
+        work = self.rendezvous.work
+        work.bytes_written += len(new)
+        now = machine.time_of(vcpu) // PS_PER_NS
+        machine.trace.emit(now, vcpu.index, "patch", payload=work.name, function=func.name,
+                           address=func.old_addr, old=old.hex(), new=new.hex())
+        machine.trace.emit(now, vcpu.index, "flush", begin=func.old_addr, end=func.old_addr + len(new),
+                           vcpus=len(machine.vcpus))
+
+
+def _run_action_hooks(vcpu: Vcpu, hooks: tuple[int, ...]) -> Generator[int, int, int]:
+    for hook in hooks:
+        rc = yield from guest_call(vcpu, hook)
+        rc &= 0xFFFFFFFF
+        if rc:
+            return rc - (1 << 32) if rc >= 1 << 31 else rc
+    return 0
+
+
+def _page_align(address: int) -> int:
+    return (address + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
