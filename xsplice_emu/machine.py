@@ -226,7 +226,7 @@ class Machine:
             reason, executed = vcpu.run_slice(budget)
         except UcError as exc:
             vcpu.clock_ps = self.time_of(vcpu)
-            raise self._fault(vcpu, str(exc), vcpu.uc.reg_read(_RIP)) from None
+            raise self._fault(vcpu, str(exc), vcpu.read(_RIP)) from None
         vcpu.clock_ps += executed * self.ps_per_instruction
         vcpu.instructions += executed
         if vcpu.hook_error is not None:
@@ -271,11 +271,11 @@ class Machine:
                 vcpu.stop_reason = StopReason.HOOK
                 vcpu.uc.emu_stop()
         elif port == PORT_FATAL:
-            rip = vcpu.uc.reg_read(_RDI)
+            rip = vcpu.read(_RDI)
             what = "panic" if value == FATAL_PANIC else f"exception {EXCEPTION_NAMES.get(value, value)}"
             raise self._fault(vcpu, what, rip)
         else:
-            raise self._fault(vcpu, f"write of {value:#x} to unknown port {port:#x}", vcpu.uc.reg_read(_RIP))
+            raise self._fault(vcpu, f"write of {value:#x} to unknown port {port:#x}", vcpu.read(_RIP))
 
     def port_in(self, vcpu: Vcpu, port: int) -> int:
         handler = self.port_in_handlers.get(port)
@@ -283,7 +283,7 @@ class Machine:
 
     def exception(self, vcpu: Vcpu, intno: int) -> None:
         """A CPU exception or `int n`: deliver it through the guest IDT."""
-        rip = vcpu.uc.reg_read(_RIP)
+        rip = vcpu.read(_RIP)
         try:
             vcpu.inject(intno, frame_rip=rip)
         except MachineError as exc:
@@ -302,7 +302,7 @@ class Machine:
     def _start_cpu(self, sender: Vcpu, index: int) -> None:
         if not 0 <= index < len(self.vcpus) or self.vcpus[index].state is not VcpuState.WAITING_FOR_START:
             raise self._fault(sender, f"start of vCPU {index}, which does not exist or already runs",
-                              sender.uc.reg_read(_RIP))
+                              sender.read(_RIP))
         target = self.vcpus[index]
         target.clock_ps = self.time_of(sender)
         target.start(self.image.entry, rdi=index, rsi=len(self.vcpus))

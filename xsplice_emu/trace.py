@@ -31,23 +31,25 @@ class Event:
 
 
 class Trace:
-    """An ordered list of events with a running digest."""
+    """An ordered list of events with a digest computed on demand."""
 
     def __init__(self, header: dict[str, Any]):
         self.header = {"format": "xsplice-emu-trace", "version": FORMAT_VERSION, **header}
         self.events: list[Event] = []
         self._hash = hashlib.sha256()
+        self._hashed = 0
 
     def emit(self, time_ns: int, vcpu: int | None, kind: str, **fields: Any) -> Event:
         event = Event(time_ns, vcpu, kind, fields)
         self.events.append(event)
-        self._hash.update(event.to_json().encode())
-        self._hash.update(b"\n")
         return event
 
     @property
     def digest(self) -> str:
         """SHA-256 of the event lines so far (the header is not included)."""
+        for event in self.events[self._hashed:]:
+            self._hash.update(event.to_json().encode() + b"\n")
+        self._hashed = len(self.events)
         return self._hash.hexdigest()
 
     def of_kind(self, kind: str) -> list[Event]:

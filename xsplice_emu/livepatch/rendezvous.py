@@ -66,7 +66,7 @@ class Work:
 
 def guest_call(vcpu: Vcpu, address: int) -> Generator[int, int, int]:
     """From a vCPU's program: run the guest function at `address` on it; give its rax."""
-    vcpu.uc.reg_write(UC_X86_REG_RDX, address)
+    vcpu.write(UC_X86_REG_RDX, address)
     result = yield XSPLICE_CALL
     return result
 
@@ -119,7 +119,7 @@ class Rendezvous:
             program = self._programs[vcpu.index] = self._check_for_work(vcpu)
             answer = next(program)
         else:
-            answer = program.send(vcpu.uc.reg_read(UC_X86_REG_RAX))
+            answer = program.send(vcpu.read(UC_X86_REG_RAX))
         if answer == XSPLICE_RETURN:
             del self._programs[vcpu.index]
         elif answer == XSPLICE_WAIT:
