@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test bench firmware clean
+.PHONY: all demo test bench firmware payloads clean
 
-all: firmware $(INSTALLED)
+all: firmware $(INSTALLED) payloads
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +16,20 @@ $(INSTALLED): pyproject.toml
 firmware:
 	$(MAKE) -s -C firmware
 
+payloads: firmware $(INSTALLED)
+	$(MAKE) -s -C payloads XSPLICE_EMU=$(CURDIR)/$(VENV)/bin/xsplice-emu
+
 demo: firmware $(INSTALLED)
 	$(VENV)/bin/xsplice-emu boot --vcpus 8 --seed 1 --ms 10
 
-test: firmware $(INSTALLED)
+test: firmware $(INSTALLED) payloads
 	$(PY) -m pytest -q
 
-bench: firmware $(INSTALLED)
+bench: firmware $(INSTALLED) payloads
 	$(PY) bench/machine.py
+	$(PY) bench/livepatch.py
 
 clean:
 	$(MAKE) -s -C firmware clean
+	rm -rf payloads/build
 	rm -rf $(VENV) *.egg-info

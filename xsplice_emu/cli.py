@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from functools import wraps
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.table import Table
 from .errors import ConfigError, XspliceEmuError
 from .firmware import builtin_firmware
 from .image import load_image
+from .livepatch.build import DEPENDS, build_payload, payload_build_id, read_note
 from .machine import Machine, MachineConfig
 
 out = Console(highlight=False, soft_wrap=True)
@@ -86,3 +88,30 @@ def _print_summary(machine: Machine, host_seconds: float) -> None:
     table.add_row("guest MIPS", f"{sum(counts) / host_seconds / 1e6:.1f}")
     table.add_row("trace digest", machine.trace.digest[:16])
     out.print(table)
+
+
+@main.group()
+def payload():
+    """Build livepatch payloads."""
+
+
+@payload.command("build")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output payload (default: SOURCE's stem + .livepatch, here).")
+@click.option("--depends", default="hypervisor", show_default=True, metavar="hypervisor|PAYLOAD",
+              help="What it applies on top of: the firmware, or another payload (its build-id).")
+@click.option("--no-xen-depends", is_flag=True, help="Leave out .livepatch.xen_depends.")
+@click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
+@reports_errors
+def payload_build(source, output, depends, no_xen_depends, firmware):
+    """Compile SOURCE (C) into a livepatch payload for the firmware."""
+    source = Path(source)
+    output = Path(output) if output else Path(source.stem + ".livepatch")
+    built = build_payload(
+        source,
+        output,
+        firmware=firmware or builtin_firmware(),
+        depends=None if depends == "hypervisor" else depends,
+        xen_depends=not no_xen_depends,
+    )
+    click.echo(f"built {built} (build-id {payload_build_id(built).hex()}, depends {read_note(built, DEPENDS).hex()})")

@@ -1,0 +1,216 @@
+"""Live patching through the rendezvous: Xen's test payloads on many vCPUs."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xsplice_emu import LivepatchError, Machine, MachineConfig
+from xsplice_emu.livepatch import Action, Livepatch, PayloadState
+from xsplice_emu.platform import NMI_VECTOR
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOADS = ROOT / "payloads" / "build"
+
+
+@pytest.fixture(scope="session")
+def payloads(image):
+    """Directory of the built payloads (built with `make -C payloads` when missing)."""
+    if not (PAYLOADS / "bad" / "truncated.livepatch").exists():
+        subprocess.run(["make", "-s", "-C", str(ROOT / "payloads")], check=True)
+    return PAYLOADS
+
+
+@pytest.fixture
+def patching(image, payloads):
+    """A booted machine with its livepatch controller."""
+    def make(vcpus: int = 4, *, seed: int = 1) -> tuple[Machine, Livepatch]:
+        machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed))
+        machine.run_for(2_000_000)
+        return machine, Livepatch(machine)
+    return make
+
+
+def _upload(livepatch: Livepatch, name: str, file: str) -> None:
+    livepatch.upload(name, (PAYLOADS / file).read_bytes())
+
+
+def _extra(machine: Machine) -> set[str]:
+    return {machine.memory.read_cstring(machine.call(cpu, "xen_extra_version")) for cpu in range(len(machine.vcpus))}
+
+
+def _text_digest(machine: Machine) -> str:
+    text = [s for s in machine.image.segments if s.executable][0]
+    return machine.memory.digest(text.address, text.address + text.memory_size)
+
+
+@pytest.mark.parametrize("vcpus", [1, 4, 72])
+def test_apply_then_revert_on_every_vcpu(patching, vcpus):
+    """After APPLY every vCPU's own call returns "Hello World"; REVERT restores the text byte for byte."""
+    machine, livepatch = patching(vcpus)
+    before = _text_digest(machine)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    result = livepatch.run_action("hello", Action.APPLY)
+    assert result.rc == 0 and result.master == 0 and result.bytes_written == 5
+    assert _extra(machine) == {"Hello World"}
+    assert livepatch.get("hello").state is PayloadState.APPLIED and livepatch.applied == ["hello"]
+    assert _text_digest(machine) != before
+    assert livepatch.run_action("hello", Action.REVERT).rc == 0
+    assert _text_digest(machine) == before
+    assert _extra(machine) == {"-unstable"}
+    assert "xsplice: hello finished apply with rc=0" in livepatch.rendezvous.log
+
+
+def test_workloads_print_the_new_version(patching):
+    """The vCPUs' own workload picks up the patched function on its next call."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    livepatch.run_action("hello", Action.APPLY)
+    machine.run_for(2_000_000)
+    for cpu in range(4):
+        assert f"cpu{cpu}: xen version 4.7Hello World" in [l.text for l in machine.console.lines]
+
+
+def test_bye_world_only_on_top_of_hello(patching):
+    """bye_world depends on hello_world's build-id; the stack reverts from the top only."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    _upload(livepatch, "bye", "xen_bye_world.livepatch")
+    with pytest.raises(LivepatchError) as refused:
+        livepatch.action("bye", Action.APPLY)
+    assert refused.value.errno == errno.EINVAL
+    livepatch.run_action("hello", Action.APPLY)
+    livepatch.run_action("bye", Action.APPLY)
+    assert _extra(machine) == {"Bye World!"}
+    with pytest.raises(LivepatchError) as busy:
+        livepatch.action("hello", Action.REVERT)
+    assert busy.value.errno == errno.EBUSY
+
+
+def test_replace_reverts_the_stack_then_applies(patching):
+    """REPLACE reverts bye then hello and applies replace_world in one window."""
+    machine, livepatch = patching(4)
+    for name, file in (("hello", "xen_hello_world"), ("bye", "xen_bye_world"), ("replace", "xen_replace_world")):
+        _upload(livepatch, name, f"{file}.livepatch")
+    livepatch.run_action("hello", Action.APPLY)
+    livepatch.run_action("bye", Action.APPLY)
+    assert livepatch.run_action("replace", Action.REPLACE).rc == 0
+    assert _extra(machine) == {"Hello Again World!"}
+    assert livepatch.applied == ["replace"]
+    assert livepatch.get("hello").state is livepatch.get("bye").state is PayloadState.CHECKED
+    with pytest.raises(LivepatchError, match="has .data") as refused:
+        livepatch.action("hello", Action.APPLY)
+    assert refused.value.errno == errno.EINVAL
+
+
+def test_stalled_vcpu_times_out_with_text_unchanged(patching, image):
+    """A vCPU spinning with IRQs off past 30 ms: -EBUSY, no byte changed, NMIs unmasked."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    callback = machine.memory.read_u64(image.address("nmi_callback"))
+    before = _text_digest(machine)
+    machine.call(2, "call_stall_irqs_off", 50_000_000, wait=False)
+    machine.run_for(10_000)
+    result = livepatch.run_action("hello", Action.APPLY)
+    assert result.rc == -errno.EBUSY
+    assert livepatch.get("hello").rc == -errno.EBUSY
+    assert livepatch.get("hello").state is PayloadState.CHECKED
+    assert _text_digest(machine) == before
+    assert machine.memory.read_u64(image.address("nmi_callback")) == callback == image.address("default_nmi_callback")
+    assert "xsplice: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
+    machine.run_for(30_000_000)
+    assert livepatch.run_action("hello", Action.APPLY).rc == 0
+
+
+def test_second_action_while_pending_is_busy(patching):
+    """While one action is pending another gets -EBUSY, on any payload."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    _upload(livepatch, "replace", "xen_replace_world.livepatch")
+    livepatch.action("hello", Action.APPLY)
+    assert livepatch.get("hello").rc == -errno.EAGAIN
+    for name in ("hello", "replace"):
+        with pytest.raises(LivepatchError) as busy:
+            livepatch.action(name, Action.APPLY)
+        assert busy.value.errno == errno.EBUSY
+
+
+def test_nmi_in_the_window_is_lost_and_harmless(patching, image):
+    """An NMI landing while NMIs are masked runs do_nmi, is dropped and counted."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    livepatch.action("hello", Action.APPLY)
+    machine.run_for(1_000)
+    machine.send_interrupt(1, NMI_VECTOR)
+    machine.run_for(1_000_000)
+    result = livepatch.collect()
+    assert result.rc == 0 and result.nmis_lost == 1
+    assert not any(l.text == "cpu1: NMI received" for l in machine.console.lines)
+    assert _extra(machine) == {"Hello World"}
+
+
+def test_nop_patch_changes_the_minor_version(patching):
+    """The NOP payload blanks xen_minor_version's mov; revert brings 7 back."""
+    machine, livepatch = patching(2)
+    _upload(livepatch, "nop", "xen_nop.livepatch")
+    assert livepatch.run_action("nop", Action.APPLY).rc == 0
+    assert {machine.call(cpu, "xen_minor_version") for cpu in range(2)} != {7}
+    assert livepatch.run_action("nop", Action.REVERT).rc == 0
+    assert {machine.call(cpu, "xen_minor_version") for cpu in range(2)} == {7}
+
+
+@pytest.mark.parametrize("file, code", [
+    ("bad/truncated.livepatch", errno.EINVAL),
+    ("bad/too_short.livepatch", errno.EINVAL),
+    ("bad/unknown_symbol.livepatch", errno.ENOENT),
+    ("bad/bad_reloc.livepatch", errno.EOPNOTSUPP),
+    ("bad/wx_section.livepatch", errno.EOPNOTSUPP),
+    ("bad/bad_version.livepatch", errno.EOPNOTSUPP),
+    ("bad/do_nmi.livepatch", errno.EPERM),
+])
+def test_rejected_upload_changes_nothing(patching, file, code):
+    """A refused payload gives its errno and one line; memory and lists stay exactly as they were."""
+    machine, livepatch = patching(2)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    before = machine.memory.digest()
+    with pytest.raises(LivepatchError) as refused:
+        _upload(livepatch, "bad", file)
+    assert refused.value.errno == code
+    assert "\n" not in str(refused.value)
+    assert machine.memory.digest() == before
+    assert [p.name for p in livepatch.list()] == ["hello"] and livepatch.applied == []
+
+
+def test_static_target_resolved_by_file_name(patching):
+    """old_addr = 0 with name `tiny_a.c#local_answer` patches the static in tiny_a.c only."""
+    machine, livepatch = patching(2)
+    _upload(livepatch, "static", "bad/static_target.livepatch")
+    assert livepatch.run_action("static", Action.APPLY).rc == 0
+    assert machine.call(1, "answer_a") != 42
+    assert machine.call(1, "answer_b") == 43
+
+
+def test_duplicate_upload_is_eexist(patching):
+    """Uploading the same name or the same build-id twice gives -EEXIST."""
+    machine, livepatch = patching(2)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    for name in ("hello", "hello2"):
+        with pytest.raises(LivepatchError) as exists:
+            _upload(livepatch, name, "xen_hello_world.livepatch")
+        assert exists.value.errno == errno.EEXIST
+
+
+def test_same_seed_same_patch_trace(image, payloads):
+    """An apply run twice with the same seed gives the same trace digest."""
+    digests = set()
+    for _ in range(2):
+        machine = Machine(image, config=MachineConfig(vcpus=8, seed=5))
+        machine.run_for(1_000_000)
+        livepatch = Livepatch(machine)
+        _upload(livepatch, "hello", "xen_hello_world.livepatch")
+        livepatch.run_action("hello", Action.APPLY)
+        digests.add(machine.trace.digest)
+    assert len(digests) == 1

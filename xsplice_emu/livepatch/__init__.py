@@ -1,0 +1,19 @@
+"""Xen's xSplice live patching on the emulated machine: payloads, rendezvous, actions."""
+
+from .payload import FuncRecord, LoadedPayload, load_payload
+from .rendezvous import Rendezvous, Work
+from .states import Action, PayloadState
+from .sysctl import ActionResult, Livepatch, Payload
+
+__all__ = [
+    "Action",
+    "ActionResult",
+    "FuncRecord",
+    "Livepatch",
+    "LoadedPayload",
+    "Payload",
+    "PayloadState",
+    "Rendezvous",
+    "Work",
+    "load_payload",
+]
