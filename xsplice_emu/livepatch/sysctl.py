@@ -13,6 +13,7 @@ import errno
 from dataclasses import dataclass, field
 from typing import Generator
 
+from ..errors import LivepatchError
 from ..machine import PS_PER_NS, Machine
 from ..vcpu import Vcpu
 from . import arch
@@ -21,7 +22,6 @@ from .payload import FuncRecord, LoadedPayload, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
 from .states import TARGET_STATE, Action, PayloadState
 from .unsafe import unsafe_functions
-from ..errors import LivepatchError
 
 
 @dataclass
@@ -130,8 +130,8 @@ class Livepatch:
                 self._veto(payload, "prerevert", self.machine.call(from_vcpu, hook))
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
-        work = Work(name, action.name.lower(), lambda vcpu: perform(vcpu, payload), timeout_ns=timeout_ns)
-        work.finish = lambda vcpu: self._post_hooks(vcpu, payload, action)
+        work = Work(name, action.name.lower(), lambda vcpu: perform(vcpu, payload),
+                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), timeout_ns=timeout_ns)
         self.rendezvous.schedule(work, from_vcpu=from_vcpu)
         payload.rc = -errno.EAGAIN
         self._pending = (payload, action, work)
