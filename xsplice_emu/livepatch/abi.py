@@ -22,9 +22,6 @@ NOP_MAX = 31
 PATCH_INSN_SIZE = 5
 """`jmp rel32` (E9 xx xx xx xx), what a jump patch writes over the old function."""
 
-EXPECT_MAX = 31
-"""Most bytes a v2 expectation may hold."""
-
 # Section names.
 BUILD_ID_NOTE = ".note.gnu.build-id"
 DEPENDS = ".livepatch.depends"

@@ -23,7 +23,7 @@ from ..errors import LivepatchError
 from . import abi
 from .relocations import relocation_kind
 
-Resolver = Callable[[str], "int | None"]
+Resolver = Callable[[str], int | None]
 
 _EHDR_SIZE = 64
 _SHDR_SIZE = 64
@@ -161,8 +161,8 @@ class _Loader:
         self.values = [self._resolve_symbol(i, sym) for i, sym in enumerate(self.raw_symbols)]
         self._relocate(regions)
         self.regions = tuple(Region(start, bytes(buf), kind) for kind, (start, buf) in regions.items())
-        funcs_section, layout = self._funcs_section()
         build_id = self._note(abi.BUILD_ID_NOTE, required=True)
+        funcs_section, layout = self._funcs_section()
         return LoadedPayload(
             name=self.name,
             build_id=build_id,
@@ -175,7 +175,7 @@ class _Loader:
             has_writable_data=any(
                 _kind(s) is RegionKind.DATA and s.size and s is not funcs_section for s in self._loaded()
             ),
-            end=self.regions[-1].end if self.regions else base,
+            end=self.regions[-1].end,
         )
 
     # -- ELF structure -----------------------------------------------------
@@ -224,7 +224,7 @@ class _Loader:
         return sections
 
     def _find_symtab(self) -> tuple[int, _Section]:
-        symtabs = [s for s in self.sections if s.header.get("sh_type") == "SHT_SYMTAB"]
+        symtabs = [s for s in self.sections if s.header["sh_type"] == "SHT_SYMTAB"]
         if len(symtabs) > 1:
             raise self.error(errno.EOPNOTSUPP, f"{len(symtabs)} symbol tables, only one is supported")
         if not symtabs:
@@ -386,7 +386,7 @@ class _Loader:
 
     def _describe(self, sym_index: int) -> str:
         sym = self.raw_symbols[sym_index]
-        if sym.kind == "STT_SECTION" and isinstance(sym.shndx, int) and sym.shndx < len(self.sections):
+        if sym.kind == "STT_SECTION" and isinstance(sym.shndx, int):
             return self.sections[sym.shndx].name
         return sym.name or f"symbol {sym_index}"
 

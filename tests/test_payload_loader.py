@@ -1,0 +1,616 @@
+"""The payload loader: Xen's checks and errno, layout, symbols, relocations, records, notes, hooks."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import shutil
+import struct
+import subprocess
+
+import capstone
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from xsplice_emu.errors import LivepatchError
+from xsplice_emu.livepatch.payload import RegionKind, load_payload
+
+pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("ld")), reason="needs gcc and ld")
+
+CFLAGS = (
+    "-O2 -ffreestanding -fno-builtin -nostdlib -fno-pie -fno-pic -mcmodel=small -mno-red-zone "
+    "-fno-stack-protector -fno-asynchronous-unwind-tables -fcf-protection=none -c"
+).split()
+
+RESOLVE = {
+    "xen_extra_version": 0x101000,
+    "xen_minor_version": 0x101100,
+    "tiny_ret": 0x102000,
+    "version.c#tiny_static": 0x102100,
+    "version.c#static_fn": 0x102200,
+    "far_sym": 0x103000,
+    "_GLOBAL_OFFSET_TABLE_": 0x104000,
+}
+BASE = 0x200000
+LIMIT = 0x400000
+PAGE = 0x1000
+
+# Xen's documented record layouts, declared here on purpose (not from a shared header).
+PRELUDE = r"""
+typedef unsigned int u32;
+typedef unsigned char u8;
+struct xsplice_patch_func {              /* v1, .xsplice.funcs: 64 bytes */
+    const char *name;
+    void *new_addr;
+    void *old_addr;
+    u32 new_size;
+    u32 old_size;
+    u8 version;
+    u8 opaque[31];
+};
+struct livepatch_expectation {
+    u8 enabled : 1;
+    u8 len : 5;
+    u8 rsv : 2;
+    u8 data[31];
+};
+struct livepatch_func {                  /* v2, .livepatch.funcs: 104 bytes */
+    const char *name;
+    void *new_addr;
+    void *old_addr;
+    u32 new_size;
+    u32 old_size;
+    u8 version;
+    u8 opaque[31];
+    u8 applied;
+    u8 pad[7];
+    struct livepatch_expectation expect;
+};
+_Static_assert(sizeof(struct xsplice_patch_func) == 64, "v1 record");
+_Static_assert(sizeof(struct livepatch_func) == 104, "v2 record");
+struct build_id_note { u32 namesz, descsz, type; char name[4]; u8 desc[20]; };
+"""
+
+HELLO_V1 = PRELUDE + r"""
+#ifndef VERSION
+#define VERSION 1
+#endif
+#ifndef NEW_ADDR
+#define NEW_ADDR xen_hello_world
+#endif
+#ifndef OLD_ADDR
+#define OLD_ADDR xen_extra_version
+#endif
+#ifndef NEW_SIZE
+#define NEW_SIZE 16
+#endif
+#ifndef OLD_SIZE
+#define OLD_SIZE 16
+#endif
+extern const char *xen_extra_version(void);
+extern int tiny_ret(void);
+static char scratch[64];
+int counter;
+static const char hello[] = "Hello World";
+
+const char *xen_hello_world(void)
+{
+    counter += tiny_ret();
+    scratch[counter & 63]++;
+    return hello;
+}
+
+static const char name[] = "xen_extra_version";
+struct xsplice_patch_func __attribute__((section(".xsplice.funcs"))) hello_func = {
+    .name = name, .new_addr = NEW_ADDR, .old_addr = OLD_ADDR,
+    .new_size = NEW_SIZE, .old_size = OLD_SIZE, .version = VERSION,
+};
+"""
+
+AGAIN_V2 = PRELUDE + r"""
+#ifndef VERSION
+#define VERSION 2
+#endif
+#ifndef EXPECT
+#define EXPECT .enabled = 1, .len = 3
+#endif
+extern int xen_minor_version(void);
+
+const char *xen_hello_again(void)
+{
+    return "Hello Again World!";
+}
+
+static const char extra[] = "xen_extra_version";
+static const char minor[] = "xen_minor_version";
+struct livepatch_func __attribute__((section(".livepatch.funcs"))) again_funcs[] = {
+    { .name = extra, .new_addr = xen_hello_again, .old_addr = 0, .new_size = 16, .old_size = 16,
+      .version = VERSION, .expect = { EXPECT, .data = { 0x48, 0x8d, 0x05 } } },
+    { .name = minor, .new_addr = 0, .old_addr = xen_minor_version, .new_size = 4, .old_size = 6,
+      .version = VERSION },
+};
+"""
+
+STATIC_V1 = PRELUDE + r"""
+extern int tiny_static(void) __asm__("\"version.c#tiny_static\"");
+
+int new_static_fn(void)
+{
+    return tiny_static() + 1;
+}
+
+static const char name[] = "version.c#static_fn";
+struct xsplice_patch_func __attribute__((section(".xsplice.funcs"))) static_func = {
+    .name = name, .new_addr = new_static_fn, .old_addr = 0, .new_size = 16, .old_size = 16, .version = 1,
+};
+"""
+
+DEPENDS = r"""
+#ifndef DEPENDS_TYPE
+#define DEPENDS_TYPE 3
+#endif
+const struct build_id_note depends __attribute__((section(".livepatch.depends"))) = {
+    4, 20, DEPENDS_TYPE, "GNU", { 0xde, 0xad, 0xbe, 0xef, [19] = 0x01 } };
+const struct build_id_note xen_depends __attribute__((section(".livepatch.xen_depends"))) = {
+    4, 20, 3, "GNU", { 0x0b, 0xad, [19] = 0x02 } };
+"""
+
+HOOKS = r"""
+static void load_one(void) { counter = 1; }
+static void load_two(void) { counter = 2; }
+static void unload_one(void) { counter = 3; }
+static int pre_apply(void) { return counter; }
+static void post_apply(void) { counter = 5; }
+typedef void (*hook_t)(void);
+const hook_t load_hooks[] __attribute__((section(".livepatch.hooks.load"))) = { load_one, load_two };
+#ifdef ODD_UNLOAD_HOOKS
+const u32 unload_hooks[3] __attribute__((section(".livepatch.hooks.unload"))) = { 1, 2, 3 };
+#else
+const hook_t unload_hooks[] __attribute__((section(".livepatch.hooks.unload"))) = { unload_one };
+#endif
+int (*const preapply_hook)(void) __attribute__((section(".livepatch.hooks.preapply"))) = pre_apply;
+#ifdef TWO_PREAPPLY
+int (*const preapply_hook2)(void) __attribute__((section(".livepatch.hooks.preapply"))) = pre_apply;
+#endif
+const hook_t postapply_hook __attribute__((section(".livepatch.hooks.postapply"))) = post_apply;
+"""
+
+WRITABLE_TEXT = r"""
+__asm__(".section .text.wx,\"awx\",@progbits\n ret\n .previous");
+"""
+
+RELOCS = r"""
+__asm__(".text\n"
+        ".globl gotpcrelx\n gotpcrelx: call *tiny_ret@GOTPCREL(%rip)\n ret\n"
+        ".globl abs32\n .type abs32, @function\n abs32: movl $far_sym, %eax\n ret\n"
+        ".globl abs32s\n .type abs32s, @function\n abs32s: movq $far_sym, %rax\n ret\n");
+"""
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory):
+    """Compile C source into a payload (gcc -c, then ld -r with a build-id); cached per variant."""
+    cache: dict[tuple, bytes] = {}
+    root = tmp_path_factory.mktemp("payloads")
+
+    def make(source: str, *defines: str, build_id: bool = True, cflags: tuple[str, ...] = ()) -> bytes:
+        key = (source, defines, build_id, cflags)
+        if key not in cache:
+            stem = root / hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+            c_file, obj, out = stem.with_suffix(".c"), stem.with_suffix(".o"), stem.with_suffix(".livepatch")
+            c_file.write_text(source)
+            subprocess.run(["gcc", *CFLAGS, *cflags, *[f"-D{d}" for d in defines], str(c_file), "-o", str(obj)],
+                           check=True, capture_output=True)
+            link = ["ld", "-r", *(["--build-id=sha1"] if build_id else []), str(obj), "-o", str(out)]
+            subprocess.run(link, check=True, capture_output=True)
+            cache[key] = out.read_bytes()
+        return cache[key]
+
+    return make
+
+
+def load(data: bytes, *, resolve=RESOLVE, base=BASE, limit=LIMIT):
+    return load_payload("hello.livepatch", data, resolve=resolve.get, base=base, limit=limit)
+
+
+def refused(data: bytes, code: int, **options) -> str:
+    """Load `data`, expect LivepatchError with `code`; return its one-line message."""
+    with pytest.raises(LivepatchError) as caught:
+        load(data, **options)
+    assert caught.value.errno == code, str(caught.value)
+    message = caught.value.reason
+    assert message.startswith("hello.livepatch: ") and "\n" not in message
+    return message
+
+
+# -- patching helpers (byte offsets from the ELF64 spec) --------------------
+
+_SHDR_FIELDS = {"sh_name": (0, "<I"), "sh_type": (4, "<I"), "sh_flags": (8, "<Q"), "sh_offset": (24, "<Q"),
+                "sh_size": (32, "<Q"), "sh_link": (40, "<I"), "sh_info": (44, "<I")}
+_EHDR_FIELDS = {"e_type": (16, "<H"), "e_machine": (18, "<H"), "e_version": (20, "<I"), "e_phnum": (56, "<H"),
+                "e_shnum": (60, "<H"), "e_shstrndx": (62, "<H")}
+
+
+def _elf(data: bytes) -> ELFFile:
+    return ELFFile(io.BytesIO(data))
+
+
+def patch_header(data: bytes, field: str, value: int) -> bytes:
+    out = bytearray(data)
+    offset, fmt = _EHDR_FIELDS[field]
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+def section_index(data: bytes, name: str) -> int:
+    return next(i for i, s in enumerate(_elf(data).iter_sections()) if s.name == name)
+
+
+def patch_section(data: bytes, name: str, field: str, value: int) -> bytes:
+    elf = _elf(data)
+    out = bytearray(data)
+    offset, fmt = _SHDR_FIELDS[field]
+    struct.pack_into(fmt, out, elf["e_shoff"] + section_index(data, name) * elf["e_shentsize"] + offset, value)
+    return bytes(out)
+
+
+def patch_symbol_shndx(data: bytes, symbol: str, shndx: int) -> bytes:
+    symtab = _elf(data).get_section_by_name(".symtab")
+    index = next(i for i, s in enumerate(symtab.iter_symbols()) if s.name == symbol)
+    out = bytearray(data)
+    struct.pack_into("<H", out, symtab["sh_offset"] + index * 24 + 6, shndx)
+    return bytes(out)
+
+
+def patch_rela(data: bytes, section: str, entry: int, *, offset=None, sym=None, rtype=None) -> bytes:
+    rela = _elf(data).get_section_by_name(section)
+    at = rela["sh_offset"] + entry * 24
+    old_offset, info = struct.unpack_from("<QQ", data, at)
+    sym = info >> 32 if sym is None else sym
+    rtype = info & 0xFFFFFFFF if rtype is None else rtype
+    out = bytearray(data)
+    struct.pack_into("<QQ", out, at, old_offset if offset is None else offset, sym << 32 | rtype)
+    return bytes(out)
+
+
+def rename_section(data: bytes, old: str, new: str) -> bytes:
+    assert len(old) == len(new)
+    shstrtab = _elf(data).get_section(_elf(data)["e_shstrndx"])
+    at = data.index(old.encode() + b"\0", shstrtab["sh_offset"])
+    return data[:at] + new.encode() + data[at + len(new):]
+
+
+def region(payload, kind):
+    return next(r for r in payload.regions if r.kind is kind)
+
+
+def read(payload, address: int, size: int) -> bytes:
+    for r in payload.regions:
+        if r.address <= address < r.end:
+            return r.data[address - r.address: address - r.address + size]
+    raise AssertionError(f"{address:#x} is not in the payload")
+
+
+# -- good payloads ------------------------------------------------------------
+
+def test_good_v1_payload(build):
+    """A v1 payload loads: one jump record, relocated pointers, its build-id and no dependency."""
+    data = build(HELLO_V1)
+    payload = load(data)
+    expected_id = bytes.fromhex(next(_elf(data).get_section_by_name(".note.gnu.build-id").iter_notes())["n_desc"])
+    assert payload.name == "hello.livepatch"
+    assert payload.build_id == expected_id and len(payload.build_id) == 20
+    assert payload.depends is None and payload.xen_depends is None
+    (func,) = payload.funcs
+    assert func.name == "xen_extra_version"
+    assert func.old_addr == RESOLVE["xen_extra_version"]
+    assert func.new_addr == payload.symbols["xen_hello_world"]
+    assert (func.new_size, func.old_size, func.version, func.expect, func.is_nop) == (16, 16, 1, None, False)
+    assert payload.has_writable_data  # `counter` and `scratch` live in .bss
+    assert all(hooks == () for hooks in payload.hooks.values())
+
+
+def test_good_v2_payload(build):
+    """A v2 payload loads: old_addr 0 resolved by name, the expectation bytes, and a NOP record."""
+    payload = load(build(AGAIN_V2))
+    jump, nop = payload.funcs
+    assert (jump.name, jump.old_addr, jump.version) == ("xen_extra_version", RESOLVE["xen_extra_version"], 2)
+    assert jump.new_addr == payload.symbols["xen_hello_again"]
+    assert jump.expect == bytes([0x48, 0x8D, 0x05])
+    assert read(payload, jump.new_addr, 1)  # the new function is inside the payload
+    assert nop.is_nop and (nop.old_addr, nop.new_size, nop.old_size) == (RESOLVE["xen_minor_version"], 4, 6)
+    assert nop.expect is None
+    assert not payload.has_writable_data  # only the function records are writable
+
+
+def test_relocated_call_reaches_the_resolved_symbol(build):
+    """The call to the undefined `tiny_ret` carries the exact rel32 to the address `resolve` gave."""
+    payload = load(build(HELLO_V1))
+    start = payload.symbols["xen_hello_world"]
+    text = region(payload, RegionKind.TEXT)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    call = next(i for i in md.disasm(text.data[start - text.address:], start) if i.mnemonic == "call")
+    rel32 = RESOLVE["tiny_ret"] - (call.address + 5)
+    assert call.bytes == b"\xe8" + struct.pack("<i", rel32)
+    assert call.op_str == hex(RESOLVE["tiny_ret"])
+
+
+def test_function_record_pointers_are_relocated(build):
+    """The records in the returned bytes hold the name, new and old addresses after relocation."""
+    payload = load(build(HELLO_V1))
+    record = payload.symbols["hello_func"]
+    name_ptr, new_addr, old_addr = struct.unpack("<QQQ", read(payload, record, 24))
+    assert read(payload, name_ptr, 18) == b"xen_extra_version\0"
+    assert (new_addr, old_addr) == (payload.symbols["xen_hello_world"], RESOLVE["xen_extra_version"])
+
+
+def test_file_hash_symbol_statics_resolve_through_resolve(build):
+    """`file#symbol` names go to `resolve`, both as relocation targets and as record names."""
+    payload = load(build(STATIC_V1))
+    (func,) = payload.funcs
+    assert (func.name, func.old_addr) == ("version.c#static_fn", RESOLVE["version.c#static_fn"])
+    start = payload.symbols["new_static_fn"]
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    text = region(payload, RegionKind.TEXT)
+    insns = list(md.disasm(text.data[start - text.address:], start))
+    assert any(i.mnemonic in ("call", "jmp") and i.op_str == hex(RESOLVE["version.c#tiny_static"]) for i in insns)
+
+
+def test_old_addr_zero_falls_back_to_the_payloads_own_symbols(build):
+    """A record whose name `resolve` does not know is looked up among the payload's own symbols."""
+    resolve = {k: v for k, v in RESOLVE.items() if k != "version.c#static_fn"}
+    source = STATIC_V1.replace('"version.c#static_fn"', '"new_static_fn"')
+    payload = load(build(source), resolve=resolve)
+    assert payload.funcs[0].old_addr == payload.symbols["new_static_fn"]
+
+
+def test_regions_are_page_aligned_in_order_and_under_the_limit(build):
+    """Text, rodata and data each start on a page, in that order, from `base` and below `limit`."""
+    payload = load(build(HELLO_V1), base=BASE + 0x123)
+    assert [r.kind for r in payload.regions] == [RegionKind.TEXT, RegionKind.RODATA, RegionKind.DATA]
+    assert payload.regions[0].address == BASE + PAGE
+    for before, after in zip(payload.regions, payload.regions[1:]):
+        assert after.address >= before.end
+    assert all(r.address % PAGE == 0 for r in payload.regions)
+    assert payload.end == payload.regions[-1].end <= LIMIT
+    text, rodata, data = payload.regions
+    assert text.address <= payload.symbols["xen_hello_world"] < text.end
+    assert rodata.address <= payload.symbols["hello"] < rodata.end
+    assert data.address <= payload.symbols["counter"] < data.end
+
+
+def test_nobits_sections_are_zero_filled(build):
+    """.bss variables are present in the data region as zeros."""
+    payload = load(build(HELLO_V1))
+    assert read(payload, payload.symbols["scratch"], 64) == bytes(64)
+    assert read(payload, payload.symbols["counter"], 4) == bytes(4)
+
+
+def test_payload_past_the_limit_is_refused(build):
+    """A payload that would end above `limit` is refused with ENOMEM."""
+    message = refused(build(HELLO_V1), errno.ENOMEM, limit=BASE + 2 * PAGE)
+    assert "past the limit" in message
+
+
+def test_depends_notes_give_the_build_ids(build):
+    """.livepatch.depends and .livepatch.xen_depends notes yield the build-ids they name."""
+    payload = load(build(HELLO_V1 + DEPENDS))
+    assert payload.depends == bytes([0xDE, 0xAD, 0xBE, 0xEF]) + bytes(15) + b"\x01"
+    assert payload.xen_depends == bytes([0x0B, 0xAD]) + bytes(17) + b"\x02"
+
+
+def test_hooks_are_resolved_to_guest_addresses(build):
+    """Each hook section becomes the tuple of its relocated function pointers."""
+    payload = load(build(HELLO_V1 + HOOKS))
+    syms = payload.symbols
+    assert payload.hooks["load"] == (syms["load_one"], syms["load_two"])
+    assert payload.hooks["unload"] == (syms["unload_one"],)
+    assert payload.hooks["preapply"] == (syms["pre_apply"],)
+    assert payload.hooks["postapply"] == (syms["post_apply"],)
+    assert payload.hooks["apply"] == payload.hooks["revert"] == payload.hooks["prerevert"] == ()
+    text = region(payload, RegionKind.TEXT)
+    assert all(text.address <= p < text.end for hooks in payload.hooks.values() for p in hooks)
+
+
+def test_relocations_of_unloaded_sections_are_skipped(build):
+    """Debug-info relocations are ignored, even of a type the loader does not support."""
+    data = build(HELLO_V1, cflags=("-g",))
+    data = patch_rela(data, ".rela.debug_info", 0, rtype=41)
+    assert load(data).funcs[0].name == "xen_extra_version"
+
+
+# -- refusals: the ELF itself ------------------------------------------------
+
+@pytest.mark.parametrize("size", [0, 2 * 1024 * 1024 + 1])
+def test_payload_size_limits(size):
+    """An empty payload or one over 2 MiB is refused with EINVAL."""
+    refused(b"\x7fELF" + bytes(max(size - 4, 0)) if size else b"", errno.EINVAL)
+
+
+@pytest.mark.parametrize("mangle", [
+    pytest.param(lambda d: b"MZ" + d[2:], id="not-elf"),
+    pytest.param(lambda d: d[:40], id="shorter-than-header"),
+    pytest.param(lambda d: d[: len(d) // 2], id="truncated"),
+    pytest.param(lambda d: patch_section(d, ".text", "sh_offset", len(d) + 16), id="section-outside-file"),
+    pytest.param(lambda d: patch_section(d, ".strtab", "sh_offset", len(d) - 4), id="strtab-outside-file"),
+    pytest.param(lambda d: patch_section(d, ".strtab", "sh_type", 1), id="strtab-not-strtab"),
+    pytest.param(lambda d: patch_header(d, "e_shstrndx", 0), id="no-section-names"),
+    pytest.param(lambda d: patch_section(d, ".symtab", "sh_type", 1), id="no-symtab"),
+])
+def test_broken_elf_is_einval(build, mangle):
+    """Not ELF, truncated, or tables outside the file: EINVAL, never a traceback."""
+    refused(mangle(build(HELLO_V1)), errno.EINVAL)
+
+
+@pytest.mark.parametrize("mangle, words", [
+    pytest.param(lambda d: d[:4] + b"\x01" + d[5:], "ELF64", id="class"),
+    pytest.param(lambda d: patch_header(d, "e_machine", 3), "x86-64", id="machine"),
+    pytest.param(lambda d: patch_header(d, "e_type", 2), "relocatable", id="type"),
+    pytest.param(lambda d: patch_header(d, "e_version", 0), "version", id="version"),
+    pytest.param(lambda d: d[:7] + b"\x03" + d[8:], "OS ABI", id="osabi"),
+    pytest.param(lambda d: patch_header(d, "e_phnum", 1), "program headers", id="phnum"),
+    pytest.param(lambda d: patch_header(d, "e_shnum", 1024), "too many sections", id="shnum"),
+    pytest.param(lambda d: patch_section(d, ".comment", "sh_type", 2), "symbol tables", id="two-symtabs"),
+])
+def test_unsupported_elf_is_eopnotsupp(build, mangle, words):
+    """Wrong class, machine, type, version, OSABI, program headers, too many sections, two symtabs."""
+    assert words in refused(mangle(build(HELLO_V1)), errno.EOPNOTSUPP)
+
+
+def test_common_symbol_is_einval(build):
+    """A COMMON symbol (an -fcommon tentative definition) is refused with EINVAL."""
+    assert "is a common symbol" in refused(build(HELLO_V1, cflags=("-fcommon",)), errno.EINVAL)
+
+
+def test_writable_and_executable_section_is_eopnotsupp(build):
+    """A section both writable and executable is refused, named with its index."""
+    data = build(HELLO_V1 + WRITABLE_TEXT)
+    index = section_index(data, ".text.wx")
+    assert refused(data, errno.EOPNOTSUPP) == (
+        f"hello.livepatch: section .text.wx (index {index}) is writable and executable"
+    )
+
+
+# -- refusals: symbols and relocations ----------------------------------------
+
+def test_unknown_symbol_is_enoent(build):
+    """An undefined symbol neither `resolve` nor the payload knows is ENOENT, naming it."""
+    resolve = {k: v for k, v in RESOLVE.items() if k != "tiny_ret"}
+    assert "tiny_ret" in refused(build(HELLO_V1), errno.ENOENT, resolve=resolve)
+
+
+def test_unresolvable_old_address_is_enoent(build):
+    """A record with old_addr 0 whose name nobody knows is ENOENT."""
+    resolve = {k: v for k, v in RESOLVE.items() if k != "xen_extra_version"}
+    assert "xen_extra_version" in refused(build(AGAIN_V2), errno.ENOENT, resolve=resolve)
+
+
+def test_unsupported_relocation_type_is_named(build):
+    """A relocation type the loader does not handle is EOPNOTSUPP, named as pyelftools names it."""
+    assert "unsupported relocation type R_X86_64_GOTPCRELX" in refused(build(HELLO_V1 + RELOCS), errno.EOPNOTSUPP)
+
+
+@pytest.mark.parametrize("function, kind, imm_at, far", [
+    ("abs32", "R_X86_64_32", 1, 1 << 32),  # movl $far_sym, %eax: B8 imm32
+    ("abs32s", "R_X86_64_32S", 3, 1 << 31),  # movq $far_sym, %rax: 48 C7 C0 imm32
+])
+def test_absolute_32_bit_relocations_check_overflow(build, function, kind, imm_at, far):
+    """R_X86_64_32 must fit unsigned and R_X86_64_32S signed 32 bits, else EOVERFLOW."""
+    data = build(HELLO_V1 + RELOCS.replace("call *tiny_ret@GOTPCREL(%rip)", "call tiny_ret"))
+    payload = load(data)
+    assert read(payload, payload.symbols[function] + imm_at, 4) == struct.pack("<I", RESOLVE["far_sym"])
+    assert f"({kind} against far_sym" in refused(data, errno.EOVERFLOW, resolve={**RESOLVE, "far_sym": far})
+
+
+def test_pc32_overflow_is_eoverflow(build):
+    """A call whose target is beyond ±2 GiB of the payload is EOVERFLOW."""
+    message = refused(build(HELLO_V1), errno.EOVERFLOW, resolve={**RESOLVE, "tiny_ret": 0x7FFF_0000_0000})
+    assert "R_X86_64_PLT32 against tiny_ret" in message
+
+
+def test_rel_section_is_eopnotsupp(build):
+    """SHT_REL relocations (without addend) are not supported."""
+    assert "SHT_REL" in refused(patch_section(build(HELLO_V1), ".rela.text", "sh_type", 9), errno.EOPNOTSUPP)
+
+
+@pytest.mark.parametrize("change, code", [
+    pytest.param({"offset": 0x10000}, errno.EINVAL, id="offset-outside-section"),
+    pytest.param({"sym": 9999}, errno.EINVAL, id="symbol-index-past-end"),
+    pytest.param({"sym": 0}, errno.EOPNOTSUPP, id="stn-undef"),
+])
+def test_bad_relocation_entries(build, change, code):
+    """A relocation outside its section or past the symbol table is EINVAL (STN_UNDEF: EOPNOTSUPP)."""
+    assert ".rela.text entry 0" in refused(patch_rela(build(HELLO_V1), ".rela.text", 0, **change), code)
+
+
+# -- refusals: function records ----------------------------------------------
+
+def test_missing_function_records_is_einval(build):
+    """A payload without .xsplice.funcs or .livepatch.funcs is EINVAL."""
+    data = rename_section(build(HELLO_V1), ".xsplice.funcs", ".xsplice.funcz")
+    assert "neither" in refused(data, errno.EINVAL)
+
+
+def test_both_record_sections_is_einval(build):
+    """A payload with both v1 and v2 record sections is EINVAL."""
+    source = HELLO_V1 + AGAIN_V2[len(PRELUDE):].replace("VERSION", "VERSION2")
+    assert "both" in refused(build(source, "VERSION2=2"), errno.EINVAL)
+
+
+@pytest.mark.parametrize("size", [0, 63])
+def test_record_section_size_is_checked(build, size):
+    """An empty record section, or one not a multiple of the record size, is EINVAL."""
+    data = patch_section(build(HELLO_V1), ".xsplice.funcs", "sh_size", size)
+    assert ".xsplice.funcs" in refused(data, errno.EINVAL)
+
+
+@pytest.mark.parametrize("source, version", [(HELLO_V1, 2), (AGAIN_V2, 1)])
+def test_record_version_must_match_its_section(build, source, version):
+    """A v1 section holding version 2 records, or the reverse, is EOPNOTSUPP."""
+    assert f"version {version}" in refused(build(source, f"VERSION={version}"), errno.EOPNOTSUPP)
+
+
+@pytest.mark.parametrize("defines, code, words", [
+    pytest.param(("OLD_SIZE=0",), errno.EINVAL, "old_size 0", id="old-size-zero"),
+    pytest.param(("OLD_SIZE=4",), errno.EINVAL, "below 5", id="jump-needs-five-bytes"),
+    pytest.param(("NEW_ADDR=0", "NEW_SIZE=0"), errno.EINVAL, "new_size 0", id="nop-of-nothing"),
+    pytest.param(("NEW_ADDR=0", "NEW_SIZE=8", "OLD_SIZE=6"), errno.EINVAL, "6-byte", id="nop-longer-than-old"),
+    pytest.param(("NEW_ADDR=0", "NEW_SIZE=32", "OLD_SIZE=40"), errno.EOPNOTSUPP, "at most 31", id="nop-over-31"),
+])
+def test_function_record_checks(build, defines, code, words):
+    """Xen's per-record checks on sizes, with their errno."""
+    assert words in refused(build(HELLO_V1, *defines), code)
+
+
+def test_jump_patch_new_size_may_exceed_old_size(build):
+    """A jump patch's new function may be longer than the old one."""
+    assert load(build(HELLO_V1, "NEW_SIZE=4096", "OLD_SIZE=5")).funcs[0].new_size == 4096
+
+
+def test_nop_patch_of_31_bytes_loads(build):
+    """A NOP patch of 31 bytes (the maximum) loads as a NOP record."""
+    (func,) = load(build(HELLO_V1, "NEW_ADDR=0", "NEW_SIZE=31", "OLD_SIZE=31")).funcs
+    assert func.is_nop and func.new_size == 31
+
+
+def test_jump_out_of_rel32_reach_is_eoverflow(build):
+    """A jump from an old function more than 2 GiB away from the new one is EOVERFLOW."""
+    far = {**RESOLVE, "xen_extra_version": BASE + (1 << 31) + PAGE}
+    assert "jump range" in refused(build(HELLO_V1), errno.EOVERFLOW, resolve=far)
+
+
+@pytest.mark.parametrize("expect, code", [
+    pytest.param(".enabled = 1, .len = 0", errno.EINVAL, id="enabled-but-empty"),
+    pytest.param(".enabled = 1, .len = 17", errno.ERANGE, id="longer-than-old-function"),
+    pytest.param(".enabled = 1, .len = 3, .rsv = 1", errno.EINVAL, id="reserved-bits"),
+])
+def test_expectation_checks(build, expect, code):
+    """A v2 expectation must be non-empty, fit the old function, and leave reserved bits clear."""
+    assert "expect" in refused(build(AGAIN_V2, f"EXPECT={expect}"), code)
+
+
+def test_disabled_expectation_is_none(build):
+    """A v2 record whose expectation is disabled has `expect` None."""
+    assert load(build(AGAIN_V2, "EXPECT=.enabled = 0, .len = 3")).funcs[0].expect is None
+
+
+# -- refusals: notes and hooks -----------------------------------------------
+
+def test_missing_build_id_is_einval(build):
+    """A payload without its own .note.gnu.build-id is EINVAL."""
+    assert ".note.gnu.build-id" in refused(build(HELLO_V1, build_id=False), errno.EINVAL)
+
+
+def test_malformed_depends_note_is_einval(build):
+    """A .livepatch.depends note that is not a GNU build-id note is EINVAL."""
+    assert ".livepatch.depends" in refused(build(HELLO_V1 + DEPENDS, "DEPENDS_TYPE=4"), errno.EINVAL)
+
+
+@pytest.mark.parametrize("define, section", [
+    ("ODD_UNLOAD_HOOKS", ".livepatch.hooks.unload"),
+    ("TWO_PREAPPLY", ".livepatch.hooks.preapply"),
+])
+def test_bad_hook_sections_are_einval(build, define, section):
+    """A hook array not a multiple of 8 bytes, or two pointers in a single hook, is EINVAL."""
+    assert section in refused(build(HELLO_V1 + HOOKS, define), errno.EINVAL)
