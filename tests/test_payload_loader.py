@@ -255,11 +255,11 @@ def patch_section(data: bytes, name: str, field: str, value: int) -> bytes:
     return bytes(out)
 
 
-def patch_symbol_shndx(data: bytes, symbol: str, shndx: int) -> bytes:
+def patch_symbol(data: bytes, symbol: str, *, shndx: int, value: int) -> bytes:
     symtab = _elf(data).get_section_by_name(".symtab")
     index = next(i for i, s in enumerate(symtab.iter_symbols()) if s.name == symbol)
     out = bytearray(data)
-    struct.pack_into("<H", out, symtab["sh_offset"] + index * 24 + 6, shndx)
+    struct.pack_into("<HxxxxxxQ", out, symtab["sh_offset"] + index * 24 + 6, shndx, value)
     return bytes(out)
 
 
@@ -334,6 +334,17 @@ def test_relocated_call_reaches_the_resolved_symbol(build):
     rel32 = RESOLVE["tiny_ret"] - (call.address + 5)
     assert call.bytes == b"\xe8" + struct.pack("<i", rel32)
     assert call.op_str == hex(RESOLVE["tiny_ret"])
+
+
+def test_absolute_symbol_keeps_its_value(build):
+    """A SHN_ABS symbol is used as is, without asking `resolve`."""
+    data = patch_symbol(build(HELLO_V1), "tiny_ret", shndx=0xFFF1, value=0x105000)
+    payload = load(data)
+    start = payload.symbols["xen_hello_world"]
+    text = region(payload, RegionKind.TEXT)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    call = next(i for i in md.disasm(text.data[start - text.address:], start) if i.mnemonic == "call")
+    assert call.op_str == "0x105000"
 
 
 def test_function_record_pointers_are_relocated(build):

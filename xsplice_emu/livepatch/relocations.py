@@ -33,7 +33,9 @@ class Relocation:
     def value(self, *, symbol: int, addend: int, place: int) -> int:
         raise NotImplementedError
 
-    def apply(self, section: bytearray | memoryview, offset: int, *, symbol: int, addend: int, place: int, where: str) -> None:
+    def apply(
+        self, section: bytearray | memoryview, offset: int, *, symbol: int, addend: int, place: int, where: str
+    ) -> None:
         """Write the relocated field at `offset` of `section` (loaded at `place - offset`)."""
         if offset + self.width > len(section):
             raise LivepatchError(
@@ -52,7 +54,9 @@ class Relocation:
 class Ignored(Relocation):
     """R_X86_64_NONE: nothing to do."""
 
-    def apply(self, section: bytearray | memoryview, offset: int, *, symbol: int, addend: int, place: int, where: str) -> None:
+    def apply(
+        self, section: bytearray | memoryview, offset: int, *, symbol: int, addend: int, place: int, where: str
+    ) -> None:
         return None
 
 
