@@ -226,8 +226,7 @@ def refused(data: bytes, code: int, **options) -> str:
 
 # -- patching helpers (byte offsets from the ELF64 spec) --------------------
 
-_SHDR_FIELDS = {"sh_name": (0, "<I"), "sh_type": (4, "<I"), "sh_flags": (8, "<Q"), "sh_offset": (24, "<Q"),
-                "sh_size": (32, "<Q"), "sh_link": (40, "<I"), "sh_info": (44, "<I")}
+_SHDR_FIELDS = {"sh_type": (4, "<I"), "sh_offset": (24, "<Q"), "sh_size": (32, "<Q")}
 _EHDR_FIELDS = {"e_type": (16, "<H"), "e_machine": (18, "<H"), "e_version": (20, "<I"), "e_phnum": (56, "<H"),
                 "e_shnum": (60, "<H"), "e_shstrndx": (62, "<H")}
 
@@ -259,7 +258,7 @@ def patch_symbol(data: bytes, symbol: str, *, shndx: int, value: int) -> bytes:
     symtab = _elf(data).get_section_by_name(".symtab")
     index = next(i for i, s in enumerate(symtab.iter_symbols()) if s.name == symbol)
     out = bytearray(data)
-    struct.pack_into("<HxxxxxxQ", out, symtab["sh_offset"] + index * 24 + 6, shndx, value)
+    struct.pack_into("<HQ", out, symtab["sh_offset"] + index * 24 + 6, shndx, value)
     return bytes(out)
 
 
