@@ -12,6 +12,8 @@
 import errno as _errno
 import os as _os
 
+_ERRNO_NAMES = {**_errno.errorcode, _errno.EOPNOTSUPP: "EOPNOTSUPP"}  # Linux lists it as ENOTSUP
+
 
 class XspliceEmuError(Exception):
     """Base of every error raised by xsplice-emu."""
@@ -46,14 +48,14 @@ class LivepatchError(XspliceEmuError):
     """A payload or livepatch action refused; `errno` is Xen's (positive) value."""
 
     def __init__(self, errno: int, message: str):
-        super().__init__(f"{message} ({_errno.errorcode.get(errno, errno)})")
+        super().__init__(f"{message} ({_ERRNO_NAMES.get(errno, errno)})")
         self.errno = errno
         self.reason = message
 
     @property
     def errno_name(self) -> str:
         """`EINVAL`, `EBUSY`, ..."""
-        return _errno.errorcode.get(self.errno, str(self.errno))
+        return _ERRNO_NAMES.get(self.errno, str(self.errno))
 
     @property
     def strerror(self) -> str:
