@@ -217,7 +217,8 @@ class Machine:
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
         budget = self.rng.randint(self.config.slice_min, self.config.slice_max)
-        horizon = min(until_ps, vcpu.next_arrival_ps() or NEVER,
+        arrival = vcpu.next_arrival_ps()
+        horizon = min(until_ps, NEVER if arrival is None else arrival,
                       self._alarms[0][0] if self._alarms else NEVER) - vcpu.clock_ps
         if horizon < budget * self.ps_per_instruction:
             budget = max(1, -(-horizon // self.ps_per_instruction))
@@ -366,6 +367,13 @@ class Machine:
             raise MachineError(f"vCPU {index} did not finish {name} within {timeout_ns / 1e6:g} ms of virtual time")
         self.memory.write_u32(base + 32, CALL_SLOT_FREE)
         return self.memory.read_u64(base + 24)
+
+    def per_cpu(self, symbol: str) -> list[int]:
+        """The firmware's per-CPU array `symbol` (NR_CPUS integers), element by element."""
+        array = self.image.symbol(symbol)
+        width = array.size // NR_CPUS
+        data = self.memory.read(array.address, array.size)
+        return [int.from_bytes(data[i:i + width], "little") for i in range(0, width * NR_CPUS, width)]
 
     def _slot_address(self, vcpu: int, slot: int) -> int:
         return self._call_slots + (vcpu * CALL_SLOTS + slot) * CALL_SLOT_SIZE

@@ -23,7 +23,6 @@ from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RDX
 from ..errors import LivepatchError
 from ..machine import PS_PER_NS, Machine
 from ..platform import (
-    NR_CPUS,
     PORT_XSPLICE,
     XSPLICE_CALL,
     XSPLICE_IRQ_OFF,
@@ -79,7 +78,6 @@ class Rendezvous:
         image = machine.image
         self._work_to_do = image.address("xsplice_work_to_do")
         self._nmi_callback = image.address("nmi_callback")
-        self._nmi_count = image.symbol("nmi_count")
         self._mask_callback = image.address("xsplice_mask_nmi_callback")
         self._reschedule = image.address("xsplice_reschedule_fn")
         self._programs: dict[int, Program] = {}
@@ -230,9 +228,7 @@ class Rendezvous:
         self.machine.memory.write_u8(self._work_to_do + vcpu.index, 0)
 
     def _nmis_counted(self) -> int:
-        data = self.machine.memory.read(self._nmi_count.address, self._nmi_count.size)
-        width = self._nmi_count.size // NR_CPUS
-        return sum(int.from_bytes(data[i:i + width], "little") for i in range(0, len(data), width))
+        return sum(self.machine.per_cpu("nmi_count"))
 
     def _mask_nmis(self, vcpu: Vcpu) -> None:
         memory = self.machine.memory

@@ -172,9 +172,8 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{payload.name}: {func.name} starts with {found.hex(' ')}, "
                                                f"expected {func.expect.hex(' ')}")
 
-    def _veto(self, payload: Payload, kind: str, rc: int) -> None:
-        rc = rc - (1 << 64) if rc >= 1 << 63 else rc
-        rc = rc - (1 << 32) if 1 << 31 <= rc < 1 << 32 else rc
+    def _veto(self, payload: Payload, kind: str, rax: int) -> None:
+        rc = _hook_rc(rax)
         if rc:
             code = -rc if rc < 0 else errno.EINVAL
             raise LivepatchError(code, f"{payload.name}: {kind} hook refused with {rc}")
@@ -214,25 +213,17 @@ class Livepatch:
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         for hook in payload.loaded.hooks.get("load", ()):
             yield from guest_call(vcpu, hook)
-        action_hooks = payload.loaded.hooks.get("apply", ())
-        if action_hooks:
-            rc = yield from _run_action_hooks(vcpu, action_hooks)
-            if rc:
-                return rc
-        else:
-            self._patch(vcpu, payload)
+        rc = yield from self._act(vcpu, payload, "apply", self._patch)
+        if rc:
+            return rc
         payload.state = PayloadState.APPLIED
         self.applied.append(payload.name)
         return 0
 
     def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
-        action_hooks = payload.loaded.hooks.get("revert", ())
-        if action_hooks:
-            rc = yield from _run_action_hooks(vcpu, action_hooks)
-            if rc:
-                return rc
-        else:
-            self._unpatch(vcpu, payload)
+        rc = yield from self._act(vcpu, payload, "revert", self._unpatch)
+        if rc:
+            return rc
         for hook in payload.loaded.hooks.get("unload", ()):
             yield from guest_call(vcpu, hook)
         payload.state = PayloadState.CHECKED
@@ -246,6 +237,17 @@ class Livepatch:
             if rc:
                 return rc
         return (yield from self._perform_apply(vcpu, payload))
+
+    def _act(self, vcpu: Vcpu, payload: Payload, kind: str, built_in) -> Generator[int, int, int]:
+        """The payload's `kind` action hooks in order (first non-zero rc stops them), else `built_in`."""
+        hooks = payload.loaded.hooks.get(kind, ())
+        if not hooks:
+            built_in(vcpu, payload)
+        for hook in hooks:
+            rc = _hook_rc((yield from guest_call(vcpu, hook)))
+            if rc:
+                return rc
+        return 0
 
     def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
         kind = "postrevert" if action is Action.REVERT else "postapply"
@@ -276,13 +278,10 @@ class Livepatch:
                            vcpus=len(machine.vcpus))
 
 
-def _run_action_hooks(vcpu: Vcpu, hooks: tuple[int, ...]) -> Generator[int, int, int]:
-    for hook in hooks:
-        rc = yield from guest_call(vcpu, hook)
-        rc &= 0xFFFFFFFF
-        if rc:
-            return rc - (1 << 32) if rc >= 1 << 31 else rc
-    return 0
+def _hook_rc(rax: int) -> int:
+    """A hook's `int` result from the rax it left: the low 32 bits, signed."""
+    rc = rax & 0xFFFFFFFF
+    return rc - (1 << 32) if rc >= 1 << 31 else rc
 
 
 def _page_align(address: int) -> int:
