@@ -314,9 +314,9 @@ class Machine:
     def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
         """Raise `vector` (NMI_VECTOR for an NMI) on vCPU `index` at `at_ps` (default: now)."""
         target = self._vcpu(index)
-        time_ps = max(self.now_ps if at_ps is None else at_ps, target.clock_ps)
-        target.post(time_ps, next(self._seq), vector)
-        self.trace.emit(time_ps // PS_PER_NS, sender, "ipi", to=index, vector=vector)
+        sent_ps = self.now_ps if at_ps is None else at_ps
+        target.post(max(sent_ps, target.clock_ps), next(self._seq), vector)
+        self.trace.emit(sent_ps // PS_PER_NS, sender, "ipi", to=index, vector=vector)
         self._schedule(target)
 
     def park(self, vcpu: Vcpu) -> None:
