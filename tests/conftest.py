@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image
+from xsplice_emu.livepatch import Livepatch
+
+from helpers import PAYLOADS, ROOT
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +26,22 @@ def boot(image):
         machine.run_for(int(ms * 1_000_000))
         return machine
     return make
+
+
+@pytest.fixture(scope="session")
+def payloads(image):
+    """Directory of the built payloads (built with `make -C payloads` when missing)."""
+    if not (PAYLOADS / "bad" / "truncated.livepatch").exists():
+        subprocess.run(["make", "-s", "-C", str(ROOT / "payloads")], check=True)
+    return PAYLOADS
+
+
+@pytest.fixture
+def patching(image, payloads):
+    """A booted machine with its livepatch controller."""
+    def make(vcpus: int = 4, *, seed: int = 1) -> tuple[Machine, Livepatch]:
+        machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed))
+        machine.run_for(2_000_000)
+        return machine, Livepatch(machine)
+    return make
+

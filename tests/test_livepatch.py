@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import errno
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -12,34 +10,7 @@ from xsplice_emu import LivepatchError, Machine, MachineConfig
 from xsplice_emu.livepatch import Action, Livepatch, PayloadState
 from xsplice_emu.platform import NMI_VECTOR
 
-ROOT = Path(__file__).resolve().parent.parent
-PAYLOADS = ROOT / "payloads" / "build"
-
-
-@pytest.fixture(scope="session")
-def payloads(image):
-    """Directory of the built payloads (built with `make -C payloads` when missing)."""
-    if not (PAYLOADS / "bad" / "truncated.livepatch").exists():
-        subprocess.run(["make", "-s", "-C", str(ROOT / "payloads")], check=True)
-    return PAYLOADS
-
-
-@pytest.fixture
-def patching(image, payloads):
-    """A booted machine with its livepatch controller."""
-    def make(vcpus: int = 4, *, seed: int = 1) -> tuple[Machine, Livepatch]:
-        machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed))
-        machine.run_for(2_000_000)
-        return machine, Livepatch(machine)
-    return make
-
-
-def _upload(livepatch: Livepatch, name: str, file: str) -> None:
-    livepatch.upload(name, (PAYLOADS / file).read_bytes())
-
-
-def _extra(machine: Machine) -> set[str]:
-    return {machine.memory.read_cstring(machine.call(cpu, "xen_extra_version")) for cpu in range(len(machine.vcpus))}
+from helpers import PAYLOADS, extra_versions as _extra, upload as _upload
 
 
 def _text_digest(machine: Machine) -> str:

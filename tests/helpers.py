@@ -1,0 +1,21 @@
+"""Small helpers shared by the livepatch tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xsplice_emu import Machine
+from xsplice_emu.livepatch import Livepatch
+
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOADS = ROOT / "payloads" / "build"
+
+
+def upload(livepatch: Livepatch, name: str, file: str) -> None:
+    """Upload payloads/build/`file` as `name`."""
+    livepatch.upload(name, (PAYLOADS / file).read_bytes())
+
+
+def extra_versions(machine: Machine) -> set[str]:
+    """What xen_extra_version() returns on each vCPU, as a set."""
+    return {machine.memory.read_cstring(machine.call(cpu, "xen_extra_version")) for cpu in range(len(machine.vcpus))}
