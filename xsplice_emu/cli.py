@@ -13,12 +13,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ConfigError, XspliceEmuError
 from .firmware import builtin_firmware
 from .image import load_image
 from .livepatch.build import DEPENDS, build_payload, payload_build_id, read_note
+from .livepatch.inspection import inspect_payload
 from .machine import Machine, MachineConfig
 
 out = Console(highlight=False, soft_wrap=True)
@@ -68,7 +70,7 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     if not quiet:
         for line in machine.console.lines:
             colour = VCPU_COLOURS[line.vcpu % len(VCPU_COLOURS)]
-            out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{line.text}[/{colour}]")
+            out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{escape(line.text)}[/{colour}]")
     if trace_path:
         machine.trace.write(trace_path)
     _print_summary(machine, host_seconds)
@@ -92,7 +94,7 @@ def _print_summary(machine: Machine, host_seconds: float) -> None:
 
 @main.group()
 def payload():
-    """Build livepatch payloads."""
+    """Build and inspect livepatch payloads."""
 
 
 @payload.command("build")
@@ -115,3 +117,50 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
         xen_depends=not no_xen_depends,
     )
     click.echo(f"built {built} (build-id {payload_build_id(built).hex()}, depends {read_note(built, DEPENDS).hex()})")
+
+
+@payload.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
+@reports_errors
+def payload_inspect(file, firmware):
+    """Show FILE's records, sections, relocations, build-ids and new code."""
+    path = Path(file)
+    report = inspect_payload(path.stem, path.read_bytes(), load_image(firmware or builtin_firmware()))
+    loaded = report.loaded
+    out.print(f"[bold]{escape(str(path))}[/bold]")
+    out.print(f"  build-id     {loaded.build_id.hex()}")
+    out.print(f"  depends      {loaded.depends.hex() if loaded.depends else '-'} ({report.depends_on})")
+    if loaded.xen_depends is None:
+        out.print("  xen_depends  -")
+    else:
+        verdict = "matches" if loaded.xen_depends == report.firmware_build_id else "does NOT match"
+        out.print(f"  xen_depends  {loaded.xen_depends.hex()} ({verdict} the firmware)")
+    functions = Table(title="function records", title_justify="left")
+    for column in ("name", "old", "new", "old_size", "new_size", "version", "patch", "expect"):
+        functions.add_column(column)
+    for info in report.functions:
+        func = info.record
+        functions.add_row(func.name, f"{func.old_addr:#x} <{info.old}>", f"{func.new_addr:#x}" if func.new_addr else "-",
+                          str(func.old_size), str(func.new_size), str(func.version),
+                          "NOP" if func.new_addr == 0 else "jmp", func.expect.hex(" ") if func.expect else "-")
+    out.print(functions)
+    for info in report.functions:
+        if info.new_code:
+            out.print(f"new code for {info.record.name}:")
+            for address, text in info.new_code:
+                out.print(f"  {address:#x}  {text}", markup=False)
+    hooks = ", ".join(f"{kind} x{len(addresses)}" for kind, addresses in loaded.hooks.items() if addresses)
+    out.print(f"hooks: {hooks or 'none'}")
+    sections = Table(title="sections", title_justify="left")
+    for column in ("name", "loaded as", "size"):
+        sections.add_column(column)
+    for section in report.sections:
+        sections.add_row(section.name, section.kind, str(section.size))
+    out.print(sections)
+    relocations = Table(title="relocations", title_justify="left")
+    for column in ("section", "offset", "type", "symbol", "addend"):
+        relocations.add_column(column)
+    for reloc in report.relocations:
+        relocations.add_row(reloc.section, f"{reloc.offset:#x}", reloc.type, reloc.symbol, str(reloc.addend))
+    out.print(relocations)

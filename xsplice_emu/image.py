@@ -64,6 +64,11 @@ class Image:
         """The symbol called `name`, or None; globals win over statics."""
         return self._by_name.get(name)
 
+    def resolve(self, name: str) -> int | None:
+        """Address of `name` (or `file#name`), None when the image has no such symbol."""
+        found = self.lookup(name)
+        return found.address if found else None
+
     def address(self, name: str) -> int:
         return self.symbol(name).address
 

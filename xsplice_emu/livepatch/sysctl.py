@@ -73,7 +73,7 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
-        loaded = load_payload(name, data, resolve=self._resolve, base=self._free, limit=self.machine.memory.size)
+        loaded = load_payload(name, data, resolve=self.machine.image.resolve, base=self._free, limit=self.machine.memory.size)
         for other in self.payloads.values():
             if other.loaded.build_id == loaded.build_id:
                 raise LivepatchError(errno.EEXIST, f"{name}: same build-id as payload {other.name}")
@@ -101,10 +101,6 @@ class Livepatch:
 
     def list(self) -> list[Payload]:
         return list(self.payloads.values())
-
-    def _resolve(self, name: str) -> int | None:
-        symbol = self.machine.image.lookup(name)
-        return symbol.address if symbol else None
 
     def _check_target(self, name: str, func: FuncRecord) -> None:
         why = self._unsafe.get(func.old_addr)
