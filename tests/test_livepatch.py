@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 
@@ -185,3 +186,26 @@ def test_same_seed_same_patch_trace(image, payloads):
         livepatch.run_action("hello", Action.APPLY)
         digests.add(machine.trace.digest)
     assert len(digests) == 1
+
+
+def test_apply_trace_tells_the_whole_rendezvous(patching, tmp_path):
+    """The JSON Lines trace has the header and every step of an apply, with the patched bytes."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    livepatch.run_action("hello", Action.APPLY)
+    path = tmp_path / "apply.jsonl"
+    machine.trace.write(path)
+    header, *events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert header["version"] == 1 and header["seed"] == 1 and header["options"]["vcpus"] == 4
+    assert header["firmware_build_id"] == machine.image.build_id.hex()
+    start = next(i for i, e in enumerate(events) if e["kind"] == "action_requested")
+    kinds = [e["kind"] for e in events[start:]]
+    for kind in ("master_elected", "nmi_masked", "phase_complete", "quiesced", "patch", "flush", "nmi_unmasked", "released"):
+        assert kind in kinds, kind
+    assert [e["to"] for e in events[start:] if e["kind"] == "ipi" and e["vcpu"] == 0] == [1, 2, 3]
+    arrivals = {(e["vcpu"], e["phase"]) for e in events[start:] if e["kind"] == "arrived"}
+    assert arrivals == {(cpu, phase) for cpu in (1, 2, 3) for phase in ("CPU", "IRQ")}
+    [patch] = [e for e in events if e["kind"] == "patch"]
+    assert patch["function"] == "xen_extra_version" and patch["new"].startswith("e9")
+    assert bytes.fromhex(patch["old"]) == machine.image.segments[0].data[
+        patch["address"] - machine.image.segments[0].address:][:5]
