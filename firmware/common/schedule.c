@@ -98,11 +98,16 @@ noreturn void workload_task(void)
     schedule();
 }
 
-/* Per CPU: 4 KiB of scratch and the xorshift state. */
+/*
+ * Per CPU: 4 KiB of scratch and the xorshift state. A chunk walks
+ * BUSY_WORDS of it, about 5,000 instructions: a busy CPU looks at its
+ * softirqs every ~5 us, as a host does on its frequent exits.
+ */
+#define BUSY_WORDS 128
 static u64 busy_buf[NR_CPUS][512] __attribute__((aligned(4096)));
 static u64 busy_seed[NR_CPUS];
 
-/* About 20,000 instructions of loads, stores and arithmetic. */
+/* About 5,000 instructions of loads, stores and arithmetic. */
 static noinline void busy_chunk(unsigned int cpu)
 {
     volatile u64 *buf = busy_buf[cpu];
@@ -112,19 +117,19 @@ static noinline void busy_chunk(unsigned int cpu)
 
     for ( pass = 0; pass < 2; pass++ )
     {
-        for ( i = 0; i < 512; i++ )
+        for ( i = 0; i < BUSY_WORDS; i++ )
         {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             buf[i] = x;
         }
-        for ( i = 0; i < 512; i++ )
+        for ( i = 0; i < BUSY_WORDS; i++ )
             sum += buf[i] ^ (sum >> 3);
     }
     busy_seed[cpu] = x;
     busy_checksum[cpu] += sum;
-    ACCESS_ONCE(busy_work[cpu]) += 2 * 2 * 512;
+    ACCESS_ONCE(busy_work[cpu]) += 2 * 2 * BUSY_WORDS;
 }
 
 noreturn void busy_task(void)
