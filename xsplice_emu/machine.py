@@ -63,8 +63,8 @@ class MachineConfig:
     clock_hz: int = 1_000_000_000
     timer_hz: int = 1000
     ram_mib: int = 64
-    slice_min: int = 4_000
-    slice_max: int = 40_000
+    slice_min: int = 2_000
+    slice_max: int = 10_000
 
     def validate(self) -> None:
         if not 1 <= self.vcpus <= NR_CPUS:
