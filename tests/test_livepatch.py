@@ -209,3 +209,62 @@ def test_apply_trace_tells_the_whole_rendezvous(patching, tmp_path):
     assert patch["function"] == "xen_extra_version" and patch["new"].startswith("e9")
     assert bytes.fromhex(patch["old"]) == machine.image.segments[0].data[
         patch["address"] - machine.image.segments[0].address:][:5]
+
+
+def _refused(call, code):
+    with pytest.raises(LivepatchError) as refused:
+        call()
+    assert refused.value.errno == code, refused.value
+
+
+@pytest.mark.parametrize("vcpus", [1, 4, 72])
+def test_xen_maintainers_sequence(patching, vcpus):
+    """Reference section 6, step by step: hello, bye, replace, nop and their refusals."""
+    machine, livepatch = patching(vcpus)
+    lp, hello, bye, replace, nop = livepatch, "xen_hello_world", "xen_bye_world", "xen_replace_world", "xen_nop"
+    assert lp.list() == [] and _extra(machine) == {"-unstable"}                             # 1
+    _refused(lambda: lp.action(hello, Action.REVERT), errno.ENOENT)                        # 2
+    _upload(lp, hello, f"{hello}.livepatch")                                               # 3 load
+    assert lp.run_action(hello, Action.APPLY).rc == 0
+    _refused(lambda: _upload(lp, hello, f"{hello}.livepatch"), errno.EEXIST)
+    assert lp.get(hello).state is PayloadState.APPLIED and _extra(machine) == {"Hello World"}  # 4
+    assert lp.run_action(hello, Action.REVERT).rc == 0 and _extra(machine) == {"-unstable"}   # 5
+    lp.action(hello, Action.UNLOAD)                                                        # 6
+    _refused(lambda: lp.action(hello, Action.UNLOAD), errno.ENOENT)
+    for name in (hello, bye):                                                              # 7
+        _upload(lp, name, f"{name}.livepatch")
+        assert lp.run_action(name, Action.APPLY).rc == 0
+    assert _extra(machine) == {"Bye World!"}
+    _upload(lp, "xen_replace", f"{replace}.livepatch")                                     # 8
+    assert lp.run_action("xen_replace", Action.REPLACE).rc == 0
+    assert _extra(machine) == {"Hello Again World!"} and lp.applied == ["xen_replace"]
+    _refused(lambda: lp.action(hello, Action.APPLY), errno.EINVAL)                         # 9: has .data
+    _refused(lambda: lp.action(bye, Action.APPLY), errno.EINVAL)                           # 9: depends
+    assert lp.get("xen_replace").state is PayloadState.APPLIED                             # 10: nothing to do
+    assert lp.run_action("xen_replace", Action.REVERT).rc == 0                             # 11
+    for name in ("xen_replace", hello, bye):
+        lp.action(name, Action.UNLOAD)
+    assert lp.list() == [] and _extra(machine) == {"-unstable"}
+    _upload(lp, nop, f"{nop}.livepatch")                                                   # 12
+    minor = {machine.call(cpu, "xen_minor_version") for cpu in range(vcpus)}
+    assert lp.run_action(nop, Action.APPLY).rc == 0
+    assert lp.run_action(nop, Action.REVERT).rc == 0
+    assert lp.run_action(nop, Action.APPLY).rc == 0                                        # no .data: re-apply
+    assert {machine.call(cpu, "xen_minor_version") for cpu in range(vcpus)} != minor
+    _refused(lambda: lp.action(nop, Action.UNLOAD), errno.EINVAL)                          # 13
+    assert lp.run_action(nop, Action.REVERT).rc == 0
+    lp.action(nop, Action.UNLOAD)
+    assert lp.list() == [] and {machine.call(cpu, "xen_minor_version") for cpu in range(vcpus)} == minor == {7}
+
+
+def test_action_from_a_chosen_vcpu_with_its_own_timeout(patching):
+    """--from-vcpu picks the master; a per-action timeout of 5 ms gives up on a 10 ms stall."""
+    machine, livepatch = patching(4)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    machine.call(1, "call_stall_irqs_off", 10_000_000, wait=False)
+    machine.run_for(10_000)
+    result = livepatch.run_action("hello", Action.APPLY, from_vcpu=2, timeout_ns=5_000_000)
+    assert result.rc == -errno.EBUSY and result.master == 2
+    assert 5_000_000 <= result.release_ns < 5_100_000
+    machine.run_for(10_000_000)
+    assert livepatch.run_action("hello", Action.APPLY, from_vcpu=3).master == 3
