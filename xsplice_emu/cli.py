@@ -19,7 +19,8 @@ from rich.table import Table
 from .errors import ConfigError, XspliceEmuError
 from .firmware import builtin_firmware
 from .image import load_image
-from .livepatch.build import DEPENDS, build_payload, payload_build_id, read_note
+from .livepatch.abi import DEPENDS
+from .livepatch.build import build_payload, payload_build_id, read_note
 from .livepatch.inspection import inspect_payload
 from .machine import Machine, MachineConfig
 

@@ -19,6 +19,9 @@ SECTIONS_MAX = 1024
 NOP_MAX = 31
 """Most bytes a NOP patch may cover: the size of the record's opaque save area."""
 
+EXPECT_MAX = 31
+"""Most bytes a v2 expectation holds (`data[31]`)."""
+
 PATCH_INSN_SIZE = 5
 """`jmp rel32` (E9 xx xx xx xx), what a jump patch writes over the old function."""
 

@@ -34,6 +34,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..errors import ConfigError, ToolchainError
 from ..image import Image, load_image
+from .abi import BUILD_ID_NOTE, DEPENDS, EXPECT_MAX, NT_GNU_BUILD_ID, XEN_DEPENDS
 
 PAYLOADS_DIR = Path(__file__).resolve().parent.parent.parent / "payloads"
 PAYLOAD_INCLUDE_DIR = PAYLOADS_DIR / "include"
@@ -45,11 +46,6 @@ CFLAGS = (
     "-mgeneral-regs-only", "-fno-jump-tables", "-Wall",
 )
 
-DEPENDS = ".livepatch.depends"
-XEN_DEPENDS = ".livepatch.xen_depends"
-BUILD_ID = ".note.gnu.build-id"
-NT_GNU_BUILD_ID = 3
-EXPECT_MAX = 31  # bytes of a livepatch_expectation
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -124,9 +120,9 @@ def read_note(path: str | Path, section: str) -> bytes | None:
 
 def payload_build_id(path: str | Path) -> bytes:
     """A built payload's own build-id (its `.note.gnu.build-id`)."""
-    build_id = read_note(path, BUILD_ID)
+    build_id = read_note(path, BUILD_ID_NOTE)
     if not build_id:
-        raise ConfigError(f"{path}: no {BUILD_ID} note (not a payload?)")
+        raise ConfigError(f"{path}: no {BUILD_ID_NOTE} note (not a payload?)")
     return build_id
 
 
