@@ -216,7 +216,8 @@ class Machine:
         self._schedule(vcpu)
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
-        budget = self.rng.randint(self.config.slice_min, self.config.slice_max)
+        config = self.config
+        budget = config.slice_min + int(self.rng.random() * (config.slice_max - config.slice_min + 1))
         arrival = vcpu.next_arrival_ps()
         horizon = min(until_ps, NEVER if arrival is None else arrival,
                       self._alarms[0][0] if self._alarms else NEVER) - vcpu.clock_ps
