@@ -1,0 +1,16 @@
+"""The `xsplice-emu` command line: a thin client of the library."""
+
+import click
+
+from .boot import boot
+from .payload import payload
+
+
+@click.group()
+@click.version_option(package_name="xsplice-emu")
+def main():
+    """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
+
+
+for command in (boot, payload):
+    main.add_command(command)

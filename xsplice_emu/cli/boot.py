@@ -1,0 +1,58 @@
+"""`xsplice-emu boot`: run the firmware and show what every vCPU printed."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..firmware import builtin_firmware
+from ..image import load_image
+from ..machine import Machine, MachineConfig
+from .common import VCPU_COLOURS, out, reports_errors
+
+
+@click.command()
+@click.option("--vcpus", default=4, show_default=True, help="Number of vCPUs (1-256).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the scheduler.")
+@click.option("--ms", default=10.0, show_default=True, help="Virtual milliseconds to run.")
+@click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
+@click.option("--clock-mhz", default=1000, show_default=True, help="Instructions per virtual microsecond.")
+@click.option("--timer-hz", default=1000, show_default=True, help="Per-vCPU timer interrupt rate.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
+@reports_errors
+def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
+    """Boot the firmware on VCPUS vCPUs and run MS ms of virtual time."""
+    config = MachineConfig(vcpus=vcpus, seed=seed, clock_hz=clock_mhz * 1_000_000, timer_hz=timer_hz)
+    config.validate()
+    image = load_image(firmware or builtin_firmware())
+    started = time.perf_counter()
+    machine = Machine(image, config=config)
+    machine.run_for(int(ms * 1_000_000))
+    host_seconds = time.perf_counter() - started
+    if not quiet:
+        for line in machine.console.lines:
+            colour = VCPU_COLOURS[line.vcpu % len(VCPU_COLOURS)]
+            out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{escape(line.text)}[/{colour}]")
+    if trace_path:
+        machine.trace.write(trace_path)
+    _print_summary(machine, host_seconds)
+
+
+def _print_summary(machine: Machine, host_seconds: float) -> None:
+    table = Table(title="summary", show_header=False, title_justify="left")
+    counts = [v.instructions for v in machine.vcpus]
+    table.add_row("vCPUs", str(len(counts)))
+    table.add_row("virtual time", f"{machine.now_ns / 1e6:.3f} ms")
+    if len(counts) <= 16:
+        table.add_row("instructions per vCPU", ", ".join(f"{c:,}" for c in counts))
+    else:
+        table.add_row("instructions per vCPU", f"min {min(counts):,}  mean {sum(counts) // len(counts):,}  max {max(counts):,}")
+    table.add_row("instructions", f"{sum(counts):,}")
+    table.add_row("host time", f"{host_seconds:.3f} s")
+    table.add_row("guest MIPS", f"{sum(counts) / host_seconds / 1e6:.1f}")
+    table.add_row("trace digest", machine.trace.digest[:16])
+    out.print(table)
