@@ -18,4 +18,4 @@ def upload(livepatch: Livepatch, name: str, file: str) -> None:
 
 def extra_versions(machine: Machine) -> set[str]:
     """What xen_extra_version() returns on each vCPU, as a set."""
-    return {machine.memory.read_cstring(machine.call(cpu, "xen_extra_version")) for cpu in range(len(machine.vcpus))}
+    return {machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")}

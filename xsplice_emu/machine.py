@@ -345,6 +345,17 @@ class Machine:
              at_ps: int | None = None, sender: int | None = None) -> int | None:
         """Run `function(arg0, arg1)` on vCPU `index` through the call-function
         IPI; with `wait`, run the machine until it returns and give its result."""
+        slot = self._post_call(index, function, arg0, arg1, at_ps=at_ps, sender=sender)
+        return self._await_calls([slot], function, timeout_ns)[0] if wait else None
+
+    def call_all(self, function: str | int, arg0: int = 0, arg1: int = 0, *,
+                 timeout_ns: int = 100_000_000) -> list[int]:
+        """Run `function(arg0, arg1)` on every vCPU at once; their results in vCPU order."""
+        slots = [self._post_call(index, function, arg0, arg1) for index in range(len(self.vcpus))]
+        return self._await_calls(slots, function, timeout_ns)
+
+    def _post_call(self, index: int, function: str | int, arg0: int, arg1: int, *,
+                   at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
         vcpu = self._vcpu(index)
         address = self.image.address(function) if isinstance(function, str) else function
         slot = self._free_slot(vcpu.index)
@@ -356,18 +367,23 @@ class Machine:
         self.memory.write_u64(base + 40, next(self._seq))
         self.memory.write_u32(base + 32, CALL_SLOT_PENDING)
         self.send_interrupt(vcpu.index, CALL_FUNCTION_VECTOR, at_ps=at_ps, sender=sender)
-        if not wait:
-            return None
-        self._awaited_slots.add((vcpu.index, slot))
+        return vcpu.index, slot
+
+    def _await_calls(self, slots: list[tuple[int, int]], function: str | int, timeout_ns: int) -> list[int]:
+        bases = [self._slot_address(vcpu, slot) for vcpu, slot in slots]
+        self._awaited_slots.update(slots)
         try:
-            self.run_for(timeout_ns, stop_when=lambda: self.memory.read_u32(base + 32) == CALL_SLOT_DONE)
+            self.run_for(timeout_ns, stop_when=lambda: all(self.memory.read_u32(b + 32) == CALL_SLOT_DONE for b in bases))
         finally:
-            self._awaited_slots.discard((vcpu.index, slot))
-        name = function if isinstance(function, str) else f"{address:#x}"
-        if self.memory.read_u32(base + 32) != CALL_SLOT_DONE:
-            raise MachineError(f"vCPU {index} did not finish {name} within {timeout_ns / 1e6:g} ms of virtual time")
-        self.memory.write_u32(base + 32, CALL_SLOT_FREE)
-        return self.memory.read_u64(base + 24)
+            self._awaited_slots.difference_update(slots)
+        name = function if isinstance(function, str) else f"{function:#x}"
+        results = []
+        for (vcpu, _), base in zip(slots, bases):
+            if self.memory.read_u32(base + 32) != CALL_SLOT_DONE:
+                raise MachineError(f"vCPU {vcpu} did not finish {name} within {timeout_ns / 1e6:g} ms of virtual time")
+            self.memory.write_u32(base + 32, CALL_SLOT_FREE)
+            results.append(self.memory.read_u64(base + 24))
+        return results
 
     def per_cpu(self, symbol: str) -> list[int]:
         """The firmware's per-CPU array `symbol` (NR_CPUS integers), element by element."""
