@@ -59,3 +59,9 @@ EXCEPTION_NAMES = {
     18: "#MC machine check",
     19: "#XM SIMD error",
 }
+
+
+def int_result(rax: int) -> int:
+    """A guest function's C `int` result from the rax it left: the low 32 bits, signed."""
+    value = rax & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value

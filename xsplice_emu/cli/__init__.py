@@ -3,6 +3,7 @@
 import click
 
 from .boot import boot
+from .livepatch import livepatch
 from .payload import payload
 
 
@@ -12,5 +13,5 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, payload):
+for command in (boot, payload, livepatch):
     main.add_command(command)

@@ -13,6 +13,9 @@ import click
 from rich.console import Console
 
 from ..errors import ConfigError, XspliceEmuError
+from ..operator import ERR, XEN, Outcome
+from ..platform import NR_CPUS
+from ..session import DEFAULT_BOOT_MS
 
 out = Console(highlight=False, soft_wrap=True)
 VCPU_COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
@@ -31,3 +34,23 @@ def reports_errors(command):
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
     return wrapper
+
+
+def print_outcome(outcome: Outcome) -> None:
+    """What an operator command printed: stdout, stderr, and the hypervisor's lines dimmed on stderr."""
+    for stream, text in outcome.chunks:
+        if stream == XEN:
+            click.secho(f"(XEN) {text}", nl=False, err=True, dim=True)
+        else:
+            click.echo(text, nl=False, err=stream == ERR)
+
+
+def machine_options(command):
+    """--vcpus, --seed, --firmware and --boot-ms: the machine a command boots."""
+    command = click.option("--boot-ms", default=DEFAULT_BOOT_MS, show_default=True,
+                           type=click.FloatRange(min=0), help="Virtual ms to boot before the first command.")(command)
+    command = click.option("--firmware", type=click.Path(dir_okay=False),
+                           help="Firmware ELF (default: the built-in one).")(command)
+    command = click.option("--seed", default=0, show_default=True, help="Seed of the scheduler.")(command)
+    return click.option("--vcpus", default=4, show_default=True, type=click.IntRange(1, NR_CPUS),
+                        help="Number of vCPUs.")(command)

@@ -15,6 +15,7 @@ from typing import Generator
 
 from ..errors import LivepatchError
 from ..machine import PS_PER_NS, Machine
+from ..platform import int_result
 from ..vcpu import Vcpu
 from . import arch
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
@@ -169,7 +170,7 @@ class Livepatch:
                                                f"expected {func.expect.hex(' ')}")
 
     def _veto(self, payload: Payload, kind: str, rax: int) -> None:
-        rc = _hook_rc(rax)
+        rc = int_result(rax)
         if rc:
             code = -rc if rc < 0 else errno.EINVAL
             raise LivepatchError(code, f"{payload.name}: {kind} hook refused with {rc}")
@@ -240,7 +241,7 @@ class Livepatch:
         if not hooks:
             built_in(vcpu, payload)
         for hook in hooks:
-            rc = _hook_rc((yield from guest_call(vcpu, hook)))
+            rc = int_result((yield from guest_call(vcpu, hook)))
             if rc:
                 return rc
         return 0
@@ -272,12 +273,6 @@ class Livepatch:
                            address=func.old_addr, old=old.hex(), new=new.hex())
         machine.trace.emit(now, vcpu.index, "flush", begin=func.old_addr, end=func.old_addr + len(new),
                            vcpus=len(machine.vcpus))
-
-
-def _hook_rc(rax: int) -> int:
-    """A hook's `int` result from the rax it left: the low 32 bits, signed."""
-    rc = rax & 0xFFFFFFFF
-    return rc - (1 << 32) if rc >= 1 << 31 else rc
 
 
 def _page_align(address: int) -> int:

@@ -1,0 +1,44 @@
+"""`xsplice-emu livepatch VERB ARGS [VERB ARGS]...`: xen-livepatch on a fresh machine."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..session import Session
+from ..verbs import VERBS, Request
+from .common import machine_options, print_outcome, reports_errors
+
+
+@click.group(chain=True)
+@machine_options
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
+def livepatch(**_options):
+    """Boot a machine, then run xen-livepatch commands on it in order.
+
+    \b
+    Example: xsplice-emu livepatch --vcpus 8 load payloads/build/xen_hello_world.livepatch list
+    Each command prints what Xen's tool prints; the first one that fails
+    ends the run with its exit status (1, or 2 for EAGAIN/EBUSY).
+    """
+
+
+@livepatch.result_callback()
+@reports_errors
+def _run(requests: list[Request], vcpus, seed, firmware, boot_ms, trace_path):
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms)
+    exit_code = 0
+    for request in requests:
+        outcome = session.command(request)
+        print_outcome(outcome)
+        if outcome.exit_code:
+            exit_code = outcome.exit_code
+            break
+    if trace_path:
+        session.machine.trace.write(trace_path)
+    sys.exit(exit_code)
+
+
+for _command in VERBS.values():
+    livepatch.add_command(_command)

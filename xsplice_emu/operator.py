@@ -1,0 +1,214 @@
+"""Xen's operator tool, `xen-livepatch`, over one machine's `Livepatch`.
+
+Each verb returns an `Outcome`: the lines the real tool prints (stdout and
+stderr, with its wording), what the hypervisor logged meanwhile, the exit
+status (0 success, 2 for EAGAIN/EBUSY, else 1) and the errno that decided
+it. Like the real tool, an action is requested and then waited for: the
+machine runs in virtual time until the action completes or twice its
+timeout has passed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LivepatchError
+from .livepatch import Action, Livepatch, PayloadState
+from .livepatch.abi import NAME_MAX
+from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
+from .livepatch.sysctl import ActionResult
+
+OUT, ERR, XEN = "out", "err", "xen"
+RETRY_ERRNOS = (errno.EAGAIN, errno.EBUSY)
+
+
+@dataclass(frozen=True)
+class ActionVerb:
+    """One of the tool's action verbs: the state it needs and the one it aims at."""
+
+    name: str
+    gerund: str
+    action: Action
+    allowed: PayloadState
+    expected: PayloadState | None  # None: the payload is gone
+
+
+ACTION_VERBS = {
+    "apply": ActionVerb("apply", "Applying", Action.APPLY, PayloadState.CHECKED, PayloadState.APPLIED),
+    "revert": ActionVerb("revert", "Reverting", Action.REVERT, PayloadState.APPLIED, PayloadState.CHECKED),
+    "unload": ActionVerb("unload", "Unloading", Action.UNLOAD, PayloadState.CHECKED, None),
+    "replace": ActionVerb("replace", "Replacing all live patches with", Action.REPLACE,
+                          PayloadState.CHECKED, PayloadState.APPLIED),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one operator command printed, and how it ended."""
+
+    exit_code: int
+    errno: int
+    chunks: tuple[tuple[str, str], ...]
+    results: tuple[ActionResult, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """Everything printed, hypervisor lines prefixed `(XEN) `, as one string."""
+        return "".join(f"(XEN) {text}" if stream == XEN else text for stream, text in self.chunks)
+
+    @property
+    def errno_name(self) -> str:
+        return "0" if not self.errno else errno.errorcode.get(self.errno, str(self.errno))
+
+
+@dataclass
+class _Printer:
+    """Collects an outcome's chunks as the verb runs."""
+
+    chunks: list[tuple[str, str]] = field(default_factory=list)
+    hypervisor: list[tuple[str, str]] = field(default_factory=list)
+    results: list[ActionResult] = field(default_factory=list)
+
+    def out(self, text: str) -> None:
+        self.chunks.append((OUT, text))
+
+    def err(self, text: str) -> None:
+        self.chunks.append((ERR, text))
+
+    def xen(self, text: str) -> None:
+        """A line of the hypervisor's log; it follows the tool's own output."""
+        self.hypervisor.append((XEN, text + "\n"))
+
+    def error(self, code: int) -> None:
+        self.err(f"Error {code}: {os.strerror(code)}\n")
+
+    def outcome(self, code: int) -> Outcome:
+        exit_code = 0 if code == 0 else 2 if code in RETRY_ERRNOS else 1
+        return Outcome(exit_code, code, tuple(self.chunks + self.hypervisor), tuple(self.results))
+
+
+class OperatorTool:
+    """`xen-livepatch` against one machine's livepatch controller."""
+
+    def __init__(self, livepatch: Livepatch, *, base: Path = Path(".")):
+        self.livepatch = livepatch
+        self.base = base
+
+    def path(self, file: str) -> Path:
+        """`file` as the tool sees it: relative paths start at `base`."""
+        return self.base / file
+
+    # -- verbs -------------------------------------------------------------
+    def upload(self, name: str, file: str) -> Outcome:
+        printer = _Printer()
+        return printer.outcome(self._upload(printer, name, file))
+
+    def list(self) -> Outcome:
+        printer = _Printer()
+        printer.out(" ID                                     | status\n"
+                    "----------------------------------------+------------\n")
+        for payload in self.livepatch.list():
+            row = f"{payload.name:<40}| {payload.state.name}"
+            if payload.rc:
+                row += f" ({-payload.rc}, {os.strerror(-payload.rc)})"
+            printer.out(row + "\n")
+        return printer.outcome(0)
+
+    def action(self, verb: str, name: str, *, timeout_ms: float | None = None, from_vcpu: int = 0,
+               nodeps: bool = False) -> Outcome:
+        """apply, revert, replace or unload `name`, waiting for the result."""
+        printer = _Printer()
+        code = self._action(printer, ACTION_VERBS[verb], name, timeout_ms=timeout_ms,
+                            from_vcpu=from_vcpu, nodeps=nodeps)
+        return printer.outcome(code)
+
+    def load(self, file: str, **options) -> Outcome:
+        """Upload `file` under its base name (up to the last dot) and apply it; unload it again if that fails."""
+        printer = _Printer()
+        name = Path(file).name.rsplit(".", 1)[0]
+        code = self._upload(printer, name, file)
+        if code == 0:
+            code = self._action(printer, ACTION_VERBS["apply"], name, **options)
+            if code:
+                self._action(printer, ACTION_VERBS["unload"], name)
+        return printer.outcome(code)
+
+    # -- the tool's logic ----------------------------------------------------
+    def _upload(self, printer: _Printer, name: str, file: str) -> int:
+        if len(name) >= NAME_MAX:
+            printer.err(f"ID must be no more than {NAME_MAX - 1} characters.\n")
+            return errno.EINVAL
+        path = self.path(file)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            printer.err(f"Could not open {file}.\n")
+            printer.error(exc.errno or errno.EIO)
+            return exc.errno or errno.EIO
+        printer.out(f"Uploading {file}... ")
+        try:
+            self.livepatch.upload(name, data)
+        except LivepatchError as exc:
+            return self._failed(printer, exc)
+        printer.out("completed\n")
+        return 0
+
+    def _action(self, printer: _Printer, verb: ActionVerb, name: str, *, timeout_ms: float | None = None,
+                from_vcpu: int = 0, nodeps: bool = False) -> int:
+        try:
+            payload = self.livepatch.get(name)
+        except LivepatchError as exc:
+            printer.err(f"Failed to get status of {name}.\n")
+            printer.error(exc.errno)
+            return exc.errno
+        if payload.rc == -errno.EAGAIN:
+            printer.err(f"Cannot execute {verb.name}.\nOperation already in progress.\n")
+            return errno.EAGAIN
+        if payload.state is verb.expected:
+            printer.out("No action needed.\n")
+            return 0
+        if payload.state is not verb.allowed:
+            self._wrong_state(printer, name, payload.state, verb.allowed)
+            return errno.EINVAL
+        printer.out(f"{verb.gerund} {name}... ")
+        log_seen = len(self.livepatch.rendezvous.log)
+        timeout_ns = DEFAULT_TIMEOUT_NS if timeout_ms is None else int(timeout_ms * 1_000_000)
+        try:
+            result = self.livepatch.run_action(name, verb.action, timeout_ns=timeout_ns,
+                                               from_vcpu=from_vcpu, nodeps=nodeps)
+        except LivepatchError as exc:
+            return self._failed(printer, exc)
+        for line in self.livepatch.rendezvous.log[log_seen:]:
+            printer.xen(line)
+        if verb.expected is None:
+            printer.out("completed\n")
+            return 0
+        if result is None:
+            printer.out("failed\n")
+            printer.err("Operation didn't complete.\n")
+            return errno.EAGAIN
+        printer.results.append(result)
+        if result.rc < 0:
+            printer.out("failed\n")
+            printer.error(-result.rc)
+            return -result.rc
+        if payload.state is not verb.expected:
+            printer.out("failed\n")
+            self._wrong_state(printer, name, payload.state, verb.expected)
+            return errno.EINVAL
+        printer.out("completed\n")
+        return 0
+
+    @staticmethod
+    def _failed(printer: _Printer, exc: LivepatchError) -> int:
+        printer.out("failed\n")
+        printer.error(exc.errno)
+        printer.xen(exc.reason)
+        return exc.errno
+
+    @staticmethod
+    def _wrong_state(printer: _Printer, name: str, current: PayloadState, expected: PayloadState) -> None:
+        printer.err(f"{name} is in the wrong state.\nCurrent state: {current.name}\nExpected state: {expected.name}\n")

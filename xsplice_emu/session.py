@@ -1,0 +1,86 @@
+"""One live machine with its livepatch controller and operator tool.
+
+Scenarios and the interactive shell drive a `Session`: operator commands,
+virtual time, stalls and NMIs, and the values every vCPU computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .firmware import builtin_firmware
+from .image import load_image
+from .livepatch import Livepatch
+from .machine import PS_PER_NS, Machine, MachineConfig
+from .operator import OperatorTool, Outcome
+from .platform import NMI_VECTOR, int_result
+from .verbs import Request
+
+NS_PER_MS = 1_000_000
+DEFAULT_BOOT_MS = 2.0
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What one vCPU's calls of Xen's version functions returned."""
+
+    major: int
+    minor: int
+    extra: str
+
+
+def text_digest(machine: Machine) -> str:
+    """SHA-256 of the firmware's executable segments as guest memory holds them now."""
+    return "".join(machine.memory.digest(seg.address, seg.address + seg.memory_size)
+                   for seg in machine.image.segments if seg.executable)
+
+
+class Session:
+    """A booted machine that takes operator commands and scenario verbs."""
+
+    def __init__(self, *, vcpus: int, seed: int, firmware: str | Path | None = None,
+                 boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path(".")):
+        image = load_image(firmware or builtin_firmware())
+        self.machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed))
+        self.text_as_built = text_digest(self.machine)
+        self.machine.run_for(int(boot_ms * NS_PER_MS))
+        self.livepatch = Livepatch(self.machine)
+        self.tool = OperatorTool(self.livepatch, base=base)
+
+    def command(self, request: Request) -> Outcome:
+        """Run one operator command to its end."""
+        return request.run(self.tool)
+
+    def advance(self, ns: int) -> None:
+        """Let virtual time pass."""
+        self.machine.run_for(ns)
+
+    def stall(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
+        """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off."""
+        self.machine.call(vcpu, "call_stall_irqs_off", ns, wait=False, at_ps=self._at(delay_ns))
+
+    def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
+        """An NMI to `vcpu` now (+ `delay_ns`)."""
+        self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
+
+    def versions(self) -> list[Versions]:
+        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version()."""
+        machine = self.machine
+        majors = machine.call_all("xen_major_version")
+        minors = machine.call_all("xen_minor_version")
+        extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
+        return [Versions(int_result(major), int_result(minor), extra) for major, minor, extra in zip(majors, minors, extras)]
+
+    def text_unchanged(self) -> bool:
+        """Whether the firmware's code is byte for byte as it was built."""
+        return text_digest(self.machine) == self.text_as_built
+
+    @property
+    def nmis_lost(self) -> int:
+        """NMIs that landed while the rendezvous had them masked, over all actions."""
+        return sum(result.nmis_lost for result in self.livepatch.results)
+
+    def _at(self, delay_ns: int) -> int:
+        return self.machine.now_ps + delay_ns * PS_PER_NS
+
