@@ -13,6 +13,12 @@ import errno as _errno
 import os as _os
 
 _ERRNO_NAMES = {**_errno.errorcode, _errno.EOPNOTSUPP: "EOPNOTSUPP"}  # Linux lists it as ENOTSUP
+ERRNO_BY_NAME = {name: number for number, name in _errno.errorcode.items()} | {"EOPNOTSUPP": _errno.EOPNOTSUPP}
+
+
+def errno_name(code: int) -> str:
+    """`EINVAL` for 22, ...; "0" for success."""
+    return _ERRNO_NAMES.get(code, str(code)) if code else "0"
 
 
 class XspliceEmuError(Exception):
@@ -48,14 +54,14 @@ class LivepatchError(XspliceEmuError):
     """A payload or livepatch action refused; `errno` is Xen's (positive) value."""
 
     def __init__(self, errno: int, message: str):
-        super().__init__(f"{message} ({_ERRNO_NAMES.get(errno, errno)})")
+        super().__init__(f"{message} ({errno_name(errno)})")
         self.errno = errno
         self.reason = message
 
     @property
     def errno_name(self) -> str:
         """`EINVAL`, `EBUSY`, ..."""
-        return _ERRNO_NAMES.get(self.errno, str(self.errno))
+        return errno_name(self.errno)
 
     @property
     def strerror(self) -> str:

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LivepatchError
+from .errors import LivepatchError, errno_name
 from .livepatch import Action, Livepatch, PayloadState
 from .livepatch.abi import NAME_MAX
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
@@ -61,7 +61,7 @@ class Outcome:
 
     @property
     def errno_name(self) -> str:
-        return "0" if not self.errno else errno.errorcode.get(self.errno, str(self.errno))
+        return errno_name(self.errno)
 
 
 @dataclass

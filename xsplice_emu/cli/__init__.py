@@ -5,6 +5,7 @@ import click
 from .boot import boot
 from .livepatch import livepatch
 from .payload import payload
+from .run import run
 
 
 @click.group()
@@ -13,5 +14,5 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, payload, livepatch):
+for command in (boot, payload, livepatch, run):
     main.add_command(command)
