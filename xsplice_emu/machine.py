@@ -115,6 +115,7 @@ class Machine:
         self.port_in_handlers: dict[int, Callable[[Vcpu], int]] = {}
         self.now_ps = 0
         self._ready: list[tuple[int, int, int, int]] = []  # (time, seeded tie-break, vCPU, generation)
+        self._sleepers: list[tuple[int, int, int]] = []  # (wake time, vCPU, generation) of halted/parked vCPUs
         self._alarms: list[tuple[int, int, Alarm]] = []
         self._seq = itertools.count()
         self._awaited_slots: set[tuple[int, int]] = set()
@@ -190,7 +191,19 @@ class Machine:
             when = vcpu.next_arrival_ps()
             if when is None:
                 return
+            heapq.heappush(self._sleepers, (when, vcpu.index, vcpu.heap_generation))
         heapq.heappush(self._ready, (when, self.rng.getrandbits(20), vcpu.index, vcpu.heap_generation))
+
+    def _next_wake_ps(self) -> int:
+        """When the next halted or parked vCPU wakes: a running vCPU's slice stops there, so
+        what the sleeper does (an NMI handler, say) comes before what the runner does after it."""
+        sleepers = self._sleepers
+        while sleepers:
+            time_ps, index, generation = sleepers[0]
+            if generation == self.vcpus[index].heap_generation:
+                return time_ps
+            heapq.heappop(sleepers)
+        return NEVER
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         if vcpu.state is not VcpuState.RUNNING:
@@ -208,6 +221,7 @@ class Machine:
             if vcpu.state is VcpuState.HALTED:
                 self._emit(vcpu, "wake")
             vcpu.state = VcpuState.RUNNING
+            vcpu.heap_generation += 1  # its wake-up is now, not a sleeper's to bound its own slice
         if vcpu.nmi_pending or vcpu.pending_vectors:
             vector = vcpu.take_interrupt()
             if vector is not None:
@@ -219,7 +233,7 @@ class Machine:
         config = self.config
         budget = config.slice_min + int(self.rng.random() * (config.slice_max - config.slice_min + 1))
         arrival = vcpu.next_arrival_ps()
-        horizon = min(until_ps, NEVER if arrival is None else arrival,
+        horizon = min(until_ps, NEVER if arrival is None else arrival, self._next_wake_ps(),
                       self._alarms[0][0] if self._alarms else NEVER) - vcpu.clock_ps
         if horizon < budget * self.ps_per_instruction:
             budget = max(1, -(-horizon // self.ps_per_instruction))
