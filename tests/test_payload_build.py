@@ -185,3 +185,17 @@ def test_cli_payload_build_depends_on_another_payload(tmp_path, built):
     result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_bye_world.c"), "-o", str(out), "--depends", str(hello)])
     assert result.exit_code == 0, result.output
     assert re.fullmatch(rf"built {re.escape(str(out))} \(build-id [0-9a-f]{{40}}, depends {_note(hello, '.note.gnu.build-id').hex()}\)\n", result.output)
+
+
+def test_cli_payload_build_names_the_missing_program(tmp_path, firmware, monkeypatch):
+    """With gcc but no ld on PATH, `payload build` says ld is missing: one line, exit 1, no file."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "gcc").symlink_to(shutil.which("gcc"))
+    monkeypatch.setenv("PATH", str(tools))
+    out = tmp_path / "hello.livepatch"
+    result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_hello_world.c"), "-o", str(out),
+                                       "--firmware", str(firmware)])
+    assert result.exit_code == 1
+    assert result.output == "error: cannot build payload: ld is not installed\n"
+    assert not out.exists()

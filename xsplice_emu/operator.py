@@ -138,8 +138,8 @@ class OperatorTool:
 
     # -- the tool's logic ----------------------------------------------------
     def _upload(self, printer: _Printer, name: str, file: str) -> int:
-        if len(name) >= NAME_MAX:
-            printer.err(f"ID must be no more than {NAME_MAX - 1} characters.\n")
+        if len(name) > NAME_MAX:
+            printer.err(f"ID must be no more than {NAME_MAX} characters.\n")
             return errno.EINVAL
         path = self.path(file)
         try:

@@ -1,0 +1,172 @@
+"""`xsplice-emu run`: the example scenarios, failures, JUnit, JSON, digests and bad input."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from xsplice_emu.cli import main
+
+from helpers import PAYLOADS, ROOT
+
+EXAMPLES = sorted((ROOT / "scenarios").glob("*.toml"))
+HELLO = PAYLOADS / "xen_hello_world.livepatch"
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["run", *map(str, args)])
+
+
+def _scenario(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text.replace("@HELLO", str(HELLO)))
+    return path
+
+
+PASSING = """
+[machine]
+vcpus = 2
+
+[[step]]
+livepatch = "load @HELLO"
+
+[[step]]
+expect = { extra_version = "Hello World", applied = ["xen_hello_world"] }
+"""
+
+WRONG = """
+[machine]
+vcpus = 2
+seed = 9
+
+[[step]]
+livepatch = "load @HELLO"
+
+[[step]]
+expect = { extra_version = "Goodbye", applied = ["other"] }
+
+[[step]]
+livepatch = "revert xen_hello_world"
+expect_rc = "EBUSY"
+"""
+
+
+def test_there_is_an_example_for_each_capability():
+    """scenarios/ covers Xen's sequence, stacking, replace, a stall timeout, an NMI in the window, rejections."""
+    names = {path.stem for path in EXAMPLES}
+    assert {"xen_test_sequence", "stacking", "replace", "timeout_under_stall", "nmi_in_window", "rejections"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
+def test_example_scenario_passes(payloads, path):
+    """Every example scenario holds: exit 0, PASS."""
+    result = _run(path, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("PASS ")
+
+
+def test_wrong_expectation_names_step_expected_got_and_reproduction(payloads, tmp_path):
+    """A failed expectation: exit 1, the step, expected vs got, and the command that reproduces it."""
+    path = _scenario(tmp_path, WRONG)
+    result = _run(path)
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "step 2 (expect extra_version = \"Goodbye\", applied = [\"other\"]): extra_version on vCPU 0: " \
+           "expected 'Goodbye', got 'Hello World'" in out
+    assert "applied: expected ['other'], got ['xen_hello_world']" in out
+    assert "step 3 (revert xen_hello_world): rc: expected 'EBUSY', got '0'" in out
+    assert f"reproduce: xsplice-emu run {path} --seed 9 --vcpus 2" in out
+
+
+def test_junit_has_one_testcase_per_scenario_and_a_failure_per_expectation(payloads, tmp_path):
+    """JUnit XML parses; two scenarios, one failing with four failed expectations."""
+    good, bad = _scenario(tmp_path, PASSING, "good.toml"), _scenario(tmp_path, WRONG, "bad.toml")
+    report = tmp_path / "junit.xml"
+    result = _run(good, bad, "--junit", report, "-q")
+    assert result.exit_code == 1
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    cases = {case.get("classname"): case for case in suite.iter("testcase")}
+    assert cases["scenarios.good"].findall("failure") == []
+    failures = cases["scenarios.bad"].findall("failure")
+    assert len(failures) == 4  # extra_version on vCPUs 0 and 1, applied, rc
+    assert failures[0].get("message").startswith("step 2 (expect")
+
+
+def test_same_scenario_twice_gives_the_same_digest(payloads, tmp_path):
+    """Two runs of one scenario print one digest; --expect-digest holds it and catches another."""
+    path = _scenario(tmp_path, PASSING)
+    first, second = (json.loads(_run(path, "--json").output)[0]["digest"] for _ in range(2))
+    assert first == second and len(first) == 64
+    assert _run(path, "--expect-digest", first, "-q").exit_code == 0
+    other = _run(path, "--expect-digest", "0" * 64, "-q")
+    assert other.exit_code == 1
+    assert f"digest {first} differs from the expected {'0' * 64}" in other.output
+
+
+def test_seed_override_changes_the_digest_and_json_reports_steps(payloads, tmp_path):
+    """--seed and --vcpus override the file; --json gives each step's rc and latency."""
+    path = _scenario(tmp_path, PASSING)
+    base = json.loads(_run(path, "--json").output)[0]
+    other = json.loads(_run(path, "--json", "--seed", "5", "--vcpus", "3").output)[0]
+    assert (other["seed"], other["vcpus"]) == (5, 3) and other["ok"]
+    assert other["digest"] != base["digest"]
+    load = base["steps"][0]
+    assert (load["kind"], load["rc"], load["ok"]) == ("livepatch", "0", True)
+    assert 0 < load["latency_ns"] < 1_000_000
+
+
+def test_trace_file_is_the_runs_trace(payloads, tmp_path):
+    """--trace writes the JSON Lines trace: a header, then the patch event of the apply."""
+    path, trace = _scenario(tmp_path, PASSING), tmp_path / "t.jsonl"
+    assert _run(path, "--trace", trace, "-q").exit_code == 0
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert lines[0]["format"] == "xsplice-emu-trace" and lines[0]["vcpus"] == 2
+    assert any(line.get("kind") == "patch" and line["function"] == "xen_extra_version" for line in lines[1:])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[machine\nvcpus = 2", "not valid TOML"),
+    ("colour = 1\n[[step]]\nrun_ms = 1", "unknown key 'colour'"),
+    ("[machine]\nvcpus = 'two'\n[[step]]\nrun_ms = 1", "[machine]: vcpus must be an integer, got 'two'"),
+    ("[[step]]\nrun_ms = 1\n[[step]]\nrun_ms = 'soon'", "step 2 (run_ms): run_ms must be a number, got 'soon'"),
+    ("[[step]]\nlivepatch = 'load missing.livepatch'", "step 1 (livepatch): payload file"),
+    ("[[step]]\nstall = { vcpu = 4, ms = 5 }", "step 1 (stall): vcpu 4 is out of range: the machine has 4 vCPUs"),
+    ("[[step]]\nnmi = { vcpu = 1, when = 2 }", "step 1 (nmi): unknown key 'when'"),
+    ("[[step]]\nlivepatch = 'frobnicate x'", "step 1 (livepatch): unknown command 'frobnicate'"),
+    ("[[step]]\nlivepatch = 'list'\nexpect_rc = 'ENOPE'", "expect_rc 'ENOPE' is not an errno name"),
+    ("[[step]]\nrun_ms = 1\nnmi = { vcpu = 0 }", "step 1: a step needs exactly one of"),
+    ("[[step]]\nexpect = { state = { x = 'GONE' } }", "state of x must be one of CHECKED, APPLIED, UNLOADED"),
+    ("[machine]\nvcpus = 2", "no [[step]] to run"),
+])
+def test_malformed_scenario_is_one_line_exit_2_and_runs_nothing(tmp_path, text, message):
+    """Bad input: one line naming the file and the step, exit 2, and not even the good scenario runs."""
+    good = _scenario(tmp_path, "[[step]]\nrun_ms = 1", "good.toml")
+    bad = _scenario(tmp_path, text, "bad.toml")
+    trace = tmp_path / "traces"
+    result = _run(good, bad, "--trace", trace)
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {bad}: ")
+    assert message in result.output
+    assert "PASS" not in result.output and not trace.exists()
+
+
+def test_vcpus_override_is_checked_against_the_steps(tmp_path):
+    """--vcpus 2 makes a stall on vCPU 3 out of range: exit 2 before running."""
+    path = _scenario(tmp_path, "[machine]\nvcpus = 8\n[[step]]\nstall = { vcpu = 3, ms = 1 }")
+    assert _run(path, "-q").exit_code == 0
+    result = _run(path, "--vcpus", "2")
+    assert result.exit_code == 2
+    assert "vcpu 3 is out of range: the machine has 2 vCPUs" in result.output
+
+
+def test_expect_digest_needs_one_scenario(tmp_path):
+    """--expect-digest with two scenarios is a usage error."""
+    path = _scenario(tmp_path, "[[step]]\nrun_ms = 1")
+    result = _run(path, path, "--expect-digest", "00")
+    assert result.exit_code == 2 and "needs exactly one scenario" in result.output
