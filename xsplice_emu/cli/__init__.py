@@ -6,6 +6,7 @@ from .boot import boot
 from .livepatch import livepatch
 from .payload import payload
 from .run import run
+from .shell import shell
 
 
 @click.group()
@@ -14,5 +15,5 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, payload, livepatch, run):
+for command in (boot, payload, livepatch, run, shell):
     main.add_command(command)

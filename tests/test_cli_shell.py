@@ -1,0 +1,74 @@
+"""`xsplice-emu shell`: livepatch and scenario verbs on one live machine, and its completion."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from xsplice_emu.cli import main
+from xsplice_emu.cli.shell import ShellCompleter
+from xsplice_emu.session import Session
+
+from helpers import PAYLOADS
+
+
+def _shell(*lines: str, vcpus: int = 4):
+    return CliRunner().invoke(main, ["shell", "--vcpus", str(vcpus), "--boot-ms", "1"], input="\n".join(lines) + "\n")
+
+
+def test_apply_then_info_shows_every_vcpus_new_version(payloads):
+    """upload + apply at the prompt; `info` lists Hello World on each of the 3 vCPUs and the stack."""
+    result = _shell(f"upload hello {PAYLOADS}/xen_hello_world.livepatch", "apply hello", "info", vcpus=3)
+    assert result.exit_code == 0
+    assert "Applying hello... completed" in result.stdout
+    assert result.stdout.count("Hello World") == 3
+    assert "applied: hello" in result.stdout
+
+
+def test_stall_makes_the_next_apply_time_out_and_run_lets_it_pass(payloads):
+    """`stall 2 50ms` then apply: Error 16; after `run 60ms` the apply completes."""
+    result = _shell(f"upload hello {PAYLOADS}/xen_hello_world.livepatch", "stall 2 50ms", "apply hello",
+                    "run 60ms", "apply hello")
+    assert "Applying hello... failed" in result.stdout
+    assert "Error 16: Device or resource busy" in result.stderr
+    assert result.stdout.rstrip().endswith("Applying hello... completed")
+
+
+def test_nmi_console_and_trace_save(payloads, tmp_path):
+    """`nmi 1` then `console` shows cpu1's NMI line; `trace save` writes a trace with that NMI."""
+    trace = tmp_path / "shell.jsonl"
+    result = _shell("console", "nmi 1", "run 1ms", "console", f"trace save {trace}")
+    assert result.exit_code == 0
+    assert "cpu1: NMI received" in result.stdout
+    events = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
+    assert any(event["kind"] == "console" and event["text"] == "cpu1: NMI received" for event in events)
+
+
+def test_mistakes_are_one_line_and_the_shell_goes_on(payloads):
+    """Unknown command, bad duration, vCPU out of range, unknown payload: a line each; `quit` ends it."""
+    result = _shell("frobnicate", "run soon", "nmi 7", "apply nothing", "quit", "info")
+    assert result.exit_code == 0
+    assert "error: unknown command 'frobnicate'" in result.stdout
+    assert "error: 'soon' is not a duration" in result.stdout
+    assert "error: vCPU '7' is out of range: the machine has 4 (0..3)" in result.stdout
+    assert "Failed to get status of nothing." in result.stderr
+    assert "vCPU" not in result.stdout.split("out of range")[-1]  # `info` after quit never ran
+
+
+def test_completion_of_commands_payload_names_and_files(payloads):
+    """Tab completes command names, uploaded payload names after `apply`, and files after `load`."""
+    session = Session(vcpus=1, seed=0, boot_ms=0.5)
+    session.livepatch.upload("hello", (PAYLOADS / "xen_hello_world.livepatch").read_bytes())
+    completer = ShellCompleter(session)
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text, len(text)), CompleteEvent())]
+
+    assert complete("re") == ["revert", "replace"]
+    assert complete("apply ") == ["hello"]
+    assert complete("apply he") == ["hello"]
+    assert complete(f"load {PAYLOADS}/xen_hello_w") == ["orld.livepatch", "orld_v1.livepatch"]  # the rest of each name
+    assert complete("trace ") == ["save"]
