@@ -19,8 +19,8 @@ firmware:
 payloads: firmware $(INSTALLED)
 	$(MAKE) -s -C payloads XSPLICE_EMU=$(CURDIR)/$(VENV)/bin/xsplice-emu
 
-demo: firmware $(INSTALLED)
-	$(VENV)/bin/xsplice-emu boot --vcpus 8 --seed 1 --ms 10
+demo: firmware $(INSTALLED) payloads
+	$(VENV)/bin/xsplice-emu run scenarios/xen_test_sequence.toml
 
 test: firmware $(INSTALLED) payloads
 	$(PY) -m pytest -q
