@@ -8,6 +8,7 @@ from .errors import (
     LivepatchError,
     MachineError,
     ToolchainError,
+    TraceFormatError,
     XspliceEmuError,
 )
 from .firmware import builtin_firmware
@@ -29,6 +30,7 @@ __all__ = [
     "Symbol",
     "ToolchainError",
     "Trace",
+    "TraceFormatError",
     "XspliceEmuError",
     "builtin_firmware",
     "load_image",

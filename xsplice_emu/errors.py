@@ -2,6 +2,7 @@
 
     XspliceEmuError
      ├── ConfigError        bad options or input files, before anything runs
+     │    └── TraceFormatError  a trace file that is not valid (names file and line)
      ├── ImageError         a firmware ELF that cannot be loaded
      ├── ToolchainError     gcc / ld missing or failing
      ├── GuestFault         the guest faulted or gave up; the run stopped
@@ -27,6 +28,11 @@ class XspliceEmuError(Exception):
 
 class ConfigError(XspliceEmuError):
     """Bad options or input, caught before anything runs."""
+
+
+class TraceFormatError(ConfigError):
+    """A trace file that does not follow docs/trace-format.md; the message is
+    one line, `FILE:LINE: what is wrong`."""
 
 
 class ImageError(XspliceEmuError):

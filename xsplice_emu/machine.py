@@ -43,6 +43,7 @@ from .platform import (
     PORT_CONSOLE,
     PORT_FATAL,
     PORT_START_CPU,
+    PORT_TASK,
     PORT_TIMER,
     RAM_BASE,
 )
@@ -120,8 +121,11 @@ class Machine:
         self._seq = itertools.count()
         self._awaited_slots: set[tuple[int, int]] = set()
         self._call_slots = image.address("call_slots")
+        self._nmi_callback = image.address("nmi_callback")
+        self._default_nmi_callback = image.address("default_nmi_callback")
+        self._task_names: dict[int, str] = {}
         self.vcpus[0].start(image.entry, rdi=0, rsi=config.vcpus)
-        self._emit(self.vcpus[0], "cpu_start")
+        self._emit(self.vcpus[0], "cpu_start", by=None)
         self._schedule(self.vcpus[0])
 
     def _load(self, image: Image) -> None:
@@ -220,12 +224,14 @@ class Machine:
                 return
             if vcpu.state is VcpuState.HALTED:
                 self._emit(vcpu, "wake")
+            else:
+                self._emit(vcpu, "unpark", cause="interrupt")
             vcpu.state = VcpuState.RUNNING
             vcpu.heap_generation += 1  # its wake-up is now, not a sleeper's to bound its own slice
         if vcpu.nmi_pending or vcpu.pending_vectors:
             vector = vcpu.take_interrupt()
             if vector is not None:
-                self._emit(vcpu, "nmi" if vector == NMI_VECTOR else "interrupt", vector=vector)
+                self._trace_delivery(vcpu, vector)
         self._run_slice(vcpu, until_ps)
         self._schedule(vcpu)
 
@@ -258,6 +264,15 @@ class Machine:
             vcpu.state = VcpuState.PARKED
             vcpu.read_interrupt_flag()
 
+    def _trace_delivery(self, vcpu: Vcpu, vector: int) -> None:
+        vcpu.handlers.append(vector)
+        sender = vcpu.senders.pop(vector, None)
+        if vector == NMI_VECTOR:
+            lost = self.memory.read_u64(self._nmi_callback) != self._default_nmi_callback
+            self._emit(vcpu, "nmi", vector=vector, sender=sender, lost=lost)
+        else:
+            self._emit(vcpu, "interrupt", vector=vector, sender=sender)
+
     # -- faults ----------------------------------------------------------
     def _fault(self, vcpu: Vcpu, what: str, rip: int) -> GuestFault:
         try:
@@ -280,6 +295,8 @@ class Machine:
             period = self.timer_period_ps
             vcpu.next_tick_ps = (self.time_of(vcpu) // period + 1) * period
             self._emit(vcpu, "timer", vector=vcpu.timer_vector)
+        elif port == PORT_TASK:
+            self._emit(vcpu, "task", task=self._task_name(value))
         elif port == PORT_START_CPU:
             self._start_cpu(vcpu, value)
         elif port == PORT_CALL_DONE:
@@ -293,6 +310,12 @@ class Machine:
         else:
             raise self._fault(vcpu, f"write of {value:#x} to unknown port {port:#x}", vcpu.read(_RIP))
 
+    def _task_name(self, address: int) -> str:
+        name = self._task_names.get(address)
+        if name is None:
+            name = self._task_names[address] = self.image.describe(address)
+        return name
+
     def port_in(self, vcpu: Vcpu, port: int) -> int:
         handler = self.port_in_handlers.get(port)
         return handler(vcpu) if handler else 0xFFFFFFFF
@@ -304,10 +327,12 @@ class Machine:
             vcpu.inject(intno, frame_rip=rip)
         except MachineError as exc:
             raise self._fault(vcpu, f"exception {EXCEPTION_NAMES.get(intno, intno)} with no handler ({exc})", rip) from None
+        vcpu.handlers.append(intno)
         self._emit(vcpu, "exception", vector=intno, rip=rip)
 
     def iretq(self, vcpu: Vcpu) -> None:
-        """Any iretq ends NMI blocking; stop so a waiting NMI is taken at once."""
+        """A handler returns. Any iretq ends NMI blocking; stop so a waiting NMI is taken at once."""
+        self._emit(vcpu, "iret", vector=vcpu.handlers.pop() if vcpu.handlers else None)
         if vcpu.nmi_blocked:
             vcpu.nmi_blocked = False
             self._emit(vcpu, "nmi_unblocked")
@@ -330,7 +355,7 @@ class Machine:
         """Raise `vector` (NMI_VECTOR for an NMI) on vCPU `index` at `at_ps` (default: now)."""
         target = self._vcpu(index)
         sent_ps = self.now_ps if at_ps is None else at_ps
-        target.post(max(sent_ps, target.clock_ps), next(self._seq), vector)
+        target.post(max(sent_ps, target.clock_ps), next(self._seq), vector, sender)
         self.trace.emit(sent_ps // PS_PER_NS, sender, "ipi", to=index, vector=vector)
         self._schedule(target)
 
@@ -338,6 +363,7 @@ class Machine:
         """From inside `vcpu`'s own port hook: stop it until released or interrupted."""
         vcpu.stop_reason = StopReason.PARK
         vcpu.uc.emu_stop()
+        self._emit(vcpu, "park")
 
     def release(self, index: int, *, at_ps: int) -> None:
         """Let a parked vCPU run again from `at_ps`."""
@@ -346,6 +372,7 @@ class Machine:
             vcpu.parked_ps += max(0, at_ps - vcpu.clock_ps)
             vcpu.clock_ps = max(vcpu.clock_ps, at_ps)
             vcpu.state = VcpuState.RUNNING
+            self._emit(vcpu, "unpark", cause="release")
             self._schedule(vcpu)
 
     def invalidate_code(self, begin: int, end: int) -> None:

@@ -1,8 +1,13 @@
 """Trace events: what happened, on which vCPU, at which virtual time.
 
-Events are frozen values; `Trace` keeps them in order and computes a digest
-over exactly what is written to the JSON Lines file, so the same seed and
-options give the same digest. Host timings never enter an event.
+Events are frozen values kept in the order they were emitted (vCPUs run
+ahead of each other in slices, so that is not time order); `emit` only
+records a tuple, from inside the machine's hooks, and `events` builds the
+values when read. The written file
+(docs/trace-format.md) is the header line, then the events sorted by
+virtual time, ties in emission order; the digest is the SHA-256 of exactly
+those bytes, so the same seed and options give the same digest and
+`sha256sum` of the file gives it too. Host timings never enter an event.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +37,43 @@ class Event:
 
 
 class Trace:
-    """An ordered list of events with a digest computed on demand."""
+    """The events of a run in emission order; written and digested in time order."""
 
     def __init__(self, header: dict[str, Any]):
         self.header = {"format": "xsplice-emu-trace", "version": FORMAT_VERSION, **header}
-        self.events: list[Event] = []
-        self._hash = hashlib.sha256()
-        self._hashed = 0
+        self._events: list[Event] = []
+        self._pending: list[tuple[int, int | None, str, dict[str, Any]]] = []
+        self._rendered: tuple[int, bytes] = (-1, b"")
 
-    def emit(self, time_ns: int, vcpu: int | None, kind: str, **fields: Any) -> Event:
-        event = Event(time_ns, vcpu, kind, fields)
-        self.events.append(event)
-        return event
+    def emit(self, time_ns: int, vcpu: int | None, kind: str, **fields: Any) -> None:
+        """Record an event (cheap: called from the machine's hooks; the Event is built when read)."""
+        self._pending.append((time_ns, vcpu, kind, fields))
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event so far, in emission order."""
+        if self._pending:
+            self._events.extend([Event(*pending) for pending in self._pending])
+            self._pending.clear()
+        return self._events
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the event lines so far (the header is not included)."""
-        for event in self.events[self._hashed:]:
-            self._hash.update(event.to_json().encode() + b"\n")
-        self._hashed = len(self.events)
-        return self._hash.hexdigest()
+        """SHA-256 (hex) of the file `write` would write now."""
+        return hashlib.sha256(self._render()).hexdigest()
 
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
 
     def write(self, path: str | Path) -> None:
-        """Write the header line, then one event a line."""
-        with Path(path).open("w") as out:
-            out.write(json.dumps(self.header, separators=(",", ":")) + "\n")
-            for event in self.events:
-                out.write(event.to_json() + "\n")
+        """Write the header line, then one event a line, sorted by virtual time."""
+        Path(path).write_bytes(self._render())
+
+    def _render(self) -> bytes:
+        count, data = self._rendered
+        if count != len(self.events):
+            events = sorted(self.events, key=attrgetter("time_ns"))  # stable: ties keep emission order
+            header = json.dumps({**self.header, "events": len(events)}, separators=(",", ":"))
+            data = "".join([header, "\n", *(e.to_json() + "\n" for e in events)]).encode()
+            self._rendered = (len(events), data)
+        return data

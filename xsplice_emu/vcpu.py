@@ -73,7 +73,9 @@ class Vcpu:
         self.pending_vectors: set[int] = set()
         self.nmi_pending = False
         self.nmi_blocked = False
-        self.arrivals: list[tuple[int, int, int]] = []  # (time_ps, seq, vector) not yet due
+        self.arrivals: list[tuple[int, int, int, int | None]] = []  # (time_ps, seq, vector, sender) not yet due
+        self.senders: dict[int, int | None] = {}  # latched vector -> the vCPU that sent it (for the trace)
+        self.handlers: list[int] = []  # vectors whose handlers run, innermost last (for the trace)
         self.timer_vector = 0
         self.next_tick_ps = 0
         self.stop_reason: StopReason | None = None
@@ -132,23 +134,25 @@ class Vcpu:
         return self.interrupts_enabled
 
     # -- interrupts ----------------------------------------------------
-    def post(self, time_ps: int, seq: int, vector: int) -> None:
-        """An interrupt (or NMI) that reaches this vCPU at `time_ps`."""
+    def post(self, time_ps: int, seq: int, vector: int, sender: int | None = None) -> None:
+        """An interrupt (or NMI) from `sender` (None: the host) that reaches this vCPU at `time_ps`."""
         if time_ps <= self.clock_ps:
-            self._latch(vector)
+            self._latch(vector, sender)
         else:
-            heapq.heappush(self.arrivals, (time_ps, seq, vector))
+            heapq.heappush(self.arrivals, (time_ps, seq, vector, sender))
 
-    def _latch(self, vector: int) -> None:
+    def _latch(self, vector: int, sender: int | None) -> None:
         if vector == NMI_VECTOR:
             self.nmi_pending = True
         else:
             self.pending_vectors.add(vector)
+        self.senders.setdefault(vector, sender)
 
     def latch_due(self, period_ps: int) -> None:
         """Move interrupts due by this vCPU's clock into the pending latches."""
         while self.arrivals and self.arrivals[0][0] <= self.clock_ps:
-            self._latch(heapq.heappop(self.arrivals)[2])
+            _, _, vector, sender = heapq.heappop(self.arrivals)
+            self._latch(vector, sender)
         if self.timer_vector and self.next_tick_ps <= self.clock_ps:
             self.pending_vectors.add(self.timer_vector)
             missed = (self.clock_ps - self.next_tick_ps) // period_ps + 1

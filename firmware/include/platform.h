@@ -20,6 +20,7 @@
 #define PORT_START_CPU 0xF2
 #define PORT_CALL_DONE 0xF3
 #define PORT_XSPLICE 0xF4
+#define PORT_TASK 0xF5
 
 /* Vectors */
 #define NMI_VECTOR 2

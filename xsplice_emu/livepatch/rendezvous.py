@@ -34,6 +34,7 @@ from ..platform import (
 from ..vcpu import Vcpu, VcpuState
 
 DEFAULT_TIMEOUT_NS = 30_000_000
+TRACED_ANSWERS = {XSPLICE_IRQ_OFF: "irq_masked", XSPLICE_IRQ_ON: "irq_unmasked"}
 
 Program = Generator[int, int, None]
 Perform = Callable[[Vcpu], Generator[int, int, int | None]]
@@ -122,6 +123,8 @@ class Rendezvous:
             del self._programs[vcpu.index]
         elif answer == XSPLICE_WAIT:
             self.machine.park(vcpu)
+        elif answer in TRACED_ANSWERS:
+            self._emit(vcpu, TRACED_ANSWERS[answer])
         return answer
 
     def _now(self, vcpu: Vcpu) -> int:
@@ -202,6 +205,7 @@ class Rendezvous:
         self._notify("done", work.released_ps)
         self._emit(vcpu, "released", rc=rc)
         self._log(vcpu, f"xsplice: {work.name} finished {work.action} with rc={rc}")
+        self._emit(vcpu, "left")
         yield XSPLICE_RETURN
 
     def _follower(self, vcpu: Vcpu, work: Work) -> Program:
@@ -216,6 +220,7 @@ class Rendezvous:
         yield XSPLICE_SERIALISE
         yield XSPLICE_IRQ_ON
         self._clear_work_to_do(vcpu)
+        self._emit(vcpu, "left")
         yield XSPLICE_RETURN
 
     def _abort(self, vcpu: Vcpu, work: Work, phase: str) -> int:

@@ -83,8 +83,9 @@ common_interrupt:
  * noreturn void reset_stack_and_jump(void (*fn)(void))
  * rsp = this CPU's stack top (the struct cpu_info base); if this CPU's
  * xsplice_work_to_do is set, call check_for_xsplice_work on that empty
- * stack; then jump to fn. A zero return address is pushed before the jump
- * so fn starts ABI-aligned (rsp = 8 mod 16) and backtraces end there.
+ * stack; then tell the host which task runs (PORT_TASK, for the trace) and
+ * jump to fn. A zero return address is pushed before the jump so fn starts
+ * ABI-aligned (rsp = 8 mod 16) and backtraces end there.
  */
 ENTRY(reset_stack_and_jump)
         mov     %rdi, %rbx              /* fn survives the call below */
@@ -98,7 +99,9 @@ ENTRY(reset_stack_and_jump)
         cmpb    $0, (%rcx, %rax)
         je      1f
         call    check_for_xsplice_work
-1:      pushq   $0
+1:      mov     %ebx, %eax              /* the image lies below 4 GiB */
+        outl    %eax, $PORT_TASK
+        pushq   $0
         jmp     *%rbx
 END(reset_stack_and_jump)
 

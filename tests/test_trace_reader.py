@@ -1,0 +1,120 @@
+"""Reading traces lazily, and saying which line of a bad trace is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from xsplice_emu import Machine, MachineConfig
+from xsplice_emu.errors import TraceFormatError
+from xsplice_emu.cli.trace import trace
+from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.tracing.reader import TraceFile
+
+from helpers import upload
+
+
+@pytest.fixture(scope="module")
+def good(image, payloads, tmp_path_factory):
+    """A 4-vCPU apply + revert, written to a file."""
+    machine = Machine(image, config=MachineConfig(vcpus=4, seed=2))
+    machine.run_for(3_000_000)
+    livepatch = Livepatch(machine)
+    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    livepatch.run_action("hello", Action.APPLY)
+    machine.run_for(500_000)
+    livepatch.run_action("hello", Action.REVERT)
+    machine.run_for(500_000)
+    path = tmp_path_factory.mktemp("good") / "run.jsonl"
+    machine.trace.write(path)
+    return path
+
+
+def _parse_all(path):
+    """Every event line of the file through json.loads, as (t, vcpu, kind, fields)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+    return [(r.pop("t"), r.pop("vcpu"), r.pop("kind"), r) for r in records]
+
+
+def _tuples(events):
+    return [(e.time_ns, e.vcpu, e.kind, e.fields) for e in events]
+
+
+def test_window_and_range_queries_match_a_full_parse(good):
+    """events(a, b) and window(t0, t1) return exactly what parsing the whole file gives."""
+    everything = _parse_all(good)
+    opened = TraceFile.open(good)
+    assert len(opened) == len(everything)
+    assert _tuples(opened.events(10, 60)) == everything[10:60]
+    assert _tuples(opened.events(len(everything) - 5)) == everything[-5:]
+    assert [opened.time_of(i) for i in range(len(opened))] == [e[0] for e in everything]
+    start, end = opened.start_ns, opened.end_ns
+    for t0, t1 in ((start, start + 1), (0, end + 1), (2_000_000, 3_000_000), (3_000_100, 3_002_000),
+                   (end, end + 10), (end + 1, end + 2)):
+        assert _tuples(opened.window(t0, t1)) == [e for e in everything if t0 <= e[0] < t1], (t0, t1)
+    assert _tuples(opened) == everything
+
+
+def test_find_jumps_to_the_next_and_previous_event_of_a_kind(good):
+    """find() gives the index of the next (or previous) event of the kinds asked, on a vCPU if asked."""
+    everything = _parse_all(good)
+    opened = TraceFile.open(good)
+    patches = [i for i, e in enumerate(everything) if e[2] == "patch"]
+    assert len(patches) == 2
+    assert opened.find({"patch"}) == patches[0]
+    assert opened.find({"patch"}, patches[0] + 1) == patches[1]
+    assert opened.find({"patch"}, patches[1] + 1) is None
+    assert opened.find({"patch"}, len(opened), backward=True) == patches[1]
+    parks_on_2 = [i for i, e in enumerate(everything) if e[2] in ("park", "unpark") and e[1] == 2]
+    assert opened.find({"park", "unpark"}, vcpu=2) == parks_on_2[0]
+
+
+def _bad(good, tmp_path, name, change):
+    lines = good.read_text().splitlines(keepends=True)
+    path = tmp_path / name
+    path.write_text("".join(change(lines)))
+    return path
+
+
+def _set_kind(lines, index, kind):
+    record = json.loads(lines[index])
+    record["kind"] = kind
+    return lines[:index] + [json.dumps(record, separators=(",", ":")) + "\n"] + lines[index + 1:]
+
+
+@pytest.mark.parametrize("command", ["validate", "export", "summary"])
+@pytest.mark.parametrize("name, change, message", [
+    ("truncated.jsonl", lambda lines: [*lines[:-1], lines[-1][:-12]], "{n}: truncated line"),
+    ("short.jsonl", lambda lines: lines[:-3], "{n}: truncated file: the header announces"),
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":1', '"version":7'), *lines[1:]],
+     "1: trace format version 7, this reader knows 1"),
+    ("unknown.jsonl", lambda lines: _set_kind(lines, 40, "foo"), "41: unknown event kind 'foo'"),
+    ("json.jsonl", lambda lines: [*lines[:30], lines[30].replace('"kind":', '"kind" '), *lines[31:]],
+     "31: bad JSON: Expecting ':' delimiter"),
+    ("fields.jsonl", lambda lines: [*lines[:20], lines[20].replace('"vcpu":', '"vcpu":"x","cpu":'), *lines[21:]],
+     "21: \"vcpu\" is 'x', not a vCPU or null"),
+    ("order.jsonl", lambda lines: [lines[0], *lines[2:50], lines[1], *lines[50:]], "50: time 0 is before"),
+])
+def test_bad_trace_is_one_line_naming_the_line(good, tmp_path, command, name, change, message):
+    """A broken trace gives exit status != 0 and one line `error: FILE:LINE: ...`, never a traceback."""
+    path = _bad(good, tmp_path, name, change)
+    lines = path.read_text().splitlines()
+    args = [command, str(path)] + (["-o", str(tmp_path / "out.json")] if command == "export" else [])
+    result = CliRunner().invoke(trace, args)
+    assert result.exit_code not in (0, None) and isinstance(result.exception, SystemExit)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"error: {path}:{message.format(n=len(lines))}"), result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_reader_error_is_a_config_error(good, tmp_path):
+    """Opening a bad file raises TraceFormatError, a ConfigError, with the file and line."""
+    path = _bad(good, tmp_path, "bad.jsonl", lambda lines: [lines[0], "not json\n", *lines[2:]])
+    with pytest.raises(TraceFormatError, match=rf"^{path}:2: not an event line"):
+        TraceFile.open(path)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TraceFormatError, match=rf"^{empty}:1: empty file"):
+        TraceFile.open(empty)

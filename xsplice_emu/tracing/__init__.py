@@ -1,0 +1,28 @@
+"""Reading, checking, summarising and exporting trace files (docs/trace-format.md).
+
+The data model of the trace viewer and of `xsplice-emu trace`: it never
+imports Textual.
+"""
+
+from .export import export_chrome
+from .reader import TraceFile
+from .schema import HEADER, KINDS, Field, Kind
+from .spans import Span, State, StateTracker, lane_spans, state_spans
+from .summary import ActionSummary, Arrival, summarize
+
+__all__ = [
+    "HEADER",
+    "KINDS",
+    "ActionSummary",
+    "Arrival",
+    "Field",
+    "Kind",
+    "Span",
+    "State",
+    "StateTracker",
+    "TraceFile",
+    "export_chrome",
+    "lane_spans",
+    "state_spans",
+    "summarize",
+]

@@ -1,0 +1,217 @@
+"""Reading a trace file lazily: the header and an index on open, events on demand.
+
+    trace = TraceFile.open("run.jsonl")     # checks the header, indexes every line
+    len(trace)                              # number of events
+    trace.time_of(i)                        # virtual ns of event i, without parsing it
+    trace.events(0, 100)                    # events 0..99, parsed now
+    trace.window(t0_ns, t1_ns)              # events with t0 <= t < t1 (bisect)
+    trace.find({"patch"}, start=i)          # next patch event at or after i, or None
+    trace.validate()                        # parse every line and check it against the schema
+    for event in trace.checked(): ...       # the same, one event at a time
+
+Opening reads the file once, splits it into lines and takes each line's `t`
+from its fixed `{"t":` prefix: no JSON is parsed but the header's. Errors
+are `TraceFormatError`s naming the file and line: `run.jsonl:12: truncated
+line`.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from ..errors import TraceFormatError
+from ..trace import Event
+from .schema import KINDS, check_fields, check_header
+
+_PREFIX = b'{"t":'
+
+
+class TraceFile:
+    """An opened trace: `header`, `len()` events, each parsed when asked for."""
+
+    def __init__(self, path: Path, header: dict[str, Any], lines: list[bytes], times: array):
+        self.path = path
+        self.header = header
+        self._lines = lines  # event lines only: event i is line i + 2 of the file
+        self._times = times
+
+    @classmethod
+    def open(cls, path: str | Path) -> TraceFile:
+        """Read `path`, check its header and index its events (no event is parsed)."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise TraceFormatError(f"{path}: cannot read: {exc.strerror}") from None
+        if not data:
+            raise TraceFormatError(f"{path}:1: empty file, no header")
+        lines = data.split(b"\n")
+        del data
+        if lines[-1]:
+            raise TraceFormatError(f"{path}:{len(lines)}: truncated line (the file does not end with a newline)")
+        lines.pop()
+        header = _parse_json(path, 1, lines[0])
+        problem = check_header(header)
+        if problem:
+            raise TraceFormatError(f"{path}:1: {problem}")
+        del lines[0]
+        announced = header["events"]
+        if len(lines) < announced:
+            raise TraceFormatError(f"{path}:{len(lines) + 1}: truncated file: the header announces "
+                                   f"{announced} events, the file ends after {len(lines)}")
+        if len(lines) > announced:
+            raise TraceFormatError(f"{path}:{announced + 2}: the header announces {announced} events, more follow")
+        return cls(path, header, lines, _index_times(path, lines))
+
+    # -- the index ---------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @property
+    def vcpus(self) -> int:
+        return self.header["vcpus"]
+
+    @property
+    def start_ns(self) -> int:
+        """Time of the first event (0 for an empty trace)."""
+        return self._times[0] if self._times else 0
+
+    @property
+    def end_ns(self) -> int:
+        """Time of the last event (0 for an empty trace)."""
+        return self._times[-1] if self._times else 0
+
+    def time_of(self, index: int) -> int:
+        """Virtual ns of event `index`, without parsing it."""
+        return self._times[index]
+
+    def line_of(self, index: int) -> int:
+        """The file's line number (from 1) of event `index`."""
+        return index + 2
+
+    def index_at(self, time_ns: int) -> int:
+        """Index of the first event at or after `time_ns` (len() if none)."""
+        return bisect_left(self._times, time_ns)
+
+    # -- events, parsed on demand --------------------------------------------
+    def event(self, index: int) -> Event:
+        """Event `index`, parsed now."""
+        return self._parse(index)
+
+    def events(self, start: int = 0, stop: int | None = None) -> list[Event]:
+        """Events `start` .. `stop - 1` (like a slice), parsed now."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        return [self._parse(i) for i in range(start, stop)]
+
+    def window(self, t0_ns: int, t1_ns: int) -> list[Event]:
+        """The events with `t0_ns <= t < t1_ns`."""
+        return self.events(self.index_at(t0_ns), self.index_at(t1_ns))
+
+    def __iter__(self) -> Iterator[Event]:
+        """Every event in order, parsed one at a time."""
+        return (self._parse(i) for i in range(len(self)))
+
+    def find(self, kinds: Iterable[str], start: int = 0, *, vcpu: int | None = None,
+             backward: bool = False) -> int | None:
+        """Index of the first event at or after `start` (at or before, `backward`)
+        whose kind is in `kinds` (and on `vcpu`, if given); None if there is none.
+        Matches the raw lines, so only the hit is parsed."""
+        needles = [f'"kind":"{kind}"'.encode() for kind in kinds]
+        on_vcpu = None if vcpu is None else f'"vcpu":{vcpu},'.encode()
+        indices = range(min(start, len(self) - 1), -1, -1) if backward else range(max(start, 0), len(self))
+        lines = self._lines
+        for index in indices:
+            line = lines[index]
+            if any(needle in line for needle in needles) and (on_vcpu is None or on_vcpu in line):
+                event = self._parse(index)
+                if event.kind in kinds and (vcpu is None or event.vcpu == vcpu):
+                    return index
+        return None
+
+    def checked(self) -> Iterator[Event]:
+        """Every event in order, each checked against the schema as it is parsed
+        (raises on the first bad line)."""
+        vcpus = self.vcpus
+        for index in range(len(self)):
+            event = self._parse(index)
+            problem = check_fields(KINDS[event.kind], event.fields)
+            if problem is None and event.time_ns != self._times[index]:
+                problem = f"\"t\" is {event.time_ns!r}, but the line starts with {self._times[index]}"
+            if problem is None and event.vcpu is not None and not 0 <= event.vcpu < vcpus:
+                problem = f"vcpu {event.vcpu} is not one of the trace's {vcpus} vCPUs"
+            if problem:
+                raise self._error(index, problem)
+            yield event
+
+    def validate(self) -> None:
+        """Parse every event and check it against the schema; raise on the first bad line."""
+        for _ in self.checked():
+            pass
+
+    # -- parsing -------------------------------------------------------------
+    def _parse(self, index: int) -> Event:
+        record = _parse_json(self.path, self.line_of(index), self._lines[index])
+        if type(record) is not dict:
+            raise self._error(index, "not a JSON object")
+        time_ns = record.pop("t", None)
+        vcpu = record.pop("vcpu", ...)
+        kind = record.pop("kind", None)
+        if type(time_ns) is not int:
+            raise self._error(index, f"\"t\" is {time_ns!r}, not a time in ns")
+        if vcpu is not None and type(vcpu) is not int:
+            raise self._error(index, f"\"vcpu\" is {'missing' if vcpu is ... else repr(vcpu)}, not a vCPU or null")
+        if kind not in KINDS:
+            raise self._error(index, f"unknown event kind {kind!r}")
+        return Event(time_ns, vcpu, kind, record)
+
+    def _error(self, index: int, problem: str) -> TraceFormatError:
+        return TraceFormatError(f"{self.path}:{self.line_of(index)}: {problem}")
+
+
+_scan = json.JSONDecoder().scan_once  # json.loads without its per-call overhead; errors come from json.loads
+
+
+def _parse_json(path: Path, line_number: int, line: bytes) -> Any:
+    try:
+        text = line.decode()
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise TraceFormatError(f"{path}:{line_number}: bad JSON: {reason}{where}") from None
+
+
+def _index_times(path: Path, lines: list[bytes]) -> array:
+    """Each line's `t` from its `{"t":N,` prefix; checks that they never decrease."""
+    try:
+        times = [int(line[5:line.index(b",", 5)]) for line in lines if line.startswith(_PREFIX)]
+    except ValueError:
+        times = []
+    if len(times) != len(lines):
+        for index, line in enumerate(lines):
+            if not _has_time_prefix(line):
+                raise TraceFormatError(f"{path}:{index + 2}: not an event line (an event line starts with "
+                                       f"{{\"t\":<ns>,)" if line else f"{path}:{index + 2}: empty line")
+    if not all(map(operator.le, times, islice(times, 1, None))):
+        index = next(i for i in range(1, len(times)) if times[i] < times[i - 1])
+        raise TraceFormatError(f"{path}:{index + 2}: time {times[index]} is before the previous line's "
+                               f"{times[index - 1]} (events must be sorted by time)")
+    return array("q", times)
+
+
+def _has_time_prefix(line: bytes) -> bool:
+    comma = line.find(b",", 5)
+    return line.startswith(_PREFIX) and comma > 5 and line[5:comma].isdigit()
