@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -170,3 +172,16 @@ def test_expect_digest_needs_one_scenario(tmp_path):
     path = _scenario(tmp_path, "[[step]]\nrun_ms = 1")
     result = _run(path, path, "--expect-digest", "00")
     assert result.exit_code == 2 and "needs exactly one scenario" in result.output
+
+
+def test_view_opens_the_viewer_on_the_failed_scenarios_trace(payloads, tmp_path, monkeypatch):
+    """--view hands the viewer the trace of the first failed scenario, a trace of that very run."""
+    opened = []
+    monkeypatch.setattr(importlib.import_module("xsplice_emu.cli.run"), "view_trace", opened.append)
+    good, bad = _scenario(tmp_path, PASSING, "good.toml"), _scenario(tmp_path, WRONG, "bad.toml")
+    result = _run(good, bad, "--view", "--json")
+    digest = {entry["name"]: entry["digest"] for entry in json.loads(result.output)}["bad"]
+    (path,) = opened
+    assert path.name == "bad.jsonl"
+    assert json.loads(path.read_text().splitlines()[0])["seed"] == 9
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the digest is that of the file

@@ -7,6 +7,8 @@ from .livepatch import livepatch
 from .payload import payload
 from .run import run
 from .shell import shell
+from .trace import trace
+from .view import view
 
 
 @click.group()
@@ -15,5 +17,5 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, payload, livepatch, run, shell):
+for command in (boot, payload, livepatch, run, shell, trace, view):
     main.add_command(command)

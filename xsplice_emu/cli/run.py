@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ from ..errors import ConfigError
 from ..platform import NR_CPUS
 from ..scenario import ScenarioResult, junit_xml, load_scenario, run_scenario
 from .common import out, reports_errors
+from .view import view_trace
 
 
 @click.command()
@@ -27,8 +29,9 @@ from .common import out, reports_errors
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of tables.")
 @click.option("-q", "--quiet", is_flag=True, help="One line per scenario.")
 @click.option("--expect-digest", help="Fail unless the trace digest is this (one scenario only).")
+@click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
-def run(scenarios, seed, vcpus, trace_path, junit_path, as_json, quiet, expect_digest):
+def run(scenarios, seed, vcpus, trace_path, junit_path, as_json, quiet, expect_digest, open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
     if expect_digest and len(scenarios) != 1:
         raise ConfigError(f"--expect-digest needs exactly one scenario, got {len(scenarios)}")
@@ -50,6 +53,8 @@ def run(scenarios, seed, vcpus, trace_path, junit_path, as_json, quiet, expect_d
             passed = sum(result.ok for result in results)
             colour = "green" if passed == len(results) else "red"
             out.print(f"[{colour}]{passed} of {len(results)} scenarios passed[/{colour}]")
+    if open_viewer:
+        _view(results, Path(trace_path) if trace_path else None)
     sys.exit(0 if digest_ok and all(result.ok for result in results) else 1)
 
 
@@ -73,6 +78,17 @@ def _write_traces(results: list[ScenarioResult], path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     for result in results:
         result.session.machine.trace.write(path / f"{result.scenario.path.stem}.jsonl")
+
+
+def _view(results: list[ScenarioResult], trace_path: Path | None) -> None:
+    """Open the viewer on the first failed scenario's trace (else the first's)."""
+    shown = next((result for result in results if not result.ok), results[0])
+    if trace_path is None:
+        trace_path = Path(tempfile.mkdtemp(prefix="xsplice-emu-")) / f"{shown.scenario.path.stem}.jsonl"
+        shown.session.machine.trace.write(trace_path)
+    elif len(results) > 1:
+        trace_path = trace_path / f"{shown.scenario.path.stem}.jsonl"
+    view_trace(trace_path)
 
 
 def _report(result: ScenarioResult, *, quiet: bool) -> None:

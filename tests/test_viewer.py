@@ -1,0 +1,295 @@
+"""`xsplice-emu view`: the Textual timeline of a real 8-vCPU apply, driven by keys through a pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+from textual.geometry import Region
+from textual.widgets import DataTable
+
+from xsplice_emu import Machine, MachineConfig
+from xsplice_emu.cli.view import view
+from xsplice_emu.errors import TraceFormatError
+from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.tracing import TraceFile
+from xsplice_emu.viewer import frame as frame_module
+from xsplice_emu.viewer.app import TraceViewer
+from xsplice_emu.viewer.help_screen import HelpScreen
+from xsplice_emu.viewer.ruler import Ruler
+from xsplice_emu.viewer.status import StatusBar
+from xsplice_emu.viewer.summary_screen import SummaryScreen
+from xsplice_emu.viewer.timeline import LABEL_WIDTH, Timeline
+from xsplice_emu.viewer.times import duration
+
+from helpers import upload
+
+SIZE = (120, 40)
+
+
+@pytest.fixture(scope="module")
+def apply_trace(image, payloads, tmp_path_factory):
+    """8 vCPUs (seed 1) boot for 2 ms, apply xen_hello_world, run 1 ms more: the trace file."""
+    machine = Machine(image, config=MachineConfig(vcpus=8, seed=1))
+    machine.run_for(2_000_000)
+    livepatch = Livepatch(machine)
+    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    assert livepatch.run_action("hello", Action.APPLY).rc == 0
+    machine.run_for(1_000_000)
+    path = tmp_path_factory.mktemp("viewer") / "apply.jsonl"
+    machine.trace.write(path)
+    return path
+
+
+def drive(path, scenario, *, size=SIZE):
+    """Run the viewer on `path` headless and hand its pilot to the async `scenario`."""
+    app = TraceViewer(TraceFile.open(path))
+
+    async def run():
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await scenario(pilot)
+    asyncio.run(run())
+    return app
+
+
+def shown(widget) -> str:
+    """The text a widget shows on screen, line by line."""
+    return "\n".join(strip.text.rstrip() for strip in widget.render_lines(Region(0, 0, *widget.size)))
+
+
+def lanes(app) -> list[str]:
+    return [line for line in shown(app.query_one(Timeline)).splitlines() if line]
+
+
+def status(app) -> str:
+    return shown(app.query_one(StatusBar))
+
+
+def detail(app) -> str:
+    return shown(app.query_one("#detail-body"))
+
+
+def span_of(app) -> str:
+    return status(app).split("span ")[1].split("  ")[0]
+
+
+def test_a_lane_per_vcpu_under_a_time_ruler(apply_trace):
+    """The first screen shows the whole run: a time ruler, the apply's bar, and lanes host, cpu0..cpu7."""
+    async def check(pilot):
+        app = pilot.app
+        assert [line.split()[0] for line in lanes(app)] == ["host"] + [f"cpu{i}" for i in range(8)]
+        ruler = shown(app.query_one(Ruler))
+        assert "0.0ms" in ruler and "2.0ms" in ruler and "a" in ruler.splitlines()[1]
+        assert "span 3.00" in status(app) and "filter everything" in status(app)
+    drive(apply_trace, check)
+
+
+def test_next_patch_shows_the_old_and_new_instructions(apply_trace):
+    """p selects the patch write; its detail disassembles the original first instruction and the jmp to the payload."""
+    async def check(pilot):
+        await pilot.press("p")
+        app = pilot.app
+        text = detail(app)
+        assert text.startswith("patch  cpu0")
+        before = next(line for line in text.splitlines() if line.startswith("before"))
+        after = next(line for line in text.splitlines() if line.startswith("after"))
+        assert "<xen_extra_version>" in before and "mov eax, 0x" in before
+        assert "<xen_extra_version>" in after and "jmp 0x" in after and "<payload hello>" in after
+        assert "-> all parked" in text and "NMIs lost" in text and "apply hello" in text
+        assert "selected patch on cpu0" in status(app)
+        assert "P" in next(line for line in lanes(app) if line.startswith("cpu0"))
+    drive(apply_trace, check)
+
+
+def test_an_action_request_shows_its_latencies(apply_trace):
+    """Searching for action_requested selects it; the detail gives rc, master and request -> parked -> release."""
+    async def check(pilot):
+        await pilot.press("slash", *"action_requested", "enter")
+        text = detail(pilot.app)
+        assert text.startswith("action_requested  host")
+        assert re.search(r"\brc +0\b", text) and re.search(r"\bmaster +cpu0\b", text)
+        assert re.search(r"-> all parked +\d+ ns", text) and re.search(r"-> release +\d\.\d{3} µs", text)
+        assert re.search(r"NMIs lost +0", text)
+    drive(apply_trace, check)
+
+
+def test_search_for_a_vcpu_keeps_only_its_lane(apply_trace):
+    """/ cpu5 leaves the host lane and cpu5's, and n steps through cpu5's events only."""
+    async def check(pilot):
+        await pilot.press("slash", *"cpu5", "enter")
+        app = pilot.app
+        assert [line.split()[0] for line in lanes(app)] == ["host", "cpu5"]
+        assert "filter cpu5" in status(app)
+        for _ in range(3):
+            assert " on cpu5 at " in status(app)
+            await pilot.press("n")
+        await pilot.press("escape")
+        assert len(lanes(app)) == 9
+    drive(apply_trace, check)
+
+
+def test_zoom_shrinks_and_fit_restores_the_visible_span(apply_trace):
+    """+ halves the visible span, - doubles it back, and f fits the whole run again."""
+    async def check(pilot):
+        app = pilot.app
+        whole = app.viewport.span_ns
+        await pilot.press("plus")
+        assert app.viewport.span_ns == pytest.approx(whole / 2, abs=1)
+        await pilot.press("plus", "right")
+        assert app.viewport.span_ns == pytest.approx(whole / 4, abs=1) and app.viewport.start_ns > 0
+        assert span_of(app) == duration(app.viewport.span_ns) == f"{app.viewport.span_ns / 1e3:.3f} µs"
+        await pilot.press("minus")
+        assert app.viewport.span_ns == pytest.approx(whole / 2, abs=2)
+        await pilot.press("f")
+        assert app.viewport.span_ns == whole and span_of(app) == f"{whole / 1e6:.3f} ms"
+    drive(apply_trace, check)
+
+
+def test_jumps_by_kind_and_bookmarks(apply_trace):
+    """i and I step through the IPIs, p to the patch after them; b bookmarks an IPI and ' comes back to it."""
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("i", "i")
+        assert detail(app).startswith("ipi ")
+        second = app.selected
+        await pilot.press("b", "i", "I")
+        assert app.selected == second
+        await pilot.press("p")
+        assert detail(app).startswith("patch ") and app.selected > second
+        await pilot.press("apostrophe")
+        assert app.selected == second and "bookmark 1 of 1" in status(app)
+        await pilot.press("a")
+        assert "no abort event after this point" in status(app)
+    drive(apply_trace, check)
+
+
+def test_summary_screen_lists_each_action(apply_trace):
+    """s opens one row per action: apply hello, rc 0, master cpu0, and the arrival order of the 7 others."""
+    async def check(pilot):
+        await pilot.press("s")
+        screen = pilot.app.screen
+        assert isinstance(screen, SummaryScreen)
+        row = screen.query_one(DataTable).get_row_at(0)
+        assert row[1:4] == ["apply hello", "0", "cpu0"]
+        assert sorted(row[10].split()) == sorted(f"cpu{i}" for i in range(1, 8))
+        await pilot.press("escape")
+        assert not isinstance(pilot.app.screen, SummaryScreen)
+    drive(apply_trace, check)
+
+
+def test_question_mark_lists_the_keys(apply_trace):
+    """? shows every key with what it does, and the lane colours."""
+    async def check(pilot):
+        await pilot.press("question_mark")
+        screen = pilot.app.screen
+        assert isinstance(screen, HelpScreen)
+        text = "\n".join(shown(static) for static in screen.query("Static"))
+        for words in ("zoom in", "next patch", "previous NMI", "search", "bookmark", "summary", "parked"):
+            assert words in text
+    drive(apply_trace, check)
+
+
+def test_main_screen_snapshot(apply_trace, snap_compare):
+    """The apply, zoomed in on its patch write: lanes, ruler, detail and status as the user sees them."""
+    app = TraceViewer(TraceFile.open(apply_trace))
+    assert snap_compare(app, press=["p", "plus", "plus", "plus", "plus", "plus", "plus", "plus", "plus"],
+                        terminal_size=SIZE)
+
+
+def _variant(tmp_path, source, name, edit):
+    lines = source.read_text().splitlines(keepends=True)
+    path = tmp_path / name
+    path.write_text("".join(edit(lines)))
+    return path
+
+
+@pytest.mark.parametrize("name, edit, says", [
+    ("truncated.jsonl", lambda lines: lines[:-1] + [lines[-1][:20]], "truncated line"),
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":1', '"version":9')] + lines[1:],
+     "version 9"),
+    ("unknown.jsonl", lambda lines: lines[:30] + [lines[30].replace('"kind":"', '"kind":"bogus_')] + lines[31:],
+     "unknown event kind"),
+])
+def test_a_bad_trace_is_one_line_and_status_2(apply_trace, tmp_path, name, edit, says):
+    """Truncated, wrong version, unknown event: `view` prints the reader's one line naming the line, exits 2."""
+    path = _variant(tmp_path, apply_trace, name, edit)
+    result = CliRunner().invoke(view, [str(path)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith(f"error: {path}:")
+    assert says in result.output and "Traceback" not in result.output
+
+
+def test_a_bad_line_met_while_browsing_ends_the_viewer_with_it(apply_trace, tmp_path):
+    """A trace read lazily whose lines go bad further on: the viewer stops and returns the reader's error."""
+    path = _variant(tmp_path, apply_trace, "late.jsonl",
+                    lambda lines: lines[:-3] + [lines[-3].replace('"kind":"', '"kind":"bogus_')] + lines[-2:])
+
+    async def nothing(pilot):
+        pass
+    app = drive(path, nothing)
+    assert isinstance(app.return_value, TraceFormatError) and app.return_code == 2
+    assert f"{path}:" in str(app.return_value) and "unknown event kind" in str(app.return_value)
+
+
+def test_a_click_on_a_lane_selects_the_event_there(apply_trace):
+    """Clicking cpu0's lane where the patch marker is selects the patch write."""
+    async def check(pilot):
+        app = pilot.app
+        patch = app.trace.find({"patch"})
+        timeline = app.query_one(Timeline)
+        column = app.viewport.column(app.trace.time_of(patch), timeline.canvas_width)
+        await pilot.click(Timeline, offset=(LABEL_WIDTH + column, 1))
+        assert app.selected == patch and detail(app).startswith("patch  cpu0")
+    drive(apply_trace, check)
+
+
+def test_a_view_with_too_many_events_asks_to_zoom_in(apply_trace, monkeypatch):
+    """Over the per-screen event budget the lanes are hatched and say so; jumping to an event zooms in to it."""
+    monkeypatch.setattr(frame_module, "BUDGET", 40)
+
+    async def check(pilot):
+        app = pilot.app
+        assert "zoom in (+) to see the lanes" in status(app)
+        assert "░" in lanes(app)[1]
+        await pilot.press("p")
+        assert "zoom in" not in status(app) and "P" in next(line for line in lanes(app) if line.startswith("cpu0"))
+        assert app.trace.index_at(app.viewport.end_ns) - app.trace.index_at(app.viewport.start_ns) <= 40
+    drive(apply_trace, check)
+
+
+def test_256_lanes_scroll_to_the_selected_event(apply_trace, tmp_path):
+    """In a 256-vCPU trace, jumping to a patch on cpu250 scrolls its lane into view and highlights it."""
+    header = json.loads(apply_trace.read_text().splitlines()[0])
+    events = [{"t": cpu, "vcpu": cpu, "kind": "cpu_start", "by": None if cpu == 0 else 0} for cpu in range(256)]
+    events.append({"t": 1_000, "vcpu": 250, "kind": "patch", "payload": "hello", "function": "xen_extra_version",
+                   "address": 0x102420, "old": "b8d9301000", "new": "e9db6b5200"})
+    path = tmp_path / "wide.jsonl"
+    path.write_text("".join(json.dumps(record, separators=(",", ":")) + "\n"
+                            for record in [{**header, "vcpus": 256, "events": len(events)}, *events]))
+
+    async def check(pilot):
+        app = pilot.app
+        assert len(app.query_one(Timeline).rows) == 257 and "cpu250" not in shown(app.query_one(Timeline))
+        await pilot.press("p")
+        lane = next(line for line in lanes(app) if line.startswith("cpu250"))
+        assert "P" in lane
+    drive(path, check)
+
+
+def test_another_firmware_shows_bare_addresses_and_says_why(apply_trace, tmp_path):
+    """When the trace's firmware build-id is not the built-in firmware's, the patch site has no names and a note."""
+    path = _variant(tmp_path, apply_trace, "other.jsonl",
+                    lambda lines: [re.sub(r'"firmware_build_id":"\w+"', '"firmware_build_id":"00ff"', lines[0]),
+                                   *lines[1:]])
+
+    async def check(pilot):
+        await pilot.press("p")
+        text = detail(pilot.app)
+        before = next(line for line in text.splitlines() if line.startswith("before"))
+        assert "mov eax" in before and "<" not in before
+        assert "is not the trace's (00ff): addresses without names" in text
+    drive(path, check)

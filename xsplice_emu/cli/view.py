@@ -1,0 +1,34 @@
+"""`xsplice-emu view TRACE`: the interactive timeline of a trace (Textual)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..tracing import TraceFile
+from ..viewer.frame import WHOLE
+from .common import reports_errors
+
+
+def view_trace(path: str | Path) -> None:
+    """Open the viewer on the trace at `path` until the user quits; a bad trace raises TraceFormatError.
+
+    A trace of up to WHOLE events is checked line by line first; a bigger
+    one is read lazily and a bad line ends the viewer when it is reached."""
+    from ..viewer.app import TraceViewer  # Textual loads only when a viewer opens, not with every command
+
+    trace = TraceFile.open(path)
+    if len(trace) <= WHOLE:
+        trace.validate()
+    error = TraceViewer(trace).run()
+    if error is not None:
+        raise error
+
+
+@click.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@reports_errors
+def view(trace):
+    """Browse TRACE: a lane per vCPU on virtual time, patch writes, IPIs, NMIs, actions (? for the keys)."""
+    view_trace(trace)

@@ -1,0 +1,246 @@
+"""The trace viewer: lanes of vCPUs on a virtual-time axis, a detail pane, and the keys that drive them.
+
+The app holds the view's state (viewport, filter, selection, bookmarks) and
+redraws from a Frame on every change. Events are read lazily through
+`tracing.TraceFile`; a bad line met on the way ends the app, which returns
+the TraceFormatError for the caller to report.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, wraps
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer
+
+from ..errors import TraceFormatError
+from ..tracing import KINDS, TraceFile
+from . import canvas
+from .actions import STEPS, action_of, actions
+from .bookmarks import Bookmarks
+from .detail import Detail
+from .frame import Frame, FrameSource
+from .help_screen import HelpScreen
+from .query import Query, QueryError
+from .ruler import Ruler
+from .search import find_event
+from .search_screen import SearchScreen
+from .status import StatusBar
+from .summary_screen import SummaryScreen
+from .symbols import Symbols
+from .timeline import Timeline
+from .times import instant
+from .viewport import Viewport
+
+JUMPS = {"patch": frozenset({"patch"}), "IPI": frozenset({"ipi"}), "NMI": frozenset({"nmi"}),
+         "abort": frozenset({"abort"})}
+PAN = 0.25
+
+
+def _reading(action):
+    """Run `action`; a bad trace line met on the way ends the app with that error."""
+    @wraps(action)
+    def guarded(self: TraceViewer, *args, **kwargs):
+        try:
+            return action(self, *args, **kwargs)
+        except TraceFormatError as exc:
+            self.exit(exc, return_code=2)
+    return guarded
+
+
+class TraceViewer(App[TraceFormatError | None]):
+    """Browse one trace file."""
+
+    TITLE = "xsplice-emu view"
+    CSS = "Screen { layout: vertical; }"
+    BINDINGS = [
+        Binding("plus,equals_sign", "zoom(0.5)", "zoom in", key_display="+/="),
+        Binding("minus", "zoom(2)", "zoom out", key_display="-"),
+        Binding("left,h", "pan(-1)", "pan back", key_display="←/h", show=False),
+        Binding("right,l", "pan(1)", "pan on", key_display="→/l", show=False),
+        Binding("f", "fit", "fit"),
+        Binding("p", "jump('patch')", "next patch"),
+        Binding("i", "jump('IPI')", "next IPI", show=False),
+        Binding("m", "jump('NMI')", "next NMI", show=False),
+        Binding("a", "jump('abort')", "next abort", show=False),
+        Binding("P", "jump('patch', True)", "previous patch", show=False),
+        Binding("I", "jump('IPI', True)", "previous IPI", show=False),
+        Binding("M", "jump('NMI', True)", "previous NMI", show=False),
+        Binding("A", "jump('abort', True)", "previous abort", show=False),
+        Binding("n", "step(False)", "next match", show=False),
+        Binding("N", "step(True)", "previous match", show=False),
+        Binding("slash", "search", "search", key_display="/"),
+        Binding("escape", "clear", "clear filter", show=False),
+        Binding("b", "bookmark", "bookmark", show=False),
+        Binding("apostrophe,B", "bookmarks", "next bookmark", key_display="'/B", show=False),
+        Binding("enter", "centre", "centre on selection", show=False),
+        Binding("d", "toggle_detail", "detail pane", show=False),
+        Binding("s", "summary", "summary"),
+        Binding("question_mark", "help", "keys", key_display="?"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(self, trace: TraceFile):
+        super().__init__()
+        self.trace = trace
+        self.source = FrameSource(trace)
+        self.viewport = self.source.first_viewport()
+        self.query_filter = Query()
+        self.selected: int | None = None
+        self.bookmarks = Bookmarks()
+        self.message = ""
+        self.frame: Frame | None = None
+
+    @cached_property
+    def symbols(self) -> Symbols:
+        """Names from the built-in firmware, loaded when a detail first needs them."""
+        return Symbols.for_build_id(self.trace.header.get("firmware_build_id"))
+
+    def compose(self) -> ComposeResult:
+        yield Ruler()
+        yield Timeline()
+        yield Detail()
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(Timeline).focus()
+
+    def on_timeline_resized(self) -> None:
+        self.redraw()
+
+    # -- drawing -------------------------------------------------------------
+    @_reading
+    def redraw(self) -> None:
+        """Draw the lanes, ruler and status for the current state."""
+        timeline = self.query_one(Timeline)
+        self.frame = frame = self.source.frame(self.viewport)
+        vcpus = sorted(self.query_filter.vcpus) or range(self.trace.vcpus)
+        marks = canvas.Marks(self.query_filter.kinds or canvas.MARKED_KINDS, self.selected)
+        timeline.show(frame, (None, *vcpus), marks)
+        self.query_one(Ruler).show(frame, timeline.canvas_width)
+        self.query_one(StatusBar).show(frame, filter_text=str(self.query_filter), selected=self._selected_text(),
+                                       bookmarks=len(self.bookmarks), message=self.message)
+
+    def _selected_text(self) -> str:
+        if self.selected is None:
+            return "none"
+        event = self.trace.event(self.selected)
+        where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
+        return f"{event.kind} on {where} at {instant(event.time_ns)}"
+
+    def _update(self, *, viewport: Viewport | None = None, message: str = "") -> None:
+        if viewport is not None:
+            self.viewport = viewport
+        self.message = message
+        self.redraw()
+
+    @_reading
+    def select(self, index: int, *, message: str = "") -> None:
+        """Select event `index`: bring it into view and describe it."""
+        self.selected = index
+        event = self.trace.event(index)
+        action = action_of(self.trace, index) if event.kind in STEPS else None
+        self.query_one(Detail).show(index, self.trace.line_of(index), event, self.symbols, action)
+        self._update(viewport=self.source.showing(self.viewport, event.time_ns), message=message)
+        self.query_one(Timeline).scroll_to_lane(event.vcpu)
+
+    # -- actions -----------------------------------------------------------------
+    def action_zoom(self, factor: float) -> None:
+        around = None if self.selected is None else self.trace.time_of(self.selected)
+        if around is not None and not self.viewport.start_ns <= around < self.viewport.end_ns:
+            around = None
+        self._update(viewport=self.viewport.zoom(factor, around_ns=around))
+
+    def action_pan(self, direction: int) -> None:
+        self._update(viewport=self.viewport.pan(direction * PAN))
+
+    def action_fit(self) -> None:
+        self._update(viewport=Viewport.fit(self.trace.start_ns, self.trace.end_ns))
+
+    @_reading
+    def action_jump(self, name: str, backward: bool = False) -> None:
+        self._find(JUMPS[name], backward, what=f"{name} event")
+
+    @_reading
+    def action_step(self, backward: bool) -> None:
+        what = "event" if self.query_filter.empty else f"event matching {self.query_filter}"
+        self._find(self.query_filter.kinds or KINDS.keys(), backward, what=what)
+
+    def _find(self, kinds, backward: bool, *, what: str) -> None:
+        if self.selected is not None:
+            start = self.selected + (-1 if backward else 1)
+        else:
+            start = self.trace.index_at(self.viewport.end_ns if backward else self.viewport.start_ns) - backward
+        found = find_event(self.trace, kinds, self.query_filter.vcpus, start, backward=backward)
+        if found is None:
+            self._update(message=f"no {what} {'before' if backward else 'after'} this point")
+        else:
+            self.select(found)
+
+    def action_search(self) -> None:
+        self.push_screen(SearchScreen("" if self.query_filter.empty else str(self.query_filter)), self._searched)
+
+    def _searched(self, text: str | None) -> None:
+        if text is None:
+            return
+        try:
+            self.query_filter = Query.parse(text, kinds=KINDS.keys(), vcpus=self.trace.vcpus)
+        except QueryError as exc:
+            self._update(message=str(exc))
+            return
+        self.query_one(Timeline).scroll_to(y=0, animate=False, immediate=True)
+        if self.query_filter.empty:
+            self._update(message="filter cleared")
+        else:
+            self.action_step(False)
+
+    def action_clear(self) -> None:
+        self.query_filter = Query()
+        self._update(message="filter cleared")
+
+    def action_bookmark(self) -> None:
+        if self.selected is None:
+            self._update(message="select an event first (p, i, m, a, n or a click), then b bookmarks it")
+            return
+        marked = self.selected not in self.bookmarks.indices
+        self.bookmarks = self.bookmarks.toggle(self.selected)
+        self._update(message=f"bookmark {'set' if marked else 'cleared'} ({len(self.bookmarks)} in all)")
+
+    def action_bookmarks(self) -> None:
+        found = self.bookmarks.after(self.selected)
+        if found is None:
+            self._update(message="no bookmarks: b bookmarks the selected event")
+        else:
+            self.select(found, message=f"bookmark {self.bookmarks.indices.index(found) + 1} of {len(self.bookmarks)}")
+
+    def action_centre(self) -> None:
+        if self.selected is not None:
+            self._update(viewport=self.viewport.showing(self.trace.time_of(self.selected) - self.viewport.span_ns // 2,
+                                                        self.viewport.span_ns))
+
+    def action_toggle_detail(self) -> None:
+        detail = self.query_one(Detail)
+        detail.display = not detail.display
+
+    @_reading
+    def action_summary(self) -> None:
+        self.push_screen(SummaryScreen(list(actions(self.trace))))
+
+    def action_help(self) -> None:
+        keys = [(b.key_display or b.key, b.description) for b in self.BINDINGS]
+        self.push_screen(HelpScreen(keys))
+
+    @_reading
+    def on_timeline_picked(self, message: Timeline.Picked) -> None:
+        """A click on a lane selects the event drawn there (within two columns): a marked one first, the
+        nearest column next, the last drawn (on top) last."""
+        timeline = self.query_one(Timeline)
+        width = timeline.canvas_width
+        clicked = self.viewport.column(message.time_ns, width)
+        near = [(event.kind not in timeline.marks.kinds, abs(self.viewport.column(event.time_ns, width) - clicked),
+                 -index) for index, event in self.frame.indexed() if event.vcpu == message.vcpu]
+        best = min(near, default=None)
+        if best is not None and best[1] <= 2:
+            self.select(-best[2])

@@ -1,0 +1,74 @@
+"""The detail pane: the selected event's fields; a patch write's code before and after; an action's figures."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from ..trace import Event
+from ..tracing import KINDS, ActionSummary
+from .figures import figures
+from .patch_site import PatchSite
+from .symbols import Symbols
+from .times import instant
+
+ADDRESS_FIELDS = frozenset({"address", "begin", "end", "rip"})
+
+
+class Detail(VerticalScroll):
+    """Scrollable description of one event."""
+
+    DEFAULT_CSS = """
+    Detail { height: 12; border-top: solid $primary; }
+    """
+
+    def compose(self):
+        yield Static("No event selected: n/N, p, i, m, a or a click select one.", id="detail-body")
+
+    def show(self, index: int, line: int, event: Event, symbols: Symbols, action: ActionSummary | None) -> None:
+        """Describe event `index` (file line `line`), with its action's figures if it is one of its steps."""
+        left: list[RenderableType] = [_fields(event, symbols)]
+        if event.kind == "patch":
+            left.append(_patch(event, symbols))
+        columns = Table.grid(padding=(0, 4))
+        columns.add_column(no_wrap=True)
+        columns.add_column()
+        columns.add_row(Group(*left), _action(action) if action is not None else "")
+        self.query_one("#detail-body", Static).update(Group(_title(index, line, event), columns))
+
+
+def _title(index: int, line: int, event: Event) -> Text:
+    where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
+    return Text.assemble((event.kind, "bold"), f"  {where}  {instant(event.time_ns)}  ",
+                         (f"event {index}, line {line}: {KINDS[event.kind].meaning}", "dim"))
+
+
+def _fields(event: Event, symbols: Symbols) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for name, value in event.fields.items():
+        shown = symbols.describe(value) if name in ADDRESS_FIELDS and type(value) is int else str(value)
+        table.add_row(Text(name, "cyan"), Text(shown))
+    return table
+
+
+def _patch(event: Event, symbols: Symbols) -> RenderableType:
+    fields = event.fields
+    site = PatchSite.of(fields["address"], bytes.fromhex(fields["old"]), bytes.fromhex(fields["new"]), symbols,
+                        payload=fields["payload"])
+    table = Table.grid(padding=(0, 2))
+    for label, style, lines in (("before", "bold red", site.before), ("after", "bold green", site.after)):
+        for number, line in enumerate(lines):
+            table.add_row(Text(label if number == 0 else "", style), Text(line, no_wrap=True, overflow="ellipsis"))
+    if symbols.note:
+        table.add_row("", Text(symbols.note, "yellow"))
+    return table
+
+
+def _action(action: ActionSummary) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for name, value in figures(action).items():
+        table.add_row(Text(name, "magenta"), Text(value))
+    return table

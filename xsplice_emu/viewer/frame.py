@@ -1,0 +1,91 @@
+"""What the lanes show for one viewport: its events, each vCPU's states and the actions in view.
+
+Only events near the viewport are parsed. States come from
+`tracing.spans.lane_spans` fed from up to LOOKBACK events before the
+viewport (from the very first event in a trace of at most WHOLE events, so
+those are exact); a state entered before that is unknown and drawn blank.
+Parsed ranges are rounded out to CHUNK events and the last two are kept, so
+panning and zooming nearby parse nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ..trace import Event
+from ..tracing import ActionSummary, Span, TraceFile, lane_spans, summarize
+from .viewport import MIN_SPAN_NS, Viewport
+
+WHOLE = 100_000
+LOOKBACK = 20_000
+CHUNK = 20_000
+BUDGET = 60_000
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The viewport's events (event i of the trace is events[i - first]), lanes and actions.
+
+    `crowded` says the viewport holds more than BUDGET events: nothing was
+    parsed and only the time axis is shown."""
+
+    viewport: Viewport
+    first: int
+    events: tuple[Event, ...] = ()
+    lanes: dict[int, list[Span]] = field(default_factory=dict)
+    actions: tuple[ActionSummary, ...] = ()
+    crowded: int = 0
+
+    def indexed(self):
+        """(trace index, event) of every event in view."""
+        return enumerate(self.events, self.first)
+
+
+class FrameSource:
+    """Builds frames of one trace, reusing what nearby frames parsed."""
+
+    def __init__(self, trace: TraceFile):
+        self.trace = trace
+        self._range = lru_cache(maxsize=2)(self._parse_range)
+
+    def first_viewport(self) -> Viewport:
+        """The whole trace, or its first BUDGET / 2 events when the whole holds more than WHOLE."""
+        trace = self.trace
+        whole = Viewport.fit(trace.start_ns, trace.end_ns)
+        if len(trace) <= WHOLE:
+            return whole
+        return whole.showing(trace.start_ns, trace.time_of(BUDGET // 2) - trace.start_ns)
+
+    def showing(self, viewport: Viewport, time_ns: int) -> Viewport:
+        """`viewport` moved to show `time_ns`, and zoomed in around it until it holds at most BUDGET events."""
+        viewport = viewport.centred_on(time_ns)
+        while (viewport.span_ns > MIN_SPAN_NS
+               and self.trace.index_at(viewport.end_ns) - self.trace.index_at(viewport.start_ns) > BUDGET):
+            viewport = viewport.zoom(0.5, around_ns=time_ns)
+        return viewport
+
+    def frame(self, viewport: Viewport) -> Frame:
+        """What `viewport` shows (a crowded frame when it holds more than BUDGET events)."""
+        trace = self.trace
+        first, stop = trace.index_at(viewport.start_ns), trace.index_at(viewport.end_ns)
+        if stop - first > BUDGET:
+            return Frame(viewport, first, crowded=stop - first)
+        start, end = self._rounded(first, stop)
+        events, lanes, actions = self._range(start, end)
+        clipped = {vcpu: [s for s in spans if s.end_ns > viewport.start_ns and s.start_ns < viewport.end_ns]
+                   for vcpu, spans in lanes.items()}
+        visible = tuple(a for a in actions if a.requested_ns < viewport.end_ns
+                        and (trace.end_ns if a.released_ns is None else a.released_ns) >= viewport.start_ns)
+        return Frame(viewport, first, events[first - start:stop - start], clipped, visible)
+
+    def _rounded(self, first: int, stop: int) -> tuple[int, int]:
+        total = len(self.trace)
+        if total <= WHOLE:
+            return 0, total
+        return max(0, (first - LOOKBACK) // CHUNK * CHUNK), min(total, -(-stop // CHUNK) * CHUNK)
+
+    def _parse_range(self, start: int, end: int):
+        events = self.trace.events(start, end)
+        end_ns = self.trace.time_of(end) if end < len(self.trace) else self.trace.end_ns
+        return tuple(events), lane_spans(events, end_ns=end_ns), tuple(summarize(events))

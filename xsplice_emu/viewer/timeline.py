@@ -1,0 +1,107 @@
+"""The lanes: one row per vCPU (and one for the host) on the shared time axis, drawn line by line."""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.events import Click, Resize
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ..trace import Event
+from . import canvas
+from .frame import Frame
+
+LABEL_WIDTH = 7
+_LABEL = Style(color="#bdbdbd")
+_LABEL_SELECTED = Style(color="black", bgcolor="bright_white", bold=True)
+_CROWDED = Style(color="#424242")
+_NO_LANE = object()
+
+
+def row_label(vcpu: int | None) -> str:
+    return ("host" if vcpu is None else f"cpu{vcpu}").ljust(LABEL_WIDTH)
+
+
+class Timeline(ScrollView, can_focus=True):
+    """Lanes of `rows` (vCPU numbers, None for the host) over a frame; scrolls vertically only."""
+
+    DEFAULT_CSS = """
+    Timeline { height: 1fr; overflow-x: hidden; overflow-y: auto; scrollbar-gutter: stable; }
+    """
+
+    class Picked(Message):
+        """The user clicked lane `vcpu` at `time_ns`."""
+
+        def __init__(self, vcpu: int | None, time_ns: int):
+            super().__init__()
+            self.vcpu, self.time_ns = vcpu, time_ns
+
+    class Resized(Message):
+        """The lanes' width changed: the time axis needs drawing again."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.frame: Frame | None = None
+        self.rows: tuple[int | None, ...] = ()
+        self.marks = canvas.Marks(frozenset(), None)
+        self._by_lane: dict[int | None, list[tuple[int, Event]]] = {}
+        self._selected_lane: object = _NO_LANE
+        self._drawn: dict[tuple[int, int], Strip] = {}
+
+    @property
+    def canvas_width(self) -> int:
+        """Columns of time (the width without the lane labels)."""
+        return max(1, self.scrollable_content_region.width - LABEL_WIDTH)
+
+    def show(self, frame: Frame, rows: tuple[int | None, ...], marks: canvas.Marks) -> None:
+        """Draw `frame`'s lanes for `rows`, marking events as `marks` says."""
+        self.frame, self.rows, self.marks = frame, rows, marks
+        self._by_lane = {}
+        self._drawn = {}
+        self._selected_lane = _NO_LANE
+        for index, event in frame.indexed():
+            self._by_lane.setdefault(event.vcpu, []).append((index, event))
+            if index == marks.selected:
+                self._selected_lane = event.vcpu
+        self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
+        self.refresh()
+
+    def scroll_to_lane(self, vcpu: int | None) -> None:
+        """Scroll vertically so that the lane of `vcpu` is in view."""
+        if vcpu not in self.rows:
+            return
+        row = self.rows.index(vcpu)
+        top = round(self.scroll_offset.y)
+        if not top <= row < top + self.scrollable_content_region.height:
+            self.scroll_to(y=max(0, row - self.scrollable_content_region.height // 2), animate=False, immediate=True)
+
+    def render_line(self, y: int) -> Strip:
+        row = y + round(self.scroll_offset.y)
+        width = self.scrollable_content_region.width
+        if self.frame is None or row >= len(self.rows):
+            return Strip.blank(width)
+        if (row, width) not in self._drawn:
+            self._drawn[row, width] = self._draw(self.rows[row], width)
+        return self._drawn[row, width]
+
+    def _draw(self, vcpu: int | None, width: int) -> Strip:
+        label = Segment(row_label(vcpu), _LABEL_SELECTED if vcpu == self._selected_lane else _LABEL)
+        columns = max(1, width - LABEL_WIDTH)
+        if self.frame.crowded:
+            return Strip([label, Segment("░" * columns, _CROWDED)], width)
+        spans = None if vcpu is None else self.frame.lanes.get(vcpu, [])
+        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), self.frame.actions, self.frame.viewport,
+                            columns, self.marks)
+        return Strip([label, *cells], width)
+
+    def on_resize(self, event: Resize) -> None:
+        self.post_message(self.Resized())
+
+    def on_click(self, event: Click) -> None:
+        row = event.y + round(self.scroll_offset.y)
+        column = event.x - LABEL_WIDTH
+        if self.frame is not None and row < len(self.rows) and column >= 0:
+            self.post_message(self.Picked(self.rows[row], self.frame.viewport.time_at(column, self.canvas_width)))
