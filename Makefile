@@ -28,6 +28,8 @@ test: firmware $(INSTALLED) payloads
 bench: firmware $(INSTALLED) payloads
 	$(PY) bench/machine.py
 	$(PY) bench/livepatch.py
+	$(PY) bench/trace.py
+	$(PY) bench/viewer.py
 
 clean:
 	$(MAKE) -s -C firmware clean

@@ -69,6 +69,13 @@ def replicate(seed: Path, target: Path, events: int) -> None:
             shift += period
 
 
+def json_round_trip(source: Path, target: Path) -> None:
+    """The least any JSON-to-JSON exporter does: parse every line and write it out again."""
+    with source.open() as lines, target.open("w") as out:
+        for line in lines:
+            out.write(json.dumps(json.loads(line)))
+
+
 def timed(function):
     started = time.perf_counter()
     result = function()
@@ -95,6 +102,8 @@ def main() -> None:
     (screen_events, _), screen_seconds = timed(first_screen)
     _, validate_seconds = timed(trace.validate)
     exported, export_seconds = timed(lambda: export_chrome(trace, chrome))
+    _, read_seconds = timed(lambda: big.read_bytes().split(b"\n"))
+    _, round_trip_seconds = timed(lambda: json_round_trip(big, chrome.with_suffix(".baseline.json")))
     report = {
         "events": len(trace),
         "generated_by": f"replicating a real run's {seed_events} events (16 vCPUs, 3 apply+revert cycles) "
@@ -110,6 +119,10 @@ def main() -> None:
         "export_s": round(export_seconds, 2),
         "export_events_per_s": round(exported / export_seconds),
         "chrome_json_mb": round(chrome.stat().st_size / 1e6, 1),
+        "baseline_read_split_s": round(read_seconds, 3),
+        "open_vs_read_split": round(open_seconds / read_seconds, 1),
+        "baseline_json_round_trip_events_per_s": round(len(trace) / round_trip_seconds),
+        "export_vs_json_round_trip": round(round_trip_seconds / export_seconds, 2),
     }
     if args.json:
         print(json.dumps(report))
@@ -121,6 +134,10 @@ def main() -> None:
     print(f"validate: {report['validate_s']:.2f} s ({report['events'] / validate_seconds:,.0f} events/s)")
     print(f"export: {report['export_s']:.2f} s, {report['export_events_per_s']:,} events/s "
           f"-> {report['chrome_json_mb']} MB of Chrome JSON")
+    print(f"baselines in this run: reading + splitting the file {report['baseline_read_split_s']:.3f} s "
+          f"(open takes {report['open_vs_read_split']}x that); json.loads + json.dumps of every line "
+          f"{report['baseline_json_round_trip_events_per_s']:,} events/s "
+          f"(export runs at {report['export_vs_json_round_trip']}x that)")
 
 
 if __name__ == "__main__":
