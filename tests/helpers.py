@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xsplice_emu import Machine
+from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.livepatch import Livepatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,3 +19,12 @@ def upload(livepatch: Livepatch, name: str, file: str) -> None:
 def extra_versions(machine: Machine) -> set[str]:
     """What xen_extra_version() returns on each vCPU, as a set."""
     return {machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")}
+
+
+def hello_uploaded(image, *, vcpus: int, seed: int, boot_ns: int = 2_000_000) -> tuple[Machine, Livepatch]:
+    """A machine of `vcpus` booted for `boot_ns` virtual ns, xen_hello_world uploaded as "hello"."""
+    machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed))
+    machine.run_for(boot_ns)
+    livepatch = Livepatch(machine)
+    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    return machine, livepatch

@@ -8,21 +8,17 @@ from collections import defaultdict
 import pytest
 from click.testing import CliRunner
 
-from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.cli.trace import trace
-from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch import Action
 from xsplice_emu.platform import NMI_VECTOR
 
-from helpers import upload
+from helpers import hello_uploaded
 
 
 @pytest.fixture(scope="module")
 def exported(image, payloads, tmp_path_factory):
     """A 72-vCPU apply of hello world with an NMI in its window, exported through the CLI."""
-    machine = Machine(image, config=MachineConfig(vcpus=72, seed=3))
-    machine.run_for(2_000_000)
-    livepatch = Livepatch(machine)
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    machine, livepatch = hello_uploaded(image, vcpus=72, seed=3)
     livepatch.action("hello", Action.APPLY)
     machine.run_for(2_000)
     machine.send_interrupt(5, NMI_VECTOR)

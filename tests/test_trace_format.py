@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from xsplice_emu import Machine, MachineConfig
+from xsplice_emu import Machine
 from xsplice_emu.cli.trace import trace
-from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch import Action
 from xsplice_emu.platform import NMI_VECTOR
 from xsplice_emu.tracing.reader import TraceFile
 from xsplice_emu.tracing.schema import HEADER, KINDS
 from xsplice_emu.tracing.spans import State, lane_spans, state_spans
 from xsplice_emu.tracing.summary import ActionSummary, Arrival
 
-from helpers import upload
+from helpers import hello_uploaded, upload
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "trace-format.md"
 
@@ -28,11 +28,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "trace-format.md"
 def busy_run(image, path: Path, *, seed: int = 5) -> tuple[Machine, list]:
     """8 vCPUs, one busy: hello world applied with an NMI in the window, reverted and
     unloaded, then a NOP apply that times out on a stalled vCPU. Writes the trace to `path`."""
-    machine = Machine(image, config=MachineConfig(vcpus=8, seed=seed))
-    machine.run_for(2_000_000)
+    machine, livepatch = hello_uploaded(image, vcpus=8, seed=seed)
     machine.call(3, "call_set_busy", 1)
-    livepatch = Livepatch(machine)
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
     livepatch.action("hello", Action.APPLY)
     machine.run_for(1_000)
     machine.send_interrupt(1, NMI_VECTOR)

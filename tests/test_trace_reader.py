@@ -7,22 +7,18 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.cli.trace import trace
-from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing.reader import TraceFile
 
-from helpers import upload
+from helpers import hello_uploaded
 
 
 @pytest.fixture(scope="module")
 def good(image, payloads, tmp_path_factory):
     """A 4-vCPU apply + revert, written to a file."""
-    machine = Machine(image, config=MachineConfig(vcpus=4, seed=2))
-    machine.run_for(3_000_000)
-    livepatch = Livepatch(machine)
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    machine, livepatch = hello_uploaded(image, vcpus=4, seed=2, boot_ns=3_000_000)
     livepatch.run_action("hello", Action.APPLY)
     machine.run_for(500_000)
     livepatch.run_action("hello", Action.REVERT)

@@ -11,10 +11,9 @@ from click.testing import CliRunner
 from textual.geometry import Region
 from textual.widgets import DataTable
 
-from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.cli.view import view
 from xsplice_emu.errors import TraceFormatError
-from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing import TraceFile
 from xsplice_emu.viewer import frame as frame_module
 from xsplice_emu.viewer.app import TraceViewer
@@ -25,7 +24,7 @@ from xsplice_emu.viewer.summary_screen import SummaryScreen
 from xsplice_emu.viewer.timeline import LABEL_WIDTH, Timeline
 from xsplice_emu.viewer.times import duration
 
-from helpers import upload
+from helpers import hello_uploaded
 
 SIZE = (120, 40)
 
@@ -33,10 +32,7 @@ SIZE = (120, 40)
 @pytest.fixture(scope="module")
 def apply_trace(image, payloads, tmp_path_factory):
     """8 vCPUs (seed 1) boot for 2 ms, apply xen_hello_world, run 1 ms more: the trace file."""
-    machine = Machine(image, config=MachineConfig(vcpus=8, seed=1))
-    machine.run_for(2_000_000)
-    livepatch = Livepatch(machine)
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    machine, livepatch = hello_uploaded(image, vcpus=8, seed=1)
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
     machine.run_for(1_000_000)
     path = tmp_path_factory.mktemp("viewer") / "apply.jsonl"
