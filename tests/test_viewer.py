@@ -16,13 +16,14 @@ from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing import TraceFile
 from xsplice_emu.viewer import frame as frame_module
-from xsplice_emu.viewer.app import TraceViewer
+from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, TraceViewer
 from xsplice_emu.viewer.help_screen import HelpScreen
 from xsplice_emu.viewer.ruler import Ruler
 from xsplice_emu.viewer.status import StatusBar
 from xsplice_emu.viewer.summary_screen import SummaryScreen
 from xsplice_emu.viewer.timeline import LABEL_WIDTH, Timeline
 from xsplice_emu.viewer.times import duration
+from xsplice_emu.viewer.viewport import Viewport
 
 from helpers import hello_uploaded
 
@@ -289,3 +290,47 @@ def test_another_firmware_shows_bare_addresses_and_says_why(apply_trace, tmp_pat
         assert "mov eax" in before and "<" not in before
         assert "is not the trace's (00ff): addresses without names" in text
     drive(path, check)
+
+
+def _quiet_viewport(trace: TraceFile) -> Viewport:
+    """2.5 to 2.9 virtual ms of the apply trace: every vCPU idles in `hlt` the whole time."""
+    return Viewport.fit(trace.start_ns, trace.end_ns).showing(2_500_000, 400_000)
+
+
+def test_checkpoints_make_a_long_traces_lanes_exact(apply_trace, monkeypatch):
+    """Lazily read (tiny lookback), the idle vCPUs' state is unknown; resumed from checkpoints, all are halted."""
+    monkeypatch.setattr(frame_module, "WHOLE", 100)
+    monkeypatch.setattr(frame_module, "LOOKBACK", 1)
+    monkeypatch.setattr(frame_module, "CHUNK", 1)
+    source = frame_module.FrameSource(TraceFile.open(apply_trace))
+    viewport = _quiet_viewport(source.trace)
+
+    def known_vcpus():
+        lanes = source.frame(viewport).lanes
+        return {vcpu for vcpu, spans in lanes.items() if spans and spans[0].start_ns <= viewport.start_ns}
+
+    assert len(known_vcpus()) < 8 and not source.exact
+    source.checkpoints.build()
+    source.forget()
+    assert known_vcpus() == set(range(8)) and source.exact
+    assert {spans[0].label for spans in source.frame(viewport).lanes.values()} == {"halted"}
+
+
+def test_viewer_builds_checkpoints_in_the_background(apply_trace, monkeypatch):
+    """A trace over WHOLE events: a worker builds the checkpoints, then no lane of a quiet stretch is blank."""
+    monkeypatch.setattr(frame_module, "WHOLE", 100)
+    monkeypatch.setattr(frame_module, "LOOKBACK", 1)
+    monkeypatch.setattr(frame_module, "CHUNK", 1)
+
+    async def check(pilot):
+        app = pilot.app
+        assert not app.source.exact
+        await pilot.pause(CHECKPOINT_DELAY_S)  # the scan starts this long after the first screen
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.source.exact
+        app.viewport = _quiet_viewport(app.trace)
+        app.redraw()
+        vcpu_lanes = [line for line in lanes(app) if line.startswith("cpu")]
+        assert len(vcpu_lanes) == 8 and not any("·" in line for line in vcpu_lanes)
+    drive(apply_trace, check)

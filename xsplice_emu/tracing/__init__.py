@@ -4,6 +4,7 @@ The data model of the trace viewer and of `xsplice-emu trace`: it never
 imports Textual.
 """
 
+from .checkpoints import StateCheckpoints
 from .export import export_chrome
 from .reader import TraceFile
 from .schema import HEADER, KINDS, Field, Kind
@@ -18,6 +19,7 @@ __all__ = [
     "Field",
     "Kind",
     "Span",
+    "StateCheckpoints",
     "State",
     "StateTracker",
     "TraceFile",

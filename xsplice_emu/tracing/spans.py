@@ -10,8 +10,10 @@ rendezvous, the patch window, parked. Two views of it:
 - `lane_spans(events)`: per vCPU, the innermost state at each moment, as
   spans that follow each other without overlap. A timeline lane draws these.
 
-Feed events from the start of the trace for exact states: a state entered
-before the first event fed is not known.
+Feed events from the start of the trace for exact states, or resume from
+the states open at some event (`StateTracker.open_states`, kept every few
+thousand events by `checkpoints.StateCheckpoints`): a state entered before
+the first event fed is otherwise not known.
 """
 
 from __future__ import annotations
@@ -63,13 +65,16 @@ class _Open:
     start_ns: int
 
 
+OpenStates = dict[int, tuple[_Open, ...]]
+
+
 class StateTracker:
     """Per-vCPU state stacks fed one event at a time (`feed`, then `finish`);
     closed spans collect in `nested` and, with `lanes`, in `lanes` (see the
     module docstring)."""
 
-    def __init__(self, *, lanes: bool = True):
-        self.stacks: dict[int, list[_Open]] = {}
+    def __init__(self, *, lanes: bool = True, resume: OpenStates | None = None):
+        self.stacks: dict[int, list[_Open]] = {vcpu: list(stack) for vcpu, stack in (resume or {}).items()}
         self.nested: list[Span] = []
         self.lanes: list[Span] = []
         self._lane_start: dict[int, int] | None = {} if lanes else None
@@ -82,6 +87,10 @@ class StateTracker:
         handler = _RULES.get(event.kind)
         if handler is not None:
             handler(self, event.vcpu, event.time_ns, event.fields)
+
+    def open_states(self) -> OpenStates:
+        """Every vCPU's stack of states open now: a new tracker `resume`s from it."""
+        return {vcpu: tuple(stack) for vcpu, stack in self.stacks.items() if stack}
 
     def finish(self, end_ns: int) -> None:
         """Close every state still open at `end_ns`."""
@@ -182,8 +191,8 @@ _RULES = {kind: getattr(StateTracker, f"_{kind}") for kind in (
     "arrived", "quiesced", "irq_unmasked", "park", "unpark", "left")}
 
 
-def _track(events: Iterable[Event], end_ns: int | None) -> StateTracker:
-    tracker = StateTracker()
+def _track(events: Iterable[Event], end_ns: int | None, resume: OpenStates | None = None) -> StateTracker:
+    tracker = StateTracker(resume=resume)
     for event in events:
         tracker.feed(event)
     tracker.finish(tracker.last_ns if end_ns is None else end_ns)
@@ -196,9 +205,11 @@ def state_spans(events: Iterable[Event], *, end_ns: int | None = None) -> list[S
     return sorted(_track(events, end_ns).nested, key=lambda s: (s.vcpu, s.start_ns, s.depth))
 
 
-def lane_spans(events: Iterable[Event], *, end_ns: int | None = None) -> dict[int, list[Span]]:
-    """Per vCPU, the innermost state at each moment: spans in time order, not overlapping."""
+def lane_spans(events: Iterable[Event], *, end_ns: int | None = None,
+               resume: OpenStates | None = None) -> dict[int, list[Span]]:
+    """Per vCPU, the innermost state at each moment: spans in time order, not overlapping.
+    `resume`: the states open before the first event (`StateTracker.open_states`)."""
     lanes: dict[int, list[Span]] = {}
-    for span in _track(events, end_ns).lanes:
+    for span in _track(events, end_ns, resume).lanes:
         lanes.setdefault(span.vcpu, []).append(span)
     return lanes

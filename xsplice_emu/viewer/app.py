@@ -13,6 +13,7 @@ from functools import cached_property, wraps
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer
+from textual.worker import get_current_worker
 
 from ..errors import TraceFormatError
 from ..tracing import KINDS, TraceFile
@@ -36,6 +37,7 @@ from .viewport import Viewport
 JUMPS = {"patch": frozenset({"patch"}), "IPI": frozenset({"ipi"}), "NMI": frozenset({"nmi"}),
          "abort": frozenset({"abort"})}
 PAN = 0.25
+CHECKPOINT_DELAY_S = 0.5
 
 
 def _reading(action):
@@ -91,6 +93,7 @@ class TraceViewer(App[TraceFormatError | None]):
         self.bookmarks = Bookmarks()
         self.message = ""
         self.frame: Frame | None = None
+        self._checkpoints_scheduled = False
 
     @cached_property
     def symbols(self) -> Symbols:
@@ -107,6 +110,23 @@ class TraceViewer(App[TraceFormatError | None]):
     def on_mount(self) -> None:
         self.query_one(Timeline).focus()
 
+    def _start_checkpoints(self) -> None:
+        """A moment after the first screen: exact lanes for a long trace, from a background scan
+        (it shares the interpreter, so it waits until the first screen is up)."""
+        if not self.source.exact:
+            self.run_worker(self._build_checkpoints, thread=True, exclusive=True, group="checkpoints")
+
+    def _build_checkpoints(self) -> None:
+        """In a thread: scan the trace once for state checkpoints, then redraw with exact lanes."""
+        worker = get_current_worker()
+        self.source.checkpoints.build(cancelled=lambda: worker.is_cancelled)
+        if not worker.is_cancelled:
+            self.call_from_thread(self._lanes_exact)
+
+    def _lanes_exact(self) -> None:
+        self.source.forget()
+        self.redraw()
+
     def on_timeline_resized(self) -> None:
         self.redraw()
 
@@ -122,6 +142,9 @@ class TraceViewer(App[TraceFormatError | None]):
         self.query_one(Ruler).show(frame, timeline.canvas_width)
         self.query_one(StatusBar).show(frame, filter_text=str(self.query_filter), selected=self._selected_text(),
                                        bookmarks=len(self.bookmarks), message=self.message)
+        if not self._checkpoints_scheduled:
+            self._checkpoints_scheduled = True
+            self.set_timer(CHECKPOINT_DELAY_S, self._start_checkpoints)
 
     def _selected_text(self) -> str:
         if self.selected is None:

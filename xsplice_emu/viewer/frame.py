@@ -1,10 +1,12 @@
 """What the lanes show for one viewport: its events, each vCPU's states and the actions in view.
 
 Only events near the viewport are parsed. States come from
-`tracing.spans.lane_spans` fed from up to LOOKBACK events before the
-viewport (from the very first event in a trace of at most WHOLE events, so
-those are exact); a state entered before that is unknown and drawn blank.
-Parsed ranges are rounded out to CHUNK events and the last two are kept, so
+`tracing.spans.lane_spans`, resumed from the state checkpoint just before
+the viewport once `checkpoints` has one there (the viewer builds them in
+the background); until then from up to LOOKBACK events before the viewport
+(from the very first event in a trace of at most WHOLE events, so those are
+exact), and a state entered before that is unknown and drawn blank. Parsed
+ranges are rounded out to CHUNK events and the last two are kept, so
 panning and zooming nearby parse nothing new.
 """
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..trace import Event
-from ..tracing import ActionSummary, Span, TraceFile, lane_spans, summarize
+from ..tracing import ActionSummary, Span, StateCheckpoints, TraceFile, lane_spans, summarize
 from .viewport import MIN_SPAN_NS, Viewport
 
 WHOLE = 100_000
@@ -47,7 +49,17 @@ class FrameSource:
 
     def __init__(self, trace: TraceFile):
         self.trace = trace
+        self.checkpoints = StateCheckpoints(trace, every=CHUNK)
         self._range = lru_cache(maxsize=2)(self._parse_range)
+
+    @property
+    def exact(self) -> bool:
+        """Whether every frame's lanes are exact (a short trace, or all checkpoints built)."""
+        return len(self.trace) <= WHOLE or self.checkpoints.complete
+
+    def forget(self) -> None:
+        """Drop the parsed ranges (after new checkpoints: the next frames resume from them)."""
+        self._range.cache_clear()
 
     def first_viewport(self) -> Viewport:
         """The whole trace, or its first BUDGET / 2 events when the whole holds more than WHOLE."""
@@ -55,7 +67,7 @@ class FrameSource:
         whole = Viewport.fit(trace.start_ns, trace.end_ns)
         if len(trace) <= WHOLE:
             return whole
-        return whole.showing(trace.start_ns, trace.time_of(BUDGET // 2) - trace.start_ns)
+        return whole.showing(trace.start_ns, trace.time_of(min(BUDGET // 2, len(trace) - 1)) - trace.start_ns)
 
     def showing(self, viewport: Viewport, time_ns: int) -> Viewport:
         """`viewport` moved to show `time_ns`, and zoomed in around it until it holds at most BUDGET events."""
@@ -83,9 +95,14 @@ class FrameSource:
         total = len(self.trace)
         if total <= WHOLE:
             return 0, total
-        return max(0, (first - LOOKBACK) // CHUNK * CHUNK), min(total, -(-stop // CHUNK) * CHUNK)
+        end = min(total, -(-stop // CHUNK) * CHUNK)
+        checkpoint = first // CHUNK * CHUNK
+        if self.checkpoints.at(checkpoint) is not None:
+            return checkpoint, end
+        return max(0, (first - LOOKBACK) // CHUNK * CHUNK), end
 
     def _parse_range(self, start: int, end: int):
         events = self.trace.events(start, end)
         end_ns = self.trace.time_of(end) if end < len(self.trace) else self.trace.end_ns
-        return tuple(events), lane_spans(events, end_ns=end_ns), tuple(summarize(events))
+        lanes = lane_spans(events, end_ns=end_ns, resume=self.checkpoints.at(start))
+        return tuple(events), lanes, tuple(summarize(events))
