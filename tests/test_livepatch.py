@@ -10,28 +10,24 @@ import pytest
 from xsplice_emu import LivepatchError, Machine, MachineConfig
 from xsplice_emu.livepatch import Action, Livepatch, PayloadState
 from xsplice_emu.platform import NMI_VECTOR
+from xsplice_emu.session import text_digest
 
-from helpers import PAYLOADS, extra_versions as _extra, upload as _upload
-
-
-def _text_digest(machine: Machine) -> str:
-    text = [s for s in machine.image.segments if s.executable][0]
-    return machine.memory.digest(text.address, text.address + text.memory_size)
+from helpers import extra_versions as _extra, upload as _upload
 
 
 @pytest.mark.parametrize("vcpus", [1, 4, 72])
 def test_apply_then_revert_on_every_vcpu(patching, vcpus):
     """After APPLY every vCPU's own call returns "Hello World"; REVERT restores the text byte for byte."""
     machine, livepatch = patching(vcpus)
-    before = _text_digest(machine)
+    before = text_digest(machine)
     _upload(livepatch, "hello", "xen_hello_world.livepatch")
     result = livepatch.run_action("hello", Action.APPLY)
     assert result.rc == 0 and result.master == 0 and result.bytes_written == 5
     assert _extra(machine) == {"Hello World"}
     assert livepatch.get("hello").state is PayloadState.APPLIED and livepatch.applied == ["hello"]
-    assert _text_digest(machine) != before
+    assert text_digest(machine) != before
     assert livepatch.run_action("hello", Action.REVERT).rc == 0
-    assert _text_digest(machine) == before
+    assert text_digest(machine) == before
     assert _extra(machine) == {"-unstable"}
     assert "xsplice: hello finished apply with rc=0" in livepatch.rendezvous.log
 
@@ -83,14 +79,14 @@ def test_stalled_vcpu_times_out_with_text_unchanged(patching, image):
     machine, livepatch = patching(4)
     _upload(livepatch, "hello", "xen_hello_world.livepatch")
     callback = machine.memory.read_u64(image.address("nmi_callback"))
-    before = _text_digest(machine)
+    before = text_digest(machine)
     machine.call(2, "call_stall_irqs_off", 50_000_000, wait=False)
     machine.run_for(10_000)
     result = livepatch.run_action("hello", Action.APPLY)
     assert result.rc == -errno.EBUSY
     assert livepatch.get("hello").rc == -errno.EBUSY
     assert livepatch.get("hello").state is PayloadState.CHECKED
-    assert _text_digest(machine) == before
+    assert text_digest(machine) == before
     assert machine.memory.read_u64(image.address("nmi_callback")) == callback == image.address("default_nmi_callback")
     assert "xsplice: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
     machine.run_for(30_000_000)

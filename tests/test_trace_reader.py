@@ -64,7 +64,10 @@ def test_find_jumps_to_the_next_and_previous_event_of_a_kind(good):
     assert opened.find({"patch"}, patches[1] + 1) is None
     assert opened.find({"patch"}, len(opened), backward=True) == patches[1]
     parks_on_2 = [i for i, e in enumerate(everything) if e[2] in ("park", "unpark") and e[1] == 2]
-    assert opened.find({"park", "unpark"}, vcpu=2) == parks_on_2[0]
+    assert opened.find({"park", "unpark"}, vcpus={2}) == parks_on_2[0]
+    on_1_or_3 = [i for i, e in enumerate(everything) if e[1] in (1, 3) and i > patches[0]]
+    assert opened.find(None, patches[0] + 1, vcpus={1, 3}) == on_1_or_3[0]
+    assert opened.find(None, len(opened), vcpus={1, 3}, backward=True) == on_1_or_3[-1]
 
 
 def _bad(good, tmp_path, name, change):

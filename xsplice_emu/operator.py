@@ -19,6 +19,7 @@ from .errors import LivepatchError, errno_name
 from .livepatch import Action, Livepatch, PayloadState
 from .livepatch.abi import NAME_MAX
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
+from .livepatch.states import TARGET_STATE
 from .livepatch.sysctl import ActionResult
 
 OUT, ERR, XEN = "out", "err", "xen"
@@ -33,15 +34,18 @@ class ActionVerb:
     gerund: str
     action: Action
     allowed: PayloadState
-    expected: PayloadState | None  # None: the payload is gone
+
+    @property
+    def expected(self) -> PayloadState | None:
+        """The state the action leaves the payload in (None: unloaded, gone)."""
+        return TARGET_STATE.get(self.action)
 
 
 ACTION_VERBS = {
-    "apply": ActionVerb("apply", "Applying", Action.APPLY, PayloadState.CHECKED, PayloadState.APPLIED),
-    "revert": ActionVerb("revert", "Reverting", Action.REVERT, PayloadState.APPLIED, PayloadState.CHECKED),
-    "unload": ActionVerb("unload", "Unloading", Action.UNLOAD, PayloadState.CHECKED, None),
-    "replace": ActionVerb("replace", "Replacing all live patches with", Action.REPLACE,
-                          PayloadState.CHECKED, PayloadState.APPLIED),
+    "apply": ActionVerb("apply", "Applying", Action.APPLY, PayloadState.CHECKED),
+    "revert": ActionVerb("revert", "Reverting", Action.REVERT, PayloadState.APPLIED),
+    "unload": ActionVerb("unload", "Unloading", Action.UNLOAD, PayloadState.CHECKED),
+    "replace": ActionVerb("replace", "Replacing all live patches with", Action.REPLACE, PayloadState.CHECKED),
 }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import errno
 import io
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 

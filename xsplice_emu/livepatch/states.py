@@ -17,7 +17,7 @@ class Action(IntEnum):
     REPLACE = 4
 
 
-TARGET_STATE = {
+TARGET_STATE = {  # the state each action leaves its payload in (UNLOAD: none, it is gone)
     Action.APPLY: PayloadState.APPLIED,
     Action.REPLACE: PayloadState.APPLIED,
     Action.REVERT: PayloadState.CHECKED,

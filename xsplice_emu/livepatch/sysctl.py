@@ -21,7 +21,7 @@ from . import arch
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
 from .payload import FuncRecord, LoadedPayload, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
-from .states import TARGET_STATE, Action, PayloadState
+from .states import Action, PayloadState
 from .unsafe import unsafe_functions
 
 

@@ -6,6 +6,7 @@
     trace.events(0, 100)                    # events 0..99, parsed now
     trace.window(t0_ns, t1_ns)              # events with t0 <= t < t1 (bisect)
     trace.find({"patch"}, start=i)          # next patch event at or after i, or None
+    trace.find(None, i, vcpus={2, 3})       # next event of any kind on vCPU 2 or 3
     trace.validate()                        # parse every line and check it against the schema
     for event in trace.checked(): ...       # the same, one event at a time
 
@@ -21,7 +22,7 @@ import json
 import operator
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -118,20 +119,22 @@ class TraceFile:
         """Every event in order, parsed one at a time."""
         return (self._parse(i) for i in range(len(self)))
 
-    def find(self, kinds: Iterable[str], start: int = 0, *, vcpu: int | None = None,
-             backward: bool = False) -> int | None:
+    def find(self, kinds: Collection[str] | None = None, start: int = 0, *,
+             vcpus: Collection[int] | None = None, backward: bool = False) -> int | None:
         """Index of the first event at or after `start` (at or before, `backward`)
-        whose kind is in `kinds` (and on `vcpu`, if given); None if there is none.
-        Matches the raw lines, so only the hit is parsed."""
-        needles = [f'"kind":"{kind}"'.encode() for kind in kinds]
-        on_vcpu = None if vcpu is None else f'"vcpu":{vcpu},'.encode()
+        whose kind is in `kinds` and whose vCPU is in `vcpus` (None or empty: any,
+        the controller included); None if there is none. Matches the raw lines,
+        so only a likely hit is parsed."""
+        kind_needles = [f'"kind":"{kind}"'.encode() for kind in kinds] if kinds else None
+        vcpu_needles = [f'"vcpu":{vcpu},'.encode() for vcpu in vcpus] if vcpus else None
         indices = range(min(start, len(self) - 1), -1, -1) if backward else range(max(start, 0), len(self))
         lines = self._lines
         for index in indices:
             line = lines[index]
-            if any(needle in line for needle in needles) and (on_vcpu is None or on_vcpu in line):
+            if ((kind_needles is None or any(needle in line for needle in kind_needles))
+                    and (vcpu_needles is None or any(needle in line for needle in vcpu_needles))):
                 event = self._parse(index)
-                if event.kind in kinds and (vcpu is None or event.vcpu == vcpu):
+                if (not kinds or event.kind in kinds) and (not vcpus or event.vcpu in vcpus):
                     return index
         return None
 

@@ -25,7 +25,6 @@ from .frame import Frame, FrameSource
 from .help_screen import HelpScreen
 from .query import Query, QueryError
 from .ruler import Ruler
-from .search import find_event
 from .search_screen import SearchScreen
 from .status import StatusBar
 from .summary_screen import SummaryScreen
@@ -189,14 +188,14 @@ class TraceViewer(App[TraceFormatError | None]):
     @_reading
     def action_step(self, backward: bool) -> None:
         what = "event" if self.query_filter.empty else f"event matching {self.query_filter}"
-        self._find(self.query_filter.kinds or KINDS.keys(), backward, what=what)
+        self._find(self.query_filter.kinds, backward, what=what)
 
     def _find(self, kinds, backward: bool, *, what: str) -> None:
         if self.selected is not None:
             start = self.selected + (-1 if backward else 1)
         else:
             start = self.trace.index_at(self.viewport.end_ns if backward else self.viewport.start_ns) - backward
-        found = find_event(self.trace, kinds, self.query_filter.vcpus, start, backward=backward)
+        found = self.trace.find(kinds, start, vcpus=self.query_filter.vcpus, backward=backward)
         if found is None:
             self._update(message=f"no {what} {'before' if backward else 'after'} this point")
         else:
