@@ -52,8 +52,6 @@ def library() -> ctypes.CDLL:
     lib.block_table_new.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
     lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
-    lib.block_table_misses.restype = ctypes.c_uint64
-    lib.block_table_misses.argtypes = [ctypes.c_void_p]
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     return lib
 
@@ -99,10 +97,6 @@ class BlockTable:
         """Drop the counts of blocks overlapping `[begin, end)` (their code changed)."""
         if self._lib.block_table_forget(self.pointer, begin, end):
             raise MemoryError("block table rehash failed")
-
-    @property
-    def misses(self) -> int:
-        return self._lib.block_table_misses(self.pointer)
 
     def __del__(self):
         if getattr(self, "pointer", None):

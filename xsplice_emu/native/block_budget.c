@@ -34,7 +34,6 @@ struct block_table {
     size_t cs_handle;
     disasm_fn disasm;
     free_insn_fn free_insn;
-    uint64_t misses;
 };
 
 /* Shared with Python (ctypes Structure of the same layout). */
@@ -110,7 +109,6 @@ static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
         i = (i + 1) & (t->capacity - 1);
     }
     insns = count_insns(t, address, size);
-    t->misses++;
     if ((t->used + 1) * 2 > t->capacity && rehash(t, t->capacity * 2, 0, 0))
         return insns;
     insert(t, address, size, insns);
@@ -143,11 +141,6 @@ struct block_table *block_table_new(const uint8_t *host_base, uint64_t guest_bas
 int block_table_forget(struct block_table *t, uint64_t begin, uint64_t end)
 {
     return rehash(t, t->capacity, begin, end);
-}
-
-uint64_t block_table_misses(const struct block_table *t)
-{
-    return t->misses;
 }
 
 void block_table_free(struct block_table *t)

@@ -57,10 +57,6 @@ class Kind:
     meaning: str
     fields: tuple[Field, ...] = ()
 
-    @property
-    def field_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.fields)
-
 
 def _kind(name: str, meaning: str, *fields: tuple[str, str, str]) -> Kind:
     return Kind(name, meaning, tuple(Field(*f) for f in fields))
