@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from ..firmware import builtin_firmware
 from ..image import load_image
 from ..machine import Machine, MachineConfig
-from .common import VCPU_COLOURS, out, reports_errors
+from .common import out, print_console_line, reports_errors
 
 
 @click.command()
@@ -35,8 +34,7 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     host_seconds = time.perf_counter() - started
     if not quiet:
         for line in machine.console.lines:
-            colour = VCPU_COLOURS[line.vcpu % len(VCPU_COLOURS)]
-            out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{escape(line.text)}[/{colour}]")
+            print_console_line(line)
     if trace_path:
         machine.trace.write(trace_path)
     _print_summary(machine, host_seconds)

@@ -11,7 +11,9 @@ from functools import wraps
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
+from ..console import ConsoleLine
 from ..errors import ConfigError, XspliceEmuError
 from ..operator import ERR, XEN, Outcome
 from ..platform import NR_CPUS
@@ -34,6 +36,12 @@ def reports_errors(command):
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
     return wrapper
+
+
+def print_console_line(line: ConsoleLine) -> None:
+    """A guest console line: its virtual time, then its text in its vCPU's colour."""
+    colour = VCPU_COLOURS[line.vcpu % len(VCPU_COLOURS)]
+    out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{escape(line.text)}[/{colour}]")
 
 
 def print_outcome(outcome: Outcome) -> None:

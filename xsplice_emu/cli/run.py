@@ -77,17 +77,22 @@ def _write_traces(results: list[ScenarioResult], path: Path) -> None:
         return
     path.mkdir(parents=True, exist_ok=True)
     for result in results:
-        result.session.machine.trace.write(path / f"{result.scenario.path.stem}.jsonl")
+        result.session.machine.trace.write(_trace_file(path, result))
+
+
+def _trace_file(folder: Path, result: ScenarioResult) -> Path:
+    """Where a scenario's trace goes in a folder of traces: STEM.jsonl."""
+    return folder / f"{result.scenario.path.stem}.jsonl"
 
 
 def _view(results: list[ScenarioResult], trace_path: Path | None) -> None:
     """Open the viewer on the first failed scenario's trace (else the first's)."""
     shown = next((result for result in results if not result.ok), results[0])
     if trace_path is None:
-        trace_path = Path(tempfile.mkdtemp(prefix="xsplice-emu-")) / f"{shown.scenario.path.stem}.jsonl"
+        trace_path = _trace_file(Path(tempfile.mkdtemp(prefix="xsplice-emu-")), shown)
         shown.session.machine.trace.write(trace_path)
     elif len(results) > 1:
-        trace_path = trace_path / f"{shown.scenario.path.stem}.jsonl"
+        trace_path = _trace_file(trace_path, shown)
     view_trace(trace_path)
 
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from ..errors import ConfigError, XspliceEmuError
 from ..session import Session
 from ..verbs import VERBS, parse
-from .common import VCPU_COLOURS, machine_options, out, print_outcome, reports_errors
+from .common import machine_options, out, print_console_line, print_outcome, reports_errors
 
 HISTORY = Path.home() / ".cache" / "xsplice-emu" / "shell_history"
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s)?$")
@@ -157,8 +157,7 @@ class Shell:
         shown = lines[-count:] if count is not None else lines[self._console_seen:]
         self._console_seen = len(lines)
         for line in shown:
-            colour = VCPU_COLOURS[line.vcpu % len(VCPU_COLOURS)]
-            out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{escape(line.text)}[/{colour}]")
+            print_console_line(line)
 
     def _help(self, args: list[str]) -> None:
         if args and args[0] in VERBS:

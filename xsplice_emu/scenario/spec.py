@@ -17,7 +17,7 @@ Every mistake is a ConfigError naming the file, the step and what is wrong.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +104,9 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
     _only(where, document, ("name", "description", "machine", "step"))
     machine = _machine(where.at("[machine]"), _typed(where, document, "machine", dict, {}), path.parent)
     if vcpus is not None:
-        machine = MachineSpec(vcpus, machine.seed, machine.firmware, machine.boot_ms)
+        machine = replace(machine, vcpus=vcpus)
     if seed is not None:
-        machine = MachineSpec(machine.vcpus, seed, machine.firmware, machine.boot_ms)
+        machine = replace(machine, seed=seed)
     if not 1 <= machine.vcpus <= NR_CPUS:
         raise where.at("[machine]").error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}")
     steps = _typed(where, document, "step", list, [])
