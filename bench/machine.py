@@ -21,17 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-from keystone import KS_ARCH_X86, KS_MODE_64, Ks
-from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, Uc
-from unicorn.x86_const import UC_X86_REG_RSP
+from keystone import Ks
+from unicorn import UC_PROT_ALL, Uc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image  # noqa: E402
-from xsplice_emu.memory import GuestMemory  # noqa: E402
-from xsplice_emu.native import BlockTable  # noqa: E402
-from xsplice_emu.vcpu import Vcpu  # noqa: E402
+from xsplice_emu.machine import GuestMemory, Vcpu  # noqa: E402
+from xsplice_emu.machine.native import BlockTable  # noqa: E402
 from xsplice_emu.platform import RAM_BASE  # noqa: E402
 
 DRIVER_ADDRESS = 0x3F00000  # scratch code near the top of 64 MiB of RAM
@@ -58,23 +56,27 @@ def raw_unicorn_mips(image, calls: int) -> tuple[float, int]:
 
     The instruction count comes from a second, identical run under the
     machine's own block-budget counter."""
+    arch = image.arch
     memory = GuestMemory(64 << 20)
     for seg in image.segments:
         memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
-    code, _ = Ks(KS_ARCH_X86, KS_MODE_64).asm(
+    code, _ = Ks(*arch.keystone_mode).asm(
         f"mov r12, {calls}; loop: xor edi, edi; call {image.address('busy_chunk'):#x}; dec r12; jnz loop; hlt",
         DRIVER_ADDRESS)
     memory.write(DRIVER_ADDRESS, bytes(code))
-    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc = Uc(*arch.unicorn_mode)
     uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
-    uc.reg_write(UC_X86_REG_RSP, STACK_TOP)
+    uc.reg_write(arch.registers.sp, STACK_TOP)
     started = time.perf_counter()
     uc.emu_start(DRIVER_ADDRESS, 1)
     seconds = time.perf_counter() - started
-    counter = Vcpu(0, memory, BlockTable(memory.host_address + RAM_BASE, RAM_BASE, memory.size - RAM_BASE))
-    counter.uc.reg_write(UC_X86_REG_RSP, STACK_TOP)
-    counter.start(DRIVER_ADDRESS, rdi=0, rsi=0)
-    _, executed = counter.run_slice(1 << 62)
+    table = BlockTable(memory.host_address + RAM_BASE, RAM_BASE, memory.size - RAM_BASE,
+                       disassembler=arch.disassembler)
+    counter = Vcpu(0, arch, memory, table, ps_per_instruction=1)
+    counter.write(arch.registers.sp, STACK_TOP)
+    counter.start(DRIVER_ADDRESS, at_ps=0, arguments=(0, 0))
+    counter.run_slice(1 << 62)
+    executed = counter.instructions
     return executed / seconds / 1e6, executed
 
 

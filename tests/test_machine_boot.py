@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from xsplice_emu import platform
-from xsplice_emu.vcpu import VcpuState
+from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
+from xsplice_emu.machine.spec import CALL_SLOT
+from xsplice_emu.machine import VcpuState
 
-PLATFORM_H = Path(__file__).resolve().parent.parent / "firmware" / "include" / "platform.h"
+FIRMWARE_INCLUDE = Path(__file__).resolve().parent.parent / "firmware" / "include"
+PLATFORM_H = FIRMWARE_INCLUDE / "platform.h"
 
 
 @pytest.mark.parametrize("vcpus", [1, 8, 72])
@@ -61,10 +64,27 @@ def test_different_seed_different_interleaving(boot):
     assert len(orders) > 1
 
 
+def _defines(header: Path) -> dict[str, int]:
+    """The `#define NAME number` lines of a firmware header."""
+    return {name: int(value, 0) for name, value in
+            re.findall(r"^#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", header.read_text(), re.M)}
+
+
 def test_platform_header_matches_python():
     """firmware/include/platform.h and xsplice_emu/platform.py hold the same numbers."""
-    defines = dict(re.findall(r"^#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", PLATFORM_H.read_text(), re.M))
-    shared = {name: int(value, 0) for name, value in defines.items() if hasattr(platform, name)}
+    shared = {name: value for name, value in _defines(PLATFORM_H).items() if hasattr(platform, name)}
     assert len(shared) >= 20
     for name, value in shared.items():
         assert getattr(platform, name) == value, name
+
+
+def test_guest_layouts_match_the_firmware_headers():
+    """The call slot, IDT gate and interrupt frame layouts are the sizes and offsets the firmware's C checks."""
+    defines = _defines(PLATFORM_H) | _defines(FIRMWARE_INCLUDE / "asm" / "regs.h")
+    assert CALL_SLOT.size == defines["CALL_SLOT_SIZE"]
+    for field in ("result", "state", "seq"):
+        assert CALL_SLOT.offset(field) == defines[f"CALL_SLOT_{field.upper()}"], field
+    assert IDT_GATE.size == defines["IDT_GATE_SIZE"]
+    assert INTERRUPT_FRAME.size == defines["INTERRUPT_FRAME_SIZE"] == defines["UREGS_SIZE"] - defines["UREGS_rip"]
+    for field in ("rflags", "rsp"):
+        assert INTERRUPT_FRAME.offset(field) == defines[f"UREGS_{field}"] - defines["UREGS_rip"], field

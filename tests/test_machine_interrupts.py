@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, NMI_VECTOR
-from xsplice_emu.vcpu import VcpuState
+from xsplice_emu.machine import VcpuState
 
 
 def _events(machine, kind, vcpu, **match):

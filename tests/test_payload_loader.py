@@ -13,6 +13,7 @@ import capstone
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from xsplice_emu.arch import DEFAULT_ARCH
 from xsplice_emu.errors import LivepatchError
 from xsplice_emu.livepatch.payload import RegionKind, load_payload
 
@@ -211,7 +212,7 @@ def build(tmp_path_factory):
 
 
 def load(data: bytes, *, resolve=RESOLVE, base=BASE, limit=LIMIT):
-    return load_payload("hello.livepatch", data, resolve=resolve.get, base=base, limit=limit)
+    return load_payload("hello.livepatch", data, arch=DEFAULT_ARCH, resolve=resolve.get, base=base, limit=limit)
 
 
 def refused(data: bytes, code: int, **options) -> str:

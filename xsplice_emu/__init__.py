@@ -1,6 +1,6 @@
 """xsplice-emu: Xen's xSplice live patching on real x86-64 code, many emulated vCPUs, deterministic."""
 
-from .console import ConsoleLine
+from .machine import ConsoleLine
 from .errors import (
     ConfigError,
     GuestFault,

@@ -11,6 +11,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from .arch import Architecture, for_elf
 from .errors import ImageError
 
 
@@ -48,6 +49,7 @@ class Image:
     """A loaded firmware image."""
 
     path: Path
+    arch: Architecture
     entry: int
     segments: tuple[Segment, ...]
     symbols: tuple[Symbol, ...]
@@ -125,8 +127,10 @@ def load_image(path: str | Path) -> Image:
     try:
         with path.open("rb") as stream:
             elf = ELFFile(stream)
-            if elf["e_machine"] != "EM_X86_64" or elf.elfclass != 64:
-                raise ImageError(f"{path}: not an x86-64 ELF64 image")
+            arch = for_elf(elf["e_machine"], elf.elfclass)
+            if arch is None:
+                raise ImageError(f"{path}: not an image of a supported architecture "
+                                 f"({elf['e_machine']}, ELF{elf.elfclass})")
             if elf["e_type"] != "ET_EXEC":
                 raise ImageError(f"{path}: not an executable image (e_type {elf['e_type']})")
             segments = tuple(_segments(elf))
@@ -139,7 +143,7 @@ def load_image(path: str | Path) -> Image:
         raise ImageError(f"{path}: not an ELF file ({exc})") from None
     if not segments:
         raise ImageError(f"{path}: no loadable segment")
-    return Image(path=path, entry=entry, segments=segments, symbols=symbols, build_id=build_id)
+    return Image(path=path, arch=arch, entry=entry, segments=segments, symbols=symbols, build_id=build_id)
 
 
 def _segments(elf: ELFFile):

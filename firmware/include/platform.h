@@ -46,6 +46,14 @@
 #define CALL_SLOT_PENDING 1
 #define CALL_SLOT_RUNNING 2
 #define CALL_SLOT_DONE 3
+/* struct call_slot: offsets of the fields the host reads (asm/smp.h checks them) */
+#define CALL_SLOT_RESULT 24
+#define CALL_SLOT_STATE 32
+#define CALL_SLOT_SEQ 40
+
+/* x86: one IDT gate; what the CPU pushes on interrupt entry without an error code */
+#define IDT_GATE_SIZE 16
+#define INTERRUPT_FRAME_SIZE 40
 
 /* GDT selectors */
 #define CODE_SELECTOR 0x08

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ..console import ConsoleLine
+from ..machine import ConsoleLine
 from ..errors import ConfigError, XspliceEmuError
 from ..operator import ERR, XEN, Outcome
 from ..platform import NR_CPUS

@@ -22,9 +22,6 @@ NOP_MAX = 31
 EXPECT_MAX = 31
 """Most bytes a v2 expectation holds (`data[31]`)."""
 
-PATCH_INSN_SIZE = 5
-"""`jmp rel32` (E9 xx xx xx xx), what a jump patch writes over the old function."""
-
 # Section names.
 BUILD_ID_NOTE = ".note.gnu.build-id"
 DEPENDS = ".livepatch.depends"

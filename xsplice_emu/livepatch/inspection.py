@@ -10,11 +10,10 @@ from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
-from ..disasm import instructions
+from ..arch import Architecture
 from ..image import Image
 from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE
 from .payload import FuncRecord, LoadedPayload, Region, load_payload
-from .relocations import type_name
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class PayloadReport:
 def inspect_payload(name: str, data: bytes, image: Image) -> PayloadReport:
     """Load `data` as it would be loaded next to `image` and describe it."""
     base = (image.end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    loaded = load_payload(name, data, resolve=image.resolve,
+    loaded = load_payload(name, data, arch=image.arch, resolve=image.resolve,
                           base=base, limit=base + 2 * PAYLOAD_MAX_SIZE + 64 * PAGE_SIZE)
     elf = ELFFile(io.BytesIO(data))
     return PayloadReport(
@@ -68,8 +67,8 @@ def inspect_payload(name: str, data: bytes, image: Image) -> PayloadReport:
         loaded=loaded,
         firmware_build_id=image.build_id,
         sections=tuple(_sections(elf)),
-        relocations=tuple(_relocations(elf)),
-        functions=tuple(FunctionInfo(func, image.describe(func.old_addr), _new_code(loaded.regions, func))
+        relocations=tuple(_relocations(elf, image.arch)),
+        functions=tuple(FunctionInfo(func, image.describe(func.old_addr), _new_code(loaded.regions, func, image.arch))
                         for func in loaded.funcs),
     )
 
@@ -88,7 +87,7 @@ def _sections(elf: ELFFile):
         yield SectionInfo(section.name, kind, section["sh_size"])
 
 
-def _relocations(elf: ELFFile):
+def _relocations(elf: ELFFile, arch: Architecture):
     symtab = elf.get_section_by_name(".symtab")
     for section in elf.iter_sections():
         if not isinstance(section, RelocationSection) or not section.is_RELA():
@@ -97,15 +96,15 @@ def _relocations(elf: ELFFile):
         for reloc in section.iter_relocations():
             sym = symtab.get_symbol(reloc["r_info_sym"])
             name = sym.name or (elf.get_section(sym["st_shndx"]).name if isinstance(sym["st_shndx"], int) else "")
-            yield RelocationInfo(target, reloc["r_offset"], type_name(reloc["r_info_type"]), name, reloc["r_addend"])
+            yield RelocationInfo(target, reloc["r_offset"], arch.relocation_name(reloc["r_info_type"]), name, reloc["r_addend"])
 
 
-def _new_code(regions: tuple[Region, ...], func: FuncRecord) -> tuple[tuple[int, str], ...]:
+def _new_code(regions: tuple[Region, ...], func: FuncRecord, arch: Architecture) -> tuple[tuple[int, str], ...]:
     if func.new_addr == 0:
         return ()
     for region in regions:
         if region.address <= func.new_addr < region.end:
             start = func.new_addr - region.address
             code = region.data[start:start + func.new_size]
-            return tuple((address, text) for address, _, text in instructions(code, func.new_addr))
+            return tuple((address, text) for address, _, text in arch.instructions(code, func.new_addr))
     return ()

@@ -18,9 +18,9 @@ from elftools.construct.core import ConstructError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from ..arch import Architecture
 from ..errors import LivepatchError
 from . import abi
-from .relocations import relocation_kind
 
 Resolver = Callable[[str], int | None]
 
@@ -124,8 +124,9 @@ class _Symbol:
     value: int
 
 
-def load_payload(name: str, data: bytes, *, resolve: Resolver, base: int, limit: int) -> LoadedPayload:
-    """Check payload `data`, lay it out from `base` (ending at or below `limit`), relocate it.
+def load_payload(name: str, data: bytes, *, arch: Architecture, resolve: Resolver, base: int,
+                 limit: int) -> LoadedPayload:
+    """Check payload `data` for `arch`, lay it out from `base` (ending at or below `limit`), relocate it.
 
     `resolve(symbol)` gives the address of a symbol outside the payload (statics
     spelled `file#symbol`) or None. Raises LivepatchError with Xen's errno.
@@ -133,7 +134,7 @@ def load_payload(name: str, data: bytes, *, resolve: Resolver, base: int, limit:
     if not data or len(data) > abi.PAYLOAD_MAX_SIZE:
         raise LivepatchError(errno.EINVAL, f"{name}: size {len(data)} is not within 1..{abi.PAYLOAD_MAX_SIZE} bytes")
     try:
-        return _Loader(name, bytes(data), resolve).load(base=base, limit=limit)
+        return _Loader(name, bytes(data), arch, resolve).load(base=base, limit=limit)
     except (ELFError, ConstructError) as exc:
         raise LivepatchError(errno.EINVAL, f"{name}: malformed ELF ({exc})") from None
 
@@ -141,9 +142,10 @@ def load_payload(name: str, data: bytes, *, resolve: Resolver, base: int, limit:
 class _Loader:
     """Xen's upload path, step by step; each step raises LivepatchError on refusal."""
 
-    def __init__(self, name: str, data: bytes, resolve: Resolver):
+    def __init__(self, name: str, data: bytes, arch: Architecture, resolve: Resolver):
         self.name = name
         self.data = data
+        self.arch = arch
         self.resolve = resolve
 
     def error(self, code: int, message: str) -> LivepatchError:
@@ -193,7 +195,8 @@ class _Loader:
             (ident["EI_ABIVERSION"] != 0, f"unsupported ABI version {ident['EI_ABIVERSION']}"),
             (header["e_type"] != "ET_REL", f"not a relocatable object (e_type {header['e_type']})"),
             (header["e_phnum"] != 0, f"has {header['e_phnum']} program headers"),
-            (header["e_machine"] != "EM_X86_64", f"not an x86-64 object (e_machine {header['e_machine']})"),
+            (header["e_machine"] != self.arch.elf_machine,
+             f"not an {self.arch.title} object (e_machine {header['e_machine']})"),
         )
         for refused, message in refusals:
             if refused:
@@ -373,7 +376,7 @@ class _Loader:
                 raise LivepatchError(errno.EOPNOTSUPP, f"{where} has no symbol (STN_UNDEF)")
             if sym_index >= len(self.values):
                 raise LivepatchError(errno.EINVAL, f"{where} uses symbol {sym_index}, past the symbol table end")
-            kind = relocation_kind(entry["r_info_type"], where=where)
+            kind = self.arch.relocation(entry["r_info_type"], where=where)
             kind.apply(
                 contents,
                 offset,
@@ -451,18 +454,14 @@ class _Loader:
                     raise self.error(errno.EOPNOTSUPP, f"{where} NOPs {new_size} bytes, at most {abi.NOP_MAX}")
                 if old_size < new_size:
                     raise self.error(errno.EINVAL, f"{where} NOPs {new_size} bytes of a {old_size}-byte function")
-            elif old_size < abi.PATCH_INSN_SIZE:
-                raise self.error(errno.EINVAL, f"{where} old_size {old_size} is below {abi.PATCH_INSN_SIZE}")
+            elif old_size < self.arch.jump_size:
+                raise self.error(errno.EINVAL, f"{where} old_size {old_size} is below {self.arch.jump_size}")
             if old_addr == 0:
                 old_addr = self._lookup(name)
                 if old_addr is None:
                     raise self.error(errno.ENOENT, f"{where}: cannot resolve the old address of {name}")
-            if new_addr:
-                rel32 = new_addr - (old_addr + abi.PATCH_INSN_SIZE)
-                if not -(1 << 31) <= rel32 < 1 << 31:
-                    raise self.error(
-                        errno.EOVERFLOW, f"{where}: {new_addr:#x} is out of jump range from {old_addr:#x}"
-                    )
+            if new_addr and not self.arch.jump_reaches(old_addr, new_addr):
+                raise self.error(errno.EOVERFLOW, f"{where}: {new_addr:#x} is out of jump range from {old_addr:#x}")
             expect = self._expectation(fields[6:], old_size, where) if layout.has_expectation else None
             yield FuncRecord(name, new_addr, old_addr, new_size, old_size, version, expect)
 

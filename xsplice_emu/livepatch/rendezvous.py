@@ -18,10 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Generator
 
-from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RDX
-
 from ..errors import LivepatchError
-from ..machine import PS_PER_NS, Machine
+from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
 from ..platform import (
     PORT_XSPLICE,
     XSPLICE_CALL,
@@ -31,7 +29,6 @@ from ..platform import (
     XSPLICE_SERIALISE,
     XSPLICE_WAIT,
 )
-from ..vcpu import Vcpu, VcpuState
 
 DEFAULT_TIMEOUT_NS = 30_000_000
 TRACED_ANSWERS = {XSPLICE_IRQ_OFF: "irq_masked", XSPLICE_IRQ_ON: "irq_unmasked"}
@@ -66,7 +63,7 @@ class Work:
 
 def guest_call(vcpu: Vcpu, address: int) -> Generator[int, int, int]:
     """From a vCPU's program: run the guest function at `address` on it; give its rax."""
-    vcpu.write(UC_X86_REG_RDX, address)
+    vcpu.write(vcpu.arch.registers.hook_target, address)
     result = yield XSPLICE_CALL
     return result
 
@@ -79,6 +76,7 @@ class Rendezvous:
         image = machine.image
         self._work_to_do = image.address("xsplice_work_to_do")
         self._nmi_callback = image.address("nmi_callback")
+        self._default_nmi_callback = image.address("default_nmi_callback")
         self._mask_callback = image.address("xsplice_mask_nmi_callback")
         self._reschedule = image.address("xsplice_reschedule_fn")
         self._programs: dict[int, Program] = {}
@@ -87,7 +85,8 @@ class Rendezvous:
         self._nmi_count_masked = 0
         self.work: Work | None = None
         self.log: list[str] = []
-        machine.port_in_handlers[PORT_XSPLICE] = self._ask
+        machine.answer_port(PORT_XSPLICE, self._ask)
+        machine.observe_nmis(self._on_nmi)
 
     @property
     def busy(self) -> bool:
@@ -118,7 +117,7 @@ class Rendezvous:
             program = self._programs[vcpu.index] = self._check_for_work(vcpu)
             answer = next(program)
         else:
-            answer = program.send(vcpu.read(UC_X86_REG_RAX))
+            answer = program.send(vcpu.read(vcpu.arch.registers.result))
         if answer == XSPLICE_RETURN:
             del self._programs[vcpu.index]
         elif answer == XSPLICE_WAIT:
@@ -234,6 +233,11 @@ class Rendezvous:
 
     def _nmis_counted(self) -> int:
         return sum(self.machine.per_cpu("nmi_count"))
+
+    def _on_nmi(self, vcpu: Vcpu) -> None:
+        """An NMI was delivered: it is lost when the firmware's callback is not the default one."""
+        if self.machine.memory.read_u64(self._nmi_callback) != self._default_nmi_callback:
+            self._emit(vcpu, "nmi_lost")
 
     def _mask_nmis(self, vcpu: Vcpu) -> None:
         memory = self.machine.memory

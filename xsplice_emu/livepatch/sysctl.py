@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Generator
 
 from ..errors import LivepatchError
-from ..machine import PS_PER_NS, Machine
+from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
-from ..vcpu import Vcpu
-from . import arch
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
 from .payload import FuncRecord, LoadedPayload, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
@@ -74,7 +72,7 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
-        loaded = load_payload(name, data, resolve=self.machine.image.resolve, base=self._free, limit=self.machine.memory.size)
+        loaded = load_payload(name, data, arch=self.machine.arch, resolve=self.machine.image.resolve, base=self._free, limit=self.machine.memory.size)
         for other in self.payloads.values():
             if other.loaded.build_id == loaded.build_id:
                 raise LivepatchError(errno.EEXIST, f"{name}: same build-id as payload {other.name}")
@@ -253,6 +251,7 @@ class Livepatch:
 
     def _patch(self, vcpu: Vcpu, payload: Payload) -> None:
         for func in payload.loaded.funcs:
+            arch = self.machine.arch
             new = arch.nops(func.new_size) if func.new_addr == 0 else arch.jump(func.old_addr, func.new_addr)
             payload.saved[func.old_addr] = self.machine.memory.read(func.old_addr, len(new))
             self._write(vcpu, func, new)

@@ -8,11 +8,8 @@ are the NMI callbacks the controller installs or restores.
 
 from __future__ import annotations
 
-from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-from capstone.x86 import X86_OP_IMM
-
 from ..image import Image, Symbol
-from ..memory import GuestMemory
+from ..machine import GuestMemory
 
 ROOTS = {
     "do_nmi": "it handles NMIs",
@@ -26,8 +23,6 @@ ROOTS = {
 
 def unsafe_functions(image: Image, memory: GuestMemory) -> dict[int, str]:
     """Address of every unsafe function -> why (`reached from do_nmi`, ...)."""
-    disassembler = Cs(CS_ARCH_X86, CS_MODE_64)
-    disassembler.detail = True
     unsafe: dict[int, str] = {}
     for root, why in ROOTS.items():
         start = image.lookup(root)
@@ -39,19 +34,16 @@ def unsafe_functions(image: Image, memory: GuestMemory) -> dict[int, str]:
             if func.address in unsafe:
                 continue
             unsafe[func.address] = reason
-            for callee in _direct_targets(image, memory, disassembler, func):
+            for callee in _direct_callees(image, memory, func):
                 stack.append((callee, f"it is reached from {root}"))
     return unsafe
 
 
-def _direct_targets(image: Image, memory: GuestMemory, disassembler: Cs, func: Symbol):
+def _direct_callees(image: Image, memory: GuestMemory, func: Symbol):
+    """The functions `func` calls or jumps to directly (not into itself)."""
     if not func.size:
         return
-    for insn in disassembler.disasm(memory.read(func.address, func.size), func.address):
-        if not (insn.group(1) or insn.group(2)):  # CS_GRP_JUMP, CS_GRP_CALL
-            continue
-        for op in insn.operands:
-            if op.type == X86_OP_IMM:
-                found = image.function_at(op.imm)
-                if found and found[1] == 0 and found[0].address != func.address:
-                    yield found[0]
+    for target in image.arch.direct_branch_targets(memory.read(func.address, func.size), func.address):
+        found = image.function_at(target)
+        if found and found[1] == 0 and found[0].address != func.address:
+            yield found[0]

@@ -17,7 +17,7 @@ struct idt_entry {
     u32 offset_high;
     u32 reserved;
 };
-BUILD_BUG_ON(sizeof(struct idt_entry) != 16);
+BUILD_BUG_ON(sizeof(struct idt_entry) != IDT_GATE_SIZE);
 
 struct __attribute__((packed)) desc_ptr {
     u16 limit;

@@ -5,6 +5,8 @@
 #ifndef __ASM_REGS_H__
 #define __ASM_REGS_H__
 
+#include <platform.h>
+
 #define UREGS_error_code    120
 #define UREGS_entry_vector  124
 #define UREGS_rip           128
@@ -30,6 +32,7 @@ BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rip) != UREGS_rip);
 BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rflags) != UREGS_rflags);
 BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rsp) != UREGS_rsp);
 BUILD_BUG_ON(sizeof(struct cpu_user_regs) != UREGS_SIZE);
+BUILD_BUG_ON(UREGS_SIZE - UREGS_rip != INTERRUPT_FRAME_SIZE);
 
 /* C entry points of arch/x86/entry.S */
 void do_IRQ(struct cpu_user_regs *regs, unsigned int vector);

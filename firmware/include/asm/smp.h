@@ -17,8 +17,9 @@ struct call_slot {
 };
 
 BUILD_BUG_ON(sizeof(struct call_slot) != CALL_SLOT_SIZE);
-BUILD_BUG_ON(__builtin_offsetof(struct call_slot, state) != 32);
-BUILD_BUG_ON(__builtin_offsetof(struct call_slot, seq) != 40);
+BUILD_BUG_ON(__builtin_offsetof(struct call_slot, result) != CALL_SLOT_RESULT);
+BUILD_BUG_ON(__builtin_offsetof(struct call_slot, state) != CALL_SLOT_STATE);
+BUILD_BUG_ON(__builtin_offsetof(struct call_slot, seq) != CALL_SLOT_SEQ);
 
 extern struct call_slot call_slots[NR_CPUS][CALL_SLOTS];
 extern unsigned int nr_cpu_ids;

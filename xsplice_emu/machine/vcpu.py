@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import heapq
-import struct
 from enum import Enum
 
-from unicorn import UC_ARCH_X86, UC_HOOK_BLOCK, UC_MODE_64, UC_PROT_ALL, Uc
+from unicorn import UC_HOOK_BLOCK, UC_PROT_ALL, Uc
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import (
-    UC_X86_REG_EFLAGS,
-    UC_X86_REG_IDTR,
-    UC_X86_REG_RDI,
-    UC_X86_REG_RIP,
-    UC_X86_REG_RSI,
-    UC_X86_REG_RSP,
-)
 
+from ..arch import Architecture
+from ..errors import MachineError
+from ..platform import RAM_BASE
 from . import native
-from .errors import MachineError
 from .memory import GuestMemory
-from .platform import CODE_SELECTOR, DATA_SELECTOR, NMI_VECTOR, RAM_BASE
 
-RFLAGS_TF = 1 << 8
-RFLAGS_IF = 1 << 9
-RFLAGS_NT = 1 << 14
-RFLAGS_RF = 1 << 16
 UNTIL_NEVER = 1  # `until` address for emu_start: page 0 is never mapped
 TCG_BUFFER_SIZE = 32 << 20
 
@@ -49,12 +37,15 @@ class StopReason(Enum):
 class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
-    def __init__(self, index: int, memory: GuestMemory, table: native.BlockTable):
+    def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
+                 ps_per_instruction: int):
         self.index = index
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.arch = arch
+        self.uc = Uc(*arch.unicorn_mode)
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         self.uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
         self.memory = memory
+        self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
         self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address(), 0, 0, 0)
         handle = ctypes.c_size_t()
@@ -64,7 +55,7 @@ class Vcpu:
         if status:
             raise MachineError(f"vCPU {index}: uc_hook_add for the block budget failed ({status})")
         self.state = VcpuState.WAITING_FOR_START
-        self.rip = 0
+        self.pc = 0
         self.clock_ps = 0
         self.instructions = 0
         self.halted_ps = 0
@@ -80,57 +71,103 @@ class Vcpu:
         self.next_tick_ps = 0
         self.stop_reason: StopReason | None = None
         self.hook_error: BaseException | None = None
-        self.heap_generation = 0
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
     # -- registers (the binding's reg_read costs ~8 us; this ~1 us) --------
     def read(self, register: int) -> int:
-        """A 64-bit general register, RIP or RFLAGS."""
+        """A 64-bit general register, the program counter or the flags."""
         status = uclib.uc_reg_read(self.uc._uch, register, self._register_buffer_pointer)
         if status:
             raise MachineError(f"vCPU {self.index}: reading register {register} failed ({status})")
         return self._register_buffer.value
 
     def write(self, register: int, value: int) -> None:
-        """Set a 64-bit general register, RIP or RFLAGS."""
+        """Set a 64-bit general register, the program counter or the flags."""
         self._register_buffer.value = value
         status = uclib.uc_reg_write(self.uc._uch, register, self._register_buffer_pointer)
         if status:
             raise MachineError(f"vCPU {self.index}: writing register {register} failed ({status})")
 
-    # -- running -------------------------------------------------------
-    def start(self, entry: int, *, rdi: int, rsi: int) -> None:
-        """Begin executing at `entry` with the boot registers of firmware/ABI.md."""
-        self.write(UC_X86_REG_RDI, rdi)
-        self.write(UC_X86_REG_RSI, rsi)
-        self.rip = entry
+    def current_pc(self) -> int:
+        """The program counter as Unicorn holds it now (inside a hook: the current instruction)."""
+        return self.read(self.arch.registers.pc)
+
+    def argument(self, number: int) -> int:
+        """The guest's integer argument register `number` (calling convention of the arch)."""
+        return self.read(self.arch.registers.arguments[number])
+
+    # -- life cycle --------------------------------------------------------
+    def start(self, entry: int, *, at_ps: int, arguments: tuple[int, ...]) -> None:
+        """Begin executing at `entry` at virtual time `at_ps` with the boot arguments of firmware/ABI.md."""
+        for register, value in zip(self.arch.registers.arguments, arguments):
+            self.write(register, value)
+        self.pc = entry
+        self.clock_ps = at_ps
         self.state = VcpuState.RUNNING
 
-    def run_slice(self, budget: int) -> tuple[StopReason, int]:
-        """Run at most `budget` instructions; return why it stopped and how many ran."""
+    def sleep_until(self, time_ps: int) -> None:
+        """A halted or parked vCPU's clock jumps to `time_ps`, counted as halted or parked time."""
+        slept = max(0, time_ps - self.clock_ps)
+        if self.state is VcpuState.HALTED:
+            self.halted_ps += slept
+        else:
+            self.parked_ps += slept
+        self.clock_ps += slept
+
+    def wake(self) -> None:
+        """A halted or parked vCPU runs again to take an interrupt."""
+        self.state = VcpuState.RUNNING
+
+    def release(self, at_ps: int) -> None:
+        """A parked vCPU runs again from `at_ps`."""
+        self.sleep_until(at_ps)
+        self.state = VcpuState.RUNNING
+
+    def stop(self, reason: StopReason) -> None:
+        """From inside this vCPU's own hook: end the slice at the current instruction's block."""
+        self.stop_reason = reason
+        self.uc.emu_stop()
+
+    def flush(self, begin: int, end: int) -> None:
+        """Drop this vCPU's translated code overlapping `[begin, end)`."""
+        self.uc.ctl_remove_cache(begin, end)
+
+    # -- running -------------------------------------------------------
+    def run_slice(self, budget: int) -> StopReason:
+        """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped."""
         b = self.budget
         b.budget = budget
         b.executed = 0
         b.stopped = 0
         self.stop_reason = None
-        self.uc.emu_start(self.rip, UNTIL_NEVER)
-        self.rip = self.read(UC_X86_REG_RIP)
-        executed, b.executed = b.executed, 0
+        try:
+            self.uc.emu_start(self.pc, UNTIL_NEVER)
+        finally:
+            self.pc = self.current_pc()
+            executed, b.executed = b.executed, 0
+            self.clock_ps += executed * self.ps_per_instruction
+            self.instructions += executed
         if self.stop_reason is not None:
-            reason = self.stop_reason
-        elif b.stopped:
-            reason = StopReason.BUDGET
-        else:
-            reason = StopReason.HALT
-        return reason, executed
+            return self.stop_reason
+        return StopReason.BUDGET if b.stopped else StopReason.HALT
 
-    def current_time_ps(self, ps_per_instruction: int) -> int:
+    def take_hook_error(self) -> BaseException | None:
+        """The exception a hook raised during the last slice, once."""
+        error, self.hook_error = self.hook_error, None
+        return error
+
+    def settle(self, state: VcpuState) -> None:
+        """The slice ended in `state` (HALTED or PARKED); note whether interrupts may wake it."""
+        self.state = state
+        self.read_interrupt_flag()
+
+    def current_time_ps(self) -> int:
         """Virtual time of this vCPU now, also from inside a hook mid-slice."""
-        return self.clock_ps + self.budget.executed * ps_per_instruction
+        return self.clock_ps + self.budget.executed * self.ps_per_instruction
 
     def read_interrupt_flag(self) -> bool:
-        self.interrupts_enabled = bool(self.read(UC_X86_REG_EFLAGS) & RFLAGS_IF)
+        self.interrupts_enabled = self.arch.interrupts_enabled(self.read(self.arch.registers.flags))
         return self.interrupts_enabled
 
     # -- interrupts ----------------------------------------------------
@@ -142,11 +179,16 @@ class Vcpu:
             heapq.heappush(self.arrivals, (time_ps, seq, vector, sender))
 
     def _latch(self, vector: int, sender: int | None) -> None:
-        if vector == NMI_VECTOR:
+        if vector == self.arch.nmi_vector:
             self.nmi_pending = True
         else:
             self.pending_vectors.add(vector)
         self.senders.setdefault(vector, sender)
+
+    def program_timer(self, vector: int, *, now_ps: int, period_ps: int) -> None:
+        """The periodic timer raises `vector` (0: off) from the next period boundary after `now_ps`."""
+        self.timer_vector = vector
+        self.next_tick_ps = (now_ps // period_ps + 1) * period_ps
 
     def latch_due(self, period_ps: int) -> None:
         """Move interrupts due by this vCPU's clock into the pending latches."""
@@ -173,42 +215,30 @@ class Vcpu:
             return True
         return bool(self.pending_vectors) and self.interrupts_enabled
 
-    def inject(self, vector: int, *, frame_rip: int | None = None) -> int:
-        """Deliver `vector` through the guest IDT: push the 64-bit frame, clear
-        IF/TF/NT/RF, jump to the handler. Returns the handler address."""
-        uc = self.uc
-        _, idt_base, idt_limit, _ = uc.reg_read(UC_X86_REG_IDTR)
-        if vector * 16 + 15 > idt_limit:
-            raise MachineError(f"vCPU {self.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
-        low, high = struct.unpack("<QQ", self.memory.read(idt_base + vector * 16, 16))
-        if not (low >> 47) & 1:
-            raise MachineError(f"vCPU {self.index}: IDT gate for vector {vector:#x} is not present")
-        handler = (low & 0xFFFF) | ((low >> 32) & 0xFFFF0000) | ((high & 0xFFFFFFFF) << 32)
-        gate_type = (low >> 40) & 0xF
-        rsp = self.read(UC_X86_REG_RSP)
-        rflags = self.read(UC_X86_REG_EFLAGS)
-        rip = self.rip if frame_rip is None else frame_rip
-        frame = (rsp & ~0xF) - 40
-        self.memory.write(frame, struct.pack("<5Q", rip, CODE_SELECTOR, rflags, rsp, DATA_SELECTOR))
-        self.write(UC_X86_REG_RSP, frame)
-        cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if gate_type == 0xE else 0)
-        self.write(UC_X86_REG_EFLAGS, rflags & ~cleared)
-        self.write(UC_X86_REG_RIP, handler)
-        self.rip = handler
-        self.interrupts_enabled = self.interrupts_enabled and gate_type != 0xE
-        return handler
+    def inject(self, vector: int, *, return_pc: int | None = None) -> int:
+        """Enter the guest's handler of `vector` (the arch's interrupt model); returns its address."""
+        entry = self.arch.enter_handler(self, vector, self.pc if return_pc is None else return_pc)
+        self.pc = entry.handler
+        self.interrupts_enabled = self.interrupts_enabled and not entry.masks_interrupts
+        self.handlers.append(vector)
+        return entry.handler
 
-    def take_interrupt(self) -> int | None:
-        """Deliver the highest-priority latched interrupt that may be taken now."""
+    def take_interrupt(self) -> tuple[int, int | None] | None:
+        """Deliver the highest-priority latched interrupt that may be taken now: (vector, sender)."""
         if self.nmi_pending and not self.nmi_blocked:
             self.nmi_pending = False
             self.nmi_blocked = True
-            self.inject(NMI_VECTOR)
-            return NMI_VECTOR
-        if self.pending_vectors and self.read_interrupt_flag():
+            vector = self.arch.nmi_vector
+        elif self.pending_vectors and self.read_interrupt_flag():
             vector = max(self.pending_vectors)
             self.pending_vectors.discard(vector)
-            self.inject(vector)
-            return vector
-        return None
+        else:
+            return None
+        self.inject(vector)
+        return vector, self.senders.pop(vector, None)
 
+    def interrupt_return(self) -> tuple[int | None, bool]:
+        """A handler returned: (its vector, whether this ended NMI blocking)."""
+        vector = self.handlers.pop() if self.handlers else None
+        ended_nmi_blocking, self.nmi_blocked = self.nmi_blocked, False
+        return vector, ended_nmi_blocking

@@ -1,4 +1,8 @@
-"""x86-64 RELA relocations a payload may carry: S+A and S+A-P, each with its overflow check."""
+"""RELA relocation kinds by meaning (S+A, S+A-P), each with its overflow check.
+
+An architecture names its supported types in a table of these (see
+`x86_64.RELOCATIONS`); anything outside its table is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,7 @@ import enum
 import errno
 from dataclasses import dataclass
 
-from elftools.elf.enums import ENUM_RELOC_TYPE_x64
-
 from ..errors import LivepatchError
-
-_TYPE_NAMES = {value: name for name, value in ENUM_RELOC_TYPE_x64.items() if isinstance(value, int)}
-_TYPE_NAMES.setdefault(41, "R_X86_64_GOTPCRELX")  # missing from pyelftools' table
 
 
 class Overflow(enum.Enum):
@@ -52,7 +51,7 @@ class Relocation:
 
 @dataclass(frozen=True)
 class Ignored(Relocation):
-    """R_X86_64_NONE: nothing to do."""
+    """A no-op relocation (R_X86_64_NONE, ...)."""
 
     def apply(
         self, section: bytearray | memoryview, offset: int, *, symbol: int, addend: int, place: int, where: str
@@ -74,30 +73,3 @@ class PCRelative(Relocation):
 
     def value(self, *, symbol: int, addend: int, place: int) -> int:
         return symbol + addend - place
-
-
-RELOCATIONS: dict[int, Relocation] = {
-    ENUM_RELOC_TYPE_x64[kind.name]: kind
-    for kind in (
-        Ignored("R_X86_64_NONE", 0, Overflow.WRAP),
-        Absolute("R_X86_64_64", 8, Overflow.WRAP),
-        PCRelative("R_X86_64_PC32", 4, Overflow.SIGNED),
-        PCRelative("R_X86_64_PLT32", 4, Overflow.SIGNED),  # no PLT: a direct PC32
-        Absolute("R_X86_64_32", 4, Overflow.UNSIGNED),
-        Absolute("R_X86_64_32S", 4, Overflow.SIGNED),
-    )
-}
-"""Supported relocation kinds, keyed by ELF type number."""
-
-
-def type_name(reloc_type: int) -> str:
-    """`R_X86_64_PC32` for 2; a numbered name for a type pyelftools does not know."""
-    return _TYPE_NAMES.get(reloc_type, f"R_X86_64 type {reloc_type}")
-
-
-def relocation_kind(reloc_type: int, *, where: str) -> Relocation:
-    """The kind for `reloc_type`; EOPNOTSUPP naming the type if it is not supported."""
-    kind = RELOCATIONS.get(reloc_type)
-    if kind is None:
-        raise LivepatchError(errno.EOPNOTSUPP, f"{where}: unsupported relocation type {type_name(reloc_type)}")
-    return kind

@@ -18,7 +18,7 @@ from pathlib import Path
 import capstone
 from unicorn.unicorn_py3.unicorn import uclib
 
-from ..errors import ToolchainError
+from ...errors import ToolchainError
 
 SOURCE = Path(__file__).with_name("block_budget.c")
 
@@ -83,9 +83,9 @@ def emu_stop_address() -> int:
 class BlockTable:
     """Instruction counts of translated blocks, shared by one machine's vCPUs."""
 
-    def __init__(self, host_base: int, guest_base: int, guest_size: int):
+    def __init__(self, host_base: int, guest_base: int, guest_size: int, *, disassembler: capstone.Cs):
         self._lib = library()
-        self._disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        self._disassembler = disassembler  # the C hook counts instructions with it: keep it alive
         cs = capstone._cs
         self.pointer = self._lib.block_table_new(
             host_base, guest_base, guest_size, self._disassembler.csh,

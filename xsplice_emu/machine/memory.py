@@ -7,8 +7,8 @@ import hashlib
 import mmap
 import struct
 
-from .errors import MachineError
-from .platform import RAM_BASE
+from ..errors import MachineError
+from ..platform import RAM_BASE
 
 
 class GuestMemory:

@@ -1,0 +1,143 @@
+"""What the machine and the livepatch code ask of a guest architecture.
+
+An `Architecture` is one object per ISA: the engines' modes, the registers
+the machine and the hook calling convention use, how an interrupt enters
+and leaves a handler, how a port access reaches the host, how a patch is
+encoded, which relocations a payload may carry, and where the firmware's
+sources are. Nothing outside `xsplice_emu/arch/` names an ISA; porting the
+testbed is a subclass of this plus a firmware tree (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import errno
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import capstone
+
+from ..errors import LivepatchError
+from .relocations import Relocation
+
+if TYPE_CHECKING:
+    from unicorn import Uc
+
+    from ..machine.vcpu import Vcpu
+
+
+@dataclass(frozen=True)
+class Registers:
+    """Unicorn register ids the machine uses, by role."""
+
+    pc: int
+    sp: int
+    flags: int
+    arguments: tuple[int, ...]
+    """A guest function's first integer arguments (boot: cpu id, vCPU count)."""
+    result: int
+    """A guest function's integer result."""
+    hook_target: int
+    """Where the controller puts the address of a payload hook for the firmware to call."""
+
+
+@dataclass(frozen=True)
+class HandlerEntry:
+    """Where an interrupt took a vCPU: its handler, and whether entry masked interrupts."""
+
+    handler: int
+    masks_interrupts: bool
+
+
+class Architecture(ABC):
+    """One guest ISA. Subclasses fill in the class attributes and the methods below."""
+
+    name: str
+    title: str
+    """How messages name it (x86-64)."""
+    elf_machine: str
+    """`e_machine` of its ELF files, as pyelftools names it (EM_X86_64)."""
+    elf_class: int
+    unicorn_mode: tuple[int, int]
+    capstone_mode: tuple[int, int]
+    keystone_mode: tuple[int, int]
+    registers: Registers
+    nmi_vector: int
+    halt_instruction: bytes
+    interrupt_return: str
+    """Mnemonic of the instruction that returns from an interrupt handler (ends NMI blocking)."""
+    jump_size: int
+    """Bytes a jump patch writes over the old function."""
+    relocations: dict[int, Relocation]
+    firmware_tree: str
+    """The firmware's source tree (a directory under the project's sources)."""
+
+    # -- disassembly -------------------------------------------------------
+    @cached_property
+    def disassembler(self) -> capstone.Cs:
+        """A capstone instance without details, shared by every user of this architecture."""
+        return capstone.Cs(*self.capstone_mode)
+
+    @cached_property
+    def detailed_disassembler(self) -> capstone.Cs:
+        """A capstone instance with operand details (for call graphs)."""
+        cs = capstone.Cs(*self.capstone_mode)
+        cs.detail = True
+        return cs
+
+    def instructions(self, code: bytes, address: int, *, limit: int = 0) -> Iterator[tuple[int, int, str]]:
+        """(address, size, text) of each instruction decoded from `code`."""
+        for insn in self.disassembler.disasm(code, address, limit):
+            yield insn.address, insn.size, f"{insn.mnemonic} {insn.op_str}".strip()
+
+    def first_instruction(self, code: bytes, address: int) -> str:
+        """The text of the instruction at the start of `code`, or a note that it does not decode."""
+        for _, _, text in self.instructions(code, address, limit=1):
+            return text
+        return f"(undecodable bytes {code[:8].hex(' ')})"
+
+    @abstractmethod
+    def direct_branch_targets(self, code: bytes, address: int) -> Iterator[int]:
+        """Targets of the direct calls and jumps in `code` (for the unsafe-function call graph)."""
+
+    # -- interrupts and devices --------------------------------------------
+    @abstractmethod
+    def interrupts_enabled(self, flags: int) -> bool:
+        """Whether the flags register value lets maskable interrupts in."""
+
+    @abstractmethod
+    def enter_handler(self, vcpu: Vcpu, vector: int, return_pc: int) -> HandlerEntry:
+        """Take `vector` on `vcpu` as the CPU would: find its handler in the guest's
+        table, save the interrupted state for the return instruction, and point the
+        registers at the handler. MachineError when the table has no such handler."""
+
+    @abstractmethod
+    def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
+        """Route the guest's port writes to `on_out(port, size, value)` and reads to `on_in(port, size)`."""
+
+    # -- patching ------------------------------------------------------------
+    @abstractmethod
+    def jump(self, old_addr: int, new_addr: int) -> bytes:
+        """The jump patch written at `old_addr` to reach `new_addr`."""
+
+    @abstractmethod
+    def jump_reaches(self, old_addr: int, new_addr: int) -> bool:
+        """Whether a jump patch at `old_addr` can reach `new_addr`."""
+
+    @abstractmethod
+    def nops(self, size: int) -> bytes:
+        """`size` bytes of NOPs, as few instructions as possible."""
+
+    # -- relocations -----------------------------------------------------------
+    @abstractmethod
+    def relocation_name(self, reloc_type: int) -> str:
+        """The ELF name of a relocation type number."""
+
+    def relocation(self, reloc_type: int, *, where: str) -> Relocation:
+        """The kind for `reloc_type`; EOPNOTSUPP naming the type if it is not supported."""
+        kind = self.relocations.get(reloc_type)
+        if kind is None:
+            raise LivepatchError(errno.EOPNOTSUPP,
+                                 f"{where}: unsupported relocation type {self.relocation_name(reloc_type)}")
+        return kind

@@ -1,0 +1,151 @@
+"""x86-64: long mode at CPL 0, the IDT interrupt model, port I/O, `jmp rel32` patches."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_64
+from capstone.x86 import X86_OP_IMM
+from elftools.elf.enums import ENUM_RELOC_TYPE_x64
+from keystone import KS_ARCH_X86, KS_MODE_64
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64
+from unicorn.x86_const import (
+    UC_X86_INS_IN,
+    UC_X86_INS_OUT,
+    UC_X86_REG_EFLAGS,
+    UC_X86_REG_IDTR,
+    UC_X86_REG_RAX,
+    UC_X86_REG_RDI,
+    UC_X86_REG_RDX,
+    UC_X86_REG_RIP,
+    UC_X86_REG_RSI,
+    UC_X86_REG_RSP,
+)
+
+from ..errors import MachineError
+from ..layout import Layout
+from ..platform import CODE_SELECTOR, DATA_SELECTOR, NMI_VECTOR
+from .base import Architecture, HandlerEntry, Registers
+from .relocations import Absolute, Ignored, Overflow, PCRelative
+
+if TYPE_CHECKING:
+    from unicorn import Uc
+
+    from ..machine.vcpu import Vcpu
+
+IDT_GATE = Layout("idt_entry", (("offset_low", "H"), ("selector", "H"), ("ist", "B"), ("type_attr", "B"),
+                                ("offset_mid", "H"), ("offset_high", "I"), ("reserved", "I")))
+"""A 64-bit IDT gate (`struct idt_entry` of firmware/arch/x86/traps.c)."""
+GATE_PRESENT = 0x80
+GATE_TYPE_MASK = 0x0F
+INTERRUPT_GATE = 0x0E
+"""Type of a gate that clears IF on entry (a trap gate, 0xF, leaves it)."""
+
+INTERRUPT_FRAME = Layout("iret frame", (("rip", "Q"), ("cs", "Q"), ("rflags", "Q"), ("rsp", "Q"), ("ss", "Q")))
+"""What the CPU pushes on interrupt entry without an error code: the tail of `struct cpu_user_regs`."""
+FRAME_ALIGN = 16
+
+RFLAGS_TF = 1 << 8
+RFLAGS_IF = 1 << 9
+RFLAGS_NT = 1 << 14
+RFLAGS_RF = 1 << 16
+
+# Intel's recommended multi-byte NOPs, 1 to 9 bytes.
+_NOPS = (
+    b"",
+    bytes.fromhex("90"),
+    bytes.fromhex("6690"),
+    bytes.fromhex("0f1f00"),
+    bytes.fromhex("0f1f4000"),
+    bytes.fromhex("0f1f440000"),
+    bytes.fromhex("660f1f440000"),
+    bytes.fromhex("0f1f8000000000"),
+    bytes.fromhex("0f1f840000000000"),
+    bytes.fromhex("660f1f840000000000"),
+)
+JMP_REL32 = 0xE9
+
+_RELOCATION_NAMES = {value: name for name, value in ENUM_RELOC_TYPE_x64.items() if isinstance(value, int)}
+_RELOCATION_NAMES.setdefault(41, "R_X86_64_GOTPCRELX")  # missing from pyelftools' table
+
+
+class X86_64(Architecture):
+    """The x86-64 guest."""
+
+    name = "x86_64"
+    title = "x86-64"
+    elf_machine = "EM_X86_64"
+    elf_class = 64
+    unicorn_mode = (UC_ARCH_X86, UC_MODE_64)
+    capstone_mode = (CS_ARCH_X86, CS_MODE_64)
+    keystone_mode = (KS_ARCH_X86, KS_MODE_64)
+    registers = Registers(pc=UC_X86_REG_RIP, sp=UC_X86_REG_RSP, flags=UC_X86_REG_EFLAGS,
+                          arguments=(UC_X86_REG_RDI, UC_X86_REG_RSI), result=UC_X86_REG_RAX,
+                          hook_target=UC_X86_REG_RDX)
+    nmi_vector = NMI_VECTOR
+    halt_instruction = b"\xf4"
+    interrupt_return = "iretq"
+    jump_size = 5
+    relocations = {
+        ENUM_RELOC_TYPE_x64[kind.name]: kind
+        for kind in (
+            Ignored("R_X86_64_NONE", 0, Overflow.WRAP),
+            Absolute("R_X86_64_64", 8, Overflow.WRAP),
+            PCRelative("R_X86_64_PC32", 4, Overflow.SIGNED),
+            PCRelative("R_X86_64_PLT32", 4, Overflow.SIGNED),  # no PLT: a direct PC32
+            Absolute("R_X86_64_32", 4, Overflow.UNSIGNED),
+            Absolute("R_X86_64_32S", 4, Overflow.SIGNED),
+        )
+    }
+    firmware_tree = "firmware"
+
+    def direct_branch_targets(self, code: bytes, address: int) -> Iterator[int]:
+        for insn in self.detailed_disassembler.disasm(code, address):
+            if insn.group(CS_GRP_JUMP) or insn.group(CS_GRP_CALL):
+                yield from (op.imm for op in insn.operands if op.type == X86_OP_IMM)
+
+    def interrupts_enabled(self, flags: int) -> bool:
+        return bool(flags & RFLAGS_IF)
+
+    def enter_handler(self, vcpu: Vcpu, vector: int, return_pc: int) -> HandlerEntry:
+        _, idt_base, idt_limit, _ = vcpu.uc.reg_read(UC_X86_REG_IDTR)
+        if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
+            raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
+        gate = IDT_GATE.unpack(vcpu.memory.read(idt_base + vector * IDT_GATE.size, IDT_GATE.size))
+        if not gate["type_attr"] & GATE_PRESENT:
+            raise MachineError(f"vCPU {vcpu.index}: IDT gate for vector {vector:#x} is not present")
+        handler = gate["offset_low"] | gate["offset_mid"] << 16 | gate["offset_high"] << 32
+        masks = gate["type_attr"] & GATE_TYPE_MASK == INTERRUPT_GATE
+        regs = self.registers
+        rsp = vcpu.read(regs.sp)
+        rflags = vcpu.read(regs.flags)
+        frame = (rsp & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
+        vcpu.memory.write(frame, INTERRUPT_FRAME.pack(rip=return_pc, cs=CODE_SELECTOR, rflags=rflags, rsp=rsp,
+                                                      ss=DATA_SELECTOR))
+        vcpu.write(regs.sp, frame)
+        cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)
+        vcpu.write(regs.flags, rflags & ~cleared)
+        vcpu.write(regs.pc, handler)
+        return HandlerEntry(handler, masks)
+
+    def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
+        uc.hook_add(UC_HOOK_INSN, on_out, None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, on_in, None, 1, 0, UC_X86_INS_IN)
+
+    def jump(self, old_addr: int, new_addr: int) -> bytes:
+        return bytes([JMP_REL32]) + struct.pack("<i", new_addr - (old_addr + self.jump_size))
+
+    def jump_reaches(self, old_addr: int, new_addr: int) -> bool:
+        return -(1 << 31) <= new_addr - (old_addr + self.jump_size) < 1 << 31
+
+    def nops(self, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            chunk = min(size, len(_NOPS) - 1)
+            out += _NOPS[chunk]
+            size -= chunk
+        return bytes(out)
+
+    def relocation_name(self, reloc_type: int) -> str:
+        return _RELOCATION_NAMES.get(reloc_type, f"R_X86_64 type {reloc_type}")

@@ -1,0 +1,321 @@
+"""The emulated machine: shared RAM, N vCPUs, devices, virtual time and a
+seeded scheduler (`scheduler.py`). It knows nothing of livepatching; see
+`firmware/ABI.md` for the platform it emulates. Interrupts are taken at
+slice boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from unicorn import UcError
+
+from ..errors import ConfigError, GuestFault, MachineError
+from ..image import Image
+from ..platform import CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE
+from ..trace import Trace
+from . import native
+from .calls import CallSlots
+from .console import Console
+from .devices import Ports, PortReader
+from .hooks import install
+from .memory import GuestMemory
+from .scheduler import Alarm, Scheduler
+from .spec import NEVER, PS_PER_NS, PS_PER_SECOND
+from .vcpu import StopReason, Vcpu, VcpuState
+
+NmiObserver = Callable[[Vcpu], None]
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """What a machine is built with; the same config and firmware give the same run."""
+
+    vcpus: int = 1
+    seed: int = 0
+    clock_hz: int = 1_000_000_000
+    timer_hz: int = 1000
+    ram_mib: int = 64
+    slice_min: int = 2_000
+    slice_max: int = 10_000
+
+    def validate(self) -> None:
+        if not 1 <= self.vcpus <= NR_CPUS:
+            raise ConfigError(f"vcpus must be 1..{NR_CPUS}, not {self.vcpus}")
+        if not 1_000_000 <= self.clock_hz <= PS_PER_SECOND:
+            raise ConfigError(f"clock_hz must be 1 MHz..1 THz, not {self.clock_hz}")
+        if not 1 <= self.timer_hz <= 1_000_000:
+            raise ConfigError(f"timer_hz must be 1..1000000, not {self.timer_hz}")
+        if not 1 <= self.slice_min <= self.slice_max:
+            raise ConfigError(f"need 1 <= slice_min <= slice_max, not {self.slice_min}..{self.slice_max}")
+        if self.ram_mib < 8:
+            raise ConfigError(f"ram_mib must be at least 8, not {self.ram_mib}")
+
+
+class Machine:
+    """N vCPUs over one RAM running a firmware image, deterministic by seed."""
+
+    def __init__(self, image: Image, *, config: MachineConfig = MachineConfig()):
+        config.validate()
+        self.image = image
+        self.arch = image.arch
+        self.config = config
+        self.memory = GuestMemory(config.ram_mib << 20)
+        self._load(image)
+        self.timer_period_ps = PS_PER_SECOND // config.timer_hz
+        self.trace = Trace({"seed": config.seed, "options": asdict(config),
+                            "firmware_build_id": image.build_id.hex(), "vcpus": config.vcpus,
+                            "clock_hz": config.clock_hz})
+        self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, self.memory.size - RAM_BASE,
+                                       disassembler=self.arch.disassembler)
+        ps_per_instruction = PS_PER_SECOND // config.clock_hz
+        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, ps_per_instruction=ps_per_instruction)
+                      for i in range(config.vcpus)]
+        self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
+                                   slice_max=config.slice_max)
+        self.ports = Ports(self)
+        self.calls = CallSlots(self)
+        self.nmi_observers: list[NmiObserver] = []
+        returns = _interrupt_returns(image, self.memory)
+        for vcpu in self.vcpus:
+            install(vcpu, self, returns)
+        self.now_ps = 0
+        self.vcpus[0].start(image.entry, at_ps=0, arguments=(0, config.vcpus))
+        self.emit(self.vcpus[0], "cpu_start", by=None)
+        self.scheduler.queue(self.vcpus[0])
+
+    def _load(self, image: Image) -> None:
+        for seg in image.segments:
+            if seg.address < RAM_BASE or seg.address + seg.memory_size > self.memory.size:
+                raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in {self.config.ram_mib} MiB of RAM")
+            self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
+
+    @property
+    def console(self) -> Console:
+        return self.ports.console
+
+    # -- time ------------------------------------------------------------
+    @property
+    def now_ns(self) -> int:
+        return self.now_ps // PS_PER_NS
+
+    def time_of(self, vcpu: Vcpu) -> int:
+        """Virtual time (ps) of `vcpu`, exact also from inside its hooks."""
+        return vcpu.current_time_ps()
+
+    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
+        """Call `callback` when virtual time reaches `time_ps`."""
+        return self.scheduler.add_alarm(time_ps, callback)
+
+    # -- running ---------------------------------------------------------
+    def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
+        """Advance virtual time by `ns` (or until `stop_when()` holds)."""
+        self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
+
+    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
+        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()`."""
+        scheduler = self.scheduler
+        while not (stop_when and stop_when()):
+            vcpu_time, vcpu = scheduler.peek()
+            alarm_time = scheduler.next_alarm_ps()
+            if min(vcpu_time, alarm_time) >= until_ps:
+                self.now_ps = max(self.now_ps, until_ps)
+                return
+            if alarm_time <= vcpu_time:
+                alarm = scheduler.take_alarm()
+                self.now_ps = max(self.now_ps, alarm_time)
+                if not alarm.cancelled:
+                    alarm.callback()
+                continue
+            assert vcpu is not None
+            scheduler.take()
+            self.now_ps = max(self.now_ps, vcpu_time)
+            self._step(vcpu, vcpu_time, until_ps)
+
+    def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        if vcpu.state is not VcpuState.RUNNING:
+            vcpu.sleep_until(ready_ps)
+        vcpu.latch_due(self.timer_period_ps)
+        if vcpu.state is not VcpuState.RUNNING:
+            if not vcpu.deliverable():
+                self.scheduler.queue(vcpu)
+                return
+            if vcpu.state is VcpuState.HALTED:
+                self.emit(vcpu, "wake")
+            else:
+                self.emit(vcpu, "unpark", cause="interrupt")
+            vcpu.wake()
+            self.scheduler.forget(vcpu)
+        if vcpu.nmi_pending or vcpu.pending_vectors:
+            taken = vcpu.take_interrupt()
+            if taken is not None:
+                self._trace_delivery(vcpu, *taken)
+        self._run_slice(vcpu, until_ps)
+        self.scheduler.queue(vcpu)
+
+    def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
+        scheduler = self.scheduler
+        budget = scheduler.slice_budget()
+        arrival = vcpu.next_arrival_ps()
+        horizon = min(until_ps, NEVER if arrival is None else arrival, scheduler.next_wake_ps(),
+                      scheduler.next_alarm_ps()) - vcpu.clock_ps
+        if horizon < budget * vcpu.ps_per_instruction:
+            budget = max(1, -(-horizon // vcpu.ps_per_instruction))
+        self.memory.write_u64(CLOCK_PAGE + 8 * vcpu.index, vcpu.clock_ps // PS_PER_NS)
+        try:
+            reason = vcpu.run_slice(budget)
+        except UcError as exc:
+            raise self.fault(vcpu, str(exc), vcpu.pc) from None
+        error = vcpu.take_hook_error()
+        if error is not None:
+            raise error
+        if reason is StopReason.HALT:
+            halt = self.arch.halt_instruction
+            if self.memory.read(vcpu.pc - len(halt), len(halt)) != halt:
+                raise self.fault(vcpu, "emulation stopped for no known reason", vcpu.pc)
+            vcpu.settle(VcpuState.HALTED)
+            self.emit(vcpu, "halt", interrupts_enabled=vcpu.interrupts_enabled)
+        elif reason is StopReason.PARK:
+            vcpu.settle(VcpuState.PARKED)
+
+    def _trace_delivery(self, vcpu: Vcpu, vector: int, sender: int | None) -> None:
+        if vector == self.arch.nmi_vector:
+            self.emit(vcpu, "nmi", vector=vector, sender=sender)
+            for observer in self.nmi_observers:
+                observer(vcpu)
+        else:
+            self.emit(vcpu, "interrupt", vector=vector, sender=sender)
+
+    # -- what the hooks and devices call ----------------------------------
+    def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
+        """The error that stops the run: vCPU, address with symbol, instruction, last console line."""
+        try:
+            insn = self.arch.first_instruction(self.memory.read(pc, 16), pc)
+        except MachineError:
+            insn = "(outside RAM)"
+        self.emit(vcpu, "fault", what=what, rip=pc)
+        message = (f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.image.describe(pc)}>: {insn}; "
+                   f"last console line: {self.console.last_line(vcpu.index)!r}")
+        return GuestFault(message, vcpu=vcpu.index, rip=pc)
+
+    def exception(self, vcpu: Vcpu, intno: int) -> None:
+        """A CPU exception or `int n`: deliver it through the guest's handler table."""
+        pc = vcpu.current_pc()
+        try:
+            vcpu.inject(intno, return_pc=pc)
+        except MachineError as exc:
+            raise self.fault(vcpu, f"exception {EXCEPTION_NAMES.get(intno, intno)} with no handler ({exc})", pc) from None
+        self.emit(vcpu, "exception", vector=intno, rip=pc)
+
+    def interrupt_return(self, vcpu: Vcpu) -> None:
+        """A handler returns. It ends NMI blocking; stop so a waiting NMI is taken at once."""
+        vector, ended_nmi_blocking = vcpu.interrupt_return()
+        self.emit(vcpu, "iret", vector=vector)
+        if ended_nmi_blocking:
+            self.emit(vcpu, "nmi_unblocked")
+            if vcpu.nmi_pending:
+                vcpu.stop(StopReason.HOOK)
+
+    def start_cpu(self, index: int, *, by: Vcpu) -> None:
+        """vCPU `by` starts vCPU `index` at the firmware's entry."""
+        if not 0 <= index < len(self.vcpus) or self.vcpus[index].state is not VcpuState.WAITING_FOR_START:
+            raise self.fault(by, f"start of vCPU {index}, which does not exist or already runs", by.current_pc())
+        target = self.vcpus[index]
+        target.start(self.image.entry, at_ps=by.current_time_ps(), arguments=(index, len(self.vcpus)))
+        self.emit(target, "cpu_start", by=by.index)
+        self.scheduler.queue(target)
+
+    def emit(self, vcpu: Vcpu, kind: str, **fields: Any) -> None:
+        """A trace event on `vcpu` at its current virtual time."""
+        self.trace.emit(vcpu.current_time_ps() // PS_PER_NS, vcpu.index, kind, **fields)
+
+    # -- the surface for the livepatch controller and tests ---------------
+    def answer_port(self, port: int, reader: PortReader) -> None:
+        """Let `reader(vcpu)` give what the guest's IN from `port` reads."""
+        self.ports.answer(port, reader)
+
+    def observe_nmis(self, observer: NmiObserver) -> None:
+        """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
+        self.nmi_observers.append(observer)
+
+    def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
+        """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now)."""
+        target = self._vcpu(index)
+        sent_ps = self.now_ps if at_ps is None else at_ps
+        target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector, sender)
+        self.trace.emit(sent_ps // PS_PER_NS, sender, "ipi", to=index, vector=vector)
+        self.scheduler.queue(target)
+
+    def park(self, vcpu: Vcpu) -> None:
+        """From inside `vcpu`'s own port hook: stop it until released or interrupted."""
+        vcpu.stop(StopReason.PARK)
+        self.emit(vcpu, "park")
+
+    def release(self, index: int, *, at_ps: int) -> None:
+        """Let a parked vCPU run again from `at_ps`."""
+        vcpu = self._vcpu(index)
+        if vcpu.state is VcpuState.PARKED:
+            vcpu.release(at_ps)
+            self.emit(vcpu, "unpark", cause="release")
+            self.scheduler.queue(vcpu)
+
+    def invalidate_code(self, begin: int, end: int) -> None:
+        """Drop translated code overlapping `[begin, end)` on every vCPU."""
+        for vcpu in self.vcpus:
+            vcpu.flush(begin, end)
+        self.table.forget(begin, end)
+
+    def call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
+             wait: bool = True, timeout_ns: int = 100_000_000,
+             at_ps: int | None = None, sender: int | None = None) -> int | None:
+        """Run `function(arg0, arg1)` on vCPU `index` through the call-function
+        IPI; with `wait`, run the machine until it returns and give its result."""
+        slot = self._post_call(index, function, arg0, arg1, at_ps=at_ps, sender=sender)
+        return self.calls.wait([slot], _call_name(function), timeout_ns)[0] if wait else None
+
+    def call_all(self, function: str | int, arg0: int = 0, arg1: int = 0, *,
+                 timeout_ns: int = 100_000_000) -> list[int]:
+        """Run `function(arg0, arg1)` on every vCPU at once; their results in vCPU order."""
+        slots = [self._post_call(index, function, arg0, arg1) for index in range(len(self.vcpus))]
+        return self.calls.wait(slots, _call_name(function), timeout_ns)
+
+    def _post_call(self, index: int, function: str | int, arg0: int, arg1: int, *,
+                   at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
+        vcpu = self._vcpu(index)
+        address = self.image.address(function) if isinstance(function, str) else function
+        return self.calls.post(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
+                               at_ps=at_ps, sender=sender)
+
+    def per_cpu(self, symbol: str) -> list[int]:
+        """The firmware's per-CPU array `symbol` (NR_CPUS integers), element by element."""
+        array = self.image.symbol(symbol)
+        width = array.size // NR_CPUS
+        data = self.memory.read(array.address, array.size)
+        return [int.from_bytes(data[i:i + width], "little") for i in range(0, width * NR_CPUS, width)]
+
+    def _vcpu(self, index: int) -> Vcpu:
+        if not 0 <= index < len(self.vcpus):
+            raise MachineError(f"no vCPU {index} (the machine has {len(self.vcpus)})")
+        return self.vcpus[index]
+
+    # -- figures ---------------------------------------------------------
+    @property
+    def instructions(self) -> int:
+        return sum(v.instructions for v in self.vcpus)
+
+
+def _call_name(function: str | int) -> str:
+    return function if isinstance(function, str) else f"{function:#x}"
+
+
+def _interrupt_returns(image: Image, memory: GuestMemory) -> list[int]:
+    """Every interrupt-return instruction in the firmware's functions (where NMI blocking ends)."""
+    arch = image.arch
+    found = []
+    for func in image.functions():
+        if func.size:
+            for address, _, text in arch.instructions(memory.read(func.address, func.size), func.address):
+                if text.split(" ", 1)[0] == arch.interrupt_return:
+                    found.append(address)
+    return sorted(set(found))

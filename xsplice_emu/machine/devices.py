@@ -1,0 +1,83 @@
+"""The machine's I/O ports (firmware/ABI.md): console, timer, task, CPU start,
+call completion and the firmware's fatal report, plus IN ports that other
+packages answer (the livepatch controller's PORT_XSPLICE)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from ..platform import (
+    EXCEPTION_NAMES,
+    FATAL_PANIC,
+    PORT_CALL_DONE,
+    PORT_CONSOLE,
+    PORT_FATAL,
+    PORT_START_CPU,
+    PORT_TASK,
+    PORT_TIMER,
+)
+from .console import Console
+from .spec import PS_PER_NS
+from .vcpu import StopReason, Vcpu
+
+if TYPE_CHECKING:
+    from .core import Machine
+
+PortReader = Callable[[Vcpu], int]
+NO_DEVICE = 0xFFFFFFFF
+"""What an IN from a port nobody answers reads (a floating bus)."""
+
+
+class Ports:
+    """Dispatches the guest's port accesses to the machine's devices."""
+
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        self.console = Console(len(machine.vcpus))
+        self.readers: dict[int, PortReader] = {}
+        self._task_names: dict[int, str] = {}
+        self._writers: dict[int, Callable[[Vcpu, int], None]] = {
+            PORT_CONSOLE: self._console, PORT_TIMER: self._timer, PORT_TASK: self._task,
+            PORT_START_CPU: self._start_cpu, PORT_CALL_DONE: self._call_done, PORT_FATAL: self._fatal,
+        }
+
+    def answer(self, port: int, reader: PortReader) -> None:
+        """Let `reader(vcpu)` give what the guest's IN from `port` reads."""
+        self.readers[port] = reader
+
+    def write(self, vcpu: Vcpu, port: int, value: int) -> None:
+        writer = self._writers.get(port)
+        if writer is None:
+            raise self.machine.fault(vcpu, f"write of {value:#x} to unknown port {port:#x}", vcpu.current_pc())
+        writer(vcpu, value)
+
+    def read(self, vcpu: Vcpu, port: int) -> int:
+        reader = self.readers.get(port)
+        return reader(vcpu) if reader else NO_DEVICE
+
+    # -- the devices -------------------------------------------------------
+    def _console(self, vcpu: Vcpu, value: int) -> None:
+        line = self.console.put(vcpu.index, value & 0xFF, vcpu.current_time_ps() // PS_PER_NS)
+        if line is not None:
+            self.machine.emit(vcpu, "console", text=line.text)
+
+    def _timer(self, vcpu: Vcpu, value: int) -> None:
+        vcpu.program_timer(value & 0xFF, now_ps=vcpu.current_time_ps(), period_ps=self.machine.timer_period_ps)
+        self.machine.emit(vcpu, "timer", vector=vcpu.timer_vector)
+
+    def _task(self, vcpu: Vcpu, value: int) -> None:
+        name = self._task_names.get(value)
+        if name is None:
+            name = self._task_names[value] = self.machine.image.describe(value)
+        self.machine.emit(vcpu, "task", task=name)
+
+    def _start_cpu(self, vcpu: Vcpu, value: int) -> None:
+        self.machine.start_cpu(value, by=vcpu)
+
+    def _call_done(self, vcpu: Vcpu, value: int) -> None:
+        if self.machine.calls.is_awaited(vcpu.index, value):
+            vcpu.stop(StopReason.HOOK)
+
+    def _fatal(self, vcpu: Vcpu, value: int) -> None:
+        what = "panic" if value == FATAL_PANIC else f"exception {EXCEPTION_NAMES.get(value, value)}"
+        raise self.machine.fault(vcpu, what, vcpu.argument(0))

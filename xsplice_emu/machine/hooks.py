@@ -1,0 +1,43 @@
+"""Every Python Unicorn hook, behind one exception guard.
+
+An exception raised inside a hook is recorded on the vCPU, `emu_stop()` is
+called, and the machine re-raises it once `emu_start` has returned. The
+hooks only forward to the machine's handlers; no logic lives here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_INTR
+
+from .devices import NO_DEVICE
+from .vcpu import StopReason, Vcpu
+
+if TYPE_CHECKING:
+    from .core import Machine
+
+
+def _guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Callable[..., Any]:
+    def hook(uc, *args):
+        try:
+            return body(*args[:-1])
+        except BaseException as exc:  # re-raised by the machine after emu_start
+            vcpu.hook_error = exc
+            vcpu.stop(StopReason.HOOK)
+            return default
+    return hook
+
+
+def install(vcpu: Vcpu, machine: Machine, interrupt_returns: list[int]) -> None:
+    """Register the port, exception and interrupt-return hooks of `vcpu` on `machine`."""
+    uc = vcpu.uc
+    ports = machine.ports
+    vcpu.arch.add_port_hooks(
+        uc,
+        _guarded(vcpu, lambda port, size, value: ports.write(vcpu, port, value)),
+        _guarded(vcpu, lambda port, size: ports.read(vcpu, port), NO_DEVICE))
+    uc.hook_add(UC_HOOK_INTR, _guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
+    for address in interrupt_returns:
+        uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.interrupt_return(vcpu)),
+                    None, address, address)

@@ -1,0 +1,117 @@
+"""Who runs next, for how long, and what else is due: the machine's seeded scheduler.
+
+The runnable vCPU with the least virtual time runs next (ties broken by a
+generator seeded by the configuration), for a slice whose length (in
+instructions) comes from the same generator. Halted and parked vCPUs are
+queued at the time their next interrupt arrives (the sleepers), and host
+callbacks at their virtual time (the alarms). Every queue entry of a vCPU
+carries its generation: re-queueing a vCPU makes its older entries stale.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from .spec import NEVER
+from .vcpu import Vcpu, VcpuState
+
+
+@dataclass
+class Alarm:
+    """A host callback due at a virtual time; `cancel()` before it fires to drop it."""
+
+    time_ps: int
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler:
+    """The ready queue, the sleepers and the alarms of one machine, deterministic by seed."""
+
+    def __init__(self, vcpus: list[Vcpu], *, seed: int, slice_min: int, slice_max: int):
+        self.vcpus = vcpus
+        self.rng = random.Random(seed)
+        self.slice_min = slice_min
+        self.slice_span = slice_max - slice_min + 1
+        self._generation = [0] * len(vcpus)
+        self._ready: list[tuple[int, int, int, int]] = []  # (time, seeded tie-break, vCPU, generation)
+        self._sleepers: list[tuple[int, int, int]] = []  # (wake time, vCPU, generation) of halted/parked vCPUs
+        self._alarms: list[tuple[int, int, Alarm]] = []
+        self._seq = itertools.count()
+
+    def next_seq(self) -> int:
+        """A number that orders things posted at the same virtual time (also a call slot's tag)."""
+        return next(self._seq)
+
+    # -- vCPUs -------------------------------------------------------------
+    def queue(self, vcpu: Vcpu) -> None:
+        """(Re)compute when `vcpu` next needs the host and queue it."""
+        self._generation[vcpu.index] += 1
+        generation = self._generation[vcpu.index]
+        if vcpu.state is VcpuState.RUNNING:
+            when = vcpu.clock_ps
+        elif vcpu.state is VcpuState.WAITING_FOR_START:
+            return
+        elif vcpu.deliverable():
+            when = vcpu.clock_ps
+        else:
+            arrival = vcpu.next_arrival_ps()
+            if arrival is None:
+                return
+            when = arrival
+            heapq.heappush(self._sleepers, (when, vcpu.index, generation))
+        heapq.heappush(self._ready, (when, self.rng.getrandbits(20), vcpu.index, generation))
+
+    def forget(self, vcpu: Vcpu) -> None:
+        """Make `vcpu`'s queued entries stale (it runs now; its wake-up bounds no slice)."""
+        self._generation[vcpu.index] += 1
+
+    def peek(self) -> tuple[int, Vcpu | None]:
+        """The next vCPU to run and its time, without taking it."""
+        ready = self._ready
+        while ready:
+            time_ps, _, index, generation = ready[0]
+            if generation == self._generation[index]:
+                return time_ps, self.vcpus[index]
+            heapq.heappop(ready)
+        return NEVER, None
+
+    def take(self) -> None:
+        """Take the vCPU `peek` gave."""
+        heapq.heappop(self._ready)
+
+    def next_wake_ps(self) -> int:
+        """When the next halted or parked vCPU wakes: a running vCPU's slice stops there, so
+        what the sleeper does (an NMI handler, say) comes before what the runner does after it."""
+        sleepers = self._sleepers
+        while sleepers:
+            time_ps, index, generation = sleepers[0]
+            if generation == self._generation[index]:
+                return time_ps
+            heapq.heappop(sleepers)
+        return NEVER
+
+    def slice_budget(self) -> int:
+        """Instructions in the next slice, drawn from the seed."""
+        return self.slice_min + int(self.rng.random() * self.slice_span)
+
+    # -- alarms --------------------------------------------------------------
+    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
+        """Call `callback` when virtual time reaches `time_ps`."""
+        alarm = Alarm(time_ps, callback)
+        heapq.heappush(self._alarms, (time_ps, self.next_seq(), alarm))
+        return alarm
+
+    def next_alarm_ps(self) -> int:
+        return self._alarms[0][0] if self._alarms else NEVER
+
+    def take_alarm(self) -> Alarm:
+        """The earliest alarm, removed from the queue."""
+        return heapq.heappop(self._alarms)[2]
