@@ -47,7 +47,7 @@ from .platform import (
     PORT_TIMER,
     RAM_BASE,
 )
-from .trace import Trace
+from .tracing.trace import Trace
 from .vcpu import StopReason, Vcpu, VcpuState
 
 NEVER = 1 << 126

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..platform import CALL_FUNCTION_VECTOR, NMI_VECTOR
-from ..trace import Event
+from .trace import Event
 from .reader import TraceFile
 from .spans import VECTOR_NAMES, StateTracker
 from .summary import SUMMARY_KINDS, ActionSummary, summarize

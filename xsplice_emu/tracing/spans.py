@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, EXCEPTION_NAMES, LOCAL_TIMER_VECTOR
-from ..trace import Event
+from .trace import Event
 
 VECTOR_NAMES = {LOCAL_TIMER_VECTOR: "timer", CALL_FUNCTION_VECTOR: "call-function",
                 EVENT_CHECK_VECTOR: "event-check"}

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..trace import Event
+from .trace import Event
 
 
 @dataclass(frozen=True)

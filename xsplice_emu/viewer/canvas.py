@@ -15,7 +15,7 @@ from itertools import groupby
 from rich.segment import Segment
 from rich.style import Style
 
-from ..trace import Event
+from ..tracing.trace import Event
 from ..tracing import ActionSummary, Span, State
 from .times import tick_label, tick_step
 from .viewport import Viewport
