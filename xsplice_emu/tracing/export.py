@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..platform import CALL_FUNCTION_VECTOR, NMI_VECTOR
-from .trace import Event
+from .kinds import EventKind
 from .reader import TraceFile
 from .spans import VECTOR_NAMES, StateTracker
 from .summary import SUMMARY_KINDS, ActionSummary, summarize
+from .trace import Event
 
 PID = 1
 CONTROLLER_TID = 0
@@ -165,7 +166,8 @@ class _Builder:
 
 
 _MARKS = {kind: getattr(_Builder, f"_{kind}") for kind in (
-    "ipi", "nmi", "patch", "console", "abort", "master_elected", "phase_complete", "arrived", "park", "unpark")}
+    EventKind.IPI, EventKind.NMI, EventKind.PATCH, EventKind.CONSOLE, EventKind.ABORT,
+    EventKind.MASTER_ELECTED, EventKind.PHASE_COMPLETE, EventKind.ARRIVED, EventKind.PARK, EventKind.UNPARK)}
 
 
 def _thread_meta(tid: int, name: str) -> list[dict[str, Any]]:

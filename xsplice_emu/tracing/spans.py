@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, EXCEPTION_NAMES, LOCAL_TIMER_VECTOR
+from .kinds import EventKind
 from .trace import Event
 
 VECTOR_NAMES = {LOCAL_TIMER_VECTOR: "timer", CALL_FUNCTION_VECTOR: "call-function",
@@ -187,8 +188,9 @@ class StateTracker:
 
 
 _RULES = {kind: getattr(StateTracker, f"_{kind}") for kind in (
-    "cpu_start", "task", "halt", "wake", "interrupt", "nmi", "exception", "iret", "master_elected",
-    "arrived", "quiesced", "irq_unmasked", "park", "unpark", "left")}
+    EventKind.CPU_START, EventKind.TASK, EventKind.HALT, EventKind.WAKE, EventKind.INTERRUPT, EventKind.NMI,
+    EventKind.EXCEPTION, EventKind.IRET, EventKind.MASTER_ELECTED, EventKind.ARRIVED, EventKind.QUIESCED,
+    EventKind.IRQ_UNMASKED, EventKind.PARK, EventKind.UNPARK, EventKind.LEFT)}
 
 
 def _track(events: Iterable[Event], end_ns: int | None, resume: OpenStates | None = None) -> StateTracker:
