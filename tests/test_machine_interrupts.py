@@ -59,13 +59,14 @@ def test_maskable_interrupt_waits_for_sti(boot, image):
 
 
 def test_nmi_is_taken_with_interrupts_disabled(boot, image):
-    """An NMI reaches a vCPU spinning with IF=0 and do_nmi runs."""
+    """An NMI reaches a vCPU spinning with IF=0 and do_nmi runs; it is not lost."""
     machine = boot(2, ms=1.5)
     machine.call(1, "call_stall_irqs_off", 2_000_000, wait=False)
     machine.run_for(100_000)
     machine.send_interrupt(1, NMI_VECTOR)
     machine.run_for(100_000)
     [nmi] = _events(machine, EventKind.NMI, 1)
+    assert not _events(machine, EventKind.NMI_LOST, 1)
     assert machine.now_ns < 1_500_000 + 2_000_000
     assert _count(machine, "nmi_count", 1) == 1
     assert any(l.text == "cpu1: NMI received" for l in machine.console.lines)

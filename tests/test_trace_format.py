@@ -106,15 +106,15 @@ def test_emit_checks_kind_and_fields_when_switched_on(monkeypatch):
     checked = Trace({})
     with pytest.raises(ValueError, match="'teleport' is not an EventKind"):
         checked.emit(0, 0, "teleport")
-    with pytest.raises(ValueError, match="nmi event field 'lost' is 1, not bool"):
-        checked.emit(0, 0, EventKind.NMI, vector=NMI_VECTOR, sender=None, lost=1)
+    with pytest.raises(ValueError, match="nmi event has an unknown field 'lost'"):
+        checked.emit(0, 0, EventKind.NMI, vector=NMI_VECTOR, sender=None, lost=True)
     with pytest.raises(ValueError, match="released event has no field 'rc'"):
         checked.emit(0, 0, EventKind.RELEASED)
-    checked.emit(5, 1, EventKind.WAKE)
+    checked.emit(5, 1, EventKind.NMI_LOST)
     monkeypatch.delenv(CHECK_EVENTS)
     unchecked = Trace({})
     unchecked.emit(0, 0, "teleport")
-    assert [e.kind for e in checked.events + unchecked.events] == [EventKind.WAKE, "teleport"]
+    assert [e.kind for e in checked.events + unchecked.events] == [EventKind.NMI_LOST, "teleport"]
 
 
 def test_every_kind_of_a_real_run_is_registered_and_the_file_validates(run):
@@ -123,7 +123,7 @@ def test_every_kind_of_a_real_run_is_registered_and_the_file_validates(run):
     emitted = {event.kind for event in machine.trace.events}
     assert emitted <= set(EventKind)
     for kind in (EventKind.TASK, EventKind.HALT, EventKind.WAKE, EventKind.INTERRUPT, EventKind.NMI,
-                 EventKind.IRET, EventKind.PARK, EventKind.UNPARK, EventKind.IPI,
+                 EventKind.NMI_LOST, EventKind.IRET, EventKind.PARK, EventKind.UNPARK, EventKind.IPI,
                  EventKind.IRQ_MASKED, EventKind.IRQ_UNMASKED, EventKind.LEFT, EventKind.QUIESCED, EventKind.PATCH,
                  EventKind.FLUSH, EventKind.ABORT, EventKind.RELEASED, EventKind.NMI_UNMASKED, EventKind.UPLOAD,
                  EventKind.UNLOAD):
@@ -162,11 +162,17 @@ def test_header_tells_how_the_run_was_made(run):
     assert len(opened) == opened.header["events"] == len(machine.trace.events)
 
 
-def test_nmi_in_the_window_is_marked_lost_at_delivery(run):
-    """The NMI sent to vCPU 1 while the master masks NMIs arrives marked lost; others are not."""
-    machine, results, _ = run
-    nmis = machine.trace.of_kind(EventKind.NMI)
-    assert [(e.vcpu, e.fields["lost"], e.fields["sender"]) for e in nmis] == [(1, True, None)]
+def test_nmi_in_the_window_is_followed_by_nmi_lost(run):
+    """The NMI sent to vCPU 1 while the master masks NMIs is followed by `nmi_lost` at the same time on
+    vCPU 1; its state is labelled lost."""
+    machine, results, path = run
+    events = machine.trace.events
+    [nmi] = machine.trace.of_kind(EventKind.NMI)
+    lost = events[events.index(nmi) + 1]
+    assert (nmi.vcpu, nmi.fields) == (1, {"vector": NMI_VECTOR, "sender": None})
+    assert (lost.kind, lost.vcpu, lost.time_ns, lost.fields) == (EventKind.NMI_LOST, 1, nmi.time_ns, {})
+    assert machine.trace.of_kind(EventKind.NMI_LOST) == [lost]
+    assert [s.label for s in state_spans(TraceFile.open(path)) if s.state is State.NMI] == ["NMI (lost)"]
     assert results[0].nmis_lost == 1
 
 

@@ -268,8 +268,9 @@ class Machine:
         vcpu.handlers.append(vector)
         sender = vcpu.senders.pop(vector, None)
         if vector == NMI_VECTOR:
-            lost = self.memory.read_u64(self._nmi_callback) != self._default_nmi_callback
-            self._emit(vcpu, "nmi", vector=vector, sender=sender, lost=lost)
+            self._emit(vcpu, "nmi", vector=vector, sender=sender)
+            if self.memory.read_u64(self._nmi_callback) != self._default_nmi_callback:
+                self._emit(vcpu, "nmi_lost")
         else:
             self._emit(vcpu, "interrupt", vector=vector, sender=sender)
 

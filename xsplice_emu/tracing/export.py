@@ -80,6 +80,7 @@ class _Builder:
     _kicks: dict[int, tuple[int, int]] = field(default_factory=dict)  # vCPU -> (master, kick time)
     _master: int | None = None
     _parked: int = 0
+    _last_nmi: dict[str, Any] | None = None  # the last NMI's instant, renamed if `nmi_lost` follows
 
     def feed(self, event: Event) -> None:
         self.count += 1
@@ -126,8 +127,14 @@ class _Builder:
             self._kicks[to] = (self._master, event.time_ns)
 
     def _nmi(self, event: Event) -> None:
-        lost = event.fields["lost"]
-        self._instant(event, "NMI lost" if lost else "NMI", "nmi", event.fields)
+        self._instant(event, "NMI", "nmi", {**event.fields, "lost": False})
+        self._last_nmi = self.marks[-1]
+
+    def _nmi_lost(self, event: Event) -> None:
+        nmi = self._last_nmi
+        if nmi is not None and (nmi["tid"], nmi["ts"]) == (_tid(event.vcpu), _us(event.time_ns)):
+            nmi["name"] = "NMI lost"
+            nmi["args"]["lost"] = True
 
     def _patch(self, event: Event) -> None:
         fields = event.fields
@@ -166,7 +173,7 @@ class _Builder:
 
 
 _MARKS = {kind: getattr(_Builder, f"_{kind}") for kind in (
-    EventKind.IPI, EventKind.NMI, EventKind.PATCH, EventKind.CONSOLE, EventKind.ABORT,
+    EventKind.IPI, EventKind.NMI, EventKind.NMI_LOST, EventKind.PATCH, EventKind.CONSOLE, EventKind.ABORT,
     EventKind.MASTER_ELECTED, EventKind.PHASE_COMPLETE, EventKind.ARRIVED, EventKind.PARK, EventKind.UNPARK)}
 
 

@@ -49,8 +49,8 @@ class EventKind(StrEnum):
     HALT = "halt", "the vCPU executed hlt", ("interrupts_enabled", "bool", "IF at the hlt")
     WAKE = "wake", "a halted vCPU woke to take an interrupt"
     INTERRUPT = "interrupt", "a maskable interrupt was delivered", _VECTOR, _SENDER
-    NMI = ("nmi", "an NMI was delivered", _VECTOR, _SENDER,
-           ("lost", "bool", "nmi_callback was not default_nmi_callback: the NMI is swallowed"))
+    NMI = "nmi", "an NMI was delivered", _VECTOR, _SENDER
+    NMI_LOST = "nmi_lost", "the NMI just delivered is swallowed: nmi_callback was not default_nmi_callback"
     EXCEPTION = "exception", "a CPU exception was delivered", _VECTOR, ("rip", "int", "where it happened")
     IRET = "iret", "the innermost handler returned", ("vector", "int?", "its vector; null: unknown")
     NMI_UNBLOCKED = "nmi_unblocked", "an iretq ended NMI blocking"

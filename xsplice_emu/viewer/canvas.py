@@ -41,9 +41,10 @@ _LIGHT = frozenset({State.PARKED, State.IRQ, State.WINDOW})  # states whose colo
 _RULER = Style(color="#9e9e9e")
 _BAR = Style(color="black", bgcolor="#4dd0e1", bold=True)
 
-MARKERS = {EventKind.PATCH: "P", EventKind.IPI: "›", EventKind.NMI: "!", EventKind.ABORT: "X",
-           EventKind.FAULT: "F", EventKind.UPLOAD: "U", EventKind.UNLOAD: "u", EventKind.ACTION_REQUESTED: "A",
-           EventKind.RELEASED: "R", EventKind.MASTER_ELECTED: "M", EventKind.QUIESCED: "Q"}
+MARKERS = {EventKind.PATCH: "P", EventKind.IPI: "›", EventKind.NMI: "!", EventKind.NMI_LOST: "!",
+           EventKind.ABORT: "X", EventKind.FAULT: "F", EventKind.UPLOAD: "U", EventKind.UNLOAD: "u",
+           EventKind.ACTION_REQUESTED: "A", EventKind.RELEASED: "R", EventKind.MASTER_ELECTED: "M",
+           EventKind.QUIESCED: "Q"}
 MARKED_KINDS = frozenset({EventKind.PATCH, EventKind.IPI, EventKind.NMI, EventKind.ABORT, EventKind.FAULT,
                           EventKind.MASTER_ELECTED, EventKind.UPLOAD, EventKind.UNLOAD, EventKind.ACTION_REQUESTED})
 
