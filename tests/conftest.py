@@ -1,15 +1,23 @@
-"""Shared fixtures: the built-in firmware, built once per session."""
+"""Shared fixtures: the built-in firmware, built once per session. Every Trace made in the
+suite checks each event at its emit site (XSPLICE_EMU_CHECK_EVENTS=1)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image
 from xsplice_emu.livepatch import Livepatch
+from xsplice_emu.tracing.trace import CHECK_EVENTS
 
 from helpers import PAYLOADS, ROOT
+
+
+def pytest_configure(config):
+    """Turn on the emit-site event check for the whole suite."""
+    os.environ[CHECK_EVENTS] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from prompt_toolkit.document import Document
 from xsplice_emu.cli import main
 from xsplice_emu.cli.shell import ShellCompleter
 from xsplice_emu.session import Session
+from xsplice_emu.tracing import EventKind
 
 from helpers import PAYLOADS
 
@@ -44,7 +45,7 @@ def test_nmi_console_and_trace_save(payloads, tmp_path):
     assert result.exit_code == 0
     assert "cpu1: NMI received" in result.stdout
     events = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
-    assert any(event["kind"] == "console" and event["text"] == "cpu1: NMI received" for event in events)
+    assert any(event["kind"] == EventKind.CONSOLE and event["text"] == "cpu1: NMI received" for event in events)
 
 
 def test_mistakes_are_one_line_and_the_shell_goes_on(payloads):

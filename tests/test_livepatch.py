@@ -11,6 +11,7 @@ from xsplice_emu import LivepatchError, Machine, MachineConfig
 from xsplice_emu.livepatch import Action, Livepatch, PayloadState
 from xsplice_emu.platform import NMI_VECTOR
 from xsplice_emu.session import text_digest
+from xsplice_emu.tracing import EventKind
 
 from helpers import extra_versions as _extra, upload as _upload
 
@@ -194,14 +195,15 @@ def test_apply_trace_tells_the_whole_rendezvous(patching, tmp_path):
     header, *events = [json.loads(line) for line in path.read_text().splitlines()]
     assert header["version"] == 1 and header["seed"] == 1 and header["options"]["vcpus"] == 4
     assert header["firmware_build_id"] == machine.image.build_id.hex()
-    start = next(i for i, e in enumerate(events) if e["kind"] == "action_requested")
+    start = next(i for i, e in enumerate(events) if e["kind"] == EventKind.ACTION_REQUESTED)
     kinds = [e["kind"] for e in events[start:]]
-    for kind in ("master_elected", "nmi_masked", "phase_complete", "quiesced", "patch", "flush", "nmi_unmasked", "released"):
+    for kind in (EventKind.MASTER_ELECTED, EventKind.NMI_MASKED, EventKind.PHASE_COMPLETE, EventKind.QUIESCED,
+                 EventKind.PATCH, EventKind.FLUSH, EventKind.NMI_UNMASKED, EventKind.RELEASED):
         assert kind in kinds, kind
-    assert [e["to"] for e in events[start:] if e["kind"] == "ipi" and e["vcpu"] == 0] == [1, 2, 3]
-    arrivals = {(e["vcpu"], e["phase"]) for e in events[start:] if e["kind"] == "arrived"}
+    assert [e["to"] for e in events[start:] if e["kind"] == EventKind.IPI and e["vcpu"] == 0] == [1, 2, 3]
+    arrivals = {(e["vcpu"], e["phase"]) for e in events[start:] if e["kind"] == EventKind.ARRIVED}
     assert arrivals == {(cpu, phase) for cpu in (1, 2, 3) for phase in ("CPU", "IRQ")}
-    [patch] = [e for e in events if e["kind"] == "patch"]
+    [patch] = [e for e in events if e["kind"] == EventKind.PATCH]
     assert patch["function"] == "xen_extra_version" and patch["new"].startswith("e9")
     assert bytes.fromhex(patch["old"]) == machine.image.segments[0].data[
         patch["address"] - machine.image.segments[0].address:][:5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, NMI_VECTOR
 from xsplice_emu.machine import VcpuState
+from xsplice_emu.tracing import EventKind
 
 
 def _events(machine, kind, vcpu, **match):
@@ -24,7 +25,7 @@ def test_ipi_wakes_a_halted_vcpu(boot, image):
     machine.send_interrupt(1, EVENT_CHECK_VECTOR)
     machine.run_for(10_000)
     assert _count(machine, "event_checks", 1) == before + 1
-    assert _events(machine, "interrupt", 1, vector=EVENT_CHECK_VECTOR)
+    assert _events(machine, EventKind.INTERRUPT, 1, vector=EVENT_CHECK_VECTOR)
 
 
 def test_ipi_reaches_a_running_vcpu(boot, image):
@@ -46,25 +47,26 @@ def test_maskable_interrupt_waits_for_sti(boot, image):
     window_ns = 300_000
     machine.call(1, "call_sti_window", window_ns, wait=False)
     machine.run_for(20_000)
-    [window] = _events(machine, "interrupt", 1, vector=CALL_FUNCTION_VECTOR)
+    [window] = _events(machine, EventKind.INTERRUPT, 1, vector=CALL_FUNCTION_VECTOR)
     machine.send_interrupt(1, EVENT_CHECK_VECTOR)
     sent = machine.now_ns
     machine.run_for(100_000)
     assert _count(machine, "event_checks", 1) == 0
     machine.run_for(window_ns * 3)
-    [taken] = _events(machine, "interrupt", 1, vector=EVENT_CHECK_VECTOR)
+    [taken] = _events(machine, EventKind.INTERRUPT, 1, vector=EVENT_CHECK_VECTOR)
     assert sent < window.time_ns + window_ns <= taken.time_ns
     assert _count(machine, "event_checks", 1) == 1
 
 
 def test_nmi_is_taken_with_interrupts_disabled(boot, image):
-    """An NMI reaches a vCPU spinning with IF=0 and do_nmi runs."""
+    """An NMI reaches a vCPU spinning with IF=0 and do_nmi runs; it is not lost."""
     machine = boot(2, ms=1.5)
     machine.call(1, "call_stall_irqs_off", 2_000_000, wait=False)
     machine.run_for(100_000)
     machine.send_interrupt(1, NMI_VECTOR)
     machine.run_for(100_000)
-    [nmi] = _events(machine, "nmi", 1)
+    [nmi] = _events(machine, EventKind.NMI, 1)
+    assert not _events(machine, EventKind.NMI_LOST, 1)
     assert machine.now_ns < 1_500_000 + 2_000_000
     assert _count(machine, "nmi_count", 1) == 1
     assert any(l.text == "cpu1: NMI received" for l in machine.console.lines)
@@ -78,8 +80,8 @@ def test_second_nmi_waits_for_iretq(boot, image):
     machine.run_for(100)
     machine.send_interrupt(1, NMI_VECTOR)
     machine.run_for(200_000)
-    first, second = _events(machine, "nmi", 1)
-    [unblocked, *_] = _events(machine, "nmi_unblocked", 1)
+    first, second = _events(machine, EventKind.NMI, 1)
+    [unblocked, *_] = _events(machine, EventKind.NMI_UNBLOCKED, 1)
     assert first.time_ns <= unblocked.time_ns <= second.time_ns
     assert machine.trace.events.index(first) < machine.trace.events.index(unblocked) < machine.trace.events.index(second)
     assert _count(machine, "nmi_count", 1) == 2

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from xsplice_emu.cli import main
 
+from xsplice_emu.tracing import EventKind
+
 from helpers import PAYLOADS, ROOT
 
 EXAMPLES = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -129,7 +131,7 @@ def test_trace_file_is_the_runs_trace(payloads, tmp_path):
     assert _run(path, "--trace", trace, "-q").exit_code == 0
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     assert lines[0]["format"] == "xsplice-emu-trace" and lines[0]["vcpus"] == 2
-    assert any(line.get("kind") == "patch" and line["function"] == "xen_extra_version" for line in lines[1:])
+    assert any(line.get("kind") == EventKind.PATCH and line["function"] == "xen_extra_version" for line in lines[1:])
 
 
 @pytest.mark.parametrize("text, message", [

@@ -1,4 +1,4 @@
-"""The trace file: its documented format, its schema, its order and its digest."""
+"""The trace file: its documented format, its kinds, its order and its digest."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from xsplice_emu import Machine
+from xsplice_emu import Machine, Trace
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
 from xsplice_emu.platform import NMI_VECTOR
+from xsplice_emu.tracing import HEADER, EventKind
 from xsplice_emu.tracing.reader import TraceFile
-from xsplice_emu.tracing.schema import HEADER, KINDS
 from xsplice_emu.tracing.spans import State, lane_spans, state_spans
 from xsplice_emu.tracing.summary import ActionSummary, Arrival
+from xsplice_emu.tracing.trace import CHECK_EVENTS
 
 from helpers import hello_uploaded, upload
 
@@ -52,11 +53,14 @@ def run(image, payloads, tmp_path_factory):
     return machine, results, path
 
 
-def _documented_kinds() -> dict[str, list[tuple[str, str]]]:
-    """Each `### \\`kind\\`` section of the doc and the (field, type) rows of its table."""
-    kinds: dict[str, list[tuple[str, str]]] = {}
+Fields = list[tuple[str, str]]
+
+
+def _documented_kinds(doc: str) -> dict[str, Fields]:
+    """Each `### \\`kind\\`` section of `doc` and the (field, type) rows of its table."""
+    kinds: dict[str, Fields] = {}
     current = None
-    for line in DOC.read_text().splitlines():
+    for line in doc.splitlines():
         heading = re.fullmatch(r"### `(\w+)`", line)
         if heading:
             current = kinds.setdefault(heading.group(1), [])
@@ -66,24 +70,65 @@ def _documented_kinds() -> dict[str, list[tuple[str, str]]]:
     return kinds
 
 
-def test_doc_and_schema_list_the_same_kinds_and_fields():
-    """docs/trace-format.md and tracing/schema.py describe the same kinds, fields and types."""
-    documented = _documented_kinds()
-    assert set(documented) == set(KINDS)
-    for name, kind in KINDS.items():
-        assert documented[name] == [(f.name, f.type) for f in kind.fields], name
+def _registered() -> dict[str, Fields]:
+    """Each EventKind and its (field, type) pairs."""
+    return {kind.value: [(f.name, f.type) for f in kind.fields] for kind in EventKind}
+
+
+def _doc_problems(documented: dict[str, Fields], registered: dict[str, Fields]) -> list[str]:
+    """Where the doc's kinds and fields differ from the registry's, one line each."""
+    problems = [f"{name}: in the registry, not in the doc" for name in registered if name not in documented]
+    problems += [f"{name}: in the doc, not in the registry" for name in documented if name not in registered]
+    return problems + [f"{name}: the doc has fields {documented[name]}, the registry {fields}"
+                       for name, fields in registered.items() if name in documented and documented[name] != fields]
+
+
+def test_doc_and_registry_list_the_same_kinds_and_fields():
+    """docs/trace-format.md documents every EventKind with exactly its fields and types, and the header's."""
+    assert _doc_problems(_documented_kinds(DOC.read_text()), _registered()) == []
     header_rows = re.findall(r"^\| `(\w+)` \| (\w+) \|", DOC.read_text().split("## Event lines")[0], re.M)
     assert header_rows == [(f.name, f.type) for f in HEADER]
 
 
-def test_every_kind_of_a_real_run_is_in_the_schema_and_the_file_validates(run):
-    """An apply with an NMI in the window, a revert and a timeout emit only schema kinds; the file validates."""
+def test_a_kind_without_a_doc_entry_or_with_other_fields_is_reported():
+    """A kind added to the registry but not to the doc, or a field typed differently, is named by the check."""
+    documented = _documented_kinds(DOC.read_text())
+    assert _doc_problems(documented, {**_registered(), "teleport": [("to", "int")]}) == [
+        "teleport: in the registry, not in the doc"]
+    retyped = _documented_kinds(DOC.read_text().replace("| `rc` | int |", "| `rc` | str |"))
+    assert _doc_problems(retyped, _registered()) == [
+        "released: the doc has fields [('rc', 'str')], the registry [('rc', 'int')]"]
+
+
+def test_emit_checks_kind_and_fields_when_switched_on(monkeypatch):
+    """With XSPLICE_EMU_CHECK_EVENTS=1 a bad event raises where it is emitted; without it, emit only records."""
+    monkeypatch.setenv(CHECK_EVENTS, "1")
+    checked = Trace({})
+    with pytest.raises(ValueError, match="'teleport' is not an EventKind"):
+        checked.emit(0, 0, "teleport")
+    with pytest.raises(ValueError, match="'halt' is not an EventKind"):
+        checked.emit(0, 0, "halt", interrupts_enabled=True)
+    with pytest.raises(ValueError, match="nmi event has an unknown field 'lost'"):
+        checked.emit(0, 0, EventKind.NMI, vector=NMI_VECTOR, sender=None, lost=True)
+    with pytest.raises(ValueError, match="released event has no field 'rc'"):
+        checked.emit(0, 0, EventKind.RELEASED)
+    checked.emit(5, 1, EventKind.NMI_LOST)
+    monkeypatch.delenv(CHECK_EVENTS)
+    unchecked = Trace({})
+    unchecked.emit(0, 0, "teleport")
+    assert [e.kind for e in checked.events + unchecked.events] == [EventKind.NMI_LOST, "teleport"]
+
+
+def test_every_kind_of_a_real_run_is_registered_and_the_file_validates(run):
+    """An apply with an NMI in the window, a revert and a timeout emit only registered kinds; the file validates."""
     machine, _, path = run
     emitted = {event.kind for event in machine.trace.events}
-    assert emitted <= set(KINDS)
-    for kind in ("task", "halt", "wake", "interrupt", "nmi", "iret", "park", "unpark", "ipi", "irq_masked",
-                 "irq_unmasked", "left", "quiesced", "patch", "flush", "abort", "released", "nmi_unmasked",
-                 "upload", "unload"):
+    assert emitted <= set(EventKind)
+    for kind in (EventKind.TASK, EventKind.HALT, EventKind.WAKE, EventKind.INTERRUPT, EventKind.NMI,
+                 EventKind.NMI_LOST, EventKind.IRET, EventKind.PARK, EventKind.UNPARK, EventKind.IPI,
+                 EventKind.IRQ_MASKED, EventKind.IRQ_UNMASKED, EventKind.LEFT, EventKind.QUIESCED, EventKind.PATCH,
+                 EventKind.FLUSH, EventKind.ABORT, EventKind.RELEASED, EventKind.NMI_UNMASKED, EventKind.UPLOAD,
+                 EventKind.UNLOAD):
         assert kind in emitted, kind
     TraceFile.open(path).validate()
     assert CliRunner().invoke(trace, ["validate", str(path)]).exit_code == 0
@@ -119,11 +164,17 @@ def test_header_tells_how_the_run_was_made(run):
     assert len(opened) == opened.header["events"] == len(machine.trace.events)
 
 
-def test_nmi_in_the_window_is_marked_lost_at_delivery(run):
-    """The NMI sent to vCPU 1 while the master masks NMIs arrives marked lost; others are not."""
-    machine, results, _ = run
-    nmis = machine.trace.of_kind("nmi")
-    assert [(e.vcpu, e.fields["lost"], e.fields["sender"]) for e in nmis] == [(1, True, None)]
+def test_nmi_in_the_window_is_followed_by_nmi_lost(run):
+    """The NMI sent to vCPU 1 while the master masks NMIs is followed by `nmi_lost` at the same time on
+    vCPU 1; its state is labelled lost."""
+    machine, results, path = run
+    events = machine.trace.events
+    [nmi] = machine.trace.of_kind(EventKind.NMI)
+    lost = events[events.index(nmi) + 1]
+    assert (nmi.vcpu, nmi.fields) == (1, {"vector": NMI_VECTOR, "sender": None})
+    assert (lost.kind, lost.vcpu, lost.time_ns, lost.fields) == (EventKind.NMI_LOST, 1, nmi.time_ns, {})
+    assert machine.trace.of_kind(EventKind.NMI_LOST) == [lost]
+    assert [s.label for s in state_spans(TraceFile.open(path)) if s.state is State.NMI] == ["NMI (lost)"]
     assert results[0].nmis_lost == 1
 
 
@@ -132,7 +183,7 @@ def test_vcpu_states_follow_the_rendezvous(run):
     machine, results, path = run
     events = list(TraceFile.open(path))
     spans = state_spans(events)
-    patch = next(e for e in events if e.kind == "patch")
+    patch = next(e for e in events if e.kind == EventKind.PATCH)
     master = results[0].master
     [window] = [s for s in spans if s.state is State.WINDOW and s.start_ns <= patch.time_ns <= s.end_ns]
     assert window.vcpu == master
@@ -163,7 +214,7 @@ def test_summary_of_the_run(run):
     assert 0 < applied["parked_latency_ns"] < applied["release_latency_ns"]
     assert abs(applied["parked_latency_ns"] - results[0].parked_ns) <= 1
     assert applied["bytes_patched"] == 5 and applied["nmis_lost"] == 1
-    first_apply = [e for e in machine.trace.events if e.kind == "arrived" and e.fields["phase"] == "CPU"][:7]
+    first_apply = [e for e in machine.trace.events if e.kind == EventKind.ARRIVED and e.fields["phase"] == "CPU"][:7]
     last = max(first_apply, key=lambda e: (e.time_ns, e.fields["count"]))  # among equal times, the last counted
     assert (applied["slowest_vcpu"], applied["slowest_arrival_ns"]) == (last.vcpu, last.time_ns - applied["requested_ns"])
     assert (reverted["action"], reverted["rc"], reverted["bytes_patched"]) == ("revert", 0, 5)

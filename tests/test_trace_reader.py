@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
+from xsplice_emu.tracing import EventKind
 from xsplice_emu.tracing.reader import TraceFile
 
 from helpers import hello_uploaded
@@ -57,14 +58,14 @@ def test_find_jumps_to_the_next_and_previous_event_of_a_kind(good):
     """find() gives the index of the next (or previous) event of the kinds asked, on a vCPU if asked."""
     everything = _parse_all(good)
     opened = TraceFile.open(good)
-    patches = [i for i, e in enumerate(everything) if e[2] == "patch"]
+    patches = [i for i, e in enumerate(everything) if e[2] == EventKind.PATCH]
     assert len(patches) == 2
-    assert opened.find({"patch"}) == patches[0]
-    assert opened.find({"patch"}, patches[0] + 1) == patches[1]
-    assert opened.find({"patch"}, patches[1] + 1) is None
-    assert opened.find({"patch"}, len(opened), backward=True) == patches[1]
-    parks_on_2 = [i for i, e in enumerate(everything) if e[2] in ("park", "unpark") and e[1] == 2]
-    assert opened.find({"park", "unpark"}, vcpus={2}) == parks_on_2[0]
+    assert opened.find({EventKind.PATCH}) == patches[0]
+    assert opened.find({EventKind.PATCH}, patches[0] + 1) == patches[1]
+    assert opened.find({EventKind.PATCH}, patches[1] + 1) is None
+    assert opened.find({EventKind.PATCH}, len(opened), backward=True) == patches[1]
+    parks_on_2 = [i for i, e in enumerate(everything) if e[2] in (EventKind.PARK, EventKind.UNPARK) and e[1] == 2]
+    assert opened.find({EventKind.PARK, EventKind.UNPARK}, vcpus={2}) == parks_on_2[0]
     on_1_or_3 = [i for i, e in enumerate(everything) if e[1] in (1, 3) and i > patches[0]]
     assert opened.find(None, patches[0] + 1, vcpus={1, 3}) == on_1_or_3[0]
     assert opened.find(None, len(opened), vcpus={1, 3}, backward=True) == on_1_or_3[-1]

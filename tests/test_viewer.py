@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 from xsplice_emu.cli.view import view
 from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
-from xsplice_emu.tracing import TraceFile
+from xsplice_emu.tracing import EventKind, TraceFile
 from xsplice_emu.viewer import frame as frame_module
 from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, TraceViewer
 from xsplice_emu.viewer.help_screen import HelpScreen
@@ -236,7 +236,7 @@ def test_a_click_on_a_lane_selects_the_event_there(apply_trace):
     """Clicking cpu0's lane where the patch marker is selects the patch write."""
     async def check(pilot):
         app = pilot.app
-        patch = app.trace.find({"patch"})
+        patch = app.trace.find({EventKind.PATCH})
         timeline = app.query_one(Timeline)
         column = app.viewport.column(app.trace.time_of(patch), timeline.canvas_width)
         await pilot.click(Timeline, offset=(LABEL_WIDTH + column, 1))
@@ -261,9 +261,10 @@ def test_a_view_with_too_many_events_asks_to_zoom_in(apply_trace, monkeypatch):
 def test_256_lanes_scroll_to_the_selected_event(apply_trace, tmp_path):
     """In a 256-vCPU trace, jumping to a patch on cpu250 scrolls its lane into view and highlights it."""
     header = json.loads(apply_trace.read_text().splitlines()[0])
-    events = [{"t": cpu, "vcpu": cpu, "kind": "cpu_start", "by": None if cpu == 0 else 0} for cpu in range(256)]
-    events.append({"t": 1_000, "vcpu": 250, "kind": "patch", "payload": "hello", "function": "xen_extra_version",
-                   "address": 0x102420, "old": "b8d9301000", "new": "e9db6b5200"})
+    events = [{"t": cpu, "vcpu": cpu, "kind": EventKind.CPU_START, "by": None if cpu == 0 else 0}
+              for cpu in range(256)]
+    events.append({"t": 1_000, "vcpu": 250, "kind": EventKind.PATCH, "payload": "hello",
+                   "function": "xen_extra_version", "address": 0x102420, "old": "b8d9301000", "new": "e9db6b5200"})
     path = tmp_path / "wide.jsonl"
     path.write_text("".join(json.dumps(record, separators=(",", ":")) + "\n"
                             for record in [{**header, "vcpus": 256, "events": len(events)}, *events]))

@@ -14,7 +14,7 @@ from .errors import (
 from .firmware import builtin_firmware
 from .image import Image, Symbol, load_image
 from .machine import Machine, MachineConfig
-from .trace import Event, Trace
+from .tracing.trace import Event, Trace
 
 __all__ = [
     "ConfigError",

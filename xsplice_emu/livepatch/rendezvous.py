@@ -29,9 +29,10 @@ from ..platform import (
     XSPLICE_SERIALISE,
     XSPLICE_WAIT,
 )
+from ..tracing.kinds import EventKind
 
 DEFAULT_TIMEOUT_NS = 30_000_000
-TRACED_ANSWERS = {XSPLICE_IRQ_OFF: "irq_masked", XSPLICE_IRQ_ON: "irq_unmasked"}
+TRACED_ANSWERS = {XSPLICE_IRQ_OFF: EventKind.IRQ_MASKED, XSPLICE_IRQ_ON: EventKind.IRQ_UNMASKED}
 
 Program = Generator[int, int, None]
 Perform = Callable[[Vcpu], Generator[int, int, int | None]]
@@ -105,7 +106,7 @@ class Rendezvous:
         work.requested_ps = machine.now_ps
         work._host_started = time.perf_counter()
         self.work = work
-        machine.trace.emit(machine.now_ns, None, "action_requested", payload=work.name, action=work.action,
+        machine.trace.emit(machine.now_ns, None, EventKind.ACTION_REQUESTED, payload=work.name, action=work.action,
                            from_vcpu=from_vcpu, timeout_ns=work.timeout_ns)
         machine.memory.write_u8(self._work_to_do + from_vcpu, 1)
         machine.call(from_vcpu, self._reschedule, wait=False)
@@ -129,7 +130,7 @@ class Rendezvous:
     def _now(self, vcpu: Vcpu) -> int:
         return self.machine.time_of(vcpu)
 
-    def _emit(self, vcpu: Vcpu | None, kind: str, **fields) -> None:
+    def _emit(self, vcpu: Vcpu | None, kind: EventKind, **fields) -> None:
         time_ps = self.machine.now_ps if vcpu is None else self._now(vcpu)
         self.machine.trace.emit(time_ps // PS_PER_NS, None if vcpu is None else vcpu.index, kind, **fields)
 
@@ -143,7 +144,7 @@ class Rendezvous:
         self._waiters[condition].clear()
 
     def _arrived(self, vcpu: Vcpu, work: Work, phase: str) -> None:
-        self._emit(vcpu, "arrived", phase=phase, count=work.semaphore, of=work.cpus)
+        self._emit(vcpu, EventKind.ARRIVED, phase=phase, count=work.semaphore, of=work.cpus)
         if work.semaphore == work.cpus:
             self._notify("arrived", self._now(vcpu))
 
@@ -166,7 +167,7 @@ class Rendezvous:
         work.master = vcpu.index
         online = [v.index for v in machine.vcpus if v.state is not VcpuState.WAITING_FOR_START]
         work.cpus = len(online) - 1
-        self._emit(vcpu, "master_elected", cpus=work.cpus)
+        self._emit(vcpu, EventKind.MASTER_ELECTED, cpus=work.cpus)
         self._mask_nmis(vcpu)
         for index in online:
             if index != vcpu.index:
@@ -180,7 +181,7 @@ class Rendezvous:
             if work.semaphore != work.cpus:
                 rc = self._abort(vcpu, work, phase)
                 break
-            self._emit(vcpu, "phase_complete", phase=phase)
+            self._emit(vcpu, EventKind.PHASE_COMPLETE, phase=phase)
             if phase == "CPU":
                 work.semaphore, work.ready = 0, True
                 self._notify("ready", self._now(vcpu))
@@ -188,7 +189,7 @@ class Rendezvous:
         if rc == 0:
             yield XSPLICE_IRQ_OFF
             work.all_parked_ps = self._now(vcpu)
-            self._emit(vcpu, "quiesced")
+            self._emit(vcpu, EventKind.QUIESCED)
             rc = yield from work.perform(vcpu)
             yield XSPLICE_SERIALISE
             yield XSPLICE_IRQ_ON
@@ -202,9 +203,9 @@ class Rendezvous:
         work.host_seconds = time.perf_counter() - work._host_started
         self._notify("ready", work.released_ps)
         self._notify("done", work.released_ps)
-        self._emit(vcpu, "released", rc=rc)
+        self._emit(vcpu, EventKind.RELEASED, rc=rc)
         self._log(vcpu, f"xsplice: {work.name} finished {work.action} with rc={rc}")
-        self._emit(vcpu, "left")
+        self._emit(vcpu, EventKind.LEFT)
         yield XSPLICE_RETURN
 
     def _follower(self, vcpu: Vcpu, work: Work) -> Program:
@@ -219,12 +220,12 @@ class Rendezvous:
         yield XSPLICE_SERIALISE
         yield XSPLICE_IRQ_ON
         self._clear_work_to_do(vcpu)
-        self._emit(vcpu, "left")
+        self._emit(vcpu, EventKind.LEFT)
         yield XSPLICE_RETURN
 
     def _abort(self, vcpu: Vcpu, work: Work, phase: str) -> int:
         self._log(vcpu, f"xsplice: Timed out on semaphore in {phase} quiesce phase {work.semaphore}/{work.cpus}")
-        self._emit(vcpu, "abort", reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus)
+        self._emit(vcpu, EventKind.ABORT, reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus)
         return -errno.EBUSY
 
     # -- guest state -------------------------------------------------------------
@@ -237,20 +238,20 @@ class Rendezvous:
     def _on_nmi(self, vcpu: Vcpu) -> None:
         """An NMI was delivered: it is lost when the firmware's callback is not the default one."""
         if self.machine.memory.read_u64(self._nmi_callback) != self._default_nmi_callback:
-            self._emit(vcpu, "nmi_lost")
+            self._emit(vcpu, EventKind.NMI_LOST)
 
     def _mask_nmis(self, vcpu: Vcpu) -> None:
         memory = self.machine.memory
         self._saved_nmi_callback = memory.read_u64(self._nmi_callback)
         self._nmi_count_masked = self._nmis_counted()
         memory.write_u64(self._nmi_callback, self._mask_callback)
-        self._emit(vcpu, "nmi_masked")
+        self._emit(vcpu, EventKind.NMI_MASKED)
 
     def _unmask_nmis(self, vcpu: Vcpu, work: Work) -> None:
         work.nmis_lost = self._nmis_counted() - self._nmi_count_masked
         self.machine.memory.write_u64(self._nmi_callback, self._saved_nmi_callback)
-        self._emit(vcpu, "nmi_unmasked", lost=work.nmis_lost)
+        self._emit(vcpu, EventKind.NMI_UNMASKED, lost=work.nmis_lost)
 
     def _log(self, vcpu: Vcpu, text: str) -> None:
         self.log.append(text)
-        self._emit(vcpu, "log", text=text)
+        self._emit(vcpu, EventKind.LOG, text=text)

@@ -16,6 +16,7 @@ from typing import Generator
 from ..errors import LivepatchError
 from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
+from ..tracing.kinds import EventKind
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
 from .payload import FuncRecord, LoadedPayload, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
@@ -87,7 +88,7 @@ class Livepatch:
         self._free = _page_align(loaded.end)
         payload = Payload(name, loaded)
         self.payloads[name] = payload
-        self.machine.trace.emit(self.machine.now_ns, None, "upload", payload=name,
+        self.machine.trace.emit(self.machine.now_ns, None, EventKind.UPLOAD, payload=name,
                                 build_id=loaded.build_id.hex(), functions=len(loaded.funcs))
         return payload
 
@@ -177,7 +178,7 @@ class Livepatch:
         if payload.state is not PayloadState.CHECKED:
             raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
         del self.payloads[payload.name]
-        self.machine.trace.emit(self.machine.now_ns, None, "unload", payload=payload.name)
+        self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)
 
     # -- running an action to the end ---------------------------------------
     def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
@@ -268,9 +269,9 @@ class Livepatch:
         work = self.rendezvous.work
         work.bytes_written += len(new)
         now = machine.time_of(vcpu) // PS_PER_NS
-        machine.trace.emit(now, vcpu.index, "patch", payload=work.name, function=func.name,
+        machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=func.name,
                            address=func.old_addr, old=old.hex(), new=new.hex())
-        machine.trace.emit(now, vcpu.index, "flush", begin=func.old_addr, end=func.old_addr + len(new),
+        machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=func.old_addr, end=func.old_addr + len(new),
                            vcpus=len(machine.vcpus))
 
 

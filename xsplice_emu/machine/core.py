@@ -14,7 +14,8 @@ from unicorn import UcError
 from ..errors import ConfigError, GuestFault, MachineError
 from ..image import Image
 from ..platform import CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE
-from ..trace import Trace
+from ..tracing.kinds import EventKind
+from ..tracing.trace import Trace
 from . import native
 from .calls import CallSlots
 from .console import Console
@@ -82,7 +83,7 @@ class Machine:
             install(vcpu, self, returns)
         self.now_ps = 0
         self.vcpus[0].start(image.entry, at_ps=0, arguments=(0, config.vcpus))
-        self.emit(self.vcpus[0], "cpu_start", by=None)
+        self.emit(self.vcpus[0], EventKind.CPU_START, by=None)
         self.scheduler.queue(self.vcpus[0])
 
     def _load(self, image: Image) -> None:
@@ -142,9 +143,9 @@ class Machine:
                 self.scheduler.queue(vcpu)
                 return
             if vcpu.state is VcpuState.HALTED:
-                self.emit(vcpu, "wake")
+                self.emit(vcpu, EventKind.WAKE)
             else:
-                self.emit(vcpu, "unpark", cause="interrupt")
+                self.emit(vcpu, EventKind.UNPARK, cause="interrupt")
             vcpu.wake()
             self.scheduler.forget(vcpu)
         if vcpu.nmi_pending or vcpu.pending_vectors:
@@ -175,17 +176,17 @@ class Machine:
             if self.memory.read(vcpu.pc - len(halt), len(halt)) != halt:
                 raise self.fault(vcpu, "emulation stopped for no known reason", vcpu.pc)
             vcpu.settle(VcpuState.HALTED)
-            self.emit(vcpu, "halt", interrupts_enabled=vcpu.interrupts_enabled)
+            self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
         elif reason is StopReason.PARK:
             vcpu.settle(VcpuState.PARKED)
 
     def _trace_delivery(self, vcpu: Vcpu, vector: int, sender: int | None) -> None:
         if vector == self.arch.nmi_vector:
-            self.emit(vcpu, "nmi", vector=vector, sender=sender)
+            self.emit(vcpu, EventKind.NMI, vector=vector, sender=sender)
             for observer in self.nmi_observers:
                 observer(vcpu)
         else:
-            self.emit(vcpu, "interrupt", vector=vector, sender=sender)
+            self.emit(vcpu, EventKind.INTERRUPT, vector=vector, sender=sender)
 
     # -- what the hooks and devices call ----------------------------------
     def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
@@ -194,7 +195,7 @@ class Machine:
             insn = self.arch.first_instruction(self.memory.read(pc, 16), pc)
         except MachineError:
             insn = "(outside RAM)"
-        self.emit(vcpu, "fault", what=what, rip=pc)
+        self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
         message = (f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.image.describe(pc)}>: {insn}; "
                    f"last console line: {self.console.last_line(vcpu.index)!r}")
         return GuestFault(message, vcpu=vcpu.index, rip=pc)
@@ -206,14 +207,14 @@ class Machine:
             vcpu.inject(intno, return_pc=pc)
         except MachineError as exc:
             raise self.fault(vcpu, f"exception {EXCEPTION_NAMES.get(intno, intno)} with no handler ({exc})", pc) from None
-        self.emit(vcpu, "exception", vector=intno, rip=pc)
+        self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
 
     def interrupt_return(self, vcpu: Vcpu) -> None:
         """A handler returns. It ends NMI blocking; stop so a waiting NMI is taken at once."""
         vector, ended_nmi_blocking = vcpu.interrupt_return()
-        self.emit(vcpu, "iret", vector=vector)
+        self.emit(vcpu, EventKind.IRET, vector=vector)
         if ended_nmi_blocking:
-            self.emit(vcpu, "nmi_unblocked")
+            self.emit(vcpu, EventKind.NMI_UNBLOCKED)
             if vcpu.nmi_pending:
                 vcpu.stop(StopReason.HOOK)
 
@@ -223,10 +224,10 @@ class Machine:
             raise self.fault(by, f"start of vCPU {index}, which does not exist or already runs", by.current_pc())
         target = self.vcpus[index]
         target.start(self.image.entry, at_ps=by.current_time_ps(), arguments=(index, len(self.vcpus)))
-        self.emit(target, "cpu_start", by=by.index)
+        self.emit(target, EventKind.CPU_START, by=by.index)
         self.scheduler.queue(target)
 
-    def emit(self, vcpu: Vcpu, kind: str, **fields: Any) -> None:
+    def emit(self, vcpu: Vcpu, kind: EventKind, **fields: Any) -> None:
         """A trace event on `vcpu` at its current virtual time."""
         self.trace.emit(vcpu.current_time_ps() // PS_PER_NS, vcpu.index, kind, **fields)
 
@@ -244,20 +245,20 @@ class Machine:
         target = self._vcpu(index)
         sent_ps = self.now_ps if at_ps is None else at_ps
         target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector, sender)
-        self.trace.emit(sent_ps // PS_PER_NS, sender, "ipi", to=index, vector=vector)
+        self.trace.emit(sent_ps // PS_PER_NS, sender, EventKind.IPI, to=index, vector=vector)
         self.scheduler.queue(target)
 
     def park(self, vcpu: Vcpu) -> None:
         """From inside `vcpu`'s own port hook: stop it until released or interrupted."""
         vcpu.stop(StopReason.PARK)
-        self.emit(vcpu, "park")
+        self.emit(vcpu, EventKind.PARK)
 
     def release(self, index: int, *, at_ps: int) -> None:
         """Let a parked vCPU run again from `at_ps`."""
         vcpu = self._vcpu(index)
         if vcpu.state is VcpuState.PARKED:
             vcpu.release(at_ps)
-            self.emit(vcpu, "unpark", cause="release")
+            self.emit(vcpu, EventKind.UNPARK, cause="release")
             self.scheduler.queue(vcpu)
 
     def invalidate_code(self, begin: int, end: int) -> None:

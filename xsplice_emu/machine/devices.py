@@ -16,6 +16,7 @@ from ..platform import (
     PORT_TASK,
     PORT_TIMER,
 )
+from ..tracing.kinds import EventKind
 from .console import Console
 from .spec import PS_PER_NS
 from .vcpu import StopReason, Vcpu
@@ -59,17 +60,17 @@ class Ports:
     def _console(self, vcpu: Vcpu, value: int) -> None:
         line = self.console.put(vcpu.index, value & 0xFF, vcpu.current_time_ps() // PS_PER_NS)
         if line is not None:
-            self.machine.emit(vcpu, "console", text=line.text)
+            self.machine.emit(vcpu, EventKind.CONSOLE, text=line.text)
 
     def _timer(self, vcpu: Vcpu, value: int) -> None:
         vcpu.program_timer(value & 0xFF, now_ps=vcpu.current_time_ps(), period_ps=self.machine.timer_period_ps)
-        self.machine.emit(vcpu, "timer", vector=vcpu.timer_vector)
+        self.machine.emit(vcpu, EventKind.TIMER, vector=vcpu.timer_vector)
 
     def _task(self, vcpu: Vcpu, value: int) -> None:
         name = self._task_names.get(value)
         if name is None:
             name = self._task_names[value] = self.machine.image.describe(value)
-        self.machine.emit(vcpu, "task", task=name)
+        self.machine.emit(vcpu, EventKind.TASK, task=name)
 
     def _start_cpu(self, vcpu: Vcpu, value: int) -> None:
         self.machine.start_cpu(value, by=vcpu)

@@ -6,18 +6,18 @@ imports Textual.
 
 from .checkpoints import StateCheckpoints
 from .export import export_chrome
+from .kinds import EventKind, Field
 from .reader import TraceFile
-from .schema import HEADER, KINDS, Field, Kind
+from .schema import HEADER
 from .spans import Span, State, StateTracker, lane_spans, state_spans
 from .summary import ActionSummary, Arrival, summarize
 
 __all__ = [
     "HEADER",
-    "KINDS",
     "ActionSummary",
     "Arrival",
+    "EventKind",
     "Field",
-    "Kind",
     "Span",
     "StateCheckpoints",
     "State",

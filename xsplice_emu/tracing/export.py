@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..platform import CALL_FUNCTION_VECTOR, NMI_VECTOR
-from ..trace import Event
+from .kinds import EventKind
 from .reader import TraceFile
 from .spans import VECTOR_NAMES, StateTracker
 from .summary import SUMMARY_KINDS, ActionSummary, summarize
+from .trace import Event
 
 PID = 1
 CONTROLLER_TID = 0
@@ -79,6 +80,7 @@ class _Builder:
     _kicks: dict[int, tuple[int, int]] = field(default_factory=dict)  # vCPU -> (master, kick time)
     _master: int | None = None
     _parked: int = 0
+    _last_nmi: dict[str, Any] | None = None  # the last NMI's instant, renamed if `nmi_lost` follows
 
     def feed(self, event: Event) -> None:
         self.count += 1
@@ -125,8 +127,14 @@ class _Builder:
             self._kicks[to] = (self._master, event.time_ns)
 
     def _nmi(self, event: Event) -> None:
-        lost = event.fields["lost"]
-        self._instant(event, "NMI lost" if lost else "NMI", "nmi", event.fields)
+        self._instant(event, "NMI", "nmi", {**event.fields, "lost": False})
+        self._last_nmi = self.marks[-1]
+
+    def _nmi_lost(self, event: Event) -> None:
+        nmi = self._last_nmi
+        if nmi is not None and (nmi["tid"], nmi["ts"]) == (_tid(event.vcpu), _us(event.time_ns)):
+            nmi["name"] = "NMI lost"
+            nmi["args"]["lost"] = True
 
     def _patch(self, event: Event) -> None:
         fields = event.fields
@@ -165,7 +173,8 @@ class _Builder:
 
 
 _MARKS = {kind: getattr(_Builder, f"_{kind}") for kind in (
-    "ipi", "nmi", "patch", "console", "abort", "master_elected", "phase_complete", "arrived", "park", "unpark")}
+    EventKind.IPI, EventKind.NMI, EventKind.NMI_LOST, EventKind.PATCH, EventKind.CONSOLE, EventKind.ABORT,
+    EventKind.MASTER_ELECTED, EventKind.PHASE_COMPLETE, EventKind.ARRIVED, EventKind.PARK, EventKind.UNPARK)}
 
 
 def _thread_meta(tid: int, name: str) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@
     trace.time_of(i)                        # virtual ns of event i, without parsing it
     trace.events(0, 100)                    # events 0..99, parsed now
     trace.window(t0_ns, t1_ns)              # events with t0 <= t < t1 (bisect)
-    trace.find({"patch"}, start=i)          # next patch event at or after i, or None
+    trace.find({EventKind.PATCH}, start=i)  # next patch event at or after i, or None
     trace.find(None, i, vcpus={2, 3})       # next event of any kind on vCPU 2 or 3
     trace.validate()                        # parse every line and check it against the schema
     for event in trace.checked(): ...       # the same, one event at a time
@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TraceFormatError
-from ..trace import Event
-from .schema import KINDS, check_fields, check_header
+from .kinds import BY_NAME, EventKind
+from .schema import check_fields, check_header
+from .trace import Event
 
 _PREFIX = b'{"t":'
 
@@ -119,7 +120,7 @@ class TraceFile:
         """Every event in order, parsed one at a time."""
         return (self._parse(i) for i in range(len(self)))
 
-    def find(self, kinds: Collection[str] | None = None, start: int = 0, *,
+    def find(self, kinds: Collection[EventKind] | None = None, start: int = 0, *,
              vcpus: Collection[int] | None = None, backward: bool = False) -> int | None:
         """Index of the first event at or after `start` (at or before, `backward`)
         whose kind is in `kinds` and whose vCPU is in `vcpus` (None or empty: any,
@@ -144,7 +145,7 @@ class TraceFile:
         vcpus = self.vcpus
         for index in range(len(self)):
             event = self._parse(index)
-            problem = check_fields(KINDS[event.kind], event.fields)
+            problem = check_fields(event.kind, event.fields)
             if problem is None and event.time_ns != self._times[index]:
                 problem = f"\"t\" is {event.time_ns!r}, but the line starts with {self._times[index]}"
             if problem is None and event.vcpu is not None and not 0 <= event.vcpu < vcpus:
@@ -165,13 +166,14 @@ class TraceFile:
             raise self._error(index, "not a JSON object")
         time_ns = record.pop("t", None)
         vcpu = record.pop("vcpu", ...)
-        kind = record.pop("kind", None)
+        name = record.pop("kind", None)
+        kind = BY_NAME.get(name) if type(name) is str else None
         if type(time_ns) is not int:
             raise self._error(index, f"\"t\" is {time_ns!r}, not a time in ns")
         if vcpu is not None and type(vcpu) is not int:
             raise self._error(index, f"\"vcpu\" is {'missing' if vcpu is ... else repr(vcpu)}, not a vCPU or null")
-        if kind not in KINDS:
-            raise self._error(index, f"unknown event kind {kind!r}")
+        if kind is None:
+            raise self._error(index, f"unknown event kind {name!r}")
         return Event(time_ns, vcpu, kind, record)
 
     def _error(self, index: int, problem: str) -> TraceFormatError:

@@ -1,19 +1,18 @@
-"""The trace format as data: header fields, event kinds and their fields.
+"""The trace format as data: the header's fields, the field types, and checks.
 
-docs/trace-format.md describes the same kinds in prose (a test checks that
-they agree). `check_header` and `check_fields` say what is wrong with a
-header or an event's fields, or return None.
+Event kinds and their fields are `kinds.EventKind`. `check_header`,
+`check_fields` and `check_event` say what is wrong with a header, an
+event's fields or an event about to be emitted, or return None.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..trace import FORMAT_VERSION
+from .kinds import EventKind, Field
 
 FORMAT = "xsplice-emu-trace"
-VERSION = FORMAT_VERSION
+VERSION = 1
 
 
 def _is_int(value: Any) -> bool:
@@ -40,28 +39,6 @@ TYPES: dict[str, Callable[[Any], bool]] = {
 }
 
 
-@dataclass(frozen=True)
-class Field:
-    """A named field, its type (a key of TYPES) and what it means."""
-
-    name: str
-    type: str
-    meaning: str
-
-
-@dataclass(frozen=True)
-class Kind:
-    """An event kind: its name, what it means and its own fields."""
-
-    name: str
-    meaning: str
-    fields: tuple[Field, ...] = ()
-
-
-def _kind(name: str, meaning: str, *fields: tuple[str, str, str]) -> Kind:
-    return Kind(name, meaning, tuple(Field(*f) for f in fields))
-
-
 HEADER: tuple[Field, ...] = (
     Field("format", "str", f"always {FORMAT!r}"),
     Field("version", "int", f"format version ({VERSION})"),
@@ -72,58 +49,6 @@ HEADER: tuple[Field, ...] = (
     Field("clock_hz", "int", "virtual instructions per second"),
     Field("events", "int", "number of event lines that follow"),
 )
-
-_VECTOR = ("vector", "int", "the vector")
-_SENDER = ("sender", "int?", "the sending vCPU; null: the controller or the local timer")
-_PAYLOAD = ("payload", "str", "the payload's name")
-_PHASE = ("phase", "str", "CPU or IRQ")
-_TEXT = ("text", "str", "the line")
-
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    # the machine: what each vCPU does
-    _kind("cpu_start", "a vCPU started at _start", ("by", "int?", "the vCPU that started it; null: the machine")),
-    _kind("timer", "the vCPU programmed its periodic timer", ("vector", "int", "the timer's vector (0: off)")),
-    _kind("task", "the scheduler switched the vCPU to a task", ("task", "str", "the task function's symbol")),
-    _kind("halt", "the vCPU executed hlt", ("interrupts_enabled", "bool", "IF at the hlt")),
-    _kind("wake", "a halted vCPU woke to take an interrupt"),
-    _kind("interrupt", "a maskable interrupt was delivered", _VECTOR, _SENDER),
-    _kind("nmi", "an NMI was delivered", _VECTOR, _SENDER,
-          ("lost", "bool", "nmi_callback was not default_nmi_callback: the NMI is swallowed")),
-    _kind("exception", "a CPU exception was delivered", _VECTOR, ("rip", "int", "where it happened")),
-    _kind("iret", "the innermost handler returned", ("vector", "int?", "its vector; null: unknown")),
-    _kind("nmi_unblocked", "an iretq ended NMI blocking"),
-    _kind("park", "the vCPU waits in check_for_xsplice_work"),
-    _kind("unpark", "a parked vCPU runs again", ("cause", "str", "release or interrupt")),
-    _kind("ipi", "an interrupt was sent (vcpu: the sender)",
-          ("to", "int", "the receiving vCPU"), ("vector", "int", "the vector (2: NMI)")),
-    _kind("console", "the vCPU printed a line", _TEXT),
-    _kind("fault", "the guest faulted; the run stopped", ("what", "str", "what happened"), ("rip", "int", "where")),
-    # live patching
-    _kind("upload", "a payload was loaded", _PAYLOAD, ("build_id", "hex", "its build-id"),
-          ("functions", "int", "function records")),
-    _kind("unload", "a payload was dropped", _PAYLOAD),
-    _kind("action_requested", "an action was requested; the rendezvous starts", _PAYLOAD,
-          ("action", "str", "apply, revert or replace"), ("from_vcpu", "int", "the vCPU kicked first"),
-          ("timeout_ns", "int", "the rendezvous deadline")),
-    _kind("master_elected", "the first vCPU in became master", ("cpus", "int", "vCPUs it waits for")),
-    _kind("nmi_masked", "the master masked NMIs"),
-    _kind("nmi_unmasked", "the master unmasked NMIs", ("lost", "int", "NMIs swallowed meanwhile")),
-    _kind("arrived", "a vCPU reached a phase", _PHASE, ("count", "int", "arrived so far"),
-          ("of", "int", "vCPUs awaited")),
-    _kind("phase_complete", "every vCPU arrived in a phase", _PHASE),
-    _kind("irq_masked", "the vCPU disabled its IRQs for the rendezvous"),
-    _kind("irq_unmasked", "the vCPU enabled its IRQs again"),
-    _kind("quiesced", "every vCPU parked with IRQs off: the patch window opens"),
-    _kind("patch", "the master rewrote a function's start", _PAYLOAD, ("function", "str", "the function"),
-          ("address", "int", "where"), ("old", "hex", "bytes before"), ("new", "hex", "bytes written")),
-    _kind("flush", "translated code of a range dropped on every vCPU", ("begin", "int", "first address"),
-          ("end", "int", "end address"), ("vcpus", "int", "vCPUs flushed")),
-    _kind("abort", "the deadline passed: nothing patched, -EBUSY", ("reason", "str", "why"),
-          ("arrived", "int", "vCPUs arrived"), ("of", "int", "vCPUs awaited")),
-    _kind("released", "the action is over; every vCPU is let go", ("rc", "int", "the action's result")),
-    _kind("left", "the vCPU returned from check_for_xsplice_work"),
-    _kind("log", "a hypervisor log line", _TEXT),
-)}
 
 EVENT_KEYS = ("t", "vcpu", "kind")
 
@@ -137,9 +62,16 @@ def check_header(header: Any) -> str | None:
     return _check(header, HEADER, "header")
 
 
-def check_fields(kind: Kind, fields: dict[str, Any]) -> str | None:
+def check_fields(kind: EventKind, fields: dict[str, Any]) -> str | None:
     """What is wrong with the fields of an event of `kind`, or None."""
-    return _check(fields, kind.fields, f"{kind.name} event")
+    return _check(fields, kind.fields, f"{kind.value} event")
+
+
+def check_event(kind: Any, fields: dict[str, Any]) -> str | None:
+    """What is wrong with an event about to be emitted (its kind, then its fields), or None."""
+    if not isinstance(kind, EventKind):
+        return f"{kind!r} is not an EventKind"
+    return check_fields(kind, fields)
 
 
 def _check(record: dict[str, Any], spec: tuple[Field, ...], what: str) -> str | None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from ..platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, EXCEPTION_NAMES, LOCAL_TIMER_VECTOR
-from ..trace import Event
+from .kinds import EventKind
+from .trace import Event
 
 VECTOR_NAMES = {LOCAL_TIMER_VECTOR: "timer", CALL_FUNCTION_VECTOR: "call-function",
                 EVENT_CHECK_VECTOR: "event-check"}
@@ -155,7 +156,12 @@ class StateTracker:
         self._push(vcpu, t, State.IRQ, VECTOR_NAMES.get(vector, f"irq {vector:#x}"))
 
     def _nmi(self, vcpu, t, fields):
-        self._push(vcpu, t, State.NMI, "NMI (lost)" if fields["lost"] else "NMI")
+        self._push(vcpu, t, State.NMI, "NMI")
+
+    def _nmi_lost(self, vcpu, t, fields):
+        stack = self.stacks.get(vcpu)
+        if stack and stack[-1].state is State.NMI:
+            stack[-1] = _Open(State.NMI, "NMI (lost)", stack[-1].start_ns)
 
     def _exception(self, vcpu, t, fields):
         self._push(vcpu, t, State.EXCEPTION, EXCEPTION_NAMES.get(fields["vector"], f"exception {fields['vector']}"))
@@ -187,8 +193,9 @@ class StateTracker:
 
 
 _RULES = {kind: getattr(StateTracker, f"_{kind}") for kind in (
-    "cpu_start", "task", "halt", "wake", "interrupt", "nmi", "exception", "iret", "master_elected",
-    "arrived", "quiesced", "irq_unmasked", "park", "unpark", "left")}
+    EventKind.CPU_START, EventKind.TASK, EventKind.HALT, EventKind.WAKE, EventKind.INTERRUPT, EventKind.NMI,
+    EventKind.NMI_LOST, EventKind.EXCEPTION, EventKind.IRET, EventKind.MASTER_ELECTED, EventKind.ARRIVED,
+    EventKind.QUIESCED, EventKind.IRQ_UNMASKED, EventKind.PARK, EventKind.UNPARK, EventKind.LEFT)}
 
 
 def _track(events: Iterable[Event], end_ns: int | None, resume: OpenStates | None = None) -> StateTracker:

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..trace import Event
+from .kinds import EventKind
+from .trace import Event
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def summarize(events: Iterable[Event]) -> list[ActionSummary]:
     current: ActionSummary | None = None
     for event in events:
         kind, fields = event.kind, event.fields
-        if kind == "action_requested":
+        if kind == EventKind.ACTION_REQUESTED:
             if current is not None:
                 done.append(current)
             current = ActionSummary(fields["payload"], fields["action"], event.time_ns, fields["timeout_ns"])
@@ -118,14 +119,14 @@ def _patch(summary: ActionSummary, event: Event) -> ActionSummary:
 
 
 _STEPS = {
-    "master_elected": lambda s, e: replace(s, master=e.vcpu, elected_ns=e.time_ns),
-    "phase_complete": _phase,
-    "arrived": _arrived,
-    "quiesced": lambda s, e: replace(s, all_parked_ns=e.time_ns),
-    "irq_unmasked": _irq_unmasked,
-    "patch": _patch,
-    "abort": lambda s, e: replace(s, aborted_ns=e.time_ns, abort_reason=e.fields["reason"]),
-    "nmi_unmasked": lambda s, e: replace(s, nmis_lost=e.fields["lost"]),
-    "released": lambda s, e: replace(s, rc=e.fields["rc"], released_ns=e.time_ns),
+    EventKind.MASTER_ELECTED: lambda s, e: replace(s, master=e.vcpu, elected_ns=e.time_ns),
+    EventKind.PHASE_COMPLETE: _phase,
+    EventKind.ARRIVED: _arrived,
+    EventKind.QUIESCED: lambda s, e: replace(s, all_parked_ns=e.time_ns),
+    EventKind.IRQ_UNMASKED: _irq_unmasked,
+    EventKind.PATCH: _patch,
+    EventKind.ABORT: lambda s, e: replace(s, aborted_ns=e.time_ns, abort_reason=e.fields["reason"]),
+    EventKind.NMI_UNMASKED: lambda s, e: replace(s, nmis_lost=e.fields["lost"]),
+    EventKind.RELEASED: lambda s, e: replace(s, rc=e.fields["rc"], released_ns=e.time_ns),
 }
-SUMMARY_KINDS = frozenset({"action_requested", *_STEPS})  # the kinds summarize() reads
+SUMMARY_KINDS = frozenset({EventKind.ACTION_REQUESTED, *_STEPS})  # the kinds summarize() reads

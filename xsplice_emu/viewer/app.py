@@ -16,7 +16,7 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from ..errors import TraceFormatError
-from ..tracing import KINDS, TraceFile
+from ..tracing import EventKind, TraceFile
 from . import canvas
 from .actions import STEPS, action_of, actions
 from .bookmarks import Bookmarks
@@ -33,8 +33,8 @@ from .timeline import Timeline
 from .times import instant
 from .viewport import Viewport
 
-JUMPS = {"patch": frozenset({"patch"}), "IPI": frozenset({"ipi"}), "NMI": frozenset({"nmi"}),
-         "abort": frozenset({"abort"})}
+JUMPS = {"patch": frozenset({EventKind.PATCH}), "IPI": frozenset({EventKind.IPI}),
+         "NMI": frozenset({EventKind.NMI}), "abort": frozenset({EventKind.ABORT})}
 PAN = 0.25
 CHECKPOINT_DELAY_S = 0.5
 
@@ -208,7 +208,7 @@ class TraceViewer(App[TraceFormatError | None]):
         if text is None:
             return
         try:
-            self.query_filter = Query.parse(text, kinds=KINDS.keys(), vcpus=self.trace.vcpus)
+            self.query_filter = Query.parse(text, vcpus=self.trace.vcpus)
         except QueryError as exc:
             self._update(message=str(exc))
             return

@@ -15,8 +15,8 @@ from itertools import groupby
 from rich.segment import Segment
 from rich.style import Style
 
-from ..trace import Event
-from ..tracing import ActionSummary, Span, State
+from ..tracing import ActionSummary, EventKind, Span, State
+from ..tracing.trace import Event
 from .times import tick_label, tick_step
 from .viewport import Viewport
 
@@ -41,17 +41,19 @@ _LIGHT = frozenset({State.PARKED, State.IRQ, State.WINDOW})  # states whose colo
 _RULER = Style(color="#9e9e9e")
 _BAR = Style(color="black", bgcolor="#4dd0e1", bold=True)
 
-MARKERS = {"patch": "P", "ipi": "›", "nmi": "!", "abort": "X", "fault": "F", "upload": "U", "unload": "u",
-           "action_requested": "A", "released": "R", "master_elected": "M", "quiesced": "Q"}
-MARKED_KINDS = frozenset({"patch", "ipi", "nmi", "abort", "fault", "master_elected", "upload", "unload",
-                          "action_requested"})
+MARKERS = {EventKind.PATCH: "P", EventKind.IPI: "›", EventKind.NMI: "!", EventKind.NMI_LOST: "!",
+           EventKind.ABORT: "X", EventKind.FAULT: "F", EventKind.UPLOAD: "U", EventKind.UNLOAD: "u",
+           EventKind.ACTION_REQUESTED: "A", EventKind.RELEASED: "R", EventKind.MASTER_ELECTED: "M",
+           EventKind.QUIESCED: "Q"}
+MARKED_KINDS = frozenset({EventKind.PATCH, EventKind.IPI, EventKind.NMI, EventKind.ABORT, EventKind.FAULT,
+                          EventKind.MASTER_ELECTED, EventKind.UPLOAD, EventKind.UNLOAD, EventKind.ACTION_REQUESTED})
 
 
 @dataclass(frozen=True)
 class Marks:
     """Which events get a marker: those of `kinds`, and the selected event (index)."""
 
-    kinds: frozenset[str]
+    kinds: frozenset[EventKind]
     selected: int | None
 
 

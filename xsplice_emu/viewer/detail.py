@@ -8,8 +8,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ..trace import Event
-from ..tracing import KINDS, ActionSummary
+from ..tracing import ActionSummary, EventKind
+from ..tracing.trace import Event
 from .figures import figures
 from .patch_site import PatchSite
 from .symbols import Symbols
@@ -31,7 +31,7 @@ class Detail(VerticalScroll):
     def show(self, index: int, line: int, event: Event, symbols: Symbols, action: ActionSummary | None) -> None:
         """Describe event `index` (file line `line`), with its action's figures if it is one of its steps."""
         left: list[RenderableType] = [_fields(event, symbols)]
-        if event.kind == "patch":
+        if event.kind == EventKind.PATCH:
             left.append(_patch(event, symbols))
         columns = Table.grid(padding=(0, 4))
         columns.add_column(no_wrap=True)
@@ -43,7 +43,7 @@ class Detail(VerticalScroll):
 def _title(index: int, line: int, event: Event) -> Text:
     where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
     return Text.assemble((event.kind, "bold"), f"  {where}  {instant(event.time_ns)}  ",
-                         (f"event {index}, line {line}: {KINDS[event.kind].meaning}", "dim"))
+                         (f"event {index}, line {line}: {event.kind.meaning}", "dim"))
 
 
 def _fields(event: Event, symbols: Symbols) -> Table:

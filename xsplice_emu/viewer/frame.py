@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..trace import Event
+from ..tracing.trace import Event
 from ..tracing import ActionSummary, Span, StateCheckpoints, TraceFile, lane_spans, summarize
 from .viewport import MIN_SPAN_NS, Viewport
 

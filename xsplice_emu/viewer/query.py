@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
+
+from ..tracing import EventKind
+from ..tracing.kinds import BY_NAME
 
 _VCPUS = re.compile(r"(?:v?cpu)?(\d+)(?:-(\d+))?")
 
@@ -17,17 +19,17 @@ class QueryError(ValueError):
 class Query:
     """Events of `kinds` on `vcpus`; an empty set means any."""
 
-    kinds: frozenset[str] = frozenset()
+    kinds: frozenset[EventKind] = frozenset()
     vcpus: frozenset[int] = frozenset()
 
     @classmethod
-    def parse(cls, text: str, *, kinds: Collection[str], vcpus: int) -> Query:
+    def parse(cls, text: str, *, vcpus: int) -> Query:
         """`cpu3 patch`, `vcpu 2-5 ipi nmi`, `7`: vCPUs (below `vcpus`; single or ranges) and kind names."""
-        found_kinds: set[str] = set()
+        found_kinds: set[EventKind] = set()
         found_vcpus: set[int] = set()
         for word in re.sub(r"\b(v?cpu)\s+(?=\d)", r"\1", text.lower()).replace(",", " ").split():
-            if word in kinds:
-                found_kinds.add(word)
+            if word in BY_NAME:
+                found_kinds.add(BY_NAME[word])
             elif match := _VCPUS.fullmatch(word):
                 first, last = int(match[1]), int(match[2] or match[1])
                 if not first <= last < vcpus:

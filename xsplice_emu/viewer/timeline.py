@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..trace import Event
+from ..tracing.trace import Event
 from . import canvas
 from .frame import Frame
 

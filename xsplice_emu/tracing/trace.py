@@ -8,18 +8,27 @@ values when read. The written file
 virtual time, ties in emission order; the digest is the SHA-256 of exactly
 those bytes, so the same seed and options give the same digest and
 `sha256sum` of the file gives it too. Host timings never enter an event.
+
+With XSPLICE_EMU_CHECK_EVENTS=1 in the environment when a Trace is made
+(tests/conftest.py sets it for the test suite), its `emit` checks every
+event against `EventKind` and raises ValueError at the emit site; without
+it, `emit` does nothing but append.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+from .kinds import EventKind
+from .schema import FORMAT, VERSION, check_event
+
+CHECK_EVENTS = "XSPLICE_EMU_CHECK_EVENTS"
 
 
 @dataclass(frozen=True)
@@ -28,7 +37,7 @@ class Event:
 
     time_ns: int
     vcpu: int | None
-    kind: str
+    kind: EventKind
     fields: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -40,13 +49,22 @@ class Trace:
     """The events of a run in emission order; written and digested in time order."""
 
     def __init__(self, header: dict[str, Any]):
-        self.header = {"format": "xsplice-emu-trace", "version": FORMAT_VERSION, **header}
+        self.header = {"format": FORMAT, "version": VERSION, **header}
         self._events: list[Event] = []
-        self._pending: list[tuple[int, int | None, str, dict[str, Any]]] = []
+        self._pending: list[tuple[int, int | None, EventKind, dict[str, Any]]] = []
         self._rendered: tuple[int, bytes] = (-1, b"")
+        if os.environ.get(CHECK_EVENTS) == "1":
+            self.emit = self._checked_emit  # type: ignore[method-assign]
 
-    def emit(self, time_ns: int, vcpu: int | None, kind: str, **fields: Any) -> None:
+    def emit(self, time_ns: int, vcpu: int | None, kind: EventKind, **fields: Any) -> None:
         """Record an event (cheap: called from the machine's hooks; the Event is built when read)."""
+        self._pending.append((time_ns, vcpu, kind, fields))
+
+    def _checked_emit(self, time_ns: int, vcpu: int | None, kind: EventKind, **fields: Any) -> None:
+        """`emit` under XSPLICE_EMU_CHECK_EVENTS=1: raise ValueError on a bad kind or bad fields."""
+        problem = check_event(kind, fields)
+        if problem:
+            raise ValueError(f"emit at {time_ns} ns on vCPU {vcpu}: {problem}")
         self._pending.append((time_ns, vcpu, kind, fields))
 
     @property
@@ -62,7 +80,7 @@ class Trace:
         """SHA-256 (hex) of the file `write` would write now."""
         return hashlib.sha256(self._render()).hexdigest()
 
-    def of_kind(self, kind: str) -> list[Event]:
+    def of_kind(self, kind: EventKind) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
 
     def write(self, path: str | Path) -> None:
