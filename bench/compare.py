@@ -37,9 +37,11 @@ def prepare(tree: Path) -> None:
 
 def run(tree: Path, bench: str) -> dict[str, float]:
     """One `--json` run of `bench` in `tree`, flattened to {"a.b.c": number}."""
-    output = subprocess.run([sys.executable, str(tree / bench), "--json"], check=True, capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": str(tree)}).stdout
-    return dict(_numbers(json.loads(output.strip().splitlines()[-1])))
+    done = subprocess.run([sys.executable, str(tree / bench), "--json"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tree)})
+    if done.returncode:
+        sys.exit(f"{tree / bench} failed (exit {done.returncode}):\n{done.stderr.strip()}")
+    return dict(_numbers(json.loads(done.stdout.strip().splitlines()[-1])))
 
 
 def _numbers(value, prefix: str = ""):
