@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..session import Session
-from ..verbs import VERBS, Request
+from ..verbs import VERBS, Option, Request, Verb
 from .common import machine_options, print_outcome, reports_errors
 
 
@@ -40,5 +40,20 @@ def _run(requests: list[Request], vcpus, seed, firmware, boot_ms, trace_path):
     sys.exit(exit_code)
 
 
-for _command in VERBS.values():
-    livepatch.add_command(_command)
+def verb_command(verb: Verb) -> click.Command:
+    """The click command of one operator verb, made from its spec."""
+    params = [click.Argument([argument]) for argument in verb.arguments]
+    return click.Command(verb.name, help=verb.help, params=params + [_option(option) for option in verb.options],
+                         callback=lambda **values: Request(verb.name, values))
+
+
+def _option(option: Option) -> click.Option:
+    if option.type is bool:
+        return click.Option([option.flag], is_flag=True, help=option.help)
+    kind = click.FloatRange if option.type is float else click.IntRange
+    return click.Option([option.flag], type=kind(min=option.minimum, min_open=option.above), default=option.default,
+                        show_default=option.default is not None, metavar=option.metavar, help=option.help)
+
+
+for _verb in VERBS.values():
+    livepatch.add_command(verb_command(_verb))
