@@ -59,6 +59,13 @@ class Option:
     def usage(self) -> str:
         return f"[{self.flag}{' ' + self.metavar if self.type is not bool else ''}]"
 
+    @property
+    def described(self) -> str:
+        """Its help, with its range and default."""
+        limits = [f"{'>' if self.above else '>='} {self.minimum:g}"] if self.minimum is not None else []
+        limits += [f"default {self.default}"] if self.type is not bool and self.default is not None else []
+        return self.help + (f" [{'; '.join(limits)}]" if limits else "")
+
     def convert(self, text: str) -> Any:
         """`text` as this option's value; ValueError saying what is wrong."""
         try:
@@ -86,38 +93,58 @@ class Verb:
         return " ".join([self.name, *(argument.upper() for argument in self.arguments),
                          *(option.usage for option in self.options)])
 
+    @property
+    def synopsis(self) -> str:
+        """`apply NAME [OPTIONS]`."""
+        return " ".join([self.name, *(argument.upper() for argument in self.arguments)]) + \
+            (" [OPTIONS]" if self.options else "")
+
     def parse(self, words: list[str]) -> Request:
         """The request for the words after the verb; ConfigError naming the verb and what is wrong."""
+        request, rest = self.take(words)
+        if rest:
+            raise self._error(f"Unexpected argument {rest[0]!r}")
+        return request
+
+    def take(self, words: list[str]) -> tuple[Request, list[str]]:
+        """The request at the start of `words` (after the verb), and the words after it.
+
+        Options may come anywhere; the request ends at the first word that is
+        not an option once every argument is there.
+        """
         by_flag = {option.flag: option for option in self.options}
         params = {option.name: option.default for option in self.options}
-        positional = []
-        rest = iter(words)
-        for word in rest:
-            if word == "--":
-                positional += rest
-            elif word.startswith("-") and word != "-":
-                flag, has_value, value = word.partition("=")
-                option = by_flag.get(flag)
-                if option is None:
-                    raise self._error(f"unknown option {flag}")
-                if option.type is bool:
-                    if has_value:
-                        raise self._error(f"{flag} takes no value")
-                    params[option.name] = True
-                    continue
-                if not has_value and (value := next(rest, None)) is None:
-                    raise self._error(f"{flag} needs a value")
-                try:
-                    params[option.name] = option.convert(value)
-                except ValueError as exc:
-                    raise self._error(str(exc)) from None
-            else:
+        positional: list[str] = []
+        index = 0
+        while index < len(words):
+            word = words[index]
+            index += 1
+            if not word.startswith("-") or word == "-":
+                if len(positional) == len(self.arguments):
+                    index -= 1
+                    break
                 positional.append(word)
+                continue
+            flag, has_value, value = word.partition("=")
+            option = by_flag.get(flag)
+            if option is None:
+                raise self._error(f"Unknown option {flag!r}")
+            if option.type is bool:
+                if has_value:
+                    raise self._error(f"{flag} takes no value")
+                params[option.name] = True
+                continue
+            if not has_value:
+                if index == len(words):
+                    raise self._error(f"{flag} needs a value")
+                value, index = words[index], index + 1
+            try:
+                params[option.name] = option.convert(value)
+            except ValueError as exc:
+                raise self._error(str(exc)) from None
         if len(positional) < len(self.arguments):
-            raise self._error(f"missing {self.arguments[len(positional)].upper()}")
-        if len(positional) > len(self.arguments):
-            raise self._error(f"unexpected argument {positional[len(self.arguments)]!r}")
-        return Request(self.name, dict(zip(self.arguments, positional)) | params)
+            raise self._error(f"Missing argument {self.arguments[len(positional)].upper()!r}")
+        return Request(self.name, dict(zip(self.arguments, positional)) | params), words[index:]
 
     def _error(self, what: str) -> ConfigError:
         return ConfigError(f"{self.name}: {what} (usage: {self.usage})")
@@ -144,13 +171,30 @@ VERBS = {verb.name: verb for verb in (
 
 def parse(line: str | list[str]) -> Request:
     """Parse an operator command line (a string, or its words); ConfigError when it is not one."""
-    try:
-        words = shlex.split(line) if isinstance(line, str) else list(line)
-    except ValueError as exc:
-        raise ConfigError(f"cannot split {line!r}: {exc}") from None
+    words = _words(line)
     if not words:
         raise ConfigError("empty command line")
-    verb = VERBS.get(words[0])
-    if verb is None:
-        raise ConfigError(f"unknown command {words[0]!r} (one of {', '.join(VERBS)})")
-    return verb.parse(words[1:])
+    return _verb(words[0]).parse(words[1:])
+
+
+def parse_chain(line: str | list[str]) -> list[Request]:
+    """Parse `VERB ARGS [VERB ARGS]...`: each verb's request, in order."""
+    words = _words(line)
+    requests = []
+    while words:
+        request, words = _verb(words[0]).take(words[1:])
+        requests.append(request)
+    return requests
+
+
+def _words(line: str | list[str]) -> list[str]:
+    try:
+        return shlex.split(line) if isinstance(line, str) else list(line)
+    except ValueError as exc:
+        raise ConfigError(f"cannot split {line!r}: {exc}") from None
+
+
+def _verb(word: str) -> Verb:
+    if word not in VERBS:
+        raise ConfigError(f"unknown command {word!r} (one of {', '.join(VERBS)})")
+    return VERBS[word]

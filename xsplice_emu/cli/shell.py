@@ -59,7 +59,7 @@ SHELL_COMMANDS = (
 )
 STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
 COMMANDS = {command.name: command for command in (
-    *(Command(verb.usage, verb.help, tuple(f"{option.usage[1:-1]:<16} {option.help}" for option in verb.options))
+    *(Command(verb.usage, verb.help, tuple(f"{option.usage[1:-1]:<16} {option.described}" for option in verb.options))
       for verb in VERBS.values()),
     *(Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
       for kind in STEP_KINDS if kind.kind in STEP_COMMANDS),  # the livepatch kind's commands are the verbs
