@@ -56,13 +56,19 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
     @property
-    def usage(self) -> str:
-        return f"[{self.flag}{' ' + self.metavar if self.type is not bool else ''}]"
+    def form(self) -> str:
+        """`--timeout-ms MS`, or `--nodeps` for a flag."""
+        return f"{self.flag} {self.metavar}" if self.type is not bool else self.flag
+
+    @property
+    def bound(self) -> str:
+        """`> 0`, `>= 0`: what a value must be."""
+        return f"{'>' if self.above else '>='} {self.minimum:g}"
 
     @property
     def described(self) -> str:
         """Its help, with its range and default."""
-        limits = [f"{'>' if self.above else '>='} {self.minimum:g}"] if self.minimum is not None else []
+        limits = [self.bound] if self.minimum is not None else []
         limits += [f"default {self.default}"] if self.type is not bool and self.default is not None else []
         return self.help + (f" [{'; '.join(limits)}]" if limits else "")
 
@@ -74,7 +80,7 @@ class Option:
             raise ValueError(f"{self.flag} takes {'a number' if self.type is float else 'an integer'}, "
                              f"got {text!r}") from None
         if self.minimum is not None and not (value > self.minimum if self.above else value >= self.minimum):
-            raise ValueError(f"{self.flag} must be {'>' if self.above else '>='} {self.minimum:g}, got {text}")
+            raise ValueError(f"{self.flag} must be {self.bound}, got {text}")
         return value
 
 
@@ -91,7 +97,7 @@ class Verb:
     def usage(self) -> str:
         """`apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps]`."""
         return " ".join([self.name, *(argument.upper() for argument in self.arguments),
-                         *(option.usage for option in self.options)])
+                         *(f"[{option.form}]" for option in self.options)])
 
     @property
     def synopsis(self) -> str:

@@ -24,7 +24,7 @@ class _VerbsCommand(click.Command):
         with formatter.section("Verbs"):
             formatter.write_dl([(verb.synopsis, verb.help) for verb in VERBS.values()])
         with formatter.section("Options of the verbs"):
-            formatter.write_dl([(option.usage[1:-1], option.described) for option in VERB_OPTIONS.values()])
+            formatter.write_dl([(option.form, option.described) for option in VERB_OPTIONS.values()])
         formatter.write_paragraph()
         formatter.write_text(f"`{ctx.command_path} VERB --help` shows one verb.")
 
@@ -73,6 +73,6 @@ def _verb_help(ctx: click.Context, before: tuple[str, ...]) -> None:
         formatter.write_text(verb.help)
     if verb.options:
         with formatter.section("Options"):
-            formatter.write_dl([(option.usage[1:-1], option.described) for option in verb.options])
+            formatter.write_dl([(option.form, option.described) for option in verb.options])
     click.echo(formatter.getvalue().rstrip("\n"))
     ctx.exit()

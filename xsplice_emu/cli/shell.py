@@ -59,7 +59,7 @@ SHELL_COMMANDS = (
 )
 STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
 COMMANDS = {command.name: command for command in (
-    *(Command(verb.usage, verb.help, tuple(f"{option.usage[1:-1]:<16} {option.described}" for option in verb.options))
+    *(Command(verb.usage, verb.help, tuple(f"{option.form:<16} {option.described}" for option in verb.options))
       for verb in VERBS.values()),
     *(Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
       for kind in STEP_KINDS if kind.kind in STEP_COMMANDS),  # the livepatch kind's commands are the verbs
@@ -127,7 +127,8 @@ class Shell:
         if name in STEP_COMMANDS:
             self._step(STEP_COMMANDS[name].from_words(words, vcpus=len(session.machine.vcpus)))
         elif name == "info":
-            self._arguments(name, args, 0)
+            if args:
+                raise self._usage(name)
             self._info()
         elif name == "console":
             if args and not (len(args) == 1 and args[0].isdigit()):
@@ -160,11 +161,6 @@ class Shell:
                           f"got {escape(repr(check.got))}")
         if not done.checks and clock.now_ns != before:
             out.print(f"virtual time {clock.now_ns / 1e6:.3f} ms")
-
-    @staticmethod
-    def _arguments(name: str, args: list[str], count: int) -> None:
-        if len(args) != count:
-            raise Shell._usage(name)
 
     @staticmethod
     def _usage(name: str) -> ConfigError:
