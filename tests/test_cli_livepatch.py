@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from xsplice_emu.cli import main
+from xsplice_emu.errors import ConfigError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.session import Session
-from xsplice_emu.verbs import parse
+from xsplice_emu.verbs import VERBS, parse, parse_chain
 
 from helpers import PAYLOADS
 
@@ -172,3 +173,63 @@ def test_refused_upload_changes_no_guest_byte(session):
     assert outcome.errno == errno.EOPNOTSUPP and outcome.exit_code == 1
     assert session.machine.memory.digest() == before
     assert [payload.name for payload in session.livepatch.list()] == ["hello"]
+
+
+@pytest.mark.parametrize("before, after", [
+    ("apply --from-vcpu 2 hello", "apply hello --from-vcpu 2"),
+    ("revert --timeout-ms 5 --nodeps hello", "revert hello --nodeps --timeout-ms=5"),
+    ("load --from-vcpu 1 x.livepatch", "load x.livepatch --from-vcpu 1"),
+])
+def test_options_go_before_or_after_the_name(before, after):
+    """An action's options may come before or after its argument: the same request."""
+    assert parse(before) == parse(after)
+
+
+def test_a_chain_of_verbs_splits_where_each_verb_is_complete():
+    """`VERB ARGS [VERB ARGS]...` as the livepatch command reads it: options anywhere within each verb."""
+    assert parse_chain("upload h x.livepatch apply h --from-vcpu 2 list apply --nodeps h") == [
+        parse("upload h x.livepatch"), parse("apply h --from-vcpu 2"), parse("list"), parse("apply h --nodeps")]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("apply", "apply: Missing argument 'NAME' (usage: apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps])"),
+    ("apply hello --timeout-ms 0", "apply: --timeout-ms must be > 0, got 0"),
+    ("apply hello --timeout-ms soon", "apply: --timeout-ms takes a number, got 'soon'"),
+    ("apply hello --from-vcpu -1", "apply: --from-vcpu must be >= 0, got -1"),
+    ("apply hello --from-vcpu", "apply: --from-vcpu needs a value"),
+    ("apply hello --fast", "apply: Unknown option '--fast'"),
+    ("apply hello --nodeps=yes", "apply: --nodeps takes no value"),
+    ("unload hello --nodeps", "unload: Unknown option '--nodeps'"),
+    ("upload hello", "upload: Missing argument 'FILE'"),
+    ("list all", "list: Unexpected argument 'all'"),
+    ("frobnicate", "unknown command 'frobnicate' (one of upload, list, load, apply, revert, unload, replace)"),
+])
+def test_a_bad_verb_line_is_one_line_naming_the_command(line, message):
+    """Each mistake is a ConfigError of one line that names the command and what was wrong."""
+    with pytest.raises(ConfigError) as caught:
+        parse(line)
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_option_after_the_name_on_the_command_line(payloads):
+    """`xsplice-emu livepatch ... apply hello --from-vcpu 2`: the option applies, the next verb still runs."""
+    result = _livepatch("upload", "hello", "@xen_hello_world.livepatch", "apply", "hello", "--from-vcpu", "2",
+                        "--timeout-ms", "10", "list")
+    assert result.exit_code == 0, result.output
+    assert "Applying hello... completed\n" in result.stdout
+    assert result.stdout.endswith(HEADER + f"{'hello':<40}| APPLIED\n")
+
+
+def test_help_explains_the_verbs_and_their_options():
+    """`livepatch --help` lists every verb; `livepatch apply --help` shows its options and ranges."""
+    listing = CliRunner().invoke(main, ["livepatch", "--help"])
+    assert listing.exit_code == 0
+    text = " ".join(listing.stdout.split())
+    for verb in VERBS.values():
+        assert f"{verb.synopsis} {verb.help}" in text
+    apply = CliRunner().invoke(main, ["livepatch", "apply", "--help"])
+    assert apply.exit_code == 0
+    assert apply.stdout.startswith("Usage: main livepatch [OPTIONS] apply NAME [--timeout-ms MS] [--from-vcpu N]")
+    for text in ("Apply payload NAME", "--timeout-ms MS", "[> 0]", "--from-vcpu N", "[>= 0; default 0]", "--nodeps"):
+        assert text in apply.stdout

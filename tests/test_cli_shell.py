@@ -9,7 +9,8 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from xsplice_emu.cli import main
-from xsplice_emu.cli.shell import ShellCompleter
+from xsplice_emu.cli.shell import COMMANDS, ShellCompleter
+from xsplice_emu.scenario import STEP_KINDS
 from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
 
@@ -73,3 +74,49 @@ def test_completion_of_commands_payload_names_and_files(payloads):
     assert complete("apply he") == ["hello"]
     assert complete(f"load {PAYLOADS}/xen_hello_w") == ["orld.livepatch", "orld_v1.livepatch"]  # the rest of each name
     assert complete("trace ") == ["save"]
+    assert complete("help st") == ["stall"]
+    assert complete("stall ") == []
+
+
+def test_each_kind_runs_at_the_shell_prompt():
+    """Every kind's example line is a command the shell takes: no line of it is an error."""
+    lines = [kind.example[1] for kind in STEP_KINDS]
+    result = _shell(*lines)
+    assert result.exit_code == 0
+    assert "error:" not in result.stdout
+    assert "pass NMIs lost: 0" in result.stdout  # the expect example's last check
+
+
+def test_expect_at_the_shell_prints_pass_and_fail_per_check():
+    """`expect` at the prompt: one line per check, pass or FAIL with what it got."""
+    result = _shell('expect "extra_version=-unstable" state.hello=APPLIED minor_version!=99', vcpus=2)
+    assert "pass extra_version on all 2 vCPUs: '-unstable'" in result.stdout
+    assert "FAIL state of hello: expected 'APPLIED', got 'UNLOADED'" in result.stdout
+    assert "pass minor_version on all 2 vCPUs" in result.stdout
+
+
+def test_help_of_each_command_shows_its_syntax_and_summary():
+    """`help CMD` for every command prints that command's syntax, summary and details, and nothing else."""
+    for command in COMMANDS.values():
+        result = _shell(f"help {command.name}")
+        assert result.exit_code == 0
+        shown = result.stdout.split("\n", 1)[1]  # after the banner
+        lines = [command.syntax, *(f"  {line}" for line in (command.summary, *command.details))]
+        assert shown == "\n".join(lines) + "\n"
+
+
+def test_help_of_a_step_kind_shows_its_example_in_both_forms():
+    """`help stall` gives the syntax, a shell example and the same step in a scenario file."""
+    result = _shell("help stall")
+    assert "stall VCPU DURATION [DELAY]" in result.stdout
+    assert "e.g. stall 2 50ms 10us" in result.stdout
+    assert "in a scenario: stall = { vcpu = 2, ms = 50, delay_us = 10 }" in result.stdout
+
+
+def test_options_before_or_after_the_payload_name(payloads):
+    """`apply hello --from-vcpu 2` and `revert --from-vcpu 1 hello` at the prompt both complete."""
+    result = _shell(f"upload hello {PAYLOADS}/xen_hello_world.livepatch", "apply hello --from-vcpu 2",
+                    "revert --from-vcpu 1 --timeout-ms 10 hello")
+    assert "Applying hello... completed" in result.stdout
+    assert "Reverting hello... completed" in result.stdout
+    assert "error:" not in result.stdout

@@ -188,3 +188,21 @@ def test_view_opens_the_viewer_on_the_failed_scenarios_trace(payloads, tmp_path,
     assert path.name == "bad.jsonl"
     assert json.loads(path.read_text().splitlines()[0])["seed"] == 9
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the digest is that of the file
+
+
+def test_operator_options_go_before_or_after_the_name_in_a_scenario(payloads, tmp_path):
+    """`apply --from-vcpu 1 NAME` and `revert NAME --from-vcpu 1` in a scenario both run and pass."""
+    path = _scenario(tmp_path, """
+[machine]
+vcpus = 2
+[[step]]
+livepatch = "upload hello @HELLO"
+[[step]]
+livepatch = "apply --from-vcpu 1 --timeout-ms 10 hello"
+[[step]]
+livepatch = "revert hello --from-vcpu 1 --nodeps"
+[[step]]
+expect = { extra_version = "-unstable", state = { hello = "CHECKED" } }
+""")
+    result = _run(path, "-q")
+    assert result.exit_code == 0, result.output

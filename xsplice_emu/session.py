@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .duration import NS_PER_MS
 from .firmware import builtin_firmware
 from .image import load_image
 from .livepatch import Livepatch
@@ -17,7 +18,6 @@ from .operator import OperatorTool, Outcome
 from .platform import NMI_VECTOR, int_result
 from .verbs import Request
 
-NS_PER_MS = 1_000_000
 DEFAULT_BOOT_MS = 2.0
 
 

@@ -1,8 +1,9 @@
-"""The operator's command lines: one click command per `xen-livepatch` verb.
+"""The operator's command lines: one `Verb` spec per `xen-livepatch` verb.
 
-The same commands parse a verb on the `xsplice-emu livepatch` command line,
-in a scenario's `livepatch = "..."` step and at the shell prompt. Parsing
-gives a `Request`; running it on an `OperatorTool` gives an `Outcome`.
+The same specs parse a verb in a scenario's `livepatch = "..."` step and at
+the shell prompt, and the `xsplice-emu livepatch` command line is built from
+them. Options go before or after the arguments. Parsing gives a `Request`;
+running it on an `OperatorTool` gives an `Outcome`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import click
-
 from .errors import ConfigError
-from .operator import ACTION_VERBS, OperatorTool, Outcome
+from .operator import OperatorTool, Outcome
 
 
 @dataclass(frozen=True)
@@ -40,56 +39,168 @@ class Request:
         return tool.action(self.verb, params.pop("name"), **params)
 
 
-def _request(verb: str):
-    def callback(**params) -> Request:
-        return Request(verb, params)
-    return callback
+@dataclass(frozen=True)
+class Option:
+    """`--NAME VALUE` (a number, at least or above `minimum`), or `--NAME` alone when `type` is bool."""
+
+    name: str
+    help: str
+    type: type = bool
+    minimum: float | None = None
+    above: bool = False
+    default: Any = None
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def form(self) -> str:
+        """`--timeout-ms MS`, or `--nodeps` for a flag."""
+        return f"{self.flag} {self.metavar}" if self.type is not bool else self.flag
+
+    @property
+    def bound(self) -> str:
+        """`> 0`, `>= 0`: what a value must be."""
+        return f"{'>' if self.above else '>='} {self.minimum:g}"
+
+    @property
+    def described(self) -> str:
+        """Its help, with its range and default."""
+        limits = [self.bound] if self.minimum is not None else []
+        limits += [f"default {self.default}"] if self.type is not bool and self.default is not None else []
+        return self.help + (f" [{'; '.join(limits)}]" if limits else "")
+
+    def convert(self, text: str) -> Any:
+        """`text` as this option's value; ValueError saying what is wrong."""
+        try:
+            value = self.type(text)
+        except ValueError:
+            raise ValueError(f"{self.flag} takes {'a number' if self.type is float else 'an integer'}, "
+                             f"got {text!r}") from None
+        if self.minimum is not None and not (value > self.minimum if self.above else value >= self.minimum):
+            raise ValueError(f"{self.flag} must be {self.bound}, got {text}")
+        return value
 
 
-def _action_options(command):
-    """--timeout-ms, --from-vcpu and --nodeps: what the testbed adds to Xen's actions."""
-    command = click.option("--nodeps", is_flag=True, help="Skip the build-id dependency check.")(command)
-    command = click.option("--from-vcpu", default=0, show_default=True, type=click.IntRange(min=0),
-                           help="vCPU that schedules the work (the first one in becomes master).")(command)
-    return click.option("--timeout-ms", type=click.FloatRange(min=0, min_open=True),
-                        help="Rendezvous timeout in virtual ms (default: Xen's 30).")(command)
+@dataclass(frozen=True)
+class Verb:
+    """One verb: its positional arguments (parameter names, in order), its options and its help."""
+
+    name: str
+    help: str
+    arguments: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
+
+    @property
+    def usage(self) -> str:
+        """`apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps]`."""
+        return " ".join([self.name, *(argument.upper() for argument in self.arguments),
+                         *(f"[{option.form}]" for option in self.options)])
+
+    @property
+    def synopsis(self) -> str:
+        """`apply NAME [OPTIONS]`."""
+        return " ".join([self.name, *(argument.upper() for argument in self.arguments)]) + \
+            (" [OPTIONS]" if self.options else "")
+
+    def parse(self, words: list[str]) -> Request:
+        """The request for the words after the verb; ConfigError naming the verb and what is wrong."""
+        request, rest = self.take(words)
+        if rest:
+            raise self._error(f"Unexpected argument {rest[0]!r}")
+        return request
+
+    def take(self, words: list[str]) -> tuple[Request, list[str]]:
+        """The request at the start of `words` (after the verb), and the words after it.
+
+        Options may come anywhere; the request ends at the first word that is
+        not an option once every argument is there.
+        """
+        by_flag = {option.flag: option for option in self.options}
+        params = {option.name: option.default for option in self.options}
+        positional: list[str] = []
+        index = 0
+        while index < len(words):
+            word = words[index]
+            index += 1
+            if not word.startswith("-") or word == "-":
+                if len(positional) == len(self.arguments):
+                    index -= 1
+                    break
+                positional.append(word)
+                continue
+            flag, has_value, value = word.partition("=")
+            option = by_flag.get(flag)
+            if option is None:
+                raise self._error(f"Unknown option {flag!r}")
+            if option.type is bool:
+                if has_value:
+                    raise self._error(f"{flag} takes no value")
+                params[option.name] = True
+                continue
+            if not has_value:
+                if index == len(words):
+                    raise self._error(f"{flag} needs a value")
+                value, index = words[index], index + 1
+            try:
+                params[option.name] = option.convert(value)
+            except ValueError as exc:
+                raise self._error(str(exc)) from None
+        if len(positional) < len(self.arguments):
+            raise self._error(f"Missing argument {self.arguments[len(positional)].upper()!r}")
+        return Request(self.name, dict(zip(self.arguments, positional)) | params), words[index:]
+
+    def _error(self, what: str) -> ConfigError:
+        return ConfigError(f"{self.name}: {what} (usage: {self.usage})")
 
 
-VERBS: dict[str, click.Command] = {
-    "upload": click.Command("upload", callback=_request("upload"), help="Upload FILE as payload NAME.",
-                            params=[click.Argument(["name"]), click.Argument(["file"])]),
-    "list": click.Command("list", callback=_request("list"), help="List the uploaded payloads and their states."),
-    "load": _action_options(click.Command("load", callback=_request("load"),
-                                          help="Upload FILE (named after it) and apply it; unload it if that fails.",
-                                          params=[click.Argument(["file"])])),
-}
-_ACTION_HELP = {
-    "apply": "Apply payload NAME (CHECKED -> APPLIED).",
-    "revert": "Revert payload NAME, the top of the applied stack (APPLIED -> CHECKED).",
-    "unload": "Unload payload NAME (CHECKED only).",
-    "replace": "Revert every applied payload and apply NAME, in one quiesced window.",
-}
-for _verb in ACTION_VERBS.values():
-    _command = click.Command(_verb.name, callback=_request(_verb.name), params=[click.Argument(["name"])],
-                             help=_ACTION_HELP[_verb.name])
-    VERBS[_verb.name] = _command if _verb.name == "unload" else _action_options(_command)
+ACTION_OPTIONS = (  # what the testbed adds to Xen's actions
+    Option("timeout_ms", "Rendezvous timeout in virtual ms (default: Xen's 30).", float, 0, above=True, metavar="MS"),
+    Option("from_vcpu", "vCPU that schedules the work (the first one in becomes master).", int, 0, default=0,
+           metavar="N"),
+    Option("nodeps", "Skip the build-id dependency check.", default=False),
+)
+VERBS = {verb.name: verb for verb in (
+    Verb("upload", "Upload FILE as payload NAME.", ("name", "file")),
+    Verb("list", "List the uploaded payloads and their states."),
+    Verb("load", "Upload FILE (named after it) and apply it; unload it if that fails.", ("file",), ACTION_OPTIONS),
+    Verb("apply", "Apply payload NAME (CHECKED -> APPLIED).", ("name",), ACTION_OPTIONS),
+    Verb("revert", "Revert payload NAME, the top of the applied stack (APPLIED -> CHECKED).", ("name",),
+         ACTION_OPTIONS),
+    Verb("unload", "Unload payload NAME (CHECKED only).", ("name",)),
+    Verb("replace", "Revert every applied payload and apply NAME, in one quiesced window.", ("name",),
+         ACTION_OPTIONS),
+)}
 
 
 def parse(line: str | list[str]) -> Request:
     """Parse an operator command line (a string, or its words); ConfigError when it is not one."""
-    try:
-        words = shlex.split(line) if isinstance(line, str) else list(line)
-    except ValueError as exc:
-        raise ConfigError(f"cannot split {line!r}: {exc}") from None
+    words = _words(line)
     if not words:
         raise ConfigError("empty command line")
-    command = VERBS.get(words[0])
-    if command is None:
-        raise ConfigError(f"unknown command {words[0]!r} (one of {', '.join(VERBS)})")
+    return _verb(words[0]).parse(words[1:])
+
+
+def parse_chain(line: str | list[str]) -> list[Request]:
+    """Parse `VERB ARGS [VERB ARGS]...`: each verb's request, in order."""
+    words = _words(line)
+    requests = []
+    while words:
+        request, words = _verb(words[0]).take(words[1:])
+        requests.append(request)
+    return requests
+
+
+def _words(line: str | list[str]) -> list[str]:
     try:
-        request = command.main(words[1:], prog_name=words[0], standalone_mode=False)
-    except click.ClickException as exc:
-        raise ConfigError(f"{shlex.join(words)}: {exc.format_message()}") from None
-    if not isinstance(request, Request):
-        raise ConfigError(f"{shlex.join(words)}: not a command to run")
-    return request
+        return shlex.split(line) if isinstance(line, str) else list(line)
+    except ValueError as exc:
+        raise ConfigError(f"cannot split {line!r}: {exc}") from None
+
+
+def _verb(word: str) -> Verb:
+    if word not in VERBS:
+        raise ConfigError(f"unknown command {word!r} (one of {', '.join(VERBS)})")
+    return VERBS[word]

@@ -1,7 +1,8 @@
 """`xsplice-emu shell`: a prompt on one live machine.
 
-It takes the xen-livepatch verbs and the scenario verbs (`run 5ms`,
-`stall 2 50ms`, `nmi 1`, `info`, `console`, `trace save FILE`). At a
+It takes every scenario step kind (the xen-livepatch verbs, `run 5ms`,
+`stall 2 50ms`, `nmi 1`, `expect extra_version="Hello World"`) and its own
+commands (`info`, `console`, `trace save FILE`, `help`, `quit`). At a
 terminal it has history and completion of commands, payload names and
 files; with piped input it reads one command a line.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -22,29 +24,47 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError, XspliceEmuError
+from ..scenario import STEP_KINDS, Step
 from ..session import Session
-from ..verbs import VERBS, parse
+from ..verbs import VERBS
 from .common import machine_options, out, print_console_line, print_outcome, reports_errors
 
 HISTORY = Path.home() / ".cache" / "xsplice-emu" / "shell_history"
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s)?$")
-UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
-# What each argument of a command is, for completion: a payload name, a file, or a fixed word.
-ARGUMENTS = {"upload": ("new name", "file"), "load": ("file",), "apply": ("payload",), "revert": ("payload",),
-             "replace": ("payload",), "unload": ("payload",), "trace": (("save",), "file"),
-             "run": ("duration",), "stall": ("vcpu", "duration"), "nmi": ("vcpu",), "console": ("count",),
-             "help": ("command",)}
-SCENARIO_VERBS = {
-    "run": "run DURATION: advance virtual time (5ms, 20us, 1s; a bare number is ms).",
-    "stall": "stall VCPU DURATION: that vCPU spins with IRQs off from now on.",
-    "nmi": "nmi VCPU: an NMI to that vCPU now.",
-    "info": "info: each vCPU's version values, the payloads and the applied stack.",
-    "console": "console [N]: the console lines printed since the last `console` (or the last N).",
-    "trace": "trace save FILE: write the JSON Lines trace so far.",
-    "help": "help [COMMAND]: the commands, or one command's options.",
-    "quit": "quit: leave the shell (also exit, or Ctrl-D).",
-}
+
+@dataclass(frozen=True)
+class Command:
+    """A command as `help` shows it and completion reads it: `syntax` (NAME, FILE, COMMAND are completed)."""
+
+    syntax: str
+    summary: str
+    details: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.syntax.split()[0]
+
+    @property
+    def arguments(self) -> list[str]:
+        """The syntax's positional words after the name, brackets off."""
+        return [word.strip("[]") for word in re.sub(r"\[-[^]]*\]", "", self.syntax).split()[1:]]
+
+
+SHELL_COMMANDS = (
+    Command("info", "Each vCPU's version values, the payloads and the applied stack."),
+    Command("console [N]", "The console lines printed since the last `console` (or the last N)."),
+    Command("trace save FILE", "Write the JSON Lines trace so far."),
+    Command("help [COMMAND]", "The commands, or one command's syntax and options."),
+    Command("quit", "Leave the shell (also exit, or Ctrl-D)."),
+)
+STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
+COMMANDS = {command.name: command for command in (
+    *(Command(verb.usage, verb.help, tuple(f"{option.form:<16} {option.described}" for option in verb.options))
+      for verb in VERBS.values()),
+    *(Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
+      for kind in STEP_KINDS if kind.kind in STEP_COMMANDS),  # the livepatch kind's commands are the verbs
+    *SHELL_COMMANDS,
+)}
 
 
 @click.command()
@@ -102,43 +122,50 @@ class Shell:
         return True
 
     def _dispatch(self, words: list[str]) -> None:
-        verb, args = words[0], words[1:]
+        name, args = words[0], words[1:]
         session = self.session
-        if verb in VERBS:
-            print_outcome(session.command(parse(words)))
-        elif verb == "run":
-            (duration,) = _arity(verb, args, 1)
-            session.advance(_duration(duration))
-            out.print(f"virtual time {session.machine.now_ns / 1e6:.3f} ms")
-        elif verb == "stall":
-            vcpu, duration = _arity(verb, args, 2)
-            session.stall(self._vcpu(vcpu), _duration(duration))
-        elif verb == "nmi":
-            (vcpu,) = _arity(verb, args, 1)
-            session.nmi(self._vcpu(vcpu))
-        elif verb == "info":
-            _arity(verb, args, 0)
+        if name in STEP_COMMANDS:
+            self._step(STEP_COMMANDS[name].from_words(words, vcpus=len(session.machine.vcpus)))
+        elif name == "info":
+            if args:
+                raise self._usage(name)
             self._info()
-        elif verb == "console":
+        elif name == "console":
             if args and not (len(args) == 1 and args[0].isdigit()):
-                raise ConfigError(f"console takes at most one count: {SCENARIO_VERBS[verb]}")
+                raise self._usage(name)
             self._console(int(args[0]) if args else None)
-        elif verb == "trace":
+        elif name == "trace":
             if len(args) != 2 or args[0] != "save":
-                raise ConfigError("usage: trace save FILE")
+                raise self._usage(name)
             session.machine.trace.write(args[1])
             out.print(f"wrote {escape(args[1])} ({len(session.machine.trace.events)} events, "
                       f"digest {session.machine.trace.digest[:16]})")
-        elif verb == "help":
+        elif name == "help":
             self._help(args)
         else:
-            raise ConfigError(f"unknown command {verb!r}; `help` lists the commands")
+            raise ConfigError(f"unknown command {name!r}; `help` lists the commands")
 
-    def _vcpu(self, text: str) -> int:
-        vcpus = len(self.session.machine.vcpus)
-        if not text.isdigit() or int(text) >= vcpus:
-            raise ConfigError(f"vCPU {text!r} is out of range: the machine has {vcpus} (0..{vcpus - 1})")
-        return int(text)
+    def _step(self, step: Step) -> None:
+        """Run one step; an operator command prints what Xen's tool prints, an expectation each check."""
+        clock = self.session.machine
+        before = clock.now_ns
+        done = step.run(self.session)
+        if done.outcome is not None:
+            print_outcome(done.outcome)
+            return
+        for check in done.checks:
+            if check.ok:
+                out.print(f"[green]pass[/green] {escape(check.what)}: {escape(repr(check.got))}")
+            else:
+                out.print(f"[red]FAIL[/red] {escape(check.what)}: expected {escape(repr(check.expected))}, "
+                          f"got {escape(repr(check.got))}")
+        if not done.checks and clock.now_ns != before:
+            out.print(f"virtual time {clock.now_ns / 1e6:.3f} ms")
+
+    @staticmethod
+    def _usage(name: str) -> ConfigError:
+        command = COMMANDS[name]
+        return ConfigError(f"usage: {command.syntax}: {command.summary}")
 
     def _info(self) -> None:
         session = self.session
@@ -160,28 +187,16 @@ class Shell:
             print_console_line(line)
 
     def _help(self, args: list[str]) -> None:
-        if args and args[0] in VERBS:
-            command = VERBS[args[0]]
-            with click.Context(command, info_name=args[0]) as context:
-                click.echo(command.get_help(context))
+        if not args:
+            for command in COMMANDS.values():
+                out.print(f"  {escape(command.name):<8} {escape(command.summary)}")
             return
-        for name, command in VERBS.items():
-            out.print(f"  {escape(name):<8} {escape(command.get_short_help_str(70))}")
-        for name, text in SCENARIO_VERBS.items():
-            out.print(f"  {name:<8} {escape(text.split(': ', 1)[1])}")
-
-
-def _arity(verb: str, args: list[str], count: int) -> list[str]:
-    if len(args) != count:
-        raise ConfigError(f"{verb} takes {count} argument{'s' if count != 1 else ''}: {SCENARIO_VERBS[verb]}")
-    return args
-
-
-def _duration(text: str) -> int:
-    match = DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{text!r} is not a duration (5ms, 20us, 1s; a bare number is ms)")
-    return int(float(match.group(1)) * UNIT_NS[match.group(2) or "ms"])
+        command = COMMANDS.get(args[0])
+        if command is None:
+            raise ConfigError(f"unknown command {args[0]!r}; `help` lists the commands")
+        out.print(escape(command.syntax))
+        for line in (command.summary, *command.details):
+            out.print(f"  {escape(line)}")
 
 
 class ShellCompleter(Completer):
@@ -195,22 +210,23 @@ class ShellCompleter(Completer):
         text = document.text_before_cursor
         words = text.split()
         if not words or (len(words) == 1 and not text.endswith(" ")):
-            yield from self._words(words[0] if words else "", [*VERBS, *SCENARIO_VERBS])
+            yield from self._words(words[0] if words else "", COMMANDS)
             return
         position = len(words) - 1 if not text.endswith(" ") else len(words)
-        kinds = ARGUMENTS.get(words[0], ())
-        if position - 1 >= len(kinds):
+        command = COMMANDS.get(words[0])
+        arguments = command.arguments if command else []
+        if position - 1 >= len(arguments):
             return
-        kind = kinds[position - 1]
+        argument = arguments[position - 1]
         current = "" if text.endswith(" ") else words[-1]
-        if kind == "payload":
+        if argument == "NAME":
             yield from self._words(current, [p.name for p in self.session.livepatch.list()])
-        elif kind == "command":
-            yield from self._words(current, [*VERBS, *SCENARIO_VERBS])
-        elif isinstance(kind, tuple):
-            yield from self._words(current, kind)
-        elif kind == "file":
+        elif argument == "COMMAND":
+            yield from self._words(current, COMMANDS)
+        elif argument == "FILE":
             yield from self.paths.get_completions(Document(current, len(current)), complete_event)
+        elif argument.islower():
+            yield from self._words(current, [argument])
 
     @staticmethod
     def _words(prefix: str, candidates):

@@ -1,0 +1,103 @@
+"""The keys of a scenario file's tables: what each value must be, checked with one clear message.
+
+`read_keys(table, keys)` checks a TOML table against its declared `Key`s:
+unknown keys, missing keys and values of the wrong kind are ConfigErrors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from ..errors import ERRNO_BY_NAME, ConfigError
+from ..livepatch import PayloadState
+
+ABSENT = "UNLOADED"
+PAYLOAD_STATES = tuple(state.name for state in PayloadState) + (ABSENT,)
+
+
+class Value(Enum):
+    """What the value of a TOML key (or the word after `KEY=` in a shell `expect`) must be."""
+
+    TEXT = "a string"
+    TABLE = "a table"
+    LIST = "a list"
+    INTEGER = "an integer"
+    FLAG = "true or false"
+    NUMBER = "a number"
+    NAMES = "a list of payload names"
+    STATES = "a table of payload states"
+    ERRNO = "0, an errno number or an errno name"
+
+    def check(self, key: str, raw: Any) -> Any:
+        """`raw` if it is such a value (an errno name becomes its number); ConfigError naming `key`."""
+        if self is Value.ERRNO:
+            return _errno(key, raw)
+        python = {Value.TEXT: str, Value.INTEGER: int, Value.FLAG: bool, Value.NUMBER: (int, float),
+                  Value.NAMES: list, Value.STATES: dict, Value.TABLE: dict, Value.LIST: list}[self]
+        if isinstance(raw, bool) and self is not Value.FLAG or not isinstance(raw, python):
+            raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
+        if self is Value.NUMBER and raw < 0:
+            raise ConfigError(f"{key} must be >= 0, got {raw}")
+        if self is Value.NAMES and not all(isinstance(name, str) for name in raw):
+            raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
+        for name, state in raw.items() if self is Value.STATES else ():
+            if state not in PAYLOAD_STATES:
+                raise ConfigError(f"{key} of {name} must be one of {', '.join(PAYLOAD_STATES)}, got {state!r}")
+        return raw
+
+    def from_word(self, key: str, word: str) -> Any:
+        """The value a shell word stands for: `5`, `true`, `hello,bye` (empty: none), text as it is."""
+        if self is Value.INTEGER:
+            if not word.lstrip("-").isdigit():
+                raise ConfigError(f"{key} must be {self.value}, got {word!r}")
+            return int(word)
+        if self is Value.FLAG:
+            if word not in ("true", "false"):
+                raise ConfigError(f"{key} must be {self.value}, got {word!r}")
+            return word == "true"
+        if self is Value.NAMES:
+            return [name for name in word.split(",") if name]
+        return word
+
+
+def _errno(key: str, raw: Any) -> int:
+    if isinstance(raw, str):
+        if raw not in ERRNO_BY_NAME:
+            raise ConfigError(f"{key} {raw!r} is not an errno name (EINVAL, EBUSY, ENOENT, ...)")
+        return ERRNO_BY_NAME[raw]
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ConfigError(f"{key} must be {Value.ERRNO.value}, got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Key:
+    """One TOML key of a step kind: its name, its value, and whether it may be left out or be `{ not = X }`."""
+
+    name: str
+    value: Value
+    optional: bool = False
+    negatable: bool = False
+
+    def check(self, raw: Any) -> Any:
+        if self.negatable and isinstance(raw, dict):
+            read_keys(raw, (Key("not", self.value),), where=f"{self.name}: ")
+            return raw
+        return self.value.check(self.name, raw)
+
+
+def read_keys(table: dict, keys: tuple[Key, ...], *, where: str = "") -> dict[str, Any]:
+    """`table` checked against `keys` (unknown, missing or wrong values are ConfigErrors), in its own order."""
+    by_name = {key.name: key for key in keys}
+    for name in table:
+        if name not in by_name:
+            raise ConfigError(f"{where}unknown key {name!r} (allowed: {', '.join(by_name)})")
+    for key in keys:
+        if not key.optional and key.name not in table:
+            raise ConfigError(f"{where}missing key {key.name!r}")
+    try:
+        return {name: by_name[name].check(raw) for name, raw in table.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
