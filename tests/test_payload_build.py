@@ -85,13 +85,13 @@ def test_no_xen_depends_leaves_the_section_out(tmp_path, firmware):
 
 
 def test_missing_gcc_is_one_clear_error(tmp_path, firmware, monkeypatch):
-    """With no gcc on PATH the build fails with one line naming gcc."""
+    """With no gcc on PATH the build fails with one line naming gcc and its package."""
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(ToolchainError) as caught:
         build_payload(SRC / "xen_hello_world.c", tmp_path / "out.livepatch", firmware=firmware)
-    assert str(caught.value) == "cannot build payload: gcc is not installed"
+    assert str(caught.value) == "cannot build the payload: gcc is not installed (Debian: apt-get install gcc)"
 
 
 def test_c_syntax_error_reports_gccs_error_line(tmp_path, firmware):
@@ -197,5 +197,5 @@ def test_cli_payload_build_names_the_missing_program(tmp_path, firmware, monkeyp
     result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_hello_world.c"), "-o", str(out),
                                        "--firmware", str(firmware)])
     assert result.exit_code == 1
-    assert result.output == "error: cannot build payload: ld is not installed\n"
+    assert result.output == "error: cannot build the payload: ld is not installed (Debian: apt-get install binutils)\n"
     assert not out.exists()

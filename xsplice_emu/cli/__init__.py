@@ -3,6 +3,7 @@
 import click
 
 from .boot import boot
+from .demo import demo
 from .livepatch import livepatch
 from .payload import payload
 from .run import run
@@ -17,5 +18,5 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, payload, livepatch, run, shell, trace, view):
+for command in (boot, demo, payload, livepatch, run, shell, trace, view):
     main.add_command(command)

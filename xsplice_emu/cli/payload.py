@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from ..image import load_image
 from ..livepatch.abi import DEPENDS
 from ..livepatch.build import build_payload, payload_build_id, read_note
 from ..livepatch.inspection import inspect_payload
+from ..xen_tests import xen_test_payloads
 from .common import out, reports_errors
 
 
@@ -41,6 +43,16 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
         xen_depends=not no_xen_depends,
     )
     click.echo(f"built {built} (build-id {payload_build_id(built).hex()}, depends {read_note(built, DEPENDS).hex()})")
+
+
+@payload.command("build-tests")
+@click.argument("directory", type=click.Path(file_okay=False))
+@reports_errors
+def payload_build_tests(directory):
+    """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY."""
+    built = xen_test_payloads()
+    shutil.copytree(built, directory, dirs_exist_ok=True)
+    click.echo(f"Xen's test payloads in {directory} (built in {built})")
 
 
 @payload.command("inspect")

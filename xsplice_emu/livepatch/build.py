@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -34,10 +33,9 @@ from elftools.elf.elffile import ELFFile
 
 from ..errors import ConfigError, ToolchainError
 from ..image import Image, load_image
+from ..sources import sources_dir
+from ..toolchain import Toolchain, toolchain
 from .abi import BUILD_ID_NOTE, DEPENDS, EXPECT_MAX, NT_GNU_BUILD_ID, XEN_DEPENDS
-
-PAYLOADS_DIR = Path(__file__).resolve().parent.parent.parent / "payloads"
-PAYLOAD_INCLUDE_DIR = PAYLOADS_DIR / "include"
 
 CFLAGS = (
     "-O2", "-g0", "-ffreestanding", "-fno-builtin", "-nostdlib", "-fpic",
@@ -57,18 +55,19 @@ def build_payload(
     firmware: str | Path,
     depends: str | Path | None = None,
     xen_depends: bool = True,
-    include_dir: str | Path = PAYLOAD_INCLUDE_DIR,
+    include_dir: str | Path | None = None,
 ) -> Path:
     """Compile `source` into the payload `output` for `firmware`; return `output`.
 
     `.livepatch.depends` holds the firmware's build-id, or that of the payload
     `depends` when given; `.livepatch.xen_depends` the firmware's build-id
-    unless `xen_depends` is false.
+    unless `xen_depends` is false. `include_dir` holds `xsplice_payload.h`
+    (default: the shipped payloads/include).
     """
     source, output = Path(source), Path(output)
-    for program in ("gcc", "ld"):
-        if shutil.which(program) is None:
-            raise ToolchainError(f"cannot build payload: {program} is not installed")
+    tools = toolchain()
+    tools.require("build the payload", "gcc", "ld")
+    include_dir = sources_dir() / "payloads" / "include" if include_dir is None else Path(include_dir)
     if not source.is_file():
         raise ConfigError(f"{source}: no such source file")
     image = load_image(firmware)
@@ -79,24 +78,24 @@ def build_payload(
     with tempfile.TemporaryDirectory(prefix="xsplice-payload-") as tmp:
         tmp = Path(tmp)
         header = tmp / "xsplice_firmware.h"
-        include = ["-I", str(Path(include_dir).resolve()), "-I", str(tmp)]
+        include = ["-I", str(include_dir.resolve()), "-I", str(tmp)]
         facts = _firmware_facts(image)
 
         header.write_text(facts)
         sizing = tmp / "sizing.o"
-        _compile(source, sizing, [*include, "-DXSPLICE_SIZING_PASS"])
+        _compile(tools, source, sizing, [*include, "-DXSPLICE_SIZING_PASS"])
         sizes = _function_sizes(sizing)
 
         header.write_text(facts + "".join(f"#define XSPLICE_NEW_SIZE_{n} {s}\n" for n, s in sizes.items()))
         obj = tmp / "payload.o"
-        _compile(source, obj, include)
+        _compile(tools, source, obj, include)
         if _function_sizes(obj) != sizes:
             raise ToolchainError(f"{source}: function sizes changed between the two compile passes")
 
         notes = tmp / "notes.o"
-        _assemble_notes(notes, depends_id, image.build_id if xen_depends else None)
+        _assemble_notes(tools, notes, depends_id, image.build_id if xen_depends else None)
         output.parent.mkdir(parents=True, exist_ok=True)
-        _run(["ld", "-r", "--build-id=sha1", "-o", str(output), str(obj), str(notes)], what="ld")
+        _run([tools.ld, "-r", "--build-id=sha1", "-o", str(output), str(obj), str(notes)], what="ld")
     return output
 
 
@@ -162,10 +161,10 @@ def _read(image: Image, address: int, length: int) -> bytes:
     return b""
 
 
-def _compile(source: Path, obj: Path, extra: list[str]) -> None:
+def _compile(tools: Toolchain, source: Path, obj: Path, extra: list[str]) -> None:
     # Run from the source's directory and name it by its base name: the object
     # (hence the build-id) does not depend on where the tree is checked out.
-    _run(["gcc", *CFLAGS, *extra, "-c", source.name, "-o", str(obj.resolve())], what="gcc", cwd=source.parent)
+    _run([tools.gcc, *CFLAGS, *extra, "-c", source.name, "-o", str(obj.resolve())], what="gcc", cwd=source.parent)
 
 
 def _function_sizes(obj: Path) -> dict[str, int]:
@@ -191,12 +190,12 @@ def _note_asm(section: str, build_id: bytes) -> str:
     )
 
 
-def _assemble_notes(obj: Path, depends: bytes, xen_depends: bytes | None) -> None:
+def _assemble_notes(tools: Toolchain, obj: Path, depends: bytes, xen_depends: bytes | None) -> None:
     text = _note_asm(DEPENDS, depends)
     if xen_depends is not None:
         text += _note_asm(XEN_DEPENDS, xen_depends)
     text += '\t.section .note.GNU-stack, "", @progbits\n'
-    _run(["gcc", "-c", "-x", "assembler", "-", "-o", str(obj)], what="gcc", stdin=text)
+    _run([tools.gcc, "-c", "-x", "assembler", "-", "-o", str(obj)], what="gcc", stdin=text)
 
 
 def _run(argv: list[str], *, what: str, cwd: Path | None = None, stdin: str | None = None) -> None:
@@ -204,7 +203,7 @@ def _run(argv: list[str], *, what: str, cwd: Path | None = None, stdin: str | No
         result = subprocess.run(argv, cwd=cwd, input=stdin, capture_output=True, text=True,
                                 env={**os.environ, "LC_ALL": "C"})
     except FileNotFoundError:
-        raise ToolchainError(f"cannot build payload: {argv[0]} is not installed") from None
+        raise ToolchainError(f"cannot build the payload: {argv[0]} is not installed") from None
     if result.returncode:
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         first = next((line for line in lines if "error" in line), lines[0] if lines else f"exit status {result.returncode}")

@@ -1,26 +1,26 @@
 """The C block-budget hook (block_budget.c), built on first use and loaded with ctypes.
 
-The shared library is compiled with the system C compiler into a cache
-directory keyed by the source's hash, so a changed source is rebuilt.
+The shared library is compiled with the host's C compiler into a cache
+entry keyed by the source's hash, so a changed source is rebuilt.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import capstone
 from unicorn.unicorn_py3.unicorn import uclib
 
+from ...cache import cached, digest
 from ...errors import ToolchainError
 
 SOURCE = Path(__file__).with_name("block_budget.c")
+LIBRARY = "block_budget.so"
 
 
 class VcpuBudget(ctypes.Structure):
@@ -35,19 +35,10 @@ class VcpuBudget(ctypes.Structure):
     ]
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "xsplice-emu"
-
-
 @cache
 def library() -> ctypes.CDLL:
     """The loaded helper library, compiled if needed."""
-    source = SOURCE.read_bytes()
-    target = _cache_dir() / f"block_budget-{hashlib.sha256(source).hexdigest()[:16]}.so"
-    if not target.exists():
-        _compile(target)
-    lib = ctypes.CDLL(str(target))
+    lib = ctypes.CDLL(str(cached("block_budget", digest(SOURCE), _compile) / LIBRARY))
     lib.block_table_new.restype = ctypes.c_void_p
     lib.block_table_new.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
@@ -56,18 +47,15 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-def _compile(target: Path) -> None:
+def _compile(work: Path) -> None:
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if compiler is None:
-        raise ToolchainError("no C compiler found (gcc or cc) to build the block-budget hook")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
-                                capture_output=True, text=True)
-        if result.returncode:
-            raise ToolchainError(f"{compiler} failed on {SOURCE}: {result.stderr.strip()}")
-        os.replace(built, target)
+        raise ToolchainError("cannot build the block-budget hook: no C compiler (gcc or cc) is installed "
+                             "(Debian: apt-get install gcc)")
+    result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(work / LIBRARY), str(SOURCE)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise ToolchainError(f"{compiler} failed on {SOURCE}: {result.stderr.strip()}")
 
 
 def on_block_address() -> int:

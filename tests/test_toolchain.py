@@ -1,0 +1,48 @@
+"""A missing gcc, ld or make is one line naming the Debian package to install."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from xsplice_emu import builtin_firmware, load_image
+from xsplice_emu.cli import main
+
+
+@pytest.mark.parametrize(("missing", "package"), [("gcc", "gcc"), ("ld", "binutils"), ("make", "make")])
+def test_boot_without_a_build_tool_names_what_to_install(tmp_path, monkeypatch, missing, package):
+    """With an empty cache and PATH lacking one tool, `boot` exits 1 with one line naming its package."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in {"gcc", "ld", "make"} - {missing}:
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CROSS_COMPILE", raising=False)
+    result = CliRunner().invoke(main, ["boot", "--vcpus", "1", "--ms", "1"])
+    assert result.exit_code == 1
+    assert result.output == (f"error: cannot build the firmware: {missing} is not installed "
+                             f"(Debian: apt-get install {package})\n")
+
+
+def test_cross_compile_prefix_names_the_cross_packages(tmp_path, monkeypatch):
+    """CROSS_COMPILE=x86_64-linux-gnu- asks for the prefixed tools and Debian's cross packages."""
+    (tmp_path / "make").symlink_to(shutil.which("make"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CROSS_COMPILE", "x86_64-linux-gnu-")
+    result = CliRunner().invoke(main, ["boot"])
+    assert result.output == ("error: cannot build the firmware: x86_64-linux-gnu-gcc is not installed "
+                             "(Debian: apt-get install gcc-x86-64-linux-gnu)\n")
+
+
+def test_cross_compile_builds_the_same_firmware(tmp_path, monkeypatch, image):
+    """Built with the x86_64-linux-gnu- tools into a new cache, the firmware has the native build's build-id."""
+    if shutil.which("x86_64-linux-gnu-gcc") is None:
+        pytest.skip("no x86_64-linux-gnu-gcc here")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CROSS_COMPILE", "x86_64-linux-gnu-")
+    built = builtin_firmware()
+    assert built.is_relative_to(tmp_path) and load_image(built).build_id == image.build_id
