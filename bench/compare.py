@@ -25,14 +25,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def prepare(tree: Path) -> None:
-    """Build the tree's firmware and payloads with its own code."""
+    """Build the tree's firmware and payloads/build with its own code (older trees: their Makefiles)."""
     cli = tree / "xsplice-emu.sh"
     cli.write_text(f'#!/bin/sh\nPYTHONPATH={tree} exec {sys.executable} -c '
                    '"import sys; from xsplice_emu.cli import main; sys.argv[0] = \'xsplice-emu\'; main()" "$@"\n')
     cli.chmod(0o755)
-    subprocess.run(["make", "-s", "-C", str(tree / "firmware")], check=True)
-    subprocess.run(["make", "-s", "-C", str(tree / "payloads"), f"XSPLICE_EMU={cli}"], check=True,
-                   stdout=subprocess.DEVNULL)
+    if (tree / "payloads" / "Makefile").exists():
+        subprocess.run(["make", "-s", "-C", str(tree / "firmware")], check=True)
+        command = ["make", "-s", "-C", str(tree / "payloads"), f"XSPLICE_EMU={cli}"]
+    else:
+        command = [str(cli), "payload", "build-tests", str(tree / "payloads" / "build")]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
 def run(tree: Path, bench: str) -> dict[str, float]:
