@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test bench payloads clean
+.PHONY: all demo test lint bench payloads clean
 
 all: $(INSTALLED) payloads
 
@@ -21,8 +21,12 @@ payloads: $(INSTALLED)
 demo: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu demo
 
-test: $(INSTALLED)
+test: $(INSTALLED) lint
 	$(PY) -m pytest -q
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check xsplice_emu tests bench
+	$(VENV)/bin/mypy
 
 bench: $(INSTALLED) payloads
 	$(PY) bench/machine.py

@@ -1,13 +1,15 @@
 """Run benchmarks side by side on this tree and on another git revision.
 
-    python bench/compare.py --against HEAD~1 [--rounds 3] bench/machine.py bench/livepatch.py
+    python bench/compare.py --against HEAD~1 [--rounds 3] [--same-bench] bench/machine.py bench/livepatch.py
 
 The other revision is checked out into a temporary git worktree with its own
 firmware and payloads (built by that revision's own code); each round runs
 every benchmark's `--json` on both trees, alternating, so host noise hits
-both alike. For every number both report, it prints the median of each side
-and the ratio this/that. Host timings vary +-20 % run to run: read a ratio
-against that noise, and run more rounds to narrow it.
+both alike. With --same-bench, this tree's benchmark scripts replace the
+other revision's, so both are measured by the same code. For every number
+both report, it prints the median of each side and the ratio this/that.
+Host timings vary +-20 % run to run: read a ratio against that noise, and
+run more rounds to narrow it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", required=True, help="git revision to compare with")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--same-bench", action="store_true", help="run this tree's benchmark scripts on both")
     parser.add_argument("benches", nargs="+", help="benchmark scripts, relative to the tree")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="xsplice-bench-") as tmp:
@@ -67,6 +71,9 @@ def main() -> None:
                        check=True)
         try:
             prepare(other)
+            if args.same_bench:
+                for bench in args.benches:
+                    shutil.copyfile(ROOT / bench, other / bench)
             for bench in args.benches:
                 mine: dict[str, list[float]] = {}
                 theirs: dict[str, list[float]] = {}

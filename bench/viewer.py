@@ -96,8 +96,10 @@ def main() -> None:
     print(f"open: {report['open_s']:.3f} s; first screen ({report['first_screen_events']:,} events in "
           f"{frame.viewport.span_ns / 1e6:.3f} virtual ms, headless {SIZE[0]}x{SIZE[1]}): "
           f"{report['first_screen_s']:.3f} s; together {report['open_and_first_screen_s']:.3f} s (target < 2 s)")
-    print(f"then, in the background, state checkpoints for exact lanes everywhere: {report['background_checkpoints_s']:.2f} s")
-    print(f"baseline in this run: an empty Textual app starts headless in {report['baseline_empty_textual_app_s']:.3f} s "
+    print("then, in the background, state checkpoints for exact lanes everywhere: "
+          f"{report['background_checkpoints_s']:.2f} s")
+    print("baseline in this run: an empty Textual app starts headless in "
+          f"{report['baseline_empty_textual_app_s']:.3f} s "
           f"(the first screen takes {report['first_screen_vs_empty_app']}x that)")
 
 

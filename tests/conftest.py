@@ -7,13 +7,12 @@ import os
 import shutil
 
 import pytest
+from helpers import PAYLOADS
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image
 from xsplice_emu.livepatch import Livepatch
 from xsplice_emu.tracing.trace import CHECK_EVENTS
 from xsplice_emu.xen_tests import xen_test_payloads
-
-from helpers import PAYLOADS
 
 
 def pytest_configure(config):

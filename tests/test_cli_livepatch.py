@@ -6,14 +6,13 @@ import errno
 
 import pytest
 from click.testing import CliRunner
+from helpers import PAYLOADS
 
 from xsplice_emu.cli import main
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.session import Session
 from xsplice_emu.verbs import VERBS, parse, parse_chain
-
-from helpers import PAYLOADS
 
 HEADER = (" ID                                     | status\n"
           "----------------------------------------+------------\n")

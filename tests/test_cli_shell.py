@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from helpers import PAYLOADS
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
@@ -13,8 +14,6 @@ from xsplice_emu.cli.shell import COMMANDS, ShellCompleter
 from xsplice_emu.scenario import STEP_KINDS
 from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
-
-from helpers import PAYLOADS
 
 
 def _shell(*lines: str, vcpus: int = 4):

@@ -6,14 +6,14 @@ import errno
 import json
 
 import pytest
+from helpers import extra_versions as _extra
+from helpers import upload as _upload
 
 from xsplice_emu import LivepatchError, Machine, MachineConfig
 from xsplice_emu.livepatch import Action, Livepatch, PayloadState
 from xsplice_emu.platform import NMI_VECTOR
 from xsplice_emu.session import text_digest
 from xsplice_emu.tracing import EventKind
-
-from helpers import extra_versions as _extra, upload as _upload
 
 
 @pytest.mark.parametrize("vcpus", [1, 4, 72])
@@ -40,7 +40,7 @@ def test_workloads_print_the_new_version(patching):
     livepatch.run_action("hello", Action.APPLY)
     machine.run_for(2_000_000)
     for cpu in range(4):
-        assert f"cpu{cpu}: xen version 4.7Hello World" in [l.text for l in machine.console.lines]
+        assert f"cpu{cpu}: xen version 4.7Hello World" in [line.text for line in machine.console.lines]
 
 
 def test_bye_world_only_on_top_of_hello(patching):
@@ -81,7 +81,7 @@ def test_stalled_vcpu_times_out_with_text_unchanged(patching, image):
     _upload(livepatch, "hello", "xen_hello_world.livepatch")
     callback = machine.memory.read_u64(image.address("nmi_callback"))
     before = text_digest(machine)
-    machine.call(2, "call_stall_irqs_off", 50_000_000, wait=False)
+    machine.post_call(2, "call_stall_irqs_off", 50_000_000)
     machine.run_for(10_000)
     result = livepatch.run_action("hello", Action.APPLY)
     assert result.rc == -errno.EBUSY
@@ -117,7 +117,7 @@ def test_nmi_in_the_window_is_lost_and_harmless(patching, image):
     machine.run_for(1_000_000)
     result = livepatch.collect()
     assert result.rc == 0 and result.nmis_lost == 1
-    assert not any(l.text == "cpu1: NMI received" for l in machine.console.lines)
+    assert not any(line.text == "cpu1: NMI received" for line in machine.console.lines)
     assert _extra(machine) == {"Hello World"}
 
 
@@ -259,7 +259,7 @@ def test_action_from_a_chosen_vcpu_with_its_own_timeout(patching):
     """--from-vcpu picks the master; a per-action timeout of 5 ms gives up on a 10 ms stall."""
     machine, livepatch = patching(4)
     _upload(livepatch, "hello", "xen_hello_world.livepatch")
-    machine.call(1, "call_stall_irqs_off", 10_000_000, wait=False)
+    machine.post_call(1, "call_stall_irqs_off", 10_000_000)
     machine.run_for(10_000)
     result = livepatch.run_action("hello", Action.APPLY, from_vcpu=2, timeout_ns=5_000_000)
     assert result.rc == -errno.EBUSY and result.master == 2

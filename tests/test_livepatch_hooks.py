@@ -7,12 +7,11 @@ import io
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from helpers import PAYLOADS, extra_versions, upload
 
 from xsplice_emu import LivepatchError
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.unsafe import unsafe_functions
-
-from helpers import PAYLOADS, extra_versions, upload
 
 
 def _lines(machine, start: int) -> list[str]:

@@ -9,8 +9,8 @@ import pytest
 
 from xsplice_emu import platform
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
-from xsplice_emu.machine.spec import CALL_SLOT
 from xsplice_emu.machine import VcpuState
+from xsplice_emu.machine.spec import CALL_SLOT
 
 FIRMWARE_INCLUDE = Path(__file__).resolve().parent.parent / "firmware" / "include"
 PLATFORM_H = FIRMWARE_INCLUDE / "platform.h"
@@ -29,7 +29,8 @@ def test_workload_reports_the_version_functions(boot):
     """Each vCPU's workload calls the version functions and prints what it got."""
     machine = boot(4, ms=4)
     for cpu in range(4):
-        assert f"cpu{cpu}: xen version 4.7-unstable" in [l.text for l in machine.console.lines if l.vcpu == cpu]
+        printed = [line.text for line in machine.console.lines if line.vcpu == cpu]
+        assert f"cpu{cpu}: xen version 4.7-unstable" in printed
 
 
 @pytest.mark.parametrize("timer_hz", [1000, 4000])
@@ -60,7 +61,7 @@ def test_same_seed_same_run(boot):
 
 def test_different_seed_different_interleaving(boot):
     """Another seed changes the order in which vCPUs' lines appear."""
-    orders = {tuple(l.vcpu for l in boot(8, seed=seed, ms=5).console.lines) for seed in (1, 2, 3)}
+    orders = {tuple(line.vcpu for line in boot(8, seed=seed, ms=5).console.lines) for seed in (1, 2, 3)}
     assert len(orders) > 1
 
 

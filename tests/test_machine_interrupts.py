@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, NMI_VECTOR
 from xsplice_emu.machine import VcpuState
+from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, NMI_VECTOR
 from xsplice_emu.tracing import EventKind
 
 
@@ -45,7 +45,7 @@ def test_maskable_interrupt_waits_for_sti(boot, image):
     """An IPI sent while IF=0 is held until the vCPU executes sti."""
     machine = boot(2, ms=1.5)
     window_ns = 300_000
-    machine.call(1, "call_sti_window", window_ns, wait=False)
+    machine.post_call(1, "call_sti_window", window_ns)
     machine.run_for(20_000)
     [window] = _events(machine, EventKind.INTERRUPT, 1, vector=CALL_FUNCTION_VECTOR)
     machine.send_interrupt(1, EVENT_CHECK_VECTOR)
@@ -61,7 +61,7 @@ def test_maskable_interrupt_waits_for_sti(boot, image):
 def test_nmi_is_taken_with_interrupts_disabled(boot, image):
     """An NMI reaches a vCPU spinning with IF=0 and do_nmi runs; it is not lost."""
     machine = boot(2, ms=1.5)
-    machine.call(1, "call_stall_irqs_off", 2_000_000, wait=False)
+    machine.post_call(1, "call_stall_irqs_off", 2_000_000)
     machine.run_for(100_000)
     machine.send_interrupt(1, NMI_VECTOR)
     machine.run_for(100_000)
@@ -69,7 +69,7 @@ def test_nmi_is_taken_with_interrupts_disabled(boot, image):
     assert not _events(machine, EventKind.NMI_LOST, 1)
     assert machine.now_ns < 1_500_000 + 2_000_000
     assert _count(machine, "nmi_count", 1) == 1
-    assert any(l.text == "cpu1: NMI received" for l in machine.console.lines)
+    assert any(line.text == "cpu1: NMI received" for line in machine.console.lines)
     assert nmi.time_ns < machine.now_ns
 
 
@@ -83,5 +83,6 @@ def test_second_nmi_waits_for_iretq(boot, image):
     first, second = _events(machine, EventKind.NMI, 1)
     [unblocked, *_] = _events(machine, EventKind.NMI_UNBLOCKED, 1)
     assert first.time_ns <= unblocked.time_ns <= second.time_ns
-    assert machine.trace.events.index(first) < machine.trace.events.index(unblocked) < machine.trace.events.index(second)
+    order = machine.trace.events.index
+    assert order(first) < order(unblocked) < order(second)
     assert _count(machine, "nmi_count", 1) == 2

@@ -32,11 +32,13 @@ def firmware() -> Path:
 def built(tmp_path_factory, firmware) -> dict[str, Path]:
     """Every payload of payloads/src built once, bye_world on top of hello_world."""
     out = tmp_path_factory.mktemp("payloads")
-    paths = {"xen_hello_world": build_payload(SRC / "xen_hello_world.c", out / "xen_hello_world.livepatch", firmware=firmware)}
+    hello = build_payload(SRC / "xen_hello_world.c", out / "xen_hello_world.livepatch", firmware=firmware)
+    paths = {"xen_hello_world": hello}
     for source in sorted(SRC.glob("*.c")):
         if source.stem not in paths:
             depends = paths["xen_hello_world"] if source.stem == "xen_bye_world" else None
-            paths[source.stem] = build_payload(source, out / f"{source.stem}.livepatch", firmware=firmware, depends=depends)
+            paths[source.stem] = build_payload(source, out / f"{source.stem}.livepatch", firmware=firmware,
+                                               depends=depends)
     return paths
 
 
@@ -170,7 +172,8 @@ def test_build_is_reproducible(tmp_path, firmware):
 def test_cli_payload_build_prints_one_line(tmp_path, firmware, monkeypatch):
     """`payload build` writes SRC's stem + .livepatch here and prints its build-id and dependency."""
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_replace_world.c"), "--firmware", str(firmware)])
+    result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_replace_world.c"),
+                                       "--firmware", str(firmware)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "xen_replace_world.livepatch"
     own = _note(out, ".note.gnu.build-id").hex()
@@ -182,9 +185,12 @@ def test_cli_payload_build_depends_on_another_payload(tmp_path, built):
     """`--depends OTHER.livepatch -o OUT` records OTHER's build-id; the default firmware is the built-in one."""
     hello = built["xen_hello_world"]
     out = tmp_path / "bye.livepatch"
-    result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_bye_world.c"), "-o", str(out), "--depends", str(hello)])
+    result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_bye_world.c"), "-o", str(out),
+                                       "--depends", str(hello)])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(rf"built {re.escape(str(out))} \(build-id [0-9a-f]{{40}}, depends {_note(hello, '.note.gnu.build-id').hex()}\)\n", result.output)
+    hello_id = _note(hello, ".note.gnu.build-id").hex()
+    expected = rf"built {re.escape(str(out))} \(build-id [0-9a-f]{{40}}, depends {hello_id}\)\n"
+    assert re.fullmatch(expected, result.output)
 
 
 def test_cli_payload_build_names_the_missing_program(tmp_path, firmware, monkeypatch):

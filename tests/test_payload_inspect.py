@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
+from helpers import PAYLOADS
 
 from xsplice_emu import builtin_firmware, load_image
 from xsplice_emu.cli import main
 from xsplice_emu.livepatch.build import payload_build_id
-
-from helpers import PAYLOADS
 
 
 def _inspect(payloads, file):
@@ -48,4 +47,5 @@ def test_inspect_of_a_bad_payload_is_one_line(payloads):
     """A payload the loader refuses gives its one-line reason and exit 1."""
     result = _inspect(payloads, "bad/wx_section.livepatch")
     assert result.exit_code == 1
-    assert result.output.strip() == "error: wx_section: section .text.wx (index 7) is writable and executable (EOPNOTSUPP)"
+    assert result.output.strip() == ("error: wx_section: section .text.wx (index 7) is writable and executable "
+                                     "(EOPNOTSUPP)")

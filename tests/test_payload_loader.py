@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import itertools
 import shutil
 import struct
 import subprocess
@@ -381,7 +382,7 @@ def test_regions_are_page_aligned_in_order_and_under_the_limit(build):
     payload = load(build(HELLO_V1), base=BASE + 0x123)
     assert [r.kind for r in payload.regions] == [RegionKind.TEXT, RegionKind.RODATA, RegionKind.DATA]
     assert payload.regions[0].address == BASE + PAGE
-    for before, after in zip(payload.regions, payload.regions[1:]):
+    for before, after in itertools.pairwise(payload.regions):
         assert after.address >= before.end
     assert all(r.address % PAGE == 0 for r in payload.regions)
     assert payload.end == payload.regions[-1].end <= LIMIT

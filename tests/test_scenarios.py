@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import PAYLOADS, ROOT
 
 from xsplice_emu.cli import main
-
 from xsplice_emu.tracing import EventKind
-
-from helpers import PAYLOADS, ROOT
 
 EXAMPLES = sorted((ROOT / "scenarios").glob("*.toml"))
 HELLO = PAYLOADS / "xen_hello_world.livepatch"

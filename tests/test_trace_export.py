@@ -7,12 +7,11 @@ from collections import defaultdict
 
 import pytest
 from click.testing import CliRunner
+from helpers import hello_uploaded
 
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
 from xsplice_emu.platform import NMI_VECTOR
-
-from helpers import hello_uploaded
 
 
 @pytest.fixture(scope="module")

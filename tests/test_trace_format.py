@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import hello_uploaded, upload
 
 from xsplice_emu import Machine, Trace
 from xsplice_emu.cli.trace import trace
@@ -20,8 +22,6 @@ from xsplice_emu.tracing.reader import TraceFile
 from xsplice_emu.tracing.spans import State, lane_spans, state_spans
 from xsplice_emu.tracing.summary import ActionSummary, Arrival
 from xsplice_emu.tracing.trace import CHECK_EVENTS
-
-from helpers import hello_uploaded, upload
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "trace-format.md"
 
@@ -38,7 +38,7 @@ def busy_run(image, path: Path, *, seed: int = 5) -> tuple[Machine, list]:
     results = [livepatch.collect(), livepatch.run_action("hello", Action.REVERT)]
     livepatch.action("hello", Action.UNLOAD)
     upload(livepatch, "nop", "xen_nop.livepatch")
-    machine.call(2, "call_stall_irqs_off", 10_000_000, wait=False)
+    machine.post_call(2, "call_stall_irqs_off", 10_000_000)
     machine.run_for(10_000)
     results.append(livepatch.run_action("nop", Action.APPLY, timeout_ns=5_000_000))
     machine.run_for(6_000_000)
@@ -200,7 +200,7 @@ def test_lanes_tile_each_vcpus_time(run):
     """Per vCPU, the innermost-state lane is a sequence of spans that never overlap."""
     _, _, path = run
     for vcpu, spans in lane_spans(TraceFile.open(path)).items():
-        assert all(a.end_ns <= b.start_ns for a, b in zip(spans, spans[1:])), vcpu
+        assert all(a.end_ns <= b.start_ns for a, b in itertools.pairwise(spans)), vcpu
         assert all(s.start_ns < s.end_ns for s in spans)
 
 
@@ -216,7 +216,8 @@ def test_summary_of_the_run(run):
     assert applied["bytes_patched"] == 5 and applied["nmis_lost"] == 1
     first_apply = [e for e in machine.trace.events if e.kind == EventKind.ARRIVED and e.fields["phase"] == "CPU"][:7]
     last = max(first_apply, key=lambda e: (e.time_ns, e.fields["count"]))  # among equal times, the last counted
-    assert (applied["slowest_vcpu"], applied["slowest_arrival_ns"]) == (last.vcpu, last.time_ns - applied["requested_ns"])
+    slowest = (applied["slowest_vcpu"], applied["slowest_arrival_ns"])
+    assert slowest == (last.vcpu, last.time_ns - applied["requested_ns"])
     assert (reverted["action"], reverted["rc"], reverted["bytes_patched"]) == ("revert", 0, 5)
     assert stalled["rc"] == -errno.EBUSY and stalled["abort_reason"] == "timeout in CPU phase"
     assert stalled["bytes_patched"] == 0 and stalled["all_parked_ns"] is None

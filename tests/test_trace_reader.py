@@ -6,14 +6,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import hello_uploaded
 
-from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.cli.trace import trace
+from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing import EventKind
 from xsplice_emu.tracing.reader import TraceFile
-
-from helpers import hello_uploaded
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from helpers import hello_uploaded
 from textual.geometry import Region
 from textual.widgets import DataTable
 
@@ -24,8 +25,6 @@ from xsplice_emu.viewer.summary_screen import SummaryScreen
 from xsplice_emu.viewer.timeline import LABEL_WIDTH, Timeline
 from xsplice_emu.viewer.times import duration
 from xsplice_emu.viewer.viewport import Viewport
-
-from helpers import hello_uploaded
 
 SIZE = (120, 40)
 

@@ -11,10 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from xsplice_emu.scenario import load_scenario, run_scenario
-
-from helpers import ROOT
 
 NOT_SHIPPED = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache")
 
@@ -27,7 +26,8 @@ def _run(argv: list, **options) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_wheel_in_a_fresh_venv_boots_and_passes_the_demo(tmp_path, payloads):
-    """The installed `xsplice-emu` boots 2 vCPUs and runs Xen's sequence with the checkout's digest, building into a new cache."""
+    """The installed `xsplice-emu` boots 2 vCPUs and runs Xen's sequence with the checkout's digest, building
+    into a new cache."""
     source = shutil.copytree(ROOT, tmp_path / "source", ignore=NOT_SHIPPED)  # no build outputs of the checkout
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
           "--wheel-dir", tmp_path / "dist", source])

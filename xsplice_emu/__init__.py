@@ -1,6 +1,5 @@
 """xsplice-emu: Xen's xSplice live patching on real x86-64 code, many emulated vCPUs, deterministic."""
 
-from .machine import ConsoleLine
 from .errors import (
     ConfigError,
     GuestFault,
@@ -13,7 +12,7 @@ from .errors import (
 )
 from .firmware import builtin_firmware
 from .image import Image, Symbol, load_image
-from .machine import Machine, MachineConfig
+from .machine import ConsoleLine, Machine, MachineConfig
 from .tracing.trace import Event, Trace
 
 __all__ = [

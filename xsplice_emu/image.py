@@ -10,6 +10,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from .arch import Architecture, for_elf
 from .errors import ImageError
@@ -166,7 +167,7 @@ _KINDS = {"STT_FUNC": "func", "STT_OBJECT": "object", "STT_NOTYPE": "notype"}
 
 def _symbols(elf: ELFFile, path: Path):
     symtab = elf.get_section_by_name(".symtab")
-    if symtab is None:
+    if not isinstance(symtab, SymbolTableSection):
         raise ImageError(f"{path}: no symbol table")
     current_file = None
     for sym in symtab.iter_symbols():
@@ -189,7 +190,7 @@ def _symbols(elf: ELFFile, path: Path):
 
 def _build_id(elf: ELFFile) -> bytes:
     for section in elf.iter_sections():
-        if section["sh_type"] != "SHT_NOTE":
+        if not isinstance(section, NoteSection):
             continue
         for note in section.iter_notes():
             if note["n_type"] == "NT_GNU_BUILD_ID":

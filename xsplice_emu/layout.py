@@ -27,4 +27,4 @@ class Layout:
 
     def unpack(self, data: bytes) -> dict[str, int]:
         """Field name -> value."""
-        return dict(zip(self.names, self.struct.unpack(data)))
+        return dict(zip(self.names, self.struct.unpack(data), strict=True))

@@ -58,7 +58,7 @@ class Session:
 
     def stall(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
         """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off."""
-        self.machine.call(vcpu, "call_stall_irqs_off", ns, wait=False, at_ps=self._at(delay_ns))
+        self.machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=self._at(delay_ns))
 
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
@@ -70,7 +70,8 @@ class Session:
         majors = machine.call_all("xen_major_version")
         minors = machine.call_all("xen_minor_version")
         extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
-        return [Versions(int_result(major), int_result(minor), extra) for major, minor, extra in zip(majors, minors, extras)]
+        return [Versions(int_result(major), int_result(minor), extra)
+                for major, minor, extra in zip(majors, minors, extras, strict=True)]
 
     def text_unchanged(self) -> bool:
         """Whether the firmware's code is byte for byte as it was built."""

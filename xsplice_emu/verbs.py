@@ -150,7 +150,7 @@ class Verb:
                 raise self._error(str(exc)) from None
         if len(positional) < len(self.arguments):
             raise self._error(f"Missing argument {self.arguments[len(positional)].upper()!r}")
-        return Request(self.name, dict(zip(self.arguments, positional)) | params), words[index:]
+        return Request(self.name, dict(zip(self.arguments, positional, strict=True)) | params), words[index:]
 
     def _error(self, what: str) -> ConfigError:
         return ConfigError(f"{self.name}: {what} (usage: {self.usage})")

@@ -48,7 +48,8 @@ def _print_summary(machine: Machine, host_seconds: float) -> None:
     if len(counts) <= 16:
         table.add_row("instructions per vCPU", ", ".join(f"{c:,}" for c in counts))
     else:
-        table.add_row("instructions per vCPU", f"min {min(counts):,}  mean {sum(counts) // len(counts):,}  max {max(counts):,}")
+        table.add_row("instructions per vCPU",
+                      f"min {min(counts):,}  mean {sum(counts) // len(counts):,}  max {max(counts):,}")
     table.add_row("instructions", f"{sum(counts):,}")
     table.add_row("host time", f"{host_seconds:.3f} s")
     table.add_row("guest MIPS", f"{sum(counts) / host_seconds / 1e6:.1f}")

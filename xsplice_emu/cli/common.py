@@ -13,8 +13,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ..machine import ConsoleLine
 from ..errors import ConfigError, XspliceEmuError
+from ..machine import ConsoleLine
 from ..operator import ERR, XEN, Outcome
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS

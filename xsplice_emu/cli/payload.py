@@ -25,7 +25,8 @@ def payload():
 
 @payload.command("build")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output payload (default: SOURCE's stem + .livepatch, here).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output payload (default: SOURCE's stem + .livepatch, here).")
 @click.option("--depends", default="hypervisor", show_default=True, metavar="hypervisor|PAYLOAD",
               help="What it applies on top of: the firmware, or another payload (its build-id).")
 @click.option("--no-xen-depends", is_flag=True, help="Leave out .livepatch.xen_depends.")
@@ -42,7 +43,8 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
         depends=None if depends == "hypervisor" else depends,
         xen_depends=not no_xen_depends,
     )
-    click.echo(f"built {built} (build-id {payload_build_id(built).hex()}, depends {read_note(built, DEPENDS).hex()})")
+    depends_on = (read_note(built, DEPENDS) or b"").hex() or "nothing"
+    click.echo(f"built {built} (build-id {payload_build_id(built).hex()}, depends {depends_on})")
 
 
 @payload.command("build-tests")
@@ -77,7 +79,8 @@ def payload_inspect(file, firmware):
         functions.add_column(column)
     for info in report.functions:
         func = info.record
-        functions.add_row(func.name, f"{func.old_addr:#x} <{info.old}>", f"{func.new_addr:#x}" if func.new_addr else "-",
+        new = f"{func.new_addr:#x}" if func.new_addr else "-"
+        functions.add_row(func.name, f"{func.old_addr:#x} <{info.old}>", new,
                           str(func.old_size), str(func.new_size), str(func.version),
                           "NOP" if func.new_addr == 0 else "jmp", func.expect.hex(" ") if func.expect else "-")
     out.print(functions)

@@ -104,9 +104,8 @@ def _report(result: ScenarioResult, *, quiet: bool) -> None:
     else:
         table = Table(title=f"{escape(scenario.name)} ({escape(str(scenario.path))}, "
                             f"{scenario.machine.vcpus} vCPUs, seed {scenario.machine.seed})", title_justify="left")
-        for column, justify in (("step", "right"), ("command", "left"), ("rc", "left"),
-                                ("result", "left"), ("virtual latency", "right")):
-            table.add_column(column, justify=justify)
+        for column in ("step", "command", "rc", "result", "virtual latency"):
+            table.add_column(column, justify="right" if column in ("step", "virtual latency") else "left")
         for step in result.steps:
             outcome = "[green]ok[/green]" if step.ok else "[red]FAIL[/red]"
             table.add_row(str(step.number), escape(step.command), step.rc or "", outcome, _latency(step.latency_ns))
@@ -116,7 +115,7 @@ def _report(result: ScenarioResult, *, quiet: bool) -> None:
     for step, check in result.failures:
         where = f"  step {step.number} ({escape(step.command)}): "
         if check is None:
-            out.print(f"{where}[red]{escape(step.error)}[/red]")
+            out.print(f"{where}[red]{escape(step.error or '')}[/red]")
         else:
             out.print(f"{where}{escape(check.what)}: expected [green]{escape(repr(check.expected))}[/green], "
                       f"got [red]{escape(repr(check.got))}[/red]")

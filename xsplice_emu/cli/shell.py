@@ -78,7 +78,8 @@ def shell(vcpus, seed, firmware, boot_ms):
               "`help` lists the commands.")
     if sys.stdin.isatty():
         HISTORY.parent.mkdir(parents=True, exist_ok=True)
-        prompt = PromptSession(history=FileHistory(str(HISTORY)), completer=ShellCompleter(session))
+        prompt: PromptSession[str] = PromptSession(history=FileHistory(str(HISTORY)),
+                                                   completer=ShellCompleter(session))
         lines = _prompted(prompt)
     else:
         lines = iter(sys.stdin.readline, "")
@@ -191,9 +192,9 @@ class Shell:
             for command in COMMANDS.values():
                 out.print(f"  {escape(command.name):<8} {escape(command.summary)}")
             return
-        command = COMMANDS.get(args[0])
-        if command is None:
+        if args[0] not in COMMANDS:
             raise ConfigError(f"unknown command {args[0]!r}; `help` lists the commands")
+        command = COMMANDS[args[0]]
         out.print(escape(command.syntax))
         for line in (command.summary, *command.details):
             out.print(f"  {escape(line)}")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from ..errors import ConfigError, ToolchainError
 from ..image import Image, load_image
@@ -75,8 +76,8 @@ def build_payload(
         raise ConfigError(f"{image.path}: the firmware has no GNU build-id note")
     depends_id = image.build_id if depends is None else payload_build_id(depends)
 
-    with tempfile.TemporaryDirectory(prefix="xsplice-payload-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="xsplice-payload-") as tmp_name:
+        tmp = Path(tmp_name)
         header = tmp / "xsplice_firmware.h"
         include = ["-I", str(include_dir.resolve()), "-I", str(tmp)]
         facts = _firmware_facts(image)
@@ -105,7 +106,7 @@ def read_note(path: str | Path, section: str) -> bytes | None:
     try:
         with path.open("rb") as stream:
             found = ELFFile(stream).get_section_by_name(section)
-            if found is None:
+            if not isinstance(found, NoteSection):
                 return None
             for note in found.iter_notes():
                 if note["n_type"] == "NT_GNU_BUILD_ID":
@@ -173,7 +174,7 @@ def _function_sizes(obj: Path) -> dict[str, int]:
         symtab = ELFFile(stream).get_section_by_name(".symtab")
         return {
             sym.name: sym["st_size"]
-            for sym in (symtab.iter_symbols() if symtab else ())
+            for sym in (symtab.iter_symbols() if isinstance(symtab, SymbolTableSection) else ())
             if sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] != "SHN_UNDEF" and _IDENTIFIER.match(sym.name)
         }
 
@@ -206,5 +207,6 @@ def _run(argv: list[str], *, what: str, cwd: Path | None = None, stdin: str | No
         raise ToolchainError(f"cannot build the payload: {argv[0]} is not installed") from None
     if result.returncode:
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-        first = next((line for line in lines if "error" in line), lines[0] if lines else f"exit status {result.returncode}")
+        fallback = lines[0] if lines else f"exit status {result.returncode}"
+        first = next((line for line in lines if "error" in line), fallback)
         raise ToolchainError(f"{what} failed: {first.strip()}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
+from elftools.elf.sections import SymbolTableSection
 
 from ..arch import Architecture
 from ..image import Image
@@ -89,6 +90,8 @@ def _sections(elf: ELFFile):
 
 def _relocations(elf: ELFFile, arch: Architecture):
     symtab = elf.get_section_by_name(".symtab")
+    if not isinstance(symtab, SymbolTableSection):
+        return
     for section in elf.iter_sections():
         if not isinstance(section, RelocationSection) or not section.is_RELA():
             continue
@@ -96,7 +99,8 @@ def _relocations(elf: ELFFile, arch: Architecture):
         for reloc in section.iter_relocations():
             sym = symtab.get_symbol(reloc["r_info_sym"])
             name = sym.name or (elf.get_section(sym["st_shndx"]).name if isinstance(sym["st_shndx"], int) else "")
-            yield RelocationInfo(target, reloc["r_offset"], arch.relocation_name(reloc["r_info_type"]), name, reloc["r_addend"])
+            yield RelocationInfo(target, reloc["r_offset"], arch.relocation_name(reloc["r_info_type"]), name,
+                                 reloc["r_addend"])
 
 
 def _new_code(regions: tuple[Region, ...], func: FuncRecord, arch: Architecture) -> tuple[tuple[int, str], ...]:

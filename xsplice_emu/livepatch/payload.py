@@ -97,7 +97,7 @@ class _Section:
     name: str
     header: dict
     data: bytes
-    address: int | None = None  # set when laid out
+    address: int = 0  # set when laid out (allocated sections only)
 
     @property
     def flags(self) -> int:
@@ -162,13 +162,15 @@ class _Loader:
         self.values = [self._resolve_symbol(i, sym) for i, sym in enumerate(self.raw_symbols)]
         self._relocate(regions)
         self.regions = tuple(Region(start, bytes(buf), kind) for kind, (start, buf) in regions.items())
-        build_id = self._note(abi.BUILD_ID_NOTE, required=True)
+        build_id = self._note(abi.BUILD_ID_NOTE)
+        if build_id is None:
+            raise self.error(errno.EINVAL, f"section {abi.BUILD_ID_NOTE} is missing")
         funcs_section, layout = self._funcs_section()
         return LoadedPayload(
             name=self.name,
             build_id=build_id,
-            depends=self._note(abi.DEPENDS, required=False),
-            xen_depends=self._note(abi.XEN_DEPENDS, required=False),
+            depends=self._note(abi.DEPENDS),
+            xen_depends=self._note(abi.XEN_DEPENDS),
             regions=self.regions,
             funcs=tuple(self._funcs(funcs_section, layout)),
             hooks={kind: self._hooks(kind) for kind in abi.HOOK_SECTIONS},
@@ -313,16 +315,16 @@ class _Loader:
         """Named functions and objects in loaded sections; a global wins over a static."""
         found: dict[str, int] = {}
         candidates = [
-            sym
+            (sym, self.sections[sym.shndx])
             for sym in self.raw_symbols
             if sym.kind in ("STT_FUNC", "STT_OBJECT")
             and sym.name
             and isinstance(sym.shndx, int)
             and 0 < sym.shndx < len(self.sections)
-            and self.sections[sym.shndx].allocated
         ]
-        for sym in sorted(candidates, key=lambda sym: sym.is_global):
-            found[sym.name] = self.sections[sym.shndx].address + sym.value
+        for sym, section in sorted(candidates, key=lambda pair: pair[0].is_global):
+            if section.allocated:
+                found[sym.name] = section.address + sym.value
         return found
 
     def _resolve_symbol(self, index: int, sym: _Symbol) -> int:
@@ -400,12 +402,10 @@ class _Loader:
             raise self.error(errno.EINVAL, f"section {name} appears {len(found)} times")
         return found[0] if found else None
 
-    def _note(self, section_name: str, *, required: bool) -> bytes | None:
-        """The build-id held in a GNU build-id note section."""
+    def _note(self, section_name: str) -> bytes | None:
+        """The build-id held in a GNU build-id note section; None when there is no such section."""
         section = self._unique(section_name)
         if section is None:
-            if required:
-                raise self.error(errno.EINVAL, f"section {section_name} is missing")
             return None
         data = section.data
         if len(data) <= abi.NOTE_HEADER.size:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Callable, Generator
 
 from ..errors import LivepatchError
 from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
@@ -35,7 +35,10 @@ DEFAULT_TIMEOUT_NS = 30_000_000
 TRACED_ANSWERS = {XSPLICE_IRQ_OFF: EventKind.IRQ_MASKED, XSPLICE_IRQ_ON: EventKind.IRQ_UNMASKED}
 
 Program = Generator[int, int, None]
-Perform = Callable[[Vcpu], Generator[int, int, int | None]]
+Perform = Callable[[Vcpu], Generator[int, int, int]]
+"""The action inside the window, on the master: yields port answers, returns the action's rc."""
+Finish = Callable[[Vcpu], Generator[int, int, None]]
+"""What the master runs after the action (post hooks)."""
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Work:
     name: str
     action: str
     perform: Perform
-    finish: Perform | None = None
+    finish: Finish | None = None
     timeout_ns: int = DEFAULT_TIMEOUT_NS
     do_work: bool = False
     semaphore: int = -1
@@ -93,10 +96,17 @@ class Rendezvous:
     def busy(self) -> bool:
         return self.work is not None and self.work.do_work
 
+    @property
+    def active(self) -> Work:
+        """The work in progress (only asked for inside the patching window)."""
+        if self.work is None:
+            raise LivepatchError(errno.EINVAL, "no livepatch action is in progress")
+        return self.work
+
     # -- scheduling (Xen's schedule_work) ----------------------------------
     def schedule(self, work: Work, *, from_vcpu: int = 0) -> None:
         """Start `work`: flag `from_vcpu` and kick it; the rest happens in the guest."""
-        if self.busy:
+        if self.work is not None and self.work.do_work:
             raise LivepatchError(errno.EBUSY, f"{self.work.name}: an action is already in progress")
         machine = self.machine
         if not 0 <= from_vcpu < len(machine.vcpus) or machine.vcpus[from_vcpu].state is VcpuState.WAITING_FOR_START:
@@ -109,7 +119,7 @@ class Rendezvous:
         machine.trace.emit(machine.now_ns, None, EventKind.ACTION_REQUESTED, payload=work.name, action=work.action,
                            from_vcpu=from_vcpu, timeout_ns=work.timeout_ns)
         machine.memory.write_u8(self._work_to_do + from_vcpu, 1)
-        machine.call(from_vcpu, self._reschedule, wait=False)
+        machine.post_call(from_vcpu, self._reschedule)
 
     # -- the port ------------------------------------------------------------
     def _ask(self, vcpu: Vcpu) -> int:
@@ -171,7 +181,7 @@ class Rendezvous:
         self._mask_nmis(vcpu)
         for index in online:
             if index != vcpu.index:
-                machine.call(index, self._reschedule, wait=False, at_ps=self._now(vcpu), sender=vcpu.index)
+                machine.post_call(index, self._reschedule, at_ps=self._now(vcpu), sender=vcpu.index)
         deadline = self._now(vcpu) + work.timeout_ns * PS_PER_NS
         alarm = machine.add_alarm(deadline, lambda: self._notify("arrived", deadline))
         rc = 0
@@ -249,7 +259,8 @@ class Rendezvous:
 
     def _unmask_nmis(self, vcpu: Vcpu, work: Work) -> None:
         work.nmis_lost = self._nmis_counted() - self._nmi_count_masked
-        self.machine.memory.write_u64(self._nmi_callback, self._saved_nmi_callback)
+        if self._saved_nmi_callback is not None:
+            self.machine.memory.write_u64(self._nmi_callback, self._saved_nmi_callback)
         self._emit(vcpu, EventKind.NMI_UNMASKED, lost=work.nmis_lost)
 
     def _log(self, vcpu: Vcpu, text: str) -> None:

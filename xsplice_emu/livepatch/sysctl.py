@@ -10,8 +10,8 @@ list moves.
 from __future__ import annotations
 
 import errno
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Generator
 
 from ..errors import LivepatchError
 from ..machine import PS_PER_NS, Machine, Vcpu
@@ -73,7 +73,8 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
-        loaded = load_payload(name, data, arch=self.machine.arch, resolve=self.machine.image.resolve, base=self._free, limit=self.machine.memory.size)
+        loaded = load_payload(name, data, arch=self.machine.arch, resolve=self.machine.image.resolve,
+                              base=self._free, limit=self.machine.memory.size)
         for other in self.payloads.values():
             if other.loaded.build_id == loaded.build_id:
                 raise LivepatchError(errno.EEXIST, f"{name}: same build-id as payload {other.name}")
@@ -105,7 +106,8 @@ class Livepatch:
     def _check_target(self, name: str, func: FuncRecord) -> None:
         why = self._unsafe.get(func.old_addr)
         if why is not None:
-            raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {self.machine.image.describe(func.old_addr)}: {why}")
+            target = self.machine.image.describe(func.old_addr)
+            raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {target}: {why}")
 
     # -- ACTION --------------------------------------------------------------
     def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
@@ -266,7 +268,7 @@ class Livepatch:
         old = machine.memory.read(func.old_addr, len(new))
         machine.memory.write(func.old_addr, new)
         machine.invalidate_code(func.old_addr, func.old_addr + len(new))
-        work = self.rendezvous.work
+        work = self.rendezvous.active
         work.bytes_written += len(new)
         now = machine.time_of(vcpu) // PS_PER_NS
         machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=func.name,

@@ -51,7 +51,7 @@ class CallSlots:
         finally:
             self.awaited.difference_update(slots)
         results = []
-        for (vcpu, slot), state in zip(slots, states):
+        for (vcpu, slot), state in zip(slots, states, strict=True):
             if self.memory.read_u32(state) != CALL_SLOT_DONE:
                 raise MachineError(f"vCPU {vcpu} did not finish {what} within {timeout_ns / 1e6:g} ms of virtual time")
             self.memory.write_u32(state, CALL_SLOT_FREE)

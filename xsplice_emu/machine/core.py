@@ -6,8 +6,9 @@ slice boundaries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from unicorn import UcError
 
@@ -19,7 +20,7 @@ from ..tracing.trace import Trace
 from . import native
 from .calls import CallSlots
 from .console import Console
-from .devices import Ports, PortReader
+from .devices import PortReader, Ports
 from .hooks import install
 from .memory import GuestMemory
 from .scheduler import Alarm, Scheduler
@@ -89,7 +90,8 @@ class Machine:
     def _load(self, image: Image) -> None:
         for seg in image.segments:
             if seg.address < RAM_BASE or seg.address + seg.memory_size > self.memory.size:
-                raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in {self.config.ram_mib} MiB of RAM")
+                raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in "
+                                  f"{self.config.ram_mib} MiB of RAM")
             self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
 
     @property
@@ -206,7 +208,8 @@ class Machine:
         try:
             vcpu.inject(intno, return_pc=pc)
         except MachineError as exc:
-            raise self.fault(vcpu, f"exception {EXCEPTION_NAMES.get(intno, intno)} with no handler ({exc})", pc) from None
+            what = f"exception {EXCEPTION_NAMES.get(intno, intno)} with no handler ({exc})"
+            raise self.fault(vcpu, what, pc) from None
         self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
 
     def interrupt_return(self, vcpu: Vcpu) -> None:
@@ -268,20 +271,24 @@ class Machine:
         self.table.forget(begin, end)
 
     def call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
-             wait: bool = True, timeout_ns: int = 100_000_000,
-             at_ps: int | None = None, sender: int | None = None) -> int | None:
+             timeout_ns: int = 100_000_000) -> int:
         """Run `function(arg0, arg1)` on vCPU `index` through the call-function
-        IPI; with `wait`, run the machine until it returns and give its result."""
-        slot = self._post_call(index, function, arg0, arg1, at_ps=at_ps, sender=sender)
-        return self.calls.wait([slot], _call_name(function), timeout_ns)[0] if wait else None
+        IPI, run the machine until it returns, and give its result."""
+        slot = self._fill_slot(index, function, arg0, arg1)
+        return self.calls.wait([slot], _call_name(function), timeout_ns)[0]
+
+    def post_call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
+                  at_ps: int | None = None, sender: int | None = None) -> None:
+        """Ask vCPU `index` to run `function(arg0, arg1)` (IPI at `at_ps`, default now) without waiting."""
+        self._fill_slot(index, function, arg0, arg1, at_ps=at_ps, sender=sender)
 
     def call_all(self, function: str | int, arg0: int = 0, arg1: int = 0, *,
                  timeout_ns: int = 100_000_000) -> list[int]:
         """Run `function(arg0, arg1)` on every vCPU at once; their results in vCPU order."""
-        slots = [self._post_call(index, function, arg0, arg1) for index in range(len(self.vcpus))]
+        slots = [self._fill_slot(index, function, arg0, arg1) for index in range(len(self.vcpus))]
         return self.calls.wait(slots, _call_name(function), timeout_ns)
 
-    def _post_call(self, index: int, function: str | int, arg0: int, arg1: int, *,
+    def _fill_slot(self, index: int, function: str | int, arg0: int, arg1: int, *,
                    at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
         vcpu = self._vcpu(index)
         address = self.image.address(function) if isinstance(function, str) else function

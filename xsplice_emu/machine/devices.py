@@ -4,7 +4,8 @@ packages answer (the livepatch controller's PORT_XSPLICE)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..platform import (
     EXCEPTION_NAMES,

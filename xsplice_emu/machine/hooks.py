@@ -7,7 +7,8 @@ hooks only forward to the machine's handlers; no logic lives here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_INTR
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .spec import NEVER
 from .vcpu import Vcpu, VcpuState

@@ -100,7 +100,7 @@ class Vcpu:
     # -- life cycle --------------------------------------------------------
     def start(self, entry: int, *, at_ps: int, arguments: tuple[int, ...]) -> None:
         """Begin executing at `entry` at virtual time `at_ps` with the boot arguments of firmware/ABI.md."""
-        for register, value in zip(self.arch.registers.arguments, arguments):
+        for register, value in zip(self.arch.registers.arguments[:len(arguments)], arguments, strict=True):
             self.write(register, value)
         self.pc = entry
         self.clock_ps = at_ps

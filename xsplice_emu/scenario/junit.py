@@ -20,7 +20,8 @@ def junit_xml(results: list[ScenarioResult]) -> str:
             if check is None:
                 message = f"step {step.number} ({step.command}): {step.error}"
             else:
-                message = f"step {step.number} ({step.command}): {check.what}: expected {check.expected!r}, got {check.got!r}"
+                message = (f"step {step.number} ({step.command}): {check.what}: "
+                           f"expected {check.expected!r}, got {check.got!r}")
             failure = ET.SubElement(case, "failure", message=message, type="expectation" if check else "error")
             failure.text = f"{message}\nreproduce: {result.reproduce}\ndigest: {result.digest}"
         ET.SubElement(case, "system-out").text = f"digest {result.digest}\nvirtual time {result.virtual_ns} ns"

@@ -34,9 +34,8 @@ class Value(Enum):
         """`raw` if it is such a value (an errno name becomes its number); ConfigError naming `key`."""
         if self is Value.ERRNO:
             return _errno(key, raw)
-        python = {Value.TEXT: str, Value.INTEGER: int, Value.FLAG: bool, Value.NUMBER: (int, float),
-                  Value.NAMES: list, Value.STATES: dict, Value.TABLE: dict, Value.LIST: list}[self]
-        if isinstance(raw, bool) and self is not Value.FLAG or not isinstance(raw, python):
+        matches = isinstance(raw, _PYTHON_TYPES[self])
+        if isinstance(raw, bool) and self is not Value.FLAG or not matches:
             raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
         if self is Value.NUMBER and raw < 0:
             raise ConfigError(f"{key} must be >= 0, got {raw}")
@@ -60,6 +59,12 @@ class Value(Enum):
         if self is Value.NAMES:
             return [name for name in word.split(",") if name]
         return word
+
+
+_PYTHON_TYPES: dict[Value, type | tuple[type, ...]] = {
+    Value.TEXT: str, Value.INTEGER: int, Value.FLAG: bool, Value.NUMBER: (int, float),
+    Value.NAMES: list, Value.STATES: dict, Value.TABLE: dict, Value.LIST: list,
+}
 
 
 def _errno(key: str, raw: Any) -> int:

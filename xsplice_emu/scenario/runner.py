@@ -48,7 +48,7 @@ class ScenarioResult:
     @property
     def failures(self) -> list[tuple[StepResult, Check | None]]:
         """Each failed expectation (or error, with no check) with its step."""
-        found = []
+        found: list[tuple[StepResult, Check | None]] = []
         for step in self.steps:
             found += [(step, check) for check in step.checks if not check.ok]
             if step.error is not None:

@@ -24,6 +24,7 @@ from ..session import Session
 from ..verbs import VERBS, Request, parse
 from .keys import ABSENT, Key, Value, read_keys
 
+
 @dataclass(frozen=True)
 class Check:
     """One expectation: what was looked at, what it should be, what it was."""

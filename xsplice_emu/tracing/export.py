@@ -156,7 +156,9 @@ class _Builder:
             self._master = None
 
     def _arrived(self, event: Event) -> None:
-        kick = self._kicks.pop(event.vcpu, None) if event.fields["phase"] == "CPU" else None
+        if event.fields["phase"] != "CPU" or event.vcpu is None:
+            return
+        kick = self._kicks.pop(event.vcpu, None)
         if kick is not None:
             master, kicked_ns = kick
             flow = {"name": "kick", "cat": "rendezvous", "pid": PID, "id": len(self.marks)}
@@ -186,7 +188,7 @@ def _action_slices(actions: list[ActionSummary], end_ns: int) -> list[_Slice]:
     """Per action: its whole span (cut at the next request), then its CPU phase,
     IRQ phase and patch window."""
     slices = []
-    for action, following in zip(actions, [*actions[1:], None]):
+    for action, following in zip(actions, [*actions[1:], None], strict=True):
         limit = end_ns if following is None else following.requested_ns
         end = max(action.requested_ns, min(limit, limit if action.released_ns is None else action.released_ns))
         slices.append((action.requested_ns, end, f"{action.action} {action.payload}", "action",

@@ -180,7 +180,9 @@ class TraceFile:
         return TraceFormatError(f"{self.path}:{self.line_of(index)}: {problem}")
 
 
-_scan = json.JSONDecoder().scan_once  # json.loads without its per-call overhead; errors come from json.loads
+# json.loads without its per-call overhead; errors come from json.loads. JSONDecoder sets scan_once in
+# __init__, and typeshed does not declare it.
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _parse_json(path: Path, line_number: int, line: bytes) -> Any:

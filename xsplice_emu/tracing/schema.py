@@ -7,7 +7,8 @@ event's fields or an event about to be emitted, or return None.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .kinds import EventKind, Field
 

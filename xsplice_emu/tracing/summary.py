@@ -97,12 +97,13 @@ def summarize(events: Iterable[Event]) -> list[ActionSummary]:
 
 
 def _phase(summary: ActionSummary, event: Event) -> ActionSummary:
-    name = "cpu_phase_ns" if event.fields["phase"] == "CPU" else "irq_phase_ns"
-    return replace(summary, **{name: event.time_ns})
+    if event.fields["phase"] == "CPU":
+        return replace(summary, cpu_phase_ns=event.time_ns)
+    return replace(summary, irq_phase_ns=event.time_ns)
 
 
 def _arrived(summary: ActionSummary, event: Event) -> ActionSummary:
-    if event.fields["phase"] != "CPU":
+    if event.fields["phase"] != "CPU" or event.vcpu is None:
         return summary
     return replace(summary, arrivals=summary.arrivals + (Arrival(event.vcpu, event.time_ns),))
 

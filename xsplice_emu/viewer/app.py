@@ -251,7 +251,7 @@ class TraceViewer(App[TraceFormatError | None]):
         self.push_screen(SummaryScreen(list(actions(self.trace))))
 
     def action_help(self) -> None:
-        keys = [(b.key_display or b.key, b.description) for b in self.BINDINGS]
+        keys = [(b.key_display or b.key, b.description) for b in self.BINDINGS if isinstance(b, Binding)]
         self.push_screen(HelpScreen(keys))
 
     @_reading
@@ -259,6 +259,8 @@ class TraceViewer(App[TraceFormatError | None]):
         """A click on a lane selects the event drawn there (within two columns): a marked one first, the
         nearest column next, the last drawn (on top) last."""
         timeline = self.query_one(Timeline)
+        if self.frame is None:
+            return
         width = timeline.canvas_width
         clicked = self.viewport.column(message.time_ns, width)
         near = [(event.kind not in timeline.marks.kinds, abs(self.viewport.column(event.time_ns, width) - clicked),

@@ -26,4 +26,4 @@ def figures(action: ActionSummary) -> dict[str, str]:
         str(action.bytes_patched),
         action.abort_reason or "-",
         " ".join(order[:ARRIVALS_SHOWN]) + (f" (+{more} more)" if more > 0 else ""),
-    )))
+    ), strict=True))

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..tracing.trace import Event
 from ..tracing import ActionSummary, Span, StateCheckpoints, TraceFile, lane_spans, summarize
+from ..tracing.trace import Event
 from .viewport import MIN_SPAN_NS, Viewport
 
 WHOLE = 100_000

@@ -84,17 +84,16 @@ class Timeline(ScrollView, can_focus=True):
         if self.frame is None or row >= len(self.rows):
             return Strip.blank(width)
         if (row, width) not in self._drawn:
-            self._drawn[row, width] = self._draw(self.rows[row], width)
+            self._drawn[row, width] = self._draw(self.frame, self.rows[row], width)
         return self._drawn[row, width]
 
-    def _draw(self, vcpu: int | None, width: int) -> Strip:
+    def _draw(self, frame: Frame, vcpu: int | None, width: int) -> Strip:
         label = Segment(row_label(vcpu), _LABEL_SELECTED if vcpu == self._selected_lane else _LABEL)
         columns = max(1, width - LABEL_WIDTH)
-        if self.frame.crowded:
+        if frame.crowded:
             return Strip([label, Segment("░" * columns, _CROWDED)], width)
-        spans = None if vcpu is None else self.frame.lanes.get(vcpu, [])
-        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), self.frame.actions, self.frame.viewport,
-                            columns, self.marks)
+        spans = None if vcpu is None else frame.lanes.get(vcpu, [])
+        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), frame.actions, frame.viewport, columns, self.marks)
         return Strip([label, *cells], width)
 
     def on_resize(self, event: Resize) -> None:

@@ -60,12 +60,19 @@ def _compile(work: Path) -> None:
 
 def on_block_address() -> int:
     """Address of the C UC_HOOK_BLOCK callback."""
-    return ctypes.cast(library().on_block, ctypes.c_void_p).value
+    return _address(library().on_block)
 
 
 def emu_stop_address() -> int:
     """Address of libunicorn's uc_emu_stop, which the hook calls."""
-    return ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
+    return _address(uclib.uc_emu_stop)
+
+
+def _address(function) -> int:
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    if address is None:
+        raise ToolchainError(f"{function} has no address")
+    return address
 
 
 class BlockTable:
