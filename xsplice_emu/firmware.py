@@ -17,7 +17,7 @@ ELF_NAME = "xen-syms"
 def builtin_firmware(arch: Architecture = DEFAULT_ARCH) -> Path:
     """Path of the built-in firmware ELF of `arch`, built with make and gcc into the cache when its sources changed."""
     source = sources_dir() / arch.firmware_tree
-    tools = toolchain()
+    tools = toolchain(arch)
     entry = cached("firmware", digest(source, tools.prefix), lambda work: _build(source, work, tools))
     return entry / ELF_NAME
 

@@ -1,9 +1,9 @@
-"""The x86-64 toolchain that builds the firmware and the payloads: gcc, binutils, make.
+"""The toolchain that builds the firmware and the payloads of a guest architecture: gcc, binutils, make.
 
-On an x86-64 host: the native `gcc` and `ld`. Elsewhere, or whenever
-CROSS_COMPILE is set, the prefixed cross tools: CROSS_COMPILE defaults to
-`x86_64-linux-gnu-` on other hosts (Debian's gcc-x86-64-linux-gnu and
-binutils-x86-64-linux-gnu).
+On a host of the guest's own architecture: the native `gcc` and `ld`.
+Elsewhere, or whenever CROSS_COMPILE is set, the prefixed cross tools:
+CROSS_COMPILE defaults to the architecture's GNU triplet and a dash
+(`x86_64-linux-gnu-`: Debian's gcc-x86-64-linux-gnu and binutils-x86-64-linux-gnu).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import platform
 import shutil
 from dataclasses import dataclass
 
+from .arch import DEFAULT_ARCH, Architecture
 from .errors import ToolchainError
 
-CROSS_PREFIX = "x86_64-linux-gnu-"
-NATIVE_MACHINES = ("x86_64", "amd64", "AMD64")
 _DEBIAN_PACKAGES = {"gcc": "gcc", "ld": "binutils", "make": "make"}
 
 
@@ -45,9 +44,9 @@ class Toolchain:
                 raise ToolchainError(f"cannot {task}: {program} is not installed (Debian: apt-get install {package})")
 
 
-def toolchain() -> Toolchain:
-    """The toolchain for this host: CROSS_COMPILE's prefix, else native on x86-64 and cross elsewhere."""
+def toolchain(arch: Architecture = DEFAULT_ARCH) -> Toolchain:
+    """The toolchain for `arch` on this host: CROSS_COMPILE's prefix, else native or the arch's cross tools."""
     prefix = os.environ.get("CROSS_COMPILE")
     if prefix is None:
-        prefix = "" if platform.machine() in NATIVE_MACHINES else CROSS_PREFIX
+        prefix = "" if platform.machine() in arch.host_machines else arch.gnu_triplet + "-"
     return Toolchain(prefix)

@@ -73,6 +73,12 @@ class Architecture(ABC):
     relocations: dict[int, Relocation]
     firmware_tree: str
     """The firmware's source tree (a directory under the project's sources)."""
+    gnu_triplet: str
+    """The GNU target triplet of its cross toolchain (x86_64-linux-gnu)."""
+    host_machines: tuple[str, ...]
+    """What `platform.machine()` says on a host that builds for it natively."""
+    payload_cflags: tuple[str, ...]
+    """gcc flags for a payload: freestanding, position-independent, no red zone, no FPU state."""
 
     # -- disassembly -------------------------------------------------------
     @cached_property

@@ -100,6 +100,14 @@ class X86_64(Architecture):
         )
     }
     firmware_tree = "firmware"
+    gnu_triplet = "x86_64-linux-gnu"
+    host_machines = ("x86_64", "amd64", "AMD64")
+    payload_cflags = (
+        "-O2", "-g0", "-ffreestanding", "-fno-builtin", "-nostdlib", "-fpic",
+        "-mcmodel=small", "-mno-red-zone", "-fno-stack-protector", "-fno-common",
+        "-fno-asynchronous-unwind-tables", "-fcf-protection=none",
+        "-mgeneral-regs-only", "-fno-jump-tables", "-Wall",
+    )
 
     def direct_branch_targets(self, code: bytes, address: int) -> Iterator[int]:
         for insn in self.detailed_disassembler.disasm(code, address):
@@ -113,17 +121,17 @@ class X86_64(Architecture):
         _, idt_base, idt_limit, _ = vcpu.uc.reg_read(UC_X86_REG_IDTR)
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
             raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
-        gate = IDT_GATE.unpack(vcpu.memory.read(idt_base + vector * IDT_GATE.size, IDT_GATE.size))
-        if not gate["type_attr"] & GATE_PRESENT:
+        low, _, _, attributes, mid, high, _ = IDT_GATE.struct.unpack(
+            vcpu.memory.read(idt_base + vector * IDT_GATE.size, IDT_GATE.size))
+        if not attributes & GATE_PRESENT:
             raise MachineError(f"vCPU {vcpu.index}: IDT gate for vector {vector:#x} is not present")
-        handler = gate["offset_low"] | gate["offset_mid"] << 16 | gate["offset_high"] << 32
-        masks = gate["type_attr"] & GATE_TYPE_MASK == INTERRUPT_GATE
+        handler = low | mid << 16 | high << 32
+        masks = attributes & GATE_TYPE_MASK == INTERRUPT_GATE
         regs = self.registers
         rsp = vcpu.read(regs.sp)
         rflags = vcpu.read(regs.flags)
         frame = (rsp & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
-        vcpu.memory.write(frame, INTERRUPT_FRAME.pack(rip=return_pc, cs=CODE_SELECTOR, rflags=rflags, rsp=rsp,
-                                                      ss=DATA_SELECTOR))
+        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, CODE_SELECTOR, rflags, rsp, DATA_SELECTOR))
         vcpu.write(regs.sp, frame)
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)
         vcpu.write(regs.flags, rflags & ~cleared)

@@ -32,19 +32,12 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, SymbolTableSection
 
+from ..arch import Architecture
 from ..errors import ConfigError, ToolchainError
 from ..image import Image, load_image
 from ..sources import sources_dir
 from ..toolchain import Toolchain, toolchain
 from .abi import BUILD_ID_NOTE, DEPENDS, EXPECT_MAX, NT_GNU_BUILD_ID, XEN_DEPENDS
-
-CFLAGS = (
-    "-O2", "-g0", "-ffreestanding", "-fno-builtin", "-nostdlib", "-fpic",
-    "-mcmodel=small", "-mno-red-zone", "-fno-stack-protector", "-fno-common",
-    "-fno-asynchronous-unwind-tables", "-fcf-protection=none",
-    "-mgeneral-regs-only", "-fno-jump-tables", "-Wall",
-)
-
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -66,12 +59,12 @@ def build_payload(
     (default: the shipped payloads/include).
     """
     source, output = Path(source), Path(output)
-    tools = toolchain()
+    image = load_image(firmware)
+    tools = toolchain(image.arch)
     tools.require("build the payload", "gcc", "ld")
     include_dir = sources_dir() / "payloads" / "include" if include_dir is None else Path(include_dir)
     if not source.is_file():
         raise ConfigError(f"{source}: no such source file")
-    image = load_image(firmware)
     if not image.build_id:
         raise ConfigError(f"{image.path}: the firmware has no GNU build-id note")
     depends_id = image.build_id if depends is None else payload_build_id(depends)
@@ -84,12 +77,12 @@ def build_payload(
 
         header.write_text(facts)
         sizing = tmp / "sizing.o"
-        _compile(tools, source, sizing, [*include, "-DXSPLICE_SIZING_PASS"])
+        _compile(tools, image.arch, source, sizing, [*include, "-DXSPLICE_SIZING_PASS"])
         sizes = _function_sizes(sizing)
 
         header.write_text(facts + "".join(f"#define XSPLICE_NEW_SIZE_{n} {s}\n" for n, s in sizes.items()))
         obj = tmp / "payload.o"
-        _compile(tools, source, obj, include)
+        _compile(tools, image.arch, source, obj, include)
         if _function_sizes(obj) != sizes:
             raise ToolchainError(f"{source}: function sizes changed between the two compile passes")
 
@@ -162,10 +155,11 @@ def _read(image: Image, address: int, length: int) -> bytes:
     return b""
 
 
-def _compile(tools: Toolchain, source: Path, obj: Path, extra: list[str]) -> None:
+def _compile(tools: Toolchain, arch: Architecture, source: Path, obj: Path, extra: list[str]) -> None:
     # Run from the source's directory and name it by its base name: the object
     # (hence the build-id) does not depend on where the tree is checked out.
-    _run([tools.gcc, *CFLAGS, *extra, "-c", source.name, "-o", str(obj.resolve())], what="gcc", cwd=source.parent)
+    _run([tools.gcc, *arch.payload_cflags, *extra, "-c", source.name, "-o", str(obj.resolve())], what="gcc",
+         cwd=source.parent)
 
 
 def _function_sizes(obj: Path) -> dict[str, int]:
