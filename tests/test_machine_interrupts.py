@@ -86,3 +86,15 @@ def test_second_nmi_waits_for_iretq(boot, image):
     order = machine.trace.events.index
     assert order(first) < order(unblocked) < order(second)
     assert _count(machine, "nmi_count", 1) == 2
+
+
+def test_a_call_posted_for_later_does_not_run_early(boot, image):
+    """A stall posted 50 us ahead is not run by an earlier call-function IPI; it starts at +50 us."""
+    machine = boot(2, ms=1.5)
+    start = machine.now_ns
+    machine.post_call(1, "call_stall_irqs_off", 2_000_000, at_ps=(start + 50_000) * 1000)
+    assert machine.call(1, "xen_major_version") == 4
+    assert machine.now_ns < start + 50_000
+    machine.run_for(100_000)
+    kicks = _events(machine, EventKind.INTERRUPT, 1, vector=CALL_FUNCTION_VECTOR)
+    assert [kick.time_ns >= start + 50_000 for kick in kicks] == [False, True]

@@ -279,7 +279,14 @@ class Machine:
 
     def post_call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
                   at_ps: int | None = None, sender: int | None = None) -> None:
-        """Ask vCPU `index` to run `function(arg0, arg1)` (IPI at `at_ps`, default now) without waiting."""
+        """Ask vCPU `index` to run `function(arg0, arg1)` (IPI at `at_ps`, default now) without waiting.
+
+        A call the host posts for later fills its slot only then: a pending slot
+        runs at the vCPU's next call-function IPI, whoever sent that one."""
+        if sender is None and at_ps is not None and at_ps > self.now_ps:
+            self._vcpu(index)
+            self.add_alarm(at_ps, lambda: self._fill_slot(index, function, arg0, arg1, at_ps=at_ps))
+            return
         self._fill_slot(index, function, arg0, arg1, at_ps=at_ps, sender=sender)
 
     def call_all(self, function: str | int, arg0: int = 0, arg1: int = 0, *,
