@@ -14,6 +14,7 @@ from xsplice_emu.cli import main
     (1, "UC_ERR_INSN_INVALID", "ud2"),
     (2, "UC_ERR_READ_UNMAPPED", "mov"),
     (3, "#BP breakpoint", ""),
+    (4, "UC_ERR_WRITE_PROT", "mov"),
 ])
 def test_guest_fault_names_vcpu_rip_instruction_and_console(boot, image, kind, what, insn):
     """A fault names the vCPU, the RIP with its symbol, the instruction and the last console line."""
@@ -28,6 +29,15 @@ def test_guest_fault_names_vcpu_rip_instruction_and_console(boot, image, kind, w
     assert insn in message.split(">: ", 1)[1]
     assert "last console line: " in message
     assert "\n" not in message
+
+
+def test_executing_data_faults_where_it_jumped(boot, image):
+    """Data pages are not executable: a call into them stops the run at that address."""
+    machine = boot(2, ms=1.5)
+    with pytest.raises(GuestFault) as caught:
+        machine.call(1, "call_fault", 5)
+    assert "UC_ERR_FETCH_PROT" in str(caught.value)
+    assert caught.value.rip == image.address("busy_flag")
 
 
 def test_call_returns_a_guest_functions_value(boot, image):

@@ -2,11 +2,14 @@
 #include <platform.h>
 #include <xen/lib.h>
 #include <xen/calls.h>
+#include <xen/livepatch.h>
 #include <xen/sched.h>
 #include <xen/softirq.h>
 #include <xen/time.h>
 #include <asm/system.h>
 #include <asm/cpu_info.h>
+
+typedef unsigned long host_fn_t(unsigned long, unsigned long);
 
 static inline __attribute__((always_inline)) unsigned long spin_ns(unsigned long ns)
 {
@@ -35,7 +38,7 @@ __hook unsigned long call_set_busy(unsigned long on, unsigned long unused)
     return 0;
 }
 
-/* 0 divide error, 1 invalid opcode, 2 read of unmapped memory, 3 int3. */
+/* 0 divide error, 1 invalid opcode, 2 read of unmapped memory, 3 int3, 4 write to text, 5 call into data. */
 __hook unsigned long call_fault(unsigned long kind, unsigned long unused)
 {
     unsigned long v = 0;
@@ -56,6 +59,12 @@ __hook unsigned long call_fault(unsigned long kind, unsigned long unused)
     case 3:
         __asm__ __volatile__ ("int3");
         break;
+    case 4:
+        ACCESS_ONCE(*(volatile u8 *)call_set_busy) = 0xcc;     /* text is read-only */
+        break;
+    case 5:
+        ((host_fn_t *)busy_flag)(0, 0);                       /* data is not executable */
+        break;
     default:
         return ~0UL;
     }
@@ -74,4 +83,26 @@ __hook unsigned long call_sti_window(unsigned long ns, unsigned long unused)
     spins += spin_ns(ns);
     local_irq_restore(flags);
     return spins;
+}
+
+
+/* Write `jmp new` over `old` through the text alias, no serialising, then call `old`: the writer sees it. */
+__hook unsigned long call_poke_jump(unsigned long old, unsigned long new)
+{
+    struct livepatch_func func = { .new_addr = (void *)new, .old_addr = (void *)old };
+    struct livepatch_fstate state = { 0 };
+
+    arch_livepatch_apply(&func, &state);
+    return ((host_fn_t *)old)(0, 0);
+}
+
+/* Call `fn` for ns without serialising; how many results differed from the first one. */
+__hook unsigned long call_watch(unsigned long fn, unsigned long ns)
+{
+    s_time_t start = NOW();
+    unsigned long first = ((host_fn_t *)fn)(0, 0), changed = 0;
+
+    while ( (unsigned long)(NOW() - start) < ns )
+        changed += ((host_fn_t *)fn)(0, 0) != first;
+    return changed;
 }

@@ -8,6 +8,8 @@
 
 /* Memory */
 #define RAM_BASE 0x1000
+/* All of RAM again, read-write and never executable: how code is written (text is read-only) */
+#define TEXT_ALIAS_OFFSET 0x100000000
 #define CLOCK_PAGE 0x10000
 #define IMAGE_BASE 0x100000
 #define NR_CPUS 256

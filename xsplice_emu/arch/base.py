@@ -123,6 +123,11 @@ class Architecture(ABC):
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
         """Route the guest's port writes to `on_out(port, size, value)` and reads to `on_in(port, size)`."""
 
+    @abstractmethod
+    def add_serialising_hook(self, uc: Uc, on_serialise: Callable[[], int]) -> None:
+        """Call `on_serialise()` (it returns 0) at each serialising instruction other than `interrupt_return`,
+        which the machine hooks already."""
+
     # -- patching ------------------------------------------------------------
     @abstractmethod
     def jump(self, old_addr: int, new_addr: int) -> bytes:

@@ -18,7 +18,7 @@ from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
-from .payload import FuncRecord, LoadedPayload, load_payload
+from .payload import FuncRecord, LoadedPayload, RegionKind, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
@@ -86,6 +86,8 @@ class Livepatch:
             self._check_target(name, func)
         for region in loaded.regions:
             self.machine.memory.write(region.address, region.data)
+            self.machine.protect(region.address, region.end, read=True, write=region.kind is RegionKind.DATA,
+                                 execute=region.kind is RegionKind.TEXT)
         self._free = _page_align(loaded.end)
         payload = Payload(name, loaded)
         self.payloads[name] = payload
@@ -180,6 +182,8 @@ class Livepatch:
         if payload.state is not PayloadState.CHECKED:
             raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
         del self.payloads[payload.name]
+        for region in payload.loaded.regions:
+            self.machine.protect(region.address, region.end, read=True, write=True)
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)
 
     # -- running an action to the end ---------------------------------------

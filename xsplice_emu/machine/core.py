@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from unicorn import UcError
+from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
 
 from ..errors import ConfigError, GuestFault, MachineError
 from ..image import Image
@@ -24,10 +24,12 @@ from .devices import PortReader, Ports
 from .hooks import install
 from .memory import GuestMemory
 from .scheduler import Alarm, Scheduler
-from .spec import NEVER, PS_PER_NS, PS_PER_SECOND
+from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .vcpu import StopReason, Vcpu, VcpuState
 
 NmiObserver = Callable[[Vcpu], None]
+CodeWriteObserver = Callable[[Vcpu, int, bytes], None]
+"""Called with the writing vCPU, the text address and the bytes about to be overwritten."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,12 @@ class Machine:
         self.ports = Ports(self)
         self.calls = CallSlots(self)
         self.nmi_observers: list[NmiObserver] = []
+        self.code_write_observers: list[CodeWriteObserver] = []
+        self._code: list[tuple[int, int]] = []  # executable ranges, page aligned
+        self.protect(RAM_BASE, self.memory.size, read=True, write=True)
+        for seg in image.segments:
+            self.protect(seg.address, seg.address + seg.memory_size, read=seg.readable, write=seg.writable,
+                         execute=seg.executable)
         returns = _interrupt_returns(image, self.memory)
         for vcpu in self.vcpus:
             install(vcpu, self, returns)
@@ -170,6 +178,8 @@ class Machine:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
             raise self.fault(vcpu, str(exc), vcpu.pc) from None
+        if vcpu.to_flush:
+            vcpu.flush_pending()
         error = vcpu.take_hook_error()
         if error is not None:
             raise error
@@ -213,13 +223,42 @@ class Machine:
         self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
 
     def interrupt_return(self, vcpu: Vcpu) -> None:
-        """A handler returns. It ends NMI blocking; stop so a waiting NMI is taken at once."""
+        """A handler returns. It ends NMI blocking; stop so a waiting NMI is taken at once. It serialises."""
+        self.serialise(vcpu)
         vector, ended_nmi_blocking = vcpu.interrupt_return()
         self.emit(vcpu, EventKind.IRET, vector=vector)
         if ended_nmi_blocking:
             self.emit(vcpu, EventKind.NMI_UNBLOCKED)
             if vcpu.nmi_pending:
                 vcpu.stop(StopReason.HOOK)
+
+    def serialise(self, vcpu: Vcpu) -> int:
+        """A serialising instruction: from the next one, `vcpu` runs what others wrote into code. Returns 0."""
+        if vcpu.unseen_code:
+            self.emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
+            vcpu.to_flush += vcpu.unseen_code
+            vcpu.unseen_code = []
+            vcpu.stop(StopReason.HOOK)
+        return 0
+
+    def code_written(self, vcpu: Vcpu, address: int, size: int) -> None:
+        """`vcpu` is about to store `size` bytes at `address` through the writable alias. Into code, the
+        writer sees them at once and the other vCPUs once they serialise (firmware/ABI.md)."""
+        end = address + size
+        if not any(begin < end and address < stop for begin, stop in self._code):
+            return
+        old = self.memory.read(address, size)
+        for observer in self.code_write_observers:
+            observer(vcpu, address, old)
+        self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=size)
+        self.table.forget(address, end)
+        # Not dropped from inside the store (Unicorn crashes) nor by stopping here (that aborts the store, and a
+        # `rep movsb` restarts it for ever): the slice ends at the next block, and the flush follows it.
+        vcpu.to_flush.append((address, end))
+        vcpu.end_slice_at_next_block()
+        for other in self.vcpus:
+            if other is not vcpu:
+                other.unseen_code.append((address, end))
 
     def start_cpu(self, index: int, *, by: Vcpu) -> None:
         """vCPU `by` starts vCPU `index` at the firmware's entry."""
@@ -238,6 +277,21 @@ class Machine:
     def answer_port(self, port: int, reader: PortReader) -> None:
         """Let `reader(vcpu)` give what the guest's IN from `port` reads."""
         self.ports.answer(port, reader)
+
+    def protect(self, begin: int, end: int, *, read: bool, write: bool = False, execute: bool = False) -> None:
+        """What guest code may do with the pages covering `[begin, end)`, on every vCPU. The host and the
+        writable alias (TEXT_ALIAS_OFFSET) are not bound by it; executable ranges are what code writes watch."""
+        begin, end = begin & ~(PAGE_SIZE - 1), -(-end // PAGE_SIZE) * PAGE_SIZE
+        permissions = (UC_PROT_READ if read else 0) | (UC_PROT_WRITE if write else 0) | (UC_PROT_EXEC if execute else 0)
+        for vcpu in self.vcpus:
+            vcpu.protect(begin, end, permissions)
+        self._code = [(b, e) for b, e in self._code if e <= begin or end <= b]
+        if execute:
+            self._code.append((begin, end))
+
+    def observe_code_writes(self, observer: CodeWriteObserver) -> None:
+        """Call `observer(vcpu, address, old_bytes)` before each guest store into code."""
+        self.code_write_observers.append(observer)
 
     def observe_nmis(self, observer: NmiObserver) -> None:
         """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
@@ -285,7 +339,7 @@ class Machine:
         runs at the vCPU's next call-function IPI, whoever sent that one."""
         if sender is None and at_ps is not None and at_ps > self.now_ps:
             self._vcpu(index)
-            self.add_alarm(at_ps, lambda: self._fill_slot(index, function, arg0, arg1, at_ps=at_ps))
+            self.add_alarm(at_ps, lambda: self.post_call(index, function, arg0, arg1))
             return
         self._fill_slot(index, function, arg0, arg1, at_ps=at_ps, sender=sender)
 

@@ -7,12 +7,12 @@ import ctypes
 import heapq
 from enum import Enum
 
-from unicorn import UC_HOOK_BLOCK, UC_PROT_ALL, Uc
+from unicorn import UC_HOOK_BLOCK, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, Uc
 from unicorn.unicorn_py3.unicorn import uclib
 
 from ..arch import Architecture
 from ..errors import MachineError
-from ..platform import RAM_BASE
+from ..platform import RAM_BASE, TEXT_ALIAS_OFFSET
 from . import native
 from .memory import GuestMemory
 
@@ -44,6 +44,8 @@ class Vcpu:
         self.uc = Uc(*arch.unicorn_mode)
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         self.uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
+        self.uc.mem_map_ptr(TEXT_ALIAS_OFFSET + RAM_BASE, memory.size - RAM_BASE, UC_PROT_READ | UC_PROT_WRITE,
+                            memory.host_address + RAM_BASE)
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
@@ -69,6 +71,8 @@ class Vcpu:
         self.handlers: list[int] = []  # vectors whose handlers run, innermost last (for the trace)
         self.timer_vector = 0
         self.next_tick_ps = 0
+        self.unseen_code: list[tuple[int, int]] = []  # ranges other vCPUs wrote since this one serialised
+        self.to_flush: list[tuple[int, int]] = []  # ranges to drop from its translated code after this slice
         self.stop_reason: StopReason | None = None
         self.hook_error: BaseException | None = None
         self._register_buffer = ctypes.c_uint64()
@@ -129,9 +133,23 @@ class Vcpu:
         self.stop_reason = reason
         self.uc.emu_stop()
 
+    def end_slice_at_next_block(self) -> None:
+        """From inside a hook: spend the slice's budget, so the block hook stops before the next block."""
+        self.budget.budget = self.budget.executed
+
     def flush(self, begin: int, end: int) -> None:
         """Drop this vCPU's translated code overlapping `[begin, end)`."""
         self.uc.ctl_remove_cache(begin, end)
+
+    def flush_pending(self) -> None:
+        """Drop what `to_flush` names (asked for from inside a hook, done between slices)."""
+        for begin, end in self.to_flush:
+            self.flush(begin, end)
+        self.to_flush.clear()
+
+    def protect(self, begin: int, end: int, permissions: int) -> None:
+        """Unicorn permissions (UC_PROT_*) of the guest pages `[begin, end)`."""
+        self.uc.mem_protect(begin, end - begin, permissions)
 
     # -- running -------------------------------------------------------
     def run_slice(self, budget: int) -> StopReason:

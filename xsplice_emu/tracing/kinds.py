@@ -54,6 +54,10 @@ class EventKind(StrEnum):
     EXCEPTION = "exception", "a CPU exception was delivered", _VECTOR, ("rip", "int", "where it happened")
     IRET = "iret", "the innermost handler returned", ("vector", "int?", "its vector; null: unknown")
     NMI_UNBLOCKED = "nmi_unblocked", "an iretq ended NMI blocking"
+    CODE_WRITE = ("code_write", "the vCPU wrote into executable code through the writable alias",
+                  ("address", "int", "first byte written (its text address)"), ("size", "int", "bytes written"))
+    CODE_SYNC = ("code_sync", "a serialising instruction: the vCPU now runs code other vCPUs wrote",
+                 ("ranges", "int", "written ranges it had not seen"))
     PARK = "park", "the vCPU waits in check_for_xsplice_work"
     UNPARK = "unpark", "a parked vCPU runs again", ("cause", "str", "release or interrupt")
     IPI = ("ipi", "an interrupt was sent (vcpu: the sender)",
