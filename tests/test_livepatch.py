@@ -139,6 +139,8 @@ def test_nop_patch_changes_the_minor_version(patching):
     ("bad/wx_section.livepatch", errno.EOPNOTSUPP),
     ("bad/bad_version.livepatch", errno.EOPNOTSUPP),
     ("bad/do_nmi.livepatch", errno.EPERM),
+    ("bad/xen_no_xen_buildid.livepatch", errno.EINVAL),
+    ("xen_action_hooks.livepatch", errno.EEXIST),  # defines hello_world_patch_this_fnc, as hello does
 ])
 def test_rejected_upload_changes_nothing(patching, file, code):
     """A refused payload gives its errno and one line; memory and lists stay exactly as they were."""
@@ -151,6 +153,18 @@ def test_rejected_upload_changes_nothing(patching, file, code):
     assert "\n" not in str(refused.value)
     assert machine.memory.digest() == before
     assert [p.name for p in livepatch.list()] == ["hello"] and livepatch.applied == []
+
+
+def test_hooks_only_payload_applies_through_its_hooks(patching):
+    """xen_action_hooks_nofunc has no function records: it loads, and apply and revert run its hooks."""
+    machine, livepatch = patching(2)
+    _upload(livepatch, "nofunc", "xen_action_hooks_nofunc.livepatch")
+    assert livepatch.get("nofunc").loaded.funcs == ()
+    assert livepatch.run_action("nofunc", Action.APPLY).rc == 0
+    assert livepatch.run_action("nofunc", Action.REVERT).rc == 0
+    console = "\n".join(line.text for line in machine.console.lines)
+    assert "xen_action_hooks_nofunc: apply_hook (call 1)" in console
+    assert "xen_action_hooks_nofunc: revert_hook (call 1)" in console
 
 
 def test_static_target_resolved_by_file_name(patching):

@@ -16,12 +16,12 @@ from elftools.elf.elffile import ELFFile
 
 from xsplice_emu.arch import DEFAULT_ARCH
 from xsplice_emu.errors import LivepatchError
-from xsplice_emu.livepatch.payload import RegionKind, load_payload
+from xsplice_emu.livepatch.payload import Host, RegionKind, load_payload
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("ld")), reason="needs gcc and ld")
 
 CFLAGS = (
-    "-O2 -ffreestanding -fno-builtin -nostdlib -fno-pie -fno-pic -mcmodel=small -mno-red-zone "
+    "-O2 -ffreestanding -fno-builtin -nostdlib -fpic -mcmodel=small -mno-red-zone "
     "-fno-stack-protector -fno-asynchronous-unwind-tables -fcf-protection=none -c"
 ).split()
 
@@ -34,12 +34,15 @@ RESOLVE = {
     "far_sym": 0x103000,
     "_GLOBAL_OFFSET_TABLE_": 0x104000,
 }
+TEXT = ((0x101000, 0x103100),)
+XEN_ID = bytes([0x0B, 0xAD]) + bytes(17) + b"\x02"
 BASE = 0x200000
 LIMIT = 0x400000
 PAGE = 0x1000
 
 # Xen's documented record layouts, declared here on purpose (not from a shared header).
 PRELUDE = r"""
+#pragma GCC visibility push(hidden)
 typedef unsigned int u32;
 typedef unsigned char u8;
 struct xsplice_patch_func {              /* v1, .xsplice.funcs: 64 bytes */
@@ -148,14 +151,22 @@ struct xsplice_patch_func __attribute__((section(".xsplice.funcs"))) static_func
 };
 """
 
-DEPENDS = r"""
+NOTES = r"""
 #ifndef DEPENDS_TYPE
 #define DEPENDS_TYPE 3
 #endif
-const struct build_id_note depends __attribute__((section(".livepatch.depends"))) = {
-    4, 20, DEPENDS_TYPE, "GNU", { 0xde, 0xad, 0xbe, 0xef, [19] = 0x01 } };
-const struct build_id_note xen_depends __attribute__((section(".livepatch.xen_depends"))) = {
-    4, 20, 3, "GNU", { 0x0b, 0xad, [19] = 0x02 } };
+#ifndef XEN_DEPENDS_TYPE
+#define XEN_DEPENDS_TYPE 3
+#endif
+#define NOTE(section, type, id) __asm__(".section " section ",\"a\",@note\n .balign 4\n" \
+    " .long 4, 20, " #type "\n .asciz \"GNU\"\n .byte " id "\n .previous")
+#define NOTE_OF(section, type, id) NOTE(section, type, id)
+#ifndef NO_DEPENDS
+NOTE_OF(".livepatch.depends", DEPENDS_TYPE, "0xde,0xad,0xbe,0xef,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1");
+#endif
+#ifndef NO_XEN_DEPENDS
+NOTE_OF(".livepatch.xen_depends", XEN_DEPENDS_TYPE, "0x0b,0xad,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2");
+#endif
 """
 
 HOOKS = r"""
@@ -201,7 +212,7 @@ def build(tmp_path_factory):
         if key not in cache:
             stem = root / hashlib.sha1(repr(key).encode()).hexdigest()[:12]
             c_file, obj, out = stem.with_suffix(".c"), stem.with_suffix(".o"), stem.with_suffix(".livepatch")
-            c_file.write_text(source)
+            c_file.write_text(source + NOTES)
             subprocess.run(["gcc", *CFLAGS, *cflags, *[f"-D{d}" for d in defines], str(c_file), "-o", str(obj)],
                            check=True, capture_output=True)
             link = ["ld", "-r", *(["--build-id=sha1"] if build_id else []), str(obj), "-o", str(out)]
@@ -212,8 +223,9 @@ def build(tmp_path_factory):
     return make
 
 
-def load(data: bytes, *, resolve=RESOLVE, base=BASE, limit=LIMIT):
-    return load_payload("hello.livepatch", data, arch=DEFAULT_ARCH, resolve=resolve.get, base=base, limit=limit)
+def load(data: bytes, *, resolve=RESOLVE, base=BASE, limit=LIMIT, loaded=(), text=TEXT):
+    host = Host(XEN_ID, resolve.get, text, tuple(loaded))
+    return load_payload("hello.livepatch", data, arch=DEFAULT_ARCH, host=host, base=base, limit=limit)
 
 
 def refused(data: bytes, code: int, **options) -> str:
@@ -228,7 +240,8 @@ def refused(data: bytes, code: int, **options) -> str:
 
 # -- patching helpers (byte offsets from the ELF64 spec) --------------------
 
-_SHDR_FIELDS = {"sh_type": (4, "<I"), "sh_offset": (24, "<Q"), "sh_size": (32, "<Q")}
+_SHDR_FIELDS = {"sh_type": (4, "<I"), "sh_flags": (8, "<Q"), "sh_addr": (16, "<Q"), "sh_offset": (24, "<Q"),
+                "sh_size": (32, "<Q"), "sh_info": (44, "<I"), "sh_addralign": (48, "<Q")}
 _EHDR_FIELDS = {"e_type": (16, "<H"), "e_machine": (18, "<H"), "e_version": (20, "<I"), "e_phnum": (56, "<H"),
                 "e_shnum": (60, "<H"), "e_shstrndx": (62, "<H")}
 
@@ -302,7 +315,8 @@ def test_good_v1_payload(build):
     expected_id = bytes.fromhex(next(_elf(data).get_section_by_name(".note.gnu.build-id").iter_notes())["n_desc"])
     assert payload.name == "hello.livepatch"
     assert payload.build_id == expected_id and len(payload.build_id) == 20
-    assert payload.depends is None and payload.xen_depends is None
+    assert payload.depends == bytes([0xDE, 0xAD, 0xBE, 0xEF]) + bytes(15) + b"\x01"
+    assert payload.xen_depends == XEN_ID
     (func,) = payload.funcs
     assert func.name == "xen_extra_version"
     assert func.old_addr == RESOLVE["xen_extra_version"]
@@ -369,12 +383,37 @@ def test_file_hash_symbol_statics_resolve_through_resolve(build):
     assert any(i.mnemonic in ("call", "jmp") and i.op_str == hex(RESOLVE["version.c#tiny_static"]) for i in insns)
 
 
-def test_old_addr_zero_falls_back_to_the_payloads_own_symbols(build):
-    """A record whose name `resolve` does not know is looked up among the payload's own symbols."""
+USES_COUNTER = PRELUDE + r"""
+extern int counter;
+int read_counter(void) { return counter; }
+static const char minor[] = "xen_minor_version";
+struct xsplice_patch_func __attribute__((section(".xsplice.funcs"))) minor_func = {
+    .name = minor, .new_addr = read_counter, .old_addr = 0, .new_size = 8, .old_size = 8, .version = 1 };
+"""
+
+
+def test_names_resolve_against_loaded_payloads_not_the_payload_itself(build):
+    """Undefined symbols fall back to loaded payloads' new symbols; old_addr 0 never to the payload's own."""
+    first = load(build(HELLO_V1))
+    second = load(build(USES_COUNTER), loaded=[first], base=first.end)
+    start = second.symbols["read_counter"]
+    text = region(second, RegionKind.TEXT)
+    insn = next(capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(text.data[start - text.address:], start))
+    assert struct.unpack("<i", insn.bytes[-4:])[0] == first.new_symbols["counter"] - (insn.address + insn.size)
+    assert "counter" in refused(build(USES_COUNTER), errno.ENOENT)
     resolve = {k: v for k, v in RESOLVE.items() if k != "version.c#static_fn"}
     source = STATIC_V1.replace('"version.c#static_fn"', '"new_static_fn"')
-    payload = load(build(source), resolve=resolve)
-    assert payload.funcs[0].old_addr == payload.symbols["new_static_fn"]
+    assert "new_static_fn" in refused(build(source), errno.ENOENT, resolve=resolve)
+
+
+def test_duplicate_new_symbol_of_a_loaded_payload_is_eexist(build):
+    """A payload defining a symbol (static or global) that a loaded payload already added is EEXIST."""
+    first = load(build(HELLO_V1))
+    assert "scratch" in first.new_symbols and "xen_hello_world" not in first.new_symbols  # a record's new function
+    again = HELLO_V1.replace("scratch", "scratch2")
+    message = refused(build(again), errno.EEXIST, loaded=[first], base=first.end)
+    assert message.startswith("hello.livepatch: duplicate new symbol: ")
+    assert load(build(again), base=first.end).new_symbols.keys() >= {"scratch2", "counter"}
 
 
 def test_regions_are_page_aligned_in_order_and_under_the_limit(build):
@@ -407,7 +446,7 @@ def test_payload_past_the_limit_is_refused(build):
 
 def test_depends_notes_give_the_build_ids(build):
     """.livepatch.depends and .livepatch.xen_depends notes yield the build-ids they name."""
-    payload = load(build(HELLO_V1 + DEPENDS))
+    payload = load(build(HELLO_V1))
     assert payload.depends == bytes([0xDE, 0xAD, 0xBE, 0xEF]) + bytes(15) + b"\x01"
     assert payload.xen_depends == bytes([0x0B, 0xAD]) + bytes(17) + b"\x02"
 
@@ -503,16 +542,15 @@ def test_unsupported_relocation_type_is_named(build):
     assert "unsupported relocation type R_X86_64_GOTPCRELX" in refused(build(HELLO_V1 + RELOCS), errno.EOPNOTSUPP)
 
 
-@pytest.mark.parametrize("function, kind, imm_at, far", [
-    ("abs32", "R_X86_64_32", 1, 1 << 32),  # movl $far_sym, %eax: B8 imm32
-    ("abs32s", "R_X86_64_32S", 3, 1 << 31),  # movq $far_sym, %rax: 48 C7 C0 imm32
-])
-def test_absolute_32_bit_relocations_check_overflow(build, function, kind, imm_at, far):
-    """R_X86_64_32 must fit unsigned and R_X86_64_32S signed 32 bits, else EOVERFLOW."""
-    data = build(HELLO_V1 + RELOCS.replace("call *tiny_ret@GOTPCREL(%rip)", "call tiny_ret"))
-    payload = load(data)
-    assert read(payload, payload.symbols[function] + imm_at, 4) == struct.pack("<I", RESOLVE["far_sym"])
-    assert f"({kind} against far_sym" in refused(data, errno.EOVERFLOW, resolve={**RESOLVE, "far_sym": far})
+@pytest.mark.parametrize("kind", ["R_X86_64_32", "R_X86_64_32S"])
+def test_absolute_32_bit_relocations_are_eopnotsupp(build, kind):
+    """R_X86_64_32 and _32S are outside Xen's x86 set: EOPNOTSUPP, named."""
+    source = HELLO_V1 + RELOCS.replace("call *tiny_ret@GOTPCREL(%rip)", "call tiny_ret")
+    if kind == "R_X86_64_32":
+        source = source.replace("movq $far_sym, %rax", "nop")
+    else:
+        source = source.replace("movl $far_sym, %eax", "nop")
+    assert f"unsupported relocation type {kind}" in refused(build(source), errno.EOPNOTSUPP)
 
 
 def test_pc32_overflow_is_eoverflow(build):
@@ -538,10 +576,17 @@ def test_bad_relocation_entries(build, change, code):
 
 # -- refusals: function records ----------------------------------------------
 
-def test_missing_function_records_is_einval(build):
-    """A payload without .xsplice.funcs or .livepatch.funcs is EINVAL."""
+def test_nothing_to_patch_is_einval(build):
+    """A payload with neither function records nor hooks is EINVAL, as Xen's "Nothing to patch"."""
     data = rename_section(build(HELLO_V1), ".xsplice.funcs", ".xsplice.funcz")
-    assert "neither" in refused(data, errno.EINVAL)
+    assert refused(data, errno.EINVAL) == "hello.livepatch: Nothing to patch. Aborting..."
+
+
+def test_hooks_only_payload_loads(build):
+    """Hooks without function records load: no records, the hooks resolved."""
+    data = rename_section(build(HELLO_V1 + HOOKS), ".xsplice.funcs", ".xsplice.funcz")
+    payload = load(data)
+    assert payload.funcs == () and payload.hooks["preapply"] == (payload.symbols["pre_apply"],)
 
 
 def test_both_record_sections_is_einval(build):
@@ -552,7 +597,7 @@ def test_both_record_sections_is_einval(build):
 
 @pytest.mark.parametrize("size", [0, 63])
 def test_record_section_size_is_checked(build, size):
-    """An empty record section, or one not a multiple of the record size, is EINVAL."""
+    """An empty record section ("is empty"), or one not a multiple of the record size, is EINVAL."""
     data = patch_section(build(HELLO_V1), ".xsplice.funcs", "sh_size", size)
     assert ".xsplice.funcs" in refused(data, errno.EINVAL)
 
@@ -566,7 +611,6 @@ def test_record_version_must_match_its_section(build, source, version):
 @pytest.mark.parametrize("defines, code, words", [
     pytest.param(("OLD_SIZE=0",), errno.EINVAL, "old_size 0", id="old-size-zero"),
     pytest.param(("OLD_SIZE=4",), errno.EINVAL, "below 5", id="jump-needs-five-bytes"),
-    pytest.param(("NEW_ADDR=0", "NEW_SIZE=0"), errno.EINVAL, "new_size 0", id="nop-of-nothing"),
     pytest.param(("NEW_ADDR=0", "NEW_SIZE=8", "OLD_SIZE=6"), errno.EINVAL, "6-byte", id="nop-longer-than-old"),
     pytest.param(("NEW_ADDR=0", "NEW_SIZE=32", "OLD_SIZE=40"), errno.EOPNOTSUPP, "at most 31", id="nop-over-31"),
 ])
@@ -589,17 +633,24 @@ def test_nop_patch_of_31_bytes_loads(build):
 def test_jump_out_of_rel32_reach_is_eoverflow(build):
     """A jump from an old function more than 2 GiB away from the new one is EOVERFLOW."""
     far = {**RESOLVE, "xen_extra_version": BASE + (1 << 31) + PAGE}
-    assert "jump range" in refused(build(HELLO_V1), errno.EOVERFLOW, resolve=far)
+    text = ((far["xen_extra_version"], far["xen_extra_version"] + PAGE),)
+    assert "jump range" in refused(build(HELLO_V1), errno.EOVERFLOW, resolve=far, text=text)
 
 
 @pytest.mark.parametrize("expect, code", [
-    pytest.param(".enabled = 1, .len = 0", errno.EINVAL, id="enabled-but-empty"),
     pytest.param(".enabled = 1, .len = 17", errno.ERANGE, id="longer-than-old-function"),
     pytest.param(".enabled = 1, .len = 3, .rsv = 1", errno.EINVAL, id="reserved-bits"),
 ])
 def test_expectation_checks(build, expect, code):
     """A v2 expectation must be non-empty, fit the old function, and leave reserved bits clear."""
     assert "expect" in refused(build(AGAIN_V2, f"EXPECT={expect}"), code)
+
+
+def test_accepted_by_xen_at_upload(build):
+    """An enabled expectation of length 0 and a NOP record of new_size 0 load, as Xen loads them."""
+    assert load(build(AGAIN_V2, "EXPECT=.enabled = 1, .len = 0")).funcs[0].expect == b""
+    (func,) = load(build(HELLO_V1, "NEW_ADDR=0", "NEW_SIZE=0")).funcs
+    assert func.is_nop and func.new_size == 0
 
 
 def test_disabled_expectation_is_none(build):
@@ -609,14 +660,50 @@ def test_disabled_expectation_is_none(build):
 
 # -- refusals: notes and hooks -----------------------------------------------
 
-def test_missing_build_id_is_einval(build):
-    """A payload without its own .note.gnu.build-id is EINVAL."""
-    assert ".note.gnu.build-id" in refused(build(HELLO_V1, build_id=False), errno.EINVAL)
+@pytest.mark.parametrize("define, section", [
+    ("NO_DEPENDS", ".livepatch.depends"),
+    ("NO_XEN_DEPENDS", ".livepatch.xen_depends"),
+    ("", ".note.gnu.build-id"),
+])
+def test_missing_note_section_is_einval(build, define, section):
+    """Each of the three build-id sections is mandatory: "<name>: <section> is missing", EINVAL."""
+    data = build(HELLO_V1, define) if define else build(HELLO_V1, build_id=False)
+    assert refused(data, errno.EINVAL) == f"hello.livepatch: {section} is missing"
 
 
-def test_malformed_depends_note_is_einval(build):
-    """A .livepatch.depends note that is not a GNU build-id note is EINVAL."""
-    assert ".livepatch.depends" in refused(build(HELLO_V1 + DEPENDS, "DEPENDS_TYPE=4"), errno.EINVAL)
+@pytest.mark.parametrize("section", [".livepatch.depends", ".livepatch.xen_depends", ".note.gnu.build-id"])
+def test_empty_note_section_is_einval(build, section):
+    """An empty build-id section is EINVAL too."""
+    assert refused(patch_section(build(HELLO_V1), section, "sh_size", 0), errno.EINVAL) == (
+        f"hello.livepatch: {section} is empty")
+
+
+def test_xen_depends_is_checked_before_anything_else(build):
+    """A payload for another hypervisor is EINVAL even when it has an unknown symbol and a bad record."""
+    resolve = {k: v for k, v in RESOLVE.items() if k != "tiny_ret"}
+    data = build(HELLO_V1, "VERSION=7")
+    assert refused(data, errno.ENOENT, resolve=resolve)
+    host = Host(bytes(20), resolve.get, TEXT)
+    with pytest.raises(LivepatchError) as caught:
+        load_payload("other", data, arch=DEFAULT_ARCH, host=host, base=BASE, limit=LIMIT)
+    assert caught.value.errno == errno.EINVAL and "not the hypervisor's build-id" in caught.value.reason
+
+
+@pytest.mark.parametrize("define, code, words", [
+    pytest.param("DEPENDS_TYPE=4", errno.ENODATA, "section .livepatch.depends", id="depends"),
+    pytest.param("XEN_DEPENDS_TYPE=4", errno.EINVAL,
+                 "failed to parse section .livepatch.xen_depends as build-id: -61", id="xen-depends"),
+])
+def test_malformed_notes_give_xens_errno(build, define, code, words):
+    """A note that is not NT_GNU_BUILD_ID: ENODATA from the parser, EINVAL for .livepatch.xen_depends."""
+    assert words in refused(build(HELLO_V1, define), code)
+
+
+def test_build_id_note_of_another_type_is_enodata(build):
+    """The payload's own .note.gnu.build-id with a note type other than NT_GNU_BUILD_ID is ENODATA."""
+    data = build(HELLO_V1)
+    note = _elf(data).get_section_by_name(".note.gnu.build-id")["sh_offset"]
+    assert ".note.gnu.build-id" in refused(data[: note + 8] + b"\x04" + data[note + 9:], errno.ENODATA)
 
 
 @pytest.mark.parametrize("define, section", [
@@ -626,3 +713,62 @@ def test_malformed_depends_note_is_einval(build):
 def test_bad_hook_sections_are_einval(build, define, section):
     """A hook array not a multiple of 8 bytes, or two pointers in a single hook, is EINVAL."""
     assert section in refused(build(HELLO_V1 + HOOKS, define), errno.EINVAL)
+
+
+# -- agreement with upstream's loader ------------------------------------------
+
+def test_section_alignment_is_checked_for_every_section(build):
+    """sh_addralign not a power of two is EOPNOTSUPP; sh_addr not a multiple of it is EINVAL."""
+    data = build(HELLO_V1)
+    index = section_index(data, ".comment")
+    assert refused(patch_section(data, ".comment", "sh_addralign", 3), errno.EOPNOTSUPP) == (
+        f"hello.livepatch: Section [{index}] alignment (0x3) is not supported")
+    misplaced = patch_section(patch_section(data, ".comment", "sh_addralign", 4), ".comment", "sh_addr", 2)
+    assert "is not aligned properly" in refused(misplaced, errno.EINVAL)
+
+
+def test_large_alignment_of_a_regions_first_section_costs_nothing(build):
+    """As in Xen, a section aligns within its page-aligned region: a 1 GiB alignment first in it still fits."""
+    payload = load(patch_section(build(HELLO_V1), ".text", "sh_addralign", 1 << 30))
+    assert region(payload, RegionKind.TEXT).address == BASE
+
+
+def test_nobits_up_to_the_payload_limit_loads_and_over_it_is_einval(build):
+    """A .bss of 2 MiB loads; one byte more is EINVAL (Xen's bound on NOBITS), not ENOMEM."""
+    data = build(HELLO_V1)
+    payload = load(patch_section(data, ".bss", "sh_size", 2 << 20), limit=BASE + (4 << 20))
+    assert region(payload, RegionKind.DATA).end - region(payload, RegionKind.DATA).address >= 2 << 20
+    assert "NOBITS" in refused(patch_section(data, ".bss", "sh_size", (2 << 20) + 1), errno.EINVAL)
+
+
+def test_relocation_section_for_section_zero_is_einval(build):
+    """A relocation section whose sh_info is 0 is EINVAL (upstream would dereference NULL)."""
+    data = patch_section(build(HELLO_V1), ".rela.text", "sh_info", 0)
+    assert "(Xen would fault here)" in refused(data, errno.EINVAL)
+
+
+def test_relocation_against_a_symbol_of_an_unloaded_section_is_einval(build):
+    """A symbol in a section Xen does not load is left unresolved: a relocation against it is EINVAL."""
+    data = build(HELLO_V1)
+    data = patch_symbol(data, "counter", shndx=section_index(data, ".comment"), value=0)
+    assert "counter, in a section that is not loaded" in refused(data, errno.EINVAL)
+
+
+def test_pointers_xen_would_fault_on_are_einval(build):
+    """A record name outside the payload, or a section whose end wraps past 2^64, say Xen would fault."""
+    source = HELLO_V1.replace(".name = name,", ".name = (const char *)0x10,")
+    assert "(Xen would fault here)" in refused(build(source), errno.EINVAL)
+    data = build(HELLO_V1)
+    wrapped = patch_section(data, ".comment", "sh_offset", 0x100)
+    wrapped = patch_section(wrapped, ".comment", "sh_size", (1 << 64) - 0x80)
+    assert "wraps past 2^64 (Xen would fault here)" in refused(wrapped, errno.EINVAL)
+
+
+def test_records_must_patch_text_and_jump_into_their_own_text(build):
+    """old_addr..+old_size outside the host's text, or new_addr outside the payload's text: EINVAL naming the record."""
+    outside = {**RESOLVE, "xen_extra_version": 0x3F00000}
+    message = refused(build(HELLO_V1), errno.EINVAL, resolve=outside)
+    assert "function record 0 (xen_extra_version) patches 0x3f00000+0x10, outside the text" in message
+    assert "outside the text" in refused(build(HELLO_V1, "OLD_SIZE=0x2200"), errno.EINVAL)
+    message = refused(build(HELLO_V1, "NEW_ADDR=(void *)hello"), errno.EINVAL)
+    assert "function record 0 (xen_extra_version) new function" in message and "outside the payload's text" in message

@@ -5,9 +5,9 @@ paths hold in it too:
 
     ENTRY/payloads/build/NAME.livepatch      one per payloads/src/NAME.c, and:
         xen_bye_world          depends on xen_hello_world (its build-id)
-        xen_no_xen_buildid     xen_nop without .livepatch.xen_depends
     ENTRY/payloads/build/bad/NAME.livepatch  one per payloads/src/bad/NAME.c, and:
         truncated              xen_hello_world cut to half its size
+        xen_no_xen_buildid     xen_nop without .livepatch.xen_depends
     ENTRY/scenarios/*.toml                   a copy of scenarios/
 
 The entry is keyed by the payload sources, the scenarios and the firmware.
@@ -46,7 +46,8 @@ def _build(root: Path, work: Path, firmware: Path) -> None:
         if file.stem != "xen_bye_world":
             build_payload(file, build / file.relative_to(source).with_suffix(".livepatch"), firmware=firmware)
     build_payload(source / "xen_bye_world.c", build / "xen_bye_world.livepatch", firmware=firmware, depends=hello)
-    build_payload(source / "xen_nop.c", build / "xen_no_xen_buildid.livepatch", firmware=firmware, xen_depends=False)
+    build_payload(source / "xen_nop.c", build / "bad" / "xen_no_xen_buildid.livepatch", firmware=firmware,
+                  xen_depends=False)
     data = hello.read_bytes()
     (build / "bad" / "truncated.livepatch").write_bytes(data[: len(data) // 2])
     shutil.copytree(root / "scenarios", work / "scenarios")

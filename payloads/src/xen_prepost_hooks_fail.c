@@ -4,7 +4,7 @@
  */
 #include <xsplice_payload.h>
 
-static const char hello_world_patch_this_fnc[] = "xen_extra_version";
+static const char prepost_hooks_fail_patch_this_fnc[] = "xen_extra_version";
 
 unsigned int pre_apply_cnt __payload_data;
 unsigned int unreachable_cnt __payload_data;
@@ -31,9 +31,9 @@ LIVEPATCH_POSTAPPLY_HOOK(unreachable_hook);
 LIVEPATCH_PREREVERT_HOOK(unreachable_hook);
 LIVEPATCH_POSTREVERT_HOOK(unreachable_hook);
 
-LIVEPATCH_FUNC(livepatch_xen_hello_world) = {
+LIVEPATCH_FUNC(livepatch_prepost_hooks_fail) = {
     .version = LIVEPATCH_PAYLOAD_VERSION,
-    .name = hello_world_patch_this_fnc,
+    .name = prepost_hooks_fail_patch_this_fnc,
     .new_addr = xen_hello_world,
     .old_addr = xen_extra_version,
     .new_size = XSPLICE_NEW_SIZE(xen_hello_world),

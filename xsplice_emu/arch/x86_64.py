@@ -96,8 +96,6 @@ class X86_64(Architecture):
             Absolute("R_X86_64_64", 8, Overflow.WRAP),
             PCRelative("R_X86_64_PC32", 4, Overflow.SIGNED),
             PCRelative("R_X86_64_PLT32", 4, Overflow.SIGNED),  # no PLT: a direct PC32
-            Absolute("R_X86_64_32", 4, Overflow.UNSIGNED),
-            Absolute("R_X86_64_32S", 4, Overflow.SIGNED),
         )
     }
     firmware_tree = "firmware"

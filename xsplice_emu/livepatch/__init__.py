@@ -1,6 +1,6 @@
 """Xen's xSplice live patching on the emulated machine: payloads, rendezvous, actions."""
 
-from .payload import FuncRecord, LoadedPayload, load_payload
+from .payload import FuncRecord, Host, LoadedPayload, load_payload
 from .rendezvous import Rendezvous, Work
 from .states import Action, PayloadState
 from .sysctl import ActionResult, Livepatch, Payload
@@ -9,6 +9,7 @@ __all__ = [
     "Action",
     "ActionResult",
     "FuncRecord",
+    "Host",
     "Livepatch",
     "LoadedPayload",
     "Payload",

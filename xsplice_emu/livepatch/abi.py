@@ -27,6 +27,9 @@ BUILD_ID_NOTE = ".note.gnu.build-id"
 DEPENDS = ".livepatch.depends"
 XEN_DEPENDS = ".livepatch.xen_depends"
 
+NOTE_SECTIONS = (DEPENDS, XEN_DEPENDS, BUILD_ID_NOTE)
+"""Mandatory in every payload, in the order Xen checks them."""
+
 NT_GNU_BUILD_ID = 3
 NOTE_NAME = b"GNU\0"
 NOTE_HEADER = struct.Struct("<III")

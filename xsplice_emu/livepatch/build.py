@@ -16,8 +16,9 @@ What Xen's test Makefile (xen/test/livepatch) does, as one function:
 
 Payloads compile with `-fpic` and hidden visibility (set by
 `xsplice_payload.h`), as Xen's do: references become RIP-relative
-(R_X86_64_PC32 / PLT32) rather than R_X86_64_32 absolutes or GOT entries,
-which the loader refuses.
+(R_X86_64_PC32 / PLT32) rather than R_X86_64_32 / 32S absolutes or GOT
+entries: like Xen's, the loader takes only R_X86_64_NONE, 64, PC32 and PLT32
+and refuses every other type with EOPNOTSUPP.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
-from .payload import FuncRecord, LoadedPayload, RegionKind, load_payload
+from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
@@ -73,15 +73,9 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
-        loaded = load_payload(name, data, arch=self.machine.arch, resolve=self.machine.image.resolve,
-                              base=self._free, limit=self.machine.memory.size)
-        for other in self.payloads.values():
-            if other.loaded.build_id == loaded.build_id:
-                raise LivepatchError(errno.EEXIST, f"{name}: same build-id as payload {other.name}")
-        build_id = self.machine.image.build_id
-        if loaded.xen_depends is not None and loaded.xen_depends != build_id:
-            raise LivepatchError(errno.EINVAL, f"{name}: .livepatch.xen_depends {loaded.xen_depends.hex()} "
-                                               f"is not the hypervisor's build-id {build_id.hex()}")
+        host = Host.of(self.machine.image, [p.loaded for p in self.payloads.values()])
+        loaded = load_payload(name, data, arch=self.machine.arch, host=host, base=self._free,
+                              limit=self.machine.memory.size)
         for func in loaded.funcs:
             self._check_target(name, func)
         for region in loaded.regions:
