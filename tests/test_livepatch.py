@@ -89,7 +89,7 @@ def test_stalled_vcpu_times_out_with_text_unchanged(patching, image):
     assert livepatch.get("hello").state is PayloadState.CHECKED
     assert text_digest(machine) == before
     assert machine.memory.read_u64(image.address("nmi_callback")) == callback == image.address("default_nmi_callback")
-    assert "xsplice: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
+    assert "xsplice: hello: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
     machine.run_for(30_000_000)
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
 

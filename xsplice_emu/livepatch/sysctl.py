@@ -4,13 +4,14 @@
 every request with Xen's rules and errno, and hands APPLY, REVERT and
 REPLACE to the rendezvous, whose master runs the action inside the
 quiesced window. A refused request changes nothing: no guest byte, state or
-list moves.
+list moves. Neither does an action that fails on a host-side error inside
+the window: what it wrote and the states it moved are put back (-EFAULT).
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from ..errors import LivepatchError
@@ -34,6 +35,35 @@ class Payload:
     rc: int = 0
     reverted: bool = False
     saved: dict[int, bytes] = field(default_factory=dict)
+    """The bytes each applied function record (by index) overwrote; a record absent here is not applied."""
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What an action may move, as it was when its window opened (to put back after a host-side error)."""
+
+    applied: tuple[str, ...]
+    payloads: tuple[tuple[Payload, PayloadState, int, bool, tuple[tuple[int, bytes], ...]], ...]
+
+    @classmethod
+    def of(cls, livepatch: Livepatch) -> _Before:
+        return cls(tuple(livepatch.applied),
+                   tuple((p, p.state, p.rc, p.reverted, tuple(p.saved.items())) for p in livepatch.payloads.values()))
+
+    def restore(self, livepatch: Livepatch) -> None:
+        livepatch.applied[:] = self.applied
+        for payload, state, rc, reverted, saved in self.payloads:
+            payload.state, payload.rc, payload.reverted, payload.saved = state, rc, reverted, dict(saved)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One write of the controller inside the window: where, which function, the bytes before and after."""
+
+    function: str
+    address: int
+    old: bytes
+    new: bytes
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,8 @@ class Livepatch:
         self._unsafe = unsafe_functions(machine.image, machine.memory)
         self._free = _page_align(machine.image.end)
         self._pending: tuple[Payload, Action, Work] | None = None
+        self._before: _Before | None = None
+        self._written: list[_Write] = []
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
     def upload(self, name: str, data: bytes) -> Payload:
@@ -128,8 +160,9 @@ class Livepatch:
                 self._veto(payload, "prerevert", self.machine.call(from_vcpu, hook))
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
-        work = Work(name, action.name.lower(), lambda vcpu: perform(vcpu, payload),
-                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), timeout_ns=timeout_ns)
+        work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
+                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
+                    timeout_ns=timeout_ns)
         self.rendezvous.schedule(work, from_vcpu=from_vcpu)
         payload.rc = -errno.EAGAIN
         self._pending = (payload, action, work)
@@ -189,12 +222,12 @@ class Livepatch:
         if self._pending is None:
             return None
         payload, _, work = self._pending
-        self.machine.run_for(2 * work.timeout_ns, stop_when=lambda: not work.do_work)
+        self.machine.run_for(2 * work.timeout_ns, stop_when=lambda: work.finished)
         return self.collect()
 
     def collect(self) -> ActionResult | None:
         """Settle a finished action: its payload's rc, and its figures."""
-        if self._pending is None or self._pending[2].do_work:
+        if self._pending is None or not self._pending[2].finished:
             return None
         payload, action, work = self._pending
         self._pending = None
@@ -208,10 +241,22 @@ class Livepatch:
         return result
 
     # -- inside the quiesced window (master vCPU) -----------------------------
+    def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
+                payload: Payload) -> Generator[int, int, int]:
+        self._before, self._written = _Before.of(self), []
+        return (yield from perform(vcpu, payload))
+
+    def _undo(self, vcpu: Vcpu) -> int:
+        """After a host-side error in the window: put back every byte written and every state moved."""
+        written, self._written = self._written, []
+        for write in reversed(written):
+            self._write(vcpu, write.function, write.address, write.old)
+        if self._before is not None:
+            self._before.restore(self)
+        return sum(len(write.old) for write in written)
+
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
-        for hook in payload.loaded.hooks.get("load", ()):
-            yield from guest_call(vcpu, hook)
-        rc = yield from self._act(vcpu, payload, "apply", self._patch)
+        rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
         if rc:
             return rc
         payload.state = PayloadState.APPLIED
@@ -219,11 +264,9 @@ class Livepatch:
         return 0
 
     def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
-        rc = yield from self._act(vcpu, payload, "revert", self._unpatch)
+        rc = yield from self._act(vcpu, payload, "revert", self._revert_built_in)
         if rc:
             return rc
-        for hook in payload.loaded.hooks.get("unload", ()):
-            yield from guest_call(vcpu, hook)
         payload.state = PayloadState.CHECKED
         payload.reverted = True
         self.applied.remove(payload.name)
@@ -240,11 +283,32 @@ class Livepatch:
         """The payload's `kind` action hooks in order (first non-zero rc stops them), else `built_in`."""
         hooks = payload.loaded.hooks.get(kind, ())
         if not hooks:
-            built_in(vcpu, payload)
+            return (yield from built_in(vcpu, payload))
         for hook in hooks:
             rc = int_result((yield from guest_call(vcpu, hook)))
             if rc:
                 return rc
+        return 0
+
+    def _apply_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        """Xen's apply_payload: the load hooks, then every record not yet applied."""
+        for hook in payload.loaded.hooks.get("load", ()):
+            yield from guest_call(vcpu, hook)
+        arch = self.machine.arch
+        for index, func in enumerate(payload.loaded.funcs):
+            if index in payload.saved:
+                continue
+            new = arch.nops(func.new_size) if func.is_nop else arch.jump(func.old_addr, func.new_addr)
+            payload.saved[index] = self._write(vcpu, func.name, func.old_addr, new)
+        return 0
+
+    def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        """Xen's revert_payload: every applied record put back (last first), then the unload hooks."""
+        for index in sorted(payload.saved, reverse=True):
+            func = payload.loaded.funcs[index]
+            self._write(vcpu, func.name, func.old_addr, payload.saved.pop(index))
+        for hook in payload.loaded.hooks.get("unload", ()):
+            yield from guest_call(vcpu, hook)
         return 0
 
     def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
@@ -252,29 +316,21 @@ class Livepatch:
         for hook in payload.loaded.hooks.get(kind, ()):
             yield from guest_call(vcpu, hook)
 
-    def _patch(self, vcpu: Vcpu, payload: Payload) -> None:
-        for func in payload.loaded.funcs:
-            arch = self.machine.arch
-            new = arch.nops(func.new_size) if func.new_addr == 0 else arch.jump(func.old_addr, func.new_addr)
-            payload.saved[func.old_addr] = self.machine.memory.read(func.old_addr, len(new))
-            self._write(vcpu, func, new)
-
-    def _unpatch(self, vcpu: Vcpu, payload: Payload) -> None:
-        for func in reversed(payload.loaded.funcs):
-            self._write(vcpu, func, payload.saved.pop(func.old_addr))
-
-    def _write(self, vcpu: Vcpu, func: FuncRecord, new: bytes) -> None:
+    def _write(self, vcpu: Vcpu, function: str, address: int, new: bytes) -> bytes:
+        """Write `new` at `address` (journalled, flushed from every vCPU, traced); give the bytes it replaced."""
         machine = self.machine
-        old = machine.memory.read(func.old_addr, len(new))
-        machine.memory.write(func.old_addr, new)
-        machine.invalidate_code(func.old_addr, func.old_addr + len(new))
+        old = machine.memory.read(address, len(new))
+        machine.memory.write(address, new)
+        self._written.append(_Write(function, address, old, new))
+        machine.invalidate_code(address, address + len(new))
         work = self.rendezvous.active
         work.bytes_written += len(new)
         now = machine.time_of(vcpu) // PS_PER_NS
-        machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=func.name,
-                           address=func.old_addr, old=old.hex(), new=new.hex())
-        machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=func.old_addr, end=func.old_addr + len(new),
+        machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=function,
+                           address=address, old=old.hex(), new=new.hex())
+        machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=address, end=address + len(new),
                            vcpus=len(machine.vcpus))
+        return old
 
 
 def _page_align(address: int) -> int:
