@@ -19,6 +19,7 @@ from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
+from .arena import Arena
 from .payload import FuncRecord, LoadedPayload, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
 from .states import Action, PayloadState
@@ -91,7 +92,7 @@ class Livepatch:
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
         self._unsafe = unsafe_functions(machine.image, machine.memory)
-        self._free = _page_align(machine.image.end)
+        self.memory = Arena(_page_align(machine.image.end), machine.memory.size)
         self._pending: tuple[Payload, Action, Work] | None = None
         self._before: _Before | None = None
         self._written: list[_Write] = []
@@ -105,8 +106,8 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
-        loaded = load_payload(name, data, arch=self.machine.arch, resolve=self.machine.image.resolve,
-                              base=self._free, limit=self.machine.memory.size)
+        loaded = self.memory.place(lambda base, limit: load_payload(
+            name, data, arch=self.machine.arch, resolve=self.machine.image.resolve, base=base, limit=limit))
         for other in self.payloads.values():
             if other.loaded.build_id == loaded.build_id:
                 raise LivepatchError(errno.EEXIST, f"{name}: same build-id as payload {other.name}")
@@ -118,7 +119,7 @@ class Livepatch:
             self._check_target(name, func)
         for region in loaded.regions:
             self.machine.memory.write(region.address, region.data)
-        self._free = _page_align(loaded.end)
+        self.memory.take(*_span(loaded))
         payload = Payload(name, loaded)
         self.payloads[name] = payload
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UPLOAD, payload=name,
@@ -213,6 +214,7 @@ class Livepatch:
         if payload.state is not PayloadState.CHECKED:
             raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
         del self.payloads[payload.name]
+        self.memory.give(*_span(payload.loaded))
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)
 
     # -- running an action to the end ---------------------------------------
@@ -331,6 +333,11 @@ class Livepatch:
         machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=address, end=address + len(new),
                            vcpus=len(machine.vcpus))
         return old
+
+
+def _span(loaded: LoadedPayload) -> tuple[int, int]:
+    """The pages a loaded payload occupies."""
+    return loaded.regions[0].address & ~(PAGE_SIZE - 1), _page_align(loaded.end)
 
 
 def _page_align(address: int) -> int:
