@@ -170,15 +170,23 @@ class Livepatch:
 
     def _check_action(self, payload: Payload, action: Action, *, nodeps: bool) -> None:
         name = payload.name
-        if action in (Action.APPLY, Action.REPLACE):
-            if payload.state is not PayloadState.CHECKED:
-                raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; {action.name} needs CHECKED")
+        if action in (Action.APPLY, Action.REPLACE) and payload.state is not PayloadState.CHECKED:
+            raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; {action.name} needs CHECKED")
+        if action is Action.APPLY:
             if payload.reverted and payload.loaded.has_writable_data:
+                payload.rc = -errno.EINVAL
                 raise LivepatchError(errno.EINVAL, f"{name}: can't revert as payload has .data. Please unload")
             if not nodeps:
                 self._check_depends(payload, action)
-            for func in payload.loaded.funcs:
-                self._check_expectation(payload, func)
+            mismatch = self._mismatch(payload)
+            if mismatch:
+                raise LivepatchError(errno.EINVAL, mismatch)
+        elif action is Action.REPLACE:
+            if not nodeps:
+                self._check_depends(payload, action)
+            if any(_vetoing(p) for p in [payload, *(self.payloads[n] for n in self.applied)]):
+                raise LivepatchError(errno.EOPNOTSUPP,
+                                     f"{name}: REPLACE action is not supported on livepatches with vetoing hooks")
         elif action is Action.REVERT:
             if payload.state is not PayloadState.APPLIED:
                 raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; REVERT needs APPLIED")
@@ -196,18 +204,21 @@ class Livepatch:
             got = depends.hex() if depends else "nothing"
             raise LivepatchError(errno.EINVAL, f"{payload.name} depends on {got}, not on {what} ({wanted.hex()})")
 
-    def _check_expectation(self, payload: Payload, func: FuncRecord) -> None:
-        if func.expect is None:
-            return
-        found = self.machine.memory.read(func.old_addr, len(func.expect))
-        if found != func.expect:
-            raise LivepatchError(errno.EINVAL, f"{payload.name}: {func.name} starts with {found.hex(' ')}, "
-                                               f"expected {func.expect.hex(' ')}")
+    def _mismatch(self, payload: Payload) -> str | None:
+        """What differs from the payload's expectations in guest memory now (None: every one is met)."""
+        for func in payload.loaded.funcs:
+            if func.expect is None:
+                continue
+            found = self.machine.memory.read(func.old_addr, len(func.expect))
+            if found != func.expect:
+                return f"{payload.name}: {func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
+        return None
 
     def _veto(self, payload: Payload, kind: str, rax: int) -> None:
         rc = int_result(rax)
         if rc:
             code = -rc if rc < 0 else errno.EINVAL
+            payload.rc = -code
             raise LivepatchError(code, f"{payload.name}: {kind} hook refused with {rc}")
 
     def _unload(self, payload: Payload) -> None:
@@ -275,10 +286,18 @@ class Livepatch:
         return 0
 
     def _perform_replace(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        """Xen's REPLACE: revert the applied stack newest first, check the expectations on what is left, apply."""
         for name in reversed(list(self.applied)):
-            rc = yield from self._perform_revert(vcpu, self.payloads[name])
-            if rc:
-                return rc
+            other = self.payloads[name]
+            other.rc = yield from self._perform_revert(vcpu, other)
+            if other.rc:
+                return -errno.EINVAL
+        mismatch = self._mismatch(payload)
+        if mismatch:
+            self.rendezvous.log_line(f"xsplice: {mismatch}", vcpu)
+            self.rendezvous.log_line(f"xsplice: {payload.name}: SYSTEM MIGHT BE INSECURE: Replace action has been "
+                                     "aborted after reverting ALL payloads!", vcpu)
+            return -errno.EINVAL
         return (yield from self._perform_apply(vcpu, payload))
 
     def _act(self, vcpu: Vcpu, payload: Payload, kind: str, built_in) -> Generator[int, int, int]:
@@ -333,6 +352,11 @@ class Livepatch:
         machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=address, end=address + len(new),
                            vcpus=len(machine.vcpus))
         return old
+
+
+def _vetoing(payload: Payload) -> bool:
+    """Whether it has a pre- or post-action hook (Xen refuses REPLACE around those)."""
+    return any(payload.loaded.hooks.get(kind) for kind in ("preapply", "postapply", "prerevert", "postrevert"))
 
 
 def _span(loaded: LoadedPayload) -> tuple[int, int]:
