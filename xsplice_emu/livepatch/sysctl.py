@@ -98,8 +98,13 @@ class Livepatch:
         self._written: list[_Write] = []
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
-    def upload(self, name: str, data: bytes) -> Payload:
-        """Check, load and relocate a payload into guest memory (state CHECKED)."""
+    def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
+        """Check, load and relocate a payload into guest memory (state CHECKED).
+
+        A payload patching an unsafe target (the NMI path, the patching code) is
+        refused with -EPERM, unless `allow_unsafe`: then it is accepted with a
+        warning in the hypervisor log, so that the hazard can be shown.
+        """
         if not 0 < len(name) < NAME_MAX or "\0" in name:
             raise LivepatchError(errno.EINVAL, f"payload name must be 1..{NAME_MAX - 1} characters, got {len(name)}")
         if not 0 < len(data) <= PAYLOAD_MAX_SIZE:
@@ -116,7 +121,7 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: .livepatch.xen_depends {loaded.xen_depends.hex()} "
                                                f"is not the hypervisor's build-id {build_id.hex()}")
         for func in loaded.funcs:
-            self._check_target(name, func)
+            self._check_target(name, func, allow_unsafe=allow_unsafe)
         for region in loaded.regions:
             self.machine.memory.write(region.address, region.data)
         self.memory.take(*_span(loaded))
@@ -136,11 +141,14 @@ class Livepatch:
     def list(self) -> list[Payload]:
         return list(self.payloads.values())
 
-    def _check_target(self, name: str, func: FuncRecord) -> None:
+    def _check_target(self, name: str, func: FuncRecord, *, allow_unsafe: bool) -> None:
         why = self._unsafe.get(func.old_addr)
-        if why is not None:
-            target = self.machine.image.describe(func.old_addr)
+        if why is None:
+            return
+        target = self.machine.image.describe(func.old_addr)
+        if not allow_unsafe:
             raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {target}: {why}")
+        self.rendezvous.log_line(f"xsplice: {name}: WARNING: patching {target} although {why} (allow-unsafe)")
 
     # -- ACTION --------------------------------------------------------------
     def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
