@@ -30,3 +30,4 @@ def test_unloaded_payload_memory_is_reused_first(patching):
     livepatch.action("b", Action.UNLOAD)
     upload(livepatch, "d", "xen_nop.livepatch")
     assert livepatch.get("d").loaded.regions[0].address == hole
+

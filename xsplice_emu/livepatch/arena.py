@@ -23,6 +23,11 @@ class Arena:
         self._free: list[tuple[int, int]] = [(begin, end)] if begin < end else []
 
     @property
+    def free(self) -> tuple[tuple[int, int], ...]:
+        """The free ranges, in address order."""
+        return tuple(self._free)
+
+    @property
     def free_bytes(self) -> int:
         return sum(end - start for start, end in self._free)
 

@@ -14,7 +14,7 @@ import errno
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from ..errors import LivepatchError
+from ..errors import LivepatchError, MachineError
 from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
@@ -217,7 +217,10 @@ class Livepatch:
         for func in payload.loaded.funcs:
             if func.expect is None:
                 continue
-            found = self.machine.memory.read(func.old_addr, len(func.expect))
+            try:
+                found = self.machine.memory.read(func.old_addr, len(func.expect))
+            except MachineError:
+                return f"{payload.name}: {func.name} at {func.old_addr:#x} is outside guest memory"
             if found != func.expect:
                 return f"{payload.name}: {func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
         return None
@@ -233,7 +236,9 @@ class Livepatch:
         if payload.state is not PayloadState.CHECKED:
             raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
         del self.payloads[payload.name]
-        self.memory.give(*_span(payload.loaded))
+        start, end = _span(payload.loaded)
+        self.machine.invalidate_code(start, end)  # the next payload there must not run this one's translations
+        self.memory.give(start, end)
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)
 
     # -- running an action to the end ---------------------------------------
