@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test lint bench payloads clean
+.PHONY: all demo test fuzz lint bench payloads clean
 
 all: $(INSTALLED) payloads
 
@@ -23,6 +23,10 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED) lint
 	$(PY) -m pytest -q
+
+# 10,000 mutated payloads (make test runs 300); FUZZ_SEED=N for another set.
+fuzz: $(INSTALLED)
+	$(PY) -m pytest -q -s tests/test_fuzz.py --fuzz-cases 10000 --fuzz-seed $${FUZZ_SEED:-1}
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check xsplice_emu tests bench

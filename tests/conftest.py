@@ -15,6 +15,12 @@ from xsplice_emu.tracing.trace import CHECK_EVENTS
 from xsplice_emu.xen_tests import xen_test_payloads
 
 
+def pytest_addoption(parser):
+    """--fuzz-cases and --fuzz-seed for tests/test_fuzz.py (`make fuzz` runs 10,000)."""
+    parser.addoption("--fuzz-cases", type=int, default=300, help="mutated payloads to try")
+    parser.addoption("--fuzz-seed", type=int, default=1, help="seed of the mutator")
+
+
 def pytest_configure(config):
     """Turn on the emit-site event check for the whole suite."""
     os.environ[CHECK_EVENTS] = "1"

@@ -130,7 +130,7 @@ def test_timeout_is_error_16_and_list_shows_the_rc(session):
     outcome = session.command(parse("apply hello"))
     assert (outcome.exit_code, outcome.errno) == (2, errno.EBUSY)
     assert "Applying hello... failed\nError 16: Device or resource busy\n" in outcome.text
-    assert "(XEN) xsplice: Timed out on semaphore in CPU quiesce phase 2/3\n" in outcome.text
+    assert "(XEN) xsplice: hello: Timed out on semaphore in CPU quiesce phase 2/3\n" in outcome.text
     listed = session.command(parse("list")).text
     assert f"{'hello':<40}| CHECKED (16, Device or resource busy)\n" in listed
     assert session.text_unchanged()

@@ -89,7 +89,7 @@ def test_stalled_vcpu_times_out_with_text_unchanged(patching, image):
     assert livepatch.get("hello").state is PayloadState.CHECKED
     assert text_digest(machine) == before
     assert machine.memory.read_u64(image.address("nmi_callback")) == callback == image.address("default_nmi_callback")
-    assert "xsplice: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
+    assert "xsplice: hello: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
     machine.run_for(30_000_000)
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
 
@@ -140,7 +140,7 @@ def test_nop_patch_changes_the_minor_version(patching):
     ("bad/bad_version.livepatch", errno.EOPNOTSUPP),
     ("bad/do_nmi.livepatch", errno.EPERM),
     ("bad/xen_no_xen_buildid.livepatch", errno.EINVAL),
-    ("xen_action_hooks.livepatch", errno.EEXIST),  # defines hello_world_patch_this_fnc, as hello does
+    ("xen_hello_world.livepatch", errno.EEXIST),  # hello's build-id again, under another name
 ])
 def test_rejected_upload_changes_nothing(patching, file, code):
     """A refused payload gives its errno and one line; memory and lists stay exactly as they were."""

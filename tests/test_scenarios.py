@@ -58,10 +58,10 @@ expect_rc = "EBUSY"
 
 
 def test_there_is_an_example_for_each_capability():
-    """scenarios/ covers Xen's sequence, stacking, replace, a stall timeout, an NMI in the window, rejections."""
+    """scenarios/ covers Xen's sequence, stacking, replaces, a stall timeout, an NMI in the window, rejections."""
     names = {path.stem for path in EXAMPLES}
-    assert {"xen_test_sequence", "stacking", "replace", "timeout_under_stall", "nmi_in_window", "rejections",
-            "hooks"} <= names
+    assert {"xen_test_sequence", "stacking", "replace", "replace_expectations", "replace_hooks",
+            "timeout_under_stall", "nmi_in_window", "rejections", "hooks"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)

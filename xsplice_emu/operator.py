@@ -106,9 +106,9 @@ class OperatorTool:
         return self.base / file
 
     # -- verbs -------------------------------------------------------------
-    def upload(self, name: str, file: str) -> Outcome:
+    def upload(self, name: str, file: str, *, allow_unsafe: bool = False) -> Outcome:
         printer = _Printer()
-        return printer.outcome(self._upload(printer, name, file))
+        return printer.outcome(self._upload(printer, name, file, allow_unsafe=allow_unsafe))
 
     def list(self) -> Outcome:
         printer = _Printer()
@@ -129,11 +129,11 @@ class OperatorTool:
                             from_vcpu=from_vcpu, nodeps=nodeps)
         return printer.outcome(code)
 
-    def load(self, file: str, **options) -> Outcome:
+    def load(self, file: str, *, allow_unsafe: bool = False, **options) -> Outcome:
         """Upload `file` under its base name (up to the last dot) and apply it; unload it again if that fails."""
         printer = _Printer()
         name = Path(file).name.rsplit(".", 1)[0]
-        code = self._upload(printer, name, file)
+        code = self._upload(printer, name, file, allow_unsafe=allow_unsafe)
         if code == 0:
             code = self._action(printer, ACTION_VERBS["apply"], name, **options)
             if code:
@@ -141,7 +141,7 @@ class OperatorTool:
         return printer.outcome(code)
 
     # -- the tool's logic ----------------------------------------------------
-    def _upload(self, printer: _Printer, name: str, file: str) -> int:
+    def _upload(self, printer: _Printer, name: str, file: str, *, allow_unsafe: bool) -> int:
         if len(name) > NAME_MAX:
             printer.err(f"ID must be no more than {NAME_MAX} characters.\n")
             return errno.EINVAL
@@ -153,11 +153,14 @@ class OperatorTool:
             printer.error(exc.errno or errno.EIO)
             return exc.errno or errno.EIO
         printer.out(f"Uploading {file}... ")
+        log_seen = len(self.livepatch.rendezvous.log)
         try:
-            self.livepatch.upload(name, data)
+            self.livepatch.upload(name, data, allow_unsafe=allow_unsafe)
         except LivepatchError as exc:
             return self._failed(printer, exc)
         printer.out("completed\n")
+        for line in self.livepatch.rendezvous.log[log_seen:]:
+            printer.xen(line)
         return 0
 
     def _action(self, printer: _Printer, verb: ActionVerb, name: str, *, timeout_ms: float | None = None,

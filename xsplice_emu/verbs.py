@@ -31,7 +31,7 @@ class Request:
     def run(self, tool: OperatorTool) -> Outcome:
         params = dict(self.params)
         if self.verb == "upload":
-            return tool.upload(params["name"], params["file"])
+            return tool.upload(params["name"], params["file"], allow_unsafe=params["allow_unsafe"])
         if self.verb == "list":
             return tool.list()
         if self.verb == "load":
@@ -162,10 +162,13 @@ ACTION_OPTIONS = (  # what the testbed adds to Xen's actions
            metavar="N"),
     Option("nodeps", "Skip the build-id dependency check.", default=False),
 )
+ALLOW_UNSAFE = Option("allow_unsafe", "Accept a payload that patches an unsafe target (NMI path, patching code), "
+                      "with a warning, to show the hazard.", default=False)
 VERBS = {verb.name: verb for verb in (
-    Verb("upload", "Upload FILE as payload NAME.", ("name", "file")),
+    Verb("upload", "Upload FILE as payload NAME.", ("name", "file"), (ALLOW_UNSAFE,)),
     Verb("list", "List the uploaded payloads and their states."),
-    Verb("load", "Upload FILE (named after it) and apply it; unload it if that fails.", ("file",), ACTION_OPTIONS),
+    Verb("load", "Upload FILE (named after it) and apply it; unload it if that fails.", ("file",),
+         (*ACTION_OPTIONS, ALLOW_UNSAFE)),
     Verb("apply", "Apply payload NAME (CHECKED -> APPLIED).", ("name",), ACTION_OPTIONS),
     Verb("revert", "Revert payload NAME, the top of the applied stack (APPLIED -> CHECKED).", ("name",),
          ACTION_OPTIONS),

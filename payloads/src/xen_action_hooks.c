@@ -40,7 +40,7 @@ LIVEPATCH_APPLY_HOOK(apply_hook);
 LIVEPATCH_REVERT_HOOK(revert_hook);
 LIVEPATCH_POSTREVERT_HOOK(post_revert_hook);
 
-LIVEPATCH_FUNC(livepatch_xen_hello_world) = {
+LIVEPATCH_FUNC(livepatch_action_hooks) = {
     .version = LIVEPATCH_PAYLOAD_VERSION,
     .name = hello_world_patch_this_fnc,
     .new_addr = xen_hello_world,

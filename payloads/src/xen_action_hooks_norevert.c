@@ -54,7 +54,7 @@ LIVEPATCH_POSTAPPLY_HOOK(post_apply_hook);
 LIVEPATCH_PREREVERT_HOOK(pre_revert_hook);
 LIVEPATCH_POSTREVERT_HOOK(post_revert_hook);
 
-LIVEPATCH_FUNC(livepatch_xen_hello_world) = {
+LIVEPATCH_FUNC(livepatch_action_hooks_norevert) = {
     .version = LIVEPATCH_PAYLOAD_VERSION,
     .name = hello_world_patch_this_fnc,
     .new_addr = xen_hello_world,

@@ -11,7 +11,7 @@ const char *xen_expectations_world(void)
     return "Hello World";
 }
 
-LIVEPATCH_FUNC(livepatch_expectations) = {
+LIVEPATCH_FUNC(livepatch_expectations_fail) = {
     .version = LIVEPATCH_PAYLOAD_VERSION,
     .name = livepatch_expectations_str,
     .new_addr = xen_expectations_world,

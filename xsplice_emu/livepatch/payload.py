@@ -223,7 +223,7 @@ class _Loader:
             funcs=funcs,
             hooks=hooks,
             symbols=symbols,
-            new_symbols=self._new_symbols(symbols, funcs),
+            new_symbols=self._new_symbols(funcs),
             has_writable_data=any(
                 _kind(s) is RegionKind.DATA and s.size and s is not funcs_section for s in self._loaded()
             ),
@@ -372,21 +372,25 @@ class _Loader:
 
     # -- symbols -----------------------------------------------------------
 
-    def _symbols(self) -> dict[str, int]:
+    def _symbols(self, *, only_global: bool = False) -> dict[str, int]:
         """Xen's payload symbols: named, in a loaded section, not a `.L` label of a mergeable one."""
         found: dict[str, int] = {}
         for sym, value in zip(self.raw_symbols, self.values, strict=True):
             if not (sym.name and isinstance(sym.shndx, int) and 0 < sym.shndx < len(self.sections)):
+                continue
+            if only_global and not sym.is_global:
                 continue
             section = self.sections[sym.shndx]
             if section.allocated and not (section.flags & SH_FLAGS.SHF_MERGE and sym.name.startswith(".L")):
                 found.setdefault(sym.name, value)
         return found
 
-    def _new_symbols(self, symbols: dict[str, int], funcs: tuple[FuncRecord, ...]) -> dict[str, int]:
-        """The symbols that are not a record's new function; each must be new to the host (else EEXIST)."""
+    def _new_symbols(self, funcs: tuple[FuncRecord, ...]) -> dict[str, int]:
+        """The global symbols that are not a record's new function; each must be new to the host (else EEXIST).
+        Statics never clash: two payloads may each have a static `apply_hook`, as Xen's xen_local_symbols test
+        and hello_world do (reference section 7: a duplicate *global* symbol is refused)."""
         replacements = {func.new_addr for func in funcs}
-        new = {name: value for name, value in symbols.items() if value not in replacements}
+        new = {name: value for name, value in self._symbols(only_global=True).items() if value not in replacements}
         for name in new:
             if self.host.resolve(name) is not None:
                 raise self.error(errno.EEXIST, f"duplicate new symbol: {name}")

@@ -6,9 +6,13 @@ generator here that yields the answers (WAIT parks the vCPU until the state
 it spins on changes): the first vCPU through becomes master, kicks the
 others with the call-function IPI, waits for them in the CPU phase, then in
 the IRQ phase (IRQs off everywhere), performs the action, serialises,
-re-enables IRQs and releases everyone. One deadline covers both phases; on
-expiry the action fails with -EBUSY and nothing is patched. NMIs are masked
-by swapping the firmware's `nmi_callback` and unmasked on every path.
+re-enables IRQs and releases everyone; only then, and only if the action
+ran, the post-action hooks run on the master. One deadline covers both
+phases; on expiry the action fails with -EBUSY and nothing is patched. NMIs
+are masked by swapping the firmware's `nmi_callback` and unmasked on every
+path. A host-side error inside the window (a patch site outside RAM, a bug)
+never wedges the machine: the action's `undo` puts back what it changed, the
+action fails with -EFAULT, and everyone is released as usual.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ Program = Generator[int, int, None]
 Perform = Callable[[Vcpu], Generator[int, int, int]]
 """The action inside the window, on the master: yields port answers, returns the action's rc."""
 Finish = Callable[[Vcpu], Generator[int, int, None]]
-"""What the master runs after the action (post hooks)."""
+"""What the master runs after releasing the others, when the action ran (post hooks)."""
+Undo = Callable[[Vcpu], int]
+"""Put back what `perform` changed after a host-side error; gives the bytes it put back."""
 
 
 @dataclass
@@ -49,8 +55,10 @@ class Work:
     action: str
     perform: Perform
     finish: Finish | None = None
+    undo: Undo | None = None
     timeout_ns: int = DEFAULT_TIMEOUT_NS
     do_work: bool = False
+    finished: bool = False
     semaphore: int = -1
     ready: bool = False
     cpus: int = 0
@@ -94,7 +102,8 @@ class Rendezvous:
 
     @property
     def busy(self) -> bool:
-        return self.work is not None and self.work.do_work
+        """Whether an action is under way (until its master has run the post hooks and logged the end)."""
+        return self.work is not None and not self.work.finished
 
     @property
     def active(self) -> Work:
@@ -106,7 +115,7 @@ class Rendezvous:
     # -- scheduling (Xen's schedule_work) ----------------------------------
     def schedule(self, work: Work, *, from_vcpu: int = 0) -> None:
         """Start `work`: flag `from_vcpu` and kick it; the rest happens in the guest."""
-        if self.work is not None and self.work.do_work:
+        if self.work is not None and not self.work.finished:
             raise LivepatchError(errno.EBUSY, f"{self.work.name}: an action is already in progress")
         machine = self.machine
         if not 0 <= from_vcpu < len(machine.vcpus) or machine.vcpus[from_vcpu].state is VcpuState.WAITING_FOR_START:
@@ -196,25 +205,30 @@ class Rendezvous:
                 work.semaphore, work.ready = 0, True
                 self._notify("ready", self._now(vcpu))
         alarm.cancel()
-        if rc == 0:
+        ran = rc == 0
+        if ran:
             yield XSPLICE_IRQ_OFF
             work.all_parked_ps = self._now(vcpu)
             self._emit(vcpu, EventKind.QUIESCED)
-            rc = yield from work.perform(vcpu)
+            try:
+                rc = yield from work.perform(vcpu)
+            except Exception as exc:  # a host-side error must never leave the machine stuck
+                rc, ran = self._host_error(vcpu, work, exc), False
             yield XSPLICE_SERIALISE
             yield XSPLICE_IRQ_ON
-            if work.finish is not None:
-                yield from work.finish(vcpu)
         self._unmask_nmis(vcpu, work)
         self._clear_work_to_do(vcpu)
         work.rc = rc
         work.released_ps = self._now(vcpu)
         work.do_work = False
-        work.host_seconds = time.perf_counter() - work._host_started
         self._notify("ready", work.released_ps)
         self._notify("done", work.released_ps)
         self._emit(vcpu, EventKind.RELEASED, rc=rc)
-        self._log(vcpu, f"xsplice: {work.name} finished {work.action} with rc={rc}")
+        if ran and work.finish is not None:
+            yield from work.finish(vcpu)
+        work.host_seconds = time.perf_counter() - work._host_started
+        self.log_line(f"xsplice: {work.name} finished {work.action} with rc={rc}", vcpu)
+        work.finished = True
         self._emit(vcpu, EventKind.LEFT)
         yield XSPLICE_RETURN
 
@@ -234,9 +248,18 @@ class Rendezvous:
         yield XSPLICE_RETURN
 
     def _abort(self, vcpu: Vcpu, work: Work, phase: str) -> int:
-        self._log(vcpu, f"xsplice: Timed out on semaphore in {phase} quiesce phase {work.semaphore}/{work.cpus}")
+        self.log_line(f"xsplice: {work.name}: Timed out on semaphore in {phase} quiesce phase "
+                      f"{work.semaphore}/{work.cpus}", vcpu)
         self._emit(vcpu, EventKind.ABORT, reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus)
         return -errno.EBUSY
+
+    def _host_error(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:
+        restored = work.undo(vcpu) if work.undo is not None else 0
+        error = f"{type(exc).__name__}: {exc}"
+        self._emit(vcpu, EventKind.HOST_ERROR, error=error, restored=restored)
+        self.log_line(f"xsplice: {work.name}: {work.action} failed inside the patching window ({error}); "
+                      f"{restored} bytes put back", vcpu)
+        return -errno.EFAULT
 
     # -- guest state -------------------------------------------------------------
     def _clear_work_to_do(self, vcpu: Vcpu) -> None:
@@ -263,6 +286,7 @@ class Rendezvous:
             self.machine.memory.write_u64(self._nmi_callback, self._saved_nmi_callback)
         self._emit(vcpu, EventKind.NMI_UNMASKED, lost=work.nmis_lost)
 
-    def _log(self, vcpu: Vcpu, text: str) -> None:
+    def log_line(self, text: str, vcpu: Vcpu | None = None) -> None:
+        """A line of the hypervisor's log (on `vcpu`, or from the controller)."""
         self.log.append(text)
         self._emit(vcpu, EventKind.LOG, text=text)

@@ -4,20 +4,22 @@
 every request with Xen's rules and errno, and hands APPLY, REVERT and
 REPLACE to the rendezvous, whose master runs the action inside the
 quiesced window. A refused request changes nothing: no guest byte, state or
-list moves.
+list moves. Neither does an action that fails on a host-side error inside
+the window: what it wrote and the states it moved are put back (-EFAULT).
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from ..errors import LivepatchError
+from ..errors import LivepatchError, MachineError
 from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
+from .arena import Arena
 from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
 from .rendezvous import Rendezvous, Work, guest_call
 from .states import Action, PayloadState
@@ -34,6 +36,35 @@ class Payload:
     rc: int = 0
     reverted: bool = False
     saved: dict[int, bytes] = field(default_factory=dict)
+    """The bytes each applied function record (by index) overwrote; a record absent here is not applied."""
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What an action may move, as it was when its window opened (to put back after a host-side error)."""
+
+    applied: tuple[str, ...]
+    payloads: tuple[tuple[Payload, PayloadState, int, bool, tuple[tuple[int, bytes], ...]], ...]
+
+    @classmethod
+    def of(cls, livepatch: Livepatch) -> _Before:
+        return cls(tuple(livepatch.applied),
+                   tuple((p, p.state, p.rc, p.reverted, tuple(p.saved.items())) for p in livepatch.payloads.values()))
+
+    def restore(self, livepatch: Livepatch) -> None:
+        livepatch.applied[:] = self.applied
+        for payload, state, rc, reverted, saved in self.payloads:
+            payload.state, payload.rc, payload.reverted, payload.saved = state, rc, reverted, dict(saved)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One write of the controller inside the window: where, which function, the bytes before and after."""
+
+    function: str
+    address: int
+    old: bytes
+    new: bytes
 
 
 @dataclass(frozen=True)
@@ -61,12 +92,19 @@ class Livepatch:
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
         self._unsafe = unsafe_functions(machine.image, machine.memory)
-        self._free = _page_align(machine.image.end)
+        self.memory = Arena(_page_align(machine.image.end), machine.memory.size)
         self._pending: tuple[Payload, Action, Work] | None = None
+        self._before: _Before | None = None
+        self._written: list[_Write] = []
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
-    def upload(self, name: str, data: bytes) -> Payload:
-        """Check, load and relocate a payload into guest memory (state CHECKED)."""
+    def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
+        """Check, load and relocate a payload into guest memory (state CHECKED).
+
+        A payload patching an unsafe target (the NMI path, the patching code) is
+        refused with -EPERM, unless `allow_unsafe`: then it is accepted with a
+        warning in the hypervisor log, so that the hazard can be shown.
+        """
         if not 0 < len(name) < NAME_MAX or "\0" in name:
             raise LivepatchError(errno.EINVAL, f"payload name must be 1..{NAME_MAX - 1} characters, got {len(name)}")
         if not 0 < len(data) <= PAYLOAD_MAX_SIZE:
@@ -74,15 +112,15 @@ class Livepatch:
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
         host = Host.of(self.machine.image, [p.loaded for p in self.payloads.values()])
-        loaded = load_payload(name, data, arch=self.machine.arch, host=host, base=self._free,
-                              limit=self.machine.memory.size)
+        loaded = self.memory.place(lambda base, limit: load_payload(
+            name, data, arch=self.machine.arch, host=host, base=base, limit=limit))
         for func in loaded.funcs:
-            self._check_target(name, func)
+            self._check_target(name, func, allow_unsafe=allow_unsafe)
         for region in loaded.regions:
             self.machine.memory.write(region.address, region.data)
             self.machine.protect(region.address, region.end, read=True, write=region.kind is RegionKind.DATA,
                                  execute=region.kind is RegionKind.TEXT)
-        self._free = _page_align(loaded.end)
+        self.memory.take(*_span(loaded))
         payload = Payload(name, loaded)
         self.payloads[name] = payload
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UPLOAD, payload=name,
@@ -99,11 +137,14 @@ class Livepatch:
     def list(self) -> list[Payload]:
         return list(self.payloads.values())
 
-    def _check_target(self, name: str, func: FuncRecord) -> None:
+    def _check_target(self, name: str, func: FuncRecord, *, allow_unsafe: bool) -> None:
         why = self._unsafe.get(func.old_addr)
-        if why is not None:
-            target = self.machine.image.describe(func.old_addr)
+        if why is None:
+            return
+        target = self.machine.image.describe(func.old_addr)
+        if not allow_unsafe:
             raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {target}: {why}")
+        self.rendezvous.log_line(f"xsplice: {name}: WARNING: patching {target} although {why} (allow-unsafe)")
 
     # -- ACTION --------------------------------------------------------------
     def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
@@ -124,23 +165,32 @@ class Livepatch:
                 self._veto(payload, "prerevert", self.machine.call(from_vcpu, hook))
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
-        work = Work(name, action.name.lower(), lambda vcpu: perform(vcpu, payload),
-                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), timeout_ns=timeout_ns)
+        work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
+                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
+                    timeout_ns=timeout_ns)
         self.rendezvous.schedule(work, from_vcpu=from_vcpu)
         payload.rc = -errno.EAGAIN
         self._pending = (payload, action, work)
 
     def _check_action(self, payload: Payload, action: Action, *, nodeps: bool) -> None:
         name = payload.name
-        if action in (Action.APPLY, Action.REPLACE):
-            if payload.state is not PayloadState.CHECKED:
-                raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; {action.name} needs CHECKED")
+        if action in (Action.APPLY, Action.REPLACE) and payload.state is not PayloadState.CHECKED:
+            raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; {action.name} needs CHECKED")
+        if action is Action.APPLY:
             if payload.reverted and payload.loaded.has_writable_data:
+                payload.rc = -errno.EINVAL
                 raise LivepatchError(errno.EINVAL, f"{name}: can't revert as payload has .data. Please unload")
             if not nodeps:
                 self._check_depends(payload, action)
-            for func in payload.loaded.funcs:
-                self._check_expectation(payload, func)
+            mismatch = self._mismatch(payload)
+            if mismatch:
+                raise LivepatchError(errno.EINVAL, mismatch)
+        elif action is Action.REPLACE:
+            if not nodeps:
+                self._check_depends(payload, action)
+            if any(_vetoing(p) for p in [payload, *(self.payloads[n] for n in self.applied)]):
+                raise LivepatchError(errno.EOPNOTSUPP,
+                                     f"{name}: REPLACE action is not supported on livepatches with vetoing hooks")
         elif action is Action.REVERT:
             if payload.state is not PayloadState.APPLIED:
                 raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; REVERT needs APPLIED")
@@ -158,26 +208,34 @@ class Livepatch:
             got = depends.hex() if depends else "nothing"
             raise LivepatchError(errno.EINVAL, f"{payload.name} depends on {got}, not on {what} ({wanted.hex()})")
 
-    def _check_expectation(self, payload: Payload, func: FuncRecord) -> None:
-        if func.expect is None:
-            return
-        found = self.machine.memory.read(func.old_addr, len(func.expect))
-        if found != func.expect:
-            raise LivepatchError(errno.EINVAL, f"{payload.name}: {func.name} starts with {found.hex(' ')}, "
-                                               f"expected {func.expect.hex(' ')}")
+    def _mismatch(self, payload: Payload) -> str | None:
+        """What differs from the payload's expectations in guest memory now (None: every one is met)."""
+        for func in payload.loaded.funcs:
+            if func.expect is None:
+                continue
+            try:
+                found = self.machine.memory.read(func.old_addr, len(func.expect))
+            except MachineError:
+                return f"{payload.name}: {func.name} at {func.old_addr:#x} is outside guest memory"
+            if found != func.expect:
+                return f"{payload.name}: {func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
+        return None
 
     def _veto(self, payload: Payload, kind: str, rax: int) -> None:
         rc = int_result(rax)
         if rc:
             code = -rc if rc < 0 else errno.EINVAL
+            payload.rc = -code
             raise LivepatchError(code, f"{payload.name}: {kind} hook refused with {rc}")
 
     def _unload(self, payload: Payload) -> None:
         if payload.state is not PayloadState.CHECKED:
             raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
         del self.payloads[payload.name]
-        for region in payload.loaded.regions:
-            self.machine.protect(region.address, region.end, read=True, write=True)
+        start, end = _span(payload.loaded)
+        self.machine.protect(start, end, read=True, write=True)
+        self.machine.invalidate_code(start, end)  # the next payload there must not run this one's translations
+        self.memory.give(start, end)
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)
 
     # -- running an action to the end ---------------------------------------
@@ -187,12 +245,12 @@ class Livepatch:
         if self._pending is None:
             return None
         payload, _, work = self._pending
-        self.machine.run_for(2 * work.timeout_ns, stop_when=lambda: not work.do_work)
+        self.machine.run_for(2 * work.timeout_ns, stop_when=lambda: work.finished)
         return self.collect()
 
     def collect(self) -> ActionResult | None:
         """Settle a finished action: its payload's rc, and its figures."""
-        if self._pending is None or self._pending[2].do_work:
+        if self._pending is None or not self._pending[2].finished:
             return None
         payload, action, work = self._pending
         self._pending = None
@@ -206,10 +264,22 @@ class Livepatch:
         return result
 
     # -- inside the quiesced window (master vCPU) -----------------------------
+    def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
+                payload: Payload) -> Generator[int, int, int]:
+        self._before, self._written = _Before.of(self), []
+        return (yield from perform(vcpu, payload))
+
+    def _undo(self, vcpu: Vcpu) -> int:
+        """After a host-side error in the window: put back every byte written and every state moved."""
+        written, self._written = self._written, []
+        for write in reversed(written):
+            self._write(vcpu, write.function, write.address, write.old)
+        if self._before is not None:
+            self._before.restore(self)
+        return sum(len(write.old) for write in written)
+
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
-        for hook in payload.loaded.hooks.get("load", ()):
-            yield from guest_call(vcpu, hook)
-        rc = yield from self._act(vcpu, payload, "apply", self._patch)
+        rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
         if rc:
             return rc
         payload.state = PayloadState.APPLIED
@@ -217,32 +287,59 @@ class Livepatch:
         return 0
 
     def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
-        rc = yield from self._act(vcpu, payload, "revert", self._unpatch)
+        rc = yield from self._act(vcpu, payload, "revert", self._revert_built_in)
         if rc:
             return rc
-        for hook in payload.loaded.hooks.get("unload", ()):
-            yield from guest_call(vcpu, hook)
         payload.state = PayloadState.CHECKED
         payload.reverted = True
         self.applied.remove(payload.name)
         return 0
 
     def _perform_replace(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        """Xen's REPLACE: revert the applied stack newest first, check the expectations on what is left, apply."""
         for name in reversed(list(self.applied)):
-            rc = yield from self._perform_revert(vcpu, self.payloads[name])
-            if rc:
-                return rc
+            other = self.payloads[name]
+            other.rc = yield from self._perform_revert(vcpu, other)
+            if other.rc:
+                return -errno.EINVAL
+        mismatch = self._mismatch(payload)
+        if mismatch:
+            self.rendezvous.log_line(f"xsplice: {mismatch}", vcpu)
+            self.rendezvous.log_line(f"xsplice: {payload.name}: SYSTEM MIGHT BE INSECURE: Replace action has been "
+                                     "aborted after reverting ALL payloads!", vcpu)
+            return -errno.EINVAL
         return (yield from self._perform_apply(vcpu, payload))
 
     def _act(self, vcpu: Vcpu, payload: Payload, kind: str, built_in) -> Generator[int, int, int]:
         """The payload's `kind` action hooks in order (first non-zero rc stops them), else `built_in`."""
         hooks = payload.loaded.hooks.get(kind, ())
         if not hooks:
-            built_in(vcpu, payload)
+            return (yield from built_in(vcpu, payload))
         for hook in hooks:
             rc = int_result((yield from guest_call(vcpu, hook)))
             if rc:
                 return rc
+        return 0
+
+    def _apply_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        """Xen's apply_payload: the load hooks, then every record not yet applied."""
+        for hook in payload.loaded.hooks.get("load", ()):
+            yield from guest_call(vcpu, hook)
+        arch = self.machine.arch
+        for index, func in enumerate(payload.loaded.funcs):
+            if index in payload.saved:
+                continue
+            new = arch.nops(func.new_size) if func.is_nop else arch.jump(func.old_addr, func.new_addr)
+            payload.saved[index] = self._write(vcpu, func.name, func.old_addr, new)
+        return 0
+
+    def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+        """Xen's revert_payload: every applied record put back (last first), then the unload hooks."""
+        for index in sorted(payload.saved, reverse=True):
+            func = payload.loaded.funcs[index]
+            self._write(vcpu, func.name, func.old_addr, payload.saved.pop(index))
+        for hook in payload.loaded.hooks.get("unload", ()):
+            yield from guest_call(vcpu, hook)
         return 0
 
     def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
@@ -250,29 +347,31 @@ class Livepatch:
         for hook in payload.loaded.hooks.get(kind, ()):
             yield from guest_call(vcpu, hook)
 
-    def _patch(self, vcpu: Vcpu, payload: Payload) -> None:
-        for func in payload.loaded.funcs:
-            arch = self.machine.arch
-            new = arch.nops(func.new_size) if func.new_addr == 0 else arch.jump(func.old_addr, func.new_addr)
-            payload.saved[func.old_addr] = self.machine.memory.read(func.old_addr, len(new))
-            self._write(vcpu, func, new)
-
-    def _unpatch(self, vcpu: Vcpu, payload: Payload) -> None:
-        for func in reversed(payload.loaded.funcs):
-            self._write(vcpu, func, payload.saved.pop(func.old_addr))
-
-    def _write(self, vcpu: Vcpu, func: FuncRecord, new: bytes) -> None:
+    def _write(self, vcpu: Vcpu, function: str, address: int, new: bytes) -> bytes:
+        """Write `new` at `address` (journalled, flushed from every vCPU, traced); give the bytes it replaced."""
         machine = self.machine
-        old = machine.memory.read(func.old_addr, len(new))
-        machine.memory.write(func.old_addr, new)
-        machine.invalidate_code(func.old_addr, func.old_addr + len(new))
+        old = machine.memory.read(address, len(new))
+        machine.memory.write(address, new)
+        self._written.append(_Write(function, address, old, new))
+        machine.invalidate_code(address, address + len(new))
         work = self.rendezvous.active
         work.bytes_written += len(new)
         now = machine.time_of(vcpu) // PS_PER_NS
-        machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=func.name,
-                           address=func.old_addr, old=old.hex(), new=new.hex())
-        machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=func.old_addr, end=func.old_addr + len(new),
+        machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=function,
+                           address=address, old=old.hex(), new=new.hex())
+        machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=address, end=address + len(new),
                            vcpus=len(machine.vcpus))
+        return old
+
+
+def _vetoing(payload: Payload) -> bool:
+    """Whether it has a pre- or post-action hook (Xen refuses REPLACE around those)."""
+    return any(payload.loaded.hooks.get(kind) for kind in ("preapply", "postapply", "prerevert", "postrevert"))
+
+
+def _span(loaded: LoadedPayload) -> tuple[int, int]:
+    """The pages a loaded payload occupies."""
+    return loaded.regions[0].address & ~(PAGE_SIZE - 1), _page_align(loaded.end)
 
 
 def _page_align(address: int) -> int:

@@ -100,11 +100,11 @@ class LivepatchStep(Step):
     kind: ClassVar = "livepatch"
     key: ClassVar = "livepatch"
     keys: ClassVar = (Key("livepatch", Value.TEXT), Key("expect_rc", Value.ERRNO, optional=True),
-                      Key("expect_output", Value.TEXT, optional=True))
+                      Key("expect_output", Value.TEXT, optional=True), Key("allow_unsafe", Value.FLAG, optional=True))
     nested: ClassVar = False
     syntax: ClassVar = "VERB ARGS... (upload, list, load, apply, revert, replace, unload)"
-    summary: ClassVar = ("An xen-livepatch command; a scenario may add expect_rc (0 or an errno name) "
-                         "and expect_output.")
+    summary: ClassVar = ("An xen-livepatch command; a scenario may add expect_rc (0 or an errno name), "
+                         "expect_output and, on upload or load, allow_unsafe = true.")
     example: ClassVar = ('livepatch = "apply hello --from-vcpu 1 --timeout-ms 5"',
                          "apply hello --from-vcpu 1 --timeout-ms 5")
 
@@ -119,6 +119,10 @@ class LivepatchStep(Step):
             words = shlex.split(line)
         except ValueError as exc:
             raise ConfigError(f"cannot split {line!r}: {exc}") from None
+        if values.get("allow_unsafe"):
+            if words[:1] not in (["upload"], ["load"]):
+                raise ConfigError(f"allow_unsafe applies to upload and load, not to {line!r}")
+            words, line = [*words, "--allow-unsafe"], f"{line} --allow-unsafe"
         step = cls.from_words(words, vcpus=vcpus)
         for file in step.request.files:
             if not (base / file).is_file():

@@ -1,0 +1,137 @@
+"""A seeded payload mutator and the checks one mutant must pass (tests/test_fuzz.py, `make fuzz`)."""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from dataclasses import dataclass, field
+
+from helpers import PAYLOADS
+
+from xsplice_emu import GuestFault, LivepatchError, Machine, MachineConfig
+from xsplice_emu.livepatch import Action, Livepatch, PayloadState
+from xsplice_emu.platform import RAM_BASE
+
+BASES = ("xen_hello_world", "xen_bye_world", "xen_nop", "xen_prepost_hooks", "xen_action_hooks",
+         "xen_replace_world", "xen_expectations")
+SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")  # name type flags addr offset size link info addralign entsize
+INTERESTING = (0, 1, 0xD, 0x7F, 0x80, 0xFF, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF, 1 << 63, (1 << 64) - 1)
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to three mutations of an ELF payload: flipped bytes, a section's contents, a section header field."""
+    out = bytearray(data)
+    shoff, = struct.unpack_from("<Q", out, 0x28)
+    shnum, = struct.unpack_from("<H", out, 0x3C)
+    for _ in range(rng.randint(1, 3)):
+        how = rng.randrange(4)
+        if how == 0:
+            at = rng.randrange(len(out))
+            out[at] ^= 1 << rng.randrange(8)
+        elif how in (1, 2) and shnum and shoff + shnum * SECTION_HEADER.size <= len(out):
+            at = shoff + rng.randrange(1, shnum) * SECTION_HEADER.size
+            fields = list(SECTION_HEADER.unpack_from(out, at))
+            if how == 1:  # a section header field
+                index = rng.choice((1, 2, 3, 4, 5, 6, 7, 8, 9))
+                value = rng.choice(INTERESTING) if rng.random() < 0.6 else fields[index] + rng.randint(-64, 64)
+                fields[index] = value % (1 << (32 if index in (1, 6, 7) else 64))
+                SECTION_HEADER.pack_into(out, at, *fields)
+            elif fields[5] and fields[4] + fields[5] <= len(out):  # 8 bytes of its contents
+                width = min(8, fields[5])
+                offset = fields[4] + rng.randrange(fields[5] - width + 1)
+                value = rng.choice(INTERESTING) if rng.random() < 0.5 else rng.getrandbits(64)
+                out[offset:offset + width] = (value % (1 << 64)).to_bytes(8, "little")[:width]
+        else:
+            del out[rng.randrange(len(out) // 2, len(out)):]
+    return bytes(out)
+
+
+@dataclass
+class Figures:
+    """What a fuzz run saw."""
+
+    cases: int = 0
+    refused: int = 0
+    accepted: int = 0
+    applied: int = 0
+    guest_faults: int = 0
+    machines: int = 1
+    findings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Fuzzer:
+    """Mutants of Xen's test payloads against one machine (a new one after a guest fault or a stuck payload)."""
+
+    def __init__(self, image, *, seed: int):
+        self.image = image
+        self.rng = random.Random(seed)
+        self.bases = [(PAYLOADS / f"{name}.livepatch").read_bytes() for name in BASES]
+        self.hello = (PAYLOADS / "xen_hello_world.livepatch").read_bytes()
+        self.figures = Figures()
+        self._boot()
+
+    def _boot(self) -> None:
+        self.machine = Machine(self.image, config=MachineConfig(vcpus=2, seed=1))
+        self.machine.run_for(1_000_000)
+        self.livepatch = Livepatch(self.machine)
+
+    def run(self, cases: int) -> Figures:
+        started = time.perf_counter()
+        for case in range(cases):
+            data = mutate(self.rng.choice(self.bases), self.rng)
+            try:
+                self._case(f"m{case}", data)
+            except Exception as exc:  # anything else is a finding: note it and go on with a new machine
+                self.figures.findings.append(f"case {case}: {type(exc).__name__}: {exc}")
+                self.figures.machines += 1
+                self._boot()
+            self.figures.cases += 1
+        self.figures.seconds = time.perf_counter() - started
+        return self.figures
+
+    def _state(self) -> tuple[str, list[str]]:
+        memory, used, at = self.machine.memory, [], RAM_BASE
+        for start, end in self.livepatch.memory.free:
+            used.append(memory.digest(at, start))
+            at = end
+        used.append(memory.digest(at, memory.size))
+        return "".join(used), [payload.name for payload in self.livepatch.list()]
+
+    def _case(self, name: str, data: bytes) -> None:
+        livepatch, figures = self.livepatch, self.figures
+        before = self._state()
+        try:
+            livepatch.upload(name, data)
+        except LivepatchError:
+            figures.refused += 1
+            if self._state() != before:
+                figures.findings.append(f"{name}: a refused upload changed guest memory or the payload list")
+            return
+        figures.accepted += 1
+        try:
+            for action in (Action.APPLY, Action.REVERT):
+                result = livepatch.run_action(name, action, nodeps=True)
+                figures.applied += action is Action.APPLY and result is not None and result.rc == 0
+            if livepatch.get(name).state is PayloadState.APPLIED:
+                livepatch.run_action(name, Action.REVERT)
+            if livepatch.get(name).state is PayloadState.CHECKED:
+                livepatch.action(name, Action.UNLOAD)
+        except (GuestFault, LivepatchError) as exc:
+            figures.guest_faults += isinstance(exc, GuestFault)
+        if livepatch.list() or livepatch.rendezvous.busy:  # stuck as Xen would be (a vetoed revert), or a fault
+            figures.machines += 1
+            self._boot()
+            return
+        self._check_hello()
+
+    def _check_hello(self) -> None:
+        livepatch = self.livepatch
+        livepatch.upload("hello", self.hello)
+        results = [livepatch.run_action("hello", Action.APPLY)]
+        extras = {self.machine.memory.read_cstring(a) for a in self.machine.call_all("xen_extra_version")}
+        results.append(livepatch.run_action("hello", Action.REVERT))
+        livepatch.action("hello", Action.UNLOAD)
+        if any(result is None or result.rc for result in results) or extras != {"Hello World"}:
+            raise AssertionError(f"hello_world no longer applies: {results}, {extras}")
