@@ -12,6 +12,7 @@ from helpers import PAYLOADS, extra_versions, upload
 from xsplice_emu import LivepatchError
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.unsafe import unsafe_functions
+from xsplice_emu.tracing import EventKind
 
 
 def _lines(machine, start: int) -> list[str]:
@@ -82,16 +83,26 @@ def test_action_hooks_replace_the_built_in_action(patching):
     ]
 
 
-def test_failing_revert_hook_leaves_payload_applied(patching):
-    """A revert action hook returning -EINVAL fails the revert: rc -22, still APPLIED, still patched."""
+def test_failing_revert_hook_then_the_post_hook_reverts_by_hand(patching):
+    """Xen's norevert: the revert hook fails (-EINVAL, functions still applied, so consistent); the post-revert
+    hook then reverts by hand through Xen's helpers and marks the payload reverted. The master runs the old
+    code at once, the others once they serialise."""
     machine, livepatch = patching(2)
     upload(livepatch, "norevert", "xen_action_hooks_norevert.livepatch")
     assert livepatch.run_action("norevert", Action.APPLY).rc == 0
+    assert extra_versions(machine) == {"Hello World"}
     result = livepatch.run_action("norevert", Action.REVERT)
     assert result.rc == -errno.EINVAL
-    assert livepatch.get("norevert").rc == -errno.EINVAL
-    assert livepatch.get("norevert").state is PayloadState.APPLIED and livepatch.applied == ["norevert"]
-    assert extra_versions(machine) == {"Hello World"}
+    payload = livepatch.get("norevert")
+    assert payload.rc == -errno.EINVAL and payload.state is PayloadState.CHECKED and payload.reverted
+    assert livepatch.applied == [] and payload.guest.applied_all() == [False]
+    writes = machine.trace.of_kind(EventKind.CODE_WRITE)
+    assert {e.vcpu for e in writes} == {result.master}
+    assert {e.fields["address"] for e in writes} >= {machine.image.address("xen_extra_version")}
+    machine.call_all("xen_major_version")  # every vCPU's handler ends in iretq: serialised
+    assert extra_versions(machine) == {"-unstable"}
+    console = [line.text for line in machine.console.lines]
+    assert "cpu0: xen_action_hooks_norevert: post_revert_hook (call 1): reverting by hand" in console
 
 
 def test_v1_record_payload_applies(patching):

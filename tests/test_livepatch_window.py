@@ -43,7 +43,7 @@ def test_patch_site_outside_ram_fails_with_efault_and_puts_bytes_back(patching):
     assert text_digest(machine) == text and extra_versions(machine) == {"-unstable"}
     assert livepatch.get("hello").state is PayloadState.CHECKED and livepatch.applied == []
     assert _machine_free(machine) and not livepatch.rendezvous.busy
-    [event] = machine.trace.of_kind(EventKind.HOST_ERROR)
+    [event] = machine.trace.of_kind(EventKind.ACTION_FAILED)
     assert event.fields["restored"] == 5 and "outside RAM" in event.fields["error"]
     assert any("apply failed inside the patching window" in line for line in livepatch.rendezvous.log)
     livepatch.get("hello").loaded = good
@@ -67,7 +67,8 @@ def test_host_error_in_replace_restores_the_applied_stack(patching):
 
 
 def test_apply_hook_without_revert_hook_reverts_cleanly(patching):
-    """Apply by hook, revert built in (nothing the built-in applied): rc 0, CHECKED, the machine goes on."""
+    """Apply by hook (marked applied, no bytes saved), revert built in: as Xen, it writes back the empty saved
+    bytes; the post-revert hook's BUG_ON faults, which is logged and contained; the machine goes on."""
     machine, livepatch = patching(2)
     data = (PAYLOADS / "xen_action_hooks.livepatch").read_bytes()
     at = data.index(b".livepatch.hooks.revert\0")
@@ -76,6 +77,8 @@ def test_apply_hook_without_revert_hook_reverts_cleanly(patching):
     assert livepatch.run_action("act", Action.APPLY).rc == 0
     assert livepatch.run_action("act", Action.REVERT).rc == 0
     assert livepatch.get("act").state is PayloadState.CHECKED and _machine_free(machine)
+    assert any("post-revert hook failed: hook" in line and "PANIC: BUG at xen_action_hooks.c" in line
+               for line in livepatch.rendezvous.log)
     upload(livepatch, "hello", "xen_hello_world.livepatch")
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
     assert extra_versions(machine) == {"Hello World"}
@@ -110,8 +113,18 @@ static const char name[] = "xen_extra_version";
 const char *hooked(void) { return "Hooked"; }
 static void load_hook(void) { printk("hooked: load hook\\n"); }
 static void unload_hook(void) { printk("hooked: unload hook\\n"); }
-static int apply_hook(void *payload) { printk("hooked: apply hook\\n"); return 0; }
-static int revert_hook(void *payload) { printk("hooked: revert hook\\n"); return 0; }
+static int apply_hook(livepatch_payload_t *payload)
+{
+    printk("hooked: apply hook\\n");
+    common_livepatch_apply(&payload->funcs[0], &payload->fstate[0]);
+    return 0;
+}
+static int revert_hook(livepatch_payload_t *payload)
+{
+    printk("hooked: revert hook\\n");
+    common_livepatch_revert(&payload->funcs[0], &payload->fstate[0]);
+    return 0;
+}
 LIVEPATCH_LOAD_HOOK(load_hook);
 LIVEPATCH_UNLOAD_HOOK(unload_hook);
 LIVEPATCH_APPLY_HOOK(apply_hook);
@@ -124,14 +137,19 @@ LIVEPATCH_FUNC(hooked_func) = {
 
 
 def test_load_and_unload_hooks_skipped_when_action_hooks_replace_the_built_in(patching, tmp_path):
-    """A payload with apply/revert action hooks: its load and unload hooks never run."""
-    machine, livepatch = patching(2)
+    """Action hooks that patch by hand with Xen's helpers: every vCPU runs the new code after the rendezvous
+    (they serialise on the way out), the old code after the revert; the load and unload hooks never run."""
+    machine, livepatch = patching(4)
     source = tmp_path / "hooked.c"
     source.write_text(HOOKED)
     livepatch.upload("hooked", build_payload(source, tmp_path / "hooked.livepatch",
                                              firmware=builtin_firmware()).read_bytes())
     start = len(machine.console.lines)
+    assert extra_versions(machine) == {"-unstable"}
     assert livepatch.run_action("hooked", Action.APPLY).rc == 0
+    assert extra_versions(machine) == {"Hooked"}
+    assert livepatch.get("hooked").guest.applied_all() == [True]
     assert livepatch.run_action("hooked", Action.REVERT).rc == 0
+    assert extra_versions(machine) == {"-unstable"}
     printed = [line.text for line in machine.console.lines[start:] if "hooked:" in line.text]
     assert printed == ["cpu0: hooked: apply hook", "cpu0: hooked: revert hook"]

@@ -90,3 +90,24 @@ def test_cli_bad_vcpu_count_is_usage_error():
     result = CliRunner().invoke(main, ["boot", "--vcpus", "257"])
     assert result.exit_code == 2
     assert "vcpus must be 1..256" in result.output
+
+
+def test_a_contained_call_that_faults_leaves_the_machine_running(boot, image):
+    """A fault inside a contained call is raised to the host with the vCPU put back where the IPI found it:
+    the same vCPU then answers the next call, and time goes on."""
+    machine = boot(2, ms=1.5)
+    with pytest.raises(GuestFault) as caught:
+        machine.call_contained(1, "call_fault", 2)
+    assert caught.value.vcpu == 1 and "UC_ERR_READ_UNMAPPED" in str(caught.value)
+    assert machine.call(1, "xen_major_version") == 4
+    machine.run_for(2_000_000)
+    assert machine.call(1, "xen_minor_version") == 7
+
+
+def test_a_contained_call_that_never_returns_is_abandoned(boot, image):
+    """A contained call still spinning (IRQs off) at its timeout is abandoned: MachineError, and the vCPU runs
+    its own code again (it takes the timer and later calls)."""
+    machine = boot(2, ms=1.5)
+    with pytest.raises(MachineError, match="did not finish call_stall_irqs_off"):
+        machine.call_contained(1, "call_stall_irqs_off", 10**12, timeout_ns=1_000_000)
+    assert machine.call(1, "xen_major_version") == 4

@@ -64,35 +64,83 @@ _Static_assert(sizeof(struct livepatch_func) == 104, "v2 record is 104 bytes");
 #define LIVEPATCH_FUNC(var) \
     struct livepatch_func var __attribute__((section(".livepatch.funcs"), used))
 
+/* ---- What a hook is handed, and Xen's helpers it may call ---------- */
+/*
+ * Like Xen, the hypervisor hands each pre-, action and post- hook its
+ * payload: the function records, the hypervisor's per-function state
+ * (`fstate[i].applied`, the bytes a patch overwrote) and the load/unload
+ * hooks. After an action hook, every function must be in the state the
+ * action promised: applied after a successful apply or a failed revert,
+ * not applied otherwise (Xen panics; the testbed fails the action and puts
+ * everything back). The helpers below are the firmware's (Xen's names and
+ * signatures); they write code through the writable alias of the text.
+ */
+#define LIVEPATCH_OPAQUE_SIZE 31
+
+enum livepatch_func_state {
+    LIVEPATCH_FUNC_NOT_APPLIED,
+    LIVEPATCH_FUNC_APPLIED,
+};
+
+struct livepatch_fstate {
+    unsigned int patch_offset;
+    unsigned int applied;               /* enum livepatch_func_state */
+    uint8_t insn_buffer[LIVEPATCH_OPAQUE_SIZE];
+};
+_Static_assert(sizeof(struct livepatch_fstate) == 40, "fstate is 40 bytes");
+
+typedef void livepatch_loadcall_t(void);
+
+typedef struct payload {
+    const char *name;
+    struct livepatch_func *funcs;       /* this payload's records (v2 layout) */
+    struct livepatch_fstate *fstate;    /* one per record */
+    unsigned int nfuncs;
+    unsigned int n_load_funcs;
+    unsigned int n_unload_funcs;
+    unsigned int tail;                  /* the hypervisor's: set by *_payload_tail */
+    livepatch_loadcall_t *const *load_funcs;
+    livepatch_loadcall_t *const *unload_funcs;
+    uint8_t _reserved[8];
+} livepatch_payload_t;
+_Static_assert(sizeof(livepatch_payload_t) == 64, "the descriptor is 64 bytes");
+
+void arch_livepatch_apply(const struct livepatch_func *func, struct livepatch_fstate *state);
+void arch_livepatch_revert(const struct livepatch_func *func, struct livepatch_fstate *state);
+void common_livepatch_apply(const struct livepatch_func *func, struct livepatch_fstate *state);
+void common_livepatch_revert(const struct livepatch_func *func, struct livepatch_fstate *state);
+int apply_payload(livepatch_payload_t *data);
+void apply_payload_tail(livepatch_payload_t *data);
+int revert_payload(livepatch_payload_t *data);
+void revert_payload_tail(livepatch_payload_t *data);
+
 /* ---- Hooks ----------------------------------------------------------- */
 /*
  * Each macro adds one function pointer to the hook section of its kind (a
  * section may hold several, run in order):
- *   .livepatch.hooks.load / .unload         void (*)(void)
- *   .livepatch.hooks.preapply / .prerevert  int (*)(void *)  non-zero vetoes
- *   .livepatch.hooks.postapply / .postrevert int (*)(void *) after release;
- *                                           the result is not used
- *   .livepatch.hooks.apply / .revert        int (*)(void *)  REPLACE the
- *                                           built-in action (the hook patches
- *                                           or not; its result is the action's)
- * Xen passes the payload; this firmware calls a hook with `call *%rdx` and
- * sets no argument, so the pointer means nothing: never dereference it.
+ *   .livepatch.hooks.load / .unload         void (*)(void), inside the built-in action only
+ *   .livepatch.hooks.preapply / .prerevert  int (*)(livepatch_payload_t *), non-zero vetoes
+ *   .livepatch.hooks.apply / .revert        int (*)(livepatch_payload_t *), REPLACE the
+ *                                           built-in action (the hook patches or not; its
+ *                                           result is the action's)
+ *   .livepatch.hooks.postapply / .postrevert void (*)(livepatch_payload_t *), after release
  */
-typedef void xsplice_loadcall_t(void);
-typedef int xsplice_actioncall_t(void *payload);
+typedef int livepatch_precall_t(livepatch_payload_t *payload);
+typedef int livepatch_actioncall_t(livepatch_payload_t *payload);
+typedef void livepatch_postcall_t(livepatch_payload_t *payload);
 
 #define XSPLICE_HOOK_(kind, type, fn) \
     static type *const livepatch_##kind##_hook_##fn \
         __attribute__((section(".livepatch.hooks." #kind), used)) = fn
 
-#define LIVEPATCH_LOAD_HOOK(fn)       XSPLICE_HOOK_(load, xsplice_loadcall_t, fn)
-#define LIVEPATCH_UNLOAD_HOOK(fn)     XSPLICE_HOOK_(unload, xsplice_loadcall_t, fn)
-#define LIVEPATCH_PREAPPLY_HOOK(fn)   XSPLICE_HOOK_(preapply, xsplice_actioncall_t, fn)
-#define LIVEPATCH_APPLY_HOOK(fn)      XSPLICE_HOOK_(apply, xsplice_actioncall_t, fn)
-#define LIVEPATCH_POSTAPPLY_HOOK(fn)  XSPLICE_HOOK_(postapply, xsplice_actioncall_t, fn)
-#define LIVEPATCH_PREREVERT_HOOK(fn)  XSPLICE_HOOK_(prerevert, xsplice_actioncall_t, fn)
-#define LIVEPATCH_REVERT_HOOK(fn)     XSPLICE_HOOK_(revert, xsplice_actioncall_t, fn)
-#define LIVEPATCH_POSTREVERT_HOOK(fn) XSPLICE_HOOK_(postrevert, xsplice_actioncall_t, fn)
+#define LIVEPATCH_LOAD_HOOK(fn)       XSPLICE_HOOK_(load, livepatch_loadcall_t, fn)
+#define LIVEPATCH_UNLOAD_HOOK(fn)     XSPLICE_HOOK_(unload, livepatch_loadcall_t, fn)
+#define LIVEPATCH_PREAPPLY_HOOK(fn)   XSPLICE_HOOK_(preapply, livepatch_precall_t, fn)
+#define LIVEPATCH_APPLY_HOOK(fn)      XSPLICE_HOOK_(apply, livepatch_actioncall_t, fn)
+#define LIVEPATCH_POSTAPPLY_HOOK(fn)  XSPLICE_HOOK_(postapply, livepatch_postcall_t, fn)
+#define LIVEPATCH_PREREVERT_HOOK(fn)  XSPLICE_HOOK_(prerevert, livepatch_precall_t, fn)
+#define LIVEPATCH_REVERT_HOOK(fn)     XSPLICE_HOOK_(revert, livepatch_actioncall_t, fn)
+#define LIVEPATCH_POSTREVERT_HOOK(fn) XSPLICE_HOOK_(postrevert, livepatch_postcall_t, fn)
 
 /* Writable payload data, explicitly in .data (so never "safe to re-apply"). */
 #define __payload_data __attribute__((section(".data")))
@@ -126,8 +174,13 @@ typedef int xsplice_actioncall_t(void *payload);
 const char *xen_extra_version(void);
 unsigned int xen_minor_version(void);
 unsigned int xen_major_version(void);
-/* The firmware's printk returns nothing (firmware/include/xen/lib.h). */
+/* The firmware's printk returns nothing (firmware/include/xen/lib.h); panic stops the machine. */
 void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+#define BUG_ON(cond) do { if ( cond ) panic("BUG at %s:%d\n", __FILE__, __LINE__); } while ( 0 )
+
+#define local_irq_save(flags) __asm__ __volatile__ ("pushfq; popq %0; cli" : "=r" (flags) :: "memory")
+#define local_irq_restore(flags) __asm__ __volatile__ ("pushq %0; popfq" :: "r" (flags) : "memory", "cc")
 
 #define EBUSY   16
 #define EINVAL  22

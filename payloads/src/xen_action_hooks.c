@@ -1,8 +1,8 @@
 /*
  * xen_action_hooks: apply and revert hooks that REPLACE the built-in
- * action. Here they only count and return 0, so applying this payload
- * leaves xen_extra_version() unpatched (Xen's hooks mark the functions
- * applied by hand; this firmware gives a hook nothing to mark).
+ * action. As Xen's, they mark every function applied / not applied in the
+ * hypervisor's state and count, but patch nothing: xen_extra_version()
+ * stays unpatched. The post-revert hook checks each ran once.
  */
 #include <xsplice_payload.h>
 
@@ -17,23 +17,31 @@ const char *xen_hello_world(void)
     return "Hello World";
 }
 
-static int apply_hook(void *payload)
+static int apply_hook(livepatch_payload_t *payload)
 {
+    unsigned int i;
+
+    for ( i = 0; i < payload->nfuncs; i++ )
+        payload->fstate[i].applied = LIVEPATCH_FUNC_APPLIED;
     printk("xen_action_hooks: apply_hook (call %u)\n", ++apply_cnt);
     return 0;
 }
 
-static int revert_hook(void *payload)
+static int revert_hook(livepatch_payload_t *payload)
 {
+    unsigned int i;
+
+    for ( i = 0; i < payload->nfuncs; i++ )
+        payload->fstate[i].applied = LIVEPATCH_FUNC_NOT_APPLIED;
     printk("xen_action_hooks: revert_hook (call %u)\n", ++revert_cnt);
     return 0;
 }
 
-static int post_revert_hook(void *payload)
+static void post_revert_hook(livepatch_payload_t *payload)
 {
     printk("xen_action_hooks: post_revert_hook (call %u): applied %u, reverted %u\n",
            ++post_revert_cnt, apply_cnt, revert_cnt);
-    return 0;
+    BUG_ON(apply_cnt != 1 || revert_cnt != 1);
 }
 
 LIVEPATCH_APPLY_HOOK(apply_hook);

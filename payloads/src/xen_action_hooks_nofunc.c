@@ -8,13 +8,13 @@
 unsigned int nofunc_apply_cnt __payload_data;
 unsigned int nofunc_revert_cnt __payload_data;
 
-static int nofunc_apply_hook(void *payload)
+static int nofunc_apply_hook(livepatch_payload_t *payload)
 {
     printk("xen_action_hooks_nofunc: apply_hook (call %u)\n", ++nofunc_apply_cnt);
     return 0;
 }
 
-static int nofunc_revert_hook(void *payload)
+static int nofunc_revert_hook(livepatch_payload_t *payload)
 {
     printk("xen_action_hooks_nofunc: revert_hook (call %u)\n", ++nofunc_revert_cnt);
     return 0;

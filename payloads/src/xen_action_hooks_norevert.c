@@ -1,7 +1,11 @@
 /*
- * xen_action_hooks_norevert: the built-in apply action runs (no apply
- * hook), but the revert hook replaces the revert and fails with -EINVAL,
- * so the payload stays applied. Pre/post hooks count and print around it.
+ * xen_action_hooks_norevert: the built-in apply runs (no apply hook); the
+ * revert hook replaces the revert and fails with -EINVAL, leaving every
+ * function applied (so the failed action is consistent). The post-revert
+ * hook then reverts by hand, as Xen's does: revert_payload() puts the old
+ * bytes back through the text alias, with no rendezvous, and
+ * revert_payload_tail() marks the payload reverted. The pre/post hooks
+ * check the hypervisor's per-function state and count.
  */
 #include <xsplice_payload.h>
 
@@ -18,34 +22,49 @@ const char *xen_hello_world(void)
     return "Hello World";
 }
 
-static int pre_apply_hook(void *payload)
+static void check_all(livepatch_payload_t *payload, unsigned int state)
 {
+    unsigned int i;
+
+    for ( i = 0; i < payload->nfuncs; i++ )
+        BUG_ON(payload->fstate[i].applied != state);
+}
+
+static int pre_apply_hook(livepatch_payload_t *payload)
+{
+    check_all(payload, LIVEPATCH_FUNC_NOT_APPLIED);
     printk("xen_action_hooks_norevert: pre_apply_hook (call %u)\n", ++pre_apply_cnt);
     return 0;
 }
 
-static int post_apply_hook(void *payload)
+static void post_apply_hook(livepatch_payload_t *payload)
 {
+    check_all(payload, LIVEPATCH_FUNC_APPLIED);
     printk("xen_action_hooks_norevert: post_apply_hook (call %u)\n", ++post_apply_cnt);
-    return 0;
 }
 
-static int pre_revert_hook(void *payload)
+static int pre_revert_hook(livepatch_payload_t *payload)
 {
+    check_all(payload, LIVEPATCH_FUNC_APPLIED);
     printk("xen_action_hooks_norevert: pre_revert_hook (call %u)\n", ++pre_revert_cnt);
     return 0;
 }
 
-static int revert_hook(void *payload)
+static int revert_hook(livepatch_payload_t *payload)
 {
     printk("xen_action_hooks_norevert: revert_hook (call %u): -EINVAL\n", ++revert_cnt);
     return -EINVAL;             /* mark the action as inconsistent */
 }
 
-static int post_revert_hook(void *payload)
+static void post_revert_hook(livepatch_payload_t *payload)
 {
-    printk("xen_action_hooks_norevert: post_revert_hook (call %u)\n", ++post_revert_cnt);
-    return 0;
+    unsigned long flags;
+
+    printk("xen_action_hooks_norevert: post_revert_hook (call %u): reverting by hand\n", ++post_revert_cnt);
+    local_irq_save(flags);
+    BUG_ON(revert_payload(payload));
+    revert_payload_tail(payload);
+    local_irq_restore(flags);
 }
 
 LIVEPATCH_REVERT_HOOK(revert_hook);

@@ -20,29 +20,27 @@ const char *xen_hello_world(void)
     return "Hello World";
 }
 
-static int pre_apply_hook(void *payload)
+static int pre_apply_hook(livepatch_payload_t *payload)
 {
     printk("xen_prepost_hooks: pre_apply_hook (call %u)\n", ++pre_apply_cnt);
     return 0;
 }
 
-static int post_apply_hook(void *payload)
+static void post_apply_hook(livepatch_payload_t *payload)
 {
     printk("xen_prepost_hooks: post_apply_hook (call %u)\n", ++post_apply_cnt);
-    return 0;
 }
 
-static int pre_revert_hook(void *payload)
+static int pre_revert_hook(livepatch_payload_t *payload)
 {
     printk("xen_prepost_hooks: pre_revert_hook (call %u)\n", ++pre_revert_cnt);
     /* The first revert attempt fails, the second succeeds. */
     return -(pre_revert_retry--);
 }
 
-static int post_revert_hook(void *payload)
+static void post_revert_hook(livepatch_payload_t *payload)
 {
     printk("xen_prepost_hooks: post_revert_hook (call %u)\n", ++post_revert_cnt);
-    return 0;
 }
 
 LIVEPATCH_PREAPPLY_HOOK(pre_apply_hook);

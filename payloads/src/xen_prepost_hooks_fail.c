@@ -14,21 +14,26 @@ const char *xen_hello_world(void)
     return "Hello World";
 }
 
-static int pre_apply_hook(void *payload)
+static int pre_apply_hook(livepatch_payload_t *payload)
 {
     printk("xen_prepost_hooks_fail: pre_apply_hook (call %u): -EBUSY\n", ++pre_apply_cnt);
     return -EBUSY;
 }
 
-static int unreachable_hook(void *payload)
+static void unreachable_hook(livepatch_payload_t *payload)
 {
     printk("xen_prepost_hooks_fail: unreachable hook ran (call %u)\n", ++unreachable_cnt);
+}
+
+static int unreachable_pre_hook(livepatch_payload_t *payload)
+{
+    unreachable_hook(payload);
     return -EINVAL;
 }
 
 LIVEPATCH_PREAPPLY_HOOK(pre_apply_hook);
 LIVEPATCH_POSTAPPLY_HOOK(unreachable_hook);
-LIVEPATCH_PREREVERT_HOOK(unreachable_hook);
+LIVEPATCH_PREREVERT_HOOK(unreachable_pre_hook);
 LIVEPATCH_POSTREVERT_HOOK(unreachable_hook);
 
 LIVEPATCH_FUNC(livepatch_prepost_hooks_fail) = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ..layout import Layout
+
 PAGE_SIZE = 4096
 
 PAYLOAD_MAX_SIZE = 2 * 1024 * 1024
@@ -86,3 +88,18 @@ HOOK_SECTIONS = {
 
 MULTI_HOOKS = frozenset({"load", "unload"})
 """Hooks that may hold several pointers; every other hook section holds exactly one."""
+
+# The payload's hypervisor-side state in guest memory, as a hook sees it
+# (firmware/include/xen/livepatch.h; a test compares the offsets).
+FSTATE = Layout("livepatch_fstate", (("patch_offset", "I"), ("applied", "I"), ("insn_buffer", "31s"), ("pad", "x")))
+"""Xen's struct livepatch_fstate: one per function record."""
+LIVEPATCH_FUNC_NOT_APPLIED = 0
+LIVEPATCH_FUNC_APPLIED = 1
+
+PAYLOAD_DESCRIPTOR = Layout("payload", (
+    ("name", "Q"), ("funcs", "Q"), ("fstate", "Q"), ("nfuncs", "I"), ("n_load_funcs", "I"),
+    ("n_unload_funcs", "I"), ("tail", "I"), ("load_funcs", "Q"), ("unload_funcs", "Q"), ("reserved", "8s")))
+"""livepatch_payload_t as far as a hook reads it; `tail` is what an *_payload_tail call asked for."""
+TAIL_NONE = 0
+TAIL_APPLIED = 1
+TAIL_REVERTED = 2

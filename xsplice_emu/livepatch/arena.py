@@ -43,6 +43,15 @@ class Arena:
                 error = exc
         raise error
 
+    def allocate(self, size: int, *, align: int) -> int:
+        """Take `size` bytes (rounded up to `align`) at the first free range that holds them; ENOMEM if none."""
+        size = -(-size // align) * align
+        for start, end in self._free:
+            if end - start >= size:
+                self.take(start, start + size)
+                return start
+        raise LivepatchError(errno.ENOMEM, f"no free payload memory left for {size} bytes")
+
     def take(self, start: int, end: int) -> None:
         """Mark `[start, end)` used; it must lie inside one free range."""
         for index, (free_start, free_end) in enumerate(self._free):

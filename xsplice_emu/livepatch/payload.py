@@ -90,6 +90,8 @@ class LoadedPayload:
     xen_depends: bytes | None
     regions: tuple[Region, ...]
     funcs: tuple[FuncRecord, ...]
+    records: int
+    """Where the function records are loaded (0: a hooks-only payload)."""
     hooks: dict[str, tuple[int, ...]]
     symbols: dict[str, int]
     new_symbols: dict[str, int]
@@ -221,6 +223,7 @@ class _Loader:
             xen_depends=xen_depends,
             regions=self.regions,
             funcs=funcs,
+            records=funcs_section.address if funcs_section else 0,
             hooks=hooks,
             symbols=symbols,
             new_symbols=self._new_symbols(funcs),

@@ -10,9 +10,11 @@ re-enables IRQs and releases everyone; only then, and only if the action
 ran, the post-action hooks run on the master. One deadline covers both
 phases; on expiry the action fails with -EBUSY and nothing is patched. NMIs
 are masked by swapping the firmware's `nmi_callback` and unmasked on every
-path. A host-side error inside the window (a patch site outside RAM, a bug)
-never wedges the machine: the action's `undo` puts back what it changed, the
-action fails with -EFAULT, and everyone is released as usual.
+path. A failure inside the window never wedges the machine: a host-side
+error (a patch site outside RAM, a bug: -EFAULT), a guest fault in a hook
+(-EFAULT) or a hook that leaves its functions half applied (-EINVAL, where
+Xen panics). The action's `undo` puts back what it changed, and everyone is
+released as usual.
 """
 
 from __future__ import annotations
@@ -73,13 +75,6 @@ class Work:
     _host_started: float = field(default=0.0, repr=False)
 
 
-def guest_call(vcpu: Vcpu, address: int) -> Generator[int, int, int]:
-    """From a vCPU's program: run the guest function at `address` on it; give its rax."""
-    vcpu.write(vcpu.arch.registers.hook_target, address)
-    result = yield XSPLICE_CALL
-    return result
-
-
 class Rendezvous:
     """The controller's side of check_for_xsplice_work for one machine."""
 
@@ -129,6 +124,38 @@ class Rendezvous:
                            from_vcpu=from_vcpu, timeout_ns=work.timeout_ns)
         machine.memory.write_u8(self._work_to_do + from_vcpu, 1)
         machine.post_call(from_vcpu, self._reschedule)
+
+    def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, int, int]:
+        """From a vCPU's program: run the guest function at `address` (a payload hook) with `argument`; give its
+        result. A hook must come back: if it faults, or runs past the action's timeout, the vCPU is put back
+        where it asked and the call raises LivepatchError (EFAULT, ETIMEDOUT) in the program instead."""
+        machine = self.machine
+        vcpu.write(vcpu.arch.registers.hook_target, address)
+        vcpu.write(vcpu.arch.registers.arguments[0], argument)
+        snapshot = vcpu.snapshot()
+        failed: list[LivepatchError] = []
+
+        def abandon(error: LivepatchError) -> None:
+            failed.append(error)
+            machine.restore(vcpu, snapshot)
+
+        def on_fault(fault: BaseException) -> bool:
+            abandon(LivepatchError(errno.EFAULT, f"{what} faulted: {fault}"))
+            return True
+
+        what = f"hook {machine.image.describe(address)}"
+        vcpu.on_fault = on_fault
+        timeout_ns = self.active.timeout_ns
+        alarm = machine.add_alarm(self._now(vcpu) + timeout_ns * PS_PER_NS, lambda: abandon(LivepatchError(
+            errno.ETIMEDOUT, f"{what} did not return within {timeout_ns / 1e6:g} ms")))
+        try:
+            result = yield XSPLICE_CALL
+        finally:
+            vcpu.on_fault = None
+            alarm.cancel()
+        if failed:
+            raise failed[0]
+        return result
 
     # -- the port ------------------------------------------------------------
     def _ask(self, vcpu: Vcpu) -> int:
@@ -213,7 +240,7 @@ class Rendezvous:
             try:
                 rc = yield from work.perform(vcpu)
             except Exception as exc:  # a host-side error must never leave the machine stuck
-                rc, ran = self._host_error(vcpu, work, exc), False
+                rc, ran = self._failed(vcpu, work, exc), False
             yield XSPLICE_SERIALISE
             yield XSPLICE_IRQ_ON
         self._unmask_nmis(vcpu, work)
@@ -225,7 +252,10 @@ class Rendezvous:
         self._notify("done", work.released_ps)
         self._emit(vcpu, EventKind.RELEASED, rc=rc)
         if ran and work.finish is not None:
-            yield from work.finish(vcpu)
+            try:
+                yield from work.finish(vcpu)
+            except LivepatchError as exc:  # the action is done: a failed post hook is only reported
+                self.log_line(f"xsplice: {work.name}: post-{work.action} hook failed: {exc.reason}", vcpu)
         work.host_seconds = time.perf_counter() - work._host_started
         self.log_line(f"xsplice: {work.name} finished {work.action} with rc={rc}", vcpu)
         work.finished = True
@@ -253,13 +283,14 @@ class Rendezvous:
         self._emit(vcpu, EventKind.ABORT, reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus)
         return -errno.EBUSY
 
-    def _host_error(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:
+    def _failed(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:
+        """The action failed inside the window: undo it; its rc is the error's errno, else -EFAULT."""
         restored = work.undo(vcpu) if work.undo is not None else 0
         error = f"{type(exc).__name__}: {exc}"
-        self._emit(vcpu, EventKind.HOST_ERROR, error=error, restored=restored)
+        self._emit(vcpu, EventKind.ACTION_FAILED, error=error, restored=restored)
         self.log_line(f"xsplice: {work.name}: {work.action} failed inside the patching window ({error}); "
                       f"{restored} bytes put back", vcpu)
-        return -errno.EFAULT
+        return -exc.errno if isinstance(exc, LivepatchError) else -errno.EFAULT
 
     # -- guest state -------------------------------------------------------------
     def _clear_work_to_do(self, vcpu: Vcpu) -> None:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..errors import LivepatchError, MachineError
+from ..errors import GuestFault, LivepatchError, MachineError
 from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
-from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE
+from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
 from .arena import Arena
+from .guest_state import GuestState, block_size
 from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
-from .rendezvous import Rendezvous, Work, guest_call
+from .rendezvous import Rendezvous, Work
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
 
@@ -32,11 +33,11 @@ class Payload:
 
     name: str
     loaded: LoadedPayload
+    guest: GuestState
+    """Its descriptor and per-function state in guest memory: which records are applied, what they overwrote."""
     state: PayloadState = PayloadState.CHECKED
     rc: int = 0
     reverted: bool = False
-    saved: dict[int, bytes] = field(default_factory=dict)
-    """The bytes each applied function record (by index) overwrote; a record absent here is not applied."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,18 @@ class _Before:
     """What an action may move, as it was when its window opened (to put back after a host-side error)."""
 
     applied: tuple[str, ...]
-    payloads: tuple[tuple[Payload, PayloadState, int, bool, tuple[tuple[int, bytes], ...]], ...]
+    payloads: tuple[tuple[Payload, PayloadState, int, bool, bytes], ...]
 
     @classmethod
     def of(cls, livepatch: Livepatch) -> _Before:
         return cls(tuple(livepatch.applied),
-                   tuple((p, p.state, p.rc, p.reverted, tuple(p.saved.items())) for p in livepatch.payloads.values()))
+                   tuple((p, p.state, p.rc, p.reverted, p.guest.snapshot()) for p in livepatch.payloads.values()))
 
     def restore(self, livepatch: Livepatch) -> None:
         livepatch.applied[:] = self.applied
-        for payload, state, rc, reverted, saved in self.payloads:
-            payload.state, payload.rc, payload.reverted, payload.saved = state, rc, reverted, dict(saved)
+        for payload, state, rc, reverted, guest in self.payloads:
+            payload.state, payload.rc, payload.reverted = state, rc, reverted
+            payload.guest.restore(guest)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class Livepatch:
         self._pending: tuple[Payload, Action, Work] | None = None
         self._before: _Before | None = None
         self._written: list[_Write] = []
+        self._in_window = False
+        machine.observe_code_writes(self._on_code_write)
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
@@ -116,12 +120,17 @@ class Livepatch:
             name, data, arch=self.machine.arch, host=host, base=base, limit=limit))
         for func in loaded.funcs:
             self._check_target(name, func, allow_unsafe=allow_unsafe)
+        self.memory.take(*_span(loaded))
+        try:
+            block = self.memory.allocate(block_size(loaded), align=PAGE_SIZE)
+        except LivepatchError:
+            self.memory.give(*_span(loaded))
+            raise
         for region in loaded.regions:
             self.machine.memory.write(region.address, region.data)
             self.machine.protect(region.address, region.end, read=True, write=region.kind is RegionKind.DATA,
                                  execute=region.kind is RegionKind.TEXT)
-        self.memory.take(*_span(loaded))
-        payload = Payload(name, loaded)
+        payload = Payload(name, loaded, GuestState.create(self.machine.memory, block, loaded))
         self.payloads[name] = payload
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UPLOAD, payload=name,
                                 build_id=loaded.build_id.hex(), functions=len(loaded.funcs))
@@ -157,12 +166,10 @@ class Livepatch:
             self._unload(payload)
             return
         self._check_action(payload, action, nodeps=nodeps)
-        if action is Action.APPLY:
-            for hook in payload.loaded.hooks.get("preapply", ()):
-                self._veto(payload, "preapply", self.machine.call(from_vcpu, hook))
-        elif action is Action.REVERT:
-            for hook in payload.loaded.hooks.get("prerevert", ()):
-                self._veto(payload, "prerevert", self.machine.call(from_vcpu, hook))
+        if action in (Action.APPLY, Action.REVERT):
+            kind = "preapply" if action is Action.APPLY else "prerevert"
+            for hook in payload.loaded.hooks.get(kind, ()):
+                self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu))
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
@@ -221,6 +228,18 @@ class Livepatch:
                 return f"{payload.name}: {func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
         return None
 
+    def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int) -> int:
+        """Run a pre-action hook on `vcpu`; one that faults or never returns is refused (its rc set), the machine
+        runs on."""
+        try:
+            return self.machine.call_contained(vcpu, hook, payload.guest.address)
+        except GuestFault as fault:
+            payload.rc = -errno.EFAULT
+            raise LivepatchError(errno.EFAULT, f"{payload.name}: {kind} hook faulted: {fault}") from None
+        except MachineError as error:
+            payload.rc = -errno.ETIMEDOUT
+            raise LivepatchError(errno.ETIMEDOUT, f"{payload.name}: {kind} hook: {error}") from None
+
     def _veto(self, payload: Payload, kind: str, rax: int) -> None:
         rc = int_result(rax)
         if rc:
@@ -236,6 +255,7 @@ class Livepatch:
         self.machine.protect(start, end, read=True, write=True)
         self.machine.invalidate_code(start, end)  # the next payload there must not run this one's translations
         self.memory.give(start, end)
+        self.memory.give(payload.guest.address, _page_align(payload.guest.address + block_size(payload.loaded)))
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)
 
     # -- running an action to the end ---------------------------------------
@@ -267,7 +287,16 @@ class Livepatch:
     def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
                 payload: Payload) -> Generator[int, int, int]:
         self._before, self._written = _Before.of(self), []
-        return (yield from perform(vcpu, payload))
+        self._in_window = True
+        try:
+            return (yield from perform(vcpu, payload))
+        finally:
+            self._in_window = False
+
+    def _on_code_write(self, vcpu: Vcpu, address: int, old: bytes) -> None:
+        """A guest store into code (a hook patching by hand): journalled inside the window, to be put back."""
+        if self._in_window:
+            self._written.append(_Write("(guest)", address, old, b""))
 
     def _undo(self, vcpu: Vcpu) -> int:
         """After a host-side error in the window: put back every byte written and every state moved."""
@@ -280,6 +309,7 @@ class Livepatch:
 
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
+        self._check_consistent(payload, "applied", applied=rc == 0)
         if rc:
             return rc
         payload.state = PayloadState.APPLIED
@@ -288,6 +318,7 @@ class Livepatch:
 
     def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         rc = yield from self._act(vcpu, payload, "revert", self._revert_built_in)
+        self._check_consistent(payload, "reverted", applied=rc != 0)
         if rc:
             return rc
         payload.state = PayloadState.CHECKED
@@ -316,36 +347,59 @@ class Livepatch:
         if not hooks:
             return (yield from built_in(vcpu, payload))
         for hook in hooks:
-            rc = int_result((yield from guest_call(vcpu, hook)))
+            rc = int_result((yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)))
             if rc:
                 return rc
         return 0
 
+    def _check_consistent(self, payload: Payload, done: str, *, applied: bool) -> None:
+        """As Xen after an action: every function in the state the action promised. Xen panics here; the
+        testbed fails the action, and the window puts back whatever was written."""
+        for func, state in zip(payload.loaded.funcs, payload.guest.applied_all(), strict=True):
+            if state != applied:
+                raise LivepatchError(errno.EINVAL, f"{payload.name}: Payload has a function: '{func.name}' with "
+                                                   f"inconsistent applied state: partially {done} payload "
+                                                   "(Xen panics here)")
+
     def _apply_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         """Xen's apply_payload: the load hooks, then every record not yet applied."""
         for hook in payload.loaded.hooks.get("load", ()):
-            yield from guest_call(vcpu, hook)
+            yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
         arch = self.machine.arch
         for index, func in enumerate(payload.loaded.funcs):
-            if index in payload.saved:
+            if payload.guest.applied(index):
                 continue
             new = arch.nops(func.new_size) if func.is_nop else arch.jump(func.old_addr, func.new_addr)
-            payload.saved[index] = self._write(vcpu, func.name, func.old_addr, new)
+            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new))
         return 0
 
     def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         """Xen's revert_payload: every applied record put back (last first), then the unload hooks."""
-        for index in sorted(payload.saved, reverse=True):
+        for index in reversed(range(len(payload.loaded.funcs))):
+            if not payload.guest.applied(index):
+                continue
             func = payload.loaded.funcs[index]
-            self._write(vcpu, func.name, func.old_addr, payload.saved.pop(index))
+            length = func.new_size if func.is_nop else self.machine.arch.jump_size
+            self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length))
+            payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
-            yield from guest_call(vcpu, hook)
+            yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
         return 0
 
     def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
         kind = "postrevert" if action is Action.REVERT else "postapply"
         for hook in payload.loaded.hooks.get(kind, ()):
-            yield from guest_call(vcpu, hook)
+            yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
+            self._tail(payload, payload.guest.take_tail())
+
+    def _tail(self, payload: Payload, tail: int) -> None:
+        """What a hook's apply_payload_tail / revert_payload_tail asked for: the payload's state and the stack."""
+        if tail == TAIL_REVERTED and payload.state is PayloadState.APPLIED:
+            payload.state, payload.reverted = PayloadState.CHECKED, True
+            self.applied.remove(payload.name)
+        elif tail == TAIL_APPLIED and payload.state is PayloadState.CHECKED:
+            payload.state = PayloadState.APPLIED
+            self.applied.append(payload.name)
 
     def _write(self, vcpu: Vcpu, function: str, address: int, new: bytes) -> bytes:
         """Write `new` at `address` (journalled, flushed from every vCPU, traced); give the bytes it replaced."""

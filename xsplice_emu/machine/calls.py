@@ -5,6 +5,10 @@ to pending last and raises CALL_FUNCTION_VECTOR on that vCPU; the guest's
 handler runs it, stores the result, marks it done and reports the slot on
 PORT_CALL_DONE. A vCPU whose slot the host awaits stops there, so the host
 sees the result at the virtual time it was produced.
+
+A contained call (a payload's hook, say) cannot take the machine down: if
+the vCPU faults or the call does not return in time, the vCPU is put back
+where the call-function IPI found it and the call raises instead.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from .spec import CALL_SLOT
 
 if TYPE_CHECKING:
     from .core import Machine
+    from .vcpu import Snapshot, Vcpu
 
 _STATE = CALL_SLOT.offset("state")
 _RESULT = CALL_SLOT.offset("result")
@@ -30,6 +35,9 @@ class CallSlots:
         self.memory = machine.memory
         self.base = machine.image.address("call_slots")
         self.awaited: set[tuple[int, int]] = set()  # (vCPU, slot) the host waits for
+        self.contained: dict[int, int] = {}  # vCPU -> the slot of its contained call
+        self._entries: dict[int, Snapshot] = {}  # vCPU -> where the call-function IPI found it
+        self._faults: dict[int, BaseException] = {}
 
     def post(self, index: int, address: int, arg0: int, arg1: int, *, seq: int,
              at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
@@ -57,6 +65,48 @@ class CallSlots:
             self.memory.write_u32(state, CALL_SLOT_FREE)
             results.append(self.memory.read_u64(self.address(vcpu, slot) + _RESULT))
         return results
+
+    def call_contained(self, index: int, address: int, arg0: int, arg1: int, *, seq: int, what: str,
+                       timeout_ns: int) -> int:
+        """Run `address(arg0, arg1)` on vCPU `index` and give its result. A fault in it raises that GuestFault,
+        a call still running after `timeout_ns` raises MachineError; either way the vCPU is put back where the
+        call-function IPI found it, and the machine runs on."""
+        vcpu = self.machine.vcpus[index]
+        _, slot = self.post(index, address, arg0, arg1, seq=seq)
+        self.contained[index] = slot
+        vcpu.on_fault = lambda fault: self._abandon(vcpu, slot, fault)
+        try:
+            result = self.wait([(index, slot)], what, timeout_ns)[0]
+        except MachineError:
+            self._abandon(vcpu, slot, None)
+            self.memory.write_u32(self.address(index, slot) + _STATE, CALL_SLOT_FREE)
+            raise
+        finally:
+            del self.contained[index]
+            vcpu.on_fault = None
+            self._entries.pop(index, None)
+        fault = self._faults.pop(index, None)
+        if fault is not None:
+            raise fault
+        return result
+
+    def entered(self, index: int, snapshot: Snapshot) -> None:
+        """vCPU `index`, running a contained call, takes a call-function IPI: `snapshot` is where it was."""
+        self._entries[index] = snapshot
+
+    def _abandon(self, vcpu: Vcpu, slot: int, fault: BaseException | None) -> bool:
+        """Put `vcpu` back where its call-function IPI found it; the slot ends (its fault kept for the caller)."""
+        entry = self._entries.pop(vcpu.index, None)
+        if entry is None:
+            return False
+        self.machine.restore(vcpu, entry)
+        self.memory.write_u32(self.address(vcpu.index, slot) + _STATE, CALL_SLOT_DONE)
+        if fault is not None:
+            self._faults[vcpu.index] = fault
+        if any(self.memory.read_u32(self.address(vcpu.index, other) + _STATE) == CALL_SLOT_PENDING
+               for other in range(CALL_SLOTS)):
+            self.machine.send_interrupt(vcpu.index, CALL_FUNCTION_VECTOR)  # the IPI that would run them is undone
+        return True
 
     def is_awaited(self, vcpu: int, slot: int) -> bool:
         """Whether the host waits for this slot (its vCPU must stop when it reports it done)."""

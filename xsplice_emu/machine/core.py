@@ -14,7 +14,7 @@ from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
 
 from ..errors import ConfigError, GuestFault, MachineError
 from ..image import Image
-from ..platform import CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE
+from ..platform import CALL_FUNCTION_VECTOR, CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from . import native
@@ -25,7 +25,7 @@ from .hooks import install
 from .memory import GuestMemory
 from .scheduler import Alarm, Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
-from .vcpu import StopReason, Vcpu, VcpuState
+from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
 
 NmiObserver = Callable[[Vcpu], None]
 CodeWriteObserver = Callable[[Vcpu, int, bytes], None]
@@ -159,8 +159,11 @@ class Machine:
             vcpu.wake()
             self.scheduler.forget(vcpu)
         if vcpu.nmi_pending or vcpu.pending_vectors:
+            entry = vcpu.snapshot() if vcpu.index in self.calls.contained else None
             taken = vcpu.take_interrupt()
             if taken is not None:
+                if entry is not None and taken[0] == CALL_FUNCTION_VECTOR:
+                    self.calls.entered(vcpu.index, entry)
                 self._trace_delivery(vcpu, *taken)
         self._run_slice(vcpu, until_ps)
         self.scheduler.queue(vcpu)
@@ -177,11 +180,16 @@ class Machine:
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
-            raise self.fault(vcpu, str(exc), vcpu.pc) from None
+            fault = self.fault(vcpu, str(exc), vcpu.pc)
+            if vcpu.on_fault is not None and vcpu.on_fault(fault):
+                return
+            raise fault from None
         if vcpu.to_flush:
             vcpu.flush_pending()
         error = vcpu.take_hook_error()
         if error is not None:
+            if isinstance(error, GuestFault) and vcpu.on_fault is not None and vcpu.on_fault(error):
+                return
             raise error
         if reason is StopReason.HALT:
             halt = self.arch.halt_instruction
@@ -318,6 +326,11 @@ class Machine:
             self.emit(vcpu, EventKind.UNPARK, cause="release")
             self.scheduler.queue(vcpu)
 
+    def restore(self, vcpu: Vcpu, snapshot: Snapshot) -> None:
+        """Put `vcpu` back to `snapshot` (between slices) and let it run from there."""
+        vcpu.restore(snapshot)
+        self.scheduler.queue(vcpu)
+
     def invalidate_code(self, begin: int, end: int) -> None:
         """Drop translated code overlapping `[begin, end)` on every vCPU."""
         for vcpu in self.vcpus:
@@ -330,6 +343,15 @@ class Machine:
         IPI, run the machine until it returns, and give its result."""
         slot = self._fill_slot(index, function, arg0, arg1)
         return self.calls.wait([slot], _call_name(function), timeout_ns)[0]
+
+    def call_contained(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
+                       timeout_ns: int = 100_000_000) -> int:
+        """`call`, except that a fault (GuestFault) or no return within `timeout_ns` (MachineError) in it is
+        raised with vCPU `index` put back where the call found it: the machine runs on."""
+        vcpu = self._vcpu(index)
+        address = self.image.address(function) if isinstance(function, str) else function
+        return self.calls.call_contained(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
+                                         what=_call_name(function), timeout_ns=timeout_ns)
 
     def post_call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
                   at_ps: int | None = None, sender: int | None = None) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from unicorn import UC_HOOK_BLOCK, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, Uc
 from unicorn.unicorn_py3.unicorn import uclib
@@ -32,6 +35,17 @@ class StopReason(Enum):
     HALT = "halt"
     PARK = "park"
     HOOK = "hook"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A vCPU's registers and interrupt state at one point, to go back to (its memory is not included)."""
+
+    context: Any
+    pc: int
+    handlers: int
+    nmi_blocked: bool
+    interrupts_enabled: bool
 
 
 class Vcpu:
@@ -75,6 +89,8 @@ class Vcpu:
         self.to_flush: list[tuple[int, int]] = []  # ranges to drop from its translated code after this slice
         self.stop_reason: StopReason | None = None
         self.hook_error: BaseException | None = None
+        self.on_fault: Callable[[BaseException], bool] | None = None
+        """Asked first when this vCPU faults; True: it recovered the vCPU, the run goes on."""
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
@@ -136,6 +152,20 @@ class Vcpu:
     def end_slice_at_next_block(self) -> None:
         """From inside a hook: spend the slice's budget, so the block hook stops before the next block."""
         self.budget.budget = self.budget.executed
+
+    def snapshot(self) -> Snapshot:
+        """Where the vCPU is now (also from inside its own hook)."""
+        return Snapshot(self.uc.context_save(), self.current_pc(), len(self.handlers), self.nmi_blocked,
+                        self.interrupts_enabled)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Go back to `snapshot` (between slices): registers, the handlers it was in, NMI blocking; running."""
+        self.uc.context_restore(snapshot.context)
+        self.pc = snapshot.pc
+        del self.handlers[snapshot.handlers:]
+        self.nmi_blocked = snapshot.nmi_blocked
+        self.interrupts_enabled = snapshot.interrupts_enabled
+        self.state = VcpuState.RUNNING
 
     def flush(self, begin: int, end: int) -> None:
         """Drop this vCPU's translated code overlapping `[begin, end)`."""

@@ -87,7 +87,7 @@ class EventKind(StrEnum):
              ("end", "int", "end address"), ("vcpus", "int", "vCPUs flushed"))
     ABORT = ("abort", "the deadline passed: nothing patched, -EBUSY", ("reason", "str", "why"),
              ("arrived", "int", "vCPUs arrived"), ("of", "int", "vCPUs awaited"))
-    HOST_ERROR = ("host_error", "a host-side error inside the patch window: what was written is put back, -EFAULT",
+    ACTION_FAILED = ("action_failed", "the action failed inside the patch window: what it did is put back",
                   ("error", "str", "the error"), ("restored", "int", "bytes put back"))
     RELEASED = "released", "the action is over; every vCPU is let go", ("rc", "int", "the action's result")
     LEFT = "left", "the vCPU returned from check_for_xsplice_work"
