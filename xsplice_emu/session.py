@@ -60,6 +60,16 @@ class Session:
         """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off."""
         self.machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=self._at(delay_ns))
 
+    def call(self, vcpu: int, function: str, arguments: tuple[int | str, ...], *, delay_ns: int = 0) -> int | None:
+        """Run the firmware's `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give
+        its result; with `delay_ns`, post it for then and give None."""
+        image = self.machine.image
+        values = [image.address(arg) if isinstance(arg, str) else arg for arg in arguments]
+        if delay_ns:
+            self.machine.post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
+            return None
+        return self.machine.call(vcpu, function, *values)
+
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
         self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))

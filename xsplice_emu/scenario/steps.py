@@ -247,6 +247,69 @@ class NmiStep(Step):
         return Done()
 
 
+@dataclass(frozen=True)
+class CallStep(Step):
+    """A firmware function run on one vCPU (as the host's tests do), now and checked, or posted for later."""
+
+    vcpu: int
+    function: str
+    arguments: tuple[int | str, ...] = ()
+    expect: int | None = None
+    delay_ns: int = 0
+
+    kind: ClassVar = "call"
+    key: ClassVar = "call"
+    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("function", Value.TEXT),
+                      Key("args", Value.LIST, optional=True), Key("expect", Value.INTEGER, optional=True),
+                      Key("delay_us", Value.NUMBER, optional=True))
+    syntax: ClassVar = "call VCPU FUNCTION [ARG [ARG]] [expect=N] [delay=DURATION]"
+    summary: ClassVar = ("Run the firmware's FUNCTION(ARG, ARG) on that vCPU (an ARG is a number or a symbol) and "
+                         "check its result; with a delay, post it for then and go on.")
+    example: ClassVar = ('call = { vcpu = 1, function = "call_watch", args = ["answer_a", 1000], expect = 0 }',
+                         "call 1 call_watch answer_a 1000 expect=0")
+
+    @classmethod
+    def from_toml(cls, values, *, vcpus, base):
+        arguments = values.get("args", [])
+        if len(arguments) > 2 or not all(isinstance(a, str) or type(a) is int and a >= 0 for a in arguments):
+            raise ConfigError(f"args must be at most two numbers (>= 0) or symbols, got {arguments!r}")
+        return cls._checked(_vcpu(values["vcpu"], vcpus), values["function"], tuple(arguments),
+                            values.get("expect"), int(values.get("delay_us", 0) * NS_PER_US))
+
+    @classmethod
+    def from_words(cls, words, *, vcpus):
+        vcpu, function, *rest = _arguments(cls, words, 2, 6)
+        arguments: list[int | str] = []
+        expect, delay = None, 0
+        for word in rest:
+            if word.startswith("expect="):
+                expect = Value.INTEGER.from_word("expect", word.removeprefix("expect="))
+            elif word.startswith("delay="):
+                delay = parse_duration(word.removeprefix("delay="))
+            else:
+                arguments.append(int(word, 0) if word[:1].isdigit() else word)
+        if len(arguments) > 2:
+            raise ConfigError(f"call takes at most two arguments: {cls.syntax}")
+        return cls._checked(_vcpu_word(vcpu, vcpus), function, tuple(arguments), expect, delay)
+
+    @classmethod
+    def _checked(cls, vcpu, function, arguments, expect, delay_ns) -> CallStep:
+        if delay_ns and expect is not None:
+            raise ConfigError("call: a posted call (delay) gives no result to expect")
+        return cls(vcpu, function, arguments, expect, delay_ns)
+
+    def describe(self):
+        arguments = ", ".join(str(a) for a in self.arguments)
+        expected = "" if self.expect is None else f" = {self.expect}"
+        return f"call {self.function}({arguments}) on vCPU {self.vcpu}{_after(self.delay_ns)}{expected}"
+
+    def run(self, session):
+        result = session.call(self.vcpu, self.function, self.arguments, delay_ns=self.delay_ns)
+        if self.expect is None:
+            return Done()
+        return Done(checks=(_check(f"{self.function} on vCPU {self.vcpu}", self.expect, result),))
+
+
 VERSION_KEYS = {"extra_version": "extra", "major_version": "major", "minor_version": "minor"}
 
 
@@ -327,7 +390,7 @@ class ExpectStep(Step):
         return Done(tuple(checks))
 
 
-STEP_KINDS: tuple[type[Step], ...] = (LivepatchStep, RunStep, StallStep, NmiStep, ExpectStep)
+STEP_KINDS: tuple[type[Step], ...] = (LivepatchStep, RunStep, StallStep, NmiStep, CallStep, ExpectStep)
 
 
 def _arguments(kind: type[Step], words: list[str], least: int, most: int | None = None) -> list[str]:
