@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from helpers import PAYLOADS
 
-from xsplice_emu import LivepatchError, Machine, MachineConfig
+from xsplice_emu import GuestFault, LivepatchError, Machine, MachineConfig
 from xsplice_emu.livepatch import Action, Livepatch, PayloadState
 from xsplice_emu.platform import RAM_BASE
 
@@ -57,6 +57,7 @@ class Figures:
     accepted: int = 0
     applied: int = 0
     hook_faults: int = 0  # actions failed by a hook that faulted or never returned (contained)
+    crashes: int = 0  # the hypervisor crashed running code an accepted payload broke
     machines: int = 1
     findings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -64,8 +65,9 @@ class Figures:
 
 class Fuzzer:
     """Mutants of Xen's test payloads against one machine: a hook that faults fails its action and the same
-    machine goes on (a GuestFault reaching here is a finding); a payload left applied as Xen would leave it
-    (its revert vetoed) gets a new machine."""
+    machine goes on; a payload left applied as Xen would leave it (its revert vetoed), or whose broken new code
+    crashed the hypervisor as it would crash Xen, gets a new machine. Once the payload is gone, hello_world
+    must apply: anything else is a finding."""
 
     def __init__(self, image, *, seed: int):
         self.image = image
@@ -123,6 +125,11 @@ class Fuzzer:
                 livepatch.action(name, Action.UNLOAD)
         except LivepatchError as exc:
             figures.hook_faults += exc.errno in (errno.EFAULT, errno.ETIMEDOUT)
+        except GuestFault:  # the hypervisor ran code the payload broke (garbage new code, a split instruction)
+            figures.crashes += 1  # and crashed, as Xen would: its loader accepts such a payload too
+            figures.machines += 1
+            self._boot()
+            return
         if livepatch.rendezvous.busy:
             figures.findings.append(f"{name}: the rendezvous is still busy after the action")
         if livepatch.list() or livepatch.rendezvous.busy:  # kept as Xen would keep it (its revert vetoed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xsplice_emu import Machine, MachineConfig
-from xsplice_emu.livepatch import Livepatch
+from xsplice_emu.livepatch import Action, Livepatch
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "payloads" / "build"
@@ -28,3 +28,9 @@ def hello_uploaded(image, *, vcpus: int, seed: int, boot_ns: int = 2_000_000) ->
     livepatch = Livepatch(machine)
     upload(livepatch, "hello", "xen_hello_world.livepatch")
     return machine, livepatch
+
+
+def hello_still_applies(machine: Machine, livepatch: Livepatch) -> bool:
+    """Upload xen_hello_world as "hello" and apply it: whether every vCPU then returns "Hello World"."""
+    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    return livepatch.run_action("hello", Action.APPLY).rc == 0 and extra_versions(machine) == {"Hello World"}

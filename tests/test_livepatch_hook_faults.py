@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from helpers import extra_versions, upload
+from helpers import extra_versions, hello_still_applies
 
 from xsplice_emu import LivepatchError, builtin_firmware
 from xsplice_emu.livepatch import Action, PayloadState
@@ -62,9 +62,7 @@ def test_a_bad_apply_hook_fails_the_action_and_everything_is_put_back(patching, 
     assert livepatch.applied == [] and text_digest(machine) == text
     assert all(vcpu.state is not VcpuState.PARKED for vcpu in machine.vcpus)
     assert extra_versions(machine) == {"-unstable"}
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
-    assert livepatch.run_action("hello", Action.APPLY).rc == 0
-    assert extra_versions(machine) == {"Hello World"}
+    assert hello_still_applies(machine, livepatch)
 
 
 PRE_HOOK = """
@@ -97,6 +95,4 @@ def test_a_bad_pre_apply_hook_refuses_the_apply_and_the_machine_goes_on(patching
     assert refused.value.errno == code and "preapply hook" in str(refused.value)
     assert livepatch.get("pre").rc == -code and not livepatch.rendezvous.busy
     assert text_digest(machine) == text and extra_versions(machine) == {"-unstable"}
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
-    assert livepatch.run_action("hello", Action.APPLY).rc == 0
-    assert extra_versions(machine) == {"Hello World"}
+    assert hello_still_applies(machine, livepatch)

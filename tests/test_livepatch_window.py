@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 
-from helpers import PAYLOADS, extra_versions, upload
+from helpers import PAYLOADS, extra_versions, hello_still_applies, upload
 
 from xsplice_emu import builtin_firmware
 from xsplice_emu.livepatch import Action, PayloadState
@@ -79,9 +79,7 @@ def test_apply_hook_without_revert_hook_reverts_cleanly(patching):
     assert livepatch.get("act").state is PayloadState.CHECKED and _machine_free(machine)
     assert any("post-revert hook failed: hook" in line and "PANIC: BUG at xen_action_hooks.c" in line
                for line in livepatch.rendezvous.log)
-    upload(livepatch, "hello", "xen_hello_world.livepatch")
-    assert livepatch.run_action("hello", Action.APPLY).rc == 0
-    assert extra_versions(machine) == {"Hello World"}
+    assert hello_still_applies(machine, livepatch)
 
 
 def test_post_apply_hook_runs_after_every_vcpu_is_released(patching):
