@@ -135,6 +135,9 @@ def test_unsafe_set_comes_from_the_call_graph(patching):
     assert unsafe[image.address("do_nmi")] == "it handles NMIs"
     assert unsafe[image.address("printk")] == "it is reached from do_nmi"
     assert image.address("check_for_xsplice_work") in unsafe
+    assert unsafe[image.address("arch_livepatch_apply")] == "it is the patching code"
+    assert unsafe[image.address("text_poke")] == "it writes code for the patching"
+    assert unsafe[image.address("memcpy")] == "it is reached from text_poke"
     assert image.address("xen_extra_version") not in unsafe
 
 

@@ -18,6 +18,13 @@ ROOTS = {
     "xsplice_mask_nmi_callback": "it is the xSplice NMI mask",
     "default_nmi_callback": "it is the NMI callback",
     "xsplice_reschedule_fn": "it is the xSplice rendezvous",
+    "text_poke": "it writes code for the patching",
+    "arch_livepatch_apply": "it is the patching code",
+    "arch_livepatch_revert": "it is the patching code",
+    "common_livepatch_apply": "it is the patching code",
+    "common_livepatch_revert": "it is the patching code",
+    "apply_payload": "it is the patching code",
+    "revert_payload": "it is the patching code",
 }
 
 
