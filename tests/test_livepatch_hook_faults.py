@@ -56,7 +56,7 @@ def test_a_bad_apply_hook_fails_the_action_and_everything_is_put_back(patching, 
     result = livepatch.run_action("hooked", Action.APPLY)
     assert result is not None and result.rc == -code
     [failed] = machine.trace.of_kind(EventKind.ACTION_FAILED)
-    assert says in failed.fields["error"] and failed.fields["restored"] >= 5
+    assert says in failed.fields["error"] and failed.fields["restored"] > 0
     payload = livepatch.get("hooked")
     assert payload.state is PayloadState.CHECKED and payload.guest.applied_all() == [False, False]
     assert livepatch.applied == [] and text_digest(machine) == text

@@ -14,7 +14,7 @@ from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
 
 from ..errors import ConfigError, GuestFault, MachineError
 from ..image import Image
-from ..platform import CALL_FUNCTION_VECTOR, CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE
+from ..platform import CALL_FUNCTION_VECTOR, CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE, TEXT_ALIAS_OFFSET
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from . import native
@@ -74,19 +74,20 @@ class Machine:
         self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, self.memory.size - RAM_BASE,
                                        disassembler=self.arch.disassembler)
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
-        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, ps_per_instruction=ps_per_instruction)
-                      for i in range(config.vcpus)]
+        layout = _layout(image, self.memory.size)
+        self._code: list[tuple[int, int]] = [(begin, end) for begin, end, permissions in layout
+                                             if permissions & UC_PROT_EXEC]  # page aligned
+        mappings = [mapping for begin, end, permissions in layout for mapping in (
+            (begin, begin, end - begin, permissions),
+            (TEXT_ALIAS_OFFSET + begin, begin, end - begin, _alias_permissions(permissions & UC_PROT_EXEC != 0)))]
+        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings,
+                           ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.ports = Ports(self)
         self.calls = CallSlots(self)
         self.nmi_observers: list[NmiObserver] = []
         self.code_write_observers: list[CodeWriteObserver] = []
-        self._code: list[tuple[int, int]] = []  # executable ranges, page aligned
-        self.protect(RAM_BASE, self.memory.size, read=True, write=True)
-        for seg in image.segments:
-            self.protect(seg.address, seg.address + seg.memory_size, read=seg.readable, write=seg.writable,
-                         execute=seg.executable)
         returns = _interrupt_returns(image, self.memory)
         for vcpu in self.vcpus:
             install(vcpu, self, returns)
@@ -170,7 +171,7 @@ class Machine:
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
         scheduler = self.scheduler
-        budget = scheduler.slice_budget()
+        budget = 1 if vcpu.open_code_pages else scheduler.slice_budget()  # one block writes code, then it is seen
         arrival = vcpu.next_arrival_ps()
         horizon = min(until_ps, NEVER if arrival is None else arrival, scheduler.next_wake_ps(),
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
@@ -180,12 +181,18 @@ class Machine:
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
+            if vcpu.alias_fault is not None:  # a store into code through the alias: retried next slice
+                address, size = vcpu.alias_fault
+                vcpu.alias_fault = None
+                self._after_slice(vcpu)
+                self._open_code_pages(vcpu, address, size)
+                return
+            self._after_slice(vcpu)
             fault = self.fault(vcpu, str(exc), vcpu.pc)
             if vcpu.on_fault is not None and vcpu.on_fault(fault):
                 return
             raise fault from None
-        if vcpu.to_flush:
-            vcpu.flush_pending()
+        self._after_slice(vcpu)
         error = vcpu.take_hook_error()
         if error is not None:
             if isinstance(error, GuestFault) and vcpu.on_fault is not None and vcpu.on_fault(error):
@@ -249,21 +256,39 @@ class Machine:
             vcpu.stop(StopReason.HOOK)
         return 0
 
-    def code_written(self, vcpu: Vcpu, address: int, size: int) -> None:
-        """`vcpu` is about to store `size` bytes at `address` through the writable alias. Into code, the
-        writer sees them at once and the other vCPUs once they serialise (firmware/ABI.md)."""
-        end = address + size
-        if not any(begin < end and address < stop for begin, stop in self._code):
-            return
-        old = self.memory.read(address, size)
+    def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool:
+        """`vcpu` stores into code through the alias, which is read-only over code: only such stores cost
+        anything. The store faults (False); the slice ends there, and `_open_code_pages` retries it."""
+        vcpu.alias_fault = (alias_address - TEXT_ALIAS_OFFSET, size)
+        return False
+
+    def _open_code_pages(self, vcpu: Vcpu, address: int, size: int) -> None:
+        """Between slices: let `vcpu` write the code pages under `[address, address + size)` through the alias
+        for one block (the one retrying the store); `_after_slice` closes them and sees what changed."""
+        for page in range(address & ~(PAGE_SIZE - 1), address + size, PAGE_SIZE):
+            if page not in vcpu.open_code_pages:
+                vcpu.open_code_pages[page] = self.memory.read(page, PAGE_SIZE)
+                vcpu.protect(TEXT_ALIAS_OFFSET + page, TEXT_ALIAS_OFFSET + page + PAGE_SIZE, _alias_permissions(False))
+
+    def _after_slice(self, vcpu: Vcpu) -> None:
+        """Close the code pages `vcpu` wrote (each changed run is a code write), then drop stale translations."""
+        for page, before in vcpu.open_code_pages.items():
+            vcpu.protect(TEXT_ALIAS_OFFSET + page, TEXT_ALIAS_OFFSET + page + PAGE_SIZE, _alias_permissions(True))
+            for start, end in _changed_runs(before, self.memory.read(page, PAGE_SIZE)):
+                self._code_written(vcpu, page + start, before[start:end])
+        vcpu.open_code_pages.clear()
+        if vcpu.to_flush:
+            vcpu.flush_pending()
+
+    def _code_written(self, vcpu: Vcpu, address: int, old: bytes) -> None:
+        """`vcpu` wrote over `old` at `address` in code: it runs the new bytes from now, the other vCPUs once
+        they serialise (firmware/ABI.md)."""
+        end = address + len(old)
         for observer in self.code_write_observers:
             observer(vcpu, address, old)
-        self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=size)
+        self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=len(old))
         self.table.forget(address, end)
-        # Not dropped from inside the store (Unicorn crashes) nor by stopping here (that aborts the store, and a
-        # `rep movsb` restarts it for ever): the slice ends at the next block, and the flush follows it.
         vcpu.to_flush.append((address, end))
-        vcpu.end_slice_at_next_block()
         for other in self.vcpus:
             if other is not vcpu:
                 other.unseen_code.append((address, end))
@@ -291,8 +316,11 @@ class Machine:
         writable alias (TEXT_ALIAS_OFFSET) are not bound by it; executable ranges are what code writes watch."""
         begin, end = begin & ~(PAGE_SIZE - 1), -(-end // PAGE_SIZE) * PAGE_SIZE
         permissions = (UC_PROT_READ if read else 0) | (UC_PROT_WRITE if write else 0) | (UC_PROT_EXEC if execute else 0)
+        was_code = any(b < end and begin < e for b, e in self._code)
         for vcpu in self.vcpus:
             vcpu.protect(begin, end, permissions)
+            if execute or was_code:
+                vcpu.protect(TEXT_ALIAS_OFFSET + begin, TEXT_ALIAS_OFFSET + end, _alias_permissions(execute))
         self._code = [(b, e) for b, e in self._code if e <= begin or end <= b]
         if execute:
             self._code.append((begin, end))
@@ -394,6 +422,41 @@ class Machine:
     @property
     def instructions(self) -> int:
         return sum(v.instructions for v in self.vcpus)
+
+
+def _layout(image: Image, size: int) -> list[tuple[int, int, int]]:
+    """RAM `[RAM_BASE, size)` as page-aligned (begin, end, Unicorn permissions): the image's segments as their
+    flags say, everything else read+write and not executable. Mapped piece by piece (splitting one mapping
+    with mem_protect costs ~0.4 ms a vCPU a call)."""
+    pieces = []
+    cursor = RAM_BASE
+    for seg in sorted(image.segments, key=lambda s: s.address):
+        begin, end = seg.address & ~(PAGE_SIZE - 1), -(-(seg.address + seg.memory_size) // PAGE_SIZE) * PAGE_SIZE
+        if cursor < begin:
+            pieces.append((cursor, begin, UC_PROT_READ | UC_PROT_WRITE))
+        pieces.append((max(begin, cursor), end, (UC_PROT_READ if seg.readable else 0)
+                       | (UC_PROT_WRITE if seg.writable else 0) | (UC_PROT_EXEC if seg.executable else 0)))
+        cursor = end
+    if cursor < size:
+        pieces.append((cursor, size, UC_PROT_READ | UC_PROT_WRITE))
+    return pieces
+
+
+def _alias_permissions(code: bool) -> int:
+    """The alias is read-only over code (a store into code faults, to be seen) and read+write elsewhere."""
+    return UC_PROT_READ if code else UC_PROT_READ | UC_PROT_WRITE
+
+
+def _changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:
+    """The [start, end) runs where `after` differs from `before`."""
+    runs: list[tuple[int, int]] = []
+    for index, (old, new) in enumerate(zip(before, after, strict=True)):
+        if old != new:
+            if runs and runs[-1][1] == index:
+                runs[-1] = (runs[-1][0], index + 1)
+            else:
+                runs.append((index, index + 1))
+    return runs
 
 
 def _call_name(function: str | int) -> str:

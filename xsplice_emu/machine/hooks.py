@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_WRITE_PROT
 
 from ..platform import RAM_BASE, TEXT_ALIAS_OFFSET
 from .devices import NO_DEVICE
@@ -41,9 +41,9 @@ def install(vcpu: Vcpu, machine: Machine, interrupt_returns: list[int]) -> None:
         _guarded(vcpu, lambda port, size: ports.read(vcpu, port), NO_DEVICE))
     uc.hook_add(UC_HOOK_INTR, _guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
     vcpu.arch.add_serialising_hook(uc, _guarded(vcpu, lambda: machine.serialise(vcpu), 0))
-    uc.hook_add(UC_HOOK_MEM_WRITE,
-                _guarded(vcpu, lambda access, address, size, value:
-                         machine.code_written(vcpu, address - TEXT_ALIAS_OFFSET, size)),
+    uc.hook_add(UC_HOOK_MEM_WRITE_PROT,
+                _guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),
+                         False),
                 None, TEXT_ALIAS_OFFSET + RAM_BASE, TEXT_ALIAS_OFFSET + machine.memory.size - 1)
     for address in interrupt_returns:
         uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.interrupt_return(vcpu)),

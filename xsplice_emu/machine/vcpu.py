@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from unicorn import UC_HOOK_BLOCK, UC_PROT_ALL, UC_PROT_READ, UC_PROT_WRITE, Uc
+from unicorn import UC_HOOK_BLOCK, Uc
 from unicorn.unicorn_py3.unicorn import uclib
 
 from ..arch import Architecture
 from ..errors import MachineError
-from ..platform import RAM_BASE, TEXT_ALIAS_OFFSET
 from . import native
 from .memory import GuestMemory
 
@@ -52,14 +51,13 @@ class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
     def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
-                 ps_per_instruction: int):
+                 mappings: list[tuple[int, int, int, int]], ps_per_instruction: int):
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
-        self.uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
-        self.uc.mem_map_ptr(TEXT_ALIAS_OFFSET + RAM_BASE, memory.size - RAM_BASE, UC_PROT_READ | UC_PROT_WRITE,
-                            memory.host_address + RAM_BASE)
+        for guest, host_offset, size, permissions in mappings:
+            self.uc.mem_map_ptr(guest, size, permissions, memory.host_address + host_offset)
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
@@ -87,6 +85,8 @@ class Vcpu:
         self.next_tick_ps = 0
         self.unseen_code: list[tuple[int, int]] = []  # ranges other vCPUs wrote since this one serialised
         self.to_flush: list[tuple[int, int]] = []  # ranges to drop from its translated code after this slice
+        self.open_code_pages: dict[int, bytes] = {}  # code pages whose alias it may write this slice -> their bytes
+        self.alias_fault: tuple[int, int] | None = None  # (address, size) of a store into code that faulted
         self.stop_reason: StopReason | None = None
         self.hook_error: BaseException | None = None
         self.on_fault: Callable[[BaseException], bool] | None = None
