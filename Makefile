@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test fuzz lint bench payloads clean
+.PHONY: all demo test fuzz lint bench payloads xenctrl xen-tools clean
 
 all: $(INSTALLED) payloads
 
@@ -17,6 +17,14 @@ $(INSTALLED): pyproject.toml
 # first use; payloads/build is a copy for the scenarios and examples here.
 payloads: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu payload build-tests payloads/build >/dev/null
+
+# libxenctrl.so.4.17 (xenctrl/) for Xen's own xen-livepatch, built into the cache;
+# xen-tools fetches Debian's xen-utils-4.17 there (tests that need it skip, saying why, when it cannot).
+xenctrl: $(INSTALLED)
+	$(VENV)/bin/xsplice-emu xenctrl-path
+
+xen-tools: $(INSTALLED)
+	$(VENV)/bin/xsplice-emu xen-tools
 
 demo: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu demo
@@ -40,5 +48,6 @@ bench: $(INSTALLED) payloads
 
 clean:
 	$(MAKE) -s -C firmware clean
+	$(MAKE) -s -C xenctrl clean
 	rm -rf payloads/build
 	rm -rf $(VENV) *.egg-info build

@@ -14,8 +14,8 @@ from xsplice_emu.livepatch import Action
 from xsplice_emu.session import Session
 from xsplice_emu.verbs import VERBS, parse, parse_chain
 
-HEADER = (" ID                                     | status\n"
-          "----------------------------------------+------------\n")
+HEADER = (" ID                                     | status     | metadata\n"
+          "----------------------------------------+------------+---------------\n")
 
 
 def _livepatch(*args: str, vcpus: int = 4):
@@ -30,11 +30,11 @@ def session(payloads):
     return Session(vcpus=4, seed=1, boot_ms=1, base=payloads)
 
 
-def test_list_when_empty_prints_only_the_header(payloads):
-    """`list` on a fresh machine: Xen's header and nothing else, exit 0."""
+def test_list_when_empty_says_nothing_to_list(payloads):
+    """`list` on a fresh machine: xen-livepatch 4.17's "Nothing to list", exit 0."""
     result = _livepatch("list")
     assert result.exit_code == 0
-    assert result.stdout == HEADER
+    assert result.stdout == "Nothing to list\n"
 
 
 def test_load_uploads_and_applies_then_list_shows_applied(payloads):
@@ -43,7 +43,7 @@ def test_load_uploads_and_applies_then_list_shows_applied(payloads):
     assert result.exit_code == 0
     assert (f"Uploading {PAYLOADS}/xen_hello_world.livepatch... completed\n"
             "Applying xen_hello_world... completed\n") in result.stdout
-    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| APPLIED\n")
+    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| APPLIED    | \n")
     assert "(XEN) xsplice: xen_hello_world finished apply with rc=0" in result.stderr
 
 
@@ -94,7 +94,7 @@ def test_replace_and_unload_messages(payloads):
     assert result.exit_code == 0
     assert "Replacing all live patches with replace... completed\n" in result.stdout
     assert "Unloading replace... completed\n" in result.stdout
-    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| CHECKED\n")
+    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| CHECKED    | \n")
 
 
 def test_bad_usage_is_exit_2(payloads):
@@ -132,7 +132,7 @@ def test_timeout_is_error_16_and_list_shows_the_rc(session):
     assert "Applying hello... failed\nError 16: Device or resource busy\n" in outcome.text
     assert "(XEN) xsplice: hello: Timed out on semaphore in CPU quiesce phase 2/3\n" in outcome.text
     listed = session.command(parse("list")).text
-    assert f"{'hello':<40}| CHECKED (16, Device or resource busy)\n" in listed
+    assert f"{'hello':<40}| CHECKED (16, Device or resource busy)    | \n" in listed
     assert session.text_unchanged()
 
 
@@ -217,7 +217,7 @@ def test_option_after_the_name_on_the_command_line(payloads):
                         "--timeout-ms", "10", "list")
     assert result.exit_code == 0, result.output
     assert "Applying hello... completed\n" in result.stdout
-    assert result.stdout.endswith(HEADER + f"{'hello':<40}| APPLIED\n")
+    assert result.stdout.endswith(HEADER + f"{'hello':<40}| APPLIED    | \n")
 
 
 def test_help_explains_the_verbs_and_their_options():

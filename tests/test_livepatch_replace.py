@@ -59,7 +59,7 @@ def test_refused_reapply_shows_einval_in_list(payloads):
         assert session.command(parse(line)).exit_code == 0
     assert session.command(parse("apply xen_hello_world")).errno == errno.EINVAL
     listed = session.command(parse("list")).text
-    assert "xen_hello_world                         | CHECKED (22, Invalid argument)\n" in listed
+    assert "xen_hello_world                         | CHECKED (22, Invalid argument)    | \n" in listed
 
 
 def test_preapply_veto_shows_its_errno_in_list(payloads):
@@ -67,4 +67,4 @@ def test_preapply_veto_shows_its_errno_in_list(payloads):
     session = Session(vcpus=2, seed=1, boot_ms=1, base=payloads)
     session.command(parse("upload fail xen_prepost_hooks_fail.livepatch"))
     assert session.command(parse("apply fail")).errno == errno.EBUSY
-    assert "fail" + " " * 36 + "| CHECKED (16, Device or resource busy)\n" in session.command(parse("list")).text
+    assert "fail" + " " * 36 + "| CHECKED (16, Device or resource busy)    | \n" in session.command(parse("list")).text

@@ -7,6 +7,7 @@
      ├── ToolchainError     gcc / ld missing or failing
      ├── GuestFault         the guest faulted or gave up; the run stopped
      ├── MachineError       the machine was asked for something it cannot do
+     ├── WireError          bytes on the `serve` socket that are not a request or reply
      └── LivepatchError     a payload or action refused, with Xen's errno
 """
 
@@ -45,6 +46,10 @@ class ToolchainError(XspliceEmuError):
 
 class MachineError(XspliceEmuError):
     """The machine was asked for something it cannot do."""
+
+
+class WireError(XspliceEmuError):
+    """Bytes on the `serve` socket that are not a request or reply of its wire format."""
 
 
 class GuestFault(XspliceEmuError):

@@ -111,13 +111,18 @@ class OperatorTool:
         return printer.outcome(self._upload(printer, name, file, allow_unsafe=allow_unsafe))
 
     def list(self) -> Outcome:
+        """As xen-livepatch 4.17: "Nothing to list", or a header and a row per payload (its metadata column
+        empty: the testbed reads no .modinfo)."""
         printer = _Printer()
-        printer.out(" ID                                     | status\n"
-                    "----------------------------------------+------------\n")
-        for payload in self.livepatch.list():
+        payloads = self.livepatch.list()
+        if not payloads:
+            printer.out("Nothing to list\n")
+            return printer.outcome(0)
+        printer.out(" ID                                     | status     | metadata\n"
+                    "----------------------------------------+------------+---------------\n")
+        for payload in payloads:
             row = f"{payload.name:<40}| {payload.state.name}"
-            if payload.rc:
-                row += f" ({-payload.rc}, {os.strerror(-payload.rc)})"
+            row += f" ({-payload.rc}, {os.strerror(-payload.rc)})    | " if payload.rc else "    | "
             printer.out(row + "\n")
         return printer.outcome(0)
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHIPPED = ("firmware", "payloads/include", "payloads/src", "scenarios")
+SHIPPED = ("firmware", "payloads/include", "payloads/src", "scenarios", "xenctrl")
 BUILD_OUTPUTS = frozenset({"build", "__pycache__"})
 PACKAGED = Path(__file__).resolve().parent / "_sources"
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def sources_dir() -> Path:
-    """The directory that holds firmware/, payloads/ and scenarios/."""
+    """The directory that holds firmware/, payloads/, scenarios/ and xenctrl/."""
     return PACKAGED if PACKAGED.is_dir() else CHECKOUT
 
 

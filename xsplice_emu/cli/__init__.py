@@ -7,6 +7,7 @@ from .demo import demo
 from .livepatch import livepatch
 from .payload import payload
 from .run import run
+from .serve import serve, xen_tools, xenctrl_path
 from .shell import shell
 from .trace import trace
 from .view import view
@@ -18,5 +19,5 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, demo, payload, livepatch, run, shell, trace, view):
+for command in (boot, demo, payload, livepatch, run, serve, shell, trace, view, xen_tools, xenctrl_path):
     main.add_command(command)

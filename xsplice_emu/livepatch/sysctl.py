@@ -262,10 +262,15 @@ class Livepatch:
     def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
         """Request `action` and run the machine until it completes (or twice its timeout)."""
         self.action(name, action, **options)
+        return self.poll()
+
+    def poll(self, ns: int | None = None) -> ActionResult | None:
+        """Run the machine until the pending action completes, or for `ns` (default twice its timeout); settle
+        it if it did (None: nothing pending, or not finished yet)."""
         if self._pending is None:
             return None
-        payload, _, work = self._pending
-        self.machine.run_for(2 * work.timeout_ns, stop_when=lambda: work.finished)
+        work = self._pending[2]
+        self.machine.run_for(2 * work.timeout_ns if ns is None else ns, stop_when=lambda: work.finished)
         return self.collect()
 
     def collect(self) -> ActionResult | None:

@@ -1,0 +1,230 @@
+"""`xsplice-emu serve` and libxenctrl.so.4.17: Xen's own xen-livepatch drives the testbed (issue 11, parts 3-4)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from xsplice_emu.debian import xen_livepatch
+from xsplice_emu.errors import ToolchainError
+from xsplice_emu.livepatch import Action, PayloadState
+from xsplice_emu.operator import ERR, OUT
+from xsplice_emu.server import Client, Op, Request, SysctlServer
+from xsplice_emu.session import Session
+from xsplice_emu.verbs import parse
+from xsplice_emu.xenctrl import xenctrl_dir
+
+# Xen's maintainers' sequence (reference section 6), one xen-livepatch command a line.
+SEQUENCE = """
+list
+revert xen_hello_world
+load xen_hello_world.livepatch
+load xen_hello_world.livepatch
+list
+revert xen_hello_world
+unload xen_hello_world
+unload xen_hello_world
+load xen_hello_world.livepatch
+load xen_bye_world.livepatch
+upload xen_replace xen_replace_world.livepatch
+replace xen_replace
+list
+apply xen_hello_world
+apply xen_bye_world
+apply xen_replace
+revert xen_replace
+unload xen_replace
+unload xen_hello_world
+unload xen_bye_world
+list
+load xen_nop.livepatch
+revert xen_nop
+apply xen_nop
+unload xen_nop
+revert xen_nop
+unload xen_nop
+list
+""".strip().splitlines()
+
+
+class Served:
+    """A session served on a short socket path from a thread of the test process."""
+
+    def __init__(self, session: Session, **options):
+        self.session = session
+        self.directory = tempfile.TemporaryDirectory(prefix="xs")
+        self.path = Path(self.directory.name) / "sock"
+        self.server = SysctlServer(session, self.path, **options)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.server.serve()
+        except BaseException as exc:  # what the test reports as "the server died"
+            self.failure = exc
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(timeout=10)
+        self.directory.cleanup()
+
+
+@pytest.fixture
+def served(payloads):
+    """Make a 4-vCPU machine (seed 1) served from a thread; stopped at the end of the test."""
+    made: list[Served] = []
+
+    def make(**options) -> Served:
+        made.append(Served(Session(vcpus=4, seed=1, boot_ms=1, base=payloads), **options))
+        return made[-1]
+    yield make
+    for one in made:
+        one.stop()
+
+
+@pytest.fixture(scope="session")
+def real_tool():
+    """Debian's xen-livepatch 4.17 (fetched once into the cache), or a skip saying why it could not be."""
+    try:
+        return xen_livepatch()
+    except ToolchainError as exc:
+        pytest.skip(str(exc))
+
+
+def _run_real(tool: Path, command: str, socket_path: Path, cwd: Path) -> tuple[str, str, int]:
+    env = dict(os.environ, LD_LIBRARY_PATH=str(xenctrl_dir()), XSPLICE_EMU_SOCKET=str(socket_path))
+    result = subprocess.run([str(tool), *command.split()], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=30)
+    return result.stdout, result.stderr, result.returncode
+
+
+def _run_emulated(session: Session, command: str) -> tuple[str, str, int]:
+    outcome = session.command(parse(command))
+    text = {stream: "".join(t for s, t in outcome.chunks if s == stream) for stream in (OUT, ERR)}
+    return text[OUT], text[ERR], outcome.exit_code
+
+
+def test_real_xen_livepatch_and_the_emulated_tool_agree_on_xens_sequence(served, payloads, real_tool):
+    """Xen's maintainers' sequence: the real tool on a served machine and `xsplice-emu livepatch`'s tool on an
+    identical one print the same stdout and stderr, exit alike, and leave every vCPU with the same versions."""
+    one = served()
+    emulated = Session(vcpus=4, seed=1, boot_ms=1, base=payloads)
+    for command in SEQUENCE:
+        real = _run_real(real_tool, command, one.path, payloads)
+        assert real == _run_emulated(emulated, command), command
+        if command.startswith(("load", "replace", "revert", "apply")):
+            assert one.session.versions() == emulated.versions(), command
+    assert one.session.text_unchanged() and one.failure is None
+
+
+def test_the_real_tool_patches_every_vcpu(served, payloads, real_tool):
+    """`xen-livepatch load xen_hello_world.livepatch` through the library: every vCPU says "Hello World"."""
+    one = served()
+    assert _run_real(real_tool, "load xen_hello_world.livepatch", one.path, payloads)[2] == 0
+    assert {v.extra for v in one.session.versions()} == {"Hello World"}
+
+
+def test_a_polling_client_sees_eagain_then_the_result(served, payloads):
+    """ACTION only schedules; each GET lets a little virtual time pass: -EAGAIN first, then APPLIED with rc 0."""
+    one = served(poll_ns=1_000)
+    with Client(one.path) as client:
+        data = (payloads / "xen_hello_world.livepatch").read_bytes()
+        assert client.call(Request(Op.UPLOAD, "hello", data=data)).rc == 0
+        assert client.call(Request(Op.ACTION, "hello", cmd=Action.APPLY)).rc == 0
+        statuses = [client.call(Request(Op.GET, "hello")) for _ in range(200)]
+    rcs = [status.status_rc for status in statuses]
+    assert rcs[0] == -errno.EAGAIN and 0 in rcs
+    done = rcs.index(0)
+    assert set(rcs[:done]) == {-errno.EAGAIN} and statuses[done].state == PayloadState.APPLIED
+    assert {v.extra for v in one.session.versions()} == {"Hello World"}
+
+
+def test_xen_errors_come_back_as_rc(served):
+    """Refused requests answer Xen's -errno: unknown payload, bad action, bad flags, oversized name."""
+    one = served()
+    with Client(one.path) as client:
+        assert client.call(Request(Op.GET, "nobody")).rc == -errno.ENOENT
+        assert client.call(Request(Op.ACTION, "nobody", cmd=Action.APPLY)).rc == -errno.ENOENT
+        assert client.call(Request(Op.ACTION, "nobody", cmd=9)).rc == -errno.EOPNOTSUPP
+        assert client.call(Request(Op.ACTION, "nobody", cmd=Action.APPLY, flags=2)).rc == -errno.EINVAL
+        assert client.call(Request(Op.UPLOAD, "x", data=b"not an ELF")).rc == -errno.EINVAL
+        assert client.call(Request(Op.LIST)).entries == ()
+
+
+def _garbage(rng: random.Random, path: Path, valid: list[bytes]) -> None:
+    """One hostile client: random bytes, a cut-off request, or a request whose reply it never reads."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        kind = rng.randrange(4)
+        frame = rng.choice(valid)
+        if kind == 0:
+            data = rng.randbytes(rng.randrange(1, 200))
+        elif kind == 1:
+            data = frame[:rng.randrange(1, len(frame))]
+        elif kind == 2:
+            data = bytearray(frame)
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            data = bytes(data)
+        else:
+            sock.sendall(frame)
+            return  # gone before the reply
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+
+
+def test_garbage_on_the_socket_changes_nothing_and_the_server_keeps_serving(served, payloads):
+    """1,000 hostile clients (seeded): the server stays up, memory, time and payloads are untouched, and a valid
+    request still works afterwards."""
+    one = served()
+    machine = one.session.machine
+    before = (machine.memory.digest(), machine.now_ps)
+    valid = [Request(Op.GET, "nobody").encode(), Request(Op.LIST).encode(),
+             Request(Op.ACTION, "nobody", cmd=Action.APPLY, timeout=1000).encode(),
+             Request(Op.UPLOAD, "nobody", data=b"\x7fELF" + bytes(60)).encode()]
+    rng = random.Random(11)
+    for _ in range(1000):
+        _garbage(rng, one.path, valid)
+    with Client(one.path) as client:
+        assert client.call(Request(Op.LIST)).entries == ()
+    one.server.stop()
+    one.thread.join(timeout=10)
+    assert one.failure is None
+    assert (machine.memory.digest(), machine.now_ps) == before and one.session.livepatch.list() == []
+    again = served()
+    with Client(again.path) as client:
+        data = (payloads / "xen_hello_world.livepatch").read_bytes()
+        assert client.call(Request(Op.UPLOAD, "hello", data=data)).rc == 0
+
+
+def test_serve_command_answers_and_writes_its_trace_on_sigterm(payloads, real_tool, tmp_path):
+    """`xsplice-emu serve --trace FILE`: the real tool lists nothing; SIGTERM ends it with exit 0 and the trace."""
+    with tempfile.TemporaryDirectory(prefix="xs") as directory:
+        path = Path(directory) / "sock"
+        trace = tmp_path / "serve.jsonl"
+        server = subprocess.Popen([str(Path(sys.executable).parent / "xsplice-emu"), "serve", "--socket", str(path),
+                                   "--vcpus", "2", "--trace", str(trace), "-q"], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.05)
+        assert _run_real(real_tool, "list", path, payloads) == ("Nothing to list\n", "", 0)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert trace.stat().st_size > 0 and not path.exists()

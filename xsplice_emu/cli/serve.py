@@ -1,0 +1,61 @@
+"""`xsplice-emu serve`, `xenctrl-path` and `xen-tools`: a live machine for Xen's own xen-livepatch.
+
+    xsplice-emu serve --socket /tmp/xs.sock &
+    LD_LIBRARY_PATH=$(xsplice-emu xenctrl-path) XSPLICE_EMU_SOCKET=/tmp/xs.sock \\
+        $(xsplice-emu xen-tools)/xen-livepatch load xen_hello_world.livepatch
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import click
+
+from ..debian import xen_livepatch
+from ..server import SysctlServer
+from ..session import Session
+from ..xenctrl import xenctrl_dir
+from .common import machine_options, reports_errors
+
+
+@click.command()
+@machine_options
+@click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False),
+              help="Unix socket to answer on (XSPLICE_EMU_SOCKET of the clients).")
+@click.option("--poll-ns", type=click.IntRange(min=1),
+              help="Virtual ns one GET lets pass while an action is pending [default: twice its timeout].")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here on exit.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only problems, not requests and hypervisor lines.")
+@reports_errors
+def serve(vcpus, seed, firmware, boot_ms, socket_path, poll_ns, trace_path, quiet):
+    """Boot a machine and answer Xen's livepatch sysctl on SOCKET until SIGTERM, SIGINT or a SHUTDOWN request.
+
+    \b
+    Drive it with Debian's xen-livepatch through this project's libxenctrl:
+      LD_LIBRARY_PATH=$(xsplice-emu xenctrl-path) XSPLICE_EMU_SOCKET=SOCKET xen-livepatch list
+    """
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="serve: %(message)s")
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms)
+    server = SysctlServer(session, socket_path, poll_ns=poll_ns)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.stop())
+    click.echo(f"serving {vcpus} vCPUs on {socket_path}", err=True)
+    server.serve()
+    if trace_path:
+        session.machine.trace.write(trace_path)
+        click.echo(f"trace written to {trace_path}", err=True)
+
+
+@click.command("xenctrl-path")
+@reports_errors
+def xenctrl_path():
+    """Print the directory of libxenctrl.so.4.17 (built on first use), for LD_LIBRARY_PATH."""
+    click.echo(xenctrl_dir())
+
+
+@click.command("xen-tools")
+@reports_errors
+def xen_tools():
+    """Fetch Debian's xen-utils-4.17 into the cache once; print the directory of its xen-livepatch."""
+    click.echo(xen_livepatch().parent)

@@ -1,0 +1,52 @@
+"""Debian's own Xen packages, fetched with `apt-get download` and unpacked into the cache (never installed).
+
+`xen_livepatch()` is Debian's xen-livepatch 4.17 (package xen-utils-4.17). It
+needs only libc and libxenctrl.so.4.17, which xsplice-emu provides
+(`xenctrl_dir()`), so nothing else is fetched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .cache import cached, digest
+from .errors import ToolchainError
+
+XEN_UTILS = "xen-utils-4.17"
+XEN_LIVEPATCH = Path("usr/lib/xen-4.17/bin/xen-livepatch")
+
+
+def xen_livepatch() -> Path:
+    """Debian's xen-livepatch binary, fetched once (ToolchainError, one line, when that fails)."""
+    return package(XEN_UTILS) / XEN_LIVEPATCH
+
+
+def package(name: str) -> Path:
+    """The unpacked tree of Debian package `name`."""
+    return cached(f"debian-{name}", digest(name), lambda work: _fetch(name, work))
+
+
+def _fetch(name: str, work: Path) -> None:
+    download = work.parent / f"{work.name}.deb"
+    download.mkdir()
+    try:
+        _run(name, ["apt-get", "download", "-q", name], download)
+        debs = sorted(download.glob("*.deb"))
+        if not debs:
+            raise ToolchainError(f"cannot fetch Debian's {name}: apt-get download left no .deb")
+        _run(name, ["dpkg-deb", "-x", str(debs[0]), str(work)], download)
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+
+
+def _run(name: str, command: list[str], cwd: Path) -> None:
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    except OSError as exc:
+        raise ToolchainError(f"cannot fetch Debian's {name}: {command[0]}: {exc.strerror}") from None
+    if result.returncode:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("E:")]
+        why = (errors or result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+        raise ToolchainError(f"cannot fetch Debian's {name}: {command[0]}: {why}")

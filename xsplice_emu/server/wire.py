@@ -1,0 +1,123 @@
+"""The wire format of `xsplice-emu serve`: Xen's livepatch sysctl over a Unix socket.
+
+A request is a 24-byte little-endian header, then the name, then the data:
+
+    magic "XSLP" | op u8 | version u8 (1) | name_len u16 | cmd u32 |
+    timeout u32 | flags u32 | data_len u32 | name[name_len] | data[data_len]
+
+`op` is Xen's sub-op (UPLOAD 0, GET 1, LIST 2, ACTION 3) or SHUTDOWN 0x80.
+Only UPLOAD carries data; ACTION uses cmd (Xen's LIVEPATCH_ACTION_*),
+timeout (ns, 0 for the default) and flags (LIVEPATCH_ACTION_APPLY_NODEPS).
+A reply is a 20-byte header, then its data:
+
+    magic "XSLR" | rc i32 (0 or -errno) | state u32 | status_rc i32 | data_len u32
+
+GET fills state and status_rc (Xen's `xen_livepatch_status`); LIST gives the
+number of payloads in `state` and, as data, one `state u32 | rc i32 |
+name_len u16 | name` entry per payload in upload order. The C library in
+xenctrl/xenctrl.c speaks the same format.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from ..errors import WireError
+from ..livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
+
+REQUEST = struct.Struct("<4sBBHIIII")
+REPLY = struct.Struct("<4siIiI")
+ENTRY = struct.Struct("<IiH")
+REQUEST_MAGIC, REPLY_MAGIC, VERSION = b"XSLP", b"XSLR", 1
+NODEPS = 1 << 0
+DATA_MAX = 2 * PAYLOAD_MAX_SIZE
+"""Larger uploads are refused on the wire; up to this, the hypervisor gives its own verdict."""
+
+
+class Op(enum.IntEnum):
+    UPLOAD = 0
+    GET = 1
+    LIST = 2
+    ACTION = 3
+    SHUTDOWN = 0x80
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request, decoded."""
+
+    op: Op
+    name: str = ""
+    cmd: int = 0
+    timeout: int = 0
+    flags: int = 0
+    data: bytes = b""
+
+    def encode(self) -> bytes:
+        name = self.name.encode(errors="surrogateescape")
+        return REQUEST.pack(REQUEST_MAGIC, self.op, VERSION, len(name), self.cmd, self.timeout, self.flags,
+                            len(self.data)) + name + self.data
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One payload as LIST gives it."""
+
+    name: str
+    state: int
+    rc: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply: Xen's rc, and the status or list it carries."""
+
+    rc: int = 0
+    state: int = 0
+    status_rc: int = 0
+    entries: tuple[Entry, ...] = ()
+
+    def encode(self) -> bytes:
+        data = b"".join(ENTRY.pack(e.state, e.rc, len(name)) + name
+                        for e in self.entries for name in [e.name.encode(errors="surrogateescape")])
+        return REPLY.pack(REPLY_MAGIC, self.rc, self.state, self.status_rc, len(data)) + data
+
+
+def request_size(header: bytes) -> int:
+    """The whole size of the request that starts with this header (WireError: not a request)."""
+    magic, op, version, name_len, _, _, _, data_len = REQUEST.unpack(header)
+    if magic != REQUEST_MAGIC:
+        raise WireError(f"bad magic {magic!r}")
+    if version != VERSION:
+        raise WireError(f"wire version {version}, expected {VERSION}")
+    if op not in Op.__members__.values():
+        raise WireError(f"unknown op {op}")
+    if name_len > NAME_MAX:
+        raise WireError(f"name of {name_len} bytes, at most {NAME_MAX}")
+    if data_len > (DATA_MAX if op == Op.UPLOAD else 0):
+        raise WireError(f"{Op(op).name} with {data_len} bytes of data")
+    return REQUEST.size + name_len + data_len
+
+
+def decode_request(frame: bytes) -> Request:
+    """A whole request (its size checked by `request_size`)."""
+    _, op, _, name_len, cmd, timeout, flags, _ = REQUEST.unpack_from(frame)
+    name = frame[REQUEST.size:REQUEST.size + name_len].decode(errors="surrogateescape")
+    return Request(Op(op), name, cmd, timeout, flags, frame[REQUEST.size + name_len:])
+
+
+def decode_reply(header: bytes, data: bytes) -> Reply:
+    """A reply from its header and data (a client's side)."""
+    magic, rc, state, status_rc, _ = REPLY.unpack(header)
+    if magic != REPLY_MAGIC:
+        raise WireError(f"bad reply magic {magic!r}")
+    entries, offset = [], 0
+    while offset < len(data):
+        entry_state, entry_rc, name_len = ENTRY.unpack_from(data, offset)
+        offset += ENTRY.size
+        name = data[offset:offset + name_len].decode(errors="surrogateescape")
+        entries.append(Entry(name, entry_state, entry_rc))
+        offset += name_len
+    return Reply(rc, state, status_rc, tuple(entries))
