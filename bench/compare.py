@@ -38,13 +38,13 @@ def prepare(tree: Path) -> None:
         command = ["make", "-s", "-C", str(tree / "payloads"), f"XSPLICE_EMU={cli}"]
     else:
         command = [str(cli), "payload", "build-tests", str(tree / "payloads" / "build")]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=tree)  # `python -c` imports from the cwd first
 
 
 def run(tree: Path, bench: str) -> dict[str, float]:
     """One `--json` run of `bench` in `tree`, flattened to {"a.b.c": number}."""
     done = subprocess.run([sys.executable, str(tree / bench), "--json"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(tree)})
+                          env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
     if done.returncode:
         sys.exit(f"{tree / bench} failed (exit {done.returncode}):\n{done.stderr.strip()}")
     return dict(_numbers(json.loads(done.stdout.strip().splitlines()[-1])))
