@@ -67,7 +67,9 @@ class Architecture(ABC):
     nmi_vector: int
     halt_instruction: bytes
     interrupt_return: str
-    """Mnemonic of the instruction that returns from an interrupt handler (ends NMI blocking)."""
+    """Mnemonic of the instruction that returns from an interrupt handler (ends NMI blocking; it serialises)."""
+    serialising: tuple[str, ...]
+    """Mnemonics of the other serialising instructions the firmware uses after boot."""
     jump_size: int
     """Bytes a jump patch writes over the old function."""
     relocations: dict[int, Relocation]
@@ -123,10 +125,6 @@ class Architecture(ABC):
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
         """Route the guest's port writes to `on_out(port, size, value)` and reads to `on_in(port, size)`."""
 
-    @abstractmethod
-    def add_serialising_hook(self, uc: Uc, on_serialise: Callable[[], int]) -> None:
-        """Call `on_serialise()` (it returns 0) at each serialising instruction other than `interrupt_return`,
-        which the machine hooks already."""
 
     # -- patching ------------------------------------------------------------
     @abstractmethod

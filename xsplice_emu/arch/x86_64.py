@@ -12,7 +12,6 @@ from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 from keystone import KS_ARCH_X86, KS_MODE_64
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64
 from unicorn.x86_const import (
-    UC_X86_INS_CPUID,
     UC_X86_INS_IN,
     UC_X86_INS_OUT,
     UC_X86_REG_EFLAGS,
@@ -88,6 +87,7 @@ class X86_64(Architecture):
     nmi_vector = NMI_VECTOR
     halt_instruction = b"\xf4"
     interrupt_return = "iretq"
+    serialising = ("cpuid",)  # the firmware's others (lgdt, lidt) run once, at _start
     jump_size = 5
     relocations = {
         ENUM_RELOC_TYPE_x64[kind.name]: kind
@@ -140,10 +140,6 @@ class X86_64(Architecture):
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
         uc.hook_add(UC_HOOK_INSN, on_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, on_in, None, 1, 0, UC_X86_INS_IN)
-
-    def add_serialising_hook(self, uc: Uc, on_serialise: Callable[[], int]) -> None:
-        # The firmware executes no other serialising instruction after boot (lgdt/lidt run once at _start).
-        uc.hook_add(UC_HOOK_INSN, on_serialise, None, 1, 0, UC_X86_INS_CPUID)
 
     def jump(self, old_addr: int, new_addr: int) -> bytes:
         return bytes([JMP_REL32]) + struct.pack("<i", new_addr - (old_addr + self.jump_size))

@@ -31,8 +31,8 @@ def _guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Calla
     return hook
 
 
-def install(vcpu: Vcpu, machine: Machine, interrupt_returns: list[int]) -> None:
-    """Register the port, exception and interrupt-return hooks of `vcpu` on `machine`."""
+def install(vcpu: Vcpu, machine: Machine, *, interrupt_returns: list[int], serialising: list[int]) -> None:
+    """Register the port, exception, code-write, interrupt-return and serialising hooks of `vcpu` on `machine`."""
     uc = vcpu.uc
     ports = machine.ports
     vcpu.arch.add_port_hooks(
@@ -40,11 +40,13 @@ def install(vcpu: Vcpu, machine: Machine, interrupt_returns: list[int]) -> None:
         _guarded(vcpu, lambda port, size, value: ports.write(vcpu, port, value)),
         _guarded(vcpu, lambda port, size: ports.read(vcpu, port), NO_DEVICE))
     uc.hook_add(UC_HOOK_INTR, _guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
-    vcpu.arch.add_serialising_hook(uc, _guarded(vcpu, lambda: machine.serialise(vcpu), 0))
     uc.hook_add(UC_HOOK_MEM_WRITE_PROT,
                 _guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),
                          False),
                 None, TEXT_ALIAS_OFFSET + RAM_BASE, TEXT_ALIAS_OFFSET + machine.memory.size - 1)
     for address in interrupt_returns:
         uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.interrupt_return(vcpu)),
+                    None, address, address)
+    for address in serialising:
+        uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.serialise(vcpu)),
                     None, address, address)
