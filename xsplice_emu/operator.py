@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LivepatchError, errno_name
+from .errors import FileError, LivepatchError, errno_name
+from .files import read_file
 from .livepatch import Action, Livepatch, PayloadState
-from .livepatch.abi import NAME_MAX
+from .livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
 from .livepatch.states import TARGET_STATE
 from .livepatch.sysctl import ActionResult
@@ -147,11 +148,11 @@ class OperatorTool:
             return errno.EINVAL
         path = self.path(file)
         try:
-            data = path.read_bytes()
-        except OSError as exc:
+            data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
+        except FileError as exc:
             printer.err(f"Could not open {file}.\n")
-            printer.error(exc.errno or errno.EIO)
-            return exc.errno or errno.EIO
+            printer.error(exc.errno)
+            return exc.errno
         printer.out(f"Uploading {file}... ")
         log_seen = len(self.livepatch.rendezvous.log)
         try:

@@ -7,19 +7,23 @@ import time
 import click
 from rich.table import Table
 
+from ..files import check_destination
 from ..firmware import builtin_firmware
 from ..image import load_image
 from ..machine import Machine, MachineConfig
-from .common import out, print_console_line, reports_errors
+from ..platform import NR_CPUS
+from .common import DIGEST_SHOWN, SEED, Milliseconds, out, print_console_line, reports_errors
 
 
 @click.command()
-@click.option("--vcpus", default=4, show_default=True, help="Number of vCPUs (1-256).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the scheduler.")
-@click.option("--ms", default=10.0, show_default=True, help="Virtual milliseconds to run.")
+@click.option("--vcpus", default=4, show_default=True, type=click.IntRange(1, NR_CPUS), help="Number of vCPUs.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the scheduler.")
+@click.option("--ms", default=10.0, show_default=True, type=Milliseconds(), help="Virtual milliseconds to run.")
 @click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
-@click.option("--clock-mhz", default=1000, show_default=True, help="Instructions per virtual microsecond.")
-@click.option("--timer-hz", default=1000, show_default=True, help="Per-vCPU timer interrupt rate.")
+@click.option("--clock-mhz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Instructions per virtual microsecond.")
+@click.option("--timer-hz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Per-vCPU timer interrupt rate.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
 @reports_errors
@@ -27,6 +31,8 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     """Boot the firmware on VCPUS vCPUs and run MS ms of virtual time."""
     config = MachineConfig(vcpus=vcpus, seed=seed, clock_hz=clock_mhz * 1_000_000, timer_hz=timer_hz)
     config.validate()
+    if trace_path:
+        check_destination(trace_path)
     image = load_image(firmware or builtin_firmware())
     started = time.perf_counter()
     machine = Machine(image, config=config)
@@ -53,5 +59,5 @@ def _print_summary(machine: Machine, host_seconds: float) -> None:
     table.add_row("instructions", f"{sum(counts):,}")
     table.add_row("host time", f"{host_seconds:.3f} s")
     table.add_row("guest MIPS", f"{sum(counts) / host_seconds / 1e6:.1f}")
-    table.add_row("trace digest", machine.trace.digest[:16])
+    table.add_row("trace digest", machine.trace.digest[:DIGEST_SHOWN])
     out.print(table)

@@ -9,9 +9,10 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..files import check_destination, check_new_directory, file_errors, read_file
 from ..firmware import builtin_firmware
 from ..image import load_image
-from ..livepatch.abi import DEPENDS
+from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
 from ..livepatch.build import build_payload, payload_build_id, read_note
 from ..livepatch.inspection import inspect_payload
 from ..xen_tests import xen_test_payloads
@@ -35,7 +36,7 @@ def payload():
 def payload_build(source, output, depends, no_xen_depends, firmware):
     """Compile SOURCE (C) into a livepatch payload for the firmware."""
     source = Path(source)
-    output = Path(output) if output else Path(source.stem + ".livepatch")
+    output = check_destination(output or source.stem + ".livepatch")
     built = build_payload(
         source,
         output,
@@ -52,8 +53,10 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
 @reports_errors
 def payload_build_tests(directory):
     """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY."""
+    check_new_directory(directory)
     built = xen_test_payloads()
-    shutil.copytree(built, directory, dirs_exist_ok=True)
+    with file_errors(directory, "copy the payloads there"):
+        shutil.copytree(built, directory, dirs_exist_ok=True)
     click.echo(f"Xen's test payloads in {directory} (built in {built})")
 
 
@@ -64,7 +67,8 @@ def payload_build_tests(directory):
 def payload_inspect(file, firmware):
     """Show FILE's records, sections, relocations, build-ids and new code."""
     path = Path(file)
-    report = inspect_payload(path.stem, path.read_bytes(), load_image(firmware or builtin_firmware()))
+    data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
+    report = inspect_payload(path.stem, data, load_image(firmware or builtin_firmware()))
     loaded = report.loaded
     out.print(f"[bold]{escape(str(path))}[/bold]")
     out.print(f"  build-id     {loaded.build_id.hex()}")

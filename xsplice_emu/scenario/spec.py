@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..files import TEXT_LIMIT, read_file
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS
 from .keys import Key, Value, read_keys
@@ -39,7 +40,7 @@ class MachineSpec:
 DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Value.TEXT, optional=True),
                  Key("machine", Value.TABLE, optional=True), Key("step", Value.LIST, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
-                Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.NUMBER, optional=True))
+                Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True))
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,9 @@ class Scenario:
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None) -> Scenario:
     """Read and check `path`; `vcpus` and `seed` override its [machine] table."""
     path = Path(path)
+    text = read_file(path, limit=TEXT_LIMIT, what="scenario")
     try:
-        document = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        document = tomllib.loads(text.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     where = _Where(path)
