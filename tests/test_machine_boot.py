@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from xsplice_emu import platform
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
+from xsplice_emu.cli import main
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.machine.spec import CALL_SLOT
 
@@ -89,3 +91,10 @@ def test_guest_layouts_match_the_firmware_headers():
     assert INTERRUPT_FRAME.size == defines["INTERRUPT_FRAME_SIZE"] == defines["UREGS_SIZE"] - defines["UREGS_rip"]
     for field in ("rflags", "rsp"):
         assert INTERRUPT_FRAME.offset(field) == defines[f"UREGS_{field}"] - defines["UREGS_rip"], field
+
+
+def test_boot_prints_console_lines_in_virtual_time_order():
+    """`boot` shows every vCPU's lines sorted by their virtual time stamps."""
+    result = CliRunner().invoke(main, ["boot", "--vcpus", "4", "--ms", "1"])
+    stamps = [float(line.split("]")[0].lstrip("[")) for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(stamps) > 4 and stamps == sorted(stamps)

@@ -245,3 +245,11 @@ def test_the_quiet_digest_is_accepted_by_expect_digest(payloads, tmp_path):
     digest = _run(scenario, "-q").stdout.split("digest ")[1].strip()
     assert len(digest) == 16
     assert _run(scenario, "--expect-digest", digest).exit_code == 0
+
+
+def test_a_firmware_that_is_not_an_image_is_a_malformed_scenario(tmp_path):
+    """`firmware = "/bin/ls"`: the scenario is malformed, exit 2, naming the firmware."""
+    scenario = _scenario(tmp_path, '[machine]\nfirmware = "/bin/ls"\n[[step]]\nrun_ms = 1\n')
+    result = _run(scenario)
+    assert result.exit_code == 2
+    assert "[machine]: firmware: /bin/ls:" in result.stderr

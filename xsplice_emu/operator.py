@@ -196,7 +196,9 @@ class OperatorTool:
             return 0
         if result is None:
             printer.out("failed\n")
-            printer.err("Operation didn't complete.\n")
+            printer.err("Operation didn't complete.\n"
+                        f"(the tool stopped waiting after twice the timeout, {2 * timeout_ns / 1e6:g} ms of virtual "
+                        "time; the action may still run)\n")
             return errno.EAGAIN
         printer.results.append(result)
         if result.rc < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 
 import click
 from rich.table import Table
@@ -39,7 +40,7 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     machine.run_for(int(ms * 1_000_000))
     host_seconds = time.perf_counter() - started
     if not quiet:
-        for line in machine.console.lines:
+        for line in sorted(machine.console.lines, key=attrgetter("time_ns")):  # vCPUs print in their own slices
             print_console_line(line)
     if trace_path:
         machine.trace.write(trace_path)

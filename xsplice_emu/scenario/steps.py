@@ -103,8 +103,9 @@ class LivepatchStep(Step):
                       Key("expect_output", Value.TEXT, optional=True), Key("allow_unsafe", Value.FLAG, optional=True))
     nested: ClassVar = False
     syntax: ClassVar = "VERB ARGS... (upload, list, load, apply, revert, replace, unload)"
-    summary: ClassVar = ("An xen-livepatch command; a scenario may add expect_rc (0 or an errno name), "
-                         "expect_output and, on upload or load, allow_unsafe = true.")
+    summary: ClassVar = ("An xen-livepatch command; a scenario may add expect_rc (Xen's errno, not an exit "
+                         "status: 0 or a name such as EINVAL), expect_output "
+                         "and, on upload or load, allow_unsafe = true.")
     example: ClassVar = ('livepatch = "apply hello --from-vcpu 1 --timeout-ms 5"',
                          "apply hello --from-vcpu 1 --timeout-ms 5")
 
