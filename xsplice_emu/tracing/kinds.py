@@ -86,7 +86,8 @@ class EventKind(StrEnum):
     FLUSH = ("flush", "translated code of a range dropped on every vCPU", ("begin", "int", "first address"),
              ("end", "int", "end address"), ("vcpus", "int", "vCPUs flushed"))
     ABORT = ("abort", "the deadline passed: nothing patched, -EBUSY", ("reason", "str", "why"),
-             ("arrived", "int", "vCPUs arrived"), ("of", "int", "vCPUs awaited"))
+             ("arrived", "int", "vCPUs arrived"), ("of", "int", "vCPUs awaited"),
+             ("missing", "str", "the vCPUs that never arrived in that phase: cpu2 cpu5"))
     HOST_ERROR = ("host_error", "a host-side error inside the patch window: what was written is put back, -EFAULT",
                   ("error", "str", "the error"), ("restored", "int", "bytes put back"))
     RELEASED = "released", "the action is over; every vCPU is let go", ("rc", "int", "the action's result")
