@@ -74,9 +74,10 @@ def span_of(app) -> str:
 
 
 def test_a_lane_per_vcpu_under_a_time_ruler(apply_trace):
-    """The first screen shows the whole run: a time ruler, the apply's bar, and lanes host, cpu0..cpu7."""
+    """`f` shows the whole run: a time ruler, the apply's bar, and lanes host, cpu0..cpu7."""
     async def check(pilot):
         app = pilot.app
+        await pilot.press("f")
         assert [line.split()[0] for line in lanes(app)] == ["host"] + [f"cpu{i}" for i in range(8)]
         ruler = shown(app.query_one(Ruler))
         assert "0.0ms" in ruler and "2.0ms" in ruler and "a" in ruler.splitlines()[1]
@@ -132,6 +133,7 @@ def test_zoom_shrinks_and_fit_restores_the_visible_span(apply_trace):
     """+ halves the visible span, - doubles it back, and f fits the whole run again."""
     async def check(pilot):
         app = pilot.app
+        await pilot.press("f")
         whole = app.viewport.span_ns
         await pilot.press("plus")
         assert app.viewport.span_ns == pytest.approx(whole / 2, abs=1)
@@ -190,10 +192,9 @@ def test_question_mark_lists_the_keys(apply_trace):
 
 
 def test_main_screen_snapshot(apply_trace, snap_compare):
-    """The apply, zoomed in on its patch write: lanes, ruler, detail and status as the user sees them."""
+    """The apply framed as it opens, its patch write selected with `p`: lanes, ruler, detail and status."""
     app = TraceViewer(TraceFile.open(apply_trace))
-    assert snap_compare(app, press=["p", "plus", "plus", "plus", "plus", "plus", "plus", "plus", "plus"],
-                        terminal_size=SIZE)
+    assert snap_compare(app, press=["p"], terminal_size=SIZE)
 
 
 def _variant(tmp_path, source, name, edit):
@@ -249,6 +250,7 @@ def test_a_view_with_too_many_events_asks_to_zoom_in(apply_trace, monkeypatch):
 
     async def check(pilot):
         app = pilot.app
+        await pilot.press("f")
         assert "zoom in (+) to see the lanes" in status(app)
         assert "░" in lanes(app)[1]
         await pilot.press("p")
@@ -333,4 +335,38 @@ def test_viewer_builds_checkpoints_in_the_background(apply_trace, monkeypatch):
         app.redraw()
         vcpu_lanes = [line for line in lanes(app) if line.startswith("cpu")]
         assert len(vcpu_lanes) == 8 and not any("·" in line for line in vcpu_lanes)
+    drive(apply_trace, check)
+
+
+@pytest.mark.parametrize("size", [(160, 50), (120, 40)])
+def test_the_viewer_opens_framing_the_first_action(apply_trace, size):
+    """The first screen frames the apply (its bar on the ruler, the patch write on a lane), not the whole run."""
+    async def check(pilot):
+        app = pilot.app
+        assert "apply hello" in shown(app.query_one(Ruler))
+        assert any("P" in line for line in lanes(app) if line.startswith("cpu"))
+        assert app.viewport.span_ns < app.trace.end_ns / 10
+    drive(apply_trace, check, size=size)
+
+
+@pytest.mark.parametrize("size", [(160, 50), (120, 40)])
+def test_p_from_the_whole_run_brings_the_patch_into_view_at_a_readable_zoom(apply_trace, size):
+    """From the fit view, `p` selects the patch and frames its action: the patch is drawn and in view."""
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("f", "p")
+        patch = app.trace.time_of(app.selected)
+        assert detail(app).startswith("patch ")
+        assert app.viewport.start_ns <= patch < app.viewport.end_ns
+        assert app.viewport.span_ns < app.trace.end_ns / 10
+        assert any("P" in line for line in lanes(app) if line.startswith("cpu"))
+    drive(apply_trace, check, size=size)
+
+
+def test_the_detail_pane_says_none_and_flags_in_words(apply_trace):
+    """An IPI's detail shows no Python reprs: no `None`, no `True`/`False`."""
+    async def check(pilot):
+        await pilot.press("i")
+        text = detail(pilot.app)
+        assert "None" not in text and "True" not in text and "False" not in text
     drive(apply_trace, check)

@@ -160,12 +160,12 @@ class TraceViewer(App[TraceFormatError | None]):
 
     @_reading
     def select(self, index: int, *, message: str = "") -> None:
-        """Select event `index`: bring it into view and describe it."""
+        """Select event `index`: bring it into view at a readable zoom (its action framed) and describe it."""
         self.selected = index
         event = self.trace.event(index)
         action = action_of(self.trace, index) if event.kind in STEPS else None
         self.query_one(Detail).show(index, self.trace.line_of(index), event, self.symbols, action)
-        self._update(viewport=self.source.showing(self.viewport, event.time_ns), message=message)
+        self._update(viewport=self.source.readable(self.viewport, index), message=message)
         self.query_one(Timeline).scroll_to_lane(event.vcpu)
 
     # -- actions -----------------------------------------------------------------
@@ -191,7 +191,10 @@ class TraceViewer(App[TraceFormatError | None]):
         self._find(self.query_filter.kinds, backward, what=what)
 
     def _find(self, kinds, backward: bool, *, what: str) -> None:
-        if self.selected is not None:
+        """From the selection when it is on screen, else from the edge of what is on screen."""
+        on_screen = self.selected is not None and \
+            self.viewport.start_ns <= self.trace.time_of(self.selected) < self.viewport.end_ns
+        if self.selected is not None and on_screen:
             start = self.selected + (-1 if backward else 1)
         else:
             start = self.trace.index_at(self.viewport.end_ns if backward else self.viewport.start_ns) - backward
@@ -238,9 +241,11 @@ class TraceViewer(App[TraceFormatError | None]):
             self.select(found, message=f"bookmark {self.bookmarks.indices.index(found) + 1} of {len(self.bookmarks)}")
 
     def action_centre(self) -> None:
+        """Enter: the selection in the middle, at a readable zoom."""
         if self.selected is not None:
-            self._update(viewport=self.viewport.showing(self.trace.time_of(self.selected) - self.viewport.span_ns // 2,
-                                                        self.viewport.span_ns))
+            readable = self.source.readable(self.viewport, self.selected)
+            self._update(viewport=readable.showing(self.trace.time_of(self.selected) - readable.span_ns // 2,
+                                                   readable.span_ns))
 
     def action_toggle_detail(self) -> None:
         detail = self.query_one(Detail)

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..tracing import ActionSummary, Span, StateCheckpoints, TraceFile, lane_spans, summarize
+from ..tracing import ActionSummary, EventKind, Span, StateCheckpoints, TraceFile, lane_spans, summarize
 from ..tracing.trace import Event
+from .actions import STEPS, action_of
 from .viewport import MIN_SPAN_NS, Viewport
 
 WHOLE = 100_000
@@ -62,12 +63,29 @@ class FrameSource:
         self._range.cache_clear()
 
     def first_viewport(self) -> Viewport:
-        """The whole trace, or its first BUDGET / 2 events when the whole holds more than WHOLE."""
+        """The first action framed when the trace has one; else the whole trace, or its first BUDGET / 2
+        events when the whole holds more than WHOLE."""
         trace = self.trace
         whole = Viewport.fit(trace.start_ns, trace.end_ns)
+        first = trace.find({EventKind.ACTION_REQUESTED})
+        if first is not None:
+            return self.readable(whole, first)
         if len(trace) <= WHOLE:
             return whole
         return whole.showing(trace.start_ns, trace.time_of(min(BUDGET // 2, len(trace) - 1)) - trace.start_ns)
+
+    def readable(self, viewport: Viewport, index: int) -> Viewport:
+        """A view of event `index` at a readable zoom: its whole action framed when it is a step of one
+        (kept as it is when that is already on screen and at least a tenth of the view), else centred."""
+        time_ns = self.trace.time_of(index)
+        action = action_of(self.trace, index) if self.trace.event(index).kind in STEPS else None
+        if action is None:
+            return self.showing(viewport, time_ns)
+        end = action.released_ns if action.released_ns is not None else action.aborted_ns or time_ns
+        start, end = action.requested_ns, max(end, time_ns)
+        if viewport.start_ns <= start and end < viewport.end_ns and (end - start) * 10 >= viewport.span_ns:
+            return viewport
+        return self.showing(viewport.framing(start, end), time_ns)
 
     def showing(self, viewport: Viewport, time_ns: int) -> Viewport:
         """`viewport` moved to show `time_ns`, and zoomed in around it until it holds at most BUDGET events."""
