@@ -370,3 +370,26 @@ def test_the_detail_pane_says_none_and_flags_in_words(apply_trace):
         text = detail(pilot.app)
         assert "None" not in text and "True" not in text and "False" not in text
     drive(apply_trace, check)
+
+
+def test_lanes_read_without_colour_parked_and_running_differ(apply_trace):
+    """A text capture (glyphs only) of the apply: a follower's lane runs (`=`) then parks (`_`), the master's
+    lane shows the patch window (`#`) instead: lanes differ without colour."""
+    async def check(pilot):
+        app = pilot.app
+        follower = next(line for line in lanes(app) if line.startswith("cpu1"))[LABEL_WIDTH:]
+        master = next(line for line in lanes(app) if line.startswith("cpu0"))[LABEL_WIDTH:]
+        assert "=" in follower and "_" * 10 in follower
+        assert "#" * 10 in master and "#" not in follower
+    drive(apply_trace, check, size=(160, 50))
+
+
+def test_an_ipi_is_marked_on_its_receivers_lane_too(apply_trace):
+    """The master's kicks: `›` on the sender's lane, `‹` on each receiver's."""
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("i")
+        sender = app.trace.event(app.selected)
+        receiver = next(line for line in lanes(app) if line.startswith(f"cpu{sender.fields['to']}"))
+        assert "‹" in receiver
+    drive(apply_trace, check, size=(160, 50))

@@ -10,6 +10,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..tracing import EventKind
 from ..tracing.trace import Event
 from . import canvas
 from .frame import Frame
@@ -64,6 +65,8 @@ class Timeline(ScrollView, can_focus=True):
         self._selected_lane = _NO_LANE
         for index, event in frame.indexed():
             self._by_lane.setdefault(event.vcpu, []).append((index, event))
+            if event.kind == EventKind.IPI:
+                self._by_lane.setdefault(event.fields["to"], []).append((index, event))
             if index == marks.selected:
                 self._selected_lane = event.vcpu
         self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
@@ -93,7 +96,8 @@ class Timeline(ScrollView, can_focus=True):
         if frame.crowded:
             return Strip([label, Segment("░" * columns, _CROWDED)], width)
         spans = None if vcpu is None else frame.lanes.get(vcpu, [])
-        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), frame.actions, frame.viewport, columns, self.marks)
+        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), frame.actions, frame.viewport, columns, self.marks,
+                            vcpu=vcpu)
         return Strip([label, *cells], width)
 
     def on_resize(self, event: Resize) -> None:
