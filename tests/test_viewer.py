@@ -393,3 +393,15 @@ def test_an_ipi_is_marked_on_its_receivers_lane_too(apply_trace):
         receiver = next(line for line in lanes(app) if line.startswith(f"cpu{sender.fields['to']}"))
         assert "‹" in receiver
     drive(apply_trace, check, size=(160, 50))
+
+
+@pytest.mark.parametrize("size", [(80, 30), (120, 40), (200, 50)])
+def test_the_status_line_fits_on_one_line(apply_trace, size):
+    """With the patch selected, the status line never wraps between 80 and 200 columns and keeps the span."""
+    async def check(pilot):
+        await pilot.press("p")
+        facts = status(pilot.app).splitlines()[0]
+        assert "span " in facts and "selected patch" in facts
+        assert len(facts) <= size[0]
+        assert "bookmarks" in facts or size[0] < 200
+    drive(apply_trace, check, size=size)
