@@ -6,8 +6,10 @@ import time
 from operator import attrgetter
 
 import click
+from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
+from ..duration import NS_PER_MS
 from ..files import check_destination
 from ..firmware import builtin_firmware
 from ..image import load_image
@@ -37,7 +39,7 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     image = load_image(firmware or builtin_firmware())
     started = time.perf_counter()
     machine = Machine(image, config=config)
-    machine.run_for(int(ms * 1_000_000))
+    _run(machine, int(ms * NS_PER_MS))
     host_seconds = time.perf_counter() - started
     if not quiet:
         for line in sorted(machine.console.lines, key=attrgetter("time_ns")):  # vCPUs print in their own slices
@@ -45,6 +47,25 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     if trace_path:
         machine.trace.write(trace_path)
     _print_summary(machine, host_seconds)
+
+
+def _run(machine: Machine, ns: int) -> None:
+    """Run `ns` of virtual time; on a terminal with a progress bar (chunks of virtual time give the same
+    run, same digest), piped without one."""
+    if not out.is_terminal or ns <= PROGRESS_FROM_NS:
+        machine.run_for(ns)
+        return
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=out, transient=True) as bar:
+        task = bar.add_task("booting (virtual ms)", total=ns / NS_PER_MS)
+        while machine.now_ns < ns:
+            step = min(PROGRESS_STEP_NS, ns - machine.now_ns)
+            machine.run_for(step)
+            bar.advance(task, step / NS_PER_MS)
+
+
+PROGRESS_FROM_NS = 50 * NS_PER_MS
+"""Runs longer than this (about a tenth of a second of host time) show a progress bar."""
+PROGRESS_STEP_NS = 5 * NS_PER_MS
 
 
 def _print_summary(machine: Machine, host_seconds: float) -> None:
