@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +18,7 @@ from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing import EventKind, TraceFile
 from xsplice_emu.viewer import frame as frame_module
-from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, TraceViewer
+from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, SCAN_REDRAW_S, TraceViewer
 from xsplice_emu.viewer.help_screen import HelpScreen
 from xsplice_emu.viewer.ruler import Ruler
 from xsplice_emu.viewer.status import StatusBar
@@ -405,3 +406,24 @@ def test_the_status_line_fits_on_one_line(apply_trace, size):
         assert len(facts) <= size[0]
         assert "bookmarks" in facts or size[0] < 200
     drive(apply_trace, check, size=size)
+
+
+def test_the_background_scan_shows_its_progress(apply_trace, monkeypatch):
+    """While the scan for exact lanes runs, the status line says how far it got."""
+    monkeypatch.setattr(frame_module, "WHOLE", 100)
+    monkeypatch.setattr(frame_module, "CHUNK", 1)
+    release = threading.Event()
+
+    async def check(pilot):
+        app = pilot.app
+        checkpoints = app.source.checkpoints
+
+        def half_then_wait(*, cancelled):
+            checkpoints._states[len(app.trace) // 2] = {}
+            release.wait(10)
+        monkeypatch.setattr(checkpoints, "build", half_then_wait)
+        await pilot.pause(CHECKPOINT_DELAY_S + SCAN_REDRAW_S + 0.2)
+        assert "scanning the trace for exact lanes: 50%" in status(app)
+        release.set()
+        await app.workers.wait_for_complete()
+    drive(apply_trace, check)

@@ -12,6 +12,7 @@ from functools import cached_property, wraps
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.timer import Timer
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
@@ -37,6 +38,7 @@ JUMPS = {"patch": frozenset({EventKind.PATCH}), "IPI": frozenset({EventKind.IPI}
          "NMI": frozenset({EventKind.NMI}), "abort": frozenset({EventKind.ABORT})}
 PAN = 0.25
 CHECKPOINT_DELAY_S = 0.5
+SCAN_REDRAW_S = 0.5
 
 
 def _reading(action):
@@ -93,6 +95,7 @@ class TraceViewer(App[TraceFormatError | None]):
         self.message = ""
         self.frame: Frame | None = None
         self._checkpoints_scheduled = False
+        self._scan_timer: Timer | None = None
 
     @cached_property
     def symbols(self) -> Symbols:
@@ -114,6 +117,7 @@ class TraceViewer(App[TraceFormatError | None]):
         (it shares the interpreter, so it waits until the first screen is up)."""
         if not self.source.exact:
             self.run_worker(self._build_checkpoints, thread=True, exclusive=True, group="checkpoints")
+            self._scan_timer = self.set_interval(SCAN_REDRAW_S, self.redraw)
 
     def _build_checkpoints(self) -> None:
         """In a thread: scan the trace once for state checkpoints, then redraw with exact lanes."""
@@ -123,6 +127,8 @@ class TraceViewer(App[TraceFormatError | None]):
             self.call_from_thread(self._lanes_exact)
 
     def _lanes_exact(self) -> None:
+        if self._scan_timer is not None:
+            self._scan_timer.stop()
         self.source.forget()
         self.redraw()
 
@@ -139,8 +145,10 @@ class TraceViewer(App[TraceFormatError | None]):
         marks = canvas.Marks(self.query_filter.kinds or canvas.MARKED_KINDS, self.selected)
         timeline.show(frame, (None, *vcpus), marks)
         self.query_one(Ruler).show(frame, timeline.canvas_width)
+        scanning = "" if self.source.exact or self._scan_timer is None else \
+            f"scanning the trace for exact lanes: {self.source.checkpoints.progress:.0%} (lanes may start blank)"
         self.query_one(StatusBar).show(frame, filter_text=str(self.query_filter), selected=self._selected_text(),
-                                       bookmarks=len(self.bookmarks), message=self.message)
+                                       bookmarks=len(self.bookmarks), message=self.message or scanning)
         if not self._checkpoints_scheduled:
             self._checkpoints_scheduled = True
             self.set_timer(CHECKPOINT_DELAY_S, self._start_checkpoints)
