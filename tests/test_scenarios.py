@@ -253,3 +253,13 @@ def test_a_firmware_that_is_not_an_image_is_a_malformed_scenario(tmp_path):
     result = _run(scenario)
     assert result.exit_code == 2
     assert "[machine]: firmware: /bin/ls:" in result.stderr
+
+
+def test_a_stall_is_its_own_event_in_the_trace(payloads, tmp_path):
+    """A `stall` step leaves a `stall` event on that vCPU with its length, not only an anonymous IPI."""
+    scenario = _scenario(tmp_path, "[machine]\nvcpus = 2\n[[step]]\nstall = { vcpu = 1, ms = 2 }\n"
+                                   "[[step]]\nrun_ms = 3\n")
+    trace = tmp_path / "t.jsonl"
+    assert _run(scenario, "--trace", trace).exit_code == 0
+    events = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
+    assert [(e["vcpu"], e["ns"]) for e in events if e["kind"] == "stall"] == [(1, 2_000_000)]

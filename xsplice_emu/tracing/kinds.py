@@ -62,6 +62,8 @@ class EventKind(StrEnum):
     UNPARK = "unpark", "a parked vCPU runs again", ("cause", "str", "release or interrupt")
     IPI = ("ipi", "an interrupt was sent (vcpu: the sender)",
            ("to", "int", "the receiving vCPU"), ("vector", "int", "the vector (2: NMI)"))
+    STALL = ("stall", "the testbed asked the vCPU to spin with IRQs off (the call IPI that carries it follows)",
+             ("ns", "int", "for how long"))
     CONSOLE = "console", "the vCPU printed a line", _TEXT
     FAULT = "fault", "the guest faulted; the run stopped", ("what", "str", "what happened"), ("rip", "int", "where")
     # live patching

@@ -57,9 +57,10 @@ RECEIVED_IPI = "‹"
 MARKERS = {EventKind.PATCH: "P", EventKind.IPI: "›", EventKind.NMI: "!", EventKind.NMI_LOST: "!",
            EventKind.ABORT: "X", EventKind.FAULT: "F", EventKind.UPLOAD: "U", EventKind.UNLOAD: "u",
            EventKind.ACTION_REQUESTED: "A", EventKind.RELEASED: "R", EventKind.MASTER_ELECTED: "M",
-           EventKind.QUIESCED: "Q"}
+           EventKind.QUIESCED: "Q", EventKind.STALL: "S"}
 MARKED_KINDS = frozenset({EventKind.PATCH, EventKind.IPI, EventKind.NMI, EventKind.ABORT, EventKind.FAULT,
-                          EventKind.MASTER_ELECTED, EventKind.UPLOAD, EventKind.UNLOAD, EventKind.ACTION_REQUESTED})
+                          EventKind.STALL, EventKind.MASTER_ELECTED, EventKind.UPLOAD, EventKind.UNLOAD,
+                          EventKind.ACTION_REQUESTED})
 
 
 @dataclass(frozen=True)
