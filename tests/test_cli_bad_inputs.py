@@ -83,8 +83,8 @@ def _is_number(param: click.Parameter) -> bool:
 
 def _writes(param: click.Parameter) -> bool:
     """Whether a file parameter is a destination (overwriting an existing file there may succeed)."""
-    return param.name in ("trace_path", "junit_path", "output", "directory") and param.param_type_name == "option" \
-        or param.name == "directory"
+    is_option = isinstance(param, click.Option)
+    return param.name == "directory" or is_option and param.name in ("trace_path", "junit_path", "output")
 
 
 def _command_cases() -> Iterator[Case]:
