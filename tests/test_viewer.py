@@ -246,14 +246,16 @@ def test_a_click_on_a_lane_selects_the_event_there(apply_trace):
 
 
 def test_a_view_with_too_many_events_asks_to_zoom_in(apply_trace, monkeypatch):
-    """Over the per-screen event budget the lanes are hatched and say so; jumping to an event zooms in to it."""
+    """Over the per-screen event budget the lanes show an overview (event density) and say so; jumping to an
+    event zooms in to it."""
     monkeypatch.setattr(frame_module, "BUDGET", 40)
 
     async def check(pilot):
         app = pilot.app
         await pilot.press("f")
-        assert "zoom in (+) to see the lanes" in status(app)
-        assert "░" in lanes(app)[1]
+        assert "overview" in status(app) and "zoom in (+) to see the lanes" in status(app)
+        cpu0 = next(line for line in lanes(app) if line.startswith("cpu0"))
+        assert set(cpu0[LABEL_WIDTH:]) & set("░▒▓█")
         await pilot.press("p")
         assert "zoom in" not in status(app) and "P" in next(line for line in lanes(app) if line.startswith("cpu0"))
         assert app.trace.index_at(app.viewport.end_ns) - app.trace.index_at(app.viewport.start_ns) <= 40

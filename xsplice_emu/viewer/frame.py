@@ -25,13 +25,18 @@ LOOKBACK = 20_000
 CHUNK = 20_000
 BUDGET = 60_000
 
+OVERVIEW_SAMPLE = 8_000
+"""Events parsed for the overview of a crowded frame."""
+OVERVIEW_BINS = 1_000
+
 
 @dataclass(frozen=True)
 class Frame:
     """The viewport's events (event i of the trace is events[i - first]), lanes and actions.
 
-    `crowded` says the viewport holds more than BUDGET events: nothing was
-    parsed and only the time axis is shown."""
+    `crowded` says the viewport holds more than BUDGET events: then only a
+    sample of OVERVIEW_SAMPLE of them was parsed, and `density` holds, per lane,
+    how many sampled events fell in each of OVERVIEW_BINS equal stretches of time."""
 
     viewport: Viewport
     first: int
@@ -39,6 +44,7 @@ class Frame:
     lanes: dict[int, list[Span]] = field(default_factory=dict)
     actions: tuple[ActionSummary, ...] = ()
     crowded: int = 0
+    density: dict[int | None, list[int]] = field(default_factory=dict)
 
     def indexed(self):
         """(trace index, event) of every event in view."""
@@ -51,6 +57,7 @@ class FrameSource:
     def __init__(self, trace: TraceFile):
         self.trace = trace
         self.checkpoints = StateCheckpoints(trace, every=CHUNK)
+        self._density_of: tuple[Viewport | None, dict[int | None, list[int]]] = (None, {})
         self._range = lru_cache(maxsize=2)(self._parse_range)
 
     @property
@@ -95,12 +102,25 @@ class FrameSource:
             viewport = viewport.zoom(0.5, around_ns=time_ns)
         return viewport
 
+    def _density(self, viewport: Viewport, first: int, stop: int) -> dict[int | None, list[int]]:
+        """Per lane, sampled events per bin of the viewport (an overview of a crowded frame; the last one kept)."""
+        if self._density_of[0] == viewport:
+            return self._density_of[1]
+        density: dict[int | None, list[int]] = {}
+        step = max(1, (stop - first) // OVERVIEW_SAMPLE)
+        for index in range(first, stop, step):
+            event = self.trace.event(index)
+            column = min(OVERVIEW_BINS - 1, viewport.column(event.time_ns, OVERVIEW_BINS))
+            density.setdefault(event.vcpu, [0] * OVERVIEW_BINS)[column] += 1
+        self._density_of = (viewport, density)
+        return density
+
     def frame(self, viewport: Viewport) -> Frame:
         """What `viewport` shows (a crowded frame when it holds more than BUDGET events)."""
         trace = self.trace
         first, stop = trace.index_at(viewport.start_ns), trace.index_at(viewport.end_ns)
         if stop - first > BUDGET:
-            return Frame(viewport, first, crowded=stop - first)
+            return Frame(viewport, first, crowded=stop - first, density=self._density(viewport, first, stop))
         start, end = self._rounded(first, stop)
         events, lanes, actions = self._range(start, end)
         clipped = {vcpu: [s for s in spans if s.end_ns > viewport.start_ns and s.start_ns < viewport.end_ns]

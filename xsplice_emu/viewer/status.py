@@ -30,7 +30,8 @@ class StatusBar(Static):
         line = _line(facts)
         line.truncate(width, overflow="ellipsis")
         if frame.crowded:
-            message = message or f"{frame.crowded:,} events in view (over {BUDGET:,}): zoom in (+) to see the lanes"
+            message = message or (f"{frame.crowded:,} events in view (over {BUDGET:,}): overview, their density "
+                                  "per lane; zoom in (+) to see the lanes")
         shown = Text(message, "yellow")
         shown.truncate(width, overflow="ellipsis")
         self.update(Text.assemble(line, "\n", shown))
