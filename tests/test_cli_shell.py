@@ -49,9 +49,9 @@ def test_nmi_console_and_trace_save(payloads, tmp_path):
 
 
 def test_mistakes_are_one_line_and_the_shell_goes_on(payloads):
-    """Unknown command, bad duration, vCPU out of range, unknown payload: a line each; `quit` ends it."""
+    """Unknown command, bad duration, vCPU out of range, unknown payload: a line each; `quit` ends it, exit 2."""
     result = _shell("frobnicate", "run soon", "nmi 7", "apply nothing", "quit", "info")
-    assert result.exit_code == 0
+    assert result.exit_code == 2
     assert "error: unknown command 'frobnicate'" in result.stdout
     assert "error: 'soon' is not a duration" in result.stdout
     assert "error: vCPU '7' is out of range: the machine has 4 (0..3)" in result.stdout
@@ -78,10 +78,10 @@ def test_completion_of_commands_payload_names_and_files(payloads):
 
 
 def test_each_kind_runs_at_the_shell_prompt():
-    """Every kind's example line is a command the shell takes: no line of it is an error."""
+    """Every kind's example line is a command the shell takes: no line of it is bad input (exit 1, not 2)."""
     lines = [kind.example[1] for kind in STEP_KINDS]
     result = _shell(*lines)
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the examples' expectations fail on a fresh machine
     assert "error:" not in result.stdout
     assert "pass NMIs lost: 0" in result.stdout  # the expect example's last check
 
@@ -99,7 +99,7 @@ def test_help_of_each_command_shows_its_syntax_and_summary():
     for command in COMMANDS.values():
         result = _shell(f"help {command.name}")
         assert result.exit_code == 0
-        shown = result.stdout.split("\n", 1)[1]  # after the banner
+        shown = result.stdout.split("\n", 2)[2]  # after the banner and the echoed command
         lines = [command.syntax, *(f"  {line}" for line in (command.summary, *command.details))]
         assert shown == "\n".join(lines) + "\n"
 
@@ -119,3 +119,25 @@ def test_options_before_or_after_the_payload_name(payloads):
     assert "Applying hello... completed" in result.stdout
     assert "Reverting hello... completed" in result.stdout
     assert "error:" not in result.stdout
+
+
+def test_piped_commands_are_echoed_and_a_failure_sets_the_exit_status(payloads):
+    """Piped input: each command shows after the prompt; a failed operator command makes the exit status 1."""
+    result = _shell("list", "apply nothing", "list")
+    assert result.stdout.count("xsplice> list") == 2 and "xsplice> apply nothing" in result.stdout
+    assert result.exit_code == 1
+
+
+def test_trace_save_to_a_bad_place_keeps_the_shell_alive(payloads, tmp_path):
+    """`trace save` into a missing directory or onto a directory: one error line, the machine goes on."""
+    result = _shell(f"trace save {tmp_path}/missing/x.jsonl", f"trace save {tmp_path}", "info")
+    assert f"no directory {tmp_path}/missing" in result.stdout
+    assert "it is a directory" in result.stdout
+    assert "payloads: none" in result.stdout and result.exit_code == 2
+
+
+def test_a_wrong_value_on_every_vcpu_is_one_failure(payloads):
+    """A version wrong the same way on 4 vCPUs: one FAIL line naming vCPUs 0-3, not four."""
+    result = _shell('expect "extra_version=Hello World"')
+    assert "FAIL extra_version on vCPUs 0-3: expected 'Hello World', got '-unstable'" in result.stdout
+    assert result.stdout.count("FAIL") == 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 
+from click.testing import CliRunner
 from helpers import PAYLOADS, extra_versions, hello_still_applies, upload
 
 from xsplice_emu import builtin_firmware
+from xsplice_emu.cli import main
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.machine import VcpuState
@@ -151,3 +153,16 @@ def test_load_and_unload_hooks_skipped_when_action_hooks_replace_the_built_in(pa
     assert extra_versions(machine) == {"-unstable"}
     printed = [line.text for line in machine.console.lines[start:] if "hooked:" in line.text]
     assert printed == ["cpu0: hooked: apply hook", "cpu0: hooked: revert hook"]
+
+
+def test_a_timed_out_action_names_the_vcpus_that_never_arrived(tmp_path, payloads):
+    """A stalled vCPU 2 past the timeout: the abort event and `trace summary` say `missing: cpu2`."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(f'[machine]\nvcpus = 4\n[[step]]\n'
+                        f'livepatch = "upload hello {payloads}/xen_hello_world.livepatch"\n'
+                        '[[step]]\nstall = { vcpu = 2, ms = 50 }\n[[step]]\nrun_ms = 0.01\n'
+                        '[[step]]\nlivepatch = "apply hello --timeout-ms 1"\nexpect_rc = "EBUSY"\n')
+    trace = tmp_path / "t.jsonl"
+    assert CliRunner().invoke(main, ["run", str(scenario), "--trace", str(trace)]).exit_code == 0
+    result = CliRunner().invoke(main, ["trace", "summary", str(trace)])
+    assert "timeout in CPU phase (missing: cpu2)" in result.stdout

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import io
 import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from rich.console import Console
 
-from xsplice_emu import platform
+from xsplice_emu import Machine, MachineConfig, platform
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
+from xsplice_emu.cli import main
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.machine.spec import CALL_SLOT
 
@@ -89,3 +94,22 @@ def test_guest_layouts_match_the_firmware_headers():
     assert INTERRUPT_FRAME.size == defines["INTERRUPT_FRAME_SIZE"] == defines["UREGS_SIZE"] - defines["UREGS_rip"]
     for field in ("rflags", "rsp"):
         assert INTERRUPT_FRAME.offset(field) == defines[f"UREGS_{field}"] - defines["UREGS_rip"], field
+
+
+def test_boot_prints_console_lines_in_virtual_time_order():
+    """`boot` shows every vCPU's lines sorted by their virtual time stamps."""
+    result = CliRunner().invoke(main, ["boot", "--vcpus", "4", "--ms", "1"])
+    stamps = [float(line.split("]")[0].lstrip("[")) for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(stamps) > 4 and stamps == sorted(stamps)
+
+
+def test_a_long_boot_at_a_terminal_shows_progress_and_runs_the_same(image, monkeypatch):
+    """At a terminal, `boot` of 60 ms draws a progress bar; the run (its digest) is the same as without one."""
+    boot_module = importlib.import_module("xsplice_emu.cli.boot")  # the module, not the command it defines
+    screen = io.StringIO()
+    monkeypatch.setattr(boot_module, "out", Console(file=screen, force_terminal=True, width=100))
+    shown, plain = Machine(image, config=MachineConfig(vcpus=2)), Machine(image, config=MachineConfig(vcpus=2))
+    boot_module._run(shown, 60_000_000)
+    plain.run_for(60_000_000)
+    assert "booting" in screen.getvalue()
+    assert shown.trace.digest == plain.trace.digest

@@ -103,7 +103,8 @@ def test_c_syntax_error_reports_gccs_error_line(tmp_path, firmware):
     with pytest.raises(ToolchainError) as caught:
         build_payload(source, tmp_path / "broken.livepatch", firmware=firmware)
     message = str(caught.value)
-    assert message.startswith("gcc failed: broken.c:2:") and "error:" in message and "\n" not in message
+    assert "broken.c: not a C source that compiles: gcc failed: broken.c:2:" in message
+    assert "error:" in message and "\n" not in message
     assert not (tmp_path / "broken.livepatch").exists()
 
 
@@ -205,3 +206,20 @@ def test_cli_payload_build_names_the_missing_program(tmp_path, firmware, monkeyp
     assert result.exit_code == 1
     assert result.output == "error: cannot build the payload: ld is not installed (Debian: apt-get install binutils)\n"
     assert not out.exists()
+
+
+def test_building_a_file_that_is_not_c_names_the_compilers_first_error(tmp_path):
+    """`payload build /etc/passwd`: not a C source that compiles, with gcc's first error line; exit 1."""
+    result = CliRunner().invoke(main, ["payload", "build", "/etc/passwd", "-o", str(tmp_path / "x.livepatch")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: /etc/passwd: not a C source that compiles: gcc failed: passwd:")
+    assert result.stderr.count("\n") == 1
+
+
+def test_building_into_a_missing_directory_is_refused_and_creates_nothing(tmp_path):
+    """`payload build -o MISSING/DIR/x.livepatch`: refused with exit 2; the directory is not made."""
+    result = CliRunner().invoke(main, ["payload", "build", str(SRC / "xen_hello_world.c"),
+                                       "-o", str(tmp_path / "missing" / "x.livepatch")])
+    assert result.exit_code == 2
+    assert f"no directory {tmp_path / 'missing'}" in result.stderr
+    assert not (tmp_path / "missing").exists()

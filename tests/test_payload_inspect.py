@@ -49,3 +49,11 @@ def test_inspect_of_a_bad_payload_is_one_line(payloads):
     assert result.exit_code == 1
     assert result.output.strip() == ("error: wx_section: section .text.wx (index 7) is writable and executable "
                                      "(EOPNOTSUPP)")
+
+
+def test_inspect_in_80_columns_keeps_function_names_whole(payloads):
+    """Piped or at 80 columns: the function table leaves out the least useful columns, names stay whole."""
+    result = CliRunner().invoke(main, ["payload", "inspect", str(payloads / "xen_hello_world.livepatch")])
+    assert result.exit_code == 0
+    assert "│ xen_extra_version │ 0x" in result.stdout and "…" not in result.stdout
+    assert "left out" in result.stdout

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_livepatch
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, PayloadState
@@ -228,3 +230,13 @@ def test_serve_command_answers_and_writes_its_trace_on_sigterm(payloads, real_to
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
         assert trace.stat().st_size > 0 and not path.exists()
+
+
+def test_serve_refuses_a_socket_path_that_is_an_existing_file(tmp_path):
+    """--socket naming an existing regular file is refused (exit 2, one line) and the file is left as it was."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    result = CliRunner().invoke(main, ["serve", "--socket", str(precious), "--boot-ms", "0"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {precious}: exists and is not a socket (refusing to replace it)"
+    assert precious.read_text() == "keep me"

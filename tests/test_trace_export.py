@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import hello_uploaded
 
+from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
 from xsplice_emu.platform import NMI_VECTOR
@@ -27,7 +28,9 @@ def exported(image, payloads, tmp_path_factory):
     machine.trace.write(folder / "run.jsonl")
     result = CliRunner().invoke(trace, ["export", str(folder / "run.jsonl"), "-o", str(folder / "run.json")])
     assert result.exit_code == 0, result.output
-    return json.loads((folder / "run.json").read_text())
+    document = json.loads((folder / "run.json").read_text())
+    assert f": {len(document['traceEvents'])} events," in result.stdout  # what it wrote, not what it read
+    return document
 
 
 def _ns(us) -> int:
@@ -89,3 +92,14 @@ def test_flows_from_the_kick_to_each_arrival_and_the_lost_nmi(exported):
     [nmi] = [e for e in events if e["ph"] == "i" and e["cat"] == "nmi"]
     assert nmi["name"] == "NMI lost" and nmi["tid"] == 6 and nmi["args"]["lost"] is True
     assert any(e["ph"] == "i" and e["name"] == "NMI -> vCPU 5" for e in events)
+
+
+def test_export_to_a_missing_directory_is_one_line_exit_2(tmp_path, image):
+    """`trace export -o /missing/x.json`: refused before any event is converted, one line, exit 2."""
+    machine = Machine(image, config=MachineConfig(vcpus=1))
+    machine.run_for(100_000)
+    machine.trace.write(tmp_path / "t.jsonl")
+    result = CliRunner().invoke(trace, ["export", str(tmp_path / "t.jsonl"),
+                                       "-o", str(tmp_path / "missing" / "x.json")])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path}/missing/x.json: cannot write there: no directory {tmp_path}/missing\n"

@@ -219,7 +219,7 @@ def test_summary_of_the_run(run):
     slowest = (applied["slowest_vcpu"], applied["slowest_arrival_ns"])
     assert slowest == (last.vcpu, last.time_ns - applied["requested_ns"])
     assert (reverted["action"], reverted["rc"], reverted["bytes_patched"]) == ("revert", 0, 5)
-    assert stalled["rc"] == -errno.EBUSY and stalled["abort_reason"] == "timeout in CPU phase"
+    assert stalled["rc"] == -errno.EBUSY and stalled["abort_reason"] == "timeout in CPU phase (missing: cpu2)"
     assert stalled["bytes_patched"] == 0 and stalled["all_parked_ns"] is None
     table = CliRunner().invoke(trace, ["summary", str(path)])
     assert table.exit_code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +18,7 @@ from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing import EventKind, TraceFile
 from xsplice_emu.viewer import frame as frame_module
-from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, TraceViewer
+from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, SCAN_REDRAW_S, TraceViewer
 from xsplice_emu.viewer.help_screen import HelpScreen
 from xsplice_emu.viewer.ruler import Ruler
 from xsplice_emu.viewer.status import StatusBar
@@ -74,9 +75,10 @@ def span_of(app) -> str:
 
 
 def test_a_lane_per_vcpu_under_a_time_ruler(apply_trace):
-    """The first screen shows the whole run: a time ruler, the apply's bar, and lanes host, cpu0..cpu7."""
+    """`f` shows the whole run: a time ruler, the apply's bar, and lanes host, cpu0..cpu7."""
     async def check(pilot):
         app = pilot.app
+        await pilot.press("f")
         assert [line.split()[0] for line in lanes(app)] == ["host"] + [f"cpu{i}" for i in range(8)]
         ruler = shown(app.query_one(Ruler))
         assert "0.0ms" in ruler and "2.0ms" in ruler and "a" in ruler.splitlines()[1]
@@ -132,6 +134,7 @@ def test_zoom_shrinks_and_fit_restores_the_visible_span(apply_trace):
     """+ halves the visible span, - doubles it back, and f fits the whole run again."""
     async def check(pilot):
         app = pilot.app
+        await pilot.press("f")
         whole = app.viewport.span_ns
         await pilot.press("plus")
         assert app.viewport.span_ns == pytest.approx(whole / 2, abs=1)
@@ -190,10 +193,9 @@ def test_question_mark_lists_the_keys(apply_trace):
 
 
 def test_main_screen_snapshot(apply_trace, snap_compare):
-    """The apply, zoomed in on its patch write: lanes, ruler, detail and status as the user sees them."""
+    """The apply framed as it opens, its patch write selected with `p`: lanes, ruler, detail and status."""
     app = TraceViewer(TraceFile.open(apply_trace))
-    assert snap_compare(app, press=["p", "plus", "plus", "plus", "plus", "plus", "plus", "plus", "plus"],
-                        terminal_size=SIZE)
+    assert snap_compare(app, press=["p"], terminal_size=SIZE)
 
 
 def _variant(tmp_path, source, name, edit):
@@ -244,13 +246,16 @@ def test_a_click_on_a_lane_selects_the_event_there(apply_trace):
 
 
 def test_a_view_with_too_many_events_asks_to_zoom_in(apply_trace, monkeypatch):
-    """Over the per-screen event budget the lanes are hatched and say so; jumping to an event zooms in to it."""
+    """Over the per-screen event budget the lanes show an overview (event density) and say so; jumping to an
+    event zooms in to it."""
     monkeypatch.setattr(frame_module, "BUDGET", 40)
 
     async def check(pilot):
         app = pilot.app
-        assert "zoom in (+) to see the lanes" in status(app)
-        assert "░" in lanes(app)[1]
+        await pilot.press("f")
+        assert "overview" in status(app) and "zoom in (+) to see the lanes" in status(app)
+        cpu0 = next(line for line in lanes(app) if line.startswith("cpu0"))
+        assert set(cpu0[LABEL_WIDTH:]) & set("░▒▓█")
         await pilot.press("p")
         assert "zoom in" not in status(app) and "P" in next(line for line in lanes(app) if line.startswith("cpu0"))
         assert app.trace.index_at(app.viewport.end_ns) - app.trace.index_at(app.viewport.start_ns) <= 40
@@ -333,4 +338,94 @@ def test_viewer_builds_checkpoints_in_the_background(apply_trace, monkeypatch):
         app.redraw()
         vcpu_lanes = [line for line in lanes(app) if line.startswith("cpu")]
         assert len(vcpu_lanes) == 8 and not any("·" in line for line in vcpu_lanes)
+    drive(apply_trace, check)
+
+
+@pytest.mark.parametrize("size", [(160, 50), (120, 40)])
+def test_the_viewer_opens_framing_the_first_action(apply_trace, size):
+    """The first screen frames the apply (its bar on the ruler, the patch write on a lane), not the whole run."""
+    async def check(pilot):
+        app = pilot.app
+        assert "apply hello" in shown(app.query_one(Ruler))
+        assert any("P" in line for line in lanes(app) if line.startswith("cpu"))
+        assert app.viewport.span_ns < app.trace.end_ns / 10
+    drive(apply_trace, check, size=size)
+
+
+@pytest.mark.parametrize("size", [(160, 50), (120, 40)])
+def test_p_from_the_whole_run_brings_the_patch_into_view_at_a_readable_zoom(apply_trace, size):
+    """From the fit view, `p` selects the patch and frames its action: the patch is drawn and in view."""
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("f", "p")
+        patch = app.trace.time_of(app.selected)
+        assert detail(app).startswith("patch ")
+        assert app.viewport.start_ns <= patch < app.viewport.end_ns
+        assert app.viewport.span_ns < app.trace.end_ns / 10
+        assert any("P" in line for line in lanes(app) if line.startswith("cpu"))
+    drive(apply_trace, check, size=size)
+
+
+def test_the_detail_pane_says_none_and_flags_in_words(apply_trace):
+    """An IPI's detail shows no Python reprs: no `None`, no `True`/`False`."""
+    async def check(pilot):
+        await pilot.press("i")
+        text = detail(pilot.app)
+        assert "None" not in text and "True" not in text and "False" not in text
+    drive(apply_trace, check)
+
+
+def test_lanes_read_without_colour_parked_and_running_differ(apply_trace):
+    """A text capture (glyphs only) of the apply: a follower's lane runs (`=`) then parks (`_`), the master's
+    lane shows the patch window (`#`) instead: lanes differ without colour."""
+    async def check(pilot):
+        app = pilot.app
+        follower = next(line for line in lanes(app) if line.startswith("cpu1"))[LABEL_WIDTH:]
+        master = next(line for line in lanes(app) if line.startswith("cpu0"))[LABEL_WIDTH:]
+        assert "=" in follower and "_" * 10 in follower
+        assert "#" * 10 in master and "#" not in follower
+    drive(apply_trace, check, size=(160, 50))
+
+
+def test_an_ipi_is_marked_on_its_receivers_lane_too(apply_trace):
+    """The master's kicks: `›` on the sender's lane, `‹` on each receiver's."""
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("i")
+        sender = app.trace.event(app.selected)
+        receiver = next(line for line in lanes(app) if line.startswith(f"cpu{sender.fields['to']}"))
+        assert "‹" in receiver
+    drive(apply_trace, check, size=(160, 50))
+
+
+@pytest.mark.parametrize("size", [(80, 30), (120, 40), (200, 50)])
+def test_the_status_line_fits_on_one_line(apply_trace, size):
+    """With the patch selected, the status line never wraps between 80 and 200 columns and keeps the span."""
+    async def check(pilot):
+        await pilot.press("p")
+        facts = status(pilot.app).splitlines()[0]
+        assert "span " in facts and "selected patch" in facts
+        assert len(facts) <= size[0]
+        assert "bookmarks" in facts or size[0] < 200
+    drive(apply_trace, check, size=size)
+
+
+def test_the_background_scan_shows_its_progress(apply_trace, monkeypatch):
+    """While the scan for exact lanes runs, the status line says how far it got."""
+    monkeypatch.setattr(frame_module, "WHOLE", 100)
+    monkeypatch.setattr(frame_module, "CHUNK", 1)
+    release = threading.Event()
+
+    async def check(pilot):
+        app = pilot.app
+        checkpoints = app.source.checkpoints
+
+        def half_then_wait(*, cancelled):
+            checkpoints._states[len(app.trace) // 2] = {}
+            release.wait(10)
+        monkeypatch.setattr(checkpoints, "build", half_then_wait)
+        await pilot.pause(CHECKPOINT_DELAY_S + SCAN_REDRAW_S + 0.2)
+        assert "scanning the trace for exact lanes: 50%" in status(app)
+        release.set()
+        await app.workers.wait_for_complete()
     drive(apply_trace, check)

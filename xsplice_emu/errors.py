@@ -2,7 +2,8 @@
 
     XspliceEmuError
      ├── ConfigError        bad options or input files, before anything runs
-     │    └── TraceFormatError  a trace file that is not valid (names file and line)
+     │    ├── TraceFormatError  a trace file that is not valid (names file and line)
+     │    └── FileError     a file that cannot be read or written (names file and reason)
      ├── ImageError         a firmware ELF that cannot be loaded
      ├── ToolchainError     gcc / ld missing or failing
      ├── GuestFault         the guest faulted or gave up; the run stopped
@@ -34,6 +35,14 @@ class ConfigError(XspliceEmuError):
 class TraceFormatError(ConfigError):
     """A trace file that does not follow docs/trace-format.md; the message is
     one line, `FILE:LINE: what is wrong`."""
+
+
+class FileError(ConfigError):
+    """A file that cannot be read or written; the message names it and the reason, `errno` the OS's."""
+
+    def __init__(self, message: str, *, errno: int = _errno.EINVAL):
+        super().__init__(message)
+        self.errno = errno
 
 
 class ImageError(XspliceEmuError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import io
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,10 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from .arch import Architecture, for_elf
 from .errors import ImageError
+from .files import read_file
+
+IMAGE_LIMIT = 256 * 1024 * 1024
+"""Largest firmware ELF read (bytes)."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,9 @@ class Image:
 def load_image(path: str | Path) -> Image:
     """Read a firmware ELF; raise ImageError naming the file when it is not one."""
     path = Path(path)
+    data = read_file(path, limit=IMAGE_LIMIT, what="firmware")
     try:
-        with path.open("rb") as stream:
+        with io.BytesIO(data) as stream:
             elf = ELFFile(stream)
             arch = for_elf(elf["e_machine"], elf.elfclass)
             if arch is None:
@@ -138,8 +144,6 @@ def load_image(path: str | Path) -> Image:
             symbols = tuple(_symbols(elf, path))
             build_id = _build_id(elf)
             entry = elf["e_entry"]
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
     except ELFError as exc:
         raise ImageError(f"{path}: not an ELF file ({exc})") from None
     if not segments:

@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LivepatchError, errno_name
+from .errors import FileError, LivepatchError, errno_name
+from .files import read_file
 from .livepatch import Action, Livepatch, PayloadState
-from .livepatch.abi import NAME_MAX
+from .livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
 from .livepatch.states import TARGET_STATE
 from .livepatch.sysctl import ActionResult
@@ -152,11 +153,11 @@ class OperatorTool:
             return errno.EINVAL
         path = self.path(file)
         try:
-            data = path.read_bytes()
-        except OSError as exc:
+            data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
+        except FileError as exc:
             printer.err(f"Could not open {file}.\n")
-            printer.error(exc.errno or errno.EIO)
-            return exc.errno or errno.EIO
+            printer.error(exc.errno)
+            return exc.errno
         printer.out(f"Uploading {file}... ")
         log_seen = len(self.livepatch.rendezvous.log)
         try:
@@ -200,7 +201,9 @@ class OperatorTool:
             return 0
         if result is None:
             printer.out("failed\n")
-            printer.err("Operation didn't complete.\n")
+            printer.err("Operation didn't complete.\n"
+                        f"(the tool stopped waiting after twice the timeout, {2 * timeout_ns / 1e6:g} ms of virtual "
+                        "time; the action may still run)\n")
             return errno.EAGAIN
         printer.results.append(result)
         if result.rc < 0:

@@ -16,6 +16,7 @@ from .livepatch import Livepatch
 from .machine import PS_PER_NS, Machine, MachineConfig
 from .operator import OperatorTool, Outcome
 from .platform import NMI_VECTOR, int_result
+from .tracing import EventKind
 from .verbs import Request
 
 DEFAULT_BOOT_MS = 2.0
@@ -57,8 +58,10 @@ class Session:
         self.machine.run_for(ns)
 
     def stall(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
-        """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off."""
-        self.machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=self._at(delay_ns))
+        """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off (a `stall` event marks it)."""
+        at_ps = self._at(delay_ns)
+        self.machine.trace.emit(at_ps // PS_PER_NS, vcpu, EventKind.STALL, ns=ns)
+        self.machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
 
     def call(self, vcpu: int, function: str, arguments: tuple[int | str, ...], *, delay_ns: int = 0) -> int | None:
         """Run the firmware's `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give

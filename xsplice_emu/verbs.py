@@ -12,8 +12,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from .duration import MAX_MS
 from .errors import ConfigError
 from .operator import OperatorTool, Outcome
+from .platform import NR_CPUS
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Option:
     type: type = bool
     minimum: float | None = None
     above: bool = False
+    maximum: float | None = None
     default: Any = None
     metavar: str = ""
 
@@ -62,8 +65,9 @@ class Option:
 
     @property
     def bound(self) -> str:
-        """`> 0`, `>= 0`: what a value must be."""
-        return f"{'>' if self.above else '>='} {self.minimum:g}"
+        """`> 0`, `>= 0 and <= 255`: what a value must be."""
+        upper = f" and <= {self.maximum:g}" if self.maximum is not None else ""
+        return f"{'>' if self.above else '>='} {self.minimum:g}{upper}"
 
     @property
     def described(self) -> str:
@@ -79,7 +83,8 @@ class Option:
         except ValueError:
             raise ValueError(f"{self.flag} takes {'a number' if self.type is float else 'an integer'}, "
                              f"got {text!r}") from None
-        if self.minimum is not None and not (value > self.minimum if self.above else value >= self.minimum):
+        if self.minimum is not None and not (value > self.minimum if self.above else value >= self.minimum) \
+                or self.maximum is not None and not value <= self.maximum:
             raise ValueError(f"{self.flag} must be {self.bound}, got {text}")
         return value
 
@@ -157,9 +162,10 @@ class Verb:
 
 
 ACTION_OPTIONS = (  # what the testbed adds to Xen's actions
-    Option("timeout_ms", "Rendezvous timeout in virtual ms (default: Xen's 30).", float, 0, above=True, metavar="MS"),
-    Option("from_vcpu", "vCPU that schedules the work (the first one in becomes master).", int, 0, default=0,
-           metavar="N"),
+    Option("timeout_ms", "Rendezvous timeout in virtual ms (default: Xen's 30).", float, 0, above=True,
+           maximum=MAX_MS, metavar="MS"),
+    Option("from_vcpu", "vCPU that schedules the work (the first one in becomes master).", int, 0, maximum=NR_CPUS - 1,
+           default=0, metavar="N"),
     Option("nodeps", "Skip the build-id dependency check.", default=False),
 )
 ALLOW_UNSAFE = Option("allow_unsafe", "Accept a payload that patches an unsafe target (NMI path, patching code), "

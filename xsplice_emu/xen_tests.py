@@ -42,6 +42,7 @@ def xen_test_payloads() -> Path:
 def _build(root: Path, work: Path, firmware: Path) -> None:
     source, build = root / "payloads" / "src", work / "payloads" / "build"
     hello = build / "xen_hello_world.livepatch"
+    (build / "bad").mkdir(parents=True)
     for file in sorted(source.glob("*.c")) + sorted(source.glob("bad/*.c")):
         if file.stem != "xen_bye_world":
             build_payload(file, build / file.relative_to(source).with_suffix(".livepatch"), firmware=firmware)

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 
 import click
+from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
+from ..duration import NS_PER_MS
+from ..files import check_destination
 from ..firmware import builtin_firmware
 from ..image import load_image
 from ..machine import Machine, MachineConfig
-from .common import out, print_console_line, reports_errors
+from ..platform import NR_CPUS
+from .common import DIGEST_SHOWN, SEED, Milliseconds, out, print_console_line, reports_errors
 
 
 @click.command()
-@click.option("--vcpus", default=4, show_default=True, help="Number of vCPUs (1-256).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the scheduler.")
-@click.option("--ms", default=10.0, show_default=True, help="Virtual milliseconds to run.")
+@click.option("--vcpus", default=4, show_default=True, type=click.IntRange(1, NR_CPUS), help="Number of vCPUs.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the scheduler.")
+@click.option("--ms", default=10.0, show_default=True, type=Milliseconds(), help="Virtual milliseconds to run.")
 @click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
-@click.option("--clock-mhz", default=1000, show_default=True, help="Instructions per virtual microsecond.")
-@click.option("--timer-hz", default=1000, show_default=True, help="Per-vCPU timer interrupt rate.")
+@click.option("--clock-mhz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Instructions per virtual microsecond.")
+@click.option("--timer-hz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Per-vCPU timer interrupt rate.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
 @reports_errors
@@ -27,17 +34,38 @@ def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
     """Boot the firmware on VCPUS vCPUs and run MS ms of virtual time."""
     config = MachineConfig(vcpus=vcpus, seed=seed, clock_hz=clock_mhz * 1_000_000, timer_hz=timer_hz)
     config.validate()
+    if trace_path:
+        check_destination(trace_path)
     image = load_image(firmware or builtin_firmware())
     started = time.perf_counter()
     machine = Machine(image, config=config)
-    machine.run_for(int(ms * 1_000_000))
+    _run(machine, int(ms * NS_PER_MS))
     host_seconds = time.perf_counter() - started
     if not quiet:
-        for line in machine.console.lines:
+        for line in sorted(machine.console.lines, key=attrgetter("time_ns")):  # vCPUs print in their own slices
             print_console_line(line)
     if trace_path:
         machine.trace.write(trace_path)
     _print_summary(machine, host_seconds)
+
+
+def _run(machine: Machine, ns: int) -> None:
+    """Run `ns` of virtual time; on a terminal with a progress bar (chunks of virtual time give the same
+    run, same digest), piped without one."""
+    if not out.is_terminal or ns <= PROGRESS_FROM_NS:
+        machine.run_for(ns)
+        return
+    with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=out, transient=True) as bar:
+        task = bar.add_task("booting (virtual ms)", total=ns / NS_PER_MS)
+        while machine.now_ns < ns:
+            step = min(PROGRESS_STEP_NS, ns - machine.now_ns)
+            machine.run_for(step)
+            bar.advance(task, step / NS_PER_MS)
+
+
+PROGRESS_FROM_NS = 50 * NS_PER_MS
+"""Runs longer than this (about a tenth of a second of host time) show a progress bar."""
+PROGRESS_STEP_NS = 5 * NS_PER_MS
 
 
 def _print_summary(machine: Machine, host_seconds: float) -> None:
@@ -53,5 +81,5 @@ def _print_summary(machine: Machine, host_seconds: float) -> None:
     table.add_row("instructions", f"{sum(counts):,}")
     table.add_row("host time", f"{host_seconds:.3f} s")
     table.add_row("guest MIPS", f"{sum(counts) / host_seconds / 1e6:.1f}")
-    table.add_row("trace digest", machine.trace.digest[:16])
+    table.add_row("trace digest", machine.trace.digest[:DIGEST_SHOWN])
     out.print(table)

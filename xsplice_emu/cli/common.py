@@ -6,6 +6,7 @@ stderr and exit status 1 (2 for bad usage).
 
 from __future__ import annotations
 
+import math
 import sys
 from functools import wraps
 
@@ -13,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from ..duration import MAX_MS
 from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
 from ..operator import ERR, XEN, Outcome
@@ -21,6 +23,24 @@ from ..session import DEFAULT_BOOT_MS
 
 out = Console(highlight=False, soft_wrap=True)
 VCPU_COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
+
+
+SEED = click.IntRange(0, 2**63 - 1)
+DIGEST_SHOWN = 16
+"""Hex digits of a trace digest shown in one-line summaries; `run --expect-digest` takes such a prefix."""
+
+
+class Milliseconds(click.FloatRange):
+    """A duration option in virtual ms: finite, 0 to duration.MAX_MS."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0, max=MAX_MS)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a duration in ms (0 to {MAX_MS}).", param, ctx)
+        return number
 
 
 def reports_errors(command):
@@ -56,9 +76,9 @@ def print_outcome(outcome: Outcome) -> None:
 def machine_options(command):
     """--vcpus, --seed, --firmware and --boot-ms: the machine a command boots."""
     command = click.option("--boot-ms", default=DEFAULT_BOOT_MS, show_default=True,
-                           type=click.FloatRange(min=0), help="Virtual ms to boot before the first command.")(command)
+                           type=Milliseconds(), help="Virtual ms to boot before the first command.")(command)
     command = click.option("--firmware", type=click.Path(dir_okay=False),
                            help="Firmware ELF (default: the built-in one).")(command)
-    command = click.option("--seed", default=0, show_default=True, help="Seed of the scheduler.")(command)
+    command = click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the scheduler.")(command)
     return click.option("--vcpus", default=4, show_default=True, type=click.IntRange(1, NR_CPUS),
                         help="Number of vCPUs.")(command)

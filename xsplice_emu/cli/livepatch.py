@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ..files import check_destination
 from ..session import Session
 from ..verbs import VERBS, Verb, parse_chain
 from .common import machine_options, print_outcome, reports_errors
@@ -46,6 +47,8 @@ def livepatch(ctx: click.Context, words, vcpus, seed, firmware, boot_ms, trace_p
     if "--help" in words:
         _verb_help(ctx, words[:words.index("--help")])
     requests = parse_chain(words)
+    if trace_path:
+        check_destination(trace_path)
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms)
     exit_code = 0
     for request in requests:

@@ -9,11 +9,12 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..files import check_destination, check_new_directory, file_errors, read_file
 from ..firmware import builtin_firmware
 from ..image import load_image
-from ..livepatch.abi import DEPENDS
+from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
 from ..livepatch.build import build_payload, payload_build_id, read_note
-from ..livepatch.inspection import inspect_payload
+from ..livepatch.inspection import PayloadReport, inspect_payload
 from ..xen_tests import xen_test_payloads
 from .common import out, reports_errors
 
@@ -35,7 +36,7 @@ def payload():
 def payload_build(source, output, depends, no_xen_depends, firmware):
     """Compile SOURCE (C) into a livepatch payload for the firmware."""
     source = Path(source)
-    output = Path(output) if output else Path(source.stem + ".livepatch")
+    output = check_destination(output or source.stem + ".livepatch")
     built = build_payload(
         source,
         output,
@@ -52,8 +53,10 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
 @reports_errors
 def payload_build_tests(directory):
     """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY."""
+    check_new_directory(directory)
     built = xen_test_payloads()
-    shutil.copytree(built, directory, dirs_exist_ok=True)
+    with file_errors(directory, "copy the payloads there"):
+        shutil.copytree(built, directory, dirs_exist_ok=True)
     click.echo(f"Xen's test payloads in {directory} (built in {built})")
 
 
@@ -64,7 +67,8 @@ def payload_build_tests(directory):
 def payload_inspect(file, firmware):
     """Show FILE's records, sections, relocations, build-ids and new code."""
     path = Path(file)
-    report = inspect_payload(path.stem, path.read_bytes(), load_image(firmware or builtin_firmware()))
+    data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
+    report = inspect_payload(path.stem, data, load_image(firmware or builtin_firmware()))
     loaded = report.loaded
     out.print(f"[bold]{escape(str(path))}[/bold]")
     out.print(f"  build-id     {loaded.build_id.hex()}")
@@ -74,16 +78,7 @@ def payload_inspect(file, firmware):
     else:
         verdict = "matches" if loaded.xen_depends == report.firmware_build_id else "does NOT match"
         out.print(f"  xen_depends  {loaded.xen_depends.hex()} ({verdict} the firmware)")
-    functions = Table(title="function records", title_justify="left")
-    for column in ("name", "old", "new", "old_size", "new_size", "version", "patch", "expect"):
-        functions.add_column(column)
-    for info in report.functions:
-        func = info.record
-        new = f"{func.new_addr:#x}" if func.new_addr else "-"
-        functions.add_row(func.name, f"{func.old_addr:#x} <{info.old}>", new,
-                          str(func.old_size), str(func.new_size), str(func.version),
-                          "NOP" if func.new_addr == 0 else "jmp", func.expect.hex(" ") if func.expect else "-")
-    out.print(functions)
+    out.print(_function_table(report))
     for info in report.functions:
         if info.new_code:
             out.print(f"new code for {info.record.name}:")
@@ -93,13 +88,42 @@ def payload_inspect(file, firmware):
     out.print(f"hooks: {hooks or 'none'}")
     sections = Table(title="sections", title_justify="left")
     for column in ("name", "loaded as", "size"):
-        sections.add_column(column)
+        sections.add_column(column, overflow="fold")  # wrapped, never cut
     for section in report.sections:
         sections.add_row(section.name, section.kind, str(section.size))
     out.print(sections)
     relocations = Table(title="relocations", title_justify="left")
     for column in ("section", "offset", "type", "symbol", "addend"):
-        relocations.add_column(column)
+        relocations.add_column(column, overflow="fold")
     for reloc in report.relocations:
         relocations.add_row(reloc.section, f"{reloc.offset:#x}", reloc.type, reloc.symbol, str(reloc.addend))
     out.print(relocations)
+
+
+FUNCTION_COLUMNS = ("name", "old", "new", "old_size", "new_size", "version", "patch", "expect")
+DROPPED_FIRST = ("expect", "version", "new_size", "old_size", "patch")
+"""Columns left out, in this order, until the function table fits the terminal (or pipe) width."""
+
+
+def _function_table(report: PayloadReport) -> Table:
+    rows = []
+    for info in report.functions:
+        func = info.record
+        rows.append((func.name, f"{func.old_addr:#x} <{info.old}>", f"{func.new_addr:#x}" if func.new_addr else "-",
+                     str(func.old_size), str(func.new_size), str(func.version),
+                     "NOP" if func.new_addr == 0 else "jmp", func.expect.hex(" ") if func.expect else "-"))
+    widths = {column: max([len(column), *(len(row[index]) for row in rows)]) + 3
+              for index, column in enumerate(FUNCTION_COLUMNS)}
+    shown = list(FUNCTION_COLUMNS)
+    for column in DROPPED_FIRST:
+        if sum(widths[name] for name in shown) + 1 <= out.width:
+            break
+        shown.remove(column)
+    table = Table(title="function records" + ("" if len(shown) == len(FUNCTION_COLUMNS) else
+                                              f" (narrow: {', '.join(c for c in FUNCTION_COLUMNS if c not in shown)} "
+                                              "left out)"), title_justify="left")
+    for column in shown:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*(value for column, value in zip(FUNCTION_COLUMNS, row, strict=True) if column in shown))
+    return table

@@ -13,35 +13,51 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..platform import NR_CPUS
-from ..scenario import ScenarioResult, junit_xml, load_scenario, run_scenario
-from .common import out, reports_errors
+from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
+from .common import DIGEST_SHOWN, SEED, out, reports_errors
 from .view import view_trace
 
 
 @click.command()
 @click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--seed", type=int, help="Override every scenario's seed.")
+@click.option("--seed", type=SEED, help="Override every scenario's seed.")
 @click.option("--vcpus", type=click.IntRange(1, NR_CPUS), help="Override every scenario's vCPU count.")
 @click.option("--trace", "trace_path", type=click.Path(),
-              help="Write the JSON Lines trace here (a directory, one STEM.jsonl each, for several scenarios).")
+              help="Write the JSON Lines trace here; for several scenarios a directory of NAME.jsonl, NAME the file's "
+                   "stem, with parent folders (a-s, b-s) where stems repeat.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of tables.")
 @click.option("-q", "--quiet", is_flag=True, help="One line per scenario.")
-@click.option("--expect-digest", help="Fail unless the trace digest is this (one scenario only).")
+@click.option("--expect-digest", help="Fail unless the trace digest starts with this (16 hex digits or more, "
+                                     "as `run -q` and `boot` print; one scenario only).")
 @click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
 def run(scenarios, seed, vcpus, trace_path, junit_path, as_json, quiet, expect_digest, open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
-    if expect_digest and len(scenarios) != 1:
-        raise ConfigError(f"--expect-digest needs exactly one scenario, got {len(scenarios)}")
-    loaded = [load_scenario(path, vcpus=vcpus, seed=seed) for path in scenarios]
-    results = _run_all(loaded, progress=len(loaded) > 1 and not (quiet or as_json))
+    if expect_digest is not None and (len(scenarios) != 1 or len(expect_digest) < DIGEST_SHOWN):
+        raise ConfigError(f"--expect-digest needs one scenario and {DIGEST_SHOWN} or more hex digits")
+    names = report_names([Path(path) for path in scenarios])
+    _check_destinations(trace_path, junit_path, several=len(scenarios) > 1)
+    loaded: list[tuple[str, Scenario | ConfigError]] = []
+    for name, path in zip(names, scenarios, strict=True):
+        try:
+            loaded.append((name, load_scenario(path, vcpus=vcpus, seed=seed)))
+        except ConfigError as exc:
+            if not junit_path:  # checked before anything runs; with a report for CI, the others still run
+                raise
+            click.echo(f"error: {exc}", err=True)
+            loaded.append((name, exc))
+    cases = _run_all(loaded, progress=len(loaded) > 1 and not (quiet or as_json))
+    results = [result for _, result in cases if isinstance(result, ScenarioResult)]
     if trace_path:
-        _write_traces(results, Path(trace_path))
+        _write_traces(cases, Path(trace_path))
     if junit_path:
-        Path(junit_path).write_text(junit_xml(results))
-    digest_ok = expect_digest is None or results[0].digest == expect_digest
+        write_file(junit_path, junit_xml(cases))
+    if len(results) < len(cases):
+        sys.exit(2)
+    digest_ok = expect_digest is None or results[0].digest.startswith(expect_digest)
     if as_json:
         click.echo(json.dumps([_as_dict(result) for result in results], indent=2))
     else:
@@ -54,45 +70,61 @@ def run(scenarios, seed, vcpus, trace_path, junit_path, as_json, quiet, expect_d
             colour = "green" if passed == len(results) else "red"
             out.print(f"[{colour}]{passed} of {len(results)} scenarios passed[/{colour}]")
     if open_viewer:
-        _view(results, Path(trace_path) if trace_path else None)
+        _view(cases, Path(trace_path) if trace_path else None)
     sys.exit(0 if digest_ok and all(result.ok for result in results) else 1)
 
 
-def _run_all(scenarios, *, progress: bool) -> list[ScenarioResult]:
-    if not progress:
-        return [run_scenario(scenario) for scenario in scenarios]
-    results = []
-    with Progress(console=out, transient=True) as bar:
-        task = bar.add_task("scenarios", total=len(scenarios))
-        for scenario in scenarios:
-            bar.update(task, description=escape(scenario.name))
-            results.append(run_scenario(scenario))
-            bar.advance(task)
-    return results
-
-
-def _write_traces(results: list[ScenarioResult], path: Path) -> None:
-    if len(results) == 1:
-        results[0].session.machine.trace.write(path)
+def _check_destinations(trace_path: str | None, junit_path: str | None, *, several: bool) -> None:
+    """Refuse, before any run, a trace or JUnit destination that cannot be written."""
+    if junit_path:
+        check_destination(junit_path)
+    if not trace_path:
         return
-    path.mkdir(parents=True, exist_ok=True)
-    for result in results:
-        result.session.machine.trace.write(_trace_file(path, result))
+    if not several:
+        check_destination(trace_path)
+    elif Path(trace_path).suffix == ".jsonl" and not Path(trace_path).is_dir():
+        raise ConfigError(f"--trace {trace_path}: several scenarios need a directory, not a .jsonl file")
+    else:
+        check_new_directory(trace_path)
 
 
-def _trace_file(folder: Path, result: ScenarioResult) -> Path:
-    """Where a scenario's trace goes in a folder of traces: STEM.jsonl."""
-    return folder / f"{result.scenario.path.stem}.jsonl"
+def _run_all(cases, *, progress: bool) -> list[tuple[str, ScenarioResult | ConfigError]]:
+    """Each loaded scenario run, in order; the bad files stay as they are."""
+    def one(scenario):
+        return scenario if isinstance(scenario, ConfigError) else run_scenario(scenario)
+
+    if not progress:
+        return [(name, one(scenario)) for name, scenario in cases]
+    ran: list[tuple[str, ScenarioResult | ConfigError]] = []
+    with Progress(console=out, transient=True) as bar:
+        task = bar.add_task("scenarios", total=len(cases))
+        for name, scenario in cases:
+            bar.update(task, description=escape(name))
+            ran.append((name, one(scenario)))
+            bar.advance(task)
+    return ran
 
 
-def _view(results: list[ScenarioResult], trace_path: Path | None) -> None:
+def _write_traces(cases, path: Path) -> None:
+    if len(cases) == 1:
+        if isinstance(cases[0][1], ScenarioResult):
+            cases[0][1].session.machine.trace.write(path)
+        return
+    with file_errors(path, "make the directory"):
+        path.mkdir(exist_ok=True)
+    for name, result in cases:
+        if isinstance(result, ScenarioResult):
+            result.session.machine.trace.write(path / f"{name}.jsonl")
+
+
+def _view(cases, trace_path: Path | None) -> None:
     """Open the viewer on the first failed scenario's trace (else the first's)."""
-    shown = next((result for result in results if not result.ok), results[0])
+    name, shown = next(((name, result) for name, result in cases if not result.ok), cases[0])
     if trace_path is None:
-        trace_path = _trace_file(Path(tempfile.mkdtemp(prefix="xsplice-emu-")), shown)
+        trace_path = Path(tempfile.mkdtemp(prefix="xsplice-emu-")) / f"{name}.jsonl"
         shown.session.machine.trace.write(trace_path)
-    elif len(results) > 1:
-        trace_path = _trace_file(trace_path, shown)
+    elif len(cases) > 1:
+        trace_path = trace_path / f"{name}.jsonl"
     view_trace(trace_path)
 
 
@@ -100,7 +132,7 @@ def _report(result: ScenarioResult, *, quiet: bool) -> None:
     scenario = result.scenario
     verdict = "[green]PASS[/green]" if result.ok else "[red]FAIL[/red]"
     if quiet:
-        out.print(f"{verdict} {escape(str(scenario.path))}  digest {result.digest[:16]}")
+        out.print(f"{verdict} {escape(str(scenario.path))}  digest {result.digest[:DIGEST_SHOWN]}")
     else:
         table = Table(title=f"{escape(scenario.name)} ({escape(str(scenario.path))}, "
                             f"{scenario.machine.vcpus} vCPUs, seed {scenario.machine.seed})", title_justify="left")

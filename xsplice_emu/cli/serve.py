@@ -13,6 +13,7 @@ import signal
 import click
 
 from ..debian import xen_livepatch
+from ..files import check_destination
 from ..server import SysctlServer
 from ..session import Session
 from ..xenctrl import xenctrl_dir
@@ -35,6 +36,9 @@ def serve(vcpus, seed, firmware, boot_ms, socket_path, poll_ns, trace_path, quie
     Drive it with Debian's xen-livepatch through this project's libxenctrl:
       LD_LIBRARY_PATH=$(xsplice-emu xenctrl-path) XSPLICE_EMU_SOCKET=SOCKET xen-livepatch list
     """
+    check_destination(socket_path)
+    if trace_path:
+        check_destination(trace_path)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="serve: %(message)s")
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms)
     server = SysctlServer(session, socket_path, poll_ns=poll_ns)

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ConfigError, XspliceEmuError
+from ..files import check_destination
 from ..scenario import STEP_KINDS, Step
 from ..session import Session
 from ..verbs import VERBS
@@ -82,10 +83,18 @@ def shell(vcpus, seed, firmware, boot_ms):
                                                    completer=ShellCompleter(session))
         lines = _prompted(prompt)
     else:
-        lines = iter(sys.stdin.readline, "")
+        lines = _echoed(iter(sys.stdin.readline, ""))
     for line in lines:
         if not commands.execute(line):
             break
+    sys.exit(commands.status)
+
+
+def _echoed(lines):
+    """Piped input: each command shown after the prompt, as a terminal would show it."""
+    for line in lines:
+        out.print(f"xsplice> {escape(line.rstrip())}")
+        yield line
 
 
 def _prompted(prompt: PromptSession):
@@ -99,10 +108,15 @@ def _prompted(prompt: PromptSession):
 
 
 class Shell:
-    """The shell's commands on one session; `execute` takes one line."""
+    """The shell's commands on one session; `execute` takes one line.
+
+    `status` is the exit status of the first command that failed (2 for bad
+    input, 1 for a failed operation or expectation, the operator's own), else 0.
+    """
 
     def __init__(self, session: Session):
         self.session = session
+        self.status = 0
         self._console_seen = len(session.machine.console.lines)
 
     def execute(self, line: str) -> bool:
@@ -111,6 +125,7 @@ class Shell:
             words = shlex.split(line)
         except ValueError as exc:
             out.print(f"[red]error:[/red] {escape(str(exc))}")
+            self._failed(2)
             return True
         if not words:
             return True
@@ -120,7 +135,11 @@ class Shell:
             self._dispatch(words)
         except XspliceEmuError as exc:
             out.print(f"[red]error:[/red] {escape(str(exc))}")
+            self._failed(2 if isinstance(exc, ConfigError) else 1)
         return True
+
+    def _failed(self, status: int) -> None:
+        self.status = self.status or status
 
     def _dispatch(self, words: list[str]) -> None:
         name, args = words[0], words[1:]
@@ -138,7 +157,7 @@ class Shell:
         elif name == "trace":
             if len(args) != 2 or args[0] != "save":
                 raise self._usage(name)
-            session.machine.trace.write(args[1])
+            session.machine.trace.write(check_destination(args[1]))
             out.print(f"wrote {escape(args[1])} ({len(session.machine.trace.events)} events, "
                       f"digest {session.machine.trace.digest[:16]})")
         elif name == "help":
@@ -153,11 +172,13 @@ class Shell:
         done = step.run(self.session)
         if done.outcome is not None:
             print_outcome(done.outcome)
+            self._failed(done.outcome.exit_code)
             return
         for check in done.checks:
             if check.ok:
                 out.print(f"[green]pass[/green] {escape(check.what)}: {escape(repr(check.got))}")
             else:
+                self._failed(1)
                 out.print(f"[red]FAIL[/red] {escape(check.what)}: expected {escape(repr(check.expected))}, "
                           f"got {escape(repr(check.got))}")
         if not done.checks and clock.now_ns != before:

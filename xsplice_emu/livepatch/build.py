@@ -35,6 +35,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 
 from ..arch import Architecture
 from ..errors import ConfigError, ToolchainError
+from ..files import TEXT_LIMIT, check_destination, read_file
 from ..image import Image, load_image
 from ..sources import sources_dir
 from ..toolchain import Toolchain, toolchain
@@ -59,13 +60,14 @@ def build_payload(
     unless `xen_depends` is false. `include_dir` holds `xsplice_payload.h`
     (default: the shipped payloads/include).
     """
-    source, output = Path(source), Path(output)
+    source, output = Path(source), check_destination(output)
     image = load_image(firmware)
     tools = toolchain(image.arch)
     tools.require("build the payload", "gcc", "ld")
     include_dir = sources_dir() / "payloads" / "include" if include_dir is None else Path(include_dir)
-    if not source.is_file():
-        raise ConfigError(f"{source}: no such source file")
+    text = read_file(source, limit=TEXT_LIMIT, what="C source")
+    if b"\0" in text or not text.strip():
+        raise ConfigError(f"{source}: not a C source ({'binary data' if text.strip() else 'empty'})")
     if not image.build_id:
         raise ConfigError(f"{image.path}: the firmware has no GNU build-id note")
     depends_id = image.build_id if depends is None else payload_build_id(depends)
@@ -89,7 +91,6 @@ def build_payload(
 
         notes = tmp / "notes.o"
         _assemble_notes(tools, notes, depends_id, image.build_id if xen_depends else None)
-        output.parent.mkdir(parents=True, exist_ok=True)
         _run([tools.ld, "-r", "--build-id=sha1", "-o", str(output), str(obj), str(notes)], what="ld")
     return output
 
@@ -159,8 +160,8 @@ def _read(image: Image, address: int, length: int) -> bytes:
 def _compile(tools: Toolchain, arch: Architecture, source: Path, obj: Path, extra: list[str]) -> None:
     # Run from the source's directory and name it by its base name: the object
     # (hence the build-id) does not depend on where the tree is checked out.
-    _run([tools.gcc, *arch.payload_cflags, *extra, "-c", source.name, "-o", str(obj.resolve())], what="gcc",
-         cwd=source.parent)
+    _run([tools.gcc, *arch.payload_cflags, *extra, "-fmax-errors=1", "-x", "c", "-c", source.name,
+          "-o", str(obj.resolve())], what=f"{source}: not a C source that compiles: gcc", cwd=source.parent)
 
 
 def _function_sizes(obj: Path) -> dict[str, int]:

@@ -70,6 +70,8 @@ class Work:
     all_parked_ps: int | None = None
     released_ps: int | None = None
     nmis_lost: int = 0
+    awaited: tuple[int, ...] = ()   # the vCPUs the master waits for
+    arrivals: set[int] = field(default_factory=set)  # those arrived in the current phase
     bytes_written: int = 0
     host_seconds: float = 0.0
     _host_started: float = field(default=0.0, repr=False)
@@ -190,6 +192,7 @@ class Rendezvous:
         self._waiters[condition].clear()
 
     def _arrived(self, vcpu: Vcpu, work: Work, phase: str) -> None:
+        work.arrivals.add(vcpu.index)
         self._emit(vcpu, EventKind.ARRIVED, phase=phase, count=work.semaphore, of=work.cpus)
         if work.semaphore == work.cpus:
             self._notify("arrived", self._now(vcpu))
@@ -213,6 +216,7 @@ class Rendezvous:
         work.master = vcpu.index
         online = [v.index for v in machine.vcpus if v.state is not VcpuState.WAITING_FOR_START]
         work.cpus = len(online) - 1
+        work.awaited = tuple(index for index in online if index != vcpu.index)
         self._emit(vcpu, EventKind.MASTER_ELECTED, cpus=work.cpus)
         self._mask_nmis(vcpu)
         for index in online:
@@ -230,6 +234,7 @@ class Rendezvous:
             self._emit(vcpu, EventKind.PHASE_COMPLETE, phase=phase)
             if phase == "CPU":
                 work.semaphore, work.ready = 0, True
+                work.arrivals.clear()
                 self._notify("ready", self._now(vcpu))
         alarm.cancel()
         ran = rc == 0
@@ -280,7 +285,9 @@ class Rendezvous:
     def _abort(self, vcpu: Vcpu, work: Work, phase: str) -> int:
         self.log_line(f"xsplice: {work.name}: Timed out on semaphore in {phase} quiesce phase "
                       f"{work.semaphore}/{work.cpus}", vcpu)
-        self._emit(vcpu, EventKind.ABORT, reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus)
+        missing = " ".join(f"cpu{index}" for index in work.awaited if index not in work.arrivals)
+        self._emit(vcpu, EventKind.ABORT, reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus,
+                   missing=missing)
         return -errno.EBUSY
 
     def _failed(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..duration import to_ns
 from ..errors import ERRNO_BY_NAME, ConfigError
 from ..livepatch import PayloadState
 
@@ -25,7 +26,8 @@ class Value(Enum):
     LIST = "a list"
     INTEGER = "an integer"
     FLAG = "true or false"
-    NUMBER = "a number"
+    MS = "a duration in ms"
+    US = "a duration in us"
     NAMES = "a list of payload names"
     STATES = "a table of payload states"
     ERRNO = "0, an errno number or an errno name"
@@ -37,8 +39,10 @@ class Value(Enum):
         matches = isinstance(raw, _PYTHON_TYPES[self])
         if isinstance(raw, bool) and self is not Value.FLAG or not matches:
             raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
-        if self is Value.NUMBER and raw < 0:
-            raise ConfigError(f"{key} must be >= 0, got {raw}")
+        if self is Value.INTEGER and not 0 <= raw < 2**63:
+            raise ConfigError(f"{key} must be an integer from 0 to 2**63-1, got {raw!r}")
+        if self in (Value.MS, Value.US):
+            to_ns(raw, self.name.lower(), what=key)
         if self is Value.NAMES and not all(isinstance(name, str) for name in raw):
             raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
         for name, state in raw.items() if self is Value.STATES else ():
@@ -51,7 +55,7 @@ class Value(Enum):
         if self is Value.INTEGER:
             if not word.lstrip("-").isdigit():
                 raise ConfigError(f"{key} must be {self.value}, got {word!r}")
-            return int(word)
+            return self.check(key, int(word))
         if self is Value.FLAG:
             if word not in ("true", "false"):
                 raise ConfigError(f"{key} must be {self.value}, got {word!r}")
@@ -62,7 +66,7 @@ class Value(Enum):
 
 
 _PYTHON_TYPES: dict[Value, type | tuple[type, ...]] = {
-    Value.TEXT: str, Value.INTEGER: int, Value.FLAG: bool, Value.NUMBER: (int, float),
+    Value.TEXT: str, Value.INTEGER: int, Value.FLAG: bool, Value.MS: (int, float), Value.US: (int, float),
     Value.NAMES: list, Value.STATES: dict, Value.TABLE: dict, Value.LIST: list,
 }
 

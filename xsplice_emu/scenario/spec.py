@@ -4,7 +4,7 @@
     description = "..."              # optional
     [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
-    livepatch = "apply hello"        #   + expect_rc (0 or an errno name), expect_output
+    livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
     run_ms = 5
     stall = { vcpu = 2, ms = 50 }    #   + delay_us: start that much later
     nmi = { vcpu = 1 }               #   + delay_us
@@ -21,7 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
+from ..files import TEXT_LIMIT, read_file
+from ..image import load_image
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS
 from .keys import Key, Value, read_keys
@@ -39,7 +41,7 @@ class MachineSpec:
 DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Value.TEXT, optional=True),
                  Key("machine", Value.TABLE, optional=True), Key("step", Value.LIST, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
-                Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.NUMBER, optional=True))
+                Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True))
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,9 @@ class Scenario:
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None) -> Scenario:
     """Read and check `path`; `vcpus` and `seed` override its [machine] table."""
     path = Path(path)
+    text = read_file(path, limit=TEXT_LIMIT, what="scenario")
     try:
-        document = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        document = tomllib.loads(text.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     where = _Where(path)
@@ -103,8 +104,10 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
     firmware = table.get("firmware")
     if firmware is not None:
         firmware = base / firmware
-        if not firmware.is_file():
-            raise where.error(f"firmware {firmware} does not exist")
+        try:
+            load_image(firmware)
+        except (ImageError, ConfigError) as exc:
+            raise where.error(f"firmware: {exc}") from None
     defaults = MachineSpec()
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
                        table.get("boot_ms", defaults.boot_ms))

@@ -103,8 +103,9 @@ class LivepatchStep(Step):
                       Key("expect_output", Value.TEXT, optional=True), Key("allow_unsafe", Value.FLAG, optional=True))
     nested: ClassVar = False
     syntax: ClassVar = "VERB ARGS... (upload, list, load, apply, revert, replace, unload)"
-    summary: ClassVar = ("An xen-livepatch command; a scenario may add expect_rc (0 or an errno name), "
-                         "expect_output and, on upload or load, allow_unsafe = true.")
+    summary: ClassVar = ("An xen-livepatch command; a scenario may add expect_rc (Xen's errno, not an exit "
+                         "status: 0 or a name such as EINVAL), expect_output "
+                         "and, on upload or load, allow_unsafe = true.")
     example: ClassVar = ('livepatch = "apply hello --from-vcpu 1 --timeout-ms 5"',
                          "apply hello --from-vcpu 1 --timeout-ms 5")
 
@@ -160,7 +161,7 @@ class RunStep(Step):
 
     kind: ClassVar = "run"
     key: ClassVar = "run_ms"
-    keys: ClassVar = (Key("run_ms", Value.NUMBER),)
+    keys: ClassVar = (Key("run_ms", Value.MS),)
     nested: ClassVar = False
     syntax: ClassVar = "run DURATION"
     summary: ClassVar = "Advance virtual time (5ms, 20us, 1s; a bare number is ms)."
@@ -193,7 +194,7 @@ class StallStep(Step):
 
     kind: ClassVar = "stall"
     key: ClassVar = "stall"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("ms", Value.NUMBER), Key("delay_us", Value.NUMBER, optional=True))
+    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("ms", Value.MS), Key("delay_us", Value.US, optional=True))
     syntax: ClassVar = "stall VCPU DURATION [DELAY]"
     summary: ClassVar = "That vCPU spins with IRQs off for DURATION, from now (or DELAY from now)."
     example: ClassVar = ("stall = { vcpu = 2, ms = 50, delay_us = 10 }", "stall 2 50ms 10us")
@@ -225,7 +226,7 @@ class NmiStep(Step):
 
     kind: ClassVar = "nmi"
     key: ClassVar = "nmi"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("delay_us", Value.NUMBER, optional=True))
+    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("delay_us", Value.US, optional=True))
     syntax: ClassVar = "nmi VCPU [DELAY]"
     summary: ClassVar = "An NMI to that vCPU now (or DELAY from now)."
     example: ClassVar = ("nmi = { vcpu = 1, delay_us = 1 }", "nmi 1 1us")
@@ -261,7 +262,7 @@ class CallStep(Step):
     key: ClassVar = "call"
     keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("function", Value.TEXT),
                       Key("args", Value.LIST, optional=True), Key("expect", Value.INTEGER, optional=True),
-                      Key("delay_us", Value.NUMBER, optional=True))
+                      Key("delay_us", Value.US, optional=True))
     syntax: ClassVar = "call VCPU FUNCTION [ARG [ARG]] [expect=N] [delay=DURATION]"
     summary: ClassVar = ("Run the firmware's FUNCTION(ARG, ARG) on that vCPU (an ARG is a number or a symbol) and "
                          "check its result; with a delay, post it for then and go on.")
@@ -420,7 +421,8 @@ def _after(delay_ns: int) -> str:
 
 
 def _every_vcpu(what: str, expected: Any, values: list[Any]) -> list[Check]:
-    """One check for all vCPUs when each value is as `expected` (or `{not = X}`), else one per vCPU that is not."""
+    """One check for all vCPUs when each value is as `expected` (or `{not = X}`), else one per wrong value
+    naming the vCPUs that gave it (`vCPUs 0-3, 6`)."""
     if isinstance(expected, dict):
         shown, good = f"not {expected['not']!r}", lambda value: value != expected["not"]
     else:
@@ -428,7 +430,22 @@ def _every_vcpu(what: str, expected: Any, values: list[Any]) -> list[Check]:
     wrong = [(vcpu, value) for vcpu, value in enumerate(values) if not good(value)]
     if not wrong:
         return [Check(f"{what} on all {len(values)} vCPUs", shown, values[0], True)]
-    return [Check(f"{what} on vCPU {vcpu}", shown, value, False) for vcpu, value in wrong]
+    by_value: dict[Any, list[int]] = {}
+    for vcpu, value in wrong:
+        by_value.setdefault(value, []).append(vcpu)
+    return [Check(f"{what} on {_vcpu_list(vcpus)}", shown, value, False) for value, vcpus in by_value.items()]
+
+
+def _vcpu_list(vcpus: list[int]) -> str:
+    """`vCPU 2`, `vCPUs 0-3, 6`: sorted vCPU numbers with runs joined."""
+    runs: list[list[int]] = []
+    for vcpu in vcpus:
+        if runs and runs[-1][-1] == vcpu - 1:
+            runs[-1].append(vcpu)
+        else:
+            runs.append([vcpu])
+    text = ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
+    return f"vCPU{'s' if len(vcpus) > 1 else ''} {text}"
 
 
 def _toml(value: Any) -> str:

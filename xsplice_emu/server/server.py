@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, LivepatchError, WireError
+from ..files import file_errors
 from ..livepatch import Action
 from ..session import Session
 from .wire import NODEPS, REQUEST, Entry, Op, Reply, Request, decode_request, request_size
@@ -44,13 +45,16 @@ class SysctlServer:
         self.session = session
         self.path = Path(path)
         self.poll_ns = poll_ns
+        if self.path.exists() and not self.path.is_socket():
+            raise ConfigError(f"{self.path}: exists and is not a socket (refusing to replace it)")
         if _answering(self.path):
             raise ConfigError(f"{self.path}: another server answers there")
         self.path.unlink(missing_ok=True)  # a stale socket of a server that is gone
         self._selector = selectors.DefaultSelector()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(self.path))
-        self._listener.listen()
+        with file_errors(self.path, "listen on"):
+            self._listener.bind(str(self.path))
+            self._listener.listen()
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._stopping = False
         self._accepted = 0

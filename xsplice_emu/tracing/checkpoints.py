@@ -33,6 +33,11 @@ class StateCheckpoints:
         """Whether every checkpoint of the trace is built."""
         return max(self._states) >= len(self.trace)
 
+    @property
+    def progress(self) -> float:
+        """How much of the trace `build` has scanned, 0 to 1."""
+        return min(1.0, max(self._states) / max(1, len(self.trace)))
+
     def build(self, *, cancelled: Callable[[], bool] = lambda: False) -> None:
         """Scan the trace once and keep the checkpoints (safe in a thread: readers see whole entries only).
         A bad line ends the scan there: what lies beyond stays without checkpoints."""

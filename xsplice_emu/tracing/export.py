@@ -20,6 +20,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..files import check_destination, file_errors
 from ..platform import CALL_FUNCTION_VECTOR, NMI_VECTOR
 from .kinds import EventKind
 from .reader import TraceFile
@@ -33,27 +34,30 @@ _CHUNK = 10_000  # records encoded by one json.dumps call
 
 
 def export_chrome(trace: TraceFile, path: str | Path) -> int:
-    """Write `trace` to `path` as Chrome Trace Event JSON; return how many events were read.
+    """Write `trace` to `path` as Chrome Trace Event JSON; return how many Chrome events it wrote.
     Every event is read and checked first: a bad trace leaves no file behind."""
+    check_destination(path)
     builder = _Builder()
     for event in trace.checked():
         builder.feed(event)
-    with Path(path).open("w") as out:
-        _write(builder.records(trace.header), trace.header, out)
-    return builder.count
+    with file_errors(path, "write"), Path(path).open("w") as out:
+        return _write(builder.records(trace.header), trace.header, out)
 
 
-def _write(records: Iterable[dict[str, Any]], header: dict[str, Any], out: TextIO) -> None:
-    """The Chrome JSON object: `header` as otherData, then `records` as traceEvents."""
+def _write(records: Iterable[dict[str, Any]], header: dict[str, Any], out: TextIO) -> int:
+    """The Chrome JSON object: `header` as otherData, then `records` as traceEvents; how many records."""
     out.write('{"displayTimeUnit":"ns","otherData":')
     out.write(json.dumps(header, separators=(",", ":")))
     out.write(',"traceEvents":[')
     records = iter(records)
     separator = ""
+    written = 0
     while chunk := list(islice(records, _CHUNK)):
         out.write(separator + json.dumps(chunk, separators=(",", ":"))[1:-1])
         separator = ",\n"
+        written += len(chunk)
     out.write("]}\n")
+    return written
 
 
 def _us(ns: int) -> float | int:
@@ -188,7 +192,7 @@ def _action_slices(actions: list[ActionSummary], end_ns: int) -> list[_Slice]:
     """Per action: its whole span (cut at the next request), then its CPU phase,
     IRQ phase and patch window."""
     slices = []
-    for action, following in zip(actions, [*actions[1:], None], strict=True):
+    for action, following in zip(actions, [*actions[1:], None], strict=False):  # none when no action
         limit = end_ns if following is None else following.requested_ns
         end = max(action.requested_ns, min(limit, limit if action.released_ns is None else action.released_ns))
         slices.append((action.requested_ns, end, f"{action.action} {action.payload}", "action",

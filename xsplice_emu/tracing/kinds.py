@@ -62,6 +62,8 @@ class EventKind(StrEnum):
     UNPARK = "unpark", "a parked vCPU runs again", ("cause", "str", "release or interrupt")
     IPI = ("ipi", "an interrupt was sent (vcpu: the sender)",
            ("to", "int", "the receiving vCPU"), ("vector", "int", "the vector (2: NMI)"))
+    STALL = ("stall", "the testbed asked the vCPU to spin with IRQs off (the call IPI that carries it follows)",
+             ("ns", "int", "for how long"))
     CONSOLE = "console", "the vCPU printed a line", _TEXT
     FAULT = "fault", "the guest faulted; the run stopped", ("what", "str", "what happened"), ("rip", "int", "where")
     # live patching
@@ -86,7 +88,8 @@ class EventKind(StrEnum):
     FLUSH = ("flush", "translated code of a range dropped on every vCPU", ("begin", "int", "first address"),
              ("end", "int", "end address"), ("vcpus", "int", "vCPUs flushed"))
     ABORT = ("abort", "the deadline passed: nothing patched, -EBUSY", ("reason", "str", "why"),
-             ("arrived", "int", "vCPUs arrived"), ("of", "int", "vCPUs awaited"))
+             ("arrived", "int", "vCPUs arrived"), ("of", "int", "vCPUs awaited"),
+             ("missing", "str", "the vCPUs that never arrived in that phase: cpu2 cpu5"))
     ACTION_FAILED = ("action_failed", "the action failed inside the patch window: what it did is put back",
                   ("error", "str", "the error"), ("restored", "int", "bytes put back"))
     RELEASED = "released", "the action is over; every vCPU is let go", ("rc", "int", "the action's result")

@@ -28,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TraceFormatError
+from ..files import read_file
 from .kinds import BY_NAME, EventKind
 from .schema import check_fields, check_header
 from .trace import Event
+
+TRACE_LIMIT = 8 * 1024**3
+"""Largest trace file opened (bytes)."""
 
 _PREFIX = b'{"t":'
 
@@ -48,10 +52,7 @@ class TraceFile:
     def open(cls, path: str | Path) -> TraceFile:
         """Read `path`, check its header and index its events (no event is parsed)."""
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise TraceFormatError(f"{path}: cannot read: {exc.strerror}") from None
+        data = read_file(path, limit=TRACE_LIMIT, what="trace")
         if not data:
             raise TraceFormatError(f"{path}:1: empty file, no header")
         lines = data.split(b"\n")

@@ -126,7 +126,8 @@ _STEPS = {
     EventKind.QUIESCED: lambda s, e: replace(s, all_parked_ns=e.time_ns),
     EventKind.IRQ_UNMASKED: _irq_unmasked,
     EventKind.PATCH: _patch,
-    EventKind.ABORT: lambda s, e: replace(s, aborted_ns=e.time_ns, abort_reason=e.fields["reason"]),
+    EventKind.ABORT: lambda s, e: replace(s, aborted_ns=e.time_ns,
+                                          abort_reason=f"{e.fields['reason']} (missing: {e.fields['missing']})"),
     EventKind.NMI_UNMASKED: lambda s, e: replace(s, nmis_lost=e.fields["lost"]),
     EventKind.RELEASED: lambda s, e: replace(s, rc=e.fields["rc"], released_ns=e.time_ns),
 }

@@ -25,6 +25,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from ..files import write_file
 from .kinds import EventKind
 from .schema import FORMAT, VERSION, check_event
 
@@ -85,7 +86,7 @@ class Trace:
 
     def write(self, path: str | Path) -> None:
         """Write the header line, then one event a line, sorted by virtual time."""
-        Path(path).write_bytes(self._render())
+        write_file(path, self._render())
 
     def _render(self) -> bytes:
         count, data = self._rendered

@@ -12,6 +12,7 @@ from functools import cached_property, wraps
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.timer import Timer
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
@@ -37,6 +38,7 @@ JUMPS = {"patch": frozenset({EventKind.PATCH}), "IPI": frozenset({EventKind.IPI}
          "NMI": frozenset({EventKind.NMI}), "abort": frozenset({EventKind.ABORT})}
 PAN = 0.25
 CHECKPOINT_DELAY_S = 0.5
+SCAN_REDRAW_S = 0.5
 
 
 def _reading(action):
@@ -93,6 +95,7 @@ class TraceViewer(App[TraceFormatError | None]):
         self.message = ""
         self.frame: Frame | None = None
         self._checkpoints_scheduled = False
+        self._scan_timer: Timer | None = None
 
     @cached_property
     def symbols(self) -> Symbols:
@@ -114,6 +117,7 @@ class TraceViewer(App[TraceFormatError | None]):
         (it shares the interpreter, so it waits until the first screen is up)."""
         if not self.source.exact:
             self.run_worker(self._build_checkpoints, thread=True, exclusive=True, group="checkpoints")
+            self._scan_timer = self.set_interval(SCAN_REDRAW_S, self.redraw)
 
     def _build_checkpoints(self) -> None:
         """In a thread: scan the trace once for state checkpoints, then redraw with exact lanes."""
@@ -123,6 +127,8 @@ class TraceViewer(App[TraceFormatError | None]):
             self.call_from_thread(self._lanes_exact)
 
     def _lanes_exact(self) -> None:
+        if self._scan_timer is not None:
+            self._scan_timer.stop()
         self.source.forget()
         self.redraw()
 
@@ -139,8 +145,10 @@ class TraceViewer(App[TraceFormatError | None]):
         marks = canvas.Marks(self.query_filter.kinds or canvas.MARKED_KINDS, self.selected)
         timeline.show(frame, (None, *vcpus), marks)
         self.query_one(Ruler).show(frame, timeline.canvas_width)
+        scanning = "" if self.source.exact or self._scan_timer is None else \
+            f"scanning the trace for exact lanes: {self.source.checkpoints.progress:.0%} (lanes may start blank)"
         self.query_one(StatusBar).show(frame, filter_text=str(self.query_filter), selected=self._selected_text(),
-                                       bookmarks=len(self.bookmarks), message=self.message)
+                                       bookmarks=len(self.bookmarks), message=self.message or scanning)
         if not self._checkpoints_scheduled:
             self._checkpoints_scheduled = True
             self.set_timer(CHECKPOINT_DELAY_S, self._start_checkpoints)
@@ -160,12 +168,12 @@ class TraceViewer(App[TraceFormatError | None]):
 
     @_reading
     def select(self, index: int, *, message: str = "") -> None:
-        """Select event `index`: bring it into view and describe it."""
+        """Select event `index`: bring it into view at a readable zoom (its action framed) and describe it."""
         self.selected = index
         event = self.trace.event(index)
         action = action_of(self.trace, index) if event.kind in STEPS else None
         self.query_one(Detail).show(index, self.trace.line_of(index), event, self.symbols, action)
-        self._update(viewport=self.source.showing(self.viewport, event.time_ns), message=message)
+        self._update(viewport=self.source.readable(self.viewport, index), message=message)
         self.query_one(Timeline).scroll_to_lane(event.vcpu)
 
     # -- actions -----------------------------------------------------------------
@@ -191,7 +199,10 @@ class TraceViewer(App[TraceFormatError | None]):
         self._find(self.query_filter.kinds, backward, what=what)
 
     def _find(self, kinds, backward: bool, *, what: str) -> None:
-        if self.selected is not None:
+        """From the selection when it is on screen, else from the edge of what is on screen."""
+        on_screen = self.selected is not None and \
+            self.viewport.start_ns <= self.trace.time_of(self.selected) < self.viewport.end_ns
+        if self.selected is not None and on_screen:
             start = self.selected + (-1 if backward else 1)
         else:
             start = self.trace.index_at(self.viewport.end_ns if backward else self.viewport.start_ns) - backward
@@ -238,9 +249,11 @@ class TraceViewer(App[TraceFormatError | None]):
             self.select(found, message=f"bookmark {self.bookmarks.indices.index(found) + 1} of {len(self.bookmarks)}")
 
     def action_centre(self) -> None:
+        """Enter: the selection in the middle, at a readable zoom."""
         if self.selected is not None:
-            self._update(viewport=self.viewport.showing(self.trace.time_of(self.selected) - self.viewport.span_ns // 2,
-                                                        self.viewport.span_ns))
+            readable = self.source.readable(self.viewport, self.selected)
+            self._update(viewport=readable.showing(self.trace.time_of(self.selected) - readable.span_ns // 2,
+                                                   readable.span_ns))
 
     def action_toggle_detail(self) -> None:
         detail = self.query_one(Detail)

@@ -20,33 +20,47 @@ from ..tracing.trace import Event
 from .times import tick_label, tick_step
 from .viewport import Viewport
 
-STATE_COLOURS = {
+STATE_COLOURS = {  # distinct hues: grey, green, blue, purple, yellow, pink, brown, red
     State.HALTED: "#3a3a3a",
     State.TASK: "#2e7d32",
     State.RENDEZVOUS: "#1565c0",
-    State.PARKED: "#4fc3f7",
-    State.IRQ: "#f9a825",
-    State.WINDOW: "#ef6c00",
-    State.EXCEPTION: "#8e24aa",
+    State.PARKED: "#7b1fa2",
+    State.IRQ: "#fdd835",
+    State.WINDOW: "#ec407a",
+    State.EXCEPTION: "#6d4c41",
     State.NMI: "#d32f2f",
 }
-_STATE_STYLES = {state: Style(color="white", bgcolor=colour) for state, colour in STATE_COLOURS.items()}
+STATE_GLYPHS = {  # so that a lane reads without colour, and in a text capture
+    State.HALTED: " ",
+    State.TASK: "=",
+    State.RENDEZVOUS: "~",
+    State.PARKED: "_",
+    State.IRQ: "i",
+    State.WINDOW: "#",
+    State.EXCEPTION: "e",
+    State.NMI: "n",
+}
+_LIGHT = frozenset({State.IRQ, State.WINDOW})  # states whose colour needs dark glyphs and markers
+_STATE_STYLES = {state: Style(color="black" if state in _LIGHT else "#bdbdbd", bgcolor=colour)
+                 for state, colour in STATE_COLOURS.items()}
 _UNKNOWN = Style(color="#555555")
 _EDGE = Style(color="bright_white", bold=True)
 _DEADLINE = Style(color="#ff5252", bold=True)
 _SELECTED = Style(color="black", bgcolor="bright_white", bold=True)
 _MARK = Style(color="bright_white", bold=True)
 _DARK_MARK = Style(color="black", bold=True)
-_LIGHT = frozenset({State.PARKED, State.IRQ, State.WINDOW})  # states whose colour needs a dark marker
 _RULER = Style(color="#9e9e9e")
 _BAR = Style(color="black", bgcolor="#4dd0e1", bold=True)
 
+RECEIVED_IPI = "‹"
+"""The marker of an IPI on its receiver's lane (the sender's shows `›`)."""
 MARKERS = {EventKind.PATCH: "P", EventKind.IPI: "›", EventKind.NMI: "!", EventKind.NMI_LOST: "!",
            EventKind.ABORT: "X", EventKind.FAULT: "F", EventKind.UPLOAD: "U", EventKind.UNLOAD: "u",
            EventKind.ACTION_REQUESTED: "A", EventKind.RELEASED: "R", EventKind.MASTER_ELECTED: "M",
-           EventKind.QUIESCED: "Q"}
+           EventKind.QUIESCED: "Q", EventKind.STALL: "S"}
 MARKED_KINDS = frozenset({EventKind.PATCH, EventKind.IPI, EventKind.NMI, EventKind.ABORT, EventKind.FAULT,
-                          EventKind.MASTER_ELECTED, EventKind.UPLOAD, EventKind.UNLOAD, EventKind.ACTION_REQUESTED})
+                          EventKind.STALL, EventKind.MASTER_ELECTED, EventKind.UPLOAD, EventKind.UNLOAD,
+                          EventKind.ACTION_REQUESTED})
 
 
 @dataclass(frozen=True)
@@ -58,11 +72,12 @@ class Marks:
 
 
 def lane(spans: list[Span] | None, events: list[tuple[int, Event]], actions: tuple[ActionSummary, ...],
-         viewport: Viewport, width: int, marks: Marks) -> list[Segment]:
-    """One vCPU's lane over `viewport`; the host's has no states (`spans` None)."""
+         viewport: Viewport, width: int, marks: Marks, *, vcpu: int | None = None) -> list[Segment]:
+    """vCPU `vcpu`'s lane over `viewport`, a glyph and a colour per state; the host's has no states
+    (`spans` None). An IPI in `events` sent by another vCPU is marked as received."""
     states = _dominant(spans or (), viewport, width)
     blank = " " if spans is None else "·"
-    chars = [blank if state is None else " " for state in states]
+    chars = [blank if state is None else STATE_GLYPHS[state] for state in states]
     styles = [_UNKNOWN if state is None else _STATE_STYLES[state] for state in states]
     for action in actions:
         _edge(chars, styles, viewport, width, action.requested_ns, "│", _EDGE)
@@ -72,10 +87,12 @@ def lane(spans: list[Span] | None, events: list[tuple[int, Event]], actions: tup
         column = viewport.column(event.time_ns, width)
         if not 0 <= column < width:
             continue
-        if index == marks.selected:
+        marker = RECEIVED_IPI if event.kind == EventKind.IPI and event.vcpu != vcpu else \
+            MARKERS.get(event.kind, event.kind[0])
+        if index == marks.selected and event.vcpu == vcpu:
             chars[column], styles[column] = MARKERS.get(event.kind, "◆"), _SELECTED
         elif event.kind in marks.kinds:
-            chars[column] = MARKERS.get(event.kind, event.kind[0])
+            chars[column] = marker
             styles[column] = styles[column] + (_DARK_MARK if states[column] in _LIGHT else _MARK)
     return _segments(chars, styles)
 

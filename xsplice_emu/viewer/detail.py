@@ -49,9 +49,18 @@ def _title(index: int, line: int, event: Event) -> Text:
 def _fields(event: Event, symbols: Symbols) -> Table:
     table = Table.grid(padding=(0, 2))
     for name, value in event.fields.items():
-        shown = symbols.describe(value) if name in ADDRESS_FIELDS and type(value) is int else str(value)
+        shown = symbols.describe(value) if name in ADDRESS_FIELDS and type(value) is int else _value(value)
         table.add_row(Text(name, "cyan"), Text(shown))
     return table
+
+
+def _value(value) -> str:
+    """A field as a reader says it: `-` for none, yes/no for a flag."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def _patch(event: Event, symbols: Symbols) -> RenderableType:

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..tracing import ActionSummary, Span, StateCheckpoints, TraceFile, lane_spans, summarize
+from ..tracing import ActionSummary, EventKind, Span, StateCheckpoints, TraceFile, lane_spans, summarize
 from ..tracing.trace import Event
+from .actions import STEPS, action_of
 from .viewport import MIN_SPAN_NS, Viewport
 
 WHOLE = 100_000
@@ -24,13 +25,18 @@ LOOKBACK = 20_000
 CHUNK = 20_000
 BUDGET = 60_000
 
+OVERVIEW_SAMPLE = 8_000
+"""Events parsed for the overview of a crowded frame."""
+OVERVIEW_BINS = 1_000
+
 
 @dataclass(frozen=True)
 class Frame:
     """The viewport's events (event i of the trace is events[i - first]), lanes and actions.
 
-    `crowded` says the viewport holds more than BUDGET events: nothing was
-    parsed and only the time axis is shown."""
+    `crowded` says the viewport holds more than BUDGET events: then only a
+    sample of OVERVIEW_SAMPLE of them was parsed, and `density` holds, per lane,
+    how many sampled events fell in each of OVERVIEW_BINS equal stretches of time."""
 
     viewport: Viewport
     first: int
@@ -38,6 +44,7 @@ class Frame:
     lanes: dict[int, list[Span]] = field(default_factory=dict)
     actions: tuple[ActionSummary, ...] = ()
     crowded: int = 0
+    density: dict[int | None, list[int]] = field(default_factory=dict)
 
     def indexed(self):
         """(trace index, event) of every event in view."""
@@ -50,6 +57,7 @@ class FrameSource:
     def __init__(self, trace: TraceFile):
         self.trace = trace
         self.checkpoints = StateCheckpoints(trace, every=CHUNK)
+        self._density_of: tuple[Viewport | None, dict[int | None, list[int]]] = (None, {})
         self._range = lru_cache(maxsize=2)(self._parse_range)
 
     @property
@@ -62,12 +70,29 @@ class FrameSource:
         self._range.cache_clear()
 
     def first_viewport(self) -> Viewport:
-        """The whole trace, or its first BUDGET / 2 events when the whole holds more than WHOLE."""
+        """The first action framed when the trace has one; else the whole trace, or its first BUDGET / 2
+        events when the whole holds more than WHOLE."""
         trace = self.trace
         whole = Viewport.fit(trace.start_ns, trace.end_ns)
+        first = trace.find({EventKind.ACTION_REQUESTED})
+        if first is not None:
+            return self.readable(whole, first)
         if len(trace) <= WHOLE:
             return whole
         return whole.showing(trace.start_ns, trace.time_of(min(BUDGET // 2, len(trace) - 1)) - trace.start_ns)
+
+    def readable(self, viewport: Viewport, index: int) -> Viewport:
+        """A view of event `index` at a readable zoom: its whole action framed when it is a step of one
+        (kept as it is when that is already on screen and at least a tenth of the view), else centred."""
+        time_ns = self.trace.time_of(index)
+        action = action_of(self.trace, index) if self.trace.event(index).kind in STEPS else None
+        if action is None:
+            return self.showing(viewport, time_ns)
+        end = action.released_ns if action.released_ns is not None else action.aborted_ns or time_ns
+        start, end = action.requested_ns, max(end, time_ns)
+        if viewport.start_ns <= start and end < viewport.end_ns and (end - start) * 10 >= viewport.span_ns:
+            return viewport
+        return self.showing(viewport.framing(start, end), time_ns)
 
     def showing(self, viewport: Viewport, time_ns: int) -> Viewport:
         """`viewport` moved to show `time_ns`, and zoomed in around it until it holds at most BUDGET events."""
@@ -77,12 +102,25 @@ class FrameSource:
             viewport = viewport.zoom(0.5, around_ns=time_ns)
         return viewport
 
+    def _density(self, viewport: Viewport, first: int, stop: int) -> dict[int | None, list[int]]:
+        """Per lane, sampled events per bin of the viewport (an overview of a crowded frame; the last one kept)."""
+        if self._density_of[0] == viewport:
+            return self._density_of[1]
+        density: dict[int | None, list[int]] = {}
+        step = max(1, (stop - first) // OVERVIEW_SAMPLE)
+        for index in range(first, stop, step):
+            event = self.trace.event(index)
+            column = min(OVERVIEW_BINS - 1, viewport.column(event.time_ns, OVERVIEW_BINS))
+            density.setdefault(event.vcpu, [0] * OVERVIEW_BINS)[column] += 1
+        self._density_of = (viewport, density)
+        return density
+
     def frame(self, viewport: Viewport) -> Frame:
         """What `viewport` shows (a crowded frame when it holds more than BUDGET events)."""
         trace = self.trace
         first, stop = trace.index_at(viewport.start_ns), trace.index_at(viewport.end_ns)
         if stop - first > BUDGET:
-            return Frame(viewport, first, crowded=stop - first)
+            return Frame(viewport, first, crowded=stop - first, density=self._density(viewport, first, stop))
         start, end = self._rounded(first, stop)
         events, lanes, actions = self._range(start, end)
         clipped = {vcpu: [s for s in spans if s.end_ns > viewport.start_ns and s.start_ns < viewport.end_ns]

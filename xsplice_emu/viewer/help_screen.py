@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from .canvas import MARKERS, STATE_COLOURS
+from .canvas import MARKERS, RECEIVED_IPI, STATE_COLOURS, STATE_GLYPHS
 
 
 class HelpScreen(ModalScreen[None]):
@@ -29,10 +29,13 @@ class HelpScreen(ModalScreen[None]):
         table = Table(title="keys", show_header=False, box=None, padding=(0, 2), title_justify="left")
         for key, description in self.keys:
             table.add_row(Text(key, "bold cyan"), description)
-        legend = Text("lanes: ")
-        for state, colour in STATE_COLOURS.items():
-            legend.append("  ", style=f"on {colour}").append(f" {state.value}  ")
-        legend.append("\nmarkers: " + "  ".join(f"{char} {kind}" for kind, char in MARKERS.items()))
+        legend = Text("lanes:")
+        for state, colour in STATE_COLOURS.items():  # each item on its own, so none wraps in the middle
+            legend.append("\n  ").append(f" {STATE_GLYPHS[state]} ", style=f"on {colour}").append(f" {state.value}")
+        legend.append("\nmarkers:")
+        for kind, char in MARKERS.items():
+            legend.append(f"\n  {char} {kind}")
+        legend.append(f"\n  {RECEIVED_IPI} ipi received")
         legend.append("\n│ action request and release, ┆ deadline (master's kick + timeout), · state unknown")
         with VerticalScroll():
             yield Static(table)

@@ -17,13 +17,32 @@ class StatusBar(Static):
     """
 
     def show(self, frame: Frame, *, filter_text: str, selected: str, bookmarks: int, message: str) -> None:
+        """Each line fits the width (80 to 200 columns): facts that matter least go first, then it is cut."""
         viewport = frame.viewport
-        line = Text.assemble(
-            ("view ", "dim"), f"{instant(viewport.start_ns)} .. {instant(viewport.end_ns)}",
-            ("  span ", "dim"), (duration(viewport.span_ns), "bold"),
-            ("  filter ", "dim"), filter_text,
-            ("  selected ", "dim"), selected,
-            ("  bookmarks ", "dim"), str(bookmarks))
+        facts = [("view", f"{instant(viewport.start_ns)} .. {instant(viewport.end_ns)}"),
+                 ("span", duration(viewport.span_ns)), ("filter", filter_text), ("selected", selected),
+                 ("bookmarks", str(bookmarks))]
+        width = max(20, self.content_region.width or 118)
+        for dropped in LEAST_USEFUL:
+            if len(_line(facts)) <= width:
+                break
+            facts = [fact for fact in facts if fact[0] != dropped]
+        line = _line(facts)
+        line.truncate(width, overflow="ellipsis")
         if frame.crowded:
-            message = message or f"{frame.crowded:,} events in view (over {BUDGET:,}): zoom in (+) to see the lanes"
-        self.update(Text.assemble(line, "\n", (message, "yellow")))
+            message = message or (f"{frame.crowded:,} events in view (over {BUDGET:,}): overview, their density "
+                                  "per lane; zoom in (+) to see the lanes")
+        shown = Text(message, "yellow")
+        shown.truncate(width, overflow="ellipsis")
+        self.update(Text.assemble(line, "\n", shown))
+
+
+LEAST_USEFUL = ("bookmarks", "filter", "view")
+"""Facts left out of a narrow status line, in this order (a filter in use is in the lane list anyway)."""
+
+
+def _line(facts: list[tuple[str, str]]) -> Text:
+    text = Text()
+    for number, (label, value) in enumerate(facts):
+        text.append(f"{'  ' if number else ''}{label} ", "dim").append(value, "bold" if label == "span" else "")
+    return text

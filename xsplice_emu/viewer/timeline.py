@@ -10,6 +10,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..tracing import EventKind
 from ..tracing.trace import Event
 from . import canvas
 from .frame import Frame
@@ -50,6 +51,7 @@ class Timeline(ScrollView, can_focus=True):
         self._by_lane: dict[int | None, list[tuple[int, Event]]] = {}
         self._selected_lane: object = _NO_LANE
         self._drawn: dict[tuple[int, int], Strip] = {}
+        self._overview: tuple[int, dict[int | None, str]] = (0, {})  # (columns, each lane) of a crowded frame
 
     @property
     def canvas_width(self) -> int:
@@ -62,8 +64,11 @@ class Timeline(ScrollView, can_focus=True):
         self._by_lane = {}
         self._drawn = {}
         self._selected_lane = _NO_LANE
+        self._overview = (0, {})
         for index, event in frame.indexed():
             self._by_lane.setdefault(event.vcpu, []).append((index, event))
+            if event.kind == EventKind.IPI:
+                self._by_lane.setdefault(event.fields["to"], []).append((index, event))
             if index == marks.selected:
                 self._selected_lane = event.vcpu
         self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
@@ -91,9 +96,12 @@ class Timeline(ScrollView, can_focus=True):
         label = Segment(row_label(vcpu), _LABEL_SELECTED if vcpu == self._selected_lane else _LABEL)
         columns = max(1, width - LABEL_WIDTH)
         if frame.crowded:
-            return Strip([label, Segment("░" * columns, _CROWDED)], width)
+            if self._overview[0] != columns:
+                self._overview = (columns, overview(frame.density, columns))
+            return Strip([label, Segment(self._overview[1].get(vcpu, " " * columns), _CROWDED)], width)
         spans = None if vcpu is None else frame.lanes.get(vcpu, [])
-        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), frame.actions, frame.viewport, columns, self.marks)
+        cells = canvas.lane(spans, self._by_lane.get(vcpu, []), frame.actions, frame.viewport, columns, self.marks,
+                            vcpu=vcpu)
         return Strip([label, *cells], width)
 
     def on_resize(self, event: Resize) -> None:
@@ -104,3 +112,18 @@ class Timeline(ScrollView, can_focus=True):
         column = event.x - LABEL_WIDTH
         if self.frame is not None and row < len(self.rows) and column >= 0:
             self.post_message(self.Picked(self.rows[row], self.frame.viewport.time_at(column, self.canvas_width)))
+
+
+SHADES = " ░▒▓█"
+"""An overview cell, from no sampled event to the busiest cell of the frame."""
+
+
+
+def overview(density: dict[int | None, list[int]], columns: int) -> dict[int | None, str]:
+    """Each lane of a crowded frame: a column shaded by how many sampled events fell there."""
+    counts = {vcpu: [sum(bins[column * len(bins) // columns:max(column * len(bins) // columns + 1,
+                                                                  (column + 1) * len(bins) // columns)])
+                     for column in range(columns)] for vcpu, bins in density.items()}
+    busiest = max((max(cells) for cells in counts.values()), default=0)
+    return {vcpu: "".join(SHADES[0 if not count else 1 + min(3, count * 4 // (busiest + 1))] for count in cells)
+            for vcpu, cells in counts.items()}

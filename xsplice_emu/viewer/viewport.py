@@ -42,6 +42,11 @@ class Viewport:
         """Move by `fraction` of the span (negative: back in time)."""
         return self.showing(self.start_ns + round(self.span_ns * fraction), self.span_ns)
 
+    def framing(self, start_ns: int, end_ns: int) -> Viewport:
+        """`start_ns`..`end_ns` with a quarter of its length of margin on each side."""
+        margin = max(MIN_SPAN_NS, (end_ns - start_ns) // 4)
+        return self.showing(start_ns - margin, end_ns - start_ns + 2 * margin)
+
     def centred_on(self, time_ns: int) -> Viewport:
         """The same span with `time_ns` in the middle, unless it is already in view."""
         if self.start_ns <= time_ns < self.end_ns:
