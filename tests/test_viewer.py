@@ -207,7 +207,7 @@ def _variant(tmp_path, source, name, edit):
 
 @pytest.mark.parametrize("name, edit, says", [
     ("truncated.jsonl", lambda lines: lines[:-1] + [lines[-1][:20]], "truncated line"),
-    ("version.jsonl", lambda lines: [lines[0].replace('"version":1', '"version":9')] + lines[1:],
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":2', '"version":9')] + lines[1:],
      "version 9"),
     ("unknown.jsonl", lambda lines: lines[:30] + [lines[30].replace('"kind":"', '"kind":"bogus_')] + lines[31:],
      "unknown event kind"),
@@ -429,3 +429,10 @@ def test_the_background_scan_shows_its_progress(apply_trace, monkeypatch):
         release.set()
         await app.workers.wait_for_complete()
     drive(apply_trace, check)
+
+
+def test_view_without_a_terminal_says_so_instead_of_waiting(apply_trace):
+    """`view` with its input and output not a terminal (a pipe, CI) is one line and exit 2, not a hang."""
+    result = CliRunner().invoke(view, [str(apply_trace)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: the viewer needs a terminal")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
 from ..tracing import TraceFile
 from ..viewer.frame import WHOLE
 from .common import reports_errors
@@ -21,6 +23,9 @@ def view_trace(path: str | Path) -> None:
     trace = TraceFile.open(path)
     if len(trace) <= WHOLE:
         trace.validate()
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise ConfigError("the viewer needs a terminal (its input and output are not one here); "
+                          "`xsplice-emu trace summary` prints the actions")
     error = TraceViewer(trace).run()
     if error is not None:
         raise error

@@ -13,7 +13,8 @@ from typing import Any
 from .kinds import EventKind, Field
 
 FORMAT = "xsplice-emu-trace"
-VERSION = 1
+VERSION = 2
+"""2 (this version): nmi_lost, code_write, code_sync, action_failed and stall events, abort names the missing vCPUs."""
 
 
 def _is_int(value: Any) -> bool:
