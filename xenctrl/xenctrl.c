@@ -227,13 +227,6 @@ int xc_livepatch_get(xc_interface *xch, char *name,
     return 0;
 }
 
-/* The whole list: reply.state is the number of entries. */
-static int list(xc_interface *xch, struct reply *reply, char **data)
-{
-    *data = NULL;
-    return call(xch, OP_LIST, NULL, 0, 0, 0, NULL, 0, reply, data);
-}
-
 static const struct entry *entry_at(const char *data, uint32_t data_len,
                                     uint32_t *off)
 {
@@ -246,35 +239,84 @@ static const struct entry *entry_at(const char *data, uint32_t data_len,
     return e;
 }
 
+/*
+ * Fetch the whole list and hand each entry to visit(); *nr is the number of
+ * entries. A truncated reply is EPROTO; a visitor's nonzero return stops the
+ * walk with that errno.
+ */
+static int walk_list(xc_interface *xch, unsigned int *nr,
+                     int (*visit)(const struct entry *e, uint32_t i, void *ctx),
+                     void *ctx)
+{
+    struct reply reply;
+    const struct entry *e;
+    char *data = NULL;
+    uint32_t off = 0, i;
+    int err = 0;
+
+    if ( call(xch, OP_LIST, NULL, 0, 0, 0, NULL, 0, &reply, &data) )
+        return -1;
+    for ( i = 0; i < reply.state && !err; i++ )
+    {
+        if ( !(e = entry_at(data, reply.data_len, &off)) )
+            err = EPROTO;
+        else
+            err = visit(e, i, ctx);
+    }
+    free(data);
+    if ( err )
+    {
+        errno = err;
+        return -1;
+    }
+    *nr = reply.state;
+    return 0;
+}
+
+static int add_name_size(const struct entry *e, uint32_t i, void *ctx)
+{
+    (void)i;
+    *(uint32_t *)ctx += e->name_len + 1;
+    return 0;
+}
+
 int xc_livepatch_list_get_sizes(xc_interface *xch, unsigned int *nr,
                                        uint32_t *name_total_size,
                                        uint32_t *metadata_total_size)
 {
-    struct reply reply;
-    const struct entry *e;
-    char *data;
-    uint32_t off = 0, i;
-
     if ( !nr || !name_total_size || !metadata_total_size )
     {
         errno = EINVAL;
         return -1;
     }
-    if ( list(xch, &reply, &data) )
-        return -1;
     *name_total_size = *metadata_total_size = 0;
-    for ( i = 0; i < reply.state; i++ )
-    {
-        if ( !(e = entry_at(data, reply.data_len, &off)) )
-        {
-            free(data);
-            errno = EPROTO;
-            return -1;
-        }
-        *name_total_size += e->name_len + 1;
-    }
-    *nr = reply.state;
-    free(data);
+    return walk_list(xch, nr, add_name_size, name_total_size);
+}
+
+/* Where xc_livepatch_list's window of entries is copied to. */
+struct list_window {
+    unsigned int start, max, done;
+    xen_livepatch_status_t *info;
+    char *name;
+    uint32_t *len, *metadata_len, name_off, name_total_size;
+};
+
+static int copy_entry(const struct entry *e, uint32_t i, void *ctx)
+{
+    struct list_window *w = ctx;
+
+    if ( i < w->start || w->done == w->max )
+        return 0;
+    if ( w->name_off + e->name_len + 1 > w->name_total_size )
+        return E2BIG;
+    w->info[w->done].state = e->state;
+    w->info[w->done].rc = e->rc;
+    memcpy(w->name + w->name_off, e + 1, e->name_len);
+    w->name[w->name_off + e->name_len] = '\0';
+    w->len[w->done] = e->name_len + 1;
+    w->metadata_len[w->done] = 0;   /* the testbed's payloads carry no .modinfo */
+    w->name_off += e->name_len + 1;
+    w->done++;
     return 0;
 }
 
@@ -287,10 +329,11 @@ int xc_livepatch_list(xc_interface *xch, const unsigned int max,
                              const uint32_t metadata_total_size,
                              unsigned int *done, unsigned int *left)
 {
-    struct reply reply;
-    const struct entry *e;
-    char *data;
-    uint32_t off = 0, name_off = 0, i;
+    struct list_window w = {
+        .start = start, .max = max, .info = info, .name = name, .len = len,
+        .metadata_len = metadata_len, .name_total_size = name_total_size,
+    };
+    unsigned int nr;
 
     (void)metadata; (void)metadata_total_size;
     if ( !max || !info || !name || !len || !metadata || !metadata_len ||
@@ -299,36 +342,10 @@ int xc_livepatch_list(xc_interface *xch, const unsigned int max,
         errno = EINVAL;
         return -1;
     }
-    if ( list(xch, &reply, &data) )
+    if ( walk_list(xch, &nr, copy_entry, &w) )
         return -1;
-    *done = 0;
-    for ( i = 0; i < reply.state; i++ )
-    {
-        if ( !(e = entry_at(data, reply.data_len, &off)) )
-        {
-            free(data);
-            errno = EPROTO;
-            return -1;
-        }
-        if ( i < start || *done == max )
-            continue;
-        if ( name_off + e->name_len + 1 > name_total_size )
-        {
-            free(data);
-            errno = E2BIG;
-            return -1;
-        }
-        info[*done].state = e->state;
-        info[*done].rc = e->rc;
-        memcpy(name + name_off, e + 1, e->name_len);
-        name[name_off + e->name_len] = '\0';
-        len[*done] = e->name_len + 1;
-        metadata_len[*done] = 0;   /* the testbed's payloads carry no .modinfo */
-        name_off += e->name_len + 1;
-        (*done)++;
-    }
-    *left = reply.state > start + *done ? reply.state - start - *done : 0;
-    free(data);
+    *done = w.done;
+    *left = nr > start + w.done ? nr - start - w.done : 0;
     return 0;
 }
 
