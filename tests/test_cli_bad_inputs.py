@@ -38,6 +38,7 @@ BASELINES: dict[str, tuple[dict[str, list[str]], list[str]]] = {
     "livepatch": ({"words": ["list"]}, ["--boot-ms", "1"]),
     "payload build": ({"source": [SOURCE]}, ["-o", "@out/x.livepatch"]),
     "payload build-tests": ({"directory": ["@out/tests"]}, []),
+    "payload check": ({"file": [HELLO]}, []),
     "payload inspect": ({"file": [HELLO]}, []),
     "run": ({"scenarios": ["@scenario"]}, []),
     "shell": ({}, ["--boot-ms", "1"]),

@@ -139,6 +139,15 @@ class Architecture(ABC):
     def nops(self, size: int) -> bytes:
         """`size` bytes of NOPs, as few instructions as possible."""
 
+    def patch_size(self, new_addr: int, new_size: int) -> int:
+        """How many bytes applying a function record overwrites (see `patch`)."""
+        return new_size if new_addr == 0 else self.jump_size
+
+    def patch(self, old_addr: int, new_addr: int, new_size: int) -> bytes:
+        """What applying a function record writes at `old_addr`: NOPs for a NOP record (`new_addr == 0`), else
+        the jump to `new_addr`."""
+        return self.nops(new_size) if new_addr == 0 else self.jump(old_addr, new_addr)
+
     # -- relocations -----------------------------------------------------------
     @abstractmethod
     def relocation_name(self, reloc_type: int) -> str:

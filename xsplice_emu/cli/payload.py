@@ -9,12 +9,14 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import errno_name
 from ..files import check_destination, check_new_directory, file_errors, read_file
 from ..firmware import builtin_firmware
 from ..image import load_image
 from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
 from ..livepatch.build import build_payload, payload_build_id, read_note
 from ..livepatch.inspection import PayloadReport, inspect_payload
+from ..livepatch.preflight import Preflight, preflight
 from ..xen_tests import xen_test_payloads
 from .common import out, reports_errors
 
@@ -98,6 +100,51 @@ def payload_inspect(file, firmware):
     for reloc in report.relocations:
         relocations.add_row(reloc.section, f"{reloc.offset:#x}", reloc.type, reloc.symbol, str(reloc.addend))
     out.print(relocations)
+
+
+@payload.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
+@reports_errors
+def payload_check(file, firmware):
+    """Pre-flight FILE: Xen's verdict at upload and at a trial apply on a fresh machine, and each patch site
+    before and after. Exit 0 only when it uploads, applies with rc 0, and every jump and expectation holds."""
+    path = Path(file)
+    data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
+    report = preflight(path.stem, data, firmware)
+    _print_preflight(path, report)
+    raise SystemExit(0 if report.ok else 1)
+
+
+def _print_preflight(path: Path, report: Preflight) -> None:
+    echo = click.echo
+    echo(str(path))
+    upload = report.upload
+    echo(f"  upload   {'accepted (CHECKED)' if upload is None else f'refused: -{upload.errno_name}: {upload.reason}'}")
+    for site in report.sites:
+        func = site.record
+        echo(f"  {func.name}: {'NOP' if func.is_nop else 'jmp'} patch at {func.old_addr:#x} <{site.target}>")
+        for label, code in (("before", site.before), ("after", site.after)):
+            for index, (address, text) in enumerate(code):
+                echo(f"    {label if index == 0 else '':<7}{address:#x}  {text}")
+        if not func.is_nop:
+            echo(f"    reach  {'rel32 reaches' if site.reaches else 'OUT OF rel32 REACH of'} {func.new_addr:#x}")
+        echo(f"    expect {site.expectation}")
+        if site.unsafe:
+            echo(f"    UNSAFE {site.unsafe}")
+    apply = report.apply
+    if apply is None:
+        echo("  apply    not tried (the upload was refused)")
+    elif isinstance(apply, int):
+        echo(f"  apply    rc {apply}{'' if apply == 0 else f' ({errno_name(-apply)})'} on 1 vCPU")
+    else:
+        echo(f"  apply    refused: -{apply.errno_name}: {apply.reason}")
+    if report.versions_after is not None:
+        before, after = report.versions_before, report.versions_after
+        for field in ("major", "minor", "extra"):
+            old, new = getattr(before, field), getattr(after, field)
+            echo(f"  xen_{field}_version  {old!r}" + ("" if old == new else f" -> {new!r}"))
+    echo(f"verdict: {'OK' if report.ok else 'NOT OK'}")
 
 
 FUNCTION_COLUMNS = ("name", "old", "new", "old_size", "new_size", "version", "patch", "expect")

@@ -147,7 +147,7 @@ class Livepatch:
         return list(self.payloads.values())
 
     def _check_target(self, name: str, func: FuncRecord, *, allow_unsafe: bool) -> None:
-        why = self._unsafe.get(func.old_addr)
+        why = self.unsafe_reason(func.old_addr)
         if why is None:
             return
         target = self.machine.image.describe(func.old_addr)
@@ -218,15 +218,26 @@ class Livepatch:
     def _mismatch(self, payload: Payload) -> str | None:
         """What differs from the payload's expectations in guest memory now (None: every one is met)."""
         for func in payload.loaded.funcs:
-            if func.expect is None:
-                continue
-            try:
-                found = self.machine.memory.read(func.old_addr, len(func.expect))
-            except MachineError:
-                return f"{payload.name}: {func.name} at {func.old_addr:#x} is outside guest memory"
-            if found != func.expect:
-                return f"{payload.name}: {func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
+            mismatch = self.expectation_mismatch(func)
+            if mismatch is not None:
+                return f"{payload.name}: {mismatch}"
         return None
+
+    def expectation_mismatch(self, func: FuncRecord) -> str | None:
+        """How guest memory now differs from what `func` expects at its old address (None: met, or none set)."""
+        if func.expect is None:
+            return None
+        try:
+            found = self.machine.memory.read(func.old_addr, len(func.expect))
+        except MachineError:
+            return f"{func.name} at {func.old_addr:#x} is outside guest memory"
+        if found != func.expect:
+            return f"{func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
+        return None
+
+    def unsafe_reason(self, address: int) -> str | None:
+        """Why patching `address` is refused (on the NMI path, patching code), or None."""
+        return self._unsafe.get(address)
 
     def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int) -> int:
         """Run a pre-action hook on `vcpu`; one that faults or never returns is refused (its rc set), the machine
@@ -374,7 +385,7 @@ class Livepatch:
         for index, func in enumerate(payload.loaded.funcs):
             if payload.guest.applied(index):
                 continue
-            new = arch.nops(func.new_size) if func.is_nop else arch.jump(func.old_addr, func.new_addr)
+            new = arch.patch(func.old_addr, func.new_addr, func.new_size)
             payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new))
         return 0
 
@@ -384,7 +395,7 @@ class Livepatch:
             if not payload.guest.applied(index):
                 continue
             func = payload.loaded.funcs[index]
-            length = func.new_size if func.is_nop else self.machine.arch.jump_size
+            length = self.machine.arch.patch_size(func.new_addr, func.new_size)
             self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length))
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
