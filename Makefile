@@ -19,7 +19,7 @@ payloads: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu payload build-tests payloads/build >/dev/null
 
 # libxenctrl.so.4.17 (xenctrl/) for Xen's own xen-livepatch, built into the cache;
-# xen-tools fetches Debian's xen-utils-4.17 there (tests that need it skip, saying why, when it cannot).
+# xen-tools fetches Debian's xen-utils-4.17 and xen-syms-4.17 there (tests that need it skip, saying why, when it cannot).
 xenctrl: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu xenctrl-path
 

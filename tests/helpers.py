@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from xsplice_emu import Machine, MachineConfig
+from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, Livepatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +38,11 @@ def hello_still_applies(machine: Machine, livepatch: Livepatch) -> bool:
     """Upload xen_hello_world as "hello" and apply it: whether every vCPU then returns "Hello World"."""
     upload(livepatch, "hello", "xen_hello_world.livepatch")
     return livepatch.run_action("hello", Action.APPLY).rc == 0 and extra_versions(machine) == {"Hello World"}
+
+
+def debian_file(fetch: Callable[[], Path]) -> Path:
+    """A file from Debian's Xen packages (fetched once into the cache), or a skip saying why it could not be."""
+    try:
+        return fetch()
+    except ToolchainError as exc:
+        pytest.skip(str(exc))

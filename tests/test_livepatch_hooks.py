@@ -130,7 +130,7 @@ def test_xen_depends_on_another_hypervisor_is_einval(patching):
 def test_unsafe_set_comes_from_the_call_graph(patching):
     """do_nmi, what it calls (printk) and the rendezvous are unsafe; version functions are not."""
     machine, livepatch = patching(1)
-    unsafe = unsafe_functions(machine.image, machine.memory)
+    unsafe = unsafe_functions(machine.image, machine.memory.read)
     image = machine.image
     assert unsafe[image.address("do_nmi")] == "it handles NMIs"
     assert unsafe[image.address("printk")] == "it is reached from do_nmi"

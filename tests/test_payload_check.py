@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT, debian_file
 
 from xsplice_emu.cli import main
+from xsplice_emu.debian import xen_syms as xen_syms_path
+from xsplice_emu.image import load_image
+from xsplice_emu.livepatch.unsafe import unsafe_functions
 
 
 def _check(path) -> tuple[int, list[str]]:
@@ -76,3 +80,76 @@ def test_a_payload_xen_refuses_at_upload_gets_its_errno(payloads, file, errno_na
     assert code == 1
     assert lines[1].startswith(f"  upload   refused: -{errno_name}: {file}:")
     assert lines[2:] == ["  apply    not tried (the upload was refused)", "verdict: NOT OK"]
+
+
+# -- against Debian's real Xen 4.17 image, offline ----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def xen_syms():
+    """Debian's xen-syms-4.17-amd64."""
+    return debian_file(xen_syms_path)
+
+
+def _build_against(xen_syms, source: str, output) -> None:
+    result = CliRunner().invoke(main, ["payload", "build", str(ROOT / "payloads" / "src" / f"{source}.c"),
+                                       "--against", str(xen_syms), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert f"depends {load_image(xen_syms).build_id.hex()})" in result.output  # 151b373f... in 4.17.7+13
+
+
+def _check_against(xen_syms, path) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(main, ["payload", "check", str(path), "--xen-syms", str(xen_syms)])
+    return result.exit_code, result.output.splitlines()
+
+
+def test_a_payload_built_against_real_xen_patches_its_real_xen_extra_version(xen_syms, tmp_path):
+    """hello world built --against xen-syms: accepted; the site is the real function's `lea rax, [rip + ..]`,
+    the jump goes to where Xen 4.17 puts payloads (the 2 MB boundary after its image), in rel32 reach."""
+    _build_against(xen_syms, "xen_hello_world", tmp_path / "hello.livepatch")
+    code, lines = _check_against(xen_syms, tmp_path / "hello.livepatch")
+    xen = load_image(xen_syms)
+    target = xen.address("xen_extra_version")
+    assert code == 0, lines
+    assert target >> 32 == 0xffff82d0  # the real link address, not the physical one
+    assert "  upload   accepted (CHECKED)" in lines
+    assert f"  xen_extra_version: jmp patch at {target:#x} <xen_extra_version>" in lines
+    assert next(line for line in lines if line.startswith("    before")).startswith(
+        f"    before {target:#x}  lea rax, [rip + ")
+    payload_at = -(-xen.end // (2 << 20)) * (2 << 20)
+    assert f"    after  {target:#x}  jmp {payload_at:#x}" in lines
+    assert f"    reach  rel32 reaches {payload_at:#x}" in lines
+    assert lines[-2:] == ["  apply    not tried (checked offline)", "verdict: OK"]
+
+
+def test_expectations_built_against_real_xen_hold_on_its_real_bytes(xen_syms, tmp_path):
+    _build_against(xen_syms, "xen_expectations", tmp_path / "expect.livepatch")
+    code, lines = _check_against(xen_syms, tmp_path / "expect.livepatch")
+    assert code == 0, lines
+    assert "    expect met" in lines
+
+
+def test_real_xen_refuses_a_payload_built_for_the_firmware(xen_syms, payloads):
+    """Its xen_depends is the firmware's build-id: -EINVAL, naming the real one."""
+    code, lines = _check_against(xen_syms, payloads / "xen_hello_world.livepatch")
+    assert code == 1
+    assert lines[1].startswith("  upload   refused: -EINVAL: xen_hello_world: .livepatch.xen_depends ")
+    assert lines[1].endswith(f"is not the hypervisor's build-id {load_image(xen_syms).build_id.hex()}")
+
+
+def test_real_xens_do_nmi_is_accepted_as_xen_would_with_a_warning(xen_syms, tmp_path):
+    """Xen 4.17 does not refuse an NMI-path target (the testbed's firmware does): the verdict is Xen's, the
+    hazard a warning on the site."""
+    _build_against(xen_syms, "bad/do_nmi", tmp_path / "nmi.livepatch")
+    code, lines = _check_against(xen_syms, tmp_path / "nmi.livepatch")
+    assert code == 0, lines
+    assert lines[1] == "  upload   accepted (CHECKED)"
+    assert "    UNSAFE it handles NMIs" in lines
+
+
+def test_the_nmi_path_of_real_xen_follows_its_calls(xen_syms):
+    """do_nmi's direct callees in the real image (printk) are on its NMI path: high-half call targets count."""
+    xen = load_image(xen_syms)
+    unsafe = unsafe_functions(xen, xen.read)
+    assert unsafe[xen.address("do_nmi")] == "it handles NMIs"
+    assert unsafe[xen.address("printk")] == "it is reached from do_nmi"
+    assert xen.address("do_domctl") not in unsafe

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import debian_file
 
 from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_livepatch
-from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.operator import ERR, OUT
 from xsplice_emu.server import Client, Op, Request, SysctlServer
@@ -99,11 +99,8 @@ def served(payloads):
 
 @pytest.fixture(scope="session")
 def real_tool():
-    """Debian's xen-livepatch 4.17 (fetched once into the cache), or a skip saying why it could not be."""
-    try:
-        return xen_livepatch()
-    except ToolchainError as exc:
-        pytest.skip(str(exc))
+    """Debian's xen-livepatch 4.17."""
+    return debian_file(xen_livepatch)
 
 
 def _run_real(tool: Path, command: str, socket_path: Path, cwd: Path) -> tuple[str, str, int]:

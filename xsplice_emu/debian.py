@@ -2,7 +2,8 @@
 
 `xen_livepatch()` is Debian's xen-livepatch 4.17 (package xen-utils-4.17). It
 needs only libc and libxenctrl.so.4.17, which xsplice-emu provides
-(`xenctrl_dir()`), so nothing else is fetched.
+(`xenctrl_dir()`), so nothing else is fetched. `xen_syms()` is Debian's
+Xen 4.17 hypervisor ELF with its symbols (package xen-hypervisor-4.17-amd64-dbg).
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ from .errors import ToolchainError
 
 XEN_UTILS = "xen-utils-4.17"
 XEN_LIVEPATCH = Path("usr/lib/xen-4.17/bin/xen-livepatch")
+XEN_HYPERVISOR_DBG = "xen-hypervisor-4.17-amd64-dbg"
+XEN_SYMS = Path("usr/lib/debug/boot/xen-syms-4.17-amd64")
 
 
 def xen_livepatch() -> Path:
     """Debian's xen-livepatch binary, fetched once (ToolchainError, one line, when that fails)."""
     return package(XEN_UTILS) / XEN_LIVEPATCH
+
+
+def xen_syms() -> Path:
+    """Debian's xen-syms-4.17-amd64, fetched once (ToolchainError, one line, when that fails)."""
+    return package(XEN_HYPERVISOR_DBG) / XEN_SYMS
 
 
 def package(name: str) -> Path:

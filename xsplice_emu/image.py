@@ -99,6 +99,13 @@ class Image:
         func, offset = found
         return f"{func.qualified_name}+{offset:#x}" if offset else func.qualified_name
 
+    def read(self, address: int, length: int) -> bytes | None:
+        """The image's bytes at `[address, address + length)` as built (None unless all are in its file data)."""
+        for seg in self.segments:
+            if seg.address <= address and address + length <= seg.address + len(seg.data):
+                return seg.data[address - seg.address:address - seg.address + length]
+        return None
+
     @property
     def end(self) -> int:
         """First address past the image."""
@@ -157,7 +164,7 @@ def _segments(elf: ELFFile):
             continue
         flags = seg["p_flags"]
         yield Segment(
-            address=seg["p_paddr"],
+            address=seg["p_vaddr"],  # where the code runs: its symbols are these addresses
             data=seg.data(),
             memory_size=seg["p_memsz"],
             readable=bool(flags & P_FLAGS.PF_R),

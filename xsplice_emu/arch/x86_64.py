@@ -46,6 +46,8 @@ INTERRUPT_GATE = 0x0E
 INTERRUPT_FRAME = Layout("iret frame", (("rip", "Q"), ("cs", "Q"), ("rflags", "Q"), ("rsp", "Q"), ("ss", "Q")))
 """What the CPU pushes on interrupt entry without an error code: the tail of `struct cpu_user_regs`."""
 FRAME_ALIGN = 16
+ADDRESS_MASK = (1 << 64) - 1
+"""Virtual addresses are 64-bit unsigned."""
 
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
@@ -111,7 +113,8 @@ class X86_64(Architecture):
     def direct_branch_targets(self, code: bytes, address: int) -> Iterator[int]:
         for insn in self.detailed_disassembler.disasm(code, address):
             if insn.group(CS_GRP_JUMP) or insn.group(CS_GRP_CALL):
-                yield from (op.imm for op in insn.operands if op.type == X86_OP_IMM)
+                # capstone gives immediates signed: a high-half target (Xen's 0xffff82d0...) would be negative
+                yield from (op.imm & ADDRESS_MASK for op in insn.operands if op.type == X86_OP_IMM)
 
     def interrupts_enabled(self, flags: int) -> bool:
         return bool(flags & RFLAGS_IF)

@@ -16,7 +16,7 @@ from ..image import load_image
 from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
 from ..livepatch.build import build_payload, payload_build_id, read_note
 from ..livepatch.inspection import PayloadReport, inspect_payload
-from ..livepatch.preflight import Preflight, preflight
+from ..livepatch.preflight import Preflight, preflight, preflight_offline
 from ..xen_tests import xen_test_payloads
 from .common import out, reports_errors
 
@@ -33,7 +33,8 @@ def payload():
 @click.option("--depends", default="hypervisor", show_default=True, metavar="hypervisor|PAYLOAD",
               help="What it applies on top of: the firmware, or another payload (its build-id).")
 @click.option("--no-xen-depends", is_flag=True, help="Leave out .livepatch.xen_depends.")
-@click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
+@click.option("--firmware", "--against", "firmware", type=click.Path(dir_okay=False),
+              help="The hypervisor it patches: a firmware ELF (default: the built-in one) or a real xen-syms.")
 @reports_errors
 def payload_build(source, output, depends, no_xen_depends, firmware):
     """Compile SOURCE (C) into a livepatch payload for the firmware."""
@@ -105,13 +106,21 @@ def payload_inspect(file, firmware):
 @payload.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
+@click.option("--xen-syms", type=click.Path(dir_okay=False),
+              help="Check offline against this real Xen image (e.g. Debian's xen-syms-4.17-amd64) instead.")
 @reports_errors
-def payload_check(file, firmware):
-    """Pre-flight FILE: Xen's verdict at upload and at a trial apply on a fresh machine, and each patch site
-    before and after. Exit 0 only when it uploads, applies with rc 0, and every jump and expectation holds."""
+def payload_check(file, firmware, xen_syms):
+    """Pre-flight FILE: Xen's verdict at upload and at a trial apply on a fresh machine (offline against
+    --xen-syms: the upload checks only), and each patch site before and after. Exit 0 only when it is
+    accepted, applies with rc 0, and every jump and expectation holds."""
+    if firmware and xen_syms:
+        raise click.UsageError("give --firmware or --xen-syms, not both")
     path = Path(file)
     data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
-    report = preflight(path.stem, data, firmware)
+    if xen_syms:
+        report = preflight_offline(path.stem, data, load_image(xen_syms))
+    else:
+        report = preflight(path.stem, data, firmware)
     _print_preflight(path, report)
     raise SystemExit(0 if report.ok else 1)
 
@@ -134,13 +143,13 @@ def _print_preflight(path: Path, report: Preflight) -> None:
             echo(f"    UNSAFE {site.unsafe}")
     apply = report.apply
     if apply is None:
-        echo("  apply    not tried (the upload was refused)")
+        echo("  apply    not tried (" + ("the upload was refused)" if report.upload else "checked offline)"))
     elif isinstance(apply, int):
         echo(f"  apply    rc {apply}{'' if apply == 0 else f' ({errno_name(-apply)})'} on 1 vCPU")
     else:
         echo(f"  apply    refused: -{apply.errno_name}: {apply.reason}")
-    if report.versions_after is not None:
-        before, after = report.versions_before, report.versions_after
+    before, after = report.versions_before, report.versions_after
+    if before is not None and after is not None:
         for field in ("major", "minor", "extra"):
             old, new = getattr(before, field), getattr(after, field)
             echo(f"  xen_{field}_version  {old!r}" + ("" if old == new else f" -> {new!r}"))

@@ -12,7 +12,7 @@ import signal
 
 import click
 
-from ..debian import xen_livepatch
+from ..debian import xen_livepatch, xen_syms
 from ..files import check_destination
 from ..server import SysctlServer
 from ..session import Session
@@ -61,5 +61,7 @@ def xenctrl_path():
 @click.command("xen-tools")
 @reports_errors
 def xen_tools():
-    """Fetch Debian's xen-utils-4.17 into the cache once; print the directory of its xen-livepatch."""
+    """Fetch Debian's xen-utils-4.17 and Xen 4.17 image (xen-syms) into the cache once; print the directory
+    of its xen-livepatch, then the path of xen-syms."""
     click.echo(xen_livepatch().parent)
+    click.echo(xen_syms())

@@ -142,19 +142,12 @@ def _firmware_facts(image: Image) -> str:
             continue
         sym = syms[0]
         lines.append(f"#define XSPLICE_FW_SIZE_{name} {sym.size}")
-        head = _read(image, sym.address, min(sym.size, EXPECT_MAX))
+        head = image.read(sym.address, min(sym.size, EXPECT_MAX))
         if head:
             lines.append(f"#define XSPLICE_FW_HEAD_LEN_{name} {len(head)}")
             lines.append(f"#define XSPLICE_FW_HEAD_{name} " + ", ".join(f"{b:#04x}" for b in head))
     lines.append("#endif")
     return "\n".join(lines) + "\n"
-
-
-def _read(image: Image, address: int, length: int) -> bytes:
-    for seg in image.segments:
-        if seg.address <= address and address + length <= seg.address + len(seg.data):
-            return seg.data[address - seg.address : address - seg.address + length]
-    return b""
 
 
 def _compile(tools: Toolchain, arch: Architecture, source: Path, obj: Path, extra: list[str]) -> None:

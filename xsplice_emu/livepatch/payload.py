@@ -79,6 +79,17 @@ class FuncRecord:
     def is_nop(self) -> bool:
         return self.new_addr == 0
 
+    def expectation_mismatch(self, read: Callable[[int, int], bytes | None]) -> str | None:
+        """How the code `read` gives at `old_addr` differs from `expect` (None: met, or no expectation)."""
+        if self.expect is None:
+            return None
+        found = read(self.old_addr, len(self.expect))
+        if found is None:
+            return f"{self.name} at {self.old_addr:#x} is outside the hypervisor's memory"
+        if found != self.expect:
+            return f"{self.name} starts with {found.hex(' ')}, expected {self.expect.hex(' ')}"
+        return None
+
 
 @dataclass(frozen=True)
 class LoadedPayload:

@@ -1,28 +1,41 @@
 """The pre-flight a payload author runs before deploying (`xsplice-emu payload check`).
 
-The payload goes through the real upload and a trial apply on a fresh
-one-vCPU machine booted from the firmware, so the verdict and errno are the
-ones the livepatch sysctl gives. For each function record it shows the patch
-site at its address, the bytes there before and after the patch, whether the
-jump reaches, whether the expectation holds against the bytes in memory, and
-whether the target is on the NMI path or in the patching code.
+Against the firmware, the payload goes through the real upload and a trial
+apply on a fresh one-vCPU machine, so the verdict and errno are the ones the
+livepatch sysctl gives. Against a real Xen image (`--xen-syms`) the loader's
+checks run offline on the image as built (its build-id, symbols and bytes),
+with the payload placed where Xen 4.17 places it; there is no trial apply,
+and a target on the NMI path is a warning, as Xen 4.17 does not refuse it.
+For each function record it shows the patch site, the bytes there before and
+after the patch, whether the jump reaches, whether the expectation holds
+against the real bytes, and whether the target is on the NMI path or in the
+patching code.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..arch import Architecture
 from ..errors import LivepatchError
+from ..image import Image
 from ..session import Session, Versions
-from .payload import FuncRecord
+from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE
+from .payload import FuncRecord, Host, load_payload
 from .states import Action
+from .unsafe import Reader, unsafe_functions
+
+XEN_PAYLOAD_ALIGN = 2 * 1024 * 1024
+"""Xen 4.17 (x86 arch_livepatch_init) gives payloads the vmap range from xen_virt_end, the end of its image
+rounded up to 2 MB, to XEN_VIRT_END: within rel32 reach of its text, which the jump patches need."""
 
 
 @dataclass(frozen=True)
 class PatchSite:
-    """One function record's patch site, as the trial machine holds it before the apply."""
+    """One function record's patch site, before the patch is applied."""
 
     record: FuncRecord
     target: str  # the old address described with the firmware's symbols
@@ -40,21 +53,21 @@ class Preflight:
     name: str
     upload: LivepatchError | None
     sites: tuple[PatchSite, ...]
-    apply: LivepatchError | int | None  # refused, the action's rc, or None (not tried: the upload failed)
-    versions_before: Versions
+    apply: LivepatchError | int | None  # refused, the action's rc, or None (not tried)
+    versions_before: Versions | None  # None: checked offline against an image
     versions_after: Versions | None
 
     @property
     def ok(self) -> bool:
-        """Accepted at upload, applied with rc 0, every expectation met and every jump in reach."""
-        return (self.upload is None and self.apply == 0
+        """Accepted at upload, applied with rc 0 (when tried), every expectation met and every jump in reach."""
+        return (self.upload is None and self.apply in (0, None)
                 and all(site.reaches and site.expectation in ("none", "met") for site in self.sites))
 
 
 def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Preflight:
     """Upload `data` as payload `name` on a fresh one-vCPU machine, describe its patch sites, and apply it."""
     session = Session(vcpus=1, seed=0, firmware=firmware)
-    livepatch = session.livepatch
+    livepatch, machine = session.livepatch, session.machine
     versions_before = session.versions()[0]
     try:
         livepatch.upload(name, data)
@@ -66,7 +79,8 @@ def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Pre
     payload = livepatch.payloads.get(name)
     if payload is None:
         return Preflight(name, refused, (), None, versions_before, None)
-    sites = tuple(_site(session, func) for func in payload.loaded.funcs)
+    sites = tuple(_site(machine.arch, livepatch.read_code, machine.image.describe, livepatch.unsafe_reason, func)
+                  for func in payload.loaded.funcs)
     if refused is not None:
         return Preflight(name, refused, sites, None, versions_before, None)
     try:
@@ -77,13 +91,25 @@ def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Pre
     return Preflight(name, None, sites, applied, versions_before, session.versions()[0])
 
 
-def _site(session: Session, func: FuncRecord) -> PatchSite:
-    machine, livepatch = session.machine, session.livepatch
-    arch = machine.arch
+def preflight_offline(name: str, data: bytes, image: Image) -> Preflight:
+    """Load `data` as payload `name` against the real hypervisor `image` as built, and describe its patch sites."""
+    unsafe = unsafe_functions(image, image.read)
+    base = -(-image.end // XEN_PAYLOAD_ALIGN) * XEN_PAYLOAD_ALIGN
+    try:
+        loaded = load_payload(name, data, arch=image.arch, host=Host.of(image), base=base,
+                              limit=base + 2 * PAYLOAD_MAX_SIZE + 64 * PAGE_SIZE)
+    except LivepatchError as error:
+        return Preflight(name, error, (), None, None, None)
+    sites = tuple(_site(image.arch, image.read, image.describe, unsafe.get, func) for func in loaded.funcs)
+    return Preflight(name, None, sites, None, None, None)  # Xen 4.17 has no unsafe-target check: a warning only
+
+
+def _site(arch: Architecture, read: Reader, describe: Callable[[int], str],
+          unsafe: Callable[[int], str | None], func: FuncRecord) -> PatchSite:
     reaches = func.is_nop or arch.jump_reaches(func.old_addr, func.new_addr)
     length = arch.patch_size(func.new_addr, func.new_size)
     # Enough bytes for the last instruction the patch cuts into (x86 instructions are at most 15 bytes).
-    old = machine.memory.read(func.old_addr, length + 15)
+    old = read(func.old_addr, length + 15) or read(func.old_addr, length) or b""
     before = []
     for address, _, text in arch.instructions(old, func.old_addr):
         if address >= func.old_addr + length:
@@ -91,13 +117,12 @@ def _site(session: Session, func: FuncRecord) -> PatchSite:
         before.append((address, text))
     patch = arch.patch(func.old_addr, func.new_addr, func.new_size) if reaches else b""
     after = tuple((address, text) for address, _, text in arch.instructions(patch, func.old_addr))
-    mismatch = livepatch.expectation_mismatch(func)
     return PatchSite(
         record=func,
-        target=machine.image.describe(func.old_addr),
+        target=describe(func.old_addr),
         before=tuple(before),
         after=after,
         reaches=reaches,
-        expectation="none" if func.expect is None else mismatch or "met",
-        unsafe=livepatch.unsafe_reason(func.old_addr),
+        expectation="none" if func.expect is None else func.expectation_mismatch(read) or "met",
+        unsafe=unsafe(func.old_addr),
     )

@@ -93,7 +93,7 @@ class Livepatch:
         self.payloads: dict[str, Payload] = {}
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
-        self._unsafe = unsafe_functions(machine.image, machine.memory)
+        self._unsafe = unsafe_functions(machine.image, machine.memory.read)
         self.memory = Arena(_page_align(machine.image.end), machine.memory.size)
         self._pending: tuple[Payload, Action, Work] | None = None
         self._before: _Before | None = None
@@ -218,22 +218,17 @@ class Livepatch:
     def _mismatch(self, payload: Payload) -> str | None:
         """What differs from the payload's expectations in guest memory now (None: every one is met)."""
         for func in payload.loaded.funcs:
-            mismatch = self.expectation_mismatch(func)
+            mismatch = func.expectation_mismatch(self.read_code)
             if mismatch is not None:
                 return f"{payload.name}: {mismatch}"
         return None
 
-    def expectation_mismatch(self, func: FuncRecord) -> str | None:
-        """How guest memory now differs from what `func` expects at its old address (None: met, or none set)."""
-        if func.expect is None:
-            return None
+    def read_code(self, address: int, length: int) -> bytes | None:
+        """Guest memory at `[address, address + length)` now (None: outside it)."""
         try:
-            found = self.machine.memory.read(func.old_addr, len(func.expect))
+            return self.machine.memory.read(address, length)
         except MachineError:
-            return f"{func.name} at {func.old_addr:#x} is outside guest memory"
-        if found != func.expect:
-            return f"{func.name} starts with {found.hex(' ')}, expected {func.expect.hex(' ')}"
-        return None
+            return None
 
     def unsafe_reason(self, address: int) -> str | None:
         """Why patching `address` is refused (on the NMI path, patching code), or None."""

@@ -1,4 +1,4 @@
-"""Functions that must never be patched, derived from the firmware's call graph.
+"""Functions that must never be patched, derived from the hypervisor image's call graph.
 
 Xen warns that patching do_nmi, anything on the NMI path or the patching
 code itself ends in disaster. The roots are those entry points; everything
@@ -8,8 +8,12 @@ are the NMI callbacks the controller installs or restores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..image import Image, Symbol
-from ..machine import GuestMemory
+
+Reader = Callable[[int, int], bytes | None]
+"""Code bytes at (address, length): guest memory now, or the image as built (None: not there)."""
 
 ROOTS = {
     "do_nmi": "it handles NMIs",
@@ -25,10 +29,16 @@ ROOTS = {
     "common_livepatch_revert": "it is the patching code",
     "apply_payload": "it is the patching code",
     "revert_payload": "it is the patching code",
+    # Xen 4.17's own names, for a real xen-syms image (`payload check --xen-syms`)
+    "check_for_livepatch_work": "it is the livepatch rendezvous",
+    "arch_livepatch_quiesce": "it is the patching code",
+    "arch_livepatch_revive": "it is the patching code",
+    "arch_livepatch_mask": "it is the livepatch NMI mask",
+    "arch_livepatch_unmask": "it is the livepatch NMI mask",
 }
 
 
-def unsafe_functions(image: Image, memory: GuestMemory) -> dict[int, str]:
+def unsafe_functions(image: Image, read: Reader) -> dict[int, str]:
     """Address of every unsafe function -> why (`reached from do_nmi`, ...)."""
     unsafe: dict[int, str] = {}
     for root, why in ROOTS.items():
@@ -41,16 +51,17 @@ def unsafe_functions(image: Image, memory: GuestMemory) -> dict[int, str]:
             if func.address in unsafe:
                 continue
             unsafe[func.address] = reason
-            for callee in _direct_callees(image, memory, func):
+            for callee in _direct_callees(image, read, func):
                 stack.append((callee, f"it is reached from {root}"))
     return unsafe
 
 
-def _direct_callees(image: Image, memory: GuestMemory, func: Symbol):
+def _direct_callees(image: Image, read: Reader, func: Symbol):
     """The functions `func` calls or jumps to directly (not into itself)."""
-    if not func.size:
+    code = read(func.address, func.size) if func.size else None
+    if not code:
         return
-    for target in image.arch.direct_branch_targets(memory.read(func.address, func.size), func.address):
+    for target in image.arch.direct_branch_targets(code, func.address):
         found = image.function_at(target)
         if found and found[1] == 0 and found[0].address != func.address:
             yield found[0]
