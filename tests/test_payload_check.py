@@ -153,3 +153,10 @@ def test_the_nmi_path_of_real_xen_follows_its_calls(xen_syms):
     assert unsafe[xen.address("do_nmi")] == "it handles NMIs"
     assert unsafe[xen.address("printk")] == "it is reached from do_nmi"
     assert xen.address("do_domctl") not in unsafe
+
+
+def test_a_missing_xen_image_is_one_line_naming_it(payloads, tmp_path):
+    result = CliRunner().invoke(main, ["payload", "check", str(payloads / "xen_hello_world.livepatch"),
+                                       "--xen-syms", str(tmp_path / "xen-syms")])
+    assert result.exit_code == 2
+    assert result.output == f"error: {tmp_path / 'xen-syms'}: cannot read the Xen image: No such file or directory\n"

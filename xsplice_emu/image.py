@@ -134,10 +134,10 @@ class Image:
         return [f.address for f in funcs], funcs
 
 
-def load_image(path: str | Path) -> Image:
-    """Read a firmware ELF; raise ImageError naming the file when it is not one."""
+def load_image(path: str | Path, *, what: str = "firmware") -> Image:
+    """Read a hypervisor ELF (`what` it is, for errors); raise ImageError naming the file when it is not one."""
     path = Path(path)
-    data = read_file(path, limit=IMAGE_LIMIT, what="firmware")
+    data = read_file(path, limit=IMAGE_LIMIT, what=what)
     try:
         with io.BytesIO(data) as stream:
             elf = ELFFile(stream)

@@ -118,7 +118,7 @@ def payload_check(file, firmware, xen_syms):
     path = Path(file)
     data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
     if xen_syms:
-        report = preflight_offline(path.stem, data, load_image(xen_syms))
+        report = preflight_offline(path.stem, data, load_image(xen_syms, what="Xen image"))
     else:
         report = preflight(path.stem, data, firmware)
     _print_preflight(path, report)
