@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,10 @@ from .files import read_file
 
 IMAGE_LIMIT = 256 * 1024 * 1024
 """Largest firmware ELF read (bytes)."""
+
+
+CodeReader = Callable[[int, int], bytes | None]
+"""Code bytes at (address, length): guest memory now, or an image as built (None: not there)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..machine import GuestMemory
-from .abi import FSTATE, HOOK_POINTER, LIVEPATCH_FUNC_APPLIED, PAYLOAD_DESCRIPTOR, TAIL_NONE
+from .abi import (
+    FSTATE,
+    HOOK_POINTER,
+    LIVEPATCH_FUNC_APPLIED,
+    LIVEPATCH_FUNC_NOT_APPLIED,
+    PAYLOAD_DESCRIPTOR,
+    TAIL_NONE,
+)
 from .payload import LoadedPayload
 
 _TAIL = PAYLOAD_DESCRIPTOR.offset("tail")
@@ -74,7 +81,7 @@ class GuestState:
         self.memory.write(self._fstate(index), FSTATE.struct.pack(0, LIVEPATCH_FUNC_APPLIED, overwritten))
 
     def mark_reverted(self, index: int) -> None:
-        self.memory.write_u32(self._fstate(index) + _APPLIED, 0)
+        self.memory.write_u32(self._fstate(index) + _APPLIED, LIVEPATCH_FUNC_NOT_APPLIED)
 
     def take_tail(self) -> int:
         """What a hook's *_payload_tail call asked for (abi.TAIL_*), cleared."""

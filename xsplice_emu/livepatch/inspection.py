@@ -13,8 +13,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from ..arch import Architecture
 from ..image import Image
-from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE
-from .payload import FuncRecord, Host, LoadedPayload, Region, load_payload
+from .payload import FuncRecord, LoadedPayload, Region, load_beside
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,7 @@ class PayloadReport:
 
 def inspect_payload(name: str, data: bytes, image: Image) -> PayloadReport:
     """Load `data` as it would be loaded next to `image` and describe it."""
-    base = (image.end + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    loaded = load_payload(name, data, arch=image.arch, host=Host.of(image),
-                          base=base, limit=base + 2 * PAYLOAD_MAX_SIZE + 64 * PAGE_SIZE)
+    loaded = load_beside(name, data, image)
     elf = ELFFile(io.BytesIO(data))
     return PayloadReport(
         name=name,

@@ -21,7 +21,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..arch import Architecture
 from ..errors import LivepatchError
-from ..image import Image
+from ..image import CodeReader, Image
 from . import abi
 
 Resolver = Callable[[str], int | None]
@@ -79,7 +79,7 @@ class FuncRecord:
     def is_nop(self) -> bool:
         return self.new_addr == 0
 
-    def expectation_mismatch(self, read: Callable[[int, int], bytes | None]) -> str | None:
+    def expectation_mismatch(self, read: CodeReader) -> str | None:
         """How the code `read` gives at `old_addr` differs from `expect` (None: met, or no expectation)."""
         if self.expect is None:
             return None
@@ -192,6 +192,13 @@ def load_payload(name: str, data: bytes, *, arch: Architecture, host: Host, base
         return _Loader(name, bytes(data), arch, host).load(base=base, limit=limit)
     except (ELFError, ConstructError) as exc:
         raise LivepatchError(errno.EINVAL, f"{name}: malformed ELF ({exc})") from None
+
+
+def load_beside(name: str, data: bytes, image: Image, *, align: int = abi.PAGE_SIZE) -> LoadedPayload:
+    """`load_payload` offline: laid out where a first payload goes, from `image`'s end rounded up to `align`."""
+    base = -(-image.end // align) * align
+    return load_payload(name, data, arch=image.arch, host=Host.of(image), base=base,
+                        limit=base + 2 * abi.PAYLOAD_MAX_SIZE + 64 * abi.PAGE_SIZE)
 
 
 class _Loader:

@@ -21,12 +21,11 @@ from pathlib import Path
 
 from ..arch import Architecture
 from ..errors import LivepatchError
-from ..image import Image
+from ..image import CodeReader, Image
 from ..session import Session, Versions
-from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE
-from .payload import FuncRecord, Host, load_payload
+from .payload import FuncRecord, load_beside
 from .states import Action
-from .unsafe import Reader, unsafe_functions
+from .unsafe import unsafe_functions
 
 XEN_PAYLOAD_ALIGN = 2 * 1024 * 1024
 """Xen 4.17 (x86 arch_livepatch_init) gives payloads the vmap range from xen_virt_end, the end of its image
@@ -38,7 +37,7 @@ class PatchSite:
     """One function record's patch site, before the patch is applied."""
 
     record: FuncRecord
-    target: str  # the old address described with the firmware's symbols
+    target: str  # the old address described with the hypervisor's symbols
     before: tuple[tuple[int, str], ...]  # (address, instruction) the patch overwrites
     after: tuple[tuple[int, str], ...]  # (address, instruction) the patch writes
     reaches: bool  # whether the jump reaches new_addr (NOP records: always)
@@ -94,17 +93,15 @@ def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Pre
 def preflight_offline(name: str, data: bytes, image: Image) -> Preflight:
     """Load `data` as payload `name` against the real hypervisor `image` as built, and describe its patch sites."""
     unsafe = unsafe_functions(image, image.read)
-    base = -(-image.end // XEN_PAYLOAD_ALIGN) * XEN_PAYLOAD_ALIGN
     try:
-        loaded = load_payload(name, data, arch=image.arch, host=Host.of(image), base=base,
-                              limit=base + 2 * PAYLOAD_MAX_SIZE + 64 * PAGE_SIZE)
+        loaded = load_beside(name, data, image, align=XEN_PAYLOAD_ALIGN)
     except LivepatchError as error:
         return Preflight(name, error, (), None, None, None)
     sites = tuple(_site(image.arch, image.read, image.describe, unsafe.get, func) for func in loaded.funcs)
     return Preflight(name, None, sites, None, None, None)  # Xen 4.17 has no unsafe-target check: a warning only
 
 
-def _site(arch: Architecture, read: Reader, describe: Callable[[int], str],
+def _site(arch: Architecture, read: CodeReader, describe: Callable[[int], str],
           unsafe: Callable[[int], str | None], func: FuncRecord) -> PatchSite:
     reaches = func.is_nop or arch.jump_reaches(func.old_addr, func.new_addr)
     length = arch.patch_size(func.new_addr, func.new_size)

@@ -8,12 +8,7 @@ are the NMI callbacks the controller installs or restores.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ..image import Image, Symbol
-
-Reader = Callable[[int, int], bytes | None]
-"""Code bytes at (address, length): guest memory now, or the image as built (None: not there)."""
+from ..image import CodeReader, Image, Symbol
 
 ROOTS = {
     "do_nmi": "it handles NMIs",
@@ -38,7 +33,7 @@ ROOTS = {
 }
 
 
-def unsafe_functions(image: Image, read: Reader) -> dict[int, str]:
+def unsafe_functions(image: Image, read: CodeReader) -> dict[int, str]:
     """Address of every unsafe function -> why (`reached from do_nmi`, ...)."""
     unsafe: dict[int, str] = {}
     for root, why in ROOTS.items():
@@ -56,7 +51,7 @@ def unsafe_functions(image: Image, read: Reader) -> dict[int, str]:
     return unsafe
 
 
-def _direct_callees(image: Image, read: Reader, func: Symbol):
+def _direct_callees(image: Image, read: CodeReader, func: Symbol):
     """The functions `func` calls or jumps to directly (not into itself)."""
     code = read(func.address, func.size) if func.size else None
     if not code:

@@ -149,10 +149,6 @@ class Vcpu:
         self.stop_reason = reason
         self.uc.emu_stop()
 
-    def end_slice_at_next_block(self) -> None:
-        """From inside a hook: spend the slice's budget, so the block hook stops before the next block."""
-        self.budget.budget = self.budget.executed
-
     def snapshot(self) -> Snapshot:
         """Where the vCPU is now (also from inside its own hook)."""
         return Snapshot(self.uc.context_save(), self.current_pc(), len(self.handlers), self.nmi_blocked,
