@@ -87,8 +87,8 @@ def _set_kind(lines, index, kind):
 @pytest.mark.parametrize("name, change, message", [
     ("truncated.jsonl", lambda lines: [*lines[:-1], lines[-1][:-12]], "{n}: truncated line"),
     ("short.jsonl", lambda lines: lines[:-3], "{n}: truncated file: the header announces"),
-    ("version.jsonl", lambda lines: [lines[0].replace('"version":2', '"version":1'), *lines[1:]],
-     "1: trace format version 1, this reader knows 2"),
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":3', '"version":2'), *lines[1:]],
+     "1: trace format version 2, this reader knows 3"),
     ("unknown.jsonl", lambda lines: _set_kind(lines, 40, "foo"), "41: unknown event kind 'foo'"),
     ("json.jsonl", lambda lines: [*lines[:30], lines[30].replace('"kind":', '"kind" '), *lines[31:]],
      "31: bad JSON: Expecting ':' delimiter"),

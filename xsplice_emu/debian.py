@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .cache import cached, digest
 from .errors import ToolchainError
+from .image import Image, load_image
 
 XEN_UTILS = "xen-utils-4.17"
 XEN_LIVEPATCH = Path("usr/lib/xen-4.17/bin/xen-livepatch")
@@ -29,6 +30,15 @@ def xen_livepatch() -> Path:
 def xen_syms() -> Path:
     """Debian's xen-syms-4.17-amd64, fetched once (ToolchainError, one line, when that fails)."""
     return package(XEN_HYPERVISOR_DBG) / XEN_SYMS
+
+
+DEBIAN_XEN_SYMS = "debian"
+"""What `--xen-syms` and `[machine] xen_syms` take for Debian's xen-syms-4.17-amd64 (fetched on first use)."""
+
+
+def load_xen_syms(value: str | Path) -> Image:
+    """The real Xen image `value` names: a xen-syms path, or DEBIAN_XEN_SYMS for Debian's."""
+    return load_image(xen_syms() if str(value) == DEBIAN_XEN_SYMS else Path(value), what="Xen image")
 
 
 def package(name: str) -> Path:

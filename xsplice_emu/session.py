@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .debian import load_xen_syms
 from .duration import NS_PER_MS
 from .firmware import builtin_firmware
 from .image import load_image
@@ -32,18 +33,20 @@ class Versions:
 
 
 def text_digest(machine: Machine) -> str:
-    """SHA-256 of the firmware's executable segments as guest memory holds them now."""
+    """SHA-256 of the firmware's and the hypervisor's executable segments as guest memory holds them now."""
+    images = {id(image): image for image in (machine.image, machine.hypervisor)}.values()
     return "".join(machine.memory.digest(seg.address, seg.address + seg.memory_size)
-                   for seg in machine.image.segments if seg.executable)
+                   for image in images for seg in image.segments if seg.executable)
 
 
 class Session:
     """A booted machine that takes operator commands and scenario verbs."""
 
     def __init__(self, *, vcpus: int, seed: int, firmware: str | Path | None = None,
-                 boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path(".")):
+                 xen_syms: str | Path | None = None, boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path(".")):
         image = load_image(firmware or builtin_firmware())
-        self.machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed))
+        hypervisor = None if xen_syms is None else load_xen_syms(xen_syms)
+        self.machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed), hypervisor=hypervisor)
         self.text_as_built = text_digest(self.machine)
         self.machine.run_for(int(boot_ms * NS_PER_MS))
         self.livepatch = Livepatch(self.machine)
@@ -64,25 +67,33 @@ class Session:
         self.machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
 
     def call(self, vcpu: int, function: str, arguments: tuple[int | str, ...], *, delay_ns: int = 0) -> int | None:
-        """Run the firmware's `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give
-        its result; with `delay_ns`, post it for then and give None."""
-        image = self.machine.image
-        values = [image.address(arg) if isinstance(arg, str) else arg for arg in arguments]
+        """Run `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give its result;
+        with `delay_ns`, post it for then and give None. Names are the hypervisor's (a real Xen's when one is
+        given), then the firmware's."""
+        address = self.address(function)
+        values = [self.address(arg) if isinstance(arg, str) else arg for arg in arguments]
         if delay_ns:
-            self.machine.post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
+            self.machine.post_call(vcpu, address, *values, at_ps=self._at(delay_ns))
             return None
-        return self.machine.call(vcpu, function, *values)
+        return self.machine.call(vcpu, address, *values)
+
+    def address(self, name: str) -> int:
+        """Where symbol `name` is: the hypervisor's (a real Xen's when one is given), else the firmware's."""
+        address = self.machine.hypervisor.resolve(name)
+        return self.machine.image.address(name) if address is None else address
 
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
         self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
 
     def versions(self) -> list[Versions]:
-        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version()."""
-        machine = self.machine
-        majors = machine.call_all("xen_major_version")
-        minors = machine.call_all("xen_minor_version")
-        extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
+        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version() (the hypervisor's:
+        a real Xen's when one is given)."""
+        machine, hypervisor = self.machine, self.machine.hypervisor
+        majors = machine.call_all(hypervisor.address("xen_major_version"))
+        minors = machine.call_all(hypervisor.address("xen_minor_version"))
+        extras = [machine.memory.read_cstring(address)
+                  for address in machine.call_all(hypervisor.address("xen_extra_version"))]
         return [Versions(int_result(major), int_result(minor), extra)
                 for major, minor, extra in zip(majors, minors, extras, strict=True)]
 

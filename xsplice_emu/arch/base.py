@@ -2,8 +2,8 @@
 
 An `Architecture` is one object per ISA: the engines' modes, the registers
 the machine and the hook calling convention use, how an interrupt enters
-and leaves a handler, how a port access reaches the host, how a patch is
-encoded, which relocations a payload may carry, and where the firmware's
+and leaves a handler, how a port access reaches the host, how page tables map
+a high-half image, how a patch is encoded, which relocations a payload may carry, and where the firmware's
 sources are. Nothing outside `xsplice_emu/arch/` names an ISA; porting the
 testbed is a subclass of this plus a firmware tree (docs/architecture.md).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -147,6 +147,20 @@ class Architecture(ABC):
         """What applying a function record writes at `old_addr`: NOPs for a NOP record (`new_addr == 0`), else
         the jump to `new_addr`."""
         return self.nops(new_size) if new_addr == 0 else self.jump(old_addr, new_addr)
+
+    # -- paging ----------------------------------------------------------------
+    large_page_size: int
+    """Bytes one page-table entry maps in `page_tables` (windows and identity ranges are rounded to it)."""
+
+    @abstractmethod
+    def page_tables(self, base: int, identity: Sequence[tuple[int, int]],
+                    windows: Sequence[tuple[int, int, int]]) -> bytes:
+        """Page tables to place at physical `base` (the root first) that map each identity range `[begin, end)`
+        onto itself and each window (virtual, physical, size) onto its physical range."""
+
+    @abstractmethod
+    def enable_paging(self, uc: Uc, root: int) -> None:
+        """Turn on paging on `uc` with the page tables at `root`."""
 
     # -- relocations -----------------------------------------------------------
     @abstractmethod

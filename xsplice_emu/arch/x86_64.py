@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_64
@@ -14,6 +14,9 @@ from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64
 from unicorn.x86_const import (
     UC_X86_INS_IN,
     UC_X86_INS_OUT,
+    UC_X86_REG_CR0,
+    UC_X86_REG_CR3,
+    UC_X86_REG_CR4,
     UC_X86_REG_EFLAGS,
     UC_X86_REG_IDTR,
     UC_X86_REG_RAX,
@@ -53,6 +56,17 @@ RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
 RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
+
+# 4-level paging with 2 MiB pages
+PAGE_TABLE_SIZE = 4096
+LARGE_PAGE = 2 << 20
+ENTRY_PRESENT_WRITABLE = 0x3
+ENTRY_LARGE_PAGE = 0x80
+CR0_PE = 1 << 0
+CR0_PG = 1 << 31
+CR4_PAE = 1 << 5
+MSR_EFER = 0xC0000080
+EFER_LME_LMA = 0x500
 
 # Intel's recommended multi-byte NOPs, 1 to 9 bytes.
 _NOPS = (
@@ -157,6 +171,43 @@ class X86_64(Architecture):
             out += _NOPS[chunk]
             size -= chunk
         return bytes(out)
+
+    large_page_size = LARGE_PAGE
+
+    def page_tables(self, base: int, identity: Sequence[tuple[int, int]],
+                    windows: Sequence[tuple[int, int, int]]) -> bytes:
+        tables: list[bytearray] = [bytearray(PAGE_TABLE_SIZE)]  # [0] is the PML4
+        children: dict[tuple[int, ...], int] = {}
+
+        def table(path: tuple[int, ...]) -> bytearray:
+            """The table reached from the PML4 through the entries `path` (made on first use)."""
+            if path not in children:
+                parent = table(path[:-1]) if len(path) > 1 else tables[0]
+                children[path] = len(tables)
+                tables.append(bytearray(PAGE_TABLE_SIZE))
+                struct.pack_into("<Q", parent, path[-1] * 8, base + children[path] * PAGE_TABLE_SIZE
+                                 | ENTRY_PRESENT_WRITABLE)
+            return tables[children[path]]
+
+        def map_large(virtual: int, physical: int) -> None:
+            pml4, pdpt, pd = (virtual >> 39) & 511, (virtual >> 30) & 511, (virtual >> 21) & 511
+            struct.pack_into("<Q", table((pml4, pdpt)), pd * 8, physical | ENTRY_LARGE_PAGE | ENTRY_PRESENT_WRITABLE)
+
+        for begin, end in identity:
+            for page in range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE):
+                map_large(page, page)
+        for virtual, physical, size in windows:
+            if (virtual | physical | size) & (LARGE_PAGE - 1):
+                raise MachineError(f"window {virtual:#x}->{physical:#x}+{size:#x} is not 2 MiB aligned")
+            for offset in range(0, size, LARGE_PAGE):
+                map_large(virtual + offset, physical + offset)
+        return b"".join(tables)
+
+    def enable_paging(self, uc: Uc, root: int) -> None:
+        uc.reg_write(UC_X86_REG_CR3, root)
+        uc.reg_write(UC_X86_REG_CR4, uc.reg_read(UC_X86_REG_CR4) | CR4_PAE)
+        uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) | EFER_LME_LMA)
+        uc.reg_write(UC_X86_REG_CR0, uc.reg_read(UC_X86_REG_CR0) | CR0_PE | CR0_PG)
 
     def relocation_name(self, reloc_type: int) -> str:
         return _RELOCATION_NAMES.get(reloc_type, f"R_X86_64 type {reloc_type}")

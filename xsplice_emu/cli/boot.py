@@ -9,13 +9,14 @@ import click
 from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
+from ..debian import load_xen_syms
 from ..duration import NS_PER_MS
 from ..files import check_destination
 from ..firmware import builtin_firmware
 from ..image import load_image
 from ..machine import Machine, MachineConfig
 from ..platform import NR_CPUS
-from .common import DIGEST_SHOWN, SEED, Milliseconds, out, print_console_line, reports_errors
+from .common import DIGEST_SHOWN, SEED, Milliseconds, out, print_console_line, reports_errors, xen_syms_option
 
 
 @click.command()
@@ -27,18 +28,20 @@ from .common import DIGEST_SHOWN, SEED, Milliseconds, out, print_console_line, r
               help="Instructions per virtual microsecond.")
 @click.option("--timer-hz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Per-vCPU timer interrupt rate.")
+@xen_syms_option
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
 @reports_errors
-def boot(vcpus, seed, ms, firmware, clock_mhz, timer_hz, trace_path, quiet):
+def boot(vcpus, seed, ms, firmware, xen_syms, clock_mhz, timer_hz, trace_path, quiet):
     """Boot the firmware on VCPUS vCPUs and run MS ms of virtual time."""
     config = MachineConfig(vcpus=vcpus, seed=seed, clock_hz=clock_mhz * 1_000_000, timer_hz=timer_hz)
     config.validate()
     if trace_path:
         check_destination(trace_path)
     image = load_image(firmware or builtin_firmware())
+    hypervisor = None if xen_syms is None else load_xen_syms(xen_syms)
     started = time.perf_counter()
-    machine = Machine(image, config=config)
+    machine = Machine(image, config=config, hypervisor=hypervisor)
     _run(machine, int(ms * NS_PER_MS))
     host_seconds = time.perf_counter() - started
     if not quiet:
@@ -73,6 +76,11 @@ def _print_summary(machine: Machine, host_seconds: float) -> None:
     counts = [v.instructions for v in machine.vcpus]
     table.add_row("vCPUs", str(len(counts)))
     table.add_row("virtual time", f"{machine.now_ns / 1e6:.3f} ms")
+    if machine.hypervisor is not machine.image:
+        begin, _ = machine.payload_space
+        table.add_row("hypervisor", f"{machine.hypervisor.path.name} (build-id {machine.hypervisor.build_id.hex()}) "
+                                    f"at {min(s.address for s in machine.hypervisor.segments):#x}; "
+                                    f"payloads from {begin:#x}")
     if len(counts) <= 16:
         table.add_row("instructions per vCPU", ", ".join(f"{c:,}" for c in counts))
     else:

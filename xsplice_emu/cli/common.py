@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from ..debian import DEBIAN_XEN_SYMS
 from ..duration import MAX_MS
 from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
@@ -73,10 +74,18 @@ def print_outcome(outcome: Outcome) -> None:
             click.echo(text, nl=False, err=stream == ERR)
 
 
+def xen_syms_option(command):
+    """--xen-syms: a real Xen image to patch beside the firmware."""
+    return click.option("--xen-syms", metavar="PATH",
+                        help="A real Xen's xen-syms, mapped at its link addresses and patched instead of the "
+                             f"firmware's functions ('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17, fetched once).")(command)
+
+
 def machine_options(command):
-    """--vcpus, --seed, --firmware and --boot-ms: the machine a command boots."""
+    """--vcpus, --seed, --firmware, --xen-syms and --boot-ms: the machine a command boots."""
     command = click.option("--boot-ms", default=DEFAULT_BOOT_MS, show_default=True,
                            type=Milliseconds(), help="Virtual ms to boot before the first command.")(command)
+    command = xen_syms_option(command)
     command = click.option("--firmware", type=click.Path(dir_okay=False),
                            help="Firmware ELF (default: the built-in one).")(command)
     command = click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the scheduler.")(command)

@@ -36,7 +36,7 @@ class _VerbsCommand(click.Command):
 @click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED, metavar="VERB ARGS [VERB ARGS]...")
 @click.pass_context
 @reports_errors
-def livepatch(ctx: click.Context, words, vcpus, seed, firmware, boot_ms, trace_path):
+def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_ms, trace_path):
     """Boot a machine, then run xen-livepatch commands on it in order.
 
     \b
@@ -49,7 +49,7 @@ def livepatch(ctx: click.Context, words, vcpus, seed, firmware, boot_ms, trace_p
     requests = parse_chain(words)
     if trace_path:
         check_destination(trace_path)
-    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms)
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms)
     exit_code = 0
     for request in requests:
         outcome = session.command(request)

@@ -12,11 +12,12 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from ..debian import load_xen_syms
 from ..errors import ConfigError
 from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..platform import NR_CPUS
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
-from .common import DIGEST_SHOWN, SEED, out, reports_errors
+from .common import DIGEST_SHOWN, SEED, out, reports_errors, xen_syms_option
 from .view import view_trace
 
 
@@ -24,6 +25,7 @@ from .view import view_trace
 @click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--seed", type=SEED, help="Override every scenario's seed.")
 @click.option("--vcpus", type=click.IntRange(1, NR_CPUS), help="Override every scenario's vCPU count.")
+@xen_syms_option
 @click.option("--trace", "trace_path", type=click.Path(),
               help="Write the JSON Lines trace here; for several scenarios a directory of NAME.jsonl, NAME the file's "
                    "stem, with parent folders (a-s, b-s) where stems repeat.")
@@ -34,16 +36,18 @@ from .view import view_trace
                                      "as `run -q` and `boot` print; one scenario only).")
 @click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
-def run(scenarios, seed, vcpus, trace_path, junit_path, as_json, quiet, expect_digest, open_viewer):
+def run(scenarios, seed, vcpus, xen_syms, trace_path, junit_path, as_json, quiet, expect_digest, open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
     if expect_digest is not None and (len(scenarios) != 1 or len(expect_digest) < DIGEST_SHOWN):
         raise ConfigError(f"--expect-digest needs one scenario and {DIGEST_SHOWN} or more hex digits")
+    if xen_syms is not None:
+        load_xen_syms(xen_syms)  # one error before any scenario runs
     names = report_names([Path(path) for path in scenarios])
     _check_destinations(trace_path, junit_path, several=len(scenarios) > 1)
     loaded: list[tuple[str, Scenario | ConfigError]] = []
     for name, path in zip(names, scenarios, strict=True):
         try:
-            loaded.append((name, load_scenario(path, vcpus=vcpus, seed=seed)))
+            loaded.append((name, load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms)))
         except ConfigError as exc:
             if not junit_path:  # checked before anything runs; with a report for CI, the others still run
                 raise

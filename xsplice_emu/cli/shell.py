@@ -71,9 +71,9 @@ COMMANDS = {command.name: command for command in (
 @click.command()
 @machine_options
 @reports_errors
-def shell(vcpus, seed, firmware, boot_ms):
+def shell(vcpus, seed, firmware, xen_syms, boot_ms):
     """A prompt for livepatch and scenario verbs on one live machine."""
-    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms)
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms)
     commands = Shell(session)
     out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {session.machine.now_ns / 1e6:g} ms booted. "
               "`help` lists the commands.")

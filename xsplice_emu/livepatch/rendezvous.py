@@ -145,7 +145,7 @@ class Rendezvous:
             abandon(LivepatchError(errno.EFAULT, f"{what} faulted: {fault}"))
             return True
 
-        what = f"hook {machine.image.describe(address)}"
+        what = f"hook {machine.describe(address)}"
         vcpu.on_fault = on_fault
         timeout_ns = self.active.timeout_ns
         alarm = machine.add_alarm(self._now(vcpu) + timeout_ns * PS_PER_NS, lambda: abandon(LivepatchError(

@@ -93,8 +93,8 @@ class Livepatch:
         self.payloads: dict[str, Payload] = {}
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
-        self._unsafe = unsafe_functions(machine.image, machine.memory.read)
-        self.memory = Arena(_page_align(machine.image.end), machine.memory.size)
+        self._unsafe = unsafe_functions(machine.hypervisor, machine.memory.read)
+        self.memory = Arena(*machine.payload_space)
         self._pending: tuple[Payload, Action, Work] | None = None
         self._before: _Before | None = None
         self._written: list[_Write] = []
@@ -115,7 +115,7 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
-        host = Host.of(self.machine.image, [p.loaded for p in self.payloads.values()])
+        host = Host.of(self.machine.hypervisor, [p.loaded for p in self.payloads.values()])
         loaded = self.memory.place(lambda base, limit: load_payload(
             name, data, arch=self.machine.arch, host=host, base=base, limit=limit))
         for func in loaded.funcs:
@@ -150,7 +150,7 @@ class Livepatch:
         why = self.unsafe_reason(func.old_addr)
         if why is None:
             return
-        target = self.machine.image.describe(func.old_addr)
+        target = self.machine.describe(func.old_addr)
         if not allow_unsafe:
             raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {target}: {why}")
         self.rendezvous.log_line(f"xsplice: {name}: WARNING: patching {target} although {why} (allow-unsafe)")
@@ -209,7 +209,7 @@ class Livepatch:
             top = self.payloads[self.applied[-1]]
             wanted, what = top.loaded.build_id, f"the top applied payload {top.name}"
         else:
-            wanted, what = self.machine.image.build_id, "the hypervisor"
+            wanted, what = self.machine.hypervisor.build_id, "the hypervisor"
         depends = payload.loaded.depends
         if depends != wanted:
             got = depends.hex() if depends else "nothing"

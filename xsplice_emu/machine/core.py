@@ -13,7 +13,7 @@ from typing import Any
 from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
 
 from ..errors import ConfigError, GuestFault, MachineError
-from ..image import Image
+from ..image import Image, Segment
 from ..platform import CALL_FUNCTION_VECTOR, CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE, TEXT_ALIAS_OFFSET
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
@@ -22,7 +22,7 @@ from .calls import CallSlots
 from .console import Console
 from .devices import PortReader, Ports
 from .hooks import install
-from .memory import GuestMemory
+from .memory import GuestMemory, Window
 from .scheduler import Alarm, Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
@@ -57,30 +57,56 @@ class MachineConfig:
             raise ConfigError(f"ram_mib must be at least 8, not {self.ram_mib}")
 
 
-class Machine:
-    """N vCPUs over one RAM running a firmware image, deterministic by seed."""
+HYPERVISOR_PAYLOAD_SPACE = 16 << 20
+"""Bytes for payloads past a hypervisor image's end (rounded up to a large page), inside its window."""
+PAGE_TABLE_SPACE = 64 << 10
 
-    def __init__(self, image: Image, *, config: MachineConfig = MachineConfig()):
+
+class Machine:
+    """N vCPUs over one RAM running a firmware image, deterministic by seed.
+
+    With a `hypervisor` image (a real Xen's xen-syms), that image is mapped at its link addresses through page
+    tables (a window onto RAM past the firmware's), payloads go in the same window past its end, and it is
+    what livepatching patches; the firmware still runs the platform from identity-mapped low RAM."""
+
+    def __init__(self, image: Image, *, config: MachineConfig = MachineConfig(), hypervisor: Image | None = None):
         config.validate()
         self.image = image
+        self.hypervisor = hypervisor or image
         self.arch = image.arch
         self.config = config
-        self.memory = GuestMemory(config.ram_mib << 20)
-        self._load(image)
+        if hypervisor is not None and hypervisor.arch is not image.arch:
+            raise ConfigError(f"{hypervisor.path}: a {hypervisor.arch.title} image beside "
+                              f"{image.arch.title} firmware")
+        paging_root = None  # payload_space: where payloads go, `[begin, end)` of guest addresses
+        if hypervisor is None:
+            self.memory = GuestMemory(config.ram_mib << 20)
+            self._load(image)
+            self.payload_space = (_round_up(image.end, PAGE_SIZE), self.memory.size)
+        else:
+            window = self._window(hypervisor)
+            self.memory = GuestMemory(window.physical + window.size + PAGE_TABLE_SPACE, (window,))
+            self._load(image)
+            self._load(hypervisor)
+            self.payload_space = (_round_up(hypervisor.end, self.arch.large_page_size), window.end)
+            paging_root = self._build_page_tables(window)
         self.timer_period_ps = PS_PER_SECOND // config.timer_hz
         self.trace = Trace({"seed": config.seed, "options": asdict(config),
-                            "firmware_build_id": image.build_id.hex(), "vcpus": config.vcpus,
+                            "firmware_build_id": image.build_id.hex(),
+                            "hypervisor_build_id": self.hypervisor.build_id.hex(), "vcpus": config.vcpus,
                             "clock_hz": config.clock_hz})
         self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, self.memory.size - RAM_BASE,
                                        disassembler=self.arch.disassembler)
+        for window in self.memory.windows:
+            self.table.add_range(self.memory.host_address + window.physical, window.virtual, window.size)
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
-        layout = _layout(image, self.memory.size)
+        layout = _layout(self._physical_segments(), self.memory.size)
         self._code: list[tuple[int, int]] = [(begin, end) for begin, end, permissions in layout
                                              if permissions & UC_PROT_EXEC]  # page aligned
         mappings = [mapping for begin, end, permissions in layout for mapping in (
             (begin, begin, end - begin, permissions),
             (TEXT_ALIAS_OFFSET + begin, begin, end - begin, _alias_permissions(permissions & UC_PROT_EXEC != 0)))]
-        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings,
+        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings, paging_root=paging_root,
                            ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
@@ -97,12 +123,51 @@ class Machine:
         self.emit(self.vcpus[0], EventKind.CPU_START, by=None)
         self.scheduler.queue(self.vcpus[0])
 
+    def _window(self, hypervisor: Image) -> Window:
+        """The hypervisor's link addresses (from a large page below its lowest segment) and payload space past
+        its end, onto physical RAM past the firmware's."""
+        large = self.arch.large_page_size
+        begin = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
+        end = _round_up(hypervisor.end, large) + HYPERVISOR_PAYLOAD_SPACE
+        physical = _round_up(self.config.ram_mib << 20, large)
+        if begin < TEXT_ALIAS_OFFSET + physical + (end - begin) + PAGE_TABLE_SPACE:
+            raise ConfigError(f"{hypervisor.path}: linked at {begin:#x}, over the firmware's RAM: "
+                              "a hypervisor image beside the firmware must be linked in the high half")
+        return Window(begin, physical, end - begin)
+
+    def _build_page_tables(self, window: Window) -> int:
+        """Identity-map RAM and its alias, map the window; the root's physical address."""
+        root = window.physical + window.size
+        tables = self.arch.page_tables(root, identity=((0, self.memory.size), (TEXT_ALIAS_OFFSET, TEXT_ALIAS_OFFSET
+                                       + self.memory.size)), windows=((window.virtual, window.physical, window.size),))
+        if len(tables) > PAGE_TABLE_SPACE:
+            raise MachineError(f"page tables need {len(tables)} bytes, more than the {PAGE_TABLE_SPACE} reserved")
+        self.memory.write(root, tables)
+        return root
+
     def _load(self, image: Image) -> None:
         for seg in image.segments:
-            if seg.address < RAM_BASE or seg.address + seg.memory_size > self.memory.size:
+            try:
+                self.memory.physical(seg.address, seg.memory_size)
+            except MachineError:
                 raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in "
-                                  f"{self.config.ram_mib} MiB of RAM")
+                                  f"{self.config.ram_mib} MiB of RAM") from None
             self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
+
+    def _physical_segments(self) -> list[tuple[int, int, Segment]]:
+        """Every loaded segment as (physical begin, physical end, segment), by address."""
+        images = (self.image,) if self.hypervisor is self.image else (self.image, self.hypervisor)
+        found = []
+        for image in images:
+            for seg in image.segments:
+                begin = self.memory.physical(seg.address, seg.memory_size)
+                found.append((begin, begin + seg.memory_size, seg))
+        return sorted(found, key=lambda entry: entry[:2])
+
+    def describe(self, address: int) -> str:
+        """`name+0xoff` for an address in the firmware's or the hypervisor's functions, else hex."""
+        image = self.hypervisor if self.image.function_at(address) is None else self.image
+        return image.describe(address)
 
     @property
     def console(self) -> Console:
@@ -224,7 +289,7 @@ class Machine:
         except MachineError:
             insn = "(outside RAM)"
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
-        message = (f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.image.describe(pc)}>: {insn}; "
+        message = (f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
                    f"last console line: {self.console.last_line(vcpu.index)!r}")
         return GuestFault(message, vcpu=vcpu.index, rip=pc)
 
@@ -315,7 +380,8 @@ class Machine:
     def protect(self, begin: int, end: int, *, read: bool, write: bool = False, execute: bool = False) -> None:
         """What guest code may do with the pages covering `[begin, end)`, on every vCPU. The host and the
         writable alias (TEXT_ALIAS_OFFSET) are not bound by it; executable ranges are what code writes watch."""
-        begin, end = begin & ~(PAGE_SIZE - 1), -(-end // PAGE_SIZE) * PAGE_SIZE
+        physical = self.memory.physical(begin, end - begin)
+        begin, end = physical & ~(PAGE_SIZE - 1), _round_up(physical + end - begin, PAGE_SIZE)
         permissions = (UC_PROT_READ if read else 0) | (UC_PROT_WRITE if write else 0) | (UC_PROT_EXEC if execute else 0)
         was_code = any(b < end and begin < e for b, e in self._code)
         for vcpu in self.vcpus:
@@ -425,14 +491,18 @@ class Machine:
         return sum(v.instructions for v in self.vcpus)
 
 
-def _layout(image: Image, size: int) -> list[tuple[int, int, int]]:
-    """RAM `[RAM_BASE, size)` as page-aligned (begin, end, Unicorn permissions): the image's segments as their
-    flags say, everything else read+write and not executable. Mapped piece by piece (splitting one mapping
-    with mem_protect costs ~0.4 ms a vCPU a call)."""
+def _round_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment
+
+
+def _layout(segments: list[tuple[int, int, Segment]], size: int) -> list[tuple[int, int, int]]:
+    """RAM `[RAM_BASE, size)` as page-aligned (begin, end, Unicorn permissions): the segments (at their physical
+    [begin, end)) as their flags say, everything else read+write and not executable. Mapped piece by piece
+    (splitting one mapping with mem_protect costs ~0.4 ms a vCPU a call)."""
     pieces = []
     cursor = RAM_BASE
-    for seg in sorted(image.segments, key=lambda s: s.address):
-        begin, end = seg.address & ~(PAGE_SIZE - 1), -(-(seg.address + seg.memory_size) // PAGE_SIZE) * PAGE_SIZE
+    for physical_begin, physical_end, seg in segments:
+        begin, end = physical_begin & ~(PAGE_SIZE - 1), _round_up(physical_end, PAGE_SIZE)
         if cursor < begin:
             pieces.append((cursor, begin, UC_PROT_READ | UC_PROT_WRITE))
         pieces.append((max(begin, cursor), end, (UC_PROT_READ if seg.readable else 0)

@@ -6,65 +6,85 @@ import ctypes
 import hashlib
 import mmap
 import struct
+from dataclasses import dataclass
 
 from ..errors import MachineError
 from ..platform import RAM_BASE
 
 
-class GuestMemory:
-    """Identity-mapped guest RAM `[RAM_BASE, size)`; host offset == guest address."""
+@dataclass(frozen=True)
+class Window:
+    """Guest virtual `[virtual, virtual + size)` is physical RAM `[physical, physical + size)` (page tables map
+    it for the guest; the host translates)."""
 
-    def __init__(self, size: int):
+    virtual: int
+    physical: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.virtual + self.size
+
+
+class GuestMemory:
+    """Guest RAM `[RAM_BASE, size)`, identity-mapped (host offset == guest address), plus virtual windows onto
+    parts of it. Every address the host reads or writes is a guest virtual address."""
+
+    def __init__(self, size: int, windows: tuple[Window, ...] = ()):
         if size < 4 << 20 or size % mmap.PAGESIZE:
             raise MachineError(f"RAM size {size:#x} must be page aligned and at least 4 MiB")
         self.size = size
+        self.windows = windows
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._view = memoryview(self._map)
         self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
 
-    def _check(self, address: int, length: int) -> None:
-        if address < RAM_BASE or address + length > self.size or length < 0:
-            raise MachineError(f"guest range {address:#x}+{length:#x} is outside RAM")
+    def physical(self, address: int, length: int = 0) -> int:
+        """Where `[address, address + length)` lies in RAM (its host offset); outside RAM, MachineError."""
+        if RAM_BASE <= address and address + length <= self.size and length >= 0:
+            return address
+        for window in self.windows:
+            if window.virtual <= address and address + length <= window.end and length >= 0:
+                return address - window.virtual + window.physical
+        raise MachineError(f"guest range {address:#x}+{length:#x} is outside RAM")
+
+    def limit(self, address: int) -> int:
+        """The end of the mapped range holding `address`."""
+        for window in self.windows:
+            if window.virtual <= address < window.end:
+                return window.end
+        return self.size
 
     def read(self, address: int, length: int) -> bytes:
-        self._check(address, length)
-        return bytes(self._view[address:address + length])
+        offset = self.physical(address, length)
+        return bytes(self._view[offset:offset + length])
 
     def write(self, address: int, data: bytes) -> None:
-        self._check(address, len(data))
-        self._view[address:address + len(data)] = data
-
-    def read_u8(self, address: int) -> int:
-        self._check(address, 1)
-        return self._map[address]
+        offset = self.physical(address, len(data))
+        self._view[offset:offset + len(data)] = data
 
     def write_u8(self, address: int, value: int) -> None:
-        self._check(address, 1)
-        self._map[address] = value
+        self._map[self.physical(address, 1)] = value
 
     def read_u32(self, address: int) -> int:
-        self._check(address, 4)
-        return struct.unpack_from("<I", self._map, address)[0]
+        return struct.unpack_from("<I", self._map, self.physical(address, 4))[0]
 
     def read_u64(self, address: int) -> int:
-        self._check(address, 8)
-        return struct.unpack_from("<Q", self._map, address)[0]
+        return struct.unpack_from("<Q", self._map, self.physical(address, 8))[0]
 
     def write_u32(self, address: int, value: int) -> None:
-        self._check(address, 4)
-        struct.pack_into("<I", self._map, address, value)
+        struct.pack_into("<I", self._map, self.physical(address, 4), value)
 
     def write_u64(self, address: int, value: int) -> None:
-        self._check(address, 8)
-        struct.pack_into("<Q", self._map, address, value)
+        struct.pack_into("<Q", self._map, self.physical(address, 8), value)
 
     def read_cstring(self, address: int, limit: int = 256) -> str:
         """A NUL-terminated string at `address` (at most `limit` bytes)."""
-        data = self.read(address, min(limit, self.size - address))
+        data = self.read(address, min(limit, self.limit(address) - address))
         return data.split(b"\0", 1)[0].decode("latin-1")
 
     def digest(self, begin: int = RAM_BASE, end: int | None = None) -> str:
         """SHA-256 of `[begin, end)`, the whole RAM by default."""
         end = self.size if end is None else end
-        self._check(begin, end - begin)
-        return hashlib.sha256(self._view[begin:end]).hexdigest()
+        offset = self.physical(begin, end - begin)
+        return hashlib.sha256(self._view[offset:offset + end - begin]).hexdigest()

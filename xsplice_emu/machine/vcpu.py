@@ -51,13 +51,15 @@ class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
     def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
-                 mappings: list[tuple[int, int, int, int]], ps_per_instruction: int):
+                 mappings: list[tuple[int, int, int, int]], paging_root: int | None, ps_per_instruction: int):
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         for guest, host_offset, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, memory.host_address + host_offset)
+        if paging_root is not None:
+            arch.enable_paging(self.uc, paging_root)
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU

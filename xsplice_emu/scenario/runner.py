@@ -59,16 +59,17 @@ class ScenarioResult:
     def reproduce(self) -> str:
         """The one command line that runs this scenario again, identically."""
         machine = self.scenario.machine
+        xen_syms = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
-                           "--seed", str(machine.seed), "--vcpus", str(machine.vcpus)])
+                           "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *xen_syms])
 
 
 def run_scenario(scenario: Scenario) -> ScenarioResult:
     """Boot the scenario's machine and run its steps."""
     started = time.perf_counter()
     spec = scenario.machine
-    session = Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, boot_ms=spec.boot_ms,
-                      base=scenario.path.parent)
+    session = Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
+                      boot_ms=spec.boot_ms, base=scenario.path.parent)
     results = []
     for number, step in enumerate(scenario.steps, 1):
         try:

@@ -2,7 +2,8 @@
 
     name = "..."                     # optional; default: the file's stem
     description = "..."              # optional
-    [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2)
+    [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2), xen_syms (a real Xen's
+                                     #   xen-syms, or "debian" for Debian's Xen 4.17, fetched once)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
     livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
     run_ms = 5
@@ -21,7 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ImageError
+from ..debian import DEBIAN_XEN_SYMS, load_xen_syms
+from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import TEXT_LIMIT, read_file
 from ..image import load_image
 from ..platform import NR_CPUS
@@ -36,12 +38,14 @@ class MachineSpec:
     seed: int = 0
     firmware: Path | None = None
     boot_ms: float = DEFAULT_BOOT_MS
+    xen_syms: str | None = None  # a path, or DEBIAN_XEN_SYMS
 
 
 DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Value.TEXT, optional=True),
                  Key("machine", Value.TABLE, optional=True), Key("step", Value.LIST, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
-                Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True))
+                Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True),
+                Key("xen_syms", Value.TEXT, optional=True))
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,9 @@ class Scenario:
     steps: tuple[Step, ...]
 
 
-def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None) -> Scenario:
-    """Read and check `path`; `vcpus` and `seed` override its [machine] table."""
+def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
+                  xen_syms: str | None = None) -> Scenario:
+    """Read and check `path`; `vcpus`, `seed` and `xen_syms` override its [machine] table."""
     path = Path(path)
     text = read_file(path, limit=TEXT_LIMIT, what="scenario")
     try:
@@ -68,6 +73,8 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
         machine = replace(machine, vcpus=vcpus)
     if seed is not None:
         machine = replace(machine, seed=seed)
+    if xen_syms is not None:
+        machine = replace(machine, xen_syms=xen_syms)
     if not 1 <= machine.vcpus <= NR_CPUS:
         raise where.at("[machine]").error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}")
     steps = document.get("step", [])
@@ -108,9 +115,16 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
             load_image(firmware)
         except (ImageError, ConfigError) as exc:
             raise where.error(f"firmware: {exc}") from None
+    xen_syms = table.get("xen_syms")
+    if xen_syms is not None:
+        xen_syms = xen_syms if xen_syms == DEBIAN_XEN_SYMS else str(base / xen_syms)
+        try:
+            load_xen_syms(xen_syms)
+        except (ImageError, ConfigError, ToolchainError) as exc:
+            raise where.error(f"xen_syms: {exc}") from None
     defaults = MachineSpec()
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
-                       table.get("boot_ms", defaults.boot_ms))
+                       table.get("boot_ms", defaults.boot_ms), xen_syms)
 
 
 def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:

@@ -13,7 +13,7 @@ from typing import Any
 from .kinds import EventKind, Field
 
 FORMAT = "xsplice-emu-trace"
-VERSION = 2
+VERSION = 3
 """2 (this version): nmi_lost, code_write, code_sync, action_failed and stall events, abort names the missing vCPUs."""
 
 
@@ -47,6 +47,8 @@ HEADER: tuple[Field, ...] = (
     Field("seed", "int", "the scheduler's seed"),
     Field("options", "object", "every MachineConfig field"),
     Field("firmware_build_id", "hex", "the firmware's GNU build-id"),
+    Field("hypervisor_build_id", "hex", "the patched hypervisor's build-id: a real Xen's (--xen-syms), else the "
+          "firmware's"),
     Field("vcpus", "int", "number of vCPUs"),
     Field("clock_hz", "int", "virtual instructions per second"),
     Field("events", "int", "number of event lines that follow"),

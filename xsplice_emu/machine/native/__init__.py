@@ -42,6 +42,7 @@ def library() -> ctypes.CDLL:
     lib.block_table_new.restype = ctypes.c_void_p
     lib.block_table_new.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
+    lib.block_table_add_range.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     return lib
@@ -87,6 +88,11 @@ class BlockTable:
             ctypes.cast(cs.cs_disasm, ctypes.c_void_p), ctypes.cast(cs.cs_free, ctypes.c_void_p))
         if not self.pointer:
             raise MemoryError("block table allocation failed")
+
+    def add_range(self, host_base: int, guest_base: int, guest_size: int) -> None:
+        """Count blocks at `[guest_base, guest_base + guest_size)` from the host bytes at `host_base` too."""
+        if self._lib.block_table_add_range(self.pointer, host_base, guest_base, guest_size):
+            raise MemoryError("block table has no room for another code range")
 
     def forget(self, begin: int, end: int) -> None:
         """Drop the counts of blocks overlapping `[begin, end)` (their code changed)."""

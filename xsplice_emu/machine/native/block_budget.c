@@ -24,13 +24,21 @@ struct block_entry {
     uint32_t insns;
 };
 
+/* Guest addresses [guest_base, guest_base + guest_size) are host bytes at host_base. */
+struct code_range {
+    const uint8_t *host_base;
+    uint64_t guest_base;
+    uint64_t guest_size;
+};
+
+#define MAX_RANGES 4
+
 struct block_table {
     struct block_entry *slots;
     size_t capacity; /* a power of two */
     size_t used;
-    const uint8_t *host_base;
-    uint64_t guest_base;
-    uint64_t guest_size;
+    struct code_range ranges[MAX_RANGES];
+    size_t nr_ranges;
     size_t cs_handle;
     disasm_fn disasm;
     free_insn_fn free_insn;
@@ -86,14 +94,18 @@ static int rehash(struct block_table *t, size_t capacity, uint64_t drop_begin, u
 
 static uint32_t count_insns(struct block_table *t, uint64_t address, uint32_t size)
 {
-    void *insn = NULL;
-    size_t n;
-    if (address < t->guest_base || address + size > t->guest_base + t->guest_size)
-        return 1;
-    n = t->disasm(t->cs_handle, t->host_base + (address - t->guest_base), size, address, 0, &insn);
-    if (insn)
-        t->free_insn(insn, n);
-    return n ? (uint32_t)n : 1;
+    for (size_t r = 0; r < t->nr_ranges; r++) {
+        const struct code_range *c = &t->ranges[r];
+        void *insn = NULL;
+        size_t n;
+        if (address < c->guest_base || address + size > c->guest_base + c->guest_size)
+            continue;
+        n = t->disasm(t->cs_handle, c->host_base + (address - c->guest_base), size, address, 0, &insn);
+        if (insn)
+            t->free_insn(insn, n);
+        return n ? (uint32_t)n : 1;
+    }
+    return 1;
 }
 
 static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
@@ -128,13 +140,22 @@ struct block_table *block_table_new(const uint8_t *host_base, uint64_t guest_bas
         free(t);
         return NULL;
     }
-    t->host_base = host_base;
-    t->guest_base = guest_base;
-    t->guest_size = guest_size;
+    t->ranges[0] = (struct code_range){host_base, guest_base, guest_size};
+    t->nr_ranges = 1;
     t->cs_handle = cs_handle;
     t->disasm = disasm;
     t->free_insn = free_insn;
     return t;
+}
+
+/* Blocks in [guest_base, guest_base + guest_size) are counted from host_base too; -1 when full. */
+int block_table_add_range(struct block_table *t, const uint8_t *host_base, uint64_t guest_base,
+                          uint64_t guest_size)
+{
+    if (t->nr_ranges == MAX_RANGES)
+        return -1;
+    t->ranges[t->nr_ranges++] = (struct code_range){host_base, guest_base, guest_size};
+    return 0;
 }
 
 /* Forget every block overlapping [begin, end): its code was rewritten. */
