@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test fuzz lint bench payloads xenctrl xen-tools clean
+.PHONY: all demo test fuzz lint bench payloads payloads-xen417 xenctrl xen-tools clean
 
 all: $(INSTALLED) payloads
 
@@ -17,6 +17,10 @@ $(INSTALLED): pyproject.toml
 # first use; payloads/build is a copy for the scenarios and examples here.
 payloads: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu payload build-tests payloads/build >/dev/null
+
+# Xen's test payloads built against Debian's real xen-syms-4.17 (fetched once), for scenarios/xen417.
+payloads-xen417: $(INSTALLED)
+	$(VENV)/bin/xsplice-emu payload build-tests payloads/build-xen417 --against debian >/dev/null
 
 # libxenctrl.so.4.17 (xenctrl/) for Xen's own xen-livepatch, built into the cache;
 # xen-tools fetches Debian's xen-utils-4.17 and xen-syms-4.17 there (tests that need it skip, saying why, when it cannot).
@@ -49,5 +53,5 @@ bench: $(INSTALLED) payloads
 clean:
 	$(MAKE) -s -C firmware clean
 	$(MAKE) -s -C xenctrl clean
-	rm -rf payloads/build
+	rm -rf payloads/build payloads/build-xen417
 	rm -rf $(VENV) *.egg-info build

@@ -176,8 +176,9 @@ def _scenario_cases() -> Iterator[Case]:
                     yield Case(f"scenario {kind.kind}.{key.name}={number}",
                                ("run", _scenario_text({}, kind.kind, step)), number == "0")
     for kind_of_file in FILES:
-        yield Case(f"scenario firmware={kind_of_file}",
-                   ("run", _scenario_text({"firmware": f"@{kind_of_file}"}, "run", STEP_BASELINES["run"])), False)
+        for key in ("firmware", "xen_syms"):
+            yield Case(f"scenario {key}={kind_of_file}",
+                       ("run", _scenario_text({key: f"@{kind_of_file}"}, "run", STEP_BASELINES["run"])), False)
         yield Case(f"scenario load FILE={kind_of_file}",
                    ("run", _scenario_text({}, "livepatch", {"livepatch": f"load @{kind_of_file}"})), False)
 

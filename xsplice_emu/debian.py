@@ -36,9 +36,14 @@ DEBIAN_XEN_SYMS = "debian"
 """What `--xen-syms` and `[machine] xen_syms` take for Debian's xen-syms-4.17-amd64 (fetched on first use)."""
 
 
+def xen_syms_path(value: str | Path) -> Path:
+    """The xen-syms file `value` names: a path, or DEBIAN_XEN_SYMS for Debian's."""
+    return xen_syms() if str(value) == DEBIAN_XEN_SYMS else Path(value)
+
+
 def load_xen_syms(value: str | Path) -> Image:
     """The real Xen image `value` names: a xen-syms path, or DEBIAN_XEN_SYMS for Debian's."""
-    return load_image(xen_syms() if str(value) == DEBIAN_XEN_SYMS else Path(value), what="Xen image")
+    return load_image(xen_syms_path(value), what="Xen image")
 
 
 def package(name: str) -> Path:

@@ -111,6 +111,14 @@ class Image:
                 return seg.data[address - seg.address:address - seg.address + length]
         return None
 
+    def code_ranges(self) -> list[tuple[int, int]]:
+        """Where its code is, `[begin, end)`: `_stext` to `_etext` when it has both (Xen's one segment also
+        holds its data), else its executable segments."""
+        begin, end = self.resolve("_stext"), self.resolve("_etext")
+        if begin is not None and end is not None and begin < end:
+            return [(begin, end)]
+        return [(seg.address, seg.address + seg.memory_size) for seg in self.segments if seg.executable]
+
     @property
     def end(self) -> int:
         """First address past the image."""

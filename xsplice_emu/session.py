@@ -33,10 +33,9 @@ class Versions:
 
 
 def text_digest(machine: Machine) -> str:
-    """SHA-256 of the firmware's and the hypervisor's executable segments as guest memory holds them now."""
+    """SHA-256 of the firmware's and the hypervisor's code as guest memory holds it now."""
     images = {id(image): image for image in (machine.image, machine.hypervisor)}.values()
-    return "".join(machine.memory.digest(seg.address, seg.address + seg.memory_size)
-                   for image in images for seg in image.segments if seg.executable)
+    return "".join(machine.memory.digest(begin, end) for image in images for begin, end in image.code_ranges())
 
 
 class Session:

@@ -76,7 +76,7 @@ def print_outcome(outcome: Outcome) -> None:
 
 def xen_syms_option(command):
     """--xen-syms: a real Xen image to patch beside the firmware."""
-    return click.option("--xen-syms", metavar="PATH",
+    return click.option("--xen-syms", type=click.Path(), metavar="PATH",
                         help="A real Xen's xen-syms, mapped at its link addresses and patched instead of the "
                              f"firmware's functions ('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17, fetched once).")(command)
 

@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..debian import DEBIAN_XEN_SYMS, load_xen_syms, xen_syms_path
 from ..errors import errno_name
 from ..files import check_destination, check_new_directory, file_errors, read_file
 from ..firmware import builtin_firmware
@@ -16,9 +17,9 @@ from ..image import load_image
 from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
 from ..livepatch.build import build_payload, payload_build_id, read_note
 from ..livepatch.inspection import PayloadReport, inspect_payload
-from ..livepatch.preflight import Preflight, preflight, preflight_offline
-from ..xen_tests import xen_test_payloads
-from .common import out, reports_errors
+from ..livepatch.preflight import Preflight, preflight
+from ..xen_tests import xen_test_payloads, xen_tests_for
+from .common import out, reports_errors, xen_syms_option
 
 
 @click.group()
@@ -33,8 +34,9 @@ def payload():
 @click.option("--depends", default="hypervisor", show_default=True, metavar="hypervisor|PAYLOAD",
               help="What it applies on top of: the firmware, or another payload (its build-id).")
 @click.option("--no-xen-depends", is_flag=True, help="Leave out .livepatch.xen_depends.")
-@click.option("--firmware", "--against", "firmware", type=click.Path(dir_okay=False),
-              help="The hypervisor it patches: a firmware ELF (default: the built-in one) or a real xen-syms.")
+@click.option("--firmware", "--against", "firmware", type=click.Path(), metavar="FILE",
+              help="The hypervisor it patches: a firmware ELF (default: the built-in one) or a real xen-syms "
+                   f"('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17).")
 @reports_errors
 def payload_build(source, output, depends, no_xen_depends, firmware):
     """Compile SOURCE (C) into a livepatch payload for the firmware."""
@@ -43,7 +45,7 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
     built = build_payload(
         source,
         output,
-        firmware=firmware or builtin_firmware(),
+        firmware=builtin_firmware() if firmware is None else xen_syms_path(firmware),
         depends=None if depends == "hypervisor" else depends,
         xen_depends=not no_xen_depends,
     )
@@ -53,11 +55,14 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
 
 @payload.command("build-tests")
 @click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--against", "xen_syms", type=click.Path(), metavar="XEN_SYMS",
+              help=f"Build them for this real Xen image ('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17) instead of the "
+                   "built-in firmware, but those that assert facts of the firmware's code.")
 @reports_errors
-def payload_build_tests(directory):
+def payload_build_tests(directory, xen_syms):
     """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY."""
     check_new_directory(directory)
-    built = xen_test_payloads()
+    built = xen_test_payloads() if xen_syms is None else xen_tests_for(load_xen_syms(xen_syms).path)
     with file_errors(directory, "copy the payloads there"):
         shutil.copytree(built, directory, dirs_exist_ok=True)
     click.echo(f"Xen's test payloads in {directory} (built in {built})")
@@ -106,21 +111,15 @@ def payload_inspect(file, firmware):
 @payload.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
-@click.option("--xen-syms", type=click.Path(dir_okay=False),
-              help="Check offline against this real Xen image (e.g. Debian's xen-syms-4.17-amd64) instead.")
+@xen_syms_option
 @reports_errors
 def payload_check(file, firmware, xen_syms):
-    """Pre-flight FILE: Xen's verdict at upload and at a trial apply on a fresh machine (offline against
-    --xen-syms: the upload checks only), and each patch site before and after. Exit 0 only when it is
-    accepted, applies with rc 0, and every jump and expectation holds."""
-    if firmware and xen_syms:
-        raise click.UsageError("give --firmware or --xen-syms, not both")
+    """Pre-flight FILE: Xen's verdict at upload and at a trial apply on a fresh machine (against --xen-syms:
+    on that real Xen image), and each patch site before and after. Exit 0 only when it is accepted, applies
+    with rc 0, and every jump and expectation holds."""
     path = Path(file)
     data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
-    if xen_syms:
-        report = preflight_offline(path.stem, data, load_image(xen_syms, what="Xen image"))
-    else:
-        report = preflight(path.stem, data, firmware)
+    report = preflight(path.stem, data, firmware=firmware, xen_syms=xen_syms)
     _print_preflight(path, report)
     raise SystemExit(0 if report.ok else 1)
 
@@ -143,7 +142,7 @@ def _print_preflight(path: Path, report: Preflight) -> None:
             echo(f"    UNSAFE {site.unsafe}")
     apply = report.apply
     if apply is None:
-        echo("  apply    not tried (" + ("the upload was refused)" if report.upload else "checked offline)"))
+        echo("  apply    not tried (the upload was refused)")
     elif isinstance(apply, int):
         echo(f"  apply    rc {apply}{'' if apply == 0 else f' ({errno_name(-apply)})'} on 1 vCPU")
     else:

@@ -194,9 +194,9 @@ def load_payload(name: str, data: bytes, *, arch: Architecture, host: Host, base
         raise LivepatchError(errno.EINVAL, f"{name}: malformed ELF ({exc})") from None
 
 
-def load_beside(name: str, data: bytes, image: Image, *, align: int = abi.PAGE_SIZE) -> LoadedPayload:
-    """`load_payload` offline: laid out where a first payload goes, from `image`'s end rounded up to `align`."""
-    base = -(-image.end // align) * align
+def load_beside(name: str, data: bytes, image: Image) -> LoadedPayload:
+    """`load_payload` offline: laid out where a first payload goes, from `image`'s end rounded up to a page."""
+    base = -(-image.end // abi.PAGE_SIZE) * abi.PAGE_SIZE
     return load_payload(name, data, arch=image.arch, host=Host.of(image), base=base,
                         limit=base + 2 * abi.PAYLOAD_MAX_SIZE + 64 * abi.PAGE_SIZE)
 

@@ -1,15 +1,14 @@
 """The pre-flight a payload author runs before deploying (`xsplice-emu payload check`).
 
-Against the firmware, the payload goes through the real upload and a trial
-apply on a fresh one-vCPU machine, so the verdict and errno are the ones the
-livepatch sysctl gives. Against a real Xen image (`--xen-syms`) the loader's
-checks run offline on the image as built (its build-id, symbols and bytes),
-with the payload placed where Xen 4.17 places it; there is no trial apply,
-and a target on the NMI path is a warning, as Xen 4.17 does not refuse it.
-For each function record it shows the patch site, the bytes there before and
-after the patch, whether the jump reaches, whether the expectation holds
-against the real bytes, and whether the target is on the NMI path or in the
-patching code.
+The payload goes through the real upload and a trial apply on a fresh
+one-vCPU machine, so the verdict and errno are the ones the livepatch sysctl
+gives: against the firmware, or against a real Xen image (`--xen-syms`)
+mapped at its link addresses, with the payload where Xen 4.17 places it and
+the real image's version functions called before and after. For each
+function record it shows the patch site, the bytes there before and after
+the patch, whether the jump reaches, whether the expectation holds against
+the real bytes, and whether the target is on the NMI path or in the patching
+code (on a real Xen a warning: Xen 4.17 does not refuse it).
 """
 
 from __future__ import annotations
@@ -21,15 +20,10 @@ from pathlib import Path
 
 from ..arch import Architecture
 from ..errors import LivepatchError
-from ..image import CodeReader, Image
+from ..image import CodeReader
 from ..session import Session, Versions
-from .payload import FuncRecord, load_beside
+from .payload import FuncRecord
 from .states import Action
-from .unsafe import unsafe_functions
-
-XEN_PAYLOAD_ALIGN = 2 * 1024 * 1024
-"""Xen 4.17 (x86 arch_livepatch_init) gives payloads the vmap range from xen_virt_end, the end of its image
-rounded up to 2 MB, to XEN_VIRT_END: within rel32 reach of its text, which the jump patches need."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +57,11 @@ class Preflight:
                 and all(site.reaches and site.expectation in ("none", "met") for site in self.sites))
 
 
-def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Preflight:
-    """Upload `data` as payload `name` on a fresh one-vCPU machine, describe its patch sites, and apply it."""
-    session = Session(vcpus=1, seed=0, firmware=firmware)
+def preflight(name: str, data: bytes, *, firmware: str | Path | None = None,
+              xen_syms: str | Path | None = None) -> Preflight:
+    """Upload `data` as payload `name` on a fresh one-vCPU machine (with the real Xen image `xen_syms` when
+    given), describe its patch sites, and apply it."""
+    session = Session(vcpus=1, seed=0, firmware=firmware, xen_syms=xen_syms)
     livepatch, machine = session.livepatch, session.machine
     versions_before = session.versions()[0]
     try:
@@ -78,7 +74,7 @@ def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Pre
     payload = livepatch.payloads.get(name)
     if payload is None:
         return Preflight(name, refused, (), None, versions_before, None)
-    sites = tuple(_site(machine.arch, livepatch.read_code, machine.image.describe, livepatch.unsafe_reason, func)
+    sites = tuple(_site(machine.arch, livepatch.read_code, machine.describe, livepatch.unsafe_reason, func)
                   for func in payload.loaded.funcs)
     if refused is not None:
         return Preflight(name, refused, sites, None, versions_before, None)
@@ -88,17 +84,6 @@ def preflight(name: str, data: bytes, firmware: str | Path | None = None) -> Pre
     except LivepatchError as error:
         applied = error
     return Preflight(name, None, sites, applied, versions_before, session.versions()[0])
-
-
-def preflight_offline(name: str, data: bytes, image: Image) -> Preflight:
-    """Load `data` as payload `name` against the real hypervisor `image` as built, and describe its patch sites."""
-    unsafe = unsafe_functions(image, image.read)
-    try:
-        loaded = load_beside(name, data, image, align=XEN_PAYLOAD_ALIGN)
-    except LivepatchError as error:
-        return Preflight(name, error, (), None, None, None)
-    sites = tuple(_site(image.arch, image.read, image.describe, unsafe.get, func) for func in loaded.funcs)
-    return Preflight(name, None, sites, None, None, None)  # Xen 4.17 has no unsafe-target check: a warning only
 
 
 def _site(arch: Architecture, read: CodeReader, describe: Callable[[int], str],

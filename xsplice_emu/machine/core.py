@@ -58,7 +58,9 @@ class MachineConfig:
 
 
 HYPERVISOR_PAYLOAD_SPACE = 16 << 20
-"""Bytes for payloads past a hypervisor image's end (rounded up to a large page), inside its window."""
+"""Bytes for payloads past a hypervisor image's end rounded up to a large page (2 MiB), inside its window: where
+Xen 4.17 puts them (x86 arch_livepatch_init gives payloads the vmap range from xen_virt_end, its image's end
+rounded up to 2 MiB, on to XEN_VIRT_END), within rel32 reach of its text, which jump patches need."""
 PAGE_TABLE_SPACE = 64 << 10
 
 
@@ -127,11 +129,12 @@ class Machine:
         """The hypervisor's link addresses (from a large page below its lowest segment) and payload space past
         its end, onto physical RAM past the firmware's."""
         large = self.arch.large_page_size
-        begin = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
+        lowest = min(seg.address for seg in hypervisor.segments)
+        begin = lowest & ~(large - 1)
         end = _round_up(hypervisor.end, large) + HYPERVISOR_PAYLOAD_SPACE
         physical = _round_up(self.config.ram_mib << 20, large)
         if begin < TEXT_ALIAS_OFFSET + physical + (end - begin) + PAGE_TABLE_SPACE:
-            raise ConfigError(f"{hypervisor.path}: linked at {begin:#x}, over the firmware's RAM: "
+            raise ConfigError(f"{hypervisor.path}: linked at {lowest:#x}, over the firmware's RAM: "
                               "a hypervisor image beside the firmware must be linked in the high half")
         return Window(begin, physical, end - begin)
 
