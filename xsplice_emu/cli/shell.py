@@ -75,7 +75,9 @@ def shell(vcpus, seed, firmware, xen_syms, boot_ms):
     """A prompt for livepatch and scenario verbs on one live machine."""
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms)
     commands = Shell(session)
-    out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {session.machine.now_ns / 1e6:g} ms booted. "
+    machine = session.machine
+    patched = "" if machine.hypervisor is machine.image else f", patching {machine.hypervisor.path.name}"
+    out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
               "`help` lists the commands.")
     if sys.stdin.isatty():
         HISTORY.parent.mkdir(parents=True, exist_ok=True)
