@@ -52,7 +52,9 @@ BASELINES: dict[str, tuple[dict[str, list[str]], list[str]]] = {
     "xenctrl-path": ({}, []),
 }
 STEP_BASELINES = {"livepatch": {"livepatch": "list"}, "run": {"run_ms": 1}, "stall": {"vcpu": 1, "ms": 1},
-                  "nmi": {"vcpu": 1}, "call": {"vcpu": 1, "function": "xen_major_version"}, "expect": {"nmis_lost": 0}}
+                  "nmi": {"vcpu": 1}, "call": {"vcpu": 1, "function": "xen_major_version"}, "expect": {"nmis_lost": 0},
+                  "preempt": {"vcpu": 1, "us": 10}, "nmi_storm": {"vcpus": "all", "rate_khz": 10, "us": 100},
+                  "drop_flush": {"vcpu": 1}}
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def _scenario_text(machine: dict, step_key: str, step: dict) -> str:
 
 def _scenario_cases() -> Iterator[Case]:
     """Every number a scenario file takes, and the files it names."""
-    numeric = (Value.MS, Value.US, Value.INTEGER, Value.ERRNO)
+    numeric = (Value.MS, Value.US, Value.INTEGER, Value.ERRNO, Value.KHZ, Value.VIOLATIONS)
     for key in MACHINE_KEYS:
         if key.value in numeric:
             for number in NUMBERS:

@@ -11,6 +11,7 @@ import pytest
 from xsplice_emu.duration import parse_duration
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.scenario import STEP_KINDS, load_scenario
+from xsplice_emu.scenario.steps import ExpectStep
 
 KINDS = {kind.kind: kind for kind in STEP_KINDS}
 
@@ -20,7 +21,8 @@ def test_each_kind_reads_the_same_from_toml_and_from_the_shell(kind, tmp_path):
     """A kind's example as a [[step]] and as a shell line give equal steps with one report line."""
     path = tmp_path / "s.toml"
     path.write_text(f"[machine]\nvcpus = 4\n[[step]]\n{kind.example[0]}\n")
-    (from_toml,) = load_scenario(path).steps
+    from_toml, *implicit = load_scenario(path).steps
+    assert implicit == ([] if "violations" in kind.example[0] else [ExpectStep({"violations": 0})])
     words = shlex.split(kind.example[1])
     assert words[0] in kind.commands()
     from_shell = kind.from_words(words, vcpus=4)

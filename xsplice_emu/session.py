@@ -6,6 +6,7 @@ virtual time, stalls and NMIs, and the values every vCPU computes.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +43,14 @@ class Session:
     """A booted machine that takes operator commands and scenario verbs."""
 
     def __init__(self, *, vcpus: int, seed: int, firmware: str | Path | None = None,
-                 xen_syms: str | Path | None = None, boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path(".")):
+                 xen_syms: str | Path | None = None, boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path("."),
+                 oracle: bool = True):
         image = load_image(firmware or builtin_firmware())
         hypervisor = None if xen_syms is None else load_xen_syms(xen_syms)
         self.machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed), hypervisor=hypervisor)
         self.text_as_built = text_digest(self.machine)
         self.machine.run_for(int(boot_ms * NS_PER_MS))
-        self.livepatch = Livepatch(self.machine)
+        self.livepatch = Livepatch(self.machine, oracle=oracle)
         self.tool = OperatorTool(self.livepatch, base=base)
 
     def command(self, request: Request) -> Outcome:
@@ -84,6 +86,30 @@ class Session:
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
         self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
+
+    def nmi_storm(self, vcpus: list[int], *, rate_khz: float, ns: int, delay_ns: int = 0) -> int:
+        """NMIs to each of `vcpus` at `rate_khz` for `ns` from now (+ `delay_ns`); how many were sent."""
+        period_ps = round(PS_PER_NS * NS_PER_MS / rate_khz)
+        count = max(1, ns * PS_PER_NS // period_ps)
+        start = self._at(delay_ns)
+        for k in range(count):
+            for vcpu in vcpus:
+                self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=start + k * period_ps)
+        return count * len(vcpus)
+
+    def preempt(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
+        """From now (+ `delay_ns`) the host does not schedule `vcpu` for `ns` (IRQs as they were)."""
+        self.machine.preempt(vcpu, ns, at_ps=self._at(delay_ns))
+
+    def drop_flush(self, vcpu: int) -> None:
+        """The next action does not drop `vcpu`'s translated code (a missing serialisation)."""
+        self.livepatch.drop_flush.add(vcpu)
+
+    @property
+    def violations(self) -> Counter[str]:
+        """The safety oracle's checks that fired so far, by check (empty with the oracle off)."""
+        oracle = self.livepatch.oracle
+        return Counter() if oracle is None else oracle.counts
 
     def versions(self) -> list[Versions]:
         """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version() (the hypervisor's:

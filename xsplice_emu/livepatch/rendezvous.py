@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import time
+from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
@@ -58,6 +59,8 @@ class Work:
     perform: Perform
     finish: Finish | None = None
     undo: Undo | None = None
+    on_release: Callable[[], None] | None = None
+    """Called when the master releases the others (the action ran or not)."""
     timeout_ns: int = DEFAULT_TIMEOUT_NS
     do_work: bool = False
     finished: bool = False
@@ -73,6 +76,7 @@ class Work:
     awaited: tuple[int, ...] = ()   # the vCPUs the master waits for
     arrivals: set[int] = field(default_factory=set)  # those arrived in the current phase
     bytes_written: int = 0
+    violations: Counter[str] = field(default_factory=Counter)  # the safety oracle's checks that fired
     host_seconds: float = 0.0
     _host_started: float = field(default=0.0, repr=False)
 
@@ -256,6 +260,8 @@ class Rendezvous:
         self._notify("ready", work.released_ps)
         self._notify("done", work.released_ps)
         self._emit(vcpu, EventKind.RELEASED, rc=rc)
+        if work.on_release is not None:
+            work.on_release()
         if ran and work.finish is not None:
             try:
                 yield from work.finish(vcpu)

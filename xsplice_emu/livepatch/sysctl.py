@@ -11,8 +11,9 @@ the window: what it wrote and the states it moved are put back (-EFAULT).
 from __future__ import annotations
 
 import errno
+from collections import Counter
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import GuestFault, LivepatchError, MachineError
 from ..machine import PS_PER_NS, Machine, Vcpu
@@ -21,10 +22,14 @@ from ..tracing.kinds import EventKind
 from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
 from .arena import Arena
 from .guest_state import GuestState, block_size
+from .oracle import Oracle
 from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
 from .rendezvous import Rendezvous, Work
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
+
+UNSAFE_BYTE_GAP_NS = 1_000
+"""Virtual time between two bytes of an unsafe (`--unsafe`) patch: a scheduling point."""
 
 
 @dataclass
@@ -82,14 +87,19 @@ class ActionResult:
     host_ms: float
     nmis_lost: int
     bytes_written: int
+    violations: Counter[str] = field(default_factory=Counter)
+    """The safety oracle's checks that fired for this action (stale ones may still come, after the release)."""
 
 
 class Livepatch:
     """Payloads, the applied stack and the actions of one machine."""
 
-    def __init__(self, machine: Machine):
+    def __init__(self, machine: Machine, *, oracle: bool = True):
         self.machine = machine
         self.rendezvous = Rendezvous(machine)
+        self.oracle = Oracle(machine) if oracle else None
+        self.drop_flush: set[int] = set()
+        """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
         self.payloads: dict[str, Payload] = {}
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
@@ -168,8 +178,9 @@ class Livepatch:
 
     # -- ACTION --------------------------------------------------------------
     def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
-               nodeps: bool = False) -> None:
-        """Request `action` on `name`; APPLY/REVERT/REPLACE finish asynchronously (rc -EAGAIN meanwhile)."""
+               nodeps: bool = False, unsafe: bool = False) -> None:
+        """Request `action` on `name`; APPLY/REVERT/REPLACE finish asynchronously (rc -EAGAIN meanwhile).
+        `unsafe`: APPLY or REVERT without the rendezvous (see `_poke`), done when this returns."""
         payload = self.get(name)
         if payload.rc == -errno.EAGAIN:
             raise LivepatchError(errno.EBUSY, f"{name}: an action on it is already in progress")
@@ -177,6 +188,9 @@ class Livepatch:
             self._unload(payload)
             return
         self._check_action(payload, action, nodeps=nodeps)
+        if unsafe:
+            self._poke(payload, action)
+            return
         if action in (Action.APPLY, Action.REVERT):
             kind = "preapply" if action is Action.APPLY else "prerevert"
             for hook in payload.loaded.hooks.get(kind, ()):
@@ -185,7 +199,7 @@ class Livepatch:
                    Action.REPLACE: self._perform_replace}[action]
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
                     finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
-                    timeout_ns=timeout_ns)
+                    on_release=self._released, timeout_ns=timeout_ns)
         self.rendezvous.schedule(work, from_vcpu=from_vcpu)
         payload.rc = -errno.EAGAIN
         self._pending = (payload, action, work)
@@ -301,7 +315,8 @@ class Livepatch:
             name=work.name, action=work.action, rc=work.rc, master=work.master,
             parked_ns=None if work.all_parked_ps is None else (work.all_parked_ps - work.requested_ps) // PS_PER_NS,
             release_ns=None if work.released_ps is None else (work.released_ps - work.requested_ps) // PS_PER_NS,
-            host_ms=work.host_seconds * 1000, nmis_lost=work.nmis_lost, bytes_written=work.bytes_written)
+            host_ms=work.host_seconds * 1000, nmis_lost=work.nmis_lost, bytes_written=work.bytes_written,
+            violations=work.violations)
         self.results.append(result)
         return result
 
@@ -310,10 +325,68 @@ class Livepatch:
                 payload: Payload) -> Generator[int, int, int]:
         self._before, self._written = _Before.of(self), []
         self._in_window = True
+        if self.oracle is not None:
+            work = self.rendezvous.active
+            self.oracle.open(f"{work.action} {work.name}", work.violations)
         try:
             return (yield from perform(vcpu, payload))
         finally:
             self._in_window = False
+
+    def _released(self) -> None:
+        """The rendezvous released every vCPU: the oracle checks each written site at their next entry; the
+        dropped flushes were for this action only."""
+        if self.oracle is not None:
+            sites = {(write.address, write.address + len(write.new)) for write in self._written if write.new}
+            self.oracle.released(sorted(sites))
+        self.drop_flush.clear()
+
+    def _poke(self, payload: Payload, action: Action) -> None:
+        """APPLY or REVERT as a naive text_poke: no rendezvous, no hooks, no flush. The host writes each byte
+        while the vCPUs run, with UNSAFE_BYTE_GAP_NS of virtual time between bytes; a vCPU runs the new bytes
+        once it serialises. The safety oracle sees what that does."""
+        if action not in (Action.APPLY, Action.REVERT):
+            raise LivepatchError(errno.EOPNOTSUPP, f"{payload.name}: only APPLY and REVERT can be done unsafely")
+        machine, arch = self.machine, self.machine.arch
+        counts: Counter[str] = Counter()
+        label = f"{action.name.lower()} {payload.name} (unsafe)"
+        if self.oracle is not None:
+            self.oracle.open(label, counts)
+        requested = machine.now_ps
+        written = []
+        for index, func in enumerate(payload.loaded.funcs):
+            length = arch.patch_size(func.new_addr, func.new_size)
+            if action is Action.APPLY:
+                new, body = arch.patch(func.old_addr, func.new_addr, func.new_size), (func.old_addr,
+                                                                                   func.old_addr + func.old_size)
+                payload.guest.mark_applied(index, machine.memory.read(func.old_addr, length))
+            else:
+                new, body = payload.guest.overwritten(index, length), (func.new_addr, func.new_addr + func.new_size)
+                payload.guest.mark_reverted(index)
+            for offset, byte in enumerate(new):
+                address = func.old_addr + offset
+                if self.oracle is not None:
+                    self.oracle.writing(None, address, 1, body if func.new_addr else None, func.name)
+                old = machine.memory.read(address, 1)
+                machine.write_code_unsynchronised(address, bytes([byte]))
+                machine.trace.emit(machine.now_ns, None, EventKind.PATCH, payload=payload.name, function=func.name,
+                                   address=address, old=old.hex(), new=f"{byte:02x}")
+                machine.run_for(UNSAFE_BYTE_GAP_NS)
+            written.append((func.old_addr, func.old_addr + length))
+        if action is Action.APPLY:
+            payload.state = PayloadState.APPLIED
+            self.applied.append(payload.name)
+        else:
+            payload.state, payload.reverted = PayloadState.CHECKED, True
+            self.applied.remove(payload.name)
+        if self.oracle is not None:
+            self.oracle.released(written)
+        self.rendezvous.log_line(f"xsplice: {payload.name}: {action.name.lower()} done UNSAFELY: no rendezvous, "
+                                 "byte by byte")
+        self.results.append(ActionResult(
+            name=payload.name, action=action.name.lower(), rc=0, master=None, parked_ns=None,
+            release_ns=(machine.now_ps - requested) // PS_PER_NS, host_ms=0.0, nmis_lost=0,
+            bytes_written=sum(end - begin for begin, end in written), violations=counts))
 
     def _on_code_write(self, vcpu: Vcpu, address: int, old: bytes) -> None:
         """A guest store into code (a hook patching by hand): journalled inside the window, to be put back."""
@@ -392,7 +465,8 @@ class Livepatch:
             if payload.guest.applied(index):
                 continue
             new = arch.patch(func.old_addr, func.new_addr, func.new_size)
-            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new))
+            body = (func.old_addr, func.old_addr + func.old_size)
+            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new, body=body))
         return 0
 
     def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
@@ -402,7 +476,8 @@ class Livepatch:
                 continue
             func = payload.loaded.funcs[index]
             length = self.machine.arch.patch_size(func.new_addr, func.new_size)
-            self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length))
+            body = (func.new_addr, func.new_addr + func.new_size) if func.new_addr else None
+            self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length), body=body)
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
@@ -423,13 +498,17 @@ class Livepatch:
             payload.state = PayloadState.APPLIED
             self.applied.append(payload.name)
 
-    def _write(self, vcpu: Vcpu, function: str, address: int, new: bytes) -> bytes:
-        """Write `new` at `address` (journalled, flushed from every vCPU, traced); give the bytes it replaced."""
+    def _write(self, vcpu: Vcpu, function: str, address: int, new: bytes, *,
+               body: tuple[int, int] | None = None) -> bytes:
+        """Write `new` at `address` (journalled, flushed from every vCPU but `drop_flush`, traced, shown to the
+        oracle with `body`, the code it replaces); give the bytes it replaced."""
         machine = self.machine
+        if self.oracle is not None:
+            self.oracle.writing(vcpu, address, len(new), body, function)
         old = machine.memory.read(address, len(new))
         machine.memory.write(address, new)
         self._written.append(_Write(function, address, old, new))
-        machine.invalidate_code(address, address + len(new))
+        machine.invalidate_code(address, address + len(new), keep=frozenset(self.drop_flush))
         work = self.rendezvous.active
         work.bytes_written += len(new)
         now = machine.time_of(vcpu) // PS_PER_NS

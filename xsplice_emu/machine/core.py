@@ -28,6 +28,9 @@ from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
 
 NmiObserver = Callable[[Vcpu], None]
+VcpuObserver = Callable[[Vcpu], None]
+WatchObserver = Callable[[Vcpu, int, int], None]
+"""Called with the vCPU and the address and size of the block about to run that overlaps a watched range."""
 CodeWriteObserver = Callable[[Vcpu, int, bytes], None]
 """Called with the writing vCPU, the text address and the bytes about to be overwritten."""
 
@@ -110,12 +113,17 @@ class Machine:
             (TEXT_ALIAS_OFFSET + begin, begin, end - begin, _alias_permissions(permissions & UC_PROT_EXEC != 0)))]
         self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings, paging_root=paging_root,
                            ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
+        self._new_spare = lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table, mappings=mappings,
+                                       paging_root=paging_root, ps_per_instruction=ps_per_instruction)
+        self._spare: Vcpu | None = None
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.ports = Ports(self)
         self.calls = CallSlots(self)
         self.nmi_observers: list[NmiObserver] = []
         self.code_write_observers: list[CodeWriteObserver] = []
+        self.unseen_code_observers: list[VcpuObserver] = []
+        self.watch_observers: list[WatchObserver] = []
         returns = _instructions(image, self.memory, self.arch.interrupt_return)
         serialising = _instructions(image, self.memory, *self.arch.serialising)
         for vcpu in self.vcpus:
@@ -215,6 +223,10 @@ class Machine:
             self._step(vcpu, vcpu_time, until_ps)
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
+            vcpu.sit_out(ready_ps)
+            self.scheduler.queue(vcpu)
+            return
         if vcpu.state is not VcpuState.RUNNING:
             vcpu.sleep_until(ready_ps)
         vcpu.latch_due(self.timer_period_ps)
@@ -275,6 +287,10 @@ class Machine:
             self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
         elif reason is StopReason.PARK:
             vcpu.settle(VcpuState.PARKED)
+        elif reason is StopReason.WATCH:
+            for observer in self.watch_observers:
+                observer(vcpu, *vcpu.hit)
+            vcpu.pass_watch()
 
     def _trace_delivery(self, vcpu: Vcpu, vector: int, sender: int | None) -> None:
         if vector == self.arch.nmi_vector:
@@ -322,6 +338,8 @@ class Machine:
             self.emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
             vcpu.to_flush += vcpu.unseen_code
             vcpu.unseen_code = []
+            for observer in self.unseen_code_observers:
+                observer(vcpu)
             vcpu.stop(StopReason.HOOK)
         return 0
 
@@ -356,11 +374,23 @@ class Machine:
         for observer in self.code_write_observers:
             observer(vcpu, address, old)
         self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=len(old))
-        self.table.forget(address, end)
         vcpu.to_flush.append((address, end))
+        self._unseen_by_others(vcpu, address, end)
+
+    def write_code_unsynchronised(self, address: int, data: bytes) -> None:
+        """The host writes `data` into code at `address` as a naive text_poke would, with no rendezvous and no
+        flush: every vCPU runs it once it serialises and may run what it translated before until then."""
+        self.memory.write(address, data)
+        self.trace.emit(self.now_ns, None, EventKind.CODE_WRITE, address=address, size=len(data))
+        self._unseen_by_others(None, address, address + len(data))
+
+    def _unseen_by_others(self, writer: Vcpu | None, begin: int, end: int) -> None:
+        self.table.forget(begin, end)
         for other in self.vcpus:
-            if other is not vcpu:
-                other.unseen_code.append((address, end))
+            if other is not writer:
+                other.unseen_code.append((begin, end))
+                for observer in self.unseen_code_observers:
+                    observer(other)
 
     def start_cpu(self, index: int, *, by: Vcpu) -> None:
         """vCPU `by` starts vCPU `index` at the firmware's entry."""
@@ -411,6 +441,17 @@ class Machine:
         self.trace.emit(sent_ps // PS_PER_NS, sender, EventKind.IPI, to=index, vector=vector)
         self.scheduler.queue(target)
 
+    def preempt(self, index: int, ns: int, *, at_ps: int) -> None:
+        """From `at_ps`, the host does not schedule vCPU `index` for `ns` (its IRQ state is untouched:
+        interrupts that arrive meanwhile are taken after)."""
+        vcpu = self._vcpu(index)
+
+        def start() -> None:
+            vcpu.preempted_until_ps = max(vcpu.preempted_until_ps, at_ps + ns * PS_PER_NS)
+            self.trace.emit(at_ps // PS_PER_NS, index, EventKind.PREEMPT, ns=ns)
+            self.scheduler.queue(vcpu)
+        self.add_alarm(at_ps, start)
+
     def park(self, vcpu: Vcpu) -> None:
         """From inside `vcpu`'s own port hook: stop it until released or interrupted."""
         vcpu.stop(StopReason.PARK)
@@ -429,11 +470,35 @@ class Machine:
         vcpu.restore(snapshot)
         self.scheduler.queue(vcpu)
 
-    def invalidate_code(self, begin: int, end: int) -> None:
-        """Drop translated code overlapping `[begin, end)` on every vCPU."""
+    def invalidate_code(self, begin: int, end: int, *, keep: frozenset[int] = frozenset()) -> None:
+        """Drop translated code overlapping `[begin, end)` on every vCPU (but those in `keep`: a fault that
+        models a missing serialisation)."""
         for vcpu in self.vcpus:
-            vcpu.flush(begin, end)
+            if vcpu.index not in keep:
+                vcpu.flush(begin, end)
         self.table.forget(begin, end)
+
+    def fresh_block_size(self, address: int) -> int:
+        """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
+        instance that never ran: what a vCPU whose translated code was dropped runs)."""
+        if self._spare is None:
+            self._spare = self._new_spare()
+        uc = self._spare.uc
+        uc.ctl_remove_cache(address, address + 1)
+        return uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
+
+    def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
+        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the watch observers;
+        the block then runs. An empty list watches nothing (and costs nothing)."""
+        self._vcpu(index).watch(ranges)
+
+    def observe_watch_hits(self, observer: WatchObserver) -> None:
+        """Call `observer(vcpu, address, size)` when a vCPU is about to run a watched block."""
+        self.watch_observers.append(observer)
+
+    def observe_unseen_code(self, observer: VcpuObserver) -> None:
+        """Call `observer(vcpu)` whenever the code written that `vcpu` has not yet serialised on changes."""
+        self.unseen_code_observers.append(observer)
 
     def call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
              timeout_ns: int = 100_000_000) -> int:

@@ -34,6 +34,7 @@ class StopReason(Enum):
     HALT = "halt"
     PARK = "park"
     HOOK = "hook"
+    WATCH = "watch"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Vcpu:
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
-        self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address(), 0, 0, 0)
+        self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address())
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
                                    ctypes.c_void_p(native.on_block_address()),
@@ -76,6 +77,8 @@ class Vcpu:
         self.instructions = 0
         self.halted_ps = 0
         self.parked_ps = 0
+        self.preempted_ps = 0
+        self.preempted_until_ps = 0  # the host schedules it again from then (a preempt fault)
         self.interrupts_enabled = False
         self.pending_vectors: set[int] = set()
         self.nmi_pending = False
@@ -89,6 +92,7 @@ class Vcpu:
         self.to_flush: list[tuple[int, int]] = []  # ranges to drop from its translated code after this slice
         self.open_code_pages: dict[int, bytes] = {}  # code pages whose alias it may write this slice -> their bytes
         self.alias_fault: tuple[int, int] | None = None  # (address, size) of a store into code that faulted
+        self.hit: tuple[int, int] = (0, 0)  # (address, size) of the block that last hit a watch
         self.stop_reason: StopReason | None = None
         self.hook_error: BaseException | None = None
         self.on_fault: Callable[[BaseException], bool] | None = None
@@ -137,6 +141,14 @@ class Vcpu:
             self.parked_ps += slept
         self.clock_ps += slept
 
+    def sit_out(self, ready_ps: int) -> None:
+        """Preempted: its clock jumps to the end of the preemption (halted or parked time up to `ready_ps`)."""
+        if self.state is not VcpuState.RUNNING:
+            self.sleep_until(ready_ps)
+        if self.preempted_until_ps > self.clock_ps:
+            self.preempted_ps += self.preempted_until_ps - self.clock_ps
+            self.clock_ps = self.preempted_until_ps
+
     def wake(self) -> None:
         """A halted or parked vCPU runs again to take an interrupt."""
         self.state = VcpuState.RUNNING
@@ -179,6 +191,24 @@ class Vcpu:
         """Unicorn permissions (UC_PROT_*) of the guest pages `[begin, end)`."""
         self.uc.mem_protect(begin, end - begin, permissions)
 
+    # -- watched code ----------------------------------------------------
+    def watch(self, ranges: list[tuple[int, int]]) -> None:
+        """Stop before any block overlapping one of `ranges` runs (StopReason.WATCH, `hit` says which block);
+        more ranges than the hook holds are merged into wider ones."""
+        merged = sorted(ranges)
+        while len(merged) > native.MAX_WATCHES:
+            gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
+            i = gaps.index(min(gaps))
+            merged[i:i + 2] = [(merged[i][0], max(merged[i][1], merged[i + 1][1]))]
+        b = self.budget
+        for i, (begin, end) in enumerate(merged):
+            b.watch_begin[i], b.watch_end[i] = begin, end
+        b.nr_watches = len(merged)
+
+    def pass_watch(self) -> None:
+        """Let the block that hit a watch run once when the vCPU resumes."""
+        self.budget.skip_address = self.pc
+
     # -- running -------------------------------------------------------
     def run_slice(self, budget: int) -> StopReason:
         """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped."""
@@ -196,6 +226,10 @@ class Vcpu:
             self.instructions += executed
         if self.stop_reason is not None:
             return self.stop_reason
+        if b.hit_size:
+            self.hit = (b.hit_address, b.hit_size)
+            b.hit_size = 0
+            return StopReason.WATCH
         return StopReason.BUDGET if b.stopped else StopReason.HALT
 
     def take_hook_error(self) -> BaseException | None:

@@ -13,8 +13,10 @@ from typing import Any
 from ..duration import to_ns
 from ..errors import ERRNO_BY_NAME, ConfigError
 from ..livepatch import PayloadState
+from ..livepatch.oracle import CHECKS
 
 ABSENT = "UNLOADED"
+MAX_KHZ = 10_000
 PAYLOAD_STATES = tuple(state.name for state in PayloadState) + (ABSENT,)
 
 
@@ -31,11 +33,25 @@ class Value(Enum):
     NAMES = "a list of payload names"
     STATES = "a table of payload states"
     ERRNO = "0, an errno number or an errno name"
+    VIOLATIONS = ("a count of the safety oracle's violations, or a table of its checks (torn, active, stale, "
+                  "nmi_path), each a count or { at_least = N }")
+    VCPUS = 'a list of vCPU numbers or "all"'
+    KHZ = f"a rate in kHz, more than 0 and at most {MAX_KHZ}"
 
     def check(self, key: str, raw: Any) -> Any:
         """`raw` if it is such a value (an errno name becomes its number); ConfigError naming `key`."""
         if self is Value.ERRNO:
             return _errno(key, raw)
+        if self is Value.VIOLATIONS:
+            return _violations(key, raw)
+        if self is Value.VCPUS:
+            if raw != "all" and not (isinstance(raw, list) and raw and all(type(v) is int and v >= 0 for v in raw)):
+                raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
+            return raw
+        if self is Value.KHZ:
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 < raw <= MAX_KHZ:
+                raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
+            return raw
         matches = isinstance(raw, _PYTHON_TYPES[self])
         if isinstance(raw, bool) and self is not Value.FLAG or not matches:
             raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
@@ -62,13 +78,30 @@ class Value(Enum):
             return word == "true"
         if self is Value.NAMES:
             return [name for name in word.split(",") if name]
+        if self is Value.VIOLATIONS:
+            return Value.INTEGER.from_word(key, word)
         return word
 
 
 _PYTHON_TYPES: dict[Value, type | tuple[type, ...]] = {
     Value.TEXT: str, Value.INTEGER: int, Value.FLAG: bool, Value.MS: (int, float), Value.US: (int, float),
     Value.NAMES: list, Value.STATES: dict, Value.TABLE: dict, Value.LIST: list,
+    Value.VIOLATIONS: (int, dict), Value.VCPUS: (list, str), Value.KHZ: (int, float),
 }
+
+
+def _violations(key: str, raw: Any) -> Any:
+    """A count, or {check: count | {at_least = N}} over the oracle's CHECKS."""
+    if not isinstance(raw, dict):
+        return Value.INTEGER.check(key, raw)
+    for check, wanted in raw.items():
+        if check not in CHECKS:
+            raise ConfigError(f"{key} has no check {check!r} (one of {', '.join(CHECKS)})")
+        if isinstance(wanted, dict):
+            read_keys(wanted, (Key("at_least", Value.INTEGER),), where=f"{key}.{check}: ")
+        else:
+            Value.INTEGER.check(f"{key}.{check}", wanted)
+    return raw
 
 
 def _errno(key: str, raw: Any) -> int:

@@ -11,6 +11,9 @@
     nmi = { vcpu = 1 }               #   + delay_us
     expect = { extra_version = "Hello World", state = { hello = "APPLIED" } }
                                      #   a version may also be { not = 7 }
+    expect = { violations = { torn = { at_least = 1 } } }
+                                     #   the safety oracle's; without any, the scenario ends with an
+                                     #   implicit expect = { violations = 0 }
 
 Every mistake is a ConfigError naming the file, the step and what is wrong.
 """
@@ -29,7 +32,7 @@ from ..image import load_image
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS
 from .keys import Key, Value, read_keys
-from .steps import STEP_KINDS, Step
+from .steps import STEP_KINDS, ExpectStep, Step
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
         raise where.error("no [[step]] to run")
     parsed = tuple(_step(where.at(f"step {number}"), raw, vcpus=machine.vcpus, base=path.parent)
                    for number, raw in enumerate(steps, 1))
+    if not any(isinstance(step, ExpectStep) and "violations" in step.checks for step in parsed):
+        parsed += (ExpectStep({"violations": 0}),)  # patching is checked for safety even when a file never says so
     return Scenario(path, document.get("name", path.stem), document.get("description", ""), machine, parsed)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -311,6 +312,127 @@ class CallStep(Step):
         return Done(checks=(_check(f"{self.function} on vCPU {self.vcpu}", self.expect, result),))
 
 
+@dataclass(frozen=True)
+class PreemptStep(Step):
+    """The host does not schedule a vCPU for a while."""
+
+    vcpu: int
+    ns: int
+    delay_ns: int = 0
+
+    kind: ClassVar = "preempt"
+    key: ClassVar = "preempt"
+    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("us", Value.US), Key("delay_us", Value.US, optional=True))
+    syntax: ClassVar = "preempt VCPU DURATION [DELAY]"
+    summary: ClassVar = ("The host does not schedule that vCPU for DURATION, from now (or DELAY from now); unlike "
+                         "stall, its IRQ state is untouched.")
+    example: ClassVar = ("preempt = { vcpu = 2, us = 500, delay_us = 10 }", "preempt 2 500us 10us")
+
+    @classmethod
+    def from_toml(cls, values, *, vcpus, base):
+        return cls(_vcpu(values["vcpu"], vcpus), int(values["us"] * NS_PER_US),
+                   int(values.get("delay_us", 0) * NS_PER_US))
+
+    @classmethod
+    def from_words(cls, words, *, vcpus):
+        vcpu, duration, *delay = _arguments(cls, words, 2, 3)
+        return cls(_vcpu_word(vcpu, vcpus), parse_duration(duration), parse_duration(delay[0]) if delay else 0)
+
+    def describe(self):
+        return f"preempt vCPU {self.vcpu} for {self.ns / NS_PER_US:g} us{_after(self.delay_ns)}"
+
+    def run(self, session):
+        session.preempt(self.vcpu, self.ns, delay_ns=self.delay_ns)
+        return Done()
+
+
+MAX_STORM_NMIS = 100_000
+
+
+@dataclass(frozen=True)
+class NmiStormStep(Step):
+    """NMIs at a steady rate to some vCPUs."""
+
+    vcpus: tuple[int, ...]
+    rate_khz: float
+    ns: int
+    delay_ns: int = 0
+
+    kind: ClassVar = "nmi_storm"
+    key: ClassVar = "nmi_storm"
+    keys: ClassVar = (Key("vcpus", Value.VCPUS), Key("rate_khz", Value.KHZ), Key("us", Value.US),
+                      Key("delay_us", Value.US, optional=True))
+    syntax: ClassVar = "nmi_storm VCPU,VCPU|all RATE_KHZ DURATION [DELAY]"
+    summary: ClassVar = (f"NMIs to those vCPUs at RATE_KHZ for DURATION, from now (or DELAY from now); at most "
+                         f"{MAX_STORM_NMIS:,} in all.")
+    example: ClassVar = ('nmi_storm = { vcpus = [0, 1], rate_khz = 100, us = 200, delay_us = 5 }',
+                         "nmi_storm 0,1 100 200us 5us")
+
+    @classmethod
+    def from_toml(cls, values, *, vcpus, base):
+        chosen = values["vcpus"]
+        chosen = tuple(range(vcpus)) if chosen == "all" else tuple(_vcpu(vcpu, vcpus) for vcpu in chosen)
+        return cls._checked(chosen, values["rate_khz"], int(values["us"] * NS_PER_US),
+                            int(values.get("delay_us", 0) * NS_PER_US))
+
+    @classmethod
+    def from_words(cls, words, *, vcpus):
+        chosen, rate, duration, *delay = _arguments(cls, words, 3, 4)
+        picked = tuple(range(vcpus)) if chosen == "all" else tuple(_vcpu_word(w, vcpus) for w in chosen.split(","))
+        try:
+            khz = float(rate)
+        except ValueError:
+            raise ConfigError(f"rate_khz must be {Value.KHZ.value}, got {rate!r}") from None
+        return cls._checked(picked, Value.KHZ.check("rate_khz", khz), parse_duration(duration),
+                            parse_duration(delay[0]) if delay else 0)
+
+    @classmethod
+    def _checked(cls, vcpus, rate_khz, ns, delay_ns) -> NmiStormStep:
+        count = len(vcpus) * max(1, int(ns * rate_khz / (NS_PER_MS * 1.0)))
+        if count > MAX_STORM_NMIS:
+            raise ConfigError(f"nmi_storm would send {count:,} NMIs, more than {MAX_STORM_NMIS:,}")
+        return cls(vcpus, rate_khz, ns, delay_ns)
+
+    def describe(self):
+        return (f"NMI storm at {self.rate_khz:g} kHz to {_vcpu_list(list(self.vcpus))} for "
+                f"{self.ns / NS_PER_US:g} us{_after(self.delay_ns)}")
+
+    def run(self, session):
+        session.nmi_storm(list(self.vcpus), rate_khz=self.rate_khz, ns=self.ns, delay_ns=self.delay_ns)
+        return Done()
+
+
+@dataclass(frozen=True)
+class DropFlushStep(Step):
+    """The next action leaves a vCPU's translated code in place."""
+
+    vcpu: int
+
+    kind: ClassVar = "drop_flush"
+    key: ClassVar = "drop_flush"
+    keys: ClassVar = (Key("vcpu", Value.INTEGER),)
+    syntax: ClassVar = "drop_flush VCPU"
+    summary: ClassVar = ("The next action does not drop that vCPU's translated code (a missing serialisation): "
+                         "the oracle's stale check sees what it then runs.")
+    example: ClassVar = ("drop_flush = { vcpu = 1 }", "drop_flush 1")
+
+    @classmethod
+    def from_toml(cls, values, *, vcpus, base):
+        return cls(_vcpu(values["vcpu"], vcpus))
+
+    @classmethod
+    def from_words(cls, words, *, vcpus):
+        (vcpu,) = _arguments(cls, words, 1)
+        return cls(_vcpu_word(vcpu, vcpus))
+
+    def describe(self):
+        return f"drop the next action's flush on vCPU {self.vcpu}"
+
+    def run(self, session):
+        session.drop_flush(self.vcpu)
+        return Done()
+
+
 VERSION_KEYS = {"extra_version": "extra", "major_version": "major", "minor_version": "minor"}
 
 
@@ -327,16 +449,17 @@ class ExpectStep(Step):
                       Key("minor_version", Value.INTEGER, optional=True, negatable=True),
                       Key("state", Value.STATES, optional=True), Key("applied", Value.NAMES, optional=True),
                       Key("console_contains", Value.TEXT, optional=True),
-                      Key("text_unchanged", Value.FLAG, optional=True), Key("nmis_lost", Value.INTEGER, optional=True))
+                      Key("text_unchanged", Value.FLAG, optional=True), Key("nmis_lost", Value.INTEGER, optional=True),
+                      Key("violations", Value.VIOLATIONS, optional=True))
     syntax: ClassVar = "expect KEY=VALUE..."
     summary: ClassVar = ("Check the machine; KEY is extra_version, major_version or minor_version (on every "
                          "vCPU; KEY!=VALUE: anything but), state.NAME, applied (A,B), console_contains, "
-                         "text_unchanged or nmis_lost.")
+                         "text_unchanged, nmis_lost or violations (the safety oracle's, so far).")
     example: ClassVar = ('expect = { extra_version = "Hello World", major_version = { not = 7 }, '
                          'state = { hello = "APPLIED", bye = "UNLOADED" }, applied = ["hello"], '
-                         'console_contains = "cpu1: NMI", text_unchanged = false, nmis_lost = 0 }',
+                         'console_contains = "cpu1: NMI", text_unchanged = false, nmis_lost = 0, violations = 0 }',
                          'expect "extra_version=Hello World" major_version!=7 state.hello=APPLIED state.bye=UNLOADED '
-                         'applied=hello "console_contains=cpu1: NMI" text_unchanged=false nmis_lost=0')
+                         'applied=hello "console_contains=cpu1: NMI" text_unchanged=false nmis_lost=0 violations=0')
 
     @classmethod
     def from_toml(cls, values, *, vcpus, base):
@@ -388,10 +511,28 @@ class ExpectStep(Step):
             checks.append(_check("text unchanged", wanted["text_unchanged"], session.text_unchanged()))
         if "nmis_lost" in wanted:
             checks.append(_check("NMIs lost", wanted["nmis_lost"], session.nmis_lost))
+        if "violations" in wanted:
+            checks += _violation_checks(wanted["violations"], session.violations)
         return Done(tuple(checks))
 
 
-STEP_KINDS: tuple[type[Step], ...] = (LivepatchStep, RunStep, StallStep, NmiStep, CallStep, ExpectStep)
+STEP_KINDS: tuple[type[Step], ...] = (LivepatchStep, RunStep, StallStep, NmiStep, CallStep, PreemptStep,
+                                      NmiStormStep, DropFlushStep, ExpectStep)
+
+
+def _violation_checks(wanted: Any, counts: Counter[str]) -> list[Check]:
+    """`violations = N` (all checks together) or `{ CHECK = N | { at_least = N } }`."""
+    if not isinstance(wanted, dict):
+        return [_check("violations", wanted, dict(counts) if sum(counts.values()) != wanted else wanted)]
+    checks = []
+    for check, expected in wanted.items():
+        got = counts[check]
+        if isinstance(expected, dict):
+            least = expected["at_least"]
+            checks.append(Check(f"{check} violations", f"at least {least}", got, got >= least))
+        else:
+            checks.append(_check(f"{check} violations", expected, got))
+    return checks
 
 
 def _arguments(kind: type[Step], words: list[str], least: int, most: int | None = None) -> list[str]:

@@ -54,7 +54,8 @@ class EventKind(StrEnum):
     EXCEPTION = "exception", "a CPU exception was delivered", _VECTOR, ("rip", "int", "where it happened")
     IRET = "iret", "the innermost handler returned", ("vector", "int?", "its vector; null: unknown")
     NMI_UNBLOCKED = "nmi_unblocked", "an iretq ended NMI blocking"
-    CODE_WRITE = ("code_write", "the vCPU wrote into executable code through the writable alias",
+    CODE_WRITE = ("code_write", "code written: by the vCPU through the writable alias, or (vcpu null) by the "
+                  "host's unsynchronised patch (apply --unsafe)",
                   ("address", "int", "first byte written (its text address)"), ("size", "int", "bytes written"))
     CODE_SYNC = ("code_sync", "a serialising instruction: the vCPU now runs code other vCPUs wrote",
                  ("ranges", "int", "written ranges it had not seen"))
@@ -64,6 +65,8 @@ class EventKind(StrEnum):
            ("to", "int", "the receiving vCPU"), ("vector", "int", "the vector (2: NMI)"))
     STALL = ("stall", "the testbed asked the vCPU to spin with IRQs off (the call IPI that carries it follows)",
              ("ns", "int", "for how long"))
+    PREEMPT = ("preempt", "the host stops scheduling the vCPU for a while (a fault; its IRQ state is untouched)",
+               ("ns", "int", "for how long"))
     CONSOLE = "console", "the vCPU printed a line", _TEXT
     FAULT = "fault", "the guest faulted; the run stopped", ("what", "str", "what happened"), ("rip", "int", "where")
     # live patching
@@ -83,6 +86,13 @@ class EventKind(StrEnum):
     IRQ_MASKED = "irq_masked", "the vCPU disabled its IRQs for the rendezvous"
     IRQ_UNMASKED = "irq_unmasked", "the vCPU enabled its IRQs again"
     QUIESCED = "quiesced", "every vCPU parked with IRQs off: the patch window opens"
+    VIOLATION = ("violation", "the safety oracle saw patching go wrong on this vCPU (docs/oracle.md)",
+                 ("check", "str", "torn, active, stale or nmi_path"), ("address", "int", "the offending address"),
+                 ("symbol", "str", "that address with symbols"), ("action", "str", "the action it counts towards: "
+                                                                                  "ACTION NAME, or -"),
+                 ("walk", "str", "how its stack was read: conservative (every word of the live stack)"),
+                 ("backtrace", "str", "code addresses on its live stack, innermost first, with symbols"),
+                 ("detail", "str", "what was seen"))
     PATCH = ("patch", "the master rewrote a function's start", _PAYLOAD, ("function", "str", "the function"),
              ("address", "int", "where"), ("old", "hex", "bytes before"), ("new", "hex", "bytes written"))
     FLUSH = ("flush", "translated code of a range dropped on every vCPU", ("begin", "int", "first address"),

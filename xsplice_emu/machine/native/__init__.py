@@ -21,6 +21,8 @@ from ...errors import ToolchainError
 
 SOURCE = Path(__file__).with_name("block_budget.c")
 LIBRARY = "block_budget.so"
+MAX_WATCHES = 8
+"""Watched code ranges per vCPU (MAX_WATCHES in block_budget.c)."""
 
 
 class VcpuBudget(ctypes.Structure):
@@ -32,6 +34,12 @@ class VcpuBudget(ctypes.Structure):
         ("budget", ctypes.c_uint64),
         ("executed", ctypes.c_uint64),
         ("stopped", ctypes.c_uint64),
+        ("nr_watches", ctypes.c_uint64),
+        ("watch_begin", ctypes.c_uint64 * MAX_WATCHES),
+        ("watch_end", ctypes.c_uint64 * MAX_WATCHES),
+        ("hit_address", ctypes.c_uint64),
+        ("hit_size", ctypes.c_uint64),
+        ("skip_address", ctypes.c_uint64),
     ]
 
 

@@ -44,6 +44,8 @@ struct block_table {
     free_insn_fn free_insn;
 };
 
+#define MAX_WATCHES 8
+
 /* Shared with Python (ctypes Structure of the same layout). */
 struct vcpu_budget {
     struct block_table *table;
@@ -51,6 +53,15 @@ struct vcpu_budget {
     uint64_t budget;   /* instructions this slice may run */
     uint64_t executed; /* instructions run so far in this slice */
     uint64_t stopped;  /* 1 when the budget ended the slice */
+    /* Watched code: a block overlapping [watch_begin[i], watch_end[i]) stops the slice before it runs,
+     * with its address and size in hit_address and hit_size (hit_size 0: no hit). A block at
+     * skip_address runs once without that check (the one the host has just looked at). */
+    uint64_t nr_watches;
+    uint64_t watch_begin[MAX_WATCHES];
+    uint64_t watch_end[MAX_WATCHES];
+    uint64_t hit_address;
+    uint64_t hit_size;
+    uint64_t skip_address;
 };
 
 static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
@@ -175,7 +186,22 @@ void block_table_free(struct block_table *t)
 void on_block(void *uc, uint64_t address, uint32_t size, void *user)
 {
     struct vcpu_budget *v = user;
-    uint32_t insns = lookup(v->table, address, size ? size : 1);
+    uint32_t insns;
+    if (v->nr_watches) {
+        if (address == v->skip_address) {
+            v->skip_address = 0;
+        } else {
+            for (uint64_t i = 0; i < v->nr_watches && i < MAX_WATCHES; i++) {
+                if (address < v->watch_end[i] && address + (size ? size : 1) > v->watch_begin[i]) {
+                    v->hit_address = address;
+                    v->hit_size = size ? size : 1;
+                    v->emu_stop(uc);
+                    return;
+                }
+            }
+        }
+    }
+    insns = lookup(v->table, address, size ? size : 1);
     if (v->executed && v->executed + insns > v->budget) {
         v->stopped = 1;
         v->emu_stop(uc);

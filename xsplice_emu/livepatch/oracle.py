@@ -1,0 +1,202 @@
+"""The safety oracle: did patching itself go wrong on some vCPU? (docs/oracle.md)
+
+Four checks, each a `violation` trace event on the offending vCPU, counted
+per action in its `ActionResult`:
+
+- `torn`: when patch bytes are written, a vCPU's RIP, or a code address on
+  its live stack (an interrupted context's return RIP), lies in the bytes
+  being rewritten; or a vCPU is about to run a block overlapping code
+  written since it last serialised (the machine's watch on its unseen code).
+- `active`: when a function is patched, a vCPU's live stack holds an
+  address inside that function's old body (a frame that will return into
+  code being replaced: Linux klp's consistency check).
+- `stale`: after the release, a vCPU enters a patched site and runs a block
+  translated from other bytes than memory holds there now (its translated
+  code was not dropped).
+- `nmi_path`: an NMI is delivered while an action that patches a function
+  the firmware's do_nmi reaches is in its window (first write to release).
+
+Stacks are read conservatively (every word from RSP to the top of the vCPU's
+stack); the event says so in `walk`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
+from ..platform import STACK_SIZE
+from ..tracing.kinds import EventKind
+from .unsafe import unsafe_functions
+
+CHECKS = ("torn", "active", "stale", "nmi_path")
+BACKTRACE_DEPTH = 6
+WORD = 8
+
+
+@dataclass
+class _Site:
+    """A patched site a vCPU has not entered since the release: `[address, end)`, and its action."""
+
+    address: int
+    end: int
+    action: str
+
+
+@dataclass
+class _Window:
+    """An action between its first write and its release."""
+
+    label: str
+    nmi_reachable: list[str] = field(default_factory=list)  # patched functions do_nmi reaches
+
+
+class Oracle:
+    """Watches one machine's patching; `Livepatch` tells it what is written, when, and when it is released."""
+
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        self.counts: Counter[str] = Counter()  # over the whole run
+        self._window: _Window | None = None
+        self._stale: dict[int, list[_Site]] = {}  # vCPU -> sites to check at its next entry
+        self._reported_unseen: dict[int, set[tuple[int, int]]] = {}
+        self._labels: dict[int, str] = {}  # vCPU -> action label of its unseen code
+        self._last_label = "-"
+        self._counts_of: dict[str, Counter[str]] = {}  # action label -> its counts (the latest of that label)
+        self._nmi_path = self._do_nmi_reach()
+        self._stacks = machine.image.resolve("cpu_stacks")
+        machine.observe_unseen_code(self._sync)
+        machine.observe_watch_hits(self._on_watch_hit)
+        machine.observe_nmis(self._on_nmi)
+
+    # -- what Livepatch tells it --------------------------------------------------------------------------------
+    def open(self, label: str, counts: Counter[str]) -> None:
+        """An action's window opens (its first write is next): its violations, now and later (stale ones), count
+        towards `counts`."""
+        self._window = _Window(label)
+        self._last_label = label
+        self._counts_of[label] = counts
+
+    def writing(self, writer: Vcpu | None, address: int, length: int, body: tuple[int, int] | None,
+                function: str) -> None:
+        """`length` bytes at `address` are about to be rewritten (by vCPU `writer`, or the host); `body` is the
+        old function's `[begin, end)` when this patches a function's start."""
+        window = self._window
+        label = window.label if window else self._last_label
+        if window is not None and self._reaches_nmi(address):
+            window.nmi_reachable.append(function)
+        for vcpu in self._started():
+            pc = vcpu.current_pc() if vcpu is writer else vcpu.pc
+            if address <= pc < address + length:
+                self._report(vcpu, "torn", pc, label, f"its RIP is inside {function}'s bytes being rewritten")
+                continue
+            words = list(self._stack_code(vcpu))
+            torn = next((word for word in words if address <= word < address + length), None)
+            if torn is not None:
+                self._report(vcpu, "torn", torn, label, f"a return RIP on its stack is inside {function}'s bytes "
+                                                        "being rewritten", words)
+            elif body is not None:
+                active = next((word for word in words if body[0] < word <= body[1]), None)
+                if active is not None:
+                    self._report(vcpu, "active", active, label, f"its stack returns into {function}, which is "
+                                                                "being replaced", words)
+
+    def released(self, sites: list[tuple[int, int]]) -> None:
+        """The window closed: every vCPU must run the code now at each of `sites` (`[address, end)`) when it next
+        enters one."""
+        label = self._window.label if self._window else self._last_label
+        self._window = None
+        for vcpu in self._started():
+            pending = self._stale.setdefault(vcpu.index, [])
+            pending[:] = [site for site in pending if all(site.address != a for a, _ in sites)]
+            pending += [_Site(address, end, label) for address, end in sites]
+            self._sync(vcpu)
+
+    # -- what the machine tells it ----------------------------------------------------------------------------------
+    def _sync(self, vcpu: Vcpu) -> None:
+        """Watch the sites this vCPU must enter afresh and the code written that it has not serialised on."""
+        reported = self._reported_unseen.setdefault(vcpu.index, set())
+        reported &= set(vcpu.unseen_code)
+        if vcpu.unseen_code:
+            self._labels.setdefault(vcpu.index, self._window.label if self._window else self._last_label)
+        else:
+            self._labels.pop(vcpu.index, None)
+        ranges = [r for r in vcpu.unseen_code if r not in reported]
+        ranges += [(site.address, site.end) for site in self._stale.get(vcpu.index, ())]
+        self.machine.watch(vcpu.index, ranges)
+
+    def _on_watch_hit(self, vcpu: Vcpu, address: int, size: int) -> None:
+        unseen = [r for r in vcpu.unseen_code if r[0] < address + size and address < r[1]
+                  and r not in self._reported_unseen.get(vcpu.index, set())]
+        if unseen:
+            self._reported_unseen.setdefault(vcpu.index, set()).update(unseen)
+            label = self._labels.get(vcpu.index, self._last_label)
+            self._report(vcpu, "torn", address, label, f"it runs a block of {size} bytes overlapping code written "
+                                                       "since it last serialised")
+        pending = self._stale.get(vcpu.index, [])
+        site = next((site for site in pending if site.address == address), None)
+        if site is not None:
+            pending.remove(site)
+            fresh = self.machine.fresh_block_size(address)
+            if size != fresh:
+                self._report(vcpu, "stale", address, site.action, f"it runs a block of {size} bytes translated "
+                                                                  f"before the patch; memory there now makes {fresh}")
+        self._sync(vcpu)
+
+    def _on_nmi(self, vcpu: Vcpu) -> None:
+        window = self._window
+        if window is not None and window.nmi_reachable:
+            self._report(vcpu, "nmi_path", vcpu.pc, window.label,
+                         f"an NMI while {', '.join(sorted(set(window.nmi_reachable)))} (reached from do_nmi) "
+                         "is being patched")
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def _report(self, vcpu: Vcpu, check: str, address: int, action: str, detail: str,
+                words: list[int] | None = None) -> None:
+        machine = self.machine
+        backtrace = words if words is not None else list(self._stack_code(vcpu))
+        machine.trace.emit(machine.time_of(vcpu) // PS_PER_NS, vcpu.index, EventKind.VIOLATION, check=check,
+                           address=address, symbol=machine.describe(address), action=action, walk="conservative",
+                           backtrace=" < ".join(machine.describe(word) for word in backtrace[:BACKTRACE_DEPTH]),
+                           detail=detail)
+        self.counts[check] += 1
+        counts = self._counts_of.get(action)
+        if counts is not None:
+            counts[check] += 1
+
+    def _started(self) -> Iterator[Vcpu]:
+        for vcpu in self.machine.vcpus:
+            if vcpu.state is not VcpuState.WAITING_FOR_START:
+                yield vcpu
+
+    def _stack_code(self, vcpu: Vcpu) -> Iterator[int]:
+        """The words on `vcpu`'s live stack, innermost first, that are addresses in some function."""
+        if self._stacks is None:
+            return
+        machine = self.machine
+        top = self._stacks + (vcpu.index + 1) * STACK_SIZE
+        sp = vcpu.read(machine.arch.registers.sp)
+        if not top - STACK_SIZE <= sp < top:
+            return
+        data = machine.memory.read(sp, top - sp)
+        for offset in range(0, len(data) - WORD + 1, WORD):
+            word = int.from_bytes(data[offset:offset + WORD], "little")
+            if word and machine.describe(word) != f"{word:#x}":
+                yield word
+
+    def _do_nmi_reach(self) -> list[tuple[int, int]]:
+        """`[begin, end)` of every firmware function its do_nmi reaches (what this machine's NMIs run)."""
+        image = self.machine.image
+        unsafe = unsafe_functions(image, self.machine.memory.read)
+        ranges = []
+        for address, why in unsafe.items():
+            if why in ("it handles NMIs", "it is reached from do_nmi"):
+                found = image.function_at(address)
+                if found is not None:
+                    ranges.append((address, address + max(found[0].size, 1)))
+        return ranges
+
+    def _reaches_nmi(self, address: int) -> bool:
+        return any(begin <= address < end for begin, end in self._nmi_path)
