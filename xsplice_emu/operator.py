@@ -127,12 +127,10 @@ class OperatorTool:
             printer.out(row + "\n")
         return printer.outcome(0)
 
-    def action(self, verb: str, name: str, *, timeout_ms: float | None = None, from_vcpu: int = 0,
-               nodeps: bool = False) -> Outcome:
-        """apply, revert, replace or unload `name`, waiting for the result."""
+    def action(self, verb: str, name: str, **options) -> Outcome:
+        """apply, revert, replace or unload `name` (options: `_action`'s), waiting for the result."""
         printer = _Printer()
-        code = self._action(printer, ACTION_VERBS[verb], name, timeout_ms=timeout_ms,
-                            from_vcpu=from_vcpu, nodeps=nodeps)
+        code = self._action(printer, ACTION_VERBS[verb], name, **options)
         return printer.outcome(code)
 
     def load(self, file: str, *, allow_unsafe: bool = False, **options) -> Outcome:
@@ -170,7 +168,7 @@ class OperatorTool:
         return 0
 
     def _action(self, printer: _Printer, verb: ActionVerb, name: str, *, timeout_ms: float | None = None,
-                from_vcpu: int = 0, nodeps: bool = False) -> int:
+                from_vcpu: int = 0, nodeps: bool = False, unsafe: bool = False, from_irq: bool = False) -> int:
         try:
             payload = self.livepatch.get(name)
         except LivepatchError as exc:
@@ -190,8 +188,8 @@ class OperatorTool:
         log_seen = len(self.livepatch.rendezvous.log)
         timeout_ns = DEFAULT_TIMEOUT_NS if timeout_ms is None else int(timeout_ms * 1_000_000)
         try:
-            result = self.livepatch.run_action(name, verb.action, timeout_ns=timeout_ns,
-                                               from_vcpu=from_vcpu, nodeps=nodeps)
+            result = self.livepatch.run_action(name, verb.action, timeout_ns=timeout_ns, from_vcpu=from_vcpu,
+                                               nodeps=nodeps, unsafe=unsafe, from_irq=from_irq)
         except LivepatchError as exc:
             return self._failed(printer, exc)
         for line in self.livepatch.rendezvous.log[log_seen:]:

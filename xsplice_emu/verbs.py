@@ -168,6 +168,12 @@ ACTION_OPTIONS = (  # what the testbed adds to Xen's actions
            default=0, metavar="N"),
     Option("nodeps", "Skip the build-id dependency check.", default=False),
 )
+FAULT_OPTIONS = (  # faults for the safety oracle (docs/oracle.md)
+    Option("unsafe", "Fault: no rendezvous; write the patch byte by byte while the vCPUs run (a naive "
+           "text_poke; APPLY and REVERT only).", default=False),
+    Option("from_irq", "Fault: run the rendezvous from interrupt handlers instead of reset_stack_and_jump "
+           "(live frames on every stack).", default=False),
+)
 ALLOW_UNSAFE = Option("allow_unsafe", "Accept a payload that patches an unsafe target (NMI path, patching code), "
                       "with a warning, to show the hazard.", default=False)
 VERBS = {verb.name: verb for verb in (
@@ -175,9 +181,9 @@ VERBS = {verb.name: verb for verb in (
     Verb("list", "List the uploaded payloads and their states."),
     Verb("load", "Upload FILE (named after it) and apply it; unload it if that fails.", ("file",),
          (*ACTION_OPTIONS, ALLOW_UNSAFE)),
-    Verb("apply", "Apply payload NAME (CHECKED -> APPLIED).", ("name",), ACTION_OPTIONS),
+    Verb("apply", "Apply payload NAME (CHECKED -> APPLIED).", ("name",), (*ACTION_OPTIONS, *FAULT_OPTIONS)),
     Verb("revert", "Revert payload NAME, the top of the applied stack (APPLIED -> CHECKED).", ("name",),
-         ACTION_OPTIONS),
+         (*ACTION_OPTIONS, *FAULT_OPTIONS)),
     Verb("unload", "Unload payload NAME (CHECKED only).", ("name",)),
     Verb("replace", "Revert every applied payload and apply NAME, in one quiesced window.", ("name",),
          ACTION_OPTIONS),

@@ -36,6 +36,7 @@ FIRMWARE_ONLY = frozenset({
     "xen_nop",  # asserts the firmware's xen_minor_version is `mov $7,%eax; ret`
     "bad/static_target",  # targets a static of the firmware's tiny_a.c
     "bad/too_short",  # targets the firmware's one-byte tiny_ret
+    "busy_chunk",  # targets the firmware's busy task
 })
 
 

@@ -1,6 +1,7 @@
 /* The periodic timer: counts ticks and makes the workload due. */
 #include <platform.h>
 #include <xen/lib.h>
+#include <xen/xsplice.h>
 #include <xen/sched.h>
 #include <xen/softirq.h>
 #include <xen/time.h>
@@ -12,8 +13,13 @@ unsigned long timer_ticks[NR_CPUS];
 /* LOCAL_TIMER_VECTOR */
 void timer_interrupt(void)
 {
-    ACCESS_ONCE(timer_ticks[smp_processor_id()])++;
+    unsigned int cpu = smp_processor_id();
+
+    ACCESS_ONCE(timer_ticks[cpu])++;
     raise_softirq(TIMER_SOFTIRQ);
+    /* The patch_from_irq fault: the work is picked up here, with live frames below. */
+    if ( ACCESS_ONCE(xsplice_from_irq) && ACCESS_ONCE(xsplice_work_to_do[cpu]) )
+        check_for_xsplice_work();
 }
 
 /* TIMER_SOFTIRQ: the workload is due every tick. */

@@ -14,7 +14,9 @@ per action in its `ActionResult`:
   translated from other bytes than memory holds there now (its translated
   code was not dropped).
 - `nmi_path`: an NMI is delivered while an action that patches a function
-  the firmware's do_nmi reaches is in its window (first write to release).
+  the firmware's do_nmi reaches is under way (from the master's election,
+  when NMIs are masked, to the release; an unsafe patch: its first byte to
+  its last).
 
 Stacks are read conservatively (every word from RSP to the top of the vCPU's
 stack); the event says so in `walk`.
@@ -47,7 +49,7 @@ class _Site:
 
 @dataclass
 class _Window:
-    """An action between its first write and its release."""
+    """An action from the master's election (or its first unsafe write) to its release."""
 
     label: str
     nmi_reachable: list[str] = field(default_factory=list)  # patched functions do_nmi reaches
@@ -72,10 +74,10 @@ class Oracle:
         machine.observe_nmis(self._on_nmi)
 
     # -- what Livepatch tells it --------------------------------------------------------------------------------
-    def open(self, label: str, counts: Counter[str]) -> None:
-        """An action's window opens (its first write is next): its violations, now and later (stale ones), count
-        towards `counts`."""
-        self._window = _Window(label)
+    def open(self, label: str, counts: Counter[str], targets: list[tuple[str, int]]) -> None:
+        """An action's patching begins (master elected, NMIs masked; or its first unsafe write) on `targets`
+        (function, address): its violations, now and later (stale ones), count towards `counts`."""
+        self._window = _Window(label, [name for name, address in targets if self._reaches_nmi(address)])
         self._last_label = label
         self._counts_of[label] = counts
 
@@ -83,10 +85,7 @@ class Oracle:
                 function: str) -> None:
         """`length` bytes at `address` are about to be rewritten (by vCPU `writer`, or the host); `body` is the
         old function's `[begin, end)` when this patches a function's start."""
-        window = self._window
-        label = window.label if window else self._last_label
-        if window is not None and self._reaches_nmi(address):
-            window.nmi_reachable.append(function)
+        label = self._window.label if self._window else self._last_label
         for vcpu in self._started():
             pc = vcpu.current_pc() if vcpu is writer else vcpu.pc
             if address <= pc < address + length:

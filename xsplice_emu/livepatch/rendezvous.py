@@ -59,6 +59,8 @@ class Work:
     perform: Perform
     finish: Finish | None = None
     undo: Undo | None = None
+    on_elected: Callable[[], None] | None = None
+    """Called when the master is elected (NMIs are masked next)."""
     on_release: Callable[[], None] | None = None
     """Called when the master releases the others (the action ran or not)."""
     timeout_ns: int = DEFAULT_TIMEOUT_NS
@@ -222,6 +224,8 @@ class Rendezvous:
         work.cpus = len(online) - 1
         work.awaited = tuple(index for index in online if index != vcpu.index)
         self._emit(vcpu, EventKind.MASTER_ELECTED, cpus=work.cpus)
+        if work.on_elected is not None:
+            work.on_elected()
         self._mask_nmis(vcpu)
         for index in online:
             if index != vcpu.index:

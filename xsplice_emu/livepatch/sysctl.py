@@ -28,6 +28,7 @@ from .rendezvous import Rendezvous, Work
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
 
+_Targets = list[tuple[str, int]]
 UNSAFE_BYTE_GAP_NS = 1_000
 """Virtual time between two bytes of an unsafe (`--unsafe`) patch: a scheduling point."""
 
@@ -98,6 +99,7 @@ class Livepatch:
         self.machine = machine
         self.rendezvous = Rendezvous(machine)
         self.oracle = Oracle(machine) if oracle else None
+        self._irq_fault = False
         self.drop_flush: set[int] = set()
         """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
         self.payloads: dict[str, Payload] = {}
@@ -178,9 +180,10 @@ class Livepatch:
 
     # -- ACTION --------------------------------------------------------------
     def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
-               nodeps: bool = False, unsafe: bool = False) -> None:
+               nodeps: bool = False, unsafe: bool = False, from_irq: bool = False) -> None:
         """Request `action` on `name`; APPLY/REVERT/REPLACE finish asynchronously (rc -EAGAIN meanwhile).
-        `unsafe`: APPLY or REVERT without the rendezvous (see `_poke`), done when this returns."""
+        Faults for the safety oracle: `unsafe`, APPLY or REVERT without the rendezvous (see `_poke`), done when
+        this returns; `from_irq`, the rendezvous runs from interrupt handlers (firmware/ABI.md)."""
         payload = self.get(name)
         if payload.rc == -errno.EAGAIN:
             raise LivepatchError(errno.EBUSY, f"{name}: an action on it is already in progress")
@@ -199,7 +202,10 @@ class Livepatch:
                    Action.REPLACE: self._perform_replace}[action]
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
                     finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
-                    on_release=self._released, timeout_ns=timeout_ns)
+                    on_elected=lambda: self._elected(payload, action), on_release=self._released,
+                    timeout_ns=timeout_ns)
+        if from_irq:
+            self._from_irq(True)
         self.rendezvous.schedule(work, from_vcpu=from_vcpu)
         payload.rc = -errno.EAGAIN
         self._pending = (payload, action, work)
@@ -293,7 +299,7 @@ class Livepatch:
     def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
         """Request `action` and run the machine until it completes (or twice its timeout)."""
         self.action(name, action, **options)
-        return self.poll()
+        return self.results[-1] if options.get("unsafe") else self.poll()
 
     def poll(self, ns: int | None = None) -> ActionResult | None:
         """Run the machine until the pending action completes, or for `ns` (default twice its timeout); settle
@@ -325,13 +331,21 @@ class Livepatch:
                 payload: Payload) -> Generator[int, int, int]:
         self._before, self._written = _Before.of(self), []
         self._in_window = True
-        if self.oracle is not None:
-            work = self.rendezvous.active
-            self.oracle.open(f"{work.action} {work.name}", work.violations)
         try:
             return (yield from perform(vcpu, payload))
         finally:
             self._in_window = False
+
+    def _elected(self, payload: Payload, action: Action) -> None:
+        """The rendezvous has a master: the action is under way for the oracle."""
+        if self.oracle is not None:
+            work = self.rendezvous.active
+            self.oracle.open(f"{work.action} {work.name}", work.violations, self._targets(payload, action))
+
+    def _targets(self, payload: Payload, action: Action) -> _Targets:
+        """(function, address) of every record the action may rewrite (REPLACE: the applied ones' too)."""
+        payloads = [payload] + ([self.payloads[name] for name in self.applied] if action is Action.REPLACE else [])
+        return [(func.name, func.old_addr) for p in payloads for func in p.loaded.funcs]
 
     def _released(self) -> None:
         """The rendezvous released every vCPU: the oracle checks each written site at their next entry; the
@@ -340,6 +354,13 @@ class Livepatch:
             sites = {(write.address, write.address + len(write.new)) for write in self._written if write.new}
             self.oracle.released(sorted(sites))
         self.drop_flush.clear()
+        if self._irq_fault:
+            self._from_irq(False)
+
+    def _from_irq(self, on: bool) -> None:
+        """Set the firmware's xsplice_from_irq (the patch_from_irq fault) for one action."""
+        self.machine.memory.write(self.machine.image.address("xsplice_from_irq"), bytes([on]))
+        self._irq_fault = on
 
     def _poke(self, payload: Payload, action: Action) -> None:
         """APPLY or REVERT as a naive text_poke: no rendezvous, no hooks, no flush. The host writes each byte
@@ -351,7 +372,7 @@ class Livepatch:
         counts: Counter[str] = Counter()
         label = f"{action.name.lower()} {payload.name} (unsafe)"
         if self.oracle is not None:
-            self.oracle.open(label, counts)
+            self.oracle.open(label, counts, self._targets(payload, action))
         requested = machine.now_ps
         written = []
         for index, func in enumerate(payload.loaded.funcs):

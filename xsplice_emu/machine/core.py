@@ -323,17 +323,20 @@ class Machine:
         self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
 
     def interrupt_return(self, vcpu: Vcpu) -> None:
-        """A handler returns. It ends NMI blocking; stop so a waiting NMI is taken at once. It serialises."""
-        self.serialise(vcpu)
+        """A handler returns (the hook runs before its iretq). It serialises; it ends NMI blocking, and a
+        waiting NMI is taken as soon as the iretq has run (the slice ends after its block), not on top of it."""
+        if self.serialise(vcpu):
+            return  # stopped before the iretq: it runs, and this hook comes, again
         vector, ended_nmi_blocking = vcpu.interrupt_return()
         self.emit(vcpu, EventKind.IRET, vector=vector)
         if ended_nmi_blocking:
             self.emit(vcpu, EventKind.NMI_UNBLOCKED)
             if vcpu.nmi_pending:
-                vcpu.stop(StopReason.HOOK)
+                vcpu.end_slice_after_block()
 
-    def serialise(self, vcpu: Vcpu) -> int:
-        """A serialising instruction: from the next one, `vcpu` runs what others wrote into code. Returns 0."""
+    def serialise(self, vcpu: Vcpu) -> bool:
+        """A serialising instruction: from the next one, `vcpu` runs what others wrote into code. Whether that
+        stopped the vCPU before the instruction (to drop its stale translations first)."""
         if vcpu.unseen_code:
             self.emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
             vcpu.to_flush += vcpu.unseen_code
@@ -341,7 +344,8 @@ class Machine:
             for observer in self.unseen_code_observers:
                 observer(vcpu)
             vcpu.stop(StopReason.HOOK)
-        return 0
+            return True
+        return False
 
     def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool:
         """`vcpu` stores into code through the alias, which is read-only over code: only such stores cost

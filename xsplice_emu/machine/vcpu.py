@@ -163,6 +163,10 @@ class Vcpu:
         self.stop_reason = reason
         self.uc.emu_stop()
 
+    def end_slice_after_block(self) -> None:
+        """From inside this vCPU's own hook: end the slice once the current block has run."""
+        self.budget.budget = self.budget.executed
+
     def snapshot(self) -> Snapshot:
         """Where the vCPU is now (also from inside its own hook)."""
         return Snapshot(self.uc.context_save(), self.current_pc(), len(self.handlers), self.nmi_blocked,

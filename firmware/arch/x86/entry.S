@@ -95,6 +95,8 @@ ENTRY(reset_stack_and_jump)
         mov     %rax, %rsp              /* stack top: the cpu_info base */
         xor     %ebp, %ebp
         movl    CPU_INFO_processor_id(%rsp), %eax
+        cmpb    $0, xsplice_from_irq(%rip)  /* the patch_from_irq fault: interrupt handlers pick it up */
+        jne     1f
         lea     xsplice_work_to_do(%rip), %rcx
         cmpb    $0, (%rcx, %rax)
         je      1f

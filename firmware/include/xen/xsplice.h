@@ -7,6 +7,8 @@
 #include <asm/regs.h>
 
 extern u8 xsplice_work_to_do[NR_CPUS];
+/* The patch_from_irq fault: livepatch work is picked up in interrupt handlers, not in reset_stack_and_jump. */
+extern u8 xsplice_from_irq;
 
 /* arch/x86/entry.S: the host drives it through PORT_XSPLICE. */
 void check_for_xsplice_work(void);
