@@ -167,14 +167,16 @@ def test_jumps_by_kind_and_bookmarks(apply_trace):
 
 
 def test_summary_screen_lists_each_action(apply_trace):
-    """s opens one row per action: apply hello, rc 0, master cpu0, and the arrival order of the 7 others."""
+    """s opens one row per action: apply hello, rc 0, master cpu0, no violations, and the arrival order of the 7
+    others."""
     async def check(pilot):
         await pilot.press("s")
         screen = pilot.app.screen
         assert isinstance(screen, SummaryScreen)
         row = screen.query_one(DataTable).get_row_at(0)
         assert row[1:4] == ["apply hello", "0", "cpu0"]
-        assert sorted(row[10].split()) == sorted(f"cpu{i}" for i in range(1, 8))
+        assert row[9] == "0"
+        assert sorted(row[11].split()) == sorted(f"cpu{i}" for i in range(1, 8))
         await pilot.press("escape")
         assert not isinstance(pilot.app.screen, SummaryScreen)
     drive(apply_trace, check)

@@ -81,8 +81,16 @@ def xen_syms_option(command):
                              f"firmware's functions ('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17, fetched once).")(command)
 
 
+def oracle_option(command):
+    """--no-oracle: run without the safety oracle."""
+    return click.option("--no-oracle", "no_oracle", is_flag=True,
+                        help="Turn the safety oracle off (docs/oracle.md): no violation checks, a little faster.")(
+        command)
+
+
 def machine_options(command):
-    """--vcpus, --seed, --firmware, --xen-syms and --boot-ms: the machine a command boots."""
+    """--vcpus, --seed, --firmware, --xen-syms, --boot-ms and --no-oracle: the machine a command boots."""
+    command = oracle_option(command)
     command = click.option("--boot-ms", default=DEFAULT_BOOT_MS, show_default=True,
                            type=Milliseconds(), help="Virtual ms to boot before the first command.")(command)
     command = xen_syms_option(command)

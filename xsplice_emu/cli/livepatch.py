@@ -36,7 +36,7 @@ class _VerbsCommand(click.Command):
 @click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED, metavar="VERB ARGS [VERB ARGS]...")
 @click.pass_context
 @reports_errors
-def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_ms, trace_path):
+def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, trace_path):
     """Boot a machine, then run xen-livepatch commands on it in order.
 
     \b
@@ -49,7 +49,8 @@ def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_m
     requests = parse_chain(words)
     if trace_path:
         check_destination(trace_path)
-    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms)
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
+                      oracle=not no_oracle)
     exit_code = 0
     for request in requests:
         outcome = session.command(request)

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..platform import NR_CPUS
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
-from .common import DIGEST_SHOWN, SEED, out, reports_errors, xen_syms_option
+from .common import DIGEST_SHOWN, SEED, oracle_option, out, reports_errors, xen_syms_option
 from .view import view_trace
 
 
@@ -26,6 +26,7 @@ from .view import view_trace
 @click.option("--seed", type=SEED, help="Override every scenario's seed.")
 @click.option("--vcpus", type=click.IntRange(1, NR_CPUS), help="Override every scenario's vCPU count.")
 @xen_syms_option
+@oracle_option
 @click.option("--trace", "trace_path", type=click.Path(),
               help="Write the JSON Lines trace here; for several scenarios a directory of NAME.jsonl, NAME the file's "
                    "stem, with parent folders (a-s, b-s) where stems repeat.")
@@ -36,7 +37,8 @@ from .view import view_trace
                                      "as `run -q` and `boot` print; one scenario only).")
 @click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
-def run(scenarios, seed, vcpus, xen_syms, trace_path, junit_path, as_json, quiet, expect_digest, open_viewer):
+def run(scenarios, seed, vcpus, xen_syms, no_oracle, trace_path, junit_path, as_json, quiet, expect_digest,
+        open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
     if expect_digest is not None and (len(scenarios) != 1 or len(expect_digest) < DIGEST_SHOWN):
         raise ConfigError(f"--expect-digest needs one scenario and {DIGEST_SHOWN} or more hex digits")
@@ -47,7 +49,8 @@ def run(scenarios, seed, vcpus, xen_syms, trace_path, junit_path, as_json, quiet
     loaded: list[tuple[str, Scenario | ConfigError]] = []
     for name, path in zip(names, scenarios, strict=True):
         try:
-            loaded.append((name, load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms)))
+            loaded.append((name, load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms,
+                                                  oracle=False if no_oracle else None)))
         except ConfigError as exc:
             if not junit_path:  # checked before anything runs; with a report for CI, the others still run
                 raise
@@ -147,7 +150,7 @@ def _report(result: ScenarioResult, *, quiet: bool) -> None:
             table.add_row(str(step.number), escape(step.command), step.rc or "", outcome, _latency(step.latency_ns))
         out.print(table)
         out.print(f"{verdict}  virtual time {result.virtual_ns / 1e6:.3f} ms  host {result.host_seconds:.2f} s  "
-                  f"digest {result.digest}")
+                  f"{_violations(result)}digest {result.digest}")
     for step, check in result.failures:
         where = f"  step {step.number} ({escape(step.command)}): "
         if check is None:
@@ -157,6 +160,14 @@ def _report(result: ScenarioResult, *, quiet: bool) -> None:
                       f"got [red]{escape(repr(check.got))}[/red]")
     if not result.ok:
         out.print(f"  reproduce: {escape(result.reproduce)}")
+
+
+def _violations(result: ScenarioResult) -> str:
+    """`violations torn 2, stale 1  `, `violations 0  `, or `oracle off  `."""
+    if result.session.livepatch.oracle is None:
+        return "oracle off  "
+    counts = result.session.violations
+    return "violations " + (", ".join(f"{check} {count}" for check, count in sorted(counts.items())) or "0") + "  "
 
 
 def _latency(ns: int | None) -> str:
@@ -172,6 +183,8 @@ def _as_dict(result: ScenarioResult) -> dict:
         "vcpus": scenario.machine.vcpus, "seed": scenario.machine.seed,
         "digest": result.digest, "virtual_ns": result.virtual_ns, "host_seconds": round(result.host_seconds, 3),
         "reproduce": result.reproduce,
+        "violations": (None if result.session.livepatch.oracle is None
+                       else dict(sorted(result.session.violations.items()))),
         "steps": [{"step": step.number, "kind": step.kind, "command": step.command, "rc": step.rc, "ok": step.ok,
                    "latency_ns": step.latency_ns, "error": step.error,
                    "checks": [{"what": c.what, "expected": c.expected, "got": c.got, "ok": c.ok} for c in step.checks]}

@@ -29,7 +29,7 @@ from .common import machine_options, reports_errors
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here on exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Log only problems, not requests and hypervisor lines.")
 @reports_errors
-def serve(vcpus, seed, firmware, xen_syms, boot_ms, socket_path, poll_ns, trace_path, quiet):
+def serve(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, socket_path, poll_ns, trace_path, quiet):
     """Boot a machine and answer Xen's livepatch sysctl on SOCKET until SIGTERM, SIGINT or a SHUTDOWN request.
 
     \b
@@ -40,7 +40,8 @@ def serve(vcpus, seed, firmware, xen_syms, boot_ms, socket_path, poll_ns, trace_
     if trace_path:
         check_destination(trace_path)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="serve: %(message)s")
-    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms)
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
+                      oracle=not no_oracle)
     server = SysctlServer(session, socket_path, poll_ns=poll_ns)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.stop())

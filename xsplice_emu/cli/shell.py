@@ -71,9 +71,10 @@ COMMANDS = {command.name: command for command in (
 @click.command()
 @machine_options
 @reports_errors
-def shell(vcpus, seed, firmware, xen_syms, boot_ms):
+def shell(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle):
     """A prompt for livepatch and scenario verbs on one live machine."""
-    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms)
+    session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
+                      oracle=not no_oracle)
     commands = Shell(session)
     machine = session.machine
     patched = "" if machine.hypervisor is machine.image else f", patching {machine.hypervisor.path.name}"

@@ -38,7 +38,8 @@ def trace_export(trace_path, output):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per action.")
 @reports_errors
 def trace_summary(trace_path, as_json):
-    """Per live patching action in TRACE: rc, master, virtual latencies, slowest vCPU, NMIs lost, bytes."""
+    """Per live patching action in TRACE: rc, master, virtual latencies, slowest vCPU, NMIs lost, bytes,
+    the safety oracle's violations."""
     actions = summarize(TraceFile.open(trace_path).checked())
     if as_json:
         click.echo(json.dumps([action.to_json() for action in actions], indent=2))
@@ -55,6 +56,8 @@ def trace_summary(trace_path, as_json):
         table.add_row("NMIs lost", str(action.nmis_lost))
         functions = f" ({', '.join(action.functions_patched)})" if action.functions_patched else ""
         table.add_row("bytes patched", f"{action.bytes_patched}{functions}")
+        shown = ", ".join(f"{check} {count}" for check, count in action.violations)
+        table.add_row("violations", f"[red]{shown}[/red]" if shown else "0")
         out.print(table)
     if actions:
         out.print("[dim]times: virtual, from the request[/dim]")

@@ -59,9 +59,10 @@ class ScenarioResult:
     def reproduce(self) -> str:
         """The one command line that runs this scenario again, identically."""
         machine = self.scenario.machine
-        xen_syms = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
+        options = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
+        options += [] if machine.oracle else ["--no-oracle"]
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
-                           "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *xen_syms])
+                           "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *options])
 
 
 def run_scenario(scenario: Scenario) -> ScenarioResult:
@@ -69,7 +70,7 @@ def run_scenario(scenario: Scenario) -> ScenarioResult:
     started = time.perf_counter()
     spec = scenario.machine
     session = Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
-                      boot_ms=spec.boot_ms, base=scenario.path.parent)
+                      boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle)
     results = []
     for number, step in enumerate(scenario.steps, 1):
         try:

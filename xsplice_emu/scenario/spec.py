@@ -3,7 +3,8 @@
     name = "..."                     # optional; default: the file's stem
     description = "..."              # optional
     [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2), xen_syms (a real Xen's
-                                     #   xen-syms, or "debian" for Debian's Xen 4.17, fetched once)
+                                     #   xen-syms, or "debian" for Debian's Xen 4.17, fetched once),
+                                     #   oracle (true: the safety oracle checks every run)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
     livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
     run_ms = 5
@@ -42,13 +43,14 @@ class MachineSpec:
     firmware: Path | None = None
     boot_ms: float = DEFAULT_BOOT_MS
     xen_syms: str | None = None  # a path, or DEBIAN_XEN_SYMS
+    oracle: bool = True
 
 
 DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Value.TEXT, optional=True),
                  Key("machine", Value.TABLE, optional=True), Key("step", Value.LIST, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
                 Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True),
-                Key("xen_syms", Value.TEXT, optional=True))
+                Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True))
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,8 @@ class Scenario:
 
 
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
-                  xen_syms: str | None = None) -> Scenario:
-    """Read and check `path`; `vcpus`, `seed` and `xen_syms` override its [machine] table."""
+                  xen_syms: str | None = None, oracle: bool | None = None) -> Scenario:
+    """Read and check `path`; `vcpus`, `seed`, `xen_syms` and `oracle` override its [machine] table."""
     path = Path(path)
     text = read_file(path, limit=TEXT_LIMIT, what="scenario")
     try:
@@ -78,6 +80,8 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
         machine = replace(machine, seed=seed)
     if xen_syms is not None:
         machine = replace(machine, xen_syms=xen_syms)
+    if oracle is not None:
+        machine = replace(machine, oracle=oracle)
     if not 1 <= machine.vcpus <= NR_CPUS:
         raise where.at("[machine]").error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}")
     steps = document.get("step", [])
@@ -129,7 +133,7 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
             raise where.error(f"xen_syms: {exc}") from None
     defaults = MachineSpec()
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
-                       table.get("boot_ms", defaults.boot_ms), xen_syms)
+                       table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle))
 
 
 def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:

@@ -3,7 +3,8 @@
 `summarize(events)` gives one `ActionSummary` per `action_requested`: its
 payload, action, rc, master, the virtual times of every step (request,
 master elected, deadline, each phase, all parked, patch window, release),
-the vCPUs' arrival order, NMIs lost and bytes patched. Latencies count from
+the vCPUs' arrival order, NMIs lost, bytes patched and the safety oracle's
+violations (also those seen after the release). Latencies count from
 the request, in virtual ns.
 """
 
@@ -47,6 +48,12 @@ class ActionSummary:
     nmis_lost: int = 0
     bytes_patched: int = 0
     functions_patched: tuple[str, ...] = ()
+    violations: tuple[tuple[str, int], ...] = ()  # (check, count) of the safety oracle, by check
+
+    @property
+    def label(self) -> str:
+        """How `violation` events name it: `apply hello`."""
+        return f"{self.action} {self.payload}"
 
     @property
     def deadline_ns(self) -> int | None:
@@ -89,6 +96,17 @@ def summarize(events: Iterable[Event]) -> list[ActionSummary]:
             if current is not None:
                 done.append(current)
             current = ActionSummary(fields["payload"], fields["action"], event.time_ns, fields["timeout_ns"])
+        elif kind == EventKind.VIOLATION:  # counts towards the action it names, also one requested earlier
+            actions = done + ([current] if current is not None else [])
+            index = next((i for i in reversed(range(len(actions))) if actions[i].label == fields["action"]), None)
+            if index is not None:
+                counted = dict(actions[index].violations)
+                counted[fields["check"]] = counted.get(fields["check"], 0) + 1
+                updated = replace(actions[index], violations=tuple(sorted(counted.items())))
+                if index == len(done):
+                    current = updated
+                else:
+                    done[index] = updated
         elif current is not None and kind in _STEPS:
             current = _STEPS[kind](current, event)
     if current is not None:
@@ -131,4 +149,4 @@ _STEPS = {
     EventKind.NMI_UNMASKED: lambda s, e: replace(s, nmis_lost=e.fields["lost"]),
     EventKind.RELEASED: lambda s, e: replace(s, rc=e.fields["rc"], released_ns=e.time_ns),
 }
-SUMMARY_KINDS = frozenset({EventKind.ACTION_REQUESTED, *_STEPS})  # the kinds summarize() reads
+SUMMARY_KINDS = frozenset({EventKind.ACTION_REQUESTED, EventKind.VIOLATION, *_STEPS})  # the kinds summarize() reads

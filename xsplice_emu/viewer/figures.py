@@ -6,8 +6,8 @@ from ..tracing import ActionSummary
 from .times import duration
 
 ARRIVALS_SHOWN = 16
-LABELS = ("action", "rc", "master", "-> all parked", "-> release", "slowest", "NMIs lost", "bytes", "aborted",
-          "arrival order")
+LABELS = ("action", "rc", "master", "-> all parked", "-> release", "slowest", "NMIs lost", "bytes", "violations",
+          "aborted", "arrival order")
 
 
 def figures(action: ActionSummary) -> dict[str, str]:
@@ -24,6 +24,7 @@ def figures(action: ActionSummary) -> dict[str, str]:
         "-" if slowest is None else f"cpu{slowest.vcpu} +{duration(slowest.time_ns - action.requested_ns)}",
         str(action.nmis_lost),
         str(action.bytes_patched),
+        ", ".join(f"{check} {count}" for check, count in action.violations) or "0",
         action.abort_reason or "-",
         " ".join(order[:ARRIVALS_SHOWN]) + (f" (+{more} more)" if more > 0 else ""),
     ), strict=True))
