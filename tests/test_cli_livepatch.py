@@ -193,7 +193,8 @@ def test_a_chain_of_verbs_splits_where_each_verb_is_complete():
 
 
 @pytest.mark.parametrize("line, message", [
-    ("apply", "apply: Missing argument 'NAME' (usage: apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps] [--unsafe] [--from-irq])"),
+    ("apply", "apply: Missing argument 'NAME' (usage: apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps] "
+              "[--unsafe] [--from-irq])"),
     ("apply hello --timeout-ms 0", "apply: --timeout-ms must be > 0 and <= 60000, got 0"),
     ("apply hello --timeout-ms soon", "apply: --timeout-ms takes a number, got 'soon'"),
     ("apply hello --from-vcpu -1", "apply: --from-vcpu must be >= 0 and <= 255, got -1"),
