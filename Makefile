@@ -49,6 +49,7 @@ bench: $(INSTALLED) payloads
 	$(PY) bench/livepatch.py
 	$(PY) bench/trace.py
 	$(PY) bench/viewer.py
+	$(PY) bench/oracle.py
 	$(PY) bench/real_xen.py
 
 clean:
