@@ -57,6 +57,12 @@
 #define IDT_GATE_SIZE 16
 #define INTERRUPT_FRAME_SIZE 40
 
+/* struct cpu_user_regs (asm/regs.h), the frame the interrupt entry builds: the host's stack walk reads the
+ * interrupted context's frame pointer and RIP from it */
+#define UREGS_rbp 32
+#define UREGS_rip 128
+#define UREGS_rsp 152
+
 /* GDT selectors */
 #define CODE_SELECTOR 0x08
 #define DATA_SELECTOR 0x10

@@ -41,6 +41,8 @@ class Registers:
     """A guest function's integer result."""
     hook_target: int
     """Where the controller puts the address of a payload hook for the firmware to call."""
+    frame: int
+    """The frame pointer: it points at a frame record (the caller's frame pointer, then the return address)."""
 
 
 @dataclass(frozen=True)

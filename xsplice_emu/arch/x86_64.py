@@ -20,6 +20,7 @@ from unicorn.x86_const import (
     UC_X86_REG_EFLAGS,
     UC_X86_REG_IDTR,
     UC_X86_REG_RAX,
+    UC_X86_REG_RBP,
     UC_X86_REG_RDI,
     UC_X86_REG_RDX,
     UC_X86_REG_RIP,
@@ -99,7 +100,7 @@ class X86_64(Architecture):
     keystone_mode = (KS_ARCH_X86, KS_MODE_64)
     registers = Registers(pc=UC_X86_REG_RIP, sp=UC_X86_REG_RSP, flags=UC_X86_REG_EFLAGS,
                           arguments=(UC_X86_REG_RDI, UC_X86_REG_RSI), result=UC_X86_REG_RAX,
-                          hook_target=UC_X86_REG_RDX)
+                          hook_target=UC_X86_REG_RDX, frame=UC_X86_REG_RBP)
     nmi_vector = NMI_VECTOR
     halt_instruction = b"\xf4"
     interrupt_return = "iretq"

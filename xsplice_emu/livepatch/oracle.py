@@ -18,8 +18,11 @@ per action in its `ActionResult`:
   when NMIs are masked, to the release; an unsafe patch: its first byte to
   its last).
 
-Stacks are read conservatively (every word from RSP to the top of the vCPU's
-stack); the event says so in `walk`.
+Stacks are walked by their frame records (the firmware keeps frame
+pointers; the walk crosses its interrupt entry through the saved registers)
+when the chain runs from the RIP to the outermost frame, conservatively
+(every word from RSP to the top of the stack that is a code address)
+elsewhere; the event says which in `walk`.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
-from ..platform import STACK_SIZE
+from ..platform import STACK_SIZE, UREGS_rbp, UREGS_rip, UREGS_rsp
 from ..tracing.kinds import EventKind
 from .unsafe import unsafe_functions
 
 CHECKS = ("torn", "active", "stale", "nmi_path")
 BACKTRACE_DEPTH = 6
 WORD = 8
+PROLOGUE_PUSH = b"\x55"  # push rbp: the firmware's functions start with it (frame pointers, no CET)
+PROLOGUE_PUSH_SIZE = len(PROLOGUE_PUSH)
+LEAF_SCAN_WORDS = 64  # words between a frameless function's RSP and its caller's frame record, at most
 
 
 @dataclass
@@ -69,6 +75,8 @@ class Oracle:
         self._counts_of: dict[str, Counter[str]] = {}  # action label -> its counts (the latest of that label)
         self._nmi_path = self._do_nmi_reach()
         self._stacks = machine.image.resolve("cpu_stacks")
+        entry = machine.image.lookup("common_interrupt") or machine.image.lookup("entry.o#common_interrupt")
+        self._interrupt_entry = None if entry is None else (entry.address, entry.address + max(entry.size, 1))
         machine.observe_unseen_code(self._sync)
         machine.observe_watch_hits(self._on_watch_hit)
         machine.observe_nmis(self._on_nmi)
@@ -91,16 +99,16 @@ class Oracle:
             if address <= pc < address + length:
                 self._report(vcpu, "torn", pc, label, f"its RIP is inside {function}'s bytes being rewritten")
                 continue
-            words = list(self._stack_code(vcpu))
+            walk, words = self._stack(vcpu)
             torn = next((word for word in words if address <= word < address + length), None)
             if torn is not None:
                 self._report(vcpu, "torn", torn, label, f"a return RIP on its stack is inside {function}'s bytes "
-                                                        "being rewritten", words)
+                                                        "being rewritten", (walk, words))
             elif body is not None:
                 active = next((word for word in words if body[0] < word <= body[1]), None)
                 if active is not None:
                     self._report(vcpu, "active", active, label, f"its stack returns into {function}, which is "
-                                                                "being replaced", words)
+                                                                "being replaced", (walk, words))
 
     def released(self, sites: list[tuple[int, int]]) -> None:
         """The window closed: every vCPU must run the code now at each of `sites` (`[address, end)`) when it next
@@ -153,11 +161,11 @@ class Oracle:
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _report(self, vcpu: Vcpu, check: str, address: int, action: str, detail: str,
-                words: list[int] | None = None) -> None:
+                stack: tuple[str, list[int]] | None = None) -> None:
         machine = self.machine
-        backtrace = words if words is not None else list(self._stack_code(vcpu))
+        walk, backtrace = stack if stack is not None else self._stack(vcpu)
         machine.trace.emit(machine.time_of(vcpu) // PS_PER_NS, vcpu.index, EventKind.VIOLATION, check=check,
-                           address=address, symbol=machine.describe(address), action=action, walk="conservative",
+                           address=address, symbol=machine.describe(address), action=action, walk=walk,
                            backtrace=" < ".join(machine.describe(word) for word in backtrace[:BACKTRACE_DEPTH]),
                            detail=detail)
         self.counts[check] += 1
@@ -170,20 +178,75 @@ class Oracle:
             if vcpu.state is not VcpuState.WAITING_FOR_START:
                 yield vcpu
 
-    def _stack_code(self, vcpu: Vcpu) -> Iterator[int]:
-        """The words on `vcpu`'s live stack, innermost first, that are addresses in some function."""
+    def _stack(self, vcpu: Vcpu) -> tuple[str, list[int]]:
+        """How `vcpu`'s stack was read and the code addresses on it, innermost first: its frame records
+        ("frame pointers"), when they chain from its RIP to the outermost frame; else every word from RSP to the
+        top that is an address in some function ("conservative")."""
         if self._stacks is None:
-            return
-        machine = self.machine
+            return "conservative", []
         top = self._stacks + (vcpu.index + 1) * STACK_SIZE
+        frames = self._frames(vcpu, top - STACK_SIZE, top)
+        if frames is not None:
+            return "frame pointers", frames
+        return "conservative", list(self._words(vcpu, top))
+
+    def _frames(self, vcpu: Vcpu, bottom: int, top: int) -> list[int] | None:
+        """The RIP and every return address of the frame-record chain, through the firmware's interrupt entry
+        (its RBP points at the saved registers: the interrupted RIP, RSP and RBP are there); None if the chain
+        leaves the stack before its end (a zero frame pointer or return address, as reset_stack_and_jump leaves).
+        The innermost function of each context may have no frame record yet (`_innermost`)."""
+        machine, registers = self.machine, self.machine.arch.registers
+        memory = machine.memory
+        pc, frame = vcpu.read(registers.pc), vcpu.read(registers.frame)
+        found = [pc, *self._innermost(pc, vcpu.read(registers.sp), frame, top)]
+        while frame:
+            if not bottom <= frame <= top - 2 * WORD:
+                return None
+            saved, returns = memory.read_u64(frame), memory.read_u64(frame + WORD)
+            if not returns:
+                break
+            found.append(returns)
+            if self._interrupt_entry is not None and self._interrupt_entry[0] <= returns < self._interrupt_entry[1]:
+                if not bottom <= saved <= top - UREGS_rsp - WORD:
+                    return None
+                regs = saved
+                interrupted, saved = memory.read_u64(regs + UREGS_rip), memory.read_u64(regs + UREGS_rbp)
+                found += [interrupted, *self._innermost(interrupted, memory.read_u64(regs + UREGS_rsp), saved, top)]
+            elif saved and saved <= frame:
+                return None
+            frame = saved
+        return found
+
+    def _innermost(self, pc: int, sp: int, frame: int, top: int) -> list[int]:
+        """Return addresses of the function at `pc` that its frame record does not hold yet: at its first
+        instruction, or after its `push rbp`, the one on the stack; in a function with no frame record (gcc
+        leaves them out of leaf functions, assembly has none), the code addresses between its RSP and its
+        caller's frame record."""
+        memory = self.machine.memory
+        found = self.machine.describe_function(pc)
+        if found is not None and memory.read(found[0], PROLOGUE_PUSH_SIZE) == PROLOGUE_PUSH:
+            if found[1] == 0:
+                return [memory.read_u64(sp)]
+            return [memory.read_u64(sp + WORD)] if found[1] == PROLOGUE_PUSH_SIZE else []
+        end = frame if sp < frame <= top else min(top, sp + LEAF_SCAN_WORDS * WORD)
+        words = [memory.read_u64(address) for address in range(sp, min(end, sp + LEAF_SCAN_WORDS * WORD), WORD)]
+        return [word for word in words if self._is_code(word)]
+
+    def _words(self, vcpu: Vcpu, top: int) -> Iterator[int]:
+        """The words from `vcpu`'s RSP to `top` that are addresses in some function."""
+        machine = self.machine
         sp = vcpu.read(machine.arch.registers.sp)
         if not top - STACK_SIZE <= sp < top:
             return
         data = machine.memory.read(sp, top - sp)
         for offset in range(0, len(data) - WORD + 1, WORD):
             word = int.from_bytes(data[offset:offset + WORD], "little")
-            if word and machine.describe(word) != f"{word:#x}":
+            if self._is_code(word):
                 yield word
+
+    def _is_code(self, word: int) -> bool:
+        """Whether `word` is an address inside a function of the firmware or the hypervisor."""
+        return bool(word) and self.machine.describe_function(word) is not None
 
     def _do_nmi_reach(self) -> list[tuple[int, int]]:
         """`[begin, end)` of every firmware function its do_nmi reaches (what this machine's NMIs run)."""

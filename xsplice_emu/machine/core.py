@@ -180,6 +180,11 @@ class Machine:
         image = self.hypervisor if self.image.function_at(address) is None else self.image
         return image.describe(address)
 
+    def describe_function(self, address: int) -> tuple[int, int] | None:
+        """(start, offset) of the firmware's or the hypervisor's function holding `address`, or None."""
+        found = self.image.function_at(address) or self.hypervisor.function_at(address)
+        return None if found is None else (found[0].address, found[1])
+
     @property
     def console(self) -> Console:
         return self.ports.console

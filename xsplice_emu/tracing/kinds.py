@@ -90,7 +90,7 @@ class EventKind(StrEnum):
                  ("check", "str", "torn, active, stale or nmi_path"), ("address", "int", "the offending address"),
                  ("symbol", "str", "that address with symbols"), ("action", "str", "the action it counts towards: "
                                                                                   "ACTION NAME, or -"),
-                 ("walk", "str", "how its stack was read: conservative (every word of the live stack)"),
+                 ("walk", "str", "how its stack was read: frame pointers, or conservative (every code address on it)"),
                  ("backtrace", "str", "code addresses on its live stack, innermost first, with symbols"),
                  ("detail", "str", "what was seen"))
     PATCH = ("patch", "the master rewrote a function's start", _PAYLOAD, ("function", "str", "the function"),

@@ -9,9 +9,7 @@
 
 #define UREGS_error_code    120
 #define UREGS_entry_vector  124
-#define UREGS_rip           128
 #define UREGS_rflags        144
-#define UREGS_rsp           152
 #define UREGS_SIZE          168
 
 #ifndef __ASSEMBLY__
@@ -29,8 +27,9 @@ struct cpu_user_regs {
 BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, error_code) != UREGS_error_code);
 BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, entry_vector) != UREGS_entry_vector);
 BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rip) != UREGS_rip);
+BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rbp) != UREGS_rbp);
 BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rflags) != UREGS_rflags);
-BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rsp) != UREGS_rsp);
+BUILD_BUG_ON(__builtin_offsetof(struct cpu_user_regs, rsp) != UREGS_rsp);  /* platform.h */
 BUILD_BUG_ON(sizeof(struct cpu_user_regs) != UREGS_SIZE);
 BUILD_BUG_ON(UREGS_SIZE - UREGS_rip != INTERRUPT_FRAME_SIZE);
 
