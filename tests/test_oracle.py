@@ -132,3 +132,10 @@ def test_without_the_oracle_nothing_is_checked(payloads):
     assert result.exit_code == 1
     report = json.loads(result.output)[0]
     assert report["violations"] is None and report["reproduce"].endswith("--no-oracle")
+
+
+def test_an_unsafe_patch_is_caught_as_torn_on_every_seed_tried(payloads):
+    """The naive text_poke on the busy machine: torn on each of seeds 1-5 (not one lucky schedule)."""
+    for seed in range(1, 6):
+        result = run_scenario(load_scenario(ROOT / "scenarios" / "fault_unsafe_patch.toml", seed=seed))
+        assert result.ok and result.session.violations["torn"] >= 1, seed
