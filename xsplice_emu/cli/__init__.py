@@ -4,6 +4,7 @@ import click
 
 from .boot import boot
 from .demo import demo
+from .explore import explore_command
 from .livepatch import livepatch
 from .payload import payload
 from .run import run
@@ -19,5 +20,6 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, demo, payload, livepatch, run, serve, shell, trace, view, xen_tools, xenctrl_path):
+for command in (boot, demo, explore_command, payload, livepatch, run, serve, shell, trace, view, xen_tools,
+                xenctrl_path):
     main.add_command(command)

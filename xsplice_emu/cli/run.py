@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ..debian import load_xen_syms
 from ..errors import ConfigError
+from ..explore.plan import load_replay
 from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..platform import NR_CPUS
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
@@ -27,6 +28,8 @@ from .view import view_trace
 @click.option("--vcpus", type=click.IntRange(1, NR_CPUS), help="Override every scenario's vCPU count.")
 @xen_syms_option
 @oracle_option
+@click.option("--replay", "replay_path", type=click.Path(dir_okay=False),
+              help="Run the scenario as this run of an exploration ran (its schedule and faults; one scenario).")
 @click.option("--trace", "trace_path", type=click.Path(),
               help="Write the JSON Lines trace here; for several scenarios a directory of NAME.jsonl, NAME the file's "
                    "stem, with parent folders (a-s, b-s) where stems repeat.")
@@ -37,11 +40,13 @@ from .view import view_trace
                                      "as `run -q` and `boot` print; one scenario only).")
 @click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
-def run(scenarios, seed, vcpus, xen_syms, no_oracle, trace_path, junit_path, as_json, quiet, expect_digest,
-        open_viewer):
+def run(scenarios, seed, vcpus, xen_syms, no_oracle, replay_path, trace_path, junit_path, as_json, quiet,
+        expect_digest, open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
     if expect_digest is not None and (len(scenarios) != 1 or len(expect_digest) < DIGEST_SHOWN):
         raise ConfigError(f"--expect-digest needs one scenario and {DIGEST_SHOWN} or more hex digits")
+    if replay_path is not None and len(scenarios) != 1:
+        raise ConfigError("--replay needs one scenario: the one the exploration ran")
     if xen_syms is not None:
         load_xen_syms(xen_syms)  # one error before any scenario runs
     names = report_names([Path(path) for path in scenarios])
@@ -49,8 +54,9 @@ def run(scenarios, seed, vcpus, xen_syms, no_oracle, trace_path, junit_path, as_
     loaded: list[tuple[str, Scenario | ConfigError]] = []
     for name, path in zip(names, scenarios, strict=True):
         try:
-            loaded.append((name, load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms,
-                                                  oracle=False if no_oracle else None)))
+            scenario = load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms,
+                                     oracle=False if no_oracle else None)
+            loaded.append((name, scenario if replay_path is None else load_replay(replay_path, scenario)))
         except ConfigError as exc:
             if not junit_path:  # checked before anything runs; with a report for CI, the others still run
                 raise

@@ -257,7 +257,7 @@ class Machine:
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
         scheduler = self.scheduler
-        budget = 1 if vcpu.open_code_pages else scheduler.slice_budget()  # one block writes code, then it is seen
+        budget = 1 if vcpu.open_code_pages else scheduler.slice_budget(vcpu)  # one block writes code, then it is seen
         arrival = vcpu.next_arrival_ps()
         horizon = min(until_ps, NEVER if arrival is None else arrival, scheduler.next_wake_ps(),
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
@@ -495,6 +495,17 @@ class Machine:
         uc = self._spare.uc
         uc.ctl_remove_cache(address, address + 1)
         return uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
+
+    def translate_ahead(self) -> None:
+        """Translate the firmware's code on every vCPU now, from each instruction (and make the spare instance),
+        without running anything: machines forked from this one start with it translated. Guest state and
+        what runs next are unchanged."""
+        starts = [address for func in self.image.functions() if func.size
+                  for address, _, _ in self.arch.instructions(self.memory.read(func.address, func.size), func.address)]
+        for vcpu in self.vcpus:
+            for address in starts:
+                vcpu.uc.ctl_request_cache(address)
+        self.fresh_block_size(self.image.entry)
 
     def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
         """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the watch observers;

@@ -32,12 +32,44 @@ class Alarm:
         self.cancelled = True
 
 
+class Priorities:
+    """PCT (Burckhardt et al., ASPLOS 2010) on a virtual-time scheduler. Each vCPU gets a distinct random
+    priority; a vCPU's priority sets its slice length (the highest runs slices of slice_max instructions, the
+    lowest undemoted ones about slice_min) and breaks ties in virtual time (higher first). At `depth - 1`
+    change points, drawn among the first `steps` slices, the vCPU about to run is demoted below every other
+    (the j-th one to depth - 1 - j): from then on it runs one block per slice, so the others run between any
+    two of its blocks."""
+
+    def __init__(self, seed: int, vcpus: int, *, depth: int, steps: int, slice_min: int, slice_max: int):
+        rng = random.Random(seed)
+        self.depth = depth
+        self.priority = [depth + p for p in rng.sample(range(vcpus), vcpus)]
+        self.change_points = sorted(rng.sample(range(1, max(steps, depth)), depth - 1))
+        self.slice_min, self.slice_max, self.vcpus = slice_min, slice_max, vcpus
+        self.step = 0
+
+    def budget(self, index: int) -> int:
+        """Instructions of `index`'s next slice (demoting it first at a change point)."""
+        self.step += 1
+        if self.change_points and self.step == self.change_points[0]:
+            self.change_points.pop(0)
+            self.priority[index] = len(self.change_points)  # depth-2 ... 0: below every undemoted vCPU
+        level = self.priority[index] - self.depth
+        if level < 0:
+            return 1
+        return self.slice_min + (self.slice_max - self.slice_min) * (level + 1) // self.vcpus
+
+    def tie(self, index: int) -> int:
+        return -self.priority[index]
+
+
 class Scheduler:
     """The ready queue, the sleepers and the alarms of one machine, deterministic by seed."""
 
     def __init__(self, vcpus: list[Vcpu], *, seed: int, slice_min: int, slice_max: int):
         self.vcpus = vcpus
         self.rng = random.Random(seed)
+        self.priorities: Priorities | None = None
         self.slice_min = slice_min
         self.slice_span = slice_max - slice_min + 1
         self._generation = [0] * len(vcpus)
@@ -67,7 +99,8 @@ class Scheduler:
                 return
             when = arrival
             heapq.heappush(self._sleepers, (when, vcpu.index, generation))
-        heapq.heappush(self._ready, (when, self.rng.getrandbits(20), vcpu.index, generation))
+        tie = self.priorities.tie(vcpu.index) if self.priorities else self.rng.getrandbits(20)
+        heapq.heappush(self._ready, (when, tie, vcpu.index, generation))
 
     def forget(self, vcpu: Vcpu) -> None:
         """Make `vcpu`'s queued entries stale (it runs now; its wake-up bounds no slice)."""
@@ -98,9 +131,19 @@ class Scheduler:
             heapq.heappop(sleepers)
         return NEVER
 
-    def slice_budget(self) -> int:
-        """Instructions in the next slice, drawn from the seed."""
+    def slice_budget(self, vcpu: Vcpu) -> int:
+        """Instructions in `vcpu`'s next slice: drawn from the seed, or set by its PCT priority."""
+        if self.priorities is not None:
+            return self.priorities.budget(vcpu.index)
         return self.slice_min + int(self.rng.random() * self.slice_span)
+
+    def reschedule(self, seed: int, *, pct_depth: int = 0, pct_steps: int = 0) -> None:
+        """From now on draw slices and ties from `seed` (and with `pct_depth`, by PCT priorities with that many
+        change points less one among the next `pct_steps` slices): one run of an exploration."""
+        self.rng = random.Random(seed)
+        self.priorities = None if not pct_depth else Priorities(
+            seed, len(self.vcpus), depth=pct_depth, steps=pct_steps, slice_min=self.slice_min,
+            slice_max=self.slice_min + self.slice_span - 1)
 
     # -- alarms --------------------------------------------------------------
     def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:

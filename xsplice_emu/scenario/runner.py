@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import GuestFault, MachineError
 from ..session import Session
 from .spec import Scenario
-from .steps import Check
+from .steps import Check, LivepatchStep
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,14 @@ class StepResult:
 class ScenarioResult:
     scenario: Scenario
     steps: tuple[StepResult, ...]
-    digest: str
     virtual_ns: int
     host_seconds: float
     session: Session
+
+    @property
+    def digest(self) -> str:
+        """The trace's digest (rendered when asked for: an exploration's runs mostly need none)."""
+        return self.session.machine.trace.digest
 
     @property
     def ok(self) -> bool:
@@ -61,6 +65,7 @@ class ScenarioResult:
         machine = self.scenario.machine
         options = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
         options += [] if machine.oracle else ["--no-oracle"]
+        options += ["--replay", str(self.scenario.replay)] if self.scenario.replay else []
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
                            "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *options])
 
@@ -68,11 +73,36 @@ class ScenarioResult:
 def run_scenario(scenario: Scenario) -> ScenarioResult:
     """Boot the scenario's machine and run its steps."""
     started = time.perf_counter()
+    return run_steps(scenario, boot(scenario), started)
+
+
+def static_prefix(scenario: Scenario) -> int:
+    """How many leading steps never run the machine nor draw from its scheduler (uploads, lists): running them
+    before the schedule is set changes nothing."""
+    count = 0
+    for step in scenario.steps:
+        if not (isinstance(step, LivepatchStep) and step.request.verb in ("upload", "list")):
+            break
+        count += 1
+    return count
+
+
+def boot(scenario: Scenario) -> Session:
+    """The scenario's machine, booted: where its steps start."""
     spec = scenario.machine
-    session = Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
-                      boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle)
-    results = []
-    for number, step in enumerate(scenario.steps, 1):
+    return Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
+                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle)
+
+
+def run_steps(scenario: Scenario, session: Session, started: float, *,
+              already: tuple[StepResult, ...] = ()) -> ScenarioResult:
+    """Run the scenario's steps on `session`, booted for it (its schedule first, if it has one); the first
+    ones may have run already, giving `already` (steps that do not run the machine: see `static_prefix`)."""
+    if scenario.schedule is not None:
+        schedule = scenario.schedule
+        session.machine.scheduler.reschedule(schedule.seed, pct_depth=schedule.depth, pct_steps=schedule.steps)
+    results = list(already)
+    for number, step in enumerate(scenario.steps[len(already):], len(already) + 1):
         try:
             done = step.run(session)
         except (GuestFault, MachineError) as exc:
@@ -80,6 +110,4 @@ def run_scenario(scenario: Scenario) -> ScenarioResult:
             break
         results.append(StepResult(number, step.kind, step.describe(), done.rc, done.checks, done.latency_ns,
                                   done.outcome.text if done.outcome else ""))
-    trace = session.machine.trace
-    return ScenarioResult(scenario, tuple(results), trace.digest, session.machine.now_ns,
-                          time.perf_counter() - started, session)
+    return ScenarioResult(scenario, tuple(results), session.machine.now_ns, time.perf_counter() - started, session)

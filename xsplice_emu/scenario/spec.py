@@ -22,7 +22,7 @@ Every mistake is a ConfigError naming the file, the step and what is wrong.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,20 @@ class MachineSpec:
     oracle: bool = True
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How the scheduler draws once the machine has booted (an exploration's run): slices and ties from
+    `seed`; with strategy "pct", PCT priorities with `depth` - 1 change points among the next `steps` slices."""
+
+    seed: int
+    strategy: str = "random"
+    depth: int = 0
+    steps: int = 0
+
+
 DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Value.TEXT, optional=True),
-                 Key("machine", Value.TABLE, optional=True), Key("step", Value.LIST, optional=True))
+                 Key("machine", Value.TABLE, optional=True), Key("step", Value.LIST, optional=True),
+                 Key("explore", Value.TABLE, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
                 Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True),
                 Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True))
@@ -60,6 +72,9 @@ class Scenario:
     description: str
     machine: MachineSpec
     steps: tuple[Step, ...]
+    explore: dict[str, Any] = field(default_factory=dict)  # its [explore] table, as written (explore checks it)
+    schedule: Schedule | None = None  # set by a replay: how the scheduler draws after the boot
+    replay: Path | None = None  # the replay file that set it
 
 
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
@@ -91,7 +106,8 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
                    for number, raw in enumerate(steps, 1))
     if not any(isinstance(step, ExpectStep) and "violations" in step.checks for step in parsed):
         parsed += (ExpectStep({"violations": 0}),)  # patching is checked for safety even when a file never says so
-    return Scenario(path, document.get("name", path.stem), document.get("description", ""), machine, parsed)
+    return Scenario(path, document.get("name", path.stem), document.get("description", ""), machine, parsed,
+                    document.get("explore", {}))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""`xsplice-emu explore`: a scenario under many seeded schedules and fault draws, its outcomes grouped."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import ConfigError
+from ..explore.campaign import STOP_ON, Campaign, CampaignResult, explore, write_class_files
+from ..explore.outcome import RunOutcome
+from ..explore.plan import STRATEGIES
+from ..files import check_destination, check_new_directory
+from ..scenario import load_scenario
+from .common import SEED, out, reports_errors
+
+MAX_RUNS = 10_000_000
+MAX_JOBS = 64
+
+
+@click.command("explore")
+@click.argument("scenario_path", metavar="SCENARIO", type=click.Path(dir_okay=False))
+@click.option("--runs", type=int, required=True, help=f"How many runs (1..{MAX_RUNS:,}).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="random", show_default=True,
+              help="random: the schedule drawn per run; pct: PCT priorities; chaos: random plus faults.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="The campaign's seed (each run's derives from it).")
+@click.option("--jobs", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+              help="Runs at once, each a process forked from one booted machine.")
+@click.option("--dask", "dask_address", metavar="ADDRESS",
+              help="Send batches of runs to this Dask scheduler (tcp://HOST:PORT) instead.")
+@click.option("--stop-on", type=click.Choice(STOP_ON), help="Start no new run after one with a violation / a failure.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write each class's replay file and trace here (default: replay files in a new temp folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a PNG: outcome mix against the injected fault's size, and the CDF of release latency.")
+@reports_errors
+def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, stop_on, out_dir, as_json, plot_path):
+    """Run SCENARIO under --runs seeded schedules (and fault draws), group the outcomes, and give one command
+    per class that replays its first run exactly."""
+    if not 1 <= runs <= MAX_RUNS:
+        raise ConfigError(f"--runs must be 1..{MAX_RUNS:,}, not {runs}")
+    if dask_address and jobs != 1:
+        raise click.UsageError("give --jobs or --dask, not both")
+    for destination in (plot_path,) if plot_path else ():
+        check_destination(destination)
+    out_path = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="xsplice-explore-"))
+    if out_dir:
+        check_new_directory(out_dir)
+        out_path.mkdir(exist_ok=True)
+    campaign = Campaign.of(load_scenario(scenario_path), strategy, seed)
+    result = _run(campaign, runs, jobs=jobs, dask_address=dask_address, stop_on=stop_on,
+                  show_progress=out.is_terminal and not as_json)
+    files = write_class_files(result, out_path, traces=out_dir is not None)
+    if plot_path:
+        from ..explore.plot import plot  # matplotlib only when asked for
+        plot(result, plot_path)
+    if as_json:
+        click.echo(json.dumps({
+            "runs": len(result.outcomes), "seconds": round(result.seconds, 3),
+            "runs_per_s": round(result.runs_per_s, 1), "jobs": result.jobs, "strategy": strategy,
+            "classes": [{"outcome": c.label, "count": c.count, "first_seed": c.first.seed,
+                         "reproduce": files[c.label][1]} for c in result.classes]}, indent=2))
+        return
+    _print_table(result, files)
+
+
+def _run(campaign: Campaign, runs: int, *, jobs: int, dask_address: str | None, stop_on: str | None,
+         show_progress: bool) -> CampaignResult:
+    if dask_address:
+        from ..explore.cluster import explore_on_dask  # distributed only when asked for
+        return explore_on_dask(campaign, runs, dask_address, stop_on=stop_on)
+    if not show_progress:
+        return explore(campaign, runs, jobs=jobs, stop_on=stop_on)
+    labels: set[str] = set()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} runs/s  {task.fields[classes]} classes"), TimeRemainingColumn())
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task("exploring", total=runs, rate="-", classes=0)
+
+        def advance(outcome: RunOutcome) -> None:
+            labels.add(outcome.label)
+            elapsed = bar.tasks[0].elapsed or 0.0
+            done = bar.tasks[0].completed + 1
+            bar.update(task, advance=1, classes=len(labels), rate=f"{done / elapsed:.0f}" if elapsed else "-")
+        return explore(campaign, runs, jobs=jobs, stop_on=stop_on, progress=advance)
+
+
+def _print_table(result: CampaignResult, files: dict[str, tuple[Path, str]]) -> None:
+    campaign = result.campaign
+    table = Table(title=f"{escape(str(campaign.scenario.path))}: {len(result.outcomes)} runs, strategy "
+                        f"{campaign.strategy}, seed {campaign.seed}", title_justify="left")
+    for column in ("outcome", "count", "share", "first seed"):
+        table.add_column(column, justify="left" if column == "outcome" else "right")
+    for outcome_class in result.classes:
+        colour = "green" if outcome_class.label.startswith("pass") and "violations" not in outcome_class.label \
+            else "red"
+        table.add_row(f"[{colour}]{escape(outcome_class.label)}[/{colour}]", str(outcome_class.count),
+                      f"{outcome_class.count / len(result.outcomes):.1%}", str(outcome_class.first.seed))
+    out.print(table)
+    for outcome_class in result.classes:
+        out.print(f"  {escape(outcome_class.label)}: {escape(files[outcome_class.label][1])}")
+    out.print(f"{result.runs_per_s:.1f} runs/s with {result.jobs} job{'s' if result.jobs > 1 else ''} "
+              f"({result.seconds:.2f} s)")

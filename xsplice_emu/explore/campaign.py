@@ -1,0 +1,204 @@
+"""A campaign: one scenario run under many seeded schedules and fault draws, from one booted machine.
+
+The scenario's machine boots once, its code translated ahead on every vCPU;
+each run is a child process forked from it (a fork server), so it starts
+from exactly that state without booting: its schedule is set, its faults are
+inserted, its steps run, and its `RunOutcome` comes back through a pipe.
+Up to `jobs` children run at once; results are kept by run number, so the
+classes do not depend on `jobs`. A run started fresh (`run_fresh`, or
+`xsplice-emu run SCENARIO --replay RUN.toml`) boots the same machine and
+does the same: same seed, same outcome, same trace digest.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import select
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import XspliceEmuError
+from ..scenario import Scenario, ScenarioResult, StepResult, run_scenario
+from ..scenario.runner import boot, run_steps, static_prefix
+from ..session import Session
+from .outcome import OutcomeClass, RunOutcome, classes_of, outcome_of
+from .plan import RunPlan, Settings, plan_run, settings_of, with_plan, write_replay
+
+STOP_ON = ("violation", "failure")
+PIPE_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """What to explore: the scenario, the strategy, the campaign's seed and its [explore] settings."""
+
+    scenario: Scenario
+    strategy: str
+    seed: int
+    settings: Settings
+    digests: bool = False  # each outcome with its trace's digest (slower)
+
+    @classmethod
+    def of(cls, scenario: Scenario, strategy: str, seed: int, *, digests: bool = False) -> Campaign:
+        return cls(scenario, strategy, seed, settings_of(scenario), digests)
+
+    def plan(self, number: int) -> RunPlan:
+        return plan_run(self.scenario, self.settings, self.strategy, self.seed, number)
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """Every run's outcome (by run number), how long it took, and with how many jobs."""
+
+    campaign: Campaign
+    outcomes: tuple[RunOutcome, ...]
+    seconds: float
+    jobs: int
+
+    @property
+    def classes(self) -> list[OutcomeClass]:
+        return classes_of(list(self.outcomes))
+
+    @property
+    def runs_per_s(self) -> float:
+        return len(self.outcomes) / self.seconds if self.seconds else 0.0
+
+
+def stops(outcome: RunOutcome, stop_on: str | None) -> bool:
+    """Whether `outcome` ends a campaign run with --stop-on `stop_on`."""
+    return stop_on == "violation" and bool(outcome.checks) or stop_on == "failure" and not outcome.passed
+
+
+def explore(campaign: Campaign, runs: int, *, jobs: int = 1, stop_on: str | None = None,
+            progress: Callable[[RunOutcome], None] | None = None) -> CampaignResult:
+    """Run `runs` runs (0 .. runs-1), up to `jobs` at once, each forked from one booted machine."""
+    started = time.perf_counter()
+    outcomes = list(fork_runs(campaign, range(runs), jobs=jobs, stop_on=stop_on, progress=progress))
+    return CampaignResult(campaign, tuple(sorted(outcomes, key=lambda o: o.number)),
+                          time.perf_counter() - started, jobs)
+
+
+def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on: str | None = None,
+              progress: Callable[[RunOutcome], None] | None = None) -> Iterator[RunOutcome]:
+    """The outcomes of runs `numbers`, each in a child forked from this process's booted machine (in the order
+    they finish); after a run that `stops`, no new run starts. Only this process's own children are waited for
+    (a Dask worker has others)."""
+    parent = booted(campaign.scenario)
+    if any(not step.ok for step in parent.prefix):
+        failed = next(step for step in parent.prefix if not step.ok)
+        raise XspliceEmuError(f"{campaign.scenario.path}: step {failed.number} ({failed.command}) fails before any "
+                              f"run: {failed.error or failed.checks}")
+    pending = iter(numbers)
+    running: dict[int, tuple[int, list[bytes]]] = {}  # pipe -> (child pid, what it sent so far)
+    stopped = False
+    while True:
+        while not stopped and len(running) < jobs:
+            number = next(pending, None)
+            if number is None:
+                break
+            pid, pipe = _fork(campaign, parent, number)
+            running[pipe] = (pid, [])
+        if not running:
+            return
+        readable, _, _ = select.select(list(running), [], [])
+        for pipe in readable:
+            pid, chunks = running[pipe]
+            chunk = os.read(pipe, PIPE_CHUNK)
+            if chunk:
+                chunks.append(chunk)
+                continue
+            del running[pipe]
+            os.close(pipe)
+            os.waitpid(pid, 0)
+            outcome = _outcome(b"".join(chunks))
+            stopped = stopped or stops(outcome, stop_on)
+            if progress is not None:
+                progress(outcome)
+            yield outcome
+
+
+@dataclass(frozen=True)
+class Booted:
+    """What every run forks from: the scenario's machine, booted, its static prefix run, its code translated."""
+
+    session: Session
+    prefix: tuple[StepResult, ...]
+
+
+_BOOTED: dict[tuple, Booted] = {}
+
+
+def booted(scenario: Scenario) -> Booted:
+    """The scenario's machine ready to fork runs from, made once per process. The leading steps that do not run
+    the machine (uploads: `static_prefix`) run here, once, not in every run; then the objects made so far are
+    kept out of the garbage collector, so a run does not copy-on-write pages just to scan them."""
+    key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps))
+    if key not in _BOOTED:
+        session = boot(scenario)
+        prefix = run_steps(replace(scenario, steps=scenario.steps[:static_prefix(scenario)]), session, 0.0)
+        session.machine.translate_ahead()
+        gc.collect()
+        gc.freeze()
+        _BOOTED[key] = Booted(session, prefix.steps)
+    return _BOOTED[key]
+
+
+def _fork(campaign: Campaign, parent: Booted, number: int) -> tuple[int, int]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    try:  # the child: run, report, leave without running the parent's exit handlers
+        os.close(read)
+        gc.disable()
+        plan = campaign.plan(number)
+        result = run_steps(with_plan(campaign.scenario, plan), parent.session, time.perf_counter(),
+                           already=parent.prefix)
+        report = json.dumps(outcome_of(result, plan, digest=campaign.digests).to_json())
+    except BaseException as exc:  # noqa: BLE001 - whatever happens in the child is reported, never raised
+        report = json.dumps({"error": f"run {number}: {type(exc).__name__}: {exc}"})
+    data = report.encode()
+    while data:
+        data = data[os.write(write, data):]
+    os._exit(0)
+
+
+def _outcome(report: bytes) -> RunOutcome:
+    record = json.loads(report or b'{"error": "a run died without a report"}')
+    if "error" in record:
+        raise XspliceEmuError(record["error"])
+    return RunOutcome.from_json(record)
+
+
+def run_fresh(campaign: Campaign, number: int) -> tuple[RunOutcome, ScenarioResult]:
+    """Run `number` on a freshly booted machine (no fork): its outcome and its result (with its trace)."""
+    plan = campaign.plan(number)
+    result = run_scenario(with_plan(campaign.scenario, plan))
+    return outcome_of(result, plan, digest=campaign.digests), result
+
+
+def write_class_files(result: CampaignResult, out: Path, *, traces: bool) -> dict[str, tuple[Path, str]]:
+    """For each class, its first run's replay file (and with `traces`, its trace, from a fresh run of it) in
+    `out`; label -> (replay file, reproduce command)."""
+    campaign = result.campaign
+    files = {}
+    for index, outcome_class in enumerate(result.classes, 1):
+        number = outcome_class.first.number
+        replay = out / f"class{index}-run{number}.toml"
+        write_replay(replay, campaign.scenario, campaign.plan(number), strategy=campaign.strategy,
+                     campaign_seed=campaign.seed)
+        if traces:
+            _, run = run_fresh(campaign, number)
+            run.session.machine.trace.write(out / f"class{index}-run{number}.jsonl")
+        files[outcome_class.label] = (replay, reproduce(campaign.scenario, replay))
+    return files
+
+
+def reproduce(scenario: Scenario, replay: Path) -> str:
+    """The command that runs the run `replay` describes again."""
+    return f"xsplice-emu run {scenario.path} --replay {replay}"

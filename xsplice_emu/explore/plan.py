@@ -1,0 +1,235 @@
+"""What one run of an exploration does differently: its schedule and the faults drawn for it.
+
+A run's seed comes from the campaign's seed and the run's number. `random`
+reseeds the scheduler (slice lengths, tie order); `pct` gives it PCT
+priorities (`Priorities` in machine/scheduler.py); `chaos` is `random` plus
+faults (preempt, stall, nmi_storm) drawn around each action, with
+log-uniform durations, within the scenario's `[explore]` limits. A run is
+written out as a replay file (`[schedule]` and `[[fault]]` tables, the
+faults as ordinary steps) that `xsplice-emu run SCENARIO --replay RUN.toml`
+runs again exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..files import TEXT_LIMIT, read_file, write_file
+from ..scenario import STEP_KINDS, Scenario, Step
+from ..scenario.keys import Key, Value, read_keys
+from ..scenario.spec import Schedule
+from ..scenario.steps import MAX_STORM_NMIS, LivepatchStep
+
+STRATEGIES = ("random", "pct", "chaos")
+FAULT_KINDS = ("preempt", "stall", "nmi_storm")
+ACTIONS = ("apply", "revert", "replace", "load")
+MAX_STORM_NMIS_PER_VCPU = 1_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A scenario's `[explore]` table: the limits of what chaos draws, and PCT's parameters."""
+
+    faults: tuple[str, ...] = FAULT_KINDS
+    min_us: float = 1.0
+    max_us: float = 50_000.0
+    window_us: float = 100.0
+    nmi_rate_khz: float = 100.0
+    pct_depth: int = 3
+    pct_steps: int = 2_000
+
+
+EXPLORE_KEYS = (Key("faults", Value.NAMES, optional=True), Key("min_us", Value.US, optional=True),
+                Key("max_us", Value.US, optional=True), Key("window_us", Value.US, optional=True),
+                Key("nmi_rate_khz", Value.KHZ, optional=True), Key("pct_depth", Value.INTEGER, optional=True),
+                Key("pct_steps", Value.INTEGER, optional=True))
+
+
+def settings_of(scenario: Scenario) -> Settings:
+    """The scenario's `[explore]` table checked (ConfigError naming the file and the key)."""
+    try:
+        table = read_keys(scenario.explore, EXPLORE_KEYS)
+    except ConfigError as exc:
+        raise ConfigError(f"{scenario.path}: [explore]: {exc}") from None
+    if "faults" in table:
+        table["faults"] = tuple(table["faults"])
+    settings = Settings(**table)
+    unknown = set(settings.faults) - set(FAULT_KINDS)
+    problem = (f"faults: {', '.join(sorted(unknown))} is not one of {', '.join(FAULT_KINDS)}" if unknown else
+               f"need 0 < min_us <= max_us, not {settings.min_us}..{settings.max_us}"
+               if not 0 < settings.min_us <= settings.max_us else
+               f"pct_depth must be 1..16, not {settings.pct_depth}" if not 1 <= settings.pct_depth <= 16 else
+               f"pct_steps must be at least pct_depth, not {settings.pct_steps}"
+               if settings.pct_steps < settings.pct_depth else None)
+    if problem:
+        raise ConfigError(f"{scenario.path}: [explore]: {problem}")
+    return settings
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A drawn fault: a step inserted before step `before` (1-based) of the scenario."""
+
+    before: int
+    step: Step
+    size_us: float
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run: its number, its seed, its schedule and its faults."""
+
+    number: int
+    seed: int
+    schedule: Schedule
+    faults: tuple[Fault, ...] = ()
+
+    @property
+    def fault_size_us(self) -> float:
+        """The largest fault drawn (0: none)."""
+        return max((fault.size_us for fault in self.faults), default=0.0)
+
+
+def run_seed(campaign_seed: int, number: int) -> int:
+    """The seed of run `number` of a campaign seeded `campaign_seed`."""
+    digest = hashlib.sha256(f"{campaign_seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def plan_run(scenario: Scenario, settings: Settings, strategy: str, campaign_seed: int, number: int) -> RunPlan:
+    """What run `number` of a campaign does."""
+    seed = run_seed(campaign_seed, number)
+    if strategy == "pct":
+        return RunPlan(number, seed, Schedule(seed, "pct", settings.pct_depth, settings.pct_steps))
+    faults = _draw_faults(scenario, settings, random.Random(seed ^ 0x5EED)) if strategy == "chaos" else ()
+    return RunPlan(number, seed, Schedule(seed), faults)
+
+
+def _draw_faults(scenario: Scenario, settings: Settings, rng: random.Random) -> tuple[Fault, ...]:
+    """One fault (maybe none) before each action step: a kind, a vCPU, a log-uniform duration, a delay."""
+    vcpus = scenario.machine.vcpus
+    faults = []
+    for number, step in enumerate(scenario.steps, 1):
+        if not _is_action(step) or not settings.faults:
+            continue
+        kind = rng.choice((*settings.faults, None))
+        if kind is None:
+            continue
+        us = math.exp(rng.uniform(math.log(settings.min_us), math.log(settings.max_us)))
+        delay = rng.uniform(0, settings.window_us)
+        vcpu = rng.randrange(vcpus)
+        if kind == "preempt":
+            values: dict[str, Any] = {"vcpu": vcpu, "us": round(us, 3), "delay_us": round(delay, 3)}
+        elif kind == "stall":
+            values = {"vcpu": vcpu, "ms": round(us / 1000, 6), "delay_us": round(delay, 3)}
+        else:
+            per_vcpu = min(MAX_STORM_NMIS_PER_VCPU, MAX_STORM_NMIS // vcpus)
+            us = min(us, per_vcpu * 1000 / settings.nmi_rate_khz)
+            values = {"vcpus": "all", "rate_khz": settings.nmi_rate_khz, "us": round(us, 3),
+                      "delay_us": round(delay, 3)}
+        faults.append(Fault(number, _step(kind, values, vcpus, scenario.path.parent), round(us, 3)))
+    return tuple(faults)
+
+
+def _is_action(step: Step) -> bool:
+    return isinstance(step, LivepatchStep) and step.request.verb in ACTIONS
+
+
+def _step(kind: str, values: dict[str, Any], vcpus: int, base: Path) -> Step:
+    step_kind = next(k for k in STEP_KINDS if k.kind == kind)
+    return step_kind.from_toml(read_keys(values, step_kind.keys), vcpus=vcpus, base=base)
+
+
+def with_plan(scenario: Scenario, plan: RunPlan, replay: Path | None = None) -> Scenario:
+    """The scenario as run `plan` runs it: its faults inserted as steps, its schedule set."""
+    steps: list[Step] = []
+    for number, step in enumerate(scenario.steps, 1):
+        steps += [fault.step for fault in plan.faults if fault.before == number]
+        steps.append(step)
+    return replace(scenario, steps=tuple(steps), schedule=plan.schedule, replay=replay)
+
+
+# -- replay files -------------------------------------------------------------------------------------------------
+def write_replay(path: Path, scenario: Scenario, plan: RunPlan, *, strategy: str, campaign_seed: int) -> None:
+    """The replay file of run `plan` (TOML: where it came from, its schedule, its faults as steps)."""
+    schedule = plan.schedule
+    lines = [f"# run {plan.number} of `xsplice-emu explore {scenario.path} --strategy {strategy} "
+             f"--seed {campaign_seed}`",
+             f"# replay: xsplice-emu run {scenario.path} --replay {path}", "",
+             "[schedule]", f"seed = {schedule.seed}", f'strategy = "{schedule.strategy}"']
+    if schedule.strategy == "pct":
+        lines += [f"depth = {schedule.depth}", f"steps = {schedule.steps}"]
+    for fault in plan.faults:
+        key = next(k for k in STEP_KINDS if isinstance(fault.step, k)).key
+        lines += ["", "[[fault]]", f"before_step = {fault.before}", f"{key} = {_fault_table(fault.step)}"]
+    write_file(path, ("\n".join(lines) + "\n").encode())
+
+
+def _fault_table(step: Step) -> str:
+    fields = {name: value for name, value in vars(step).items()}
+    kind = step.kind
+    if kind == "preempt":
+        table = {"vcpu": fields["vcpu"], "us": fields["ns"] / 1000, "delay_us": fields["delay_ns"] / 1000}
+    elif kind == "stall":
+        table = {"vcpu": fields["vcpu"], "ms": fields["ns"] / 1e6, "delay_us": fields["delay_ns"] / 1000}
+    else:
+        table = {"vcpus": list(fields["vcpus"]), "rate_khz": fields["rate_khz"], "us": fields["ns"] / 1000,
+                 "delay_us": fields["delay_ns"] / 1000}
+    return "{ " + ", ".join(f"{key} = {_toml(value)}" for key, value in table.items()) + " }"
+
+
+def _toml(value: Any) -> str:
+    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
+
+
+REPLAY_KEYS = (Key("schedule", Value.TABLE), Key("fault", Value.LIST, optional=True))
+SCHEDULE_KEYS = (Key("seed", Value.INTEGER), Key("strategy", Value.TEXT), Key("depth", Value.INTEGER, optional=True),
+                 Key("steps", Value.INTEGER, optional=True))
+
+
+def load_replay(path: str | Path, scenario: Scenario) -> Scenario:
+    """`scenario` as the replay file at `path` runs it (ConfigError naming the file on anything wrong)."""
+    path = Path(path)
+    try:
+        document = read_keys(tomllib.loads(read_file(path, limit=TEXT_LIMIT, what="replay file").decode()),
+                             REPLAY_KEYS)
+        table = read_keys(document["schedule"], SCHEDULE_KEYS, where="[schedule]: ")
+        if table["strategy"] not in ("random", "pct"):
+            raise ConfigError(f"[schedule]: strategy must be random or pct, got {table['strategy']!r}")
+        schedule = Schedule(table["seed"], table["strategy"], table.get("depth", 0), table.get("steps", 0))
+        faults = tuple(_fault(raw, scenario, number) for number, raw in enumerate(document.get("fault", []), 1))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return with_plan(scenario, RunPlan(0, schedule.seed, schedule, faults), replay=path)
+
+
+def _fault(raw: Any, scenario: Scenario, number: int) -> Fault:
+    where = f"fault {number}: "
+    if not isinstance(raw, dict) or "before_step" not in raw:
+        raise ConfigError(f"{where}a fault is a table with before_step and one step key")
+    before = raw["before_step"]
+    if type(before) is not int or not 1 <= before <= len(scenario.steps):
+        raise ConfigError(f"{where}before_step must be 1..{len(scenario.steps)}, got {before!r}")
+    kinds = [kind for kind in STEP_KINDS if kind.key in raw and kind.kind in FAULT_KINDS]
+    if len(kinds) != 1 or len(raw) != 2:
+        raise ConfigError(f"{where}needs exactly one of {', '.join(FAULT_KINDS)} beside before_step")
+    kind = kinds[0]
+    try:
+        step = kind.from_toml(read_keys(raw[kind.key], kind.keys), vcpus=scenario.machine.vcpus,
+                              base=scenario.path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    return Fault(before, step, 0.0)
+
+
+__all__ = ["STRATEGIES", "RunPlan", "Settings", "load_replay", "plan_run", "settings_of", "with_plan",
+           "write_replay"]
