@@ -106,3 +106,35 @@ __hook unsigned long call_watch(unsigned long fn, unsigned long ns)
         changed += ((host_fn_t *)fn)(0, 0) != first;
     return changed;
 }
+
+/*
+ * An atomicity bug for the explorer's tests: a read-modify-write of a shared
+ * counter with a call between the read and the write (so they are in
+ * different blocks, and a slice can end between them). Two vCPUs adding at
+ * once can lose an update, in few schedules.
+ */
+unsigned long racy_counter;
+
+static noinline void racy_gap(void)
+{
+    barrier();
+}
+
+__hook unsigned long call_racy_add(unsigned long times, unsigned long unused)
+{
+    unsigned long i;
+
+    for ( i = 0; i < times; i++ )
+    {
+        unsigned long seen = ACCESS_ONCE(racy_counter);
+
+        racy_gap();
+        ACCESS_ONCE(racy_counter) = seen + 1;
+    }
+    return 0;
+}
+
+__hook unsigned long call_racy_count(unsigned long unused0, unsigned long unused1)
+{
+    return ACCESS_ONCE(racy_counter);
+}

@@ -90,8 +90,10 @@ def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on:
     parent = booted(campaign.scenario)
     if any(not step.ok for step in parent.prefix):
         failed = next(step for step in parent.prefix if not step.ok)
+        why = failed.error or "; ".join(f"{check.what}: expected {check.expected!r}, got {check.got!r}"
+                                        for check in failed.checks if not check.ok)
         raise XspliceEmuError(f"{campaign.scenario.path}: step {failed.number} ({failed.command}) fails before any "
-                              f"run: {failed.error or failed.checks}")
+                              f"run: {why}")
     pending = iter(numbers)
     running: dict[int, tuple[int, list[bytes]]] = {}  # pipe -> (child pid, what it sent so far)
     stopped = False

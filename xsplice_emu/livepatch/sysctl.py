@@ -29,8 +29,8 @@ from .states import Action, PayloadState
 from .unsafe import unsafe_functions
 
 _Targets = list[tuple[str, int]]
-UNSAFE_BYTE_GAP_NS = 1_000
-"""Virtual time between two bytes of an unsafe (`--unsafe`) patch: a scheduling point."""
+UNSAFE_BYTE_GAP_NS = 2_000
+"""The longest an unsafe (`--unsafe`) patch's writer waits before each byte: its scheduling points."""
 
 
 @dataclass
@@ -364,8 +364,9 @@ class Livepatch:
 
     def _poke(self, payload: Payload, action: Action) -> None:
         """APPLY or REVERT as a naive text_poke: no rendezvous, no hooks, no flush. The host writes each byte
-        while the vCPUs run, with UNSAFE_BYTE_GAP_NS of virtual time between bytes; a vCPU runs the new bytes
-        once it serialises. The safety oracle sees what that does."""
+        while the vCPUs run, each after a scheduling point (the writer descheduled for a time drawn from the
+        scheduler's seed, under UNSAFE_BYTE_GAP_NS); a vCPU runs the new bytes once it serialises. The safety
+        oracle sees what that does."""
         if action not in (Action.APPLY, Action.REVERT):
             raise LivepatchError(errno.EOPNOTSUPP, f"{payload.name}: only APPLY and REVERT can be done unsafely")
         machine, arch = self.machine, self.machine.arch
@@ -385,6 +386,7 @@ class Livepatch:
                 new, body = payload.guest.overwritten(index, length), (func.new_addr, func.new_addr + func.new_size)
                 payload.guest.mark_reverted(index)
             for offset, byte in enumerate(new):
+                machine.run_for(machine.scheduler.draw(UNSAFE_BYTE_GAP_NS))
                 address = func.old_addr + offset
                 if self.oracle is not None:
                     self.oracle.writing(None, address, 1, body if func.new_addr else None, func.name)
@@ -392,7 +394,6 @@ class Livepatch:
                 machine.write_code_unsynchronised(address, bytes([byte]))
                 machine.trace.emit(machine.now_ns, None, EventKind.PATCH, payload=payload.name, function=func.name,
                                    address=address, old=old.hex(), new=f"{byte:02x}")
-                machine.run_for(UNSAFE_BYTE_GAP_NS)
             written.append((func.old_addr, func.old_addr + length))
         if action is Action.APPLY:
             payload.state = PayloadState.APPLIED

@@ -34,30 +34,38 @@ class Alarm:
 
 class Priorities:
     """PCT (Burckhardt et al., ASPLOS 2010) on a virtual-time scheduler. Each vCPU gets a distinct random
-    priority; a vCPU's priority sets its slice length (the highest runs slices of slice_max instructions, the
-    lowest undemoted ones about slice_min) and breaks ties in virtual time (higher first). At `depth - 1`
-    change points, drawn among the first `steps` slices, the vCPU about to run is demoted below every other
-    (the j-th one to depth - 1 - j): from then on it runs one block per slice, so the others run between any
-    two of its blocks."""
+    priority: it sets the vCPU's slice length (the highest runs slices of slice_max instructions, the lowest
+    about slice_min) and breaks ties in virtual time (higher first). `depth - 1` change points are drawn among
+    the next `steps` instructions the vCPUs execute; the slice that reaches one is cut there (at the block
+    boundary it falls in) and its vCPU demoted below every other, to one block a slice from then on: whoever is
+    behind in virtual time runs next, between two of its blocks."""
 
-    def __init__(self, seed: int, vcpus: int, *, depth: int, steps: int, slice_min: int, slice_max: int):
+    def __init__(self, seed: int, vcpus: list[Vcpu], *, depth: int, steps: int, slice_min: int, slice_max: int):
         rng = random.Random(seed)
+        self.vcpus = vcpus
         self.depth = depth
-        self.priority = [depth + p for p in rng.sample(range(vcpus), vcpus)]
-        self.change_points = sorted(rng.sample(range(1, max(steps, depth)), depth - 1))
-        self.slice_min, self.slice_max, self.vcpus = slice_min, slice_max, vcpus
-        self.step = 0
+        self.priority = [depth + p for p in rng.sample(range(len(vcpus)), len(vcpus))]
+        start = self._executed()
+        self.change_points = sorted(start + point for point in rng.sample(range(1, max(steps, depth)), depth - 1))
+        self.slice_min, self.slice_max = slice_min, slice_max
+        self.last: int | None = None  # the vCPU of the last slice
+
+    def _executed(self) -> int:
+        return sum(vcpu.instructions for vcpu in self.vcpus)
 
     def budget(self, index: int) -> int:
-        """Instructions of `index`'s next slice (demoting it first at a change point)."""
-        self.step += 1
-        if self.change_points and self.step == self.change_points[0]:
+        """Instructions of `index`'s next slice, cut at the next change point (the vCPU whose slice reached one
+        is demoted first)."""
+        executed = self._executed()
+        while self.change_points and executed >= self.change_points[0] and self.last is not None:
             self.change_points.pop(0)
-            self.priority[index] = len(self.change_points)  # depth-2 ... 0: below every undemoted vCPU
+            self.priority[self.last] = len(self.change_points)  # depth-2 ... 0: below every undemoted vCPU
         level = self.priority[index] - self.depth
-        if level < 0:
-            return 1
-        return self.slice_min + (self.slice_max - self.slice_min) * (level + 1) // self.vcpus
+        budget = 1 if level < 0 else self.slice_min + (self.slice_max - self.slice_min) * (level + 1) // len(self.vcpus)
+        if self.change_points:
+            budget = max(1, min(budget, self.change_points[0] - executed))
+        self.last = index
+        return budget
 
     def tie(self, index: int) -> int:
         return -self.priority[index]
@@ -137,12 +145,16 @@ class Scheduler:
             return self.priorities.budget(vcpu.index)
         return self.slice_min + int(self.rng.random() * self.slice_span)
 
+    def draw(self, limit: int) -> int:
+        """A number in [0, limit) from the seed (how long a host thread is descheduled, say)."""
+        return int(self.rng.random() * limit)
+
     def reschedule(self, seed: int, *, pct_depth: int = 0, pct_steps: int = 0) -> None:
         """From now on draw slices and ties from `seed` (and with `pct_depth`, by PCT priorities with that many
-        change points less one among the next `pct_steps` slices): one run of an exploration."""
+        change points less one among the next `pct_steps` instructions): one run of an exploration."""
         self.rng = random.Random(seed)
         self.priorities = None if not pct_depth else Priorities(
-            seed, len(self.vcpus), depth=pct_depth, steps=pct_steps, slice_min=self.slice_min,
+            seed, self.vcpus, depth=pct_depth, steps=pct_steps, slice_min=self.slice_min,
             slice_max=self.slice_min + self.slice_span - 1)
 
     # -- alarms --------------------------------------------------------------

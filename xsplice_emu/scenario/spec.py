@@ -49,7 +49,8 @@ class MachineSpec:
 @dataclass(frozen=True)
 class Schedule:
     """How the scheduler draws once the machine has booted (an exploration's run): slices and ties from
-    `seed`; with strategy "pct", PCT priorities with `depth` - 1 change points among the next `steps` slices."""
+    `seed`; with strategy "pct", PCT priorities with `depth` - 1 change points among the next `steps`
+    instructions."""
 
     seed: int
     strategy: str = "random"
