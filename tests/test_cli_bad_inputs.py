@@ -35,6 +35,7 @@ SOURCE = str(ROOT / "payloads" / "src" / "xen_hello_world.c")
 BASELINES: dict[str, tuple[dict[str, list[str]], list[str]]] = {
     "boot": ({}, ["--ms", "1", "-q"]),
     "demo": ({}, []),
+    "explore": ({"scenario_path": ["@scenario"]}, ["--runs", "2"]),
     "livepatch": ({"words": ["list"]}, ["--boot-ms", "1"]),
     "payload build": ({"source": [SOURCE]}, ["-o", "@out/x.livepatch"]),
     "payload build-tests": ({"directory": ["@out/tests"]}, []),
@@ -91,7 +92,8 @@ def _is_number(param: click.Parameter) -> bool:
 def _writes(param: click.Parameter) -> bool:
     """Whether a file parameter is a destination (overwriting an existing file there may succeed)."""
     is_option = isinstance(param, click.Option)
-    return param.name == "directory" or is_option and param.name in ("trace_path", "junit_path", "output")
+    return param.name == "directory" or is_option and param.name in ("trace_path", "junit_path", "output",
+                                                                     "plot_path", "out_dir")
 
 
 def _command_cases() -> Iterator[Case]:
@@ -100,7 +102,7 @@ def _command_cases() -> Iterator[Case]:
             if isinstance(param.type, click.Path):
                 for kind in FILES:
                     may_pass = _writes(param) and kind in ("/dev/zero", "empty", "random") \
-                        or param.name == "directory" and kind == "directory"
+                        or param.name in ("directory", "out_dir") and kind == "directory"
                     if isinstance(param, click.Argument):
                         argv = _argv(path, command, positional={param.name: [f"@{kind}"]})
                     else:

@@ -1,0 +1,134 @@
+"""`xsplice-emu explore`: classes of outcomes over seeded schedules, replayable; the same table with any number
+of jobs or on a Dask cluster; a run forked from the booted machine is the run started fresh."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+from click.testing import CliRunner
+from helpers import ROOT
+
+from xsplice_emu.cli import main
+from xsplice_emu.explore.campaign import Campaign, explore, run_fresh
+from xsplice_emu.scenario import load_scenario
+
+EXPLORE = ROOT / "scenarios" / "explore"
+
+
+def _explore(*args: str):
+    return CliRunner().invoke(main, ["explore", *map(str, args)])
+
+
+def _command(line: str):
+    """A printed `xsplice-emu ...` command line, run."""
+    words = shlex.split(line)
+    assert words[0] == "xsplice-emu"
+    return CliRunner().invoke(main, words[1:])
+
+
+def _classes(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)["classes"]
+
+
+def test_random_finds_a_torn_unsafe_patch_and_its_command_replays_it(payloads, tmp_path):
+    """Within 200 runs: a class with the torn violation; its reproduce command fails the same way, the passing
+    class's command passes; --out holds each class's replay file and trace."""
+    out = tmp_path / "out"
+    classes = _classes(_explore(EXPLORE / "unsafe_patch.toml", "--runs", "200", "--jobs", "2", "--json",
+                                "--out", out))
+    torn = next(c for c in classes if "violations torn" in c["outcome"])
+    clean = next(c for c in classes if c["outcome"] == "pass rc 0")
+    assert torn["count"] + clean["count"] == 200 and torn["count"] < 200
+    replayed = _command(torn["reproduce"])
+    assert replayed.exit_code == 1 and "violations: expected 0, got {'torn': 1}" in replayed.output
+    again = _command(clean["reproduce"])
+    assert again.exit_code == 0, again.output
+    assert len(list(out.glob("class*.toml"))) == len(classes) == len(list(out.glob("class*.jsonl")))
+
+
+def test_chaos_on_xens_rendezvous_finds_no_violation(payloads):
+    """safe_apply under chaos: classes are rc 0 or EBUSY only (stalls/preemptions past the deadline), never a
+    violation, a guest fault or a timeout."""
+    classes = _classes(_explore(EXPLORE / "safe_apply.toml", "--runs", "40", "--strategy", "chaos", "--jobs", "2",
+                                "--seed", "3", "--json"))
+    assert not any("violations" in c["outcome"] or "fault" in c["outcome"] or "timeout" in c["outcome"]
+                   for c in classes)
+    assert all(set(c["outcome"].split(" rc ")[1].split("/")) <= {"0", "EBUSY", "EEXIST"} for c in classes)
+    assert any(c["outcome"] == "pass rc 0/0/0" for c in classes)
+
+
+def test_a_dropped_flush_is_found_stale(payloads):
+    classes = _classes(_explore(EXPLORE / "drop_flush.toml", "--runs", "5", "--json"))
+    assert [c["outcome"] for c in classes] == ["FAIL rc 0 violations stale"]
+
+
+def test_pct_finds_the_atomicity_bug_that_random_misses(payloads):
+    """The lost update of call_racy_add over runs 0-299 of seed 0: PCT finds it (14 runs); random, whose
+    slices never end inside the read-modify-write, does not."""
+    def lost(strategy: str) -> int:
+        classes = _classes(_explore(EXPLORE / "racy_counter.toml", "--runs", "300", "--strategy", strategy,
+                                    "--jobs", "2", "--json"))
+        return sum(c["count"] for c in classes if c["outcome"].startswith("FAIL"))
+    found_by_pct, found_by_random = lost("pct"), lost("random")
+    assert found_by_pct > found_by_random
+    assert (found_by_pct, found_by_random) == (14, 0)  # the figures the README quotes
+
+
+@pytest.mark.parametrize("strategy", ["random", "pct", "chaos"])
+def test_a_forked_run_is_the_run_started_fresh(payloads, strategy):
+    """Same run seed, same outcome and same trace digest, forked from the booted machine or booted anew."""
+    campaign = Campaign.of(load_scenario(EXPLORE / "safe_apply.toml"), strategy, 5, digests=True)
+    forked = explore(campaign, 4, jobs=2).outcomes
+    for outcome in forked:
+        fresh, _ = run_fresh(campaign, outcome.number)
+        assert fresh == outcome and fresh.digest
+
+
+def test_jobs_and_a_dask_cluster_give_the_same_classes(payloads):
+    """--jobs 1, --jobs 2 and a LocalCluster of two worker processes: byte-identical classes."""
+    distributed = pytest.importorskip("distributed")
+    path = EXPLORE / "unsafe_patch.toml"
+
+    def classes(*args: str) -> list[dict]:
+        """The classes, each replay file named without its (temporary) folder."""
+        found = _classes(_explore(path, "--runs", "60", "--seed", "9", "--json", *args))
+        return [c | {"reproduce": c["reproduce"].rsplit("/", 1)[1]} for c in found]
+    one, two = classes("--jobs", "1"), classes("--jobs", "2")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        dask = classes("--dask", cluster.scheduler_address)
+    assert one == two == dask and len(one) == 2
+
+
+def test_plot_writes_a_png(payloads, tmp_path):
+    path = tmp_path / "mix.png"
+    _classes(_explore(EXPLORE / "unsafe_patch.toml", "--runs", "10", "--json", "--plot", path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runs", "0"], "error: --runs must be 1..10,000,000, not 0"),
+    (["--runs", "5", "--dask", "tcp://127.0.0.1:9"], "error: --dask tcp://127.0.0.1:9: cannot reach a Dask scheduler"),
+])
+def test_bad_runs_and_an_unreachable_cluster_are_one_line(payloads, args, message):
+    result = _explore(EXPLORE / "unsafe_patch.toml", *args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith(message)
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[explore]\nfaults = [\"meteor\"]\n", "[explore]: faults: meteor is not one of preempt, stall, nmi_storm"),
+    ("[explore]\nmin_us = 5\nmax_us = 1\n", "[explore]: need 0 < min_us <= max_us, not 5..1"),
+    ("[explore]\ncolour = 1\n", "[explore]: unknown key 'colour' (allowed: faults, min_us, max_us, window_us, "
+                                    "nmi_rate_khz, pct_depth, pct_steps)"),
+    ("[explore]\npct_depth = 0\n", "[explore]: pct_depth must be 1..16, not 0"),
+])
+def test_a_malformed_explore_table_is_one_line(payloads, tmp_path, table, message):
+    path = tmp_path / "s.toml"
+    path.write_text((EXPLORE / "unsafe_patch.toml").read_text().replace("../../payloads", str(ROOT / "payloads"))
+                    + "\n" + table)
+    result = _explore(path, "--runs", "3")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output == f"error: {path}: {message}\n"
