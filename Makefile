@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test fuzz lint bench payloads payloads-xen417 xenctrl xen-tools clean
+.PHONY: all demo test fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools clean
 
 all: $(INSTALLED) payloads
 
@@ -40,6 +40,15 @@ test: $(INSTALLED) lint
 fuzz: $(INSTALLED)
 	$(PY) -m pytest -q -s tests/test_fuzz.py --fuzz-cases 10000 --fuzz-seed $${FUZZ_SEED:-1}
 
+# The exploration campaigns at full size (make test runs them smaller): figures in the README.
+explore-demo: $(INSTALLED) payloads
+	$(VENV)/bin/xsplice-emu explore scenarios/explore/unsafe_patch.toml --runs 200 --jobs 2
+	$(VENV)/bin/xsplice-emu explore scenarios/explore/safe_apply.toml --runs 2000 --strategy chaos --jobs 2 \
+		--plot explore-safe-apply.png
+	$(VENV)/bin/xsplice-emu explore scenarios/explore/drop_flush.toml --runs 100 --jobs 2
+	$(VENV)/bin/xsplice-emu explore scenarios/explore/racy_counter.toml --runs 1000 --strategy random --jobs 2
+	$(VENV)/bin/xsplice-emu explore scenarios/explore/racy_counter.toml --runs 1000 --strategy pct --jobs 2
+
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check xsplice_emu tests bench
 	$(VENV)/bin/mypy
@@ -51,6 +60,7 @@ bench: $(INSTALLED) payloads
 	$(PY) bench/viewer.py
 	$(PY) bench/oracle.py
 	$(PY) bench/real_xen.py
+	$(PY) bench/explore.py
 
 clean:
 	$(MAKE) -s -C firmware clean
