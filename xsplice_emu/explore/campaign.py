@@ -96,8 +96,10 @@ def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on:
                               f"run: {why}")
     pending = iter(numbers)
     running: dict[int, tuple[int, list[bytes]]] = {}  # pipe -> (child pid, what it sent so far)
+    exiting: list[int] = []  # children that reported, reaped once they are gone
     stopped = False
     while True:
+        exiting = [pid for pid in exiting if os.waitpid(pid, os.WNOHANG) == (0, 0)]
         while not stopped and len(running) < jobs:
             number = next(pending, None)
             if number is None:
@@ -105,6 +107,8 @@ def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on:
             pid, pipe = _fork(campaign, parent, number)
             running[pipe] = (pid, [])
         if not running:
+            for pid in exiting:
+                os.waitpid(pid, 0)
             return
         readable, _, _ = select.select(list(running), [], [])
         for pipe in readable:
@@ -115,7 +119,7 @@ def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on:
                 continue
             del running[pipe]
             os.close(pipe)
-            os.waitpid(pid, 0)
+            exiting.append(pid)
             outcome = _outcome(b"".join(chunks))
             stopped = stopped or stops(outcome, stop_on)
             if progress is not None:
@@ -167,6 +171,7 @@ def _fork(campaign: Campaign, parent: Booted, number: int) -> tuple[int, int]:
     data = report.encode()
     while data:
         data = data[os.write(write, data):]
+    os.close(write)  # the parent reads its end to EOF now, and forks the next run while this one tears down
     os._exit(0)
 
 
