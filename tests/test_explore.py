@@ -132,3 +132,12 @@ def test_a_malformed_explore_table_is_one_line(payloads, tmp_path, table, messag
     result = _explore(path, "--runs", "3")
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert result.output == f"error: {path}: {message}\n"
+
+
+def test_stop_on_violation_ends_the_campaign_at_the_first_one(payloads):
+    """--stop-on violation with one job: runs 0 and 1 are clean, run 2 is torn, and no run starts after it."""
+    result = _explore(EXPLORE / "unsafe_patch.toml", "--runs", "200", "--stop-on", "violation", "--json")
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["runs"] == 3
+    assert [(c["outcome"], c["count"]) for c in report["classes"]] == [("pass rc 0", 2),
+                                                                       ("FAIL rc 0 violations torn", 1)]

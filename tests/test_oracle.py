@@ -139,3 +139,14 @@ def test_an_unsafe_patch_is_caught_as_torn_on_every_seed_tried(payloads):
     for seed in range(1, 6):
         result = run_scenario(load_scenario(ROOT / "scenarios" / "fault_unsafe_patch.toml", seed=seed))
         assert result.ok and result.session.violations["torn"] >= 1, seed
+
+
+def test_violations_reach_the_summary_and_the_perfetto_export(payloads, tmp_path):
+    """trace summary counts the action's violations; trace export marks each one on its vCPU's track."""
+    trace, exported = tmp_path / "t.jsonl", tmp_path / "t.json"
+    assert _run(ROOT / "scenarios" / "fault_patch_from_irq.toml", "--trace", trace, "-q").exit_code == 0
+    summary = CliRunner().invoke(main, ["trace", "summary", str(trace), "--json"])
+    assert json.loads(summary.output)[0]["violations"] == [["active", 2]]
+    assert CliRunner().invoke(main, ["trace", "export", str(trace), "-o", str(exported)]).exit_code == 0
+    marks = [e for e in json.loads(exported.read_text())["traceEvents"] if e.get("cat") == "oracle"]
+    assert len(marks) == 2 and all(m["name"] == "violation: active at schedule.c#busy_chunk+0x70" for m in marks)

@@ -152,6 +152,10 @@ class _Builder:
         self._instant(event, f"abort: {event.fields['reason']}", "rendezvous", event.fields)
         self._master, self._kicks = None, {}
 
+    def _violation(self, event: Event) -> None:
+        self._instant(event, f"violation: {event.fields['check']} at {event.fields['symbol']}", "oracle",
+                      event.fields)
+
     def _master_elected(self, event: Event) -> None:
         self._master, self._kicks = event.vcpu, {}
 
@@ -180,7 +184,8 @@ class _Builder:
 
 _MARKS = {kind: getattr(_Builder, f"_{kind}") for kind in (
     EventKind.IPI, EventKind.NMI, EventKind.NMI_LOST, EventKind.PATCH, EventKind.CONSOLE, EventKind.ABORT,
-    EventKind.MASTER_ELECTED, EventKind.PHASE_COMPLETE, EventKind.ARRIVED, EventKind.PARK, EventKind.UNPARK)}
+    EventKind.MASTER_ELECTED, EventKind.PHASE_COMPLETE, EventKind.ARRIVED, EventKind.PARK, EventKind.UNPARK,
+    EventKind.VIOLATION)}
 
 
 def _thread_meta(tid: int, name: str) -> list[dict[str, Any]]:
@@ -197,7 +202,7 @@ def _action_slices(actions: list[ActionSummary], end_ns: int) -> list[_Slice]:
         end = max(action.requested_ns, min(limit, limit if action.released_ns is None else action.released_ns))
         slices.append((action.requested_ns, end, f"{action.action} {action.payload}", "action",
                        {"rc": action.rc, "master": action.master, "nmis_lost": action.nmis_lost,
-                        "bytes_patched": action.bytes_patched}))
+                        "bytes_patched": action.bytes_patched, "violations": dict(action.violations)}))
         steps = (("CPU phase", action.elected_ns, _either(action.cpu_phase_ns, action.aborted_ns)),
                  ("IRQ phase", action.cpu_phase_ns, _either(action.irq_phase_ns, action.aborted_ns)),
                  ("patch window", action.all_parked_ns, action.window_closed_ns))
