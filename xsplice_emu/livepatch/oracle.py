@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
 from ..platform import STACK_SIZE, UREGS_rbp, UREGS_rip, UREGS_rsp
@@ -53,12 +53,12 @@ class _Site:
     action: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Window:
     """An action from the master's election (or its first unsafe write) to its release."""
 
     label: str
-    nmi_reachable: list[str] = field(default_factory=list)  # patched functions do_nmi reaches
+    nmi_reachable: tuple[str, ...]  # the functions it patches that do_nmi reaches
 
 
 class Oracle:
@@ -85,7 +85,7 @@ class Oracle:
     def open(self, label: str, counts: Counter[str], targets: list[tuple[str, int]]) -> None:
         """An action's patching begins (master elected, NMIs masked; or its first unsafe write) on `targets`
         (function, address): its violations, now and later (stale ones), count towards `counts`."""
-        self._window = _Window(label, [name for name, address in targets if self._reaches_nmi(address)])
+        self._window = _Window(label, tuple(sorted({name for name, address in targets if self._reaches_nmi(address)})))
         self._last_label = label
         self._counts_of[label] = counts
 
@@ -93,7 +93,7 @@ class Oracle:
                 function: str) -> None:
         """`length` bytes at `address` are about to be rewritten (by vCPU `writer`, or the host); `body` is the
         old function's `[begin, end)` when this patches a function's start."""
-        label = self._window.label if self._window else self._last_label
+        label = self._label()
         for vcpu in self._started():
             pc = vcpu.current_pc() if vcpu is writer else vcpu.pc
             if address <= pc < address + length:
@@ -113,7 +113,7 @@ class Oracle:
     def released(self, sites: list[tuple[int, int]]) -> None:
         """The window closed: every vCPU must run the code now at each of `sites` (`[address, end)`) when it next
         enters one."""
-        label = self._window.label if self._window else self._last_label
+        label = self._label()
         self._window = None
         for vcpu in self._started():
             pending = self._stale.setdefault(vcpu.index, [])
@@ -127,7 +127,7 @@ class Oracle:
         reported = self._reported_unseen.setdefault(vcpu.index, set())
         reported &= set(vcpu.unseen_code)
         if vcpu.unseen_code:
-            self._labels.setdefault(vcpu.index, self._window.label if self._window else self._last_label)
+            self._labels.setdefault(vcpu.index, self._label())
         else:
             self._labels.pop(vcpu.index, None)
         ranges = [r for r in vcpu.unseen_code if r not in reported]
@@ -156,10 +156,14 @@ class Oracle:
         window = self._window
         if window is not None and window.nmi_reachable:
             self._report(vcpu, "nmi_path", vcpu.pc, window.label,
-                         f"an NMI while {', '.join(sorted(set(window.nmi_reachable)))} (reached from do_nmi) "
+                         f"an NMI while {', '.join(window.nmi_reachable)} (reached from do_nmi) "
                          "is being patched")
 
     # -- helpers ------------------------------------------------------------------------------------------------
+    def _label(self) -> str:
+        """The action violations count towards now: the one under way, else the last one."""
+        return self._window.label if self._window else self._last_label
+
     def _report(self, vcpu: Vcpu, check: str, address: int, action: str, detail: str,
                 stack: tuple[str, list[int]] | None = None) -> None:
         machine = self.machine
