@@ -141,3 +141,29 @@ def test_stop_on_violation_ends_the_campaign_at_the_first_one(payloads):
     assert result.exit_code == 0 and report["runs"] == 3
     assert [(c["outcome"], c["count"]) for c in report["classes"]] == [("pass rc 0", 2),
                                                                        ("FAIL rc 0 violations torn", 1)]
+
+
+REPLAY_1511 = """
+[schedule]
+seed = 6579829745070056719
+strategy = "random"
+
+[[fault]]
+before_step = 6
+preempt = { vcpu = 0, us = 37511.395, delay_us = 12.528 }
+
+[[fault]]
+before_step = 9
+preempt = { vcpu = 4, us = 20298.554, delay_us = 36.5 }
+"""
+
+
+def test_a_master_preempted_inside_a_hook_is_not_timed_out(payloads, tmp_path):
+    """Run 1511 of `make explore-demo`'s chaos campaign: the host deschedules the master (vCPU 0) for 37.5 ms
+    while it runs xen_hello_world's load hook. The hook's deadline counts only time the vCPU could run, so the
+    apply completes (rc 0, released 37.5 ms after the request) instead of failing -ETIMEDOUT."""
+    replay = tmp_path / "run1511.toml"
+    replay.write_text(REPLAY_1511)
+    result = CliRunner().invoke(main, ["run", str(EXPLORE / "safe_apply.toml"), "--replay", str(replay)])
+    assert result.exit_code == 0, result.output
+    assert "│    7 │ apply hello" in result.output and "37.5258 ms" in result.output

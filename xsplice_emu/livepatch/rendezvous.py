@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from ..errors import LivepatchError
-from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
+from ..machine import PS_PER_NS, Alarm, Machine, Vcpu, VcpuState
 from ..platform import (
     PORT_XSPLICE,
     XSPLICE_CALL,
@@ -135,8 +135,9 @@ class Rendezvous:
 
     def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, int, int]:
         """From a vCPU's program: run the guest function at `address` (a payload hook) with `argument`; give its
-        result. A hook must come back: if it faults, or runs past the action's timeout, the vCPU is put back
-        where it asked and the call raises LivepatchError (EFAULT, ETIMEDOUT) in the program instead."""
+        result. A hook must come back: if it faults, or runs past the action's timeout (not counting time the
+        host kept the vCPU descheduled), the vCPU is put back where it asked and the call raises LivepatchError
+        (EFAULT, ETIMEDOUT) in the program instead."""
         machine = self.machine
         vcpu.write(vcpu.arch.registers.hook_target, address)
         vcpu.write(vcpu.arch.registers.arguments[0], argument)
@@ -154,13 +155,23 @@ class Rendezvous:
         what = f"hook {machine.describe(address)}"
         vcpu.on_fault = on_fault
         timeout_ns = self.active.timeout_ns
-        alarm = machine.add_alarm(self._now(vcpu) + timeout_ns * PS_PER_NS, lambda: abandon(LivepatchError(
-            errno.ETIMEDOUT, f"{what} did not return within {timeout_ns / 1e6:g} ms")))
+        deadline_ps = self._now(vcpu) + timeout_ns * PS_PER_NS
+        preempted_ps = vcpu.preempted_ps
+        alarm: list[Alarm] = []
+
+        def expire() -> None:
+            """At the deadline, moved on by the time the host kept the vCPU descheduled (a preempt fault)."""
+            owed = vcpu.preempted_ps - preempted_ps + max(0, vcpu.preempted_until_ps - vcpu.clock_ps)
+            if deadline_ps + owed > machine.now_ps:
+                alarm[:] = [machine.add_alarm(deadline_ps + owed, expire)]
+            else:
+                abandon(LivepatchError(errno.ETIMEDOUT, f"{what} did not return within {timeout_ns / 1e6:g} ms"))
+        alarm.append(machine.add_alarm(deadline_ps, expire))
         try:
             result = yield XSPLICE_CALL
         finally:
             vcpu.on_fault = None
-            alarm.cancel()
+            alarm[0].cancel()
         if failed:
             raise failed[0]
         return result
