@@ -3,15 +3,18 @@ of jobs or on a Dask cluster; a run forked from the booted machine is the run st
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import shlex
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from helpers import ROOT
 
 from xsplice_emu.cli import main
-from xsplice_emu.explore.campaign import Campaign, explore, run_fresh
+from xsplice_emu.explore.campaign import Campaign, explore, fork_runs, run_fresh
 from xsplice_emu.scenario import load_scenario
 
 EXPLORE = ROOT / "scenarios" / "explore"
@@ -167,3 +170,29 @@ def test_a_master_preempted_inside_a_hook_is_not_timed_out(payloads, tmp_path):
     result = CliRunner().invoke(main, ["run", str(EXPLORE / "safe_apply.toml"), "--replay", str(replay)])
     assert result.exit_code == 0, result.output
     assert "│    7 │ apply hello" in result.output and "37.5258 ms" in result.output
+
+
+def test_a_campaign_left_early_leaves_no_child_behind(payloads):
+    """Stop reading the outcomes after the first: the running children are killed and reaped, and the garbage
+    collector is as before."""
+    campaign = Campaign.of(load_scenario(EXPLORE / "unsafe_patch.toml"), "random", 0)
+    before = _children()
+    runs = fork_runs(campaign, range(50), jobs=2)
+    next(runs)
+    assert len(_children() - before) >= 1  # the other job's child
+    runs.close()
+    assert _children() == before and gc.get_freeze_count() == 0
+
+
+def _children() -> set[int]:
+    """This process's child processes, zombies included (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(entry))
+    return found

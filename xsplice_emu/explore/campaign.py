@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import select
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -98,33 +99,42 @@ def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on:
     running: dict[int, tuple[int, list[bytes]]] = {}  # pipe -> (child pid, what it sent so far)
     exiting: list[int] = []  # children that reported, reaped once they are gone
     stopped = False
-    while True:
-        exiting = [pid for pid in exiting if os.waitpid(pid, os.WNOHANG) == (0, 0)]
-        while not stopped and len(running) < jobs:
-            number = next(pending, None)
-            if number is None:
-                break
-            pid, pipe = _fork(campaign, parent, number)
-            running[pipe] = (pid, [])
-        if not running:
-            for pid in exiting:
-                os.waitpid(pid, 0)
-            return
-        readable, _, _ = select.select(list(running), [], [])
-        for pipe in readable:
-            pid, chunks = running[pipe]
-            chunk = os.read(pipe, PIPE_CHUNK)
-            if chunk:
-                chunks.append(chunk)
-                continue
-            del running[pipe]
+    gc.collect()
+    gc.freeze()  # what exists now stays out of the collector: a run does not copy-on-write pages to scan them
+    try:
+        while True:
+            exiting = [pid for pid in exiting if os.waitpid(pid, os.WNOHANG) == (0, 0)]
+            while not stopped and len(running) < jobs:
+                number = next(pending, None)
+                if number is None:
+                    break
+                pid, pipe = _fork(campaign, parent, number)
+                running[pipe] = (pid, [])
+            if not running:
+                return
+            readable, _, _ = select.select(list(running), [], [])
+            for pipe in readable:
+                pid, chunks = running[pipe]
+                chunk = os.read(pipe, PIPE_CHUNK)
+                if chunk:
+                    chunks.append(chunk)
+                    continue
+                del running[pipe]
+                os.close(pipe)
+                exiting.append(pid)
+                outcome = _outcome(b"".join(chunks))
+                stopped = stopped or stops(outcome, stop_on)
+                if progress is not None:
+                    progress(outcome)
+                yield outcome
+    finally:  # also when the caller stops early: no child outlives the campaign
+        for pipe, (pid, _) in running.items():
             os.close(pipe)
+            os.kill(pid, signal.SIGKILL)
             exiting.append(pid)
-            outcome = _outcome(b"".join(chunks))
-            stopped = stopped or stops(outcome, stop_on)
-            if progress is not None:
-                progress(outcome)
-            yield outcome
+        for pid in exiting:
+            os.waitpid(pid, 0)
+        gc.unfreeze()
 
 
 @dataclass(frozen=True)
@@ -140,15 +150,12 @@ _BOOTED: dict[tuple, Booted] = {}
 
 def booted(scenario: Scenario) -> Booted:
     """The scenario's machine ready to fork runs from, made once per process. The leading steps that do not run
-    the machine (uploads: `static_prefix`) run here, once, not in every run; then the objects made so far are
-    kept out of the garbage collector, so a run does not copy-on-write pages just to scan them."""
+    the machine (uploads: `static_prefix`) run here, once, not in every run."""
     key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps))
     if key not in _BOOTED:
         session = boot(scenario)
         prefix = run_steps(replace(scenario, steps=scenario.steps[:static_prefix(scenario)]), session, 0.0)
         session.machine.translate_ahead()
-        gc.collect()
-        gc.freeze()
         _BOOTED[key] = Booted(session, prefix.steps)
     return _BOOTED[key]
 
