@@ -196,3 +196,18 @@ def _children() -> set[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
                 found.add(int(entry))
     return found
+
+
+def test_a_chaos_replay_file_holds_its_faults_and_replays_its_class(payloads, tmp_path):
+    """--out: each class's replay file writes the drawn faults as steps; `run --replay` gives that class's
+    action rcs again."""
+    found = _classes(_explore(EXPLORE / "safe_apply.toml", "--runs", "30", "--strategy", "chaos", "--seed", "4",
+                              "--json", "--out", tmp_path))
+    assert {c["outcome"] for c in found} == {"pass rc 0/0/0", "FAIL rc EBUSY/0/0"}
+    for outcome_class in found:
+        replay = Path(shlex.split(outcome_class["reproduce"])[-1])
+        assert "[[fault]]" in replay.read_text()
+        result = _command(outcome_class["reproduce"])
+        rcs = outcome_class["outcome"].split(" rc ")[1].split("/")
+        assert result.exit_code == (0 if outcome_class["outcome"].startswith("pass") else 1)
+        assert ("got 'EBUSY'" in result.output) == ("EBUSY" in rcs)

@@ -62,12 +62,14 @@ def settings_of(scenario: Scenario) -> Settings:
         table["faults"] = tuple(table["faults"])
     settings = Settings(**table)
     unknown = set(settings.faults) - set(FAULT_KINDS)
-    problem = (f"faults: {', '.join(sorted(unknown))} is not one of {', '.join(FAULT_KINDS)}" if unknown else
-               f"need 0 < min_us <= max_us, not {settings.min_us}..{settings.max_us}"
-               if not 0 < settings.min_us <= settings.max_us else
-               f"pct_depth must be 1..16, not {settings.pct_depth}" if not 1 <= settings.pct_depth <= 16 else
-               f"pct_steps must be at least pct_depth, not {settings.pct_steps}"
-               if settings.pct_steps < settings.pct_depth else None)
+    problems = [
+        (bool(unknown), f"faults: {', '.join(sorted(unknown))} is not one of {', '.join(FAULT_KINDS)}"),
+        (not 0 < settings.min_us <= settings.max_us,
+         f"need 0 < min_us <= max_us, not {settings.min_us}..{settings.max_us}"),
+        (not 1 <= settings.pct_depth <= 16, f"pct_depth must be 1..16, not {settings.pct_depth}"),
+        (settings.pct_steps < settings.pct_depth, f"pct_steps must be at least pct_depth, not {settings.pct_steps}"),
+    ]
+    problem = next((message for wrong, message in problems if wrong), None)
     if problem:
         raise ConfigError(f"{scenario.path}: [explore]: {problem}")
     return settings
@@ -75,9 +77,12 @@ def settings_of(scenario: Scenario) -> Settings:
 
 @dataclass(frozen=True)
 class Fault:
-    """A drawn fault: a step inserted before step `before` (1-based) of the scenario."""
+    """A drawn fault: a step inserted before step `before` (1-based) of the scenario, as its TOML `key` and
+    `values` (what a replay file holds) and parsed."""
 
     before: int
+    key: str
+    values: dict[str, Any]
     step: Step
     size_us: float
 
@@ -134,7 +139,7 @@ def _draw_faults(scenario: Scenario, settings: Settings, rng: random.Random) -> 
             us = min(us, per_vcpu * 1000 / settings.nmi_rate_khz)
             values = {"vcpus": "all", "rate_khz": settings.nmi_rate_khz, "us": round(us, 3),
                       "delay_us": round(delay, 3)}
-        faults.append(Fault(number, _step(kind, values, vcpus, scenario.path.parent), round(us, 3)))
+        faults.append(Fault(number, kind, values, _step(kind, values, vcpus, scenario.path.parent), round(us, 3)))
     return tuple(faults)
 
 
@@ -142,8 +147,8 @@ def _is_action(step: Step) -> bool:
     return isinstance(step, LivepatchStep) and step.request.verb in ACTIONS
 
 
-def _step(kind: str, values: dict[str, Any], vcpus: int, base: Path) -> Step:
-    step_kind = next(k for k in STEP_KINDS if k.kind == kind)
+def _step(key: str, values: dict[str, Any], vcpus: int, base: Path) -> Step:
+    step_kind = next(k for k in STEP_KINDS if k.key == key)
     return step_kind.from_toml(read_keys(values, step_kind.keys), vcpus=vcpus, base=base)
 
 
@@ -167,26 +172,13 @@ def write_replay(path: Path, scenario: Scenario, plan: RunPlan, *, strategy: str
     if schedule.strategy == "pct":
         lines += [f"depth = {schedule.depth}", f"steps = {schedule.steps}"]
     for fault in plan.faults:
-        key = next(k for k in STEP_KINDS if isinstance(fault.step, k)).key
-        lines += ["", "[[fault]]", f"before_step = {fault.before}", f"{key} = {_fault_table(fault.step)}"]
+        table = ", ".join(f"{key} = {_toml(value)}" for key, value in fault.values.items())
+        lines += ["", "[[fault]]", f"before_step = {fault.before}", f"{fault.key} = {{ {table} }}"]
     write_file(path, ("\n".join(lines) + "\n").encode())
 
 
-def _fault_table(step: Step) -> str:
-    fields = {name: value for name, value in vars(step).items()}
-    kind = step.kind
-    if kind == "preempt":
-        table = {"vcpu": fields["vcpu"], "us": fields["ns"] / 1000, "delay_us": fields["delay_ns"] / 1000}
-    elif kind == "stall":
-        table = {"vcpu": fields["vcpu"], "ms": fields["ns"] / 1e6, "delay_us": fields["delay_ns"] / 1000}
-    else:
-        table = {"vcpus": list(fields["vcpus"]), "rate_khz": fields["rate_khz"], "us": fields["ns"] / 1000,
-                 "delay_us": fields["delay_ns"] / 1000}
-    return "{ " + ", ".join(f"{key} = {_toml(value)}" for key, value in table.items()) + " }"
-
-
 def _toml(value: Any) -> str:
-    return "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list) else repr(value)
+    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 REPLAY_KEYS = (Key("schedule", Value.TABLE), Key("fault", Value.LIST, optional=True))
@@ -228,7 +220,7 @@ def _fault(raw: Any, scenario: Scenario, number: int) -> Fault:
                               base=scenario.path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
-    return Fault(before, step, 0.0)
+    return Fault(before, kind.key, raw[kind.key], step, 0.0)
 
 
 __all__ = ["STRATEGIES", "RunPlan", "Settings", "load_replay", "plan_run", "settings_of", "with_plan",
