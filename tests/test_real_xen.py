@@ -43,9 +43,11 @@ def test_every_vcpu_runs_the_real_version_functions_at_their_link_addresses(xen)
     """The real xen_extra_version returns a pointer into the high half, to ".7"; major 4, minor 17."""
     session = _session(xen)
     assert xen.address("xen_extra_version") >> 32 == XEN_TEXT >> 32 and xen.build_id.hex() == BUILD_ID
-    pointers = session.machine.call_all(xen.address("xen_extra_version"))
+    pointers = session.machine.call_all("xen_extra_version")  # the machine API resolves names in the image first
     assert all(pointer >> 32 == XEN_TEXT >> 32 for pointer in pointers)
+    assert {session.machine.memory.read_cstring(pointer) for pointer in pointers} == {".7"}
     assert {(v.major, v.minor, v.extra) for v in session.versions()} == {(4, 17, ".7")}
+    assert session.machine.call(0, "call_racy_count") == 0  # a name only the firmware has is the firmware's
 
 
 def test_the_firmware_runs_the_platform_as_before(xen, image):

@@ -71,17 +71,12 @@ class Session:
         """Run `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give its result;
         with `delay_ns`, post it for then and give None. Names are the hypervisor's (a real Xen's when one is
         given), then the firmware's."""
-        address = self.address(function)
-        values = [self.address(arg) if isinstance(arg, str) else arg for arg in arguments]
+        machine = self.machine
+        values = [machine.address(arg) if isinstance(arg, str) else arg for arg in arguments]
         if delay_ns:
-            self.machine.post_call(vcpu, address, *values, at_ps=self._at(delay_ns))
+            machine.post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
             return None
-        return self.machine.call(vcpu, address, *values)
-
-    def address(self, name: str) -> int:
-        """Where symbol `name` is: the hypervisor's (a real Xen's when one is given), else the firmware's."""
-        address = self.machine.hypervisor.resolve(name)
-        return self.machine.image.address(name) if address is None else address
+        return machine.call(vcpu, function, *values)
 
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
@@ -114,11 +109,10 @@ class Session:
     def versions(self) -> list[Versions]:
         """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version() (the hypervisor's:
         a real Xen's when one is given)."""
-        machine, hypervisor = self.machine, self.machine.hypervisor
-        majors = machine.call_all(hypervisor.address("xen_major_version"))
-        minors = machine.call_all(hypervisor.address("xen_minor_version"))
-        extras = [machine.memory.read_cstring(address)
-                  for address in machine.call_all(hypervisor.address("xen_extra_version"))]
+        machine = self.machine
+        majors = machine.call_all("xen_major_version")
+        minors = machine.call_all("xen_minor_version")
+        extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
         return [Versions(int_result(major), int_result(minor), extra)
                 for major, minor, extra in zip(majors, minors, extras, strict=True)]
 

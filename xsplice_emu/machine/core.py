@@ -83,7 +83,9 @@ class Machine:
         if hypervisor is not None and hypervisor.arch is not image.arch:
             raise ConfigError(f"{hypervisor.path}: a {hypervisor.arch.title} image beside "
                               f"{image.arch.title} firmware")
-        paging_root = None  # payload_space: where payloads go, `[begin, end)` of guest addresses
+        paging_root = None
+        self.payload_space: tuple[int, int]
+        """Where payloads go: `[begin, end)` of guest addresses."""
         if hypervisor is None:
             self.memory = GuestMemory(config.ram_mib << 20)
             self._load(image)
@@ -179,6 +181,12 @@ class Machine:
         """`name+0xoff` for an address in the firmware's or the hypervisor's functions, else hex."""
         image = self.hypervisor if self.image.function_at(address) is None else self.image
         return image.describe(address)
+
+    def address(self, name: str) -> int:
+        """Where symbol `name` is: in the hypervisor (a real Xen's image, when the machine has one), else in the
+        firmware; ImageError naming the firmware when neither has it."""
+        found = self.hypervisor.resolve(name)
+        return self.image.address(name) if found is None else found
 
     def describe_function(self, address: int) -> tuple[int, int] | None:
         """(start, offset) of the firmware's or the hypervisor's function holding `address`, or None."""
@@ -532,7 +540,7 @@ class Machine:
         """`call`, except that a fault (GuestFault) or no return within `timeout_ns` (MachineError) in it is
         raised with vCPU `index` put back where the call found it: the machine runs on."""
         vcpu = self._vcpu(index)
-        address = self.image.address(function) if isinstance(function, str) else function
+        address = self.address(function) if isinstance(function, str) else function
         return self.calls.call_contained(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
                                          what=_call_name(function), timeout_ns=timeout_ns)
 
@@ -557,7 +565,7 @@ class Machine:
     def _fill_slot(self, index: int, function: str | int, arg0: int, arg1: int, *,
                    at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
         vcpu = self._vcpu(index)
-        address = self.image.address(function) if isinstance(function, str) else function
+        address = self.address(function) if isinstance(function, str) else function
         return self.calls.post(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
                                at_ps=at_ps, sender=sender)
 
