@@ -9,10 +9,11 @@ import threading
 
 import pytest
 from click.testing import CliRunner
-from helpers import hello_uploaded
+from helpers import ROOT, hello_uploaded
 from textual.geometry import Region
 from textual.widgets import DataTable
 
+from xsplice_emu.cli import main
 from xsplice_emu.cli.view import view
 from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
@@ -438,3 +439,21 @@ def test_view_without_a_terminal_says_so_instead_of_waiting(apply_trace):
     result = CliRunner().invoke(view, [str(apply_trace)])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: the viewer needs a terminal")
+
+
+def test_v_jumps_to_the_safety_oracles_violations(payloads, tmp_path):
+    """In the trace of an unsafe patch, v selects the first violation (its check and symbol in the detail
+    pane) and V comes back to it from the next."""
+    path = tmp_path / "unsafe.jsonl"
+    result = CliRunner().invoke(main, ["run", str(ROOT / "scenarios" / "fault_patch_from_irq.toml"), "-q",
+                                       "--trace", str(path)])
+    assert result.exit_code == 0, result.output
+
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("v")
+        first = app.selected
+        assert detail(app).startswith("violation ") and "schedule.c#busy_chunk+0x70" in detail(app)
+        await pilot.press("v", "V")
+        assert app.selected == first
+    drive(path, check)

@@ -35,7 +35,8 @@ from .times import instant
 from .viewport import Viewport
 
 JUMPS = {"patch": frozenset({EventKind.PATCH}), "IPI": frozenset({EventKind.IPI}),
-         "NMI": frozenset({EventKind.NMI}), "abort": frozenset({EventKind.ABORT})}
+         "NMI": frozenset({EventKind.NMI}), "abort": frozenset({EventKind.ABORT}),
+         "violation": frozenset({EventKind.VIOLATION})}
 PAN = 0.25
 CHECKPOINT_DELAY_S = 0.5
 SCAN_REDRAW_S = 0.5
@@ -71,6 +72,8 @@ class TraceViewer(App[TraceFormatError | None]):
         Binding("I", "jump('IPI', True)", "previous IPI", show=False),
         Binding("M", "jump('NMI', True)", "previous NMI", show=False),
         Binding("A", "jump('abort', True)", "previous abort", show=False),
+        Binding("v", "jump('violation')", "next violation", show=False),
+        Binding("V", "jump('violation', True)", "previous violation", show=False),
         Binding("n", "step(False)", "next match", show=False),
         Binding("N", "step(True)", "previous match", show=False),
         Binding("slash", "search", "search", key_display="/"),
