@@ -186,23 +186,20 @@ class RunStep(Step):
 
 
 @dataclass(frozen=True)
-class StallStep(Step):
-    """A vCPU spins with IRQs off."""
+class _VcpuForAWhile(Step):
+    """Something that happens to one vCPU for a duration, from now or a delay from now: its TOML keys are
+    `vcpu`, the duration in `unit` (ms or us) and `delay_us`; at the shell `KIND VCPU DURATION [DELAY]`."""
 
     vcpu: int
     ns: int
     delay_ns: int = 0
 
-    kind: ClassVar = "stall"
-    key: ClassVar = "stall"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("ms", Value.MS), Key("delay_us", Value.US, optional=True))
-    syntax: ClassVar = "stall VCPU DURATION [DELAY]"
-    summary: ClassVar = "That vCPU spins with IRQs off for DURATION, from now (or DELAY from now)."
-    example: ClassVar = ("stall = { vcpu = 2, ms = 50, delay_us = 10 }", "stall 2 50ms 10us")
+    unit: ClassVar[str]
+    unit_ns: ClassVar[int]
 
     @classmethod
     def from_toml(cls, values, *, vcpus, base):
-        return cls(_vcpu(values["vcpu"], vcpus), int(values["ms"] * NS_PER_MS),
+        return cls(_vcpu(values["vcpu"], vcpus), int(values[cls.unit] * cls.unit_ns),
                    int(values.get("delay_us", 0) * NS_PER_US))
 
     @classmethod
@@ -211,7 +208,21 @@ class StallStep(Step):
         return cls(_vcpu_word(vcpu, vcpus), parse_duration(duration), parse_duration(delay[0]) if delay else 0)
 
     def describe(self):
-        return f"stall vCPU {self.vcpu} for {self.ns / NS_PER_MS:g} ms{_after(self.delay_ns)}"
+        return f"{self.kind} vCPU {self.vcpu} for {self.ns / self.unit_ns:g} {self.unit}{_after(self.delay_ns)}"
+
+
+@dataclass(frozen=True)
+class StallStep(_VcpuForAWhile):
+    """A vCPU spins with IRQs off."""
+
+    kind: ClassVar = "stall"
+    key: ClassVar = "stall"
+    unit: ClassVar = "ms"
+    unit_ns: ClassVar = NS_PER_MS
+    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("ms", Value.MS), Key("delay_us", Value.US, optional=True))
+    syntax: ClassVar = "stall VCPU DURATION [DELAY]"
+    summary: ClassVar = "That vCPU spins with IRQs off for DURATION, from now (or DELAY from now)."
+    example: ClassVar = ("stall = { vcpu = 2, ms = 50, delay_us = 10 }", "stall 2 50ms 10us")
 
     def run(self, session):
         session.stall(self.vcpu, self.ns, delay_ns=self.delay_ns)
@@ -313,33 +324,18 @@ class CallStep(Step):
 
 
 @dataclass(frozen=True)
-class PreemptStep(Step):
+class PreemptStep(_VcpuForAWhile):
     """The host does not schedule a vCPU for a while."""
-
-    vcpu: int
-    ns: int
-    delay_ns: int = 0
 
     kind: ClassVar = "preempt"
     key: ClassVar = "preempt"
+    unit: ClassVar = "us"
+    unit_ns: ClassVar = NS_PER_US
     keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("us", Value.US), Key("delay_us", Value.US, optional=True))
     syntax: ClassVar = "preempt VCPU DURATION [DELAY]"
     summary: ClassVar = ("The host does not schedule that vCPU for DURATION, from now (or DELAY from now); unlike "
                          "stall, its IRQ state is untouched.")
     example: ClassVar = ("preempt = { vcpu = 2, us = 500, delay_us = 10 }", "preempt 2 500us 10us")
-
-    @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        return cls(_vcpu(values["vcpu"], vcpus), int(values["us"] * NS_PER_US),
-                   int(values.get("delay_us", 0) * NS_PER_US))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        vcpu, duration, *delay = _arguments(cls, words, 2, 3)
-        return cls(_vcpu_word(vcpu, vcpus), parse_duration(duration), parse_duration(delay[0]) if delay else 0)
-
-    def describe(self):
-        return f"preempt vCPU {self.vcpu} for {self.ns / NS_PER_US:g} us{_after(self.delay_ns)}"
 
     def run(self, session):
         session.preempt(self.vcpu, self.ns, delay_ns=self.delay_ns)
