@@ -11,9 +11,6 @@ apply wall time of xen_hello_world on busy vCPUs. Goal: within 10%.
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,28 +18,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image  # noqa: E402
-from xsplice_emu.livepatch import Action, Livepatch  # noqa: E402
+from side_by_side import busy_with_payload, compare, show  # noqa: E402
+
+from xsplice_emu import builtin_firmware, load_image  # noqa: E402
+from xsplice_emu.livepatch import Action  # noqa: E402
 from xsplice_emu.xen_tests import xen_test_payloads  # noqa: E402
 
 PAYLOAD = xen_test_payloads() / "xen_hello_world.livepatch"
 
 
-def busy_machine(image, vcpus: int, oracle: bool) -> tuple[Machine, Livepatch]:
-    gc.collect()
-    machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=1))
-    machine.run_for(2_000_000)
-    for cpu in range(vcpus):
-        machine.call(cpu, "xen_major_version")
-        machine.call(cpu, "call_set_busy", 1)
-    machine.run_for(100_000)
-    livepatch = Livepatch(machine, oracle=oracle)
-    livepatch.upload("hello", PAYLOAD.read_bytes())
-    return machine, livepatch
-
-
 def apply_wall(image, vcpus: int, oracle: bool) -> float:
-    machine, livepatch = busy_machine(image, vcpus, oracle)
+    _, livepatch = busy_with_payload(image, vcpus, PAYLOAD, oracle=oracle)
     started = time.perf_counter()
     result = livepatch.run_action("hello", Action.APPLY)
     seconds = time.perf_counter() - started
@@ -51,7 +37,7 @@ def apply_wall(image, vcpus: int, oracle: bool) -> float:
 
 
 def mips(image, vcpus: int, oracle: bool) -> float:
-    machine, livepatch = busy_machine(image, vcpus, oracle)
+    machine, livepatch = busy_with_payload(image, vcpus, PAYLOAD, oracle=oracle)
     livepatch.run_action("hello", Action.APPLY)
     before = machine.instructions
     started = time.perf_counter()
@@ -71,20 +57,8 @@ def main() -> None:
         "apply wall 72 busy ms": lambda on: apply_wall(image, 72, on),
         "apply wall 256 busy ms": lambda on: apply_wall(image, 256, on),
     }
-    report = {}
-    for name, measure in measures.items():
-        samples: dict[bool, list[float]] = {False: [], True: []}
-        for _ in range(args.rounds):  # alternate, so drift on the host hits both alike
-            samples[False].append(measure(False))
-            samples[True].append(measure(True))
-        off, on = statistics.median(samples[False]), statistics.median(samples[True])
-        report[name] = {"oracle_off": round(off, 2), "oracle_on": round(on, 2), "ratio": round(on / off, 3)}
-    if args.json:
-        print(json.dumps(report))
-        return
-    print(f"{'':26} {'oracle off':>11} {'oracle on':>10} {'ratio':>7}")
-    for name, row in report.items():
-        print(f"{name:26} {row['oracle_off']:>11.2f} {row['oracle_on']:>10.2f} {row['ratio']:>7.3f}")
+    report = compare(measures, ("oracle_off", False), ("oracle_on", True), rounds=args.rounds)
+    show(report, ("oracle off", "oracle on"), as_json=args.json)
 
 
 if __name__ == "__main__":
