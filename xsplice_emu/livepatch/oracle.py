@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
 from ..platform import STACK_SIZE, UREGS_rbp, UREGS_rip, UREGS_rsp
 from ..tracing.kinds import EventKind
-from .unsafe import unsafe_functions
+from .unsafe import on_nmi_path
 
 CHECKS = ("torn", "active", "stale", "nmi_path")
 BACKTRACE_DEPTH = 6
@@ -64,7 +64,8 @@ class _Window:
 class Oracle:
     """Watches one machine's patching; `Livepatch` tells it what is written, when, and when it is released."""
 
-    def __init__(self, machine: Machine):
+    def __init__(self, machine: Machine, firmware_unsafe: dict[int, str]):
+        """`firmware_unsafe`: `unsafe_functions` of the firmware (what this machine's NMIs run is its do_nmi)."""
         self.machine = machine
         self.counts: Counter[str] = Counter()  # over the whole run
         self._window: _Window | None = None
@@ -73,7 +74,7 @@ class Oracle:
         self._labels: dict[int, str] = {}  # vCPU -> action label of its unseen code
         self._last_label = "-"
         self._counts_of: dict[str, Counter[str]] = {}  # action label -> its counts (the latest of that label)
-        self._nmi_path = self._do_nmi_reach()
+        self._nmi_path = self._do_nmi_reach(firmware_unsafe)
         self._stacks = machine.image.resolve("cpu_stacks")
         entry = machine.image.lookup("common_interrupt") or machine.image.lookup("entry.o#common_interrupt")
         self._interrupt_entry = None if entry is None else (entry.address, entry.address + max(entry.size, 1))
@@ -252,13 +253,12 @@ class Oracle:
         """Whether `word` is an address inside a function of the firmware or the hypervisor."""
         return bool(word) and self.machine.describe_function(word) is not None
 
-    def _do_nmi_reach(self) -> list[tuple[int, int]]:
+    def _do_nmi_reach(self, unsafe: dict[int, str]) -> list[tuple[int, int]]:
         """`[begin, end)` of every firmware function its do_nmi reaches (what this machine's NMIs run)."""
         image = self.machine.image
-        unsafe = unsafe_functions(image, self.machine.memory.read)
         ranges = []
         for address, why in unsafe.items():
-            if why in ("it handles NMIs", "it is reached from do_nmi"):
+            if on_nmi_path(why):
                 found = image.function_at(address)
                 if found is not None:
                     ranges.append((address, address + max(found[0].size, 1)))

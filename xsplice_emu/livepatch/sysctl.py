@@ -98,14 +98,17 @@ class Livepatch:
     def __init__(self, machine: Machine, *, oracle: bool = True):
         self.machine = machine
         self.rendezvous = Rendezvous(machine)
-        self.oracle = Oracle(machine) if oracle else None
+        self._unsafe = unsafe_functions(machine.hypervisor, machine.memory.read)
+        self.oracle = None
+        if oracle:  # its NMI path is the firmware's: the same graph unless a real Xen image is what is patched
+            self.oracle = Oracle(machine, unsafe_functions(machine.image, machine.memory.read) if self.real_xen
+                                 else self._unsafe)
         self._irq_fault = False
         self.drop_flush: set[int] = set()
         """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
         self.payloads: dict[str, Payload] = {}
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
-        self._unsafe = unsafe_functions(machine.hypervisor, machine.memory.read)
         self.memory = Arena(*machine.payload_space)
         self._pending: tuple[Payload, Action, Work] | None = None
         self._before: _Before | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..image import CodeReader, Image, Symbol
 
 ROOTS = {
-    "do_nmi": "it handles NMIs",
+    "do_nmi": "it handles NMIs",  # NMI_ENTRY
     "check_for_xsplice_work": "it is the xSplice rendezvous",
     "reset_stack_and_jump": "it is the xSplice rendezvous",
     "xsplice_mask_nmi_callback": "it is the xSplice NMI mask",
@@ -33,6 +33,18 @@ ROOTS = {
 }
 
 
+NMI_ENTRY = "do_nmi"
+
+
+def on_nmi_path(why: str) -> bool:
+    """Whether an unsafe function is so because NMIs run it (do_nmi, or reached from it)."""
+    return why in (ROOTS[NMI_ENTRY], _reached_from(NMI_ENTRY))
+
+
+def _reached_from(root: str) -> str:
+    return f"it is reached from {root}"
+
+
 def unsafe_functions(image: Image, read: CodeReader) -> dict[int, str]:
     """Address of every unsafe function -> why (`reached from do_nmi`, ...)."""
     unsafe: dict[int, str] = {}
@@ -47,7 +59,7 @@ def unsafe_functions(image: Image, read: CodeReader) -> dict[int, str]:
                 continue
             unsafe[func.address] = reason
             for callee in _direct_callees(image, read, func):
-                stack.append((callee, f"it is reached from {root}"))
+                stack.append((callee, _reached_from(root)))
     return unsafe
 
 
