@@ -214,13 +214,12 @@ def _fault(raw: Any, scenario: Scenario, number: int) -> Fault:
     kinds = [kind for kind in STEP_KINDS if kind.key in raw and kind.kind in FAULT_KINDS]
     if len(kinds) != 1 or len(raw) != 2:
         raise ConfigError(f"{where}needs exactly one of {', '.join(FAULT_KINDS)} beside before_step")
-    kind = kinds[0]
+    key = kinds[0].key
     try:
-        step = kind.from_toml(read_keys(raw[kind.key], kind.keys), vcpus=scenario.machine.vcpus,
-                              base=scenario.path.parent)
+        step = _step(key, raw[key], scenario.machine.vcpus, scenario.path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
-    return Fault(before, kind.key, raw[kind.key], step, 0.0)
+    return Fault(before, key, raw[key], step, 0.0)
 
 
 __all__ = ["STRATEGIES", "RunPlan", "Settings", "load_replay", "plan_run", "settings_of", "with_plan",

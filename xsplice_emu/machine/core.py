@@ -179,8 +179,7 @@ class Machine:
 
     def describe(self, address: int) -> str:
         """`name+0xoff` for an address in the firmware's or the hypervisor's functions, else hex."""
-        image = self.hypervisor if self.image.function_at(address) is None else self.image
-        return image.describe(address)
+        return self._image_at(address).describe(address)
 
     def address(self, name: str) -> int:
         """Where symbol `name` is: in the hypervisor (a real Xen's image, when the machine has one), else in the
@@ -190,8 +189,16 @@ class Machine:
 
     def describe_function(self, address: int) -> tuple[int, int] | None:
         """(start, offset) of the firmware's or the hypervisor's function holding `address`, or None."""
-        found = self.image.function_at(address) or self.hypervisor.function_at(address)
+        found = self._image_at(address).function_at(address)
         return None if found is None else (found[0].address, found[1])
+
+    def _entry(self, function: str | int) -> int:
+        """Where a call of `function` (a name, or an address already) goes."""
+        return self.address(function) if isinstance(function, str) else function
+
+    def _image_at(self, address: int) -> Image:
+        """The image whose function holds `address`: the firmware's first (the hypervisor when neither does)."""
+        return self.hypervisor if self.image.function_at(address) is None else self.image
 
     @property
     def console(self) -> Console:
@@ -540,7 +547,7 @@ class Machine:
         """`call`, except that a fault (GuestFault) or no return within `timeout_ns` (MachineError) in it is
         raised with vCPU `index` put back where the call found it: the machine runs on."""
         vcpu = self._vcpu(index)
-        address = self.address(function) if isinstance(function, str) else function
+        address = self._entry(function)
         return self.calls.call_contained(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
                                          what=_call_name(function), timeout_ns=timeout_ns)
 
@@ -565,7 +572,7 @@ class Machine:
     def _fill_slot(self, index: int, function: str | int, arg0: int, arg1: int, *,
                    at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
         vcpu = self._vcpu(index)
-        address = self.address(function) if isinstance(function, str) else function
+        address = self._entry(function)
         return self.calls.post(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
                                at_ps=at_ps, sender=sender)
 
