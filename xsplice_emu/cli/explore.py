@@ -48,8 +48,8 @@ def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, sto
         raise ConfigError(f"--runs must be 1..{MAX_RUNS:,}, not {runs}")
     if dask_address and jobs != 1:
         raise click.UsageError("give --jobs or --dask, not both")
-    for destination in (plot_path,) if plot_path else ():
-        check_destination(destination)
+    if plot_path:
+        check_destination(plot_path)
     out_path = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="xsplice-explore-"))
     if out_dir:
         check_new_directory(out_dir)

@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import XspliceEmuError
@@ -60,7 +61,12 @@ class CampaignResult:
     seconds: float
     jobs: int
 
-    @property
+    @classmethod
+    def of(cls, campaign: Campaign, outcomes: Iterable[RunOutcome], seconds: float, jobs: int) -> CampaignResult:
+        """The result of `outcomes` in whatever order they finished."""
+        return cls(campaign, tuple(sorted(outcomes, key=lambda o: o.number)), seconds, jobs)
+
+    @cached_property
     def classes(self) -> list[OutcomeClass]:
         return classes_of(list(self.outcomes))
 
@@ -79,8 +85,7 @@ def explore(campaign: Campaign, runs: int, *, jobs: int = 1, stop_on: str | None
     """Run `runs` runs (0 .. runs-1), up to `jobs` at once, each forked from one booted machine."""
     started = time.perf_counter()
     outcomes = list(fork_runs(campaign, range(runs), jobs=jobs, stop_on=stop_on, progress=progress))
-    return CampaignResult(campaign, tuple(sorted(outcomes, key=lambda o: o.number)),
-                          time.perf_counter() - started, jobs)
+    return CampaignResult.of(campaign, outcomes, time.perf_counter() - started, jobs)
 
 
 def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on: str | None = None,

@@ -45,8 +45,7 @@ def explore_on_dask(campaign: Campaign, runs: int, address: str, *, stop_on: str
         workers = len(client.scheduler_info()["workers"])
     finally:
         client.close()
-    return CampaignResult(campaign, tuple(sorted(outcomes, key=lambda o: o.number)), time.perf_counter() - started,
-                          workers)
+    return CampaignResult.of(campaign, outcomes, time.perf_counter() - started, workers)
 
 
 def run_batch(campaign: Campaign, numbers: list[int], stop_on: str | None) -> list[RunOutcome]:

@@ -72,9 +72,9 @@ class OutcomeClass:
 
 
 def classes_of(outcomes: list[RunOutcome]) -> list[OutcomeClass]:
-    """Outcomes grouped by label, most frequent first (ties: the class seen first)."""
+    """Outcomes (by run number) grouped by label, most frequent first (ties: the class seen first)."""
     groups: dict[str, list[RunOutcome]] = {}
-    for outcome in sorted(outcomes, key=lambda o: o.number):
+    for outcome in outcomes:  # by run number
         groups.setdefault(outcome.label, []).append(outcome)
     ordered = sorted(groups.values(), key=lambda runs: (-len(runs), runs[0].number))
     return [OutcomeClass(runs[0].label, len(runs), runs[0]) for runs in ordered]
