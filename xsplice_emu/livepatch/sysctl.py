@@ -382,17 +382,16 @@ class Livepatch:
         for index, func in enumerate(payload.loaded.funcs):
             length = arch.patch_size(func.new_addr, func.new_size)
             if action is Action.APPLY:
-                new, body = arch.patch(func.old_addr, func.new_addr, func.new_size), (func.old_addr,
-                                                                                   func.old_addr + func.old_size)
+                new = arch.patch(func.old_addr, func.new_addr, func.new_size)
                 payload.guest.mark_applied(index, machine.memory.read(func.old_addr, length))
             else:
-                new, body = payload.guest.overwritten(index, length), (func.new_addr, func.new_addr + func.new_size)
+                new = payload.guest.overwritten(index, length)
                 payload.guest.mark_reverted(index)
             for offset, byte in enumerate(new):
                 machine.run_for(machine.scheduler.draw(UNSAFE_BYTE_GAP_NS))
                 address = func.old_addr + offset
                 if self.oracle is not None:
-                    self.oracle.writing(None, address, 1, body if func.new_addr else None, func.name)
+                    self.oracle.writing(None, address, 1, _replaced_code(func, action), func.name)
                 old = machine.memory.read(address, 1)
                 machine.write_code_unsynchronised(address, bytes([byte]))
                 machine.trace.emit(machine.now_ns, None, EventKind.PATCH, payload=payload.name, function=func.name,
@@ -490,8 +489,8 @@ class Livepatch:
             if payload.guest.applied(index):
                 continue
             new = arch.patch(func.old_addr, func.new_addr, func.new_size)
-            body = (func.old_addr, func.old_addr + func.old_size)
-            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new, body=body))
+            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new,
+                                                          body=_replaced_code(func, Action.APPLY)))
         return 0
 
     def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
@@ -501,8 +500,8 @@ class Livepatch:
                 continue
             func = payload.loaded.funcs[index]
             length = self.machine.arch.patch_size(func.new_addr, func.new_size)
-            body = (func.new_addr, func.new_addr + func.new_size) if func.new_addr else None
-            self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length), body=body)
+            self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length),
+                        body=_replaced_code(func, Action.REVERT))
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
@@ -542,6 +541,14 @@ class Livepatch:
         machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=address, end=address + len(new),
                            vcpus=len(machine.vcpus))
         return old
+
+
+def _replaced_code(func: FuncRecord, action: Action) -> tuple[int, int] | None:
+    """`[begin, end)` of the code that applying (the old function) or reverting (the new one, for a jump
+    record) a record replaces: a frame returning into it is what the oracle's `active` check looks for."""
+    if action is Action.APPLY:
+        return func.old_addr, func.old_addr + func.old_size
+    return (func.new_addr, func.new_addr + func.new_size) if func.new_addr else None
 
 
 def _vetoing(payload: Payload) -> bool:
