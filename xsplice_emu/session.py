@@ -35,8 +35,7 @@ class Versions:
 
 def text_digest(machine: Machine) -> str:
     """SHA-256 of the firmware's and the hypervisor's code as guest memory holds it now."""
-    images = {id(image): image for image in (machine.image, machine.hypervisor)}.values()
-    return "".join(machine.memory.digest(begin, end) for image in images for begin, end in image.code_ranges())
+    return "".join(machine.memory.digest(begin, end) for image in machine.images for begin, end in image.code_ranges())
 
 
 class Session:

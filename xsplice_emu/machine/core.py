@@ -169,13 +169,17 @@ class Machine:
 
     def _physical_segments(self) -> list[tuple[int, int, Segment]]:
         """Every loaded segment as (physical begin, physical end, segment), by address."""
-        images = (self.image,) if self.hypervisor is self.image else (self.image, self.hypervisor)
         found = []
-        for image in images:
+        for image in self.images:
             for seg in image.segments:
                 begin = self.memory.physical(seg.address, seg.memory_size)
                 found.append((begin, begin + seg.memory_size, seg))
         return sorted(found, key=lambda entry: entry[:2])
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """The firmware, and the hypervisor image when it is another (a real Xen's)."""
+        return (self.image,) if self.hypervisor is self.image else (self.image, self.hypervisor)
 
     def describe(self, address: int) -> str:
         """`name+0xoff` for an address in the firmware's or the hypervisor's functions, else hex."""
