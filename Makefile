@@ -36,9 +36,11 @@ demo: $(INSTALLED)
 test: $(INSTALLED) lint
 	$(PY) -m pytest -q
 
-# 10,000 mutated payloads (make test runs 300); FUZZ_SEED=N for another set.
+# 10,000 mutated payloads (make test runs 300) and 2,000 cases on each other axis (make test runs 200);
+# FUZZ_SEED=N for another set.
 fuzz: $(INSTALLED)
-	$(PY) -m pytest -q -s tests/test_fuzz.py --fuzz-cases 10000 --fuzz-seed $${FUZZ_SEED:-1}
+	$(PY) -m pytest -q -s tests/test_fuzz.py tests/test_fuzz_*.py --fuzz-cases 10000 --fuzz-axis-cases 2000 \
+		--fuzz-seed $${FUZZ_SEED:-1}
 
 # The exploration campaigns at full size (make test runs them smaller): figures in the README.
 explore-demo: $(INSTALLED) payloads
