@@ -7,6 +7,7 @@ here; a new command needs its valid invocation in `BASELINES`.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from xsplice_emu.scenario.steps import STEP_KINDS
 from xsplice_emu.verbs import VERBS
 
 SECONDS = 30
-FILES = ("missing", "directory", "/dev/zero", "empty", "random")
+FILES = ("missing", "directory", "/dev/zero", "empty", "random", "fifo")
 NUMBERS = ("-1", "0", "nan", "inf", "1e300")
 HELLO = str(PAYLOADS / "xen_hello_world.livepatch")
 SOURCE = str(ROOT / "payloads" / "src" / "xen_hello_world.c")
@@ -208,9 +209,10 @@ def inputs(tmp_path, valid) -> dict[str, str]:
     (tmp_path / "empty").write_bytes(b"")
     (tmp_path / "random").write_bytes(random.Random(12).randbytes(3 << 20))
     (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "fifo")  # no writer: opening it to read would wait for ever
     return {"missing": str(tmp_path / "missing" / "x"), "directory": str(tmp_path / "directory"),
             "/dev/zero": "/dev/zero", "empty": str(tmp_path / "empty"), "random": str(tmp_path / "random"),
-            "out": str(tmp_path / "out"), **valid}
+            "out": str(tmp_path / "out"), "fifo": str(tmp_path / "fifo"), **valid}
 
 
 def _fill(text: str, inputs: dict[str, str]) -> str:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import random
+import struct
+
 from click.testing import CliRunner
+from elftools.elf.elffile import ELFFile
+from fuzzing import BASES, mutate
 from helpers import PAYLOADS
 
-from xsplice_emu import builtin_firmware, load_image
+from xsplice_emu import LivepatchError, builtin_firmware, load_image
 from xsplice_emu.cli import main
 from xsplice_emu.livepatch.build import payload_build_id
+from xsplice_emu.livepatch.inspection import inspect_payload
+
+SH_INFO = 44
+"""Offset of sh_info in an ELF64 section header."""
 
 
 def _inspect(payloads, file):
@@ -57,3 +67,37 @@ def test_inspect_in_80_columns_keeps_function_names_whole(payloads):
     assert result.exit_code == 0
     assert "│ xen_extra_version │ 0x" in result.stdout and "…" not in result.stdout
     assert "left out" in result.stdout
+
+
+def _with_section_field(data: bytes, section: str, offset: int, value: int) -> bytes:
+    """`data` with the u32 at `offset` of `section`'s header set to `value`."""
+    elf = ELFFile(io.BytesIO(data))
+    index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == section)
+    out = bytearray(data)
+    struct.pack_into("<I", out, elf["e_shoff"] + index * elf["e_shentsize"] + offset, value)
+    return bytes(out)
+
+
+def test_inspect_shows_a_payload_the_loader_accepts_whose_relocations_name_no_section(payloads, tmp_path):
+    """`.rela.text` sh_info 0x1000 (no such section; the loader accepts it): inspect lists it, exit 0."""
+    path = tmp_path / "bad_info.livepatch"
+    path.write_bytes(_with_section_field((PAYLOADS / "xen_expectations.livepatch").read_bytes(), ".rela.text",
+                                         SH_INFO, 0x1000))
+    assert CliRunner().invoke(main, ["livepatch", "--vcpus", "2", "upload", "p", str(path)]).exit_code == 0
+    result = CliRunner().invoke(main, ["payload", "inspect", str(path)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "(section 4096)" in result.output
+
+
+def test_inspect_never_fails_on_a_mutant_the_loader_accepts(payloads):
+    """300 mutated payloads (one has a RELR section pyelftools cannot read): each is refused or inspected."""
+    image, rng = load_image(builtin_firmware()), random.Random(5)
+    bases = [(PAYLOADS / f"{name}.livepatch").read_bytes() for name in BASES]
+    inspected = 0
+    for _ in range(300):
+        try:
+            report = inspect_payload("m", mutate(rng.choice(bases), rng), image)
+        except LivepatchError:
+            continue
+        inspected += report.loaded is not None
+    assert inspected > 30

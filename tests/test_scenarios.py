@@ -145,6 +145,8 @@ def test_trace_file_is_the_runs_trace(payloads, tmp_path):
     ("[[step]]\nrun_ms = 1\nnmi = { vcpu = 0 }", "step 1: a step needs exactly one of"),
     ("[[step]]\nexpect = { state = { x = 'GONE' } }", "state of x must be one of CHECKED, APPLIED, UNLOADED"),
     ("[machine]\nvcpus = 2", "no [[step]] to run"),
+    ("a = " + "[" * 3000 + "]" * 3000, "not valid TOML: nested too deeply"),
+    ("a = " + "{ b = " * 3000 + "1" + " }" * 3000, "not valid TOML: nested too deeply"),
 ])
 def test_malformed_scenario_is_one_line_exit_2_and_runs_nothing(tmp_path, text, message):
     """Bad input: one line naming the file and the step, exit 2, and not even the good scenario runs."""

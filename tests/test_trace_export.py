@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from helpers import hello_uploaded
 
 from xsplice_emu import Machine, MachineConfig
+from xsplice_emu.cli import main
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
 from xsplice_emu.platform import NMI_VECTOR
@@ -103,3 +104,14 @@ def test_export_to_a_missing_directory_is_one_line_exit_2(tmp_path, image):
                                        "-o", str(tmp_path / "missing" / "x.json")])
     assert result.exit_code == 2
     assert result.stderr == f"error: {tmp_path}/missing/x.json: cannot write there: no directory {tmp_path}/missing\n"
+
+
+def test_export_over_its_own_input_is_refused_and_the_trace_kept(tmp_path, image):
+    """`trace export t.jsonl -o t.jsonl`: one line naming the input, exit 2, the trace unchanged."""
+    path = tmp_path / "t.jsonl"
+    assert CliRunner().invoke(main, ["boot", "--ms", "1", "-q", "--trace", str(path)]).exit_code == 0
+    before = path.read_bytes()
+    result = CliRunner().invoke(main, ["trace", "export", str(path), "-o", str(path)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"cannot write there: it is the input {path}" in result.output
+    assert path.read_bytes() == before

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -117,3 +120,41 @@ def test_reader_error_is_a_config_error(good, tmp_path):
     empty.write_text("")
     with pytest.raises(TraceFormatError, match=rf"^{empty}:1: empty file"):
         TraceFile.open(empty)
+
+
+def _summary_with_at_most(path, address_space: int) -> subprocess.CompletedProcess:
+    """`xsplice-emu trace summary PATH` in a process that may map at most `address_space` bytes."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    return subprocess.run([sys.executable, "-c", "from xsplice_emu.cli import main; main()", "trace", "summary",
+                           str(path)], capture_output=True, text=True, preexec_fn=limit, timeout=60)
+
+
+def test_a_small_trace_is_read_in_a_process_limited_to_4_gib(good):
+    """Opening a trace allocates what the file holds, not its 8 GiB size limit."""
+    result = _summary_with_at_most(good, 4 << 30)
+    assert result.returncode == 0, result.stderr
+    assert "#1 apply hello" in result.stdout
+
+
+def test_a_5_gb_file_with_a_garbage_first_line_fails_at_line_1_in_bounded_memory(tmp_path):
+    """5 GB (sparse) whose first line is not a header: `:1:` at once, within 4 GiB of address space."""
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as stream:
+        stream.write(b"garbage\n")
+        stream.truncate(5 << 30)
+    result = _summary_with_at_most(path, 4 << 30)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {path}:1: bad JSON")
+
+
+def test_a_bad_line_early_in_a_huge_file_is_named_before_the_rest_is_read(good, tmp_path):
+    """A valid header, a garbage line 2, then 5 GB of NULs: `:2: not an event line` within 4 GiB."""
+    path = tmp_path / "huge.jsonl"
+    header = good.read_bytes().split(b"\n", 1)[0]
+    with path.open("wb") as stream:
+        stream.write(header + b"\nnot an event\n")
+        stream.truncate(5 << 30)
+    result = _summary_with_at_most(path, 4 << 30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {path}:2: not an event line")

@@ -10,14 +10,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from .errors import FileError
+from .errors import ConfigError, FileError
 
 TEXT_LIMIT = 16 * 1024 * 1024
 """Largest scenario or other text input read (bytes)."""
+READ_CHUNK = 1024 * 1024
 
 
 @contextmanager
@@ -29,24 +32,61 @@ def file_errors(path: str | Path, doing: str) -> Iterator[None]:
         raise FileError(f"{path}: cannot {doing}: {exc.strerror or exc}", errno=exc.errno or errno.EIO) from None
 
 
-def read_file(path: str | Path, *, limit: int, what: str = "file") -> bytes:
-    """The bytes of regular file `path`; FileError when it is not one, cannot be read or holds over `limit` bytes."""
+def open_regular(path: str | Path, *, what: str = "file") -> BinaryIO:
+    """`path` opened for reading, once it is known to be a regular file: a FIFO or a device is refused at once
+    (the open itself never waits for a writer); FileError otherwise, naming the file."""
     with file_errors(path, f"read the {what}"):
-        with open(path, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise FileError(f"{path}: not a regular file", errno=errno.EINVAL)
-            data = stream.read(limit + 1)
-    if len(data) > limit:
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+def read_file(path: str | Path, *, limit: int, what: str = "file") -> bytes:
+    """The bytes of regular file `path`; FileError when it is not one, cannot be read or holds over `limit` bytes.
+    Memory follows what the file holds, never `limit` (files that report no size, as in /proc, are read in
+    chunks)."""
+    with open_regular(path, what=what) as stream, file_errors(path, f"read the {what}"):
+        size = os.fstat(stream.fileno()).st_size
+        chunks = [stream.read(min(size, limit) + 1)]
+        total = len(chunks[0])
+        while total <= limit and (chunk := stream.read(min(READ_CHUNK, limit + 1 - total))):
+            chunks.append(chunk)
+            total += len(chunk)
+    if total > limit:
         raise FileError(f"{path}: the {what} is larger than {limit:,} bytes", errno=errno.EFBIG)
-    return data
+    return b"".join(chunks)
 
 
-def check_destination(path: str | Path) -> Path:
-    """`path` if a file can be written there (its folder exists and is writable, it is not a folder)."""
+def read_toml(path: str | Path, *, what: str) -> dict[str, Any]:
+    """The TOML document in regular file `path` (at most TEXT_LIMIT bytes); ConfigError, one line naming the
+    file, when it is not valid TOML (nesting too deep for the parser included)."""
+    text = read_file(path, limit=TEXT_LIMIT, what=what)
+    try:
+        return tomllib.loads(text.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+
+
+def check_destination(path: str | Path, *, inputs: Iterable[str | Path] = ()) -> Path:
+    """`path` if a file can be written there (its folder exists and is writable, it is not a folder, nor one of
+    the command's `inputs`)."""
     path = Path(path)
     parent = path.parent
     if path.is_dir():
         raise FileError(f"{path}: cannot write there: it is a directory")
+    if path.is_fifo():
+        raise FileError(f"{path}: cannot write there: it is a FIFO (writing would wait for a reader)")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+            raise FileError(f"{path}: cannot write there: it is the input {source}")
     if not parent.is_dir():
         raise FileError(f"{path}: cannot write there: no directory {parent}")
     if not os.access(parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .errors import XspliceEmuError
+from .errors import FileError, XspliceEmuError
+from .files import TEXT_LIMIT, read_file
 from .scenario import load_scenario, run_scenario
 
 
@@ -26,8 +27,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Fil
 def _has_steps(path: Path) -> bool:
     """Whether the file has a `[[step]]` table (a malformed one too: it then fails with its error)."""
     try:
-        return b"[[step]]" in path.read_bytes()
-    except OSError:
+        return b"[[step]]" in read_file(path, limit=TEXT_LIMIT, what="scenario")
+    except FileError:  # not a regular file (a FIFO), unreadable, too large: not collected
         return False
 
 

@@ -41,7 +41,7 @@ def payload():
 def payload_build(source, output, depends, no_xen_depends, firmware):
     """Compile SOURCE (C) into a livepatch payload for the firmware."""
     source = Path(source)
-    output = check_destination(output or source.stem + ".livepatch")
+    output = check_destination(output or source.stem + ".livepatch", inputs=[source])
     built = build_payload(
         source,
         output,
@@ -106,6 +106,8 @@ def payload_inspect(file, firmware):
     for reloc in report.relocations:
         relocations.add_row(reloc.section, f"{reloc.offset:#x}", reloc.type, reloc.symbol, str(reloc.addend))
     out.print(relocations)
+    if report.unreadable:
+        out.print(f"[yellow]not all sections and relocations could be listed: {escape(report.unreadable)}[/yellow]")
 
 
 @payload.command("check")

@@ -50,7 +50,7 @@ def run(scenarios, seed, vcpus, xen_syms, no_oracle, replay_path, trace_path, ju
     if xen_syms is not None:
         load_xen_syms(xen_syms)  # one error before any scenario runs
     names = report_names([Path(path) for path in scenarios])
-    _check_destinations(trace_path, junit_path, several=len(scenarios) > 1)
+    _check_destinations(trace_path, junit_path, scenarios)
     loaded: list[tuple[str, Scenario | ConfigError]] = []
     for name, path in zip(names, scenarios, strict=True):
         try:
@@ -87,14 +87,14 @@ def run(scenarios, seed, vcpus, xen_syms, no_oracle, replay_path, trace_path, ju
     sys.exit(0 if digest_ok and all(result.ok for result in results) else 1)
 
 
-def _check_destinations(trace_path: str | None, junit_path: str | None, *, several: bool) -> None:
-    """Refuse, before any run, a trace or JUnit destination that cannot be written."""
+def _check_destinations(trace_path: str | None, junit_path: str | None, scenarios: tuple[str, ...]) -> None:
+    """Refuse, before any run, a trace or JUnit destination that cannot be written (or is a scenario)."""
     if junit_path:
-        check_destination(junit_path)
+        check_destination(junit_path, inputs=scenarios)
     if not trace_path:
         return
-    if not several:
-        check_destination(trace_path)
+    if len(scenarios) == 1:
+        check_destination(trace_path, inputs=scenarios)
     elif Path(trace_path).suffix == ".jsonl" and not Path(trace_path).is_dir():
         raise ConfigError(f"--trace {trace_path}: several scenarios need a directory, not a .jsonl file")
     else:

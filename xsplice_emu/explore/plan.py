@@ -15,13 +15,12 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..files import TEXT_LIMIT, read_file, write_file
+from ..files import read_toml, write_file
 from ..scenario import STEP_KINDS, Scenario, Step
 from ..scenario.keys import Key, Value, read_keys
 from ..scenario.spec import Schedule
@@ -189,16 +188,14 @@ SCHEDULE_KEYS = (Key("seed", Value.INTEGER), Key("strategy", Value.TEXT), Key("d
 def load_replay(path: str | Path, scenario: Scenario) -> Scenario:
     """`scenario` as the replay file at `path` runs it (ConfigError naming the file on anything wrong)."""
     path = Path(path)
+    raw = read_toml(path, what="replay file")
     try:
-        document = read_keys(tomllib.loads(read_file(path, limit=TEXT_LIMIT, what="replay file").decode()),
-                             REPLAY_KEYS)
+        document = read_keys(raw, REPLAY_KEYS)
         table = read_keys(document["schedule"], SCHEDULE_KEYS, where="[schedule]: ")
         if table["strategy"] not in ("random", "pct"):
             raise ConfigError(f"[schedule]: strategy must be random or pct, got {table['strategy']!r}")
         schedule = Schedule(table["seed"], table["strategy"], table.get("depth", 0), table.get("steps", 0))
         faults = tuple(_fault(raw, scenario, number) for number, raw in enumerate(document.get("fault", []), 1))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return with_plan(scenario, RunPlan(0, schedule.seed, schedule, faults), replay=path)

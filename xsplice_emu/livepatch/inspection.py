@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
@@ -47,6 +48,8 @@ class PayloadReport:
     sections: tuple[SectionInfo, ...]
     relocations: tuple[RelocationInfo, ...]
     functions: tuple[FunctionInfo, ...]
+    unreadable: str | None = None
+    """Why the ELF's sections or relocations could not all be listed (the loader accepted what it reads)."""
 
     @property
     def depends_on(self) -> str:
@@ -60,12 +63,21 @@ def inspect_payload(name: str, data: bytes, image: Image) -> PayloadReport:
     """Load `data` as it would be loaded next to `image` and describe it."""
     loaded = load_beside(name, data, image)
     elf = ELFFile(io.BytesIO(data))
+    sections: list[SectionInfo] = []
+    relocations: list[RelocationInfo] = []
+    unreadable = None
+    try:
+        sections.extend(_sections(elf))
+        relocations.extend(_relocations(elf, image.arch))
+    except ELFError as exc:  # a part of the file the loader never reads: list what came before it
+        unreadable = str(exc)
     return PayloadReport(
         name=name,
         loaded=loaded,
         firmware_build_id=image.build_id,
-        sections=tuple(_sections(elf)),
-        relocations=tuple(_relocations(elf, image.arch)),
+        sections=tuple(sections),
+        relocations=tuple(relocations),
+        unreadable=unreadable,
         functions=tuple(FunctionInfo(func, image.describe(func.old_addr), _new_code(loaded.regions, func, image.arch))
                         for func in loaded.funcs),
     )
@@ -92,12 +104,18 @@ def _relocations(elf: ELFFile, arch: Architecture):
     for section in elf.iter_sections():
         if not isinstance(section, RelocationSection) or not section.is_RELA():
             continue
-        target = elf.get_section(section["sh_info"]).name
+        target = _section_name(elf, section["sh_info"])
         for reloc in section.iter_relocations():
             sym = symtab.get_symbol(reloc["r_info_sym"])
-            name = sym.name or (elf.get_section(sym["st_shndx"]).name if isinstance(sym["st_shndx"], int) else "")
+            name = sym.name or (_section_name(elf, sym["st_shndx"]) if isinstance(sym["st_shndx"], int) else "")
             yield RelocationInfo(target, reloc["r_offset"], arch.relocation_name(reloc["r_info_type"]), name,
                                  reloc["r_addend"])
+
+
+def _section_name(elf: ELFFile, index: int) -> str:
+    """Section `index`'s name, or `(section N)` where the file has no such section (the loader never reads it:
+    a relocation section for nothing it loads)."""
+    return elf.get_section(index).name if index < elf.num_sections() else f"(section {index})"
 
 
 def _new_code(regions: tuple[Region, ...], func: FuncRecord, arch: Architecture) -> tuple[tuple[int, str], ...]:

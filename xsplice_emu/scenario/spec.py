@@ -21,14 +21,13 @@ Every mistake is a ConfigError naming the file, the step and what is wrong.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..debian import DEBIAN_XEN_SYMS, load_xen_syms
 from ..errors import ConfigError, ImageError, ToolchainError
-from ..files import TEXT_LIMIT, read_file
+from ..files import read_toml
 from ..image import load_image
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS
@@ -82,11 +81,7 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
                   xen_syms: str | None = None, oracle: bool | None = None) -> Scenario:
     """Read and check `path`; `vcpus`, `seed`, `xen_syms` and `oracle` override its [machine] table."""
     path = Path(path)
-    text = read_file(path, limit=TEXT_LIMIT, what="scenario")
-    try:
-        document = tomllib.loads(text.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    document = read_toml(path, what="scenario")
     where = _Where(path)
     document = where.read(document, DOCUMENT_KEYS)
     machine = _machine(where.at("[machine]"), document.get("machine", {}), path.parent)

@@ -36,7 +36,7 @@ _CHUNK = 10_000  # records encoded by one json.dumps call
 def export_chrome(trace: TraceFile, path: str | Path) -> int:
     """Write `trace` to `path` as Chrome Trace Event JSON; return how many Chrome events it wrote.
     Every event is read and checked first: a bad trace leaves no file behind."""
-    check_destination(path)
+    check_destination(path, inputs=[trace.path])
     builder = _Builder()
     for event in trace.checked():
         builder.feed(event)

@@ -10,72 +10,72 @@
     trace.validate()                        # parse every line and check it against the schema
     for event in trace.checked(): ...       # the same, one event at a time
 
-Opening reads the file once, splits it into lines and takes each line's `t`
-from its fixed `{"t":` prefix: no JSON is parsed but the header's. Errors
-are `TraceFormatError`s naming the file and line: `run.jsonl:12: truncated
-line`.
+Opening reads the file once, in chunks of bounded size, and keeps each
+line's offset and its `t`, taken from the fixed `{"t":` prefix: no JSON is
+parsed but the header's, and memory grows with the number of events, not
+the file's size. An event is read from the file when it is asked for. The
+first bad line ends the read. Errors are `TraceFormatError`s naming the file
+and line: `run.jsonl:12: truncated line`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import operator
+import os
 from array import array
 from bisect import bisect_left
 from collections.abc import Collection, Iterator
-from itertools import islice
+from itertools import accumulate, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..errors import TraceFormatError
-from ..files import read_file
+from ..errors import FileError, TraceFormatError
+from ..files import file_errors, open_regular
 from .kinds import BY_NAME, EventKind
 from .schema import check_fields, check_header
 from .trace import Event
 
 TRACE_LIMIT = 8 * 1024**3
 """Largest trace file opened (bytes)."""
+HEADER_LIMIT = 1024 * 1024
+"""Longest header line read (bytes)."""
+CHUNK = 16 * 1024 * 1024
+"""Bytes read at a time while indexing; also the longest event line."""
 
 _PREFIX = b'{"t":'
 
 
 class TraceFile:
-    """An opened trace: `header`, `len()` events, each parsed when asked for."""
+    """An opened trace: `header`, `len()` events, each read and parsed when asked for."""
 
-    def __init__(self, path: Path, header: dict[str, Any], lines: list[bytes], times: array):
+    def __init__(self, path: Path, header: dict[str, Any], stream: BinaryIO, offsets: array, times: array):
         self.path = path
         self.header = header
-        self._lines = lines  # event lines only: event i is line i + 2 of the file
+        self._stream = stream
+        self._offsets = offsets  # event i is the bytes [offsets[i], offsets[i + 1] - 1) of the file: line i + 2
         self._times = times
 
     @classmethod
     def open(cls, path: str | Path) -> TraceFile:
-        """Read `path`, check its header and index its events (no event is parsed)."""
+        """Open `path`, check its header and index its events (no event is parsed)."""
         path = Path(path)
-        data = read_file(path, limit=TRACE_LIMIT, what="trace")
-        if not data:
-            raise TraceFormatError(f"{path}:1: empty file, no header")
-        lines = data.split(b"\n")
-        del data
-        if lines[-1]:
-            raise TraceFormatError(f"{path}:{len(lines)}: truncated line (the file does not end with a newline)")
-        lines.pop()
-        header = _parse_json(path, 1, lines[0])
-        problem = check_header(header)
-        if problem:
-            raise TraceFormatError(f"{path}:1: {problem}")
-        del lines[0]
-        announced = header["events"]
-        if len(lines) < announced:
-            raise TraceFormatError(f"{path}:{len(lines) + 1}: truncated file: the header announces "
-                                   f"{announced} events, the file ends after {len(lines)}")
-        if len(lines) > announced:
-            raise TraceFormatError(f"{path}:{announced + 2}: the header announces {announced} events, more follow")
-        return cls(path, header, lines, _index_times(path, lines))
+        stream = open_regular(path, what="trace")
+        try:
+            if os.fstat(stream.fileno()).st_size > TRACE_LIMIT:
+                raise FileError(f"{path}: the trace is larger than {TRACE_LIMIT:,} bytes", errno=errno.EFBIG)
+            with file_errors(path, "read the trace"):
+                header, start = _read_header(path, stream)
+                offsets, times = _index(path, stream, start, header["events"])
+        except BaseException:
+            stream.close()
+            raise
+        return cls(path, header, stream, offsets, times)
 
     # -- the index ---------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._times)
 
     @property
     def vcpus(self) -> int:
@@ -130,9 +130,8 @@ class TraceFile:
         kind_needles = [f'"kind":"{kind}"'.encode() for kind in kinds] if kinds else None
         vcpu_needles = [f'"vcpu":{vcpu},'.encode() for vcpu in vcpus] if vcpus else None
         indices = range(min(start, len(self) - 1), -1, -1) if backward else range(max(start, 0), len(self))
-        lines = self._lines
         for index in indices:
-            line = lines[index]
+            line = self._line(index)
             if ((kind_needles is None or any(needle in line for needle in kind_needles))
                     and (vcpu_needles is None or any(needle in line for needle in vcpu_needles))):
                 event = self._parse(index)
@@ -161,8 +160,13 @@ class TraceFile:
             pass
 
     # -- parsing -------------------------------------------------------------
+    def _line(self, index: int) -> bytes:
+        """Event `index`'s line, without its newline, read from the file."""
+        begin = self._offsets[index]
+        return os.pread(self._stream.fileno(), self._offsets[index + 1] - 1 - begin, begin)
+
     def _parse(self, index: int) -> Event:
-        record = _parse_json(self.path, self.line_of(index), self._lines[index])
+        record = _parse_json(self.path, self.line_of(index), self._line(index))
         if type(record) is not dict:
             raise self._error(index, "not a JSON object")
         time_ns = record.pop("t", None)
@@ -192,32 +196,75 @@ def _parse_json(path: Path, line_number: int, line: bytes) -> Any:
         value, end = _scan(text, 0)
         if end == len(text):
             return value
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         pass
     try:
         return json.loads(line)
+    except RecursionError:
+        raise TraceFormatError(f"{path}:{line_number}: bad JSON: nested too deeply") from None
     except ValueError as exc:
         where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise TraceFormatError(f"{path}:{line_number}: bad JSON: {reason}{where}") from None
 
 
-def _index_times(path: Path, lines: list[bytes]) -> array:
-    """Each line's `t` from its `{"t":N,` prefix; checks that they never decrease."""
+def _read_header(path: Path, stream: BinaryIO) -> tuple[dict[str, Any], int]:
+    """The checked header (line 1) and the offset of the line after it."""
+    line = stream.readline(HEADER_LIMIT + 1)
+    if not line:
+        raise TraceFormatError(f"{path}:1: empty file, no header")
+    if not line.endswith(b"\n"):
+        raise TraceFormatError(f"{path}:1: not a trace header (no end of line in its first {HEADER_LIMIT:,} bytes)"
+                               if len(line) > HEADER_LIMIT else
+                               f"{path}:1: truncated line (the file does not end with a newline)")
+    header = _parse_json(path, 1, line[:-1])
+    problem = check_header(header)
+    if problem:
+        raise TraceFormatError(f"{path}:1: {problem}")
+    return header, len(line)
+
+
+def _index(path: Path, stream: BinaryIO, start: int, announced: int) -> tuple[array, array]:
+    """Offsets and times of the event lines from `start`, read a chunk at a time; the first bad line raises."""
+    offsets, times = array("q", [start]), array("q")
+    carry = b""
+    while chunk := stream.read(CHUNK):
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        if len(carry) > CHUNK:
+            raise TraceFormatError(f"{path}:{len(times) + 2}: not an event line (longer than {CHUNK:,} bytes)")
+        _add_lines(path, lines, offsets, times, announced)
+    if carry:
+        _add_lines(path, [carry], offsets, times, announced)
+        raise TraceFormatError(f"{path}:{len(times) + 1}: truncated line (the file does not end with a newline)")
+    if len(times) < announced:
+        raise TraceFormatError(f"{path}:{len(times) + 1}: truncated file: the header announces "
+                               f"{announced} events, the file ends after {len(times)}")
+    return offsets, times
+
+
+def _add_lines(path: Path, lines: list[bytes], offsets: array, times: array, announced: int) -> None:
+    """Index `lines` (event lines number len(times) + 2 on): their times and where the next line starts."""
+    first = len(times) + 2
+    if len(times) + len(lines) > announced:
+        raise TraceFormatError(f"{path}:{announced + 2}: the header announces {announced} events, more follow")
     try:
-        times = [int(line[5:line.index(b",", 5)]) for line in lines if line.startswith(_PREFIX)]
+        new = [int(line[5:line.index(b",", 5)]) for line in lines if line.startswith(_PREFIX)]
     except ValueError:
-        times = []
-    if len(times) != len(lines):
+        new = []
+    if len(new) != len(lines):
         for index, line in enumerate(lines):
             if not _has_time_prefix(line):
-                raise TraceFormatError(f"{path}:{index + 2}: not an event line (an event line starts with "
-                                       f"{{\"t\":<ns>,)" if line else f"{path}:{index + 2}: empty line")
-    if not all(map(operator.le, times, islice(times, 1, None))):
-        index = next(i for i in range(1, len(times)) if times[i] < times[i - 1])
-        raise TraceFormatError(f"{path}:{index + 2}: time {times[index]} is before the previous line's "
-                               f"{times[index - 1]} (events must be sorted by time)")
-    return array("q", times)
+                raise TraceFormatError(f"{path}:{first + index}: not an event line (an event line starts with "
+                                       f"{{\"t\":<ns>,)" if line else f"{path}:{first + index}: empty line")
+    both = [*times[-1:], *new]
+    if not all(map(operator.le, both, islice(both, 1, None))):
+        index = next(i for i in range(1, len(both)) if both[i] < both[i - 1])
+        raise TraceFormatError(f"{path}:{first + index - (len(both) - len(new))}: time {both[index]} is before the "
+                               f"previous line's {both[index - 1]} (events must be sorted by time)")
+    times.extend(new)
+    offsets.extend(accumulate((len(line) + 1 for line in lines), initial=offsets[-1]))
+    del offsets[-len(lines) - 1]  # accumulate repeats the running start
 
 
 def _has_time_prefix(line: bytes) -> bool:
