@@ -256,3 +256,17 @@ def test_a_spooled_trace_holds_few_events_in_memory_and_writes_the_same_bytes(tm
     spooled.write(tmp_path / "spooled.jsonl")
     assert (tmp_path / "kept.jsonl").read_bytes() == (tmp_path / "spooled.jsonl").read_bytes()
     assert kept.digest == spooled.digest and spooled_peak < kept_peak / 4
+
+
+def test_a_stalled_partial_request_is_closed(served):
+    """A client that sends half a request and then nothing: its connection is closed after the stall limit, and
+    others are answered meanwhile."""
+    one = served(stall_s=0.3)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled, Client(one.path) as client:
+        stalled.settimeout(5)
+        stalled.connect(str(one.path))
+        stalled.sendall(Request(Op.LIST).encode()[:10])
+        assert client.call(Request(Op.LIST)).entries == ()
+        started = time.monotonic()
+        assert stalled.recv(1) == b""
+        assert 0.1 < time.monotonic() - started < 2
