@@ -250,7 +250,7 @@ class SysctlServer:
         except GuestFault as exc:
             log.warning("%s %s: %s (EFAULT)", request.op.name, request.name, exc)
             return self._logged(Reply(rc=-errno.EFAULT))
-        except Exception as exc:  # noqa: BLE001 - one bad request must not end the server
+        except Exception as exc:  # one bad request must not end the server
             log.error("%s %s: internal error: %s: %s (EIO)", request.op.name, request.name, type(exc).__name__, exc)
             return self._logged(Reply(rc=-errno.EIO))
 
