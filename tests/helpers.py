@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.server import SysctlServer
+from xsplice_emu.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "payloads" / "build"
@@ -46,3 +50,27 @@ def debian_file(fetch: Callable[[], Path]) -> Path:
         return fetch()
     except ToolchainError as exc:
         pytest.skip(str(exc))
+
+
+class Served:
+    """A session served on a short socket path from a thread of the test process."""
+
+    def __init__(self, session: Session, **options):
+        self.session = session
+        self.directory = tempfile.TemporaryDirectory(prefix="xs")
+        self.path = Path(self.directory.name) / "sock"
+        self.server = SysctlServer(session, self.path, **options)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.server.serve()
+        except BaseException as exc:  # what the test reports as "the server died"
+            self.failure = exc
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(timeout=10)
+        self.directory.cleanup()

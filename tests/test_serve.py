@@ -10,19 +10,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import debian_file
+from helpers import Served, debian_file
 
 from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_livepatch
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.operator import ERR, OUT
-from xsplice_emu.server import Client, Op, Request, SysctlServer
+from xsplice_emu.server import Client, Op, Request
 from xsplice_emu.session import Session
 from xsplice_emu.verbs import parse
 from xsplice_emu.xenctrl import xenctrl_dir
@@ -58,30 +57,6 @@ revert xen_nop
 unload xen_nop
 list
 """.strip().splitlines()
-
-
-class Served:
-    """A session served on a short socket path from a thread of the test process."""
-
-    def __init__(self, session: Session, **options):
-        self.session = session
-        self.directory = tempfile.TemporaryDirectory(prefix="xs")
-        self.path = Path(self.directory.name) / "sock"
-        self.server = SysctlServer(session, self.path, **options)
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            self.server.serve()
-        except BaseException as exc:  # what the test reports as "the server died"
-            self.failure = exc
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.thread.join(timeout=10)
-        self.directory.cleanup()
 
 
 @pytest.fixture

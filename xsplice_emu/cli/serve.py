@@ -26,11 +26,13 @@ from .common import machine_options, reports_errors
               help="Unix socket to answer on (XSPLICE_EMU_SOCKET of the clients).")
 @click.option("--poll-ns", type=click.IntRange(min=1),
               help="Virtual ns one GET lets pass while an action is pending [default: twice its timeout].")
-@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here on exit.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Write the JSON Lines trace here on exit (spooled to a temporary file meanwhile; without it no "
+                   "events are kept).")
 @click.option("-q", "--quiet", is_flag=True, help="Log only problems, not requests and hypervisor lines.")
 @reports_errors
 def serve(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, socket_path, poll_ns, trace_path, quiet):
-    """Boot a machine and answer Xen's livepatch sysctl on SOCKET until SIGTERM, SIGINT or a SHUTDOWN request.
+    """Boot a machine and answer Xen's livepatch sysctl on SOCKET until SIGTERM, SIGINT, SIGHUP or a SHUTDOWN request.
 
     \b
     Drive it with Debian's xen-livepatch through this project's libxenctrl:
@@ -42,13 +44,12 @@ def serve(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, socket_path, poll
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="serve: %(message)s")
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
                       oracle=not no_oracle)
-    server = SysctlServer(session, socket_path, poll_ns=poll_ns)
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    server = SysctlServer(session, socket_path, poll_ns=poll_ns, trace_path=trace_path)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: server.stop())
     click.echo(f"serving {vcpus} vCPUs on {socket_path}", err=True)
     server.serve()
     if trace_path:
-        session.machine.trace.write(trace_path)
         click.echo(f"trace written to {trace_path}", err=True)
 
 

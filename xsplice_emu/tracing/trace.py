@@ -13,23 +13,34 @@ With XSPLICE_EMU_CHECK_EVENTS=1 in the environment when a Trace is made
 (tests/conftest.py sets it for the test suite), its `emit` checks every
 event against `EventKind` and raises ValueError at the emit site; without
 it, `emit` does nothing but append.
+
+A long-lived machine (`serve`) bounds the memory its trace takes: `spool`
+moves the events, sorted, to a temporary file as one run each time
+`SPOOL_EVENTS` have gathered, and `write` and `digest` merge the runs (the
+same bytes as without spooling); `discard` keeps no events at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from ..files import write_file
+from ..files import file_errors
 from .kinds import EventKind
 from .schema import FORMAT, VERSION, check_event
 
 CHECK_EVENTS = "XSPLICE_EMU_CHECK_EVENTS"
+SPOOL_EVENTS = 100_000
+"""Events a spooled trace keeps in memory before it moves them to its file."""
+SPOOL_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,11 @@ class Event:
         return json.dumps(record, sort_keys=False, separators=(",", ":"))
 
 
+def _line_time(line: str) -> int:
+    """The virtual time of an event line (`to_json` puts it first: `{"t":123,...`)."""
+    return int(line[5:line.index(",")])
+
+
 class Trace:
     """The events of a run in emission order; written and digested in time order."""
 
@@ -54,6 +70,9 @@ class Trace:
         self._events: list[Event] = []
         self._pending: list[tuple[int, int | None, EventKind, dict[str, Any]]] = []
         self._rendered: tuple[int, bytes] = (-1, b"")
+        self._spool: IO[bytes] | None = None
+        self._runs: list[tuple[int, int]] = []
+        self._spilled = 0
         if os.environ.get(CHECK_EVENTS) == "1":
             self.emit = self._checked_emit  # type: ignore[method-assign]
 
@@ -68,31 +87,99 @@ class Trace:
             raise ValueError(f"emit at {time_ns} ns on vCPU {vcpu}: {problem}")
         self._pending.append((time_ns, vcpu, kind, fields))
 
-    @property
-    def events(self) -> list[Event]:
-        """Every event so far, in emission order."""
+    def discard(self) -> None:
+        """Keep no events from now on (a machine whose trace is never written)."""
+        self._events.clear()
+        self._pending.clear()
+        self.emit = _ignore  # type: ignore[method-assign]
+
+    def spool(self, *, every: int = SPOOL_EVENTS) -> None:
+        """From now on keep fewer than `every` events in memory: the rest go, sorted, to a temporary file (after
+        which `events` is not available; `write` and `digest` are, byte for byte as without spooling)."""
+        self._spool = tempfile.TemporaryFile(buffering=0)
+        record = self.emit
+
+        def emit(time_ns: int, vcpu: int | None, kind: EventKind, **fields: Any) -> None:
+            record(time_ns, vcpu, kind, **fields)
+            if len(self._pending) >= every:
+                self._spill()
+        self.emit = emit  # type: ignore[method-assign]
+        self._spill()
+
+    def _spill(self) -> None:
+        """Move the events in memory to the spool as one run sorted by time (ties in emission order)."""
+        assert self._spool is not None
+        events = sorted(self._built(), key=attrgetter("time_ns"))
+        data = "".join([e.to_json() + "\n" for e in events]).encode()
+        start = self._spool.seek(0, os.SEEK_END)
+        self._spool.write(data)
+        self._runs.append((start, start + len(data)))
+        self._spilled += len(events)
+        self._events.clear()
+
+    def _built(self) -> list[Event]:
         if self._pending:
             self._events.extend([Event(*pending) for pending in self._pending])
             self._pending.clear()
         return self._events
 
     @property
+    def events(self) -> list[Event]:
+        """Every event so far, in emission order (RuntimeError once spooled events went to the file)."""
+        if self._runs:
+            raise RuntimeError("this trace's events are spooled to a file; write the trace and read that")
+        return self._built()
+
+    @property
     def digest(self) -> str:
         """SHA-256 (hex) of the file `write` would write now."""
-        return hashlib.sha256(self._render()).hexdigest()
+        sha = hashlib.sha256()
+        for chunk in self._chunks():
+            sha.update(chunk)
+        return sha.hexdigest()
 
     def of_kind(self, kind: EventKind) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
 
     def write(self, path: str | Path) -> None:
         """Write the header line, then one event a line, sorted by virtual time."""
-        write_file(path, self._render())
+        with file_errors(path, "write"), open(path, "wb") as stream:
+            stream.writelines(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The bytes of the file, in pieces: the rendering kept in memory, or streamed from the spool's runs."""
+        if not self._runs:
+            yield self._render()
+            return
+        for line in self._lines():
+            yield line.encode()
+
+    def _lines(self) -> Iterator[str]:
+        """The header line, then the event lines in time order (a stable merge: ties keep emission order)."""
+        events = sorted(self._built(), key=attrgetter("time_ns"))  # stable: ties keep emission order
+        yield json.dumps({**self.header, "events": self._spilled + len(events)}, separators=(",", ":")) + "\n"
+        lines: Iterator[str] = (e.to_json() + "\n" for e in events)
+        if self._runs:
+            lines = heapq.merge(*(self._run(start, end) for start, end in self._runs), lines, key=_line_time)
+        yield from lines
+
+    def _run(self, start: int, end: int) -> Iterator[str]:
+        """The lines of one spilled run, read a block at a time."""
+        assert self._spool is not None
+        rest = b""
+        while start < end:
+            block = os.pread(self._spool.fileno(), min(SPOOL_BLOCK, end - start), start)
+            start += len(block)
+            *lines, rest = (rest + block).split(b"\n")
+            yield from (line.decode() + "\n" for line in lines)
 
     def _render(self) -> bytes:
         count, data = self._rendered
-        if count != len(self.events):
-            events = sorted(self.events, key=attrgetter("time_ns"))  # stable: ties keep emission order
-            header = json.dumps({**self.header, "events": len(events)}, separators=(",", ":"))
-            data = "".join([header, "\n", *(e.to_json() + "\n" for e in events)]).encode()
-            self._rendered = (len(events), data)
+        if count != len(self._built()):
+            data = "".join(self._lines()).encode()
+            self._rendered = (len(self._events), data)
         return data
+
+
+def _ignore(*_: Any, **__: Any) -> None:
+    """`emit` of a trace that keeps nothing."""
