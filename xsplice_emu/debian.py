@@ -99,7 +99,8 @@ def _download(build: DebianXenBuild, downloads: Path) -> None:
     """Both .debs at exactly `build.version`, by the system's package lists or else by freshly updated private
     ones."""
     wanted = [f"{package}={build.version}" for package, _ in build.debs]
-    if not _apt(build, ["apt-get", "download", "-q", *wanted], downloads).returncode:
+    system = _apt(build, ["apt-get", "download", "-q", *wanted], downloads)
+    if not system.returncode:
         return
     lists = downloads / "apt-lists"
     (lists / "partial").mkdir(parents=True)
@@ -109,8 +110,8 @@ def _download(build: DebianXenBuild, downloads: Path) -> None:
     if not download.returncode:
         return
     if update.returncode:
-        raise _failure(build, f"the system's package lists do not offer it and `apt-get update` of its sources "
-                              f"failed: {_first_error(update)}")
+        raise _failure(build, f"apt-get download: {_first_error(system)}; then `apt-get update` of the system's "
+                              f"sources into the cache: {_first_error(update)}")
     if "was not found" in download.stderr or "Unable to locate" in download.stderr:
         raise _failure(build, "apt's sources do not offer this version (not the system's package lists, nor a fresh "
                               "`apt-get update` of its sources)")
