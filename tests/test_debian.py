@@ -57,6 +57,18 @@ def test_a_payload_built_against_one_build_is_refused_by_the_other(built, other,
     assert f"  xen_extra_version  '{built.extra}' -> 'Hello World'" in accepted.output.splitlines()
 
 
+def test_a_scenario_names_a_build_by_version(tmp_path):
+    """`[machine] xen_syms = "debian:VERSION"` of the build that is not pinned: its real xen_extra_version runs
+    on every vCPU (not the pinned build's, not a file named so beside the scenario)."""
+    other = next(build for build in DEBIAN_XEN_BUILDS if build != PINNED_BUILD)
+    debian_file(lambda: xen_syms(other))
+    scenario = tmp_path / "other.toml"
+    scenario.write_text(f'[machine]\nvcpus = 2\nxen_syms = "{_name(other)}"\n\n'
+                        f'[[step]]\nexpect = {{ extra_version = "{other.extra}" }}\n')
+    result = CliRunner().invoke(main, ["run", str(scenario), "-q"])
+    assert result.exit_code == 0 and result.output.startswith("PASS "), result.output
+
+
 def test_a_build_the_table_does_not_have_is_one_line():
     """`--xen-syms debian:4.17.0`: exit 2 and one line naming it and the builds there are."""
     result = CliRunner().invoke(main, ["livepatch", "--xen-syms", "debian:4.17.0", "list"])
