@@ -18,12 +18,14 @@ $(INSTALLED): pyproject.toml
 payloads: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu payload build-tests payloads/build >/dev/null
 
-# Xen's test payloads built against Debian's real xen-syms-4.17 (fetched once), for scenarios/xen417.
+# Xen's test payloads built against Debian's real xen-syms-4.17 (the pinned build, fetched once),
+# for scenarios/xen417.
 payloads-xen417: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu payload build-tests payloads/build-xen417 --against debian >/dev/null
 
 # libxenctrl.so.4.17 (xenctrl/) for Xen's own xen-livepatch, built into the cache;
-# xen-tools fetches Debian's xen-utils-4.17 and xen-syms-4.17 there (tests that need it skip, saying why, when it cannot).
+# xen-tools fetches Debian's xen-utils-4.17 and xen-syms-4.17 of the pinned build there (tests that need
+# it skip, saying why, when it cannot).
 xenctrl: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu xenctrl-path
 

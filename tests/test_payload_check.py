@@ -8,6 +8,7 @@ from helpers import ROOT, debian_file
 
 from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_syms as xen_syms_path
+from xsplice_emu.debian_builds import PINNED_BUILD
 from xsplice_emu.image import load_image
 from xsplice_emu.livepatch.unsafe import unsafe_functions
 
@@ -86,7 +87,7 @@ def test_a_payload_xen_refuses_at_upload_gets_its_errno(payloads, file, errno_na
 
 @pytest.fixture(scope="session")
 def xen_syms():
-    """Debian's xen-syms-4.17-amd64."""
+    """Debian's xen-syms-4.17-amd64 of the pinned build."""
     return debian_file(xen_syms_path)
 
 
@@ -94,7 +95,7 @@ def _build_against(xen_syms, source: str, output) -> None:
     result = CliRunner().invoke(main, ["payload", "build", str(ROOT / "payloads" / "src" / f"{source}.c"),
                                        "--against", str(xen_syms), "-o", str(output)])
     assert result.exit_code == 0, result.output
-    assert f"depends {load_image(xen_syms).build_id.hex()})" in result.output  # 151b373f... in 4.17.7+13
+    assert f"depends {PINNED_BUILD.build_id})" in result.output
 
 
 def _check_against(xen_syms, path) -> tuple[int, list[str]]:
@@ -105,7 +106,7 @@ def _check_against(xen_syms, path) -> tuple[int, list[str]]:
 def test_a_payload_built_against_real_xen_patches_its_real_xen_extra_version(xen_syms, tmp_path):
     """hello world built --against xen-syms: accepted; the site is the real function's `lea rax, [rip + ..]`,
     the jump goes to where Xen 4.17 puts payloads (the 2 MB boundary after its image), in rel32 reach; the trial
-    apply makes the real xen_extra_version, called on the vCPU, give "Hello World" instead of ".7"."""
+    apply makes the real xen_extra_version, called on the vCPU, give "Hello World" instead of the table's."""
     _build_against(xen_syms, "xen_hello_world", tmp_path / "hello.livepatch")
     code, lines = _check_against(xen_syms, tmp_path / "hello.livepatch")
     xen = load_image(xen_syms)
@@ -120,7 +121,7 @@ def test_a_payload_built_against_real_xen_patches_its_real_xen_extra_version(xen
     assert f"    after  {target:#x}  jmp {payload_at:#x}" in lines
     assert f"    reach  rel32 reaches {payload_at:#x}" in lines
     assert lines[-5:] == ["  apply    rc 0 on 1 vCPU", "  xen_major_version  4", "  xen_minor_version  17",
-                          "  xen_extra_version  '.7' -> 'Hello World'", "verdict: OK"]
+                          f"  xen_extra_version  '{PINNED_BUILD.extra}' -> 'Hello World'", "verdict: OK"]
 
 
 def test_expectations_built_against_real_xen_hold_on_its_real_bytes(xen_syms, tmp_path):

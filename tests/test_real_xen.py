@@ -14,18 +14,19 @@ from test_serve import Served, _run_real
 from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.cli import main
 from xsplice_emu.debian import load_xen_syms, xen_livepatch, xen_syms
+from xsplice_emu.debian_builds import PINNED_BUILD
 from xsplice_emu.errors import ConfigError, GuestFault, MachineError
 from xsplice_emu.livepatch.states import Action
 from xsplice_emu.session import Session
 from xsplice_emu.xen_tests import xen_tests_for
 
 XEN_TEXT = 0xffff82d040200000
-BUILD_ID = "151b373fd64b321593bf987fd923cd10dabadac4"
+EXTRA = PINNED_BUILD.extra  # what the real xen_extra_version returns, as built
 
 
 @pytest.fixture(scope="module")
 def xen():
-    """Debian's xen-syms-4.17-amd64."""
+    """Debian's xen-syms-4.17-amd64 of the pinned build."""
     return load_xen_syms(debian_file(xen_syms))
 
 
@@ -40,13 +41,15 @@ def _session(xen, vcpus: int = 8, **options) -> Session:
 
 
 def test_every_vcpu_runs_the_real_version_functions_at_their_link_addresses(xen):
-    """The real xen_extra_version returns a pointer into the high half, to ".7"; major 4, minor 17."""
+    """The real xen_extra_version returns a pointer into the high half, to the pinned build's extra version; its
+    major and minor version and build-id are the table's too."""
     session = _session(xen)
-    assert xen.address("xen_extra_version") >> 32 == XEN_TEXT >> 32 and xen.build_id.hex() == BUILD_ID
+    assert xen.address("xen_extra_version") >> 32 == XEN_TEXT >> 32 and xen.build_id.hex() == PINNED_BUILD.build_id
     pointers = session.machine.call_all("xen_extra_version")  # the machine API resolves names in the image first
     assert all(pointer >> 32 == XEN_TEXT >> 32 for pointer in pointers)
-    assert {session.machine.memory.read_cstring(pointer) for pointer in pointers} == {".7"}
-    assert {(v.major, v.minor, v.extra) for v in session.versions()} == {(4, 17, ".7")}
+    assert {session.machine.memory.read_cstring(pointer) for pointer in pointers} == {EXTRA}
+    assert {(v.major, v.minor, v.extra) for v in session.versions()} == {
+        (PINNED_BUILD.major, PINNED_BUILD.minor, EXTRA)}
     assert session.machine.call(0, "call_racy_count") == 0  # a name only the firmware has is the firmware's
 
 
@@ -76,7 +79,7 @@ def test_a_payload_built_against_it_patches_every_vcpu_and_reverts_to_the_bytes_
     assert {v.extra for v in session.versions()} == {"Hello World"}
     assert livepatch.run_action("hello", Action.REVERT).rc == 0
     assert machine.memory.read(target, 5) == as_built and session.text_unchanged()
-    assert {v.extra for v in session.versions()} == {".7"}
+    assert {v.extra for v in session.versions()} == {EXTRA}
 
 
 def test_the_payloads_hooks_run_the_real_printk_into_xens_console_ring(xen, real_payloads):
@@ -96,7 +99,7 @@ def test_a_real_function_that_needs_hypervisor_state_is_a_reported_fault_not_a_h
         session.machine.call_contained(1, xen.address("cpu_raise_softirq"), 0, 0)
     with pytest.raises(MachineError, match="did not finish .* within 100 ms of virtual time"):
         session.machine.call_contained(1, xen.address("machine_halt"))
-    assert {v.extra for v in session.versions()} == {".7"}
+    assert {v.extra for v in session.versions()} == {EXTRA}
 
 
 def test_xens_own_tool_patches_the_real_image_through_serve(xen, real_payloads, tmp_path):
@@ -151,6 +154,6 @@ def test_a_refused_payload_leaves_the_real_image_and_payload_memory_unchanged(xe
         return (machine.memory.digest(*image), hashlib.sha256(machine.memory.read(begin, end - begin)).hexdigest(),
                 list(session.livepatch.payloads), list(session.livepatch.applied))
     before = state()
-    with pytest.raises(Exception, match=f"is not the hypervisor's build-id {BUILD_ID}"):
+    with pytest.raises(Exception, match=f"is not the hypervisor's build-id {PINNED_BUILD.build_id}"):
         session.livepatch.upload("hello", (payloads / "xen_hello_world.livepatch").read_bytes())
     assert state() == before

@@ -74,7 +74,7 @@ def served(payloads):
 
 @pytest.fixture(scope="session")
 def real_tool():
-    """Debian's xen-livepatch 4.17."""
+    """Debian's xen-livepatch 4.17 of the pinned build."""
     return debian_file(xen_livepatch)
 
 

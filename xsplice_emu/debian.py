@@ -1,75 +1,138 @@
-"""Debian's own Xen packages, fetched with `apt-get download` and unpacked into the cache (never installed).
+"""Debian's own Xen packages at a pinned version, fetched with `apt-get download` and unpacked into the cache
+(never installed).
 
 `xen_livepatch()` is Debian's xen-livepatch 4.17 (package xen-utils-4.17). It
 needs only libc and libxenctrl.so.4.17, which xsplice-emu provides
 (`xenctrl_dir()`), so nothing else is fetched. `xen_syms()` is Debian's
 Xen 4.17 hypervisor ELF with its symbols (package xen-hypervisor-4.17-amd64-dbg).
+Both come from one build of the table in `debian_builds` (the pinned one
+unless told), fetched together by exact version, checked against the table's
+sha256s and cached by version.
+
+The system's package lists name only the versions of its last `apt-get
+update`, which may be older or newer than a pinned build. When they do not
+offer it, apt updates a private copy of the lists from the system's own
+sources (a temporary directory beside the cache entry, removed after) and
+downloads from those: the system's apt state is never changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
 
 from .cache import cached, digest
-from .errors import ToolchainError
+from .debian_builds import DEBIAN_XEN_BUILDS, PINNED_BUILD, DebianXenBuild
+from .errors import ConfigError, ToolchainError
 from .image import Image, load_image
 
-XEN_UTILS = "xen-utils-4.17"
 XEN_LIVEPATCH = Path("usr/lib/xen-4.17/bin/xen-livepatch")
-XEN_HYPERVISOR_DBG = "xen-hypervisor-4.17-amd64-dbg"
 XEN_SYMS = Path("usr/lib/debug/boot/xen-syms-4.17-amd64")
 
-
-def xen_livepatch() -> Path:
-    """Debian's xen-livepatch binary, fetched once (ToolchainError, one line, when that fails)."""
-    return package(XEN_UTILS) / XEN_LIVEPATCH
-
-
-def xen_syms() -> Path:
-    """Debian's xen-syms-4.17-amd64, fetched once (ToolchainError, one line, when that fails)."""
-    return package(XEN_HYPERVISOR_DBG) / XEN_SYMS
-
-
 DEBIAN_XEN_SYMS = "debian"
-"""What `--xen-syms` and `[machine] xen_syms` take for Debian's xen-syms-4.17-amd64 (fetched on first use)."""
+"""What `--xen-syms` and `[machine] xen_syms` take for Debian's pinned xen-syms-4.17-amd64 (fetched on first
+use); `debian:VERSION` names another build of the table."""
+
+
+def xen_livepatch(build: DebianXenBuild = PINNED_BUILD) -> Path:
+    """Debian's xen-livepatch binary, fetched once (ToolchainError, one line, when that fails)."""
+    return unpacked(build) / XEN_LIVEPATCH
+
+
+def xen_syms(build: DebianXenBuild = PINNED_BUILD) -> Path:
+    """Debian's xen-syms-4.17-amd64, fetched once (ToolchainError, one line, when that fails)."""
+    return unpacked(build) / XEN_SYMS
+
+
+def is_debian_build(value: str | Path) -> bool:
+    """Whether `value` names a Debian build (`debian` or `debian:VERSION`) rather than a file."""
+    return str(value) == DEBIAN_XEN_SYMS or str(value).startswith(f"{DEBIAN_XEN_SYMS}:")
+
+
+def debian_build(value: str) -> DebianXenBuild:
+    """The build `debian` (the pinned one) or `debian:VERSION` names (ConfigError for anything else, or a version
+    not in the table)."""
+    if not is_debian_build(value):
+        raise ConfigError(f"{value}: not a Debian build: `{DEBIAN_XEN_SYMS}` or `{DEBIAN_XEN_SYMS}:VERSION`")
+    version = PINNED_BUILD.version if value == DEBIAN_XEN_SYMS else value.removeprefix(f"{DEBIAN_XEN_SYMS}:")
+    for build in DEBIAN_XEN_BUILDS:
+        if build.version == version:
+            return build
+    known = ", ".join(build.version for build in DEBIAN_XEN_BUILDS)
+    raise ConfigError(f"{value}: not a Debian Xen build xsplice-emu knows (it knows {known})")
 
 
 def xen_syms_path(value: str | Path) -> Path:
-    """The xen-syms file `value` names: a path, or DEBIAN_XEN_SYMS for Debian's."""
-    return xen_syms() if str(value) == DEBIAN_XEN_SYMS else Path(value)
+    """The xen-syms file `value` names: a path, or `debian[:VERSION]` for Debian's."""
+    return xen_syms(debian_build(str(value))) if is_debian_build(value) else Path(value)
 
 
 def load_xen_syms(value: str | Path) -> Image:
-    """The real Xen image `value` names: a xen-syms path, or DEBIAN_XEN_SYMS for Debian's."""
+    """The real Xen image `value` names: a xen-syms path, or `debian[:VERSION]` for Debian's."""
     return load_image(xen_syms_path(value), what="Xen image")
 
 
-def package(name: str) -> Path:
-    """The unpacked tree of Debian package `name`."""
-    return cached(f"debian-{name}", digest(name), lambda work: _fetch(name, work))
+def unpacked(build: DebianXenBuild) -> Path:
+    """The unpacked tree of both of `build`'s packages."""
+    return cached(f"debian-xen-{build.version}", digest(*(sha256 for _, sha256 in build.debs)),
+                  lambda work: _fetch(build, work))
 
 
-def _fetch(name: str, work: Path) -> None:
-    download = work.parent / f"{work.name}.deb"
-    download.mkdir()
+def _fetch(build: DebianXenBuild, work: Path) -> None:
+    downloads = work.parent / f"{work.name}.debs"
+    downloads.mkdir()
     try:
-        _run(name, ["apt-get", "download", "-q", name], download)
-        debs = sorted(download.glob("*.deb"))
-        if not debs:
-            raise ToolchainError(f"cannot fetch Debian's {name}: apt-get download left no .deb")
-        _run(name, ["dpkg-deb", "-x", str(debs[0]), str(work)], download)
+        _download(build, downloads)
+        for package, sha256 in build.debs:
+            deb = next(downloads.glob(f"{package}_*.deb"))
+            found = hashlib.sha256(deb.read_bytes()).hexdigest()
+            if found != sha256:
+                raise _failure(build, f"{deb.name} has sha256 {found}, not the pinned {sha256}")
+            _apt(build, ["dpkg-deb", "-x", str(deb), str(work)], downloads, check=True)
     finally:
-        shutil.rmtree(download, ignore_errors=True)
+        shutil.rmtree(downloads, ignore_errors=True)
 
 
-def _run(name: str, command: list[str], cwd: Path) -> None:
+def _download(build: DebianXenBuild, downloads: Path) -> None:
+    """Both .debs at exactly `build.version`, by the system's package lists or else by freshly updated private
+    ones."""
+    wanted = [f"{package}={build.version}" for package, _ in build.debs]
+    system = _apt(build, ["apt-get", "download", "-q", *wanted], downloads)
+    if not system.returncode:
+        return
+    lists = downloads / "apt-lists"
+    (lists / "partial").mkdir(parents=True)
+    private = ["-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={downloads / 'apt-cache'}"]
+    update = _apt(build, ["apt-get", "update", "-q", "--error-on=any", *private], downloads)
+    download = _apt(build, ["apt-get", "download", "-q", *private, *wanted], downloads)
+    if not download.returncode:
+        return
+    if update.returncode:
+        raise _failure(build, f"apt-get download: {_first_error(system)}; then `apt-get update` of the system's "
+                              f"sources into the cache: {_first_error(update)}")
+    if "was not found" in download.stderr or "Unable to locate" in download.stderr:
+        raise _failure(build, "apt's sources do not offer this version (not the system's package lists, nor a fresh "
+                              "`apt-get update` of its sources)")
+    raise _failure(build, f"apt-get download: {_first_error(download)}")
+
+
+def _apt(build: DebianXenBuild, command: list[str], cwd: Path,
+         *, check: bool = False) -> subprocess.CompletedProcess[str]:
     try:
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     except OSError as exc:
-        raise ToolchainError(f"cannot fetch Debian's {name}: {command[0]}: {exc.strerror}") from None
-    if result.returncode:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("E:")]
-        why = (errors or result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
-        raise ToolchainError(f"cannot fetch Debian's {name}: {command[0]}: {why}")
+        raise _failure(build, f"{command[0]}: {exc.strerror}") from None
+    if check and result.returncode:
+        raise _failure(build, f"{command[0]}: {_first_error(result)}")
+    return result
+
+
+def _first_error(result: subprocess.CompletedProcess[str]) -> str:
+    errors = [line.removeprefix("E: ") for line in result.stderr.splitlines() if line.startswith("E:")]
+    return (errors or result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+
+
+def _failure(build: DebianXenBuild, why: str) -> ToolchainError:
+    return ToolchainError(f"cannot fetch Debian's Xen {build.version}: {why}")

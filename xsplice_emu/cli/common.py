@@ -78,7 +78,8 @@ def xen_syms_option(command):
     """--xen-syms: a real Xen image to patch beside the firmware."""
     return click.option("--xen-syms", type=click.Path(), metavar="PATH",
                         help="A real Xen's xen-syms, mapped at its link addresses and patched instead of the "
-                             f"firmware's functions ('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17, fetched once).")(command)
+                             f"firmware's functions ('{DEBIAN_XEN_SYMS}': Debian's pinned Xen 4.17 build, "
+                             f"'{DEBIAN_XEN_SYMS}:VERSION' another; fetched once).")(command)
 
 
 def oracle_option(command):

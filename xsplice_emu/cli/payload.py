@@ -36,7 +36,7 @@ def payload():
 @click.option("--no-xen-depends", is_flag=True, help="Leave out .livepatch.xen_depends.")
 @click.option("--firmware", "--against", "firmware", type=click.Path(), metavar="FILE",
               help="The hypervisor it patches: a firmware ELF (default: the built-in one) or a real xen-syms "
-                   f"('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17).")
+                   f"('{DEBIAN_XEN_SYMS}[:VERSION]': Debian's Xen 4.17).")
 @reports_errors
 def payload_build(source, output, depends, no_xen_depends, firmware):
     """Compile SOURCE (C) into a livepatch payload for the firmware."""
@@ -56,8 +56,8 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
 @payload.command("build-tests")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--against", "xen_syms", type=click.Path(), metavar="XEN_SYMS",
-              help=f"Build them for this real Xen image ('{DEBIAN_XEN_SYMS}': Debian's Xen 4.17) instead of the "
-                   "built-in firmware, but those that assert facts of the firmware's code.")
+              help=f"Build them for this real Xen image ('{DEBIAN_XEN_SYMS}[:VERSION]': Debian's Xen 4.17) instead "
+                   "of the built-in firmware, but those that assert facts of the firmware's code.")
 @reports_errors
 def payload_build_tests(directory, xen_syms):
     """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY."""

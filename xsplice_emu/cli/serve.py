@@ -12,7 +12,7 @@ import signal
 
 import click
 
-from ..debian import xen_livepatch, xen_syms
+from ..debian import DEBIAN_XEN_SYMS, debian_build, xen_livepatch, xen_syms
 from ..files import check_destination
 from ..server import SysctlServer
 from ..session import Session
@@ -61,9 +61,11 @@ def xenctrl_path():
 
 
 @click.command("xen-tools")
+@click.argument("build", default=DEBIAN_XEN_SYMS)
 @reports_errors
-def xen_tools():
-    """Fetch Debian's xen-utils-4.17 and Xen 4.17 image (xen-syms) into the cache once; print the directory
-    of its xen-livepatch, then the path of xen-syms."""
-    click.echo(xen_livepatch().parent)
-    click.echo(xen_syms())
+def xen_tools(build):
+    """Fetch Debian's xen-utils-4.17 and Xen 4.17 image (xen-syms) of BUILD (`debian`, the pinned build, or
+    `debian:VERSION`) into the cache once; print the directory of its xen-livepatch, then the path of xen-syms."""
+    chosen = debian_build(build)
+    click.echo(xen_livepatch(chosen).parent)
+    click.echo(xen_syms(chosen))

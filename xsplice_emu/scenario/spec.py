@@ -3,7 +3,8 @@
     name = "..."                     # optional; default: the file's stem
     description = "..."              # optional
     [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2), xen_syms (a real Xen's
-                                     #   xen-syms, or "debian" for Debian's Xen 4.17, fetched once),
+                                     #   xen-syms, "debian" for Debian's pinned Xen 4.17 build,
+                                     #   "debian:VERSION" for another; fetched once),
                                      #   oracle (true: the safety oracle checks every run)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
     livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..debian import DEBIAN_XEN_SYMS, load_xen_syms
+from ..debian import is_debian_build, load_xen_syms
 from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import read_toml
 from ..image import load_image
@@ -41,7 +42,7 @@ class MachineSpec:
     seed: int = 0
     firmware: Path | None = None
     boot_ms: float = DEFAULT_BOOT_MS
-    xen_syms: str | None = None  # a path, or DEBIAN_XEN_SYMS
+    xen_syms: str | None = None  # a path, or debian[:VERSION]
     oracle: bool = True
 
 
@@ -138,7 +139,7 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
             raise where.error(f"firmware: {exc}") from None
     xen_syms = table.get("xen_syms")
     if xen_syms is not None:
-        xen_syms = xen_syms if xen_syms == DEBIAN_XEN_SYMS else str(base / xen_syms)
+        xen_syms = xen_syms if is_debian_build(xen_syms) else str(base / xen_syms)
         try:
             load_xen_syms(xen_syms)
         except (ImageError, ConfigError, ToolchainError) as exc:
