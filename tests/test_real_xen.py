@@ -82,6 +82,18 @@ def test_a_payload_built_against_it_patches_every_vcpu_and_reverts_to_the_bytes_
     assert {v.extra for v in session.versions()} == {EXTRA}
 
 
+def test_versions_read_as_xens_version_hypercall_returns_them_and_call_gives_the_functions_own(xen, real_payloads):
+    """After replace, expect/info read "Hello Again Wor" (XENVER_extraversion's 16-byte field, as on real Xen);
+    `call xen_extra_version` still points at the whole "Hello Again World!"."""
+    session = _session(xen, vcpus=2)
+    livepatch = session.livepatch
+    livepatch.upload("replace", (real_payloads / "xen_replace_world.livepatch").read_bytes())
+    assert livepatch.run_action("replace", Action.REPLACE).rc == 0
+    assert {v.extra for v in session.versions()} == {"Hello Again Wor"}
+    pointer = session.call(1, "xen_extra_version", ())
+    assert session.machine.memory.read_cstring(pointer) == "Hello Again World!"
+
+
 def test_the_payloads_hooks_run_the_real_printk_into_xens_console_ring(xen, real_payloads):
     """hello's load hooks call printk, resolved to the real one: its lines land in Xen's own console ring."""
     session = _session(xen, vcpus=2)

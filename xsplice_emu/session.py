@@ -22,6 +22,9 @@ from .tracing import EventKind
 from .verbs import Request
 
 DEFAULT_BOOT_MS = 2.0
+XEN_EXTRAVERSION_LEN = 16
+"""Bytes of the field Xen's version hypercall (XENVER_extraversion) copies the extra version into, NUL included:
+what a tool reading Xen's version sees (xen/include/public/version.h)."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +109,15 @@ class Session:
         return Counter() if oracle is None else oracle.counts
 
     def versions(self) -> list[Versions]:
-        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version() (the hypervisor's:
-        a real Xen's when one is given)."""
+        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version(). On a real Xen image,
+        what its version hypercall returns from them: the extra version in its 16-byte field (at most 15
+        characters, as /sys/hypervisor/version/extra shows it); the firmware has no such hypercall."""
         machine = self.machine
         majors = machine.call_all("xen_major_version")
         minors = machine.call_all("xen_minor_version")
         extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
+        if self.livepatch.real_xen:
+            extras = [extra.encode()[:XEN_EXTRAVERSION_LEN - 1].decode(errors="replace") for extra in extras]
         return [Versions(int_result(major), int_result(minor), extra)
                 for major, minor, extra in zip(majors, minors, extras, strict=True)]
 
