@@ -23,6 +23,7 @@ from ..errors import ConfigError, LivepatchError, WireError
 from ..files import file_errors
 from ..livepatch import Action
 from ..session import Session
+from ..text import printable
 from .wire import NODEPS, REQUEST, Entry, Op, Reply, Request, decode_request, request_size
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class SysctlServer:
             self.stop()
             return Reply()
         except LivepatchError as exc:
-            log.info("%s %s: %s", request.op.name, request.name, exc)
+            log.info("%s %s: %s", request.op.name, printable(request.name), exc)
             return self._logged(Reply(rc=-exc.errno))
 
     def _action(self, request: Request) -> Reply:
