@@ -18,6 +18,8 @@ from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.server import Client, Op, Request
 from xsplice_emu.session import Session
+from xsplice_emu.tracing.kinds import EventKind
+from xsplice_emu.tracing.reader import TraceFile
 
 HELLO = "xen_hello_world.livepatch"
 FF = os.fsdecode(b"\xff")
@@ -117,6 +119,19 @@ def test_a_127_byte_name_of_two_byte_characters_overwrites_no_other_payload(patc
     assert name_in_guest(livepatch, name) == name.encode()
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
     assert extra_versions(machine) == {"Hello World"}
+
+
+def test_a_name_keeps_its_bytes_in_the_trace_and_the_summary_escapes_them(payloads, tmp_path):
+    """The trace holds the name's exact bytes; `trace summary` shows them escaped on the action's title line."""
+    name, trace = os.fsdecode(b"\xff\x1b[31mred\n"), tmp_path / "run.jsonl"
+    ran = CliRunner().invoke(main, ["livepatch", "--boot-ms", "1", "--trace", str(trace),
+                                    "upload", name, str(PAYLOADS / HELLO), "apply", name])
+    assert ran.exit_code == 0
+    [uploaded] = [event for event in TraceFile.open(trace) if event.kind == EventKind.UPLOAD]
+    assert os.fsencode(uploaded.fields["payload"]) == b"\xff\x1b[31mred\n"
+    summary = CliRunner().invoke(main, ["trace", "summary", str(trace)])
+    assert summary.exit_code == 0
+    assert summary.stdout.startswith("#1 apply \\xff\\x1b[31mred\\x0a\n") and "\x1b" not in summary.stdout
 
 
 def test_an_upload_failing_after_its_memory_is_taken_gives_it_all_back(patching, payloads, monkeypatch):

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ..text import printable
 from ..tracing import ActionSummary, EventKind
 from ..tracing.trace import Event
 from .figures import figures
@@ -60,7 +61,7 @@ def _value(value) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def _patch(event: Event, symbols: Symbols) -> RenderableType:
