@@ -49,7 +49,7 @@ def test_cli_escapes_control_characters_of_a_name(payloads):
     name = "evil\x1b[2J\nrow"
     result = CliRunner().invoke(main, ["livepatch", "--boot-ms", "1", "upload", name, str(PAYLOADS / HELLO), "list"])
     assert result.exit_code == 0
-    assert result.stdout.endswith("evil\\x1b[2J\\x0arow".ljust(40) + "| CHECKED    | \n")
+    assert result.stdout.endswith("evil\\x1b[2J\\nrow".ljust(40) + "| CHECKED    | \n")
     assert "\x1b" not in result.output
 
 
@@ -131,7 +131,7 @@ def test_a_name_keeps_its_bytes_in_the_trace_and_the_summary_escapes_them(payloa
     assert os.fsencode(uploaded.fields["payload"]) == b"\xff\x1b[31mred\n"
     summary = CliRunner().invoke(main, ["trace", "summary", str(trace)])
     assert summary.exit_code == 0
-    assert summary.stdout.startswith("#1 apply \\xff\\x1b[31mred\\x0a\n") and "\x1b" not in summary.stdout
+    assert summary.stdout.startswith("#1 apply \\xff\\x1b[31mred\\n\n") and "\x1b" not in summary.stdout
 
 
 def test_an_upload_failing_after_its_memory_is_taken_gives_it_all_back(patching, payloads, monkeypatch):

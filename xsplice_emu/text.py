@@ -3,24 +3,24 @@
 A name is any bytes (Xen's rule), carried as a str in which bytes that are
 not UTF-8 stand as surrogate escapes. Shown as it is, it could end a line,
 move the cursor, or fail to encode at all; `printable` writes every such
-character as the `\\xNN` escapes of its bytes, so what is shown is one line
-of plain text that says which bytes were there.
+character as an escape, so what is shown is one line of plain text that
+says what was there.
 """
 
 from __future__ import annotations
 
 
 def printable(text: str) -> str:
-    """`text` with every character that is not printable (controls, line breaks, format characters, undecodable
-    bytes) written as `\\xNN` escapes of its UTF-8 bytes (a lone surrogate of no byte as `\\uNNNN`)."""
+    """`text` with every character that is not printable escaped: an undecodable byte as `\\xNN` (that byte),
+    any other (a control, a line break, a format character) as Python writes it in a string literal."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+    return "".join(map(_printable, text))
 
 
-def _escaped(char: str) -> str:
-    try:
-        data = char.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return f"\\u{ord(char):04x}"
-    return "".join(f"\\x{byte:02x}" for byte in data)
+def _printable(char: str) -> str:
+    if char.isprintable():
+        return char
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # surrogateescape's stand-in for a byte
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
