@@ -67,7 +67,7 @@ def _value(value) -> str:
 def _patch(event: Event, symbols: Symbols) -> RenderableType:
     fields = event.fields
     site = PatchSite.of(fields["address"], bytes.fromhex(fields["old"]), bytes.fromhex(fields["new"]), symbols,
-                        payload=fields["payload"])
+                        payload=printable(fields["payload"]))
     table = Table.grid(padding=(0, 2))
     for label, style, lines in (("before", "bold red", site.before), ("after", "bold green", site.after)):
         for number, line in enumerate(lines):
