@@ -96,23 +96,16 @@ class Fuzzer:
         self.figures.seconds = time.perf_counter() - started
         return self.figures
 
-    def _state(self) -> tuple[str, list[str]]:
-        memory, used, at = self.machine.memory, [], RAM_BASE
-        for start, end in self.livepatch.memory.free:
-            used.append(memory.digest(at, start))
-            at = end
-        used.append(memory.digest(at, memory.size))
-        return "".join(used), [payload.name for payload in self.livepatch.list()]
-
     def _case(self, name: str, data: bytes) -> None:
         livepatch, figures = self.livepatch, self.figures
-        before = self._state()
+        before = observable(livepatch)
         try:
             livepatch.upload(name, data)
         except LivepatchError:
             figures.refused += 1
-            if self._state() != before:
-                figures.findings.append(f"{name}: a refused upload changed guest memory or the payload list")
+            if observable(livepatch) != before:
+                figures.findings.append(f"{name}: a refused upload changed guest memory, the payload list or the "
+                                        "free payload memory")
             return
         figures.accepted += 1
         try:
@@ -136,14 +129,28 @@ class Fuzzer:
             figures.machines += 1
             self._boot()
             return
-        self._check_hello()
+        check_hello(livepatch, self.hello)
 
-    def _check_hello(self) -> None:
-        livepatch = self.livepatch
-        livepatch.upload("hello", self.hello)
-        results = [livepatch.run_action("hello", Action.APPLY)]
-        extras = {self.machine.memory.read_cstring(a) for a in self.machine.call_all("xen_extra_version")}
-        results.append(livepatch.run_action("hello", Action.REVERT))
-        livepatch.action("hello", Action.UNLOAD)
-        if any(result is None or result.rc for result in results) or extras != {"Hello World"}:
-            raise AssertionError(f"hello_world no longer applies: {results}, {extras}")
+
+def observable(livepatch: Livepatch) -> tuple[str, list[str], tuple[tuple[int, int], ...]]:
+    """What a refused request must leave as it was: the guest memory in use (hashed), the payload list and the
+    free payload memory."""
+    memory, used, at = livepatch.machine.memory, [], RAM_BASE
+    for start, end in livepatch.memory.free:
+        used.append(memory.digest(at, start))
+        at = end
+    used.append(memory.digest(at, memory.size))
+    return "".join(used), [payload.name for payload in livepatch.list()], livepatch.memory.free
+
+
+def check_hello(livepatch: Livepatch, hello: bytes) -> None:
+    """Upload `hello` (xen_hello_world's bytes) as "hello", apply, revert and unload it: AssertionError unless
+    every step succeeds and every vCPU returns "Hello World" while it is applied."""
+    machine = livepatch.machine
+    livepatch.upload("hello", hello)
+    results = [livepatch.run_action("hello", Action.APPLY)]
+    extras = {machine.memory.read_cstring(a) for a in machine.call_all("xen_extra_version")}
+    results.append(livepatch.run_action("hello", Action.REVERT))
+    livepatch.action("hello", Action.UNLOAD)
+    if any(result is None or result.rc for result in results) or extras != {"Hello World"}:
+        raise AssertionError(f"hello_world no longer applies: {results}, {extras}")

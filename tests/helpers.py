@@ -12,6 +12,7 @@ import pytest
 from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch.abi import NAME_MAX, PAYLOAD_DESCRIPTOR
 from xsplice_emu.server import SysctlServer
 from xsplice_emu.session import Session
 
@@ -42,6 +43,13 @@ def hello_still_applies(machine: Machine, livepatch: Livepatch) -> bool:
     """Upload xen_hello_world as "hello" and apply it: whether every vCPU then returns "Hello World"."""
     upload(livepatch, "hello", "xen_hello_world.livepatch")
     return livepatch.run_action("hello", Action.APPLY).rc == 0 and extra_versions(machine) == {"Hello World"}
+
+
+def name_in_guest(livepatch: Livepatch, name: str) -> bytes:
+    """The name a payload's hooks see: the NUL-terminated bytes its descriptor points at."""
+    memory = livepatch.machine.memory
+    at = memory.read_u64(livepatch.get(name).guest.address + PAYLOAD_DESCRIPTOR.offset("name"))
+    return memory.read(at, NAME_MAX).split(b"\0", 1)[0]
 
 
 def debian_file(fetch: Callable[[], Path]) -> Path:

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from helpers import ROOT, debian_file
-from test_serve import Served, _run_real
+from helpers import ROOT, Served, debian_file
+from test_serve import _run_real
 
 from xsplice_emu import Machine, MachineConfig
 from xsplice_emu.cli import main

@@ -15,6 +15,8 @@
 import errno as _errno
 import os as _os
 
+from .text import printable
+
 _ERRNO_NAMES = {**_errno.errorcode, _errno.EOPNOTSUPP: "EOPNOTSUPP"}  # Linux lists it as ENOTSUP
 ERRNO_BY_NAME = {name: number for number, name in _errno.errorcode.items()} | {"EOPNOTSUPP": _errno.EOPNOTSUPP}
 
@@ -71,9 +73,11 @@ class GuestFault(XspliceEmuError):
 
 
 class LivepatchError(XspliceEmuError):
-    """A payload or livepatch action refused; `errno` is Xen's (positive) value."""
+    """A payload or livepatch action refused; `errno` is Xen's (positive) value. The message is one printable
+    line: a payload name in it may hold any bytes (`text.printable`)."""
 
     def __init__(self, errno: int, message: str):
+        message = printable(message)
         super().__init__(f"{message} ({errno_name(errno)})")
         self.errno = errno
         self.reason = message

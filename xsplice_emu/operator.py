@@ -19,9 +19,11 @@ from .errors import FileError, LivepatchError, errno_name
 from .files import read_file
 from .livepatch import Action, Livepatch, PayloadState
 from .livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
+from .livepatch.names import name_bytes
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
 from .livepatch.states import TARGET_STATE
 from .livepatch.sysctl import ActionResult
+from .text import printable
 
 OUT, ERR, XEN = "out", "err", "xen"
 RETRY_ERRNOS = (errno.EAGAIN, errno.EBUSY)
@@ -122,7 +124,7 @@ class OperatorTool:
         printer.out(" ID                                     | status     | metadata\n"
                     "----------------------------------------+------------+---------------\n")
         for payload in payloads:
-            row = f"{payload.name:<40}| {payload.state.name}"
+            row = f"{printable(payload.name):<40}| {payload.state.name}"
             row += f" ({-payload.rc}, {os.strerror(-payload.rc)})    | " if payload.rc else "    | "
             printer.out(row + "\n")
         return printer.outcome(0)
@@ -146,7 +148,12 @@ class OperatorTool:
 
     # -- the tool's logic ----------------------------------------------------
     def _upload(self, printer: _Printer, name: str, file: str, *, allow_unsafe: bool) -> int:
-        if len(name) > NAME_MAX:
+        try:
+            size = len(name_bytes(name))
+        except LivepatchError as exc:
+            printer.err(f"{exc.reason}\n")
+            return exc.errno
+        if size > NAME_MAX:  # the tool counts the bytes of argv, as strlen does
             printer.err(f"ID must be no more than {NAME_MAX} characters.\n")
             return errno.EINVAL
         path = self.path(file)
@@ -172,7 +179,7 @@ class OperatorTool:
         try:
             payload = self.livepatch.get(name)
         except LivepatchError as exc:
-            printer.err(f"Failed to get status of {name}.\n")
+            printer.err(f"Failed to get status of {printable(name)}.\n")
             printer.error(exc.errno)
             return exc.errno
         if payload.rc == -errno.EAGAIN:
@@ -184,7 +191,7 @@ class OperatorTool:
         if payload.state is not verb.allowed:
             self._wrong_state(printer, name, payload.state, verb.allowed)
             return errno.EINVAL
-        printer.out(f"{verb.gerund} {name}... ")
+        printer.out(f"{verb.gerund} {printable(name)}... ")
         log_seen = len(self.livepatch.rendezvous.log)
         timeout_ns = DEFAULT_TIMEOUT_NS if timeout_ms is None else int(timeout_ms * 1_000_000)
         try:
@@ -224,4 +231,5 @@ class OperatorTool:
 
     @staticmethod
     def _wrong_state(printer: _Printer, name: str, current: PayloadState, expected: PayloadState) -> None:
-        printer.err(f"{name} is in the wrong state.\nCurrent state: {current.name}\nExpected state: {expected.name}\n")
+        printer.err(f"{printable(name)} is in the wrong state.\n"
+                    f"Current state: {current.name}\nExpected state: {expected.name}\n")

@@ -27,6 +27,7 @@ from ..errors import ConfigError, XspliceEmuError
 from ..files import check_destination
 from ..scenario import STEP_KINDS, Step
 from ..session import Session
+from ..text import printable
 from ..verbs import VERBS
 from .common import machine_options, out, print_console_line, print_outcome, reports_errors
 
@@ -200,9 +201,9 @@ class Shell:
         for index, versions in enumerate(session.versions()):
             table.add_row(str(index), str(versions.major), str(versions.minor), escape(versions.extra))
         out.print(table)
-        payloads = ", ".join(f"{p.name} {p.state.name}" for p in session.livepatch.list()) or "none"
+        payloads = ", ".join(f"{printable(p.name)} {p.state.name}" for p in session.livepatch.list()) or "none"
         out.print(f"payloads: {escape(payloads)}")
-        out.print(f"applied: {escape(' <- '.join(session.livepatch.applied) or 'nothing')}")
+        out.print(f"applied: {escape(' <- '.join(map(printable, session.livepatch.applied)) or 'nothing')}")
 
     def _console(self, count: int | None) -> None:
         lines = self.session.machine.console.lines

@@ -6,6 +6,7 @@ import json
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import errno_name
 from ..tracing.export import export_chrome
@@ -47,7 +48,7 @@ def trace_summary(trace_path, as_json):
     if not actions:
         out.print("no live patching action in this trace")
     for number, action in enumerate(actions, 1):
-        table = Table(title=f"#{number} {action.action} {action.payload}", title_justify="left", show_header=False)
+        table = Table(title=Text(f"#{number} {action.caption}"), title_justify="left", show_header=False)
         table.add_row("rc", _rc(action))
         table.add_row("master", "-" if action.master is None else f"vCPU {action.master}")
         table.add_row("request -> all parked", _us(action.parked_latency_ns))

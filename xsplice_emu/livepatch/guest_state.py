@@ -25,6 +25,7 @@ from .abi import (
     PAYLOAD_DESCRIPTOR,
     TAIL_NONE,
 )
+from .names import name_bytes
 from .payload import LoadedPayload
 
 _TAIL = PAYLOAD_DESCRIPTOR.offset("tail")
@@ -33,9 +34,10 @@ _INSN_BUFFER = FSTATE.offset("insn_buffer")
 
 
 def block_size(loaded: LoadedPayload) -> int:
-    """Bytes of guest memory the state of `loaded` needs."""
+    """Bytes of guest memory the state of `loaded` needs (its name counted in bytes, NUL included)."""
     hooks = len(loaded.hooks.get("load", ())) + len(loaded.hooks.get("unload", ()))
-    return PAYLOAD_DESCRIPTOR.size + FSTATE.size * len(loaded.funcs) + HOOK_POINTER.size * hooks + len(loaded.name) + 1
+    return (PAYLOAD_DESCRIPTOR.size + FSTATE.size * len(loaded.funcs) + HOOK_POINTER.size * hooks
+            + len(name_bytes(loaded.name)) + 1)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class GuestState:
             load_at, unload_at, b""))
         memory.write(fstate, bytes(FSTATE.size * len(loaded.funcs)))
         memory.write(load_at, b"".join(HOOK_POINTER.pack(hook) for hook in (*load, *unload)))
-        memory.write(name_at, loaded.name.encode() + b"\0")
+        memory.write(name_at, name_bytes(loaded.name) + b"\0")
         return cls(memory, address, len(loaded.funcs))
 
     def _fstate(self, index: int) -> int:

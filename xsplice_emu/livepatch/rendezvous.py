@@ -36,6 +36,7 @@ from ..platform import (
     XSPLICE_SERIALISE,
     XSPLICE_WAIT,
 )
+from ..text import printable
 from ..tracing.kinds import EventKind
 
 DEFAULT_TIMEOUT_NS = 30_000_000
@@ -346,6 +347,7 @@ class Rendezvous:
         self._emit(vcpu, EventKind.NMI_UNMASKED, lost=work.nmis_lost)
 
     def log_line(self, text: str, vcpu: Vcpu | None = None) -> None:
-        """A line of the hypervisor's log (on `vcpu`, or from the controller)."""
+        """A line of the hypervisor's log (on `vcpu`, or from the controller), its payload names made printable."""
+        text = printable(text)
         self.log.append(text)
         self._emit(vcpu, EventKind.LOG, text=text)

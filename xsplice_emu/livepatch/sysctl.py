@@ -19,9 +19,10 @@ from ..errors import GuestFault, LivepatchError, MachineError
 from ..machine import PS_PER_NS, Machine, Vcpu
 from ..platform import int_result
 from ..tracing.kinds import EventKind
-from .abi import NAME_MAX, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
+from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
 from .arena import Arena
 from .guest_state import GuestState, block_size
+from .names import checked_name
 from .oracle import Oracle
 from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
 from .rendezvous import Rendezvous, Work
@@ -120,13 +121,14 @@ class Livepatch:
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
         """Check, load and relocate a payload into guest memory (state CHECKED).
 
+        The name is any 1..127 bytes but NUL (`names`), checked before anything
+        else; once payload memory is taken, a failure gives all of it back.
         A payload patching an unsafe target (the NMI path, the patching code) is
         refused with -EPERM, unless `allow_unsafe`: then it is accepted with a
         warning in the hypervisor log, so that the hazard can be shown. On a
         real Xen image it is accepted with that warning, as Xen 4.17 does.
         """
-        if not 0 < len(name) < NAME_MAX or "\0" in name:
-            raise LivepatchError(errno.EINVAL, f"payload name must be 1..{NAME_MAX - 1} characters, got {len(name)}")
+        name = checked_name(name)
         if not 0 < len(data) <= PAYLOAD_MAX_SIZE:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
         if name in self.payloads:
@@ -136,20 +138,29 @@ class Livepatch:
             name, data, arch=self.machine.arch, host=host, base=base, limit=limit))
         for func in loaded.funcs:
             self._check_target(name, func, allow_unsafe=allow_unsafe)
-        self.memory.take(*_span(loaded))
+        taken = [_span(loaded)]
+        self.memory.take(*taken[0])
         try:
-            block = self.memory.allocate(block_size(loaded), align=PAGE_SIZE)
-        except LivepatchError:
-            self.memory.give(*_span(loaded))
+            size = block_size(loaded)
+            block = self.memory.allocate(size, align=PAGE_SIZE)
+            taken.append((block, _page_align(block + size)))
+            return self._install(name, loaded, block)
+        except BaseException:
+            for start, end in taken:
+                self.machine.protect(start, end, read=True, write=True)
+                self.memory.give(start, end)
             raise
+
+    def _install(self, name: str, loaded: LoadedPayload, block: int) -> Payload:
+        """Write `loaded`'s regions, and its state block at `block`; list it."""
         for region in loaded.regions:
             self.machine.memory.write(region.address, region.data)
             self.machine.protect(region.address, region.end, read=True, write=region.kind is RegionKind.DATA,
                                  execute=region.kind is RegionKind.TEXT)
         payload = Payload(name, loaded, GuestState.create(self.machine.memory, block, loaded))
-        self.payloads[name] = payload
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UPLOAD, payload=name,
                                 build_id=loaded.build_id.hex(), functions=len(loaded.funcs))
+        self.payloads[name] = payload
         return payload
 
     def get(self, name: str) -> Payload:

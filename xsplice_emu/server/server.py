@@ -39,6 +39,7 @@ from ..errors import ConfigError, GuestFault, LivepatchError, WireError
 from ..files import file_errors
 from ..livepatch import Action
 from ..session import Session
+from ..text import printable
 from .wire import NODEPS, REQUEST, Entry, Op, Reply, Request, decode_request, request_size
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class _Escaped(logging.Filter):
     """Escapes what is not printable in a log line (a payload name with a newline or a terminal escape)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = "".join(map(_printable, record.getMessage())), None
+        record.msg, record.args = printable(record.getMessage()), None
         return True
 
 
@@ -294,15 +295,6 @@ class SysctlServer:
             log.info("(XEN) %s", line)
         self._log_seen = len(lines)
         return reply
-
-
-def _printable(char: str) -> str:
-    """`char`, or its escape when it is not printable (an undecodable byte of a name as that byte)."""
-    if char.isprintable():
-        return char
-    if 0xDC80 <= ord(char) <= 0xDCFF:  # surrogateescape's stand-in for a byte
-        return f"\\x{ord(char) - 0xDC00:02x}"
-    return repr(char)[1:-1]
 
 
 def _missing(connection: _Connection) -> int:

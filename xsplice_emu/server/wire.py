@@ -7,7 +7,8 @@ A request is a 24-byte little-endian header, then the name, then the data:
 
 `op` is Xen's sub-op (UPLOAD 0, GET 1, LIST 2, ACTION 3) or SHUTDOWN 0x80.
 Only UPLOAD carries data; ACTION uses cmd (Xen's LIVEPATCH_ACTION_*),
-timeout (ns, 0 for the default) and flags (LIVEPATCH_ACTION_APPLY_NODEPS).
+timeout (ns, 0 for the default) and flags (LIVEPATCH_ACTION_APPLY_NODEPS). A name of
+any length a u16 holds is taken: the hypervisor refuses a wrong one (EINVAL), as Xen does.
 A reply is a 20-byte header, then its data:
 
     magic "XSLR" | rc i32 (0 or -errno) | state u32 | status_rc i32 | data_len u32
@@ -25,7 +26,7 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import WireError
-from ..livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
+from ..livepatch.abi import PAYLOAD_MAX_SIZE
 
 REQUEST = struct.Struct("<4sBBHIIII")
 REPLY = struct.Struct("<4siIiI")
@@ -94,8 +95,6 @@ def request_size(header: bytes) -> int:
         raise WireError(f"wire version {version}, expected {VERSION}")
     if op not in Op.__members__.values():
         raise WireError(f"unknown op {op}")
-    if name_len > NAME_MAX:
-        raise WireError(f"name of {name_len} bytes, at most {NAME_MAX}")
     if data_len > (DATA_MAX if op == Op.UPLOAD else 0):
         raise WireError(f"{Op(op).name} with {data_len} bytes of data")
     return REQUEST.size + name_len + data_len

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from ..text import printable
 from .kinds import EventKind
 from .trace import Event
 
@@ -54,6 +55,11 @@ class ActionSummary:
     def label(self) -> str:
         """How `violation` events name it: `apply hello`."""
         return f"{self.action} {self.payload}"
+
+    @property
+    def caption(self) -> str:
+        """`apply hello` as a reader sees it: one printable line, whatever bytes the payload's name holds."""
+        return printable(self.label)
 
     @property
     def deadline_ns(self) -> int | None:

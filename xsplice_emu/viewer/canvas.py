@@ -128,7 +128,7 @@ def ruler(viewport: Viewport, width: int, actions: tuple[ActionSummary, ...]) ->
         first = max(0, viewport.column(action.requested_ns, width))
         end_ns = action.released_ns if action.released_ns is not None else viewport.end_ns
         last = min(width - 1, viewport.column(end_ns, width))
-        text = f"{action.action} {action.payload}"[:max(0, last - first + 1)]
+        text = action.caption[:max(0, last - first + 1)]
         for column in range(first, last + 1):
             ticks[column], styles[column] = "━", _BAR
         ticks[first:first + len(text)] = text

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ..text import printable
 from ..tracing import ActionSummary, EventKind
 from ..tracing.trace import Event
 from .figures import figures
@@ -60,13 +61,13 @@ def _value(value) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def _patch(event: Event, symbols: Symbols) -> RenderableType:
     fields = event.fields
     site = PatchSite.of(fields["address"], bytes.fromhex(fields["old"]), bytes.fromhex(fields["new"]), symbols,
-                        payload=fields["payload"])
+                        payload=printable(fields["payload"]))
     table = Table.grid(padding=(0, 2))
     for label, style, lines in (("before", "bold red", site.before), ("after", "bold green", site.after)):
         for number, line in enumerate(lines):

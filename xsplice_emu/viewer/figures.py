@@ -16,7 +16,7 @@ def figures(action: ActionSummary) -> dict[str, str]:
     order = [f"cpu{a.vcpu}" for a in action.arrivals]
     more = len(order) - ARRIVALS_SHOWN
     return dict(zip(LABELS, (
-        f"{action.action} {action.payload}",
+        action.caption,
         "-" if action.rc is None else str(action.rc),
         "-" if action.master is None else f"cpu{action.master}",
         duration(action.parked_latency_ns),
