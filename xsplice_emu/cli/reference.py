@@ -24,7 +24,7 @@ from .common import out, reports_errors
 @click.option("--smp", type=click.IntRange(1, 64),
               help=f"QEMU's CPUs [default: the host's cores, {default_smp()}; more make Xen's 30 ms rendezvous "
                    "deadline fire under TCG].")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Host seconds a reference run may take.")
 @click.option("--console", "console_path", type=click.Path(dir_okay=False),
               help="Write the reference's serial console here (one scenario).")

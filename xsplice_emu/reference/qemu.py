@@ -28,7 +28,7 @@ XEN_OPTIONS = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all console
                "dom0_mem=512M,max:512M noreboot")
 DOM0_OPTIONS = "console=hvc0 earlyprintk=xen rdinit=/init quiet"
 MEMORY_MB = 2048
-DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_TIMEOUT_S = 600
 XEN_LINE = re.compile(r"^\(XEN\) (?:\[\s*[0-9.]+\] )?")
 """A line of Xen's log: its prefix and console timestamp, which the comparison leaves out."""
 
