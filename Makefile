@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools clean
+.PHONY: all demo test fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools reference \
+	reference-install clean
 
 all: $(INSTALLED) payloads
 
@@ -32,6 +33,16 @@ xenctrl: $(INSTALLED)
 xen-tools: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu xen-tools
 
+# Xen's maintainers' sequence on Debian's real Xen 4.17 under QEMU (TCG) and on the testbed: the differences.
+# Needs QEMU: `make reference-install` installs it.
+reference: $(INSTALLED) payloads-xen417
+	$(VENV)/bin/xsplice-emu reference scenarios/xen417/xen_test_sequence.toml
+
+# Installs Debian's qemu-system-x86 with apt-get (root) and fetches the reference's Debian packages into the
+# user's cache (Xen, the kernel, busybox, xen-livepatch and its libraries: downloaded and unpacked, not installed).
+reference-install: $(INSTALLED)
+	$(VENV)/bin/xsplice-emu reference --install
+
 demo: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu demo
 
@@ -45,7 +56,17 @@ fuzz: $(INSTALLED)
 		--fuzz-seed $${FUZZ_SEED:-1}
 
 # The exploration campaigns at full size (make test runs them smaller): figures in the README.
-explore-demo: $(INSTALLED) payloads
+explore-# Xen's maintainers' sequence on Debian's real Xen 4.17 under QEMU (TCG) and on the testbed: the differences.
+# Needs QEMU: `make reference-install` installs it.
+reference: $(INSTALLED) payloads-xen417
+	$(VENV)/bin/xsplice-emu reference scenarios/xen417/xen_test_sequence.toml
+
+# Installs Debian's qemu-system-x86 with apt-get (root) and fetches the reference's Debian packages into the
+# user's cache (Xen, the kernel, busybox, xen-livepatch and its libraries: downloaded and unpacked, not installed).
+reference-install: $(INSTALLED)
+	$(VENV)/bin/xsplice-emu reference --install
+
+demo: $(INSTALLED) payloads
 	$(VENV)/bin/xsplice-emu explore scenarios/explore/unsafe_patch.toml --runs 200 --jobs 2
 	$(VENV)/bin/xsplice-emu explore scenarios/explore/safe_apply.toml --runs 2000 --strategy chaos --jobs 2 \
 		--plot explore-safe-apply.png

@@ -42,6 +42,7 @@ BASELINES: dict[str, tuple[dict[str, list[str]], list[str]]] = {
     "payload build-tests": ({"directory": ["@out/tests"]}, []),
     "payload check": ({"file": [HELLO]}, []),
     "payload inspect": ({"file": [HELLO]}, []),
+    "reference": ({"scenarios": ["@scenario"]}, ["--timeout", "1"]),  # QEMU, if there, is stopped at once
     "run": ({"scenarios": ["@scenario"]}, []),
     "shell": ({}, ["--boot-ms", "1"]),
     "trace export": ({"trace_path": ["@trace"]}, ["-o", "@out/x.json"]),

@@ -114,5 +114,5 @@ def test_a_deb_whose_sha256_is_not_the_tables_is_refused_before_it_is_unpacked(t
     junk = hashlib.sha256(b"junk\n").hexdigest()
     assert str(refused.value) == (f"cannot fetch Debian's Xen {PINNED_BUILD.version}: {XEN_UTILS}_"
                                   f"{PINNED_BUILD.version}_amd64.deb has sha256 {junk}, not the pinned "
-                                  f"{PINNED_BUILD.utils_sha256}")
+                                  f"{PINNED_BUILD.sha256[XEN_UTILS]}")
     assert list((tmp_path / "cache" / "xsplice-emu").iterdir()) == []

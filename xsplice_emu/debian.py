@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from .cache import cached, digest
-from .debian_builds import DEBIAN_XEN_BUILDS, PINNED_BUILD, DebianXenBuild
+from .debian_builds import DEBIAN_XEN_BUILDS, PINNED_BUILD, DebianPackage, DebianXenBuild
 from .errors import ConfigError, ToolchainError
 from .image import Image, load_image
 
@@ -75,57 +76,61 @@ def load_xen_syms(value: str | Path) -> Image:
 
 
 def unpacked(build: DebianXenBuild) -> Path:
-    """The unpacked tree of both of `build`'s packages."""
-    return cached(f"debian-xen-{build.version}", digest(*(sha256 for _, sha256 in build.debs)),
-                  lambda work: _fetch(build, work))
+    """The unpacked tree of `build`'s xen-livepatch and xen-syms packages."""
+    return unpacked_packages(build.testbed_packages, what=f"Xen {build.version}")
 
 
-def _fetch(build: DebianXenBuild, work: Path) -> None:
+def unpacked_packages(packages: Sequence[DebianPackage], *, what: str) -> Path:
+    """One tree with every package of `packages` unpacked, each fetched at its exact version and checked against
+    its sha256; cached by those (ToolchainError "cannot fetch Debian's WHAT: ...", one line)."""
+    return cached(f"debian-{what.lower().replace(' ', '-')}", digest(*(package.sha256 for package in packages)),
+                  lambda work: _fetch(packages, what, work))
+
+
+def _fetch(packages: Sequence[DebianPackage], what: str, work: Path) -> None:
     downloads = work.parent / f"{work.name}.debs"
     downloads.mkdir()
     try:
-        _download(build, downloads)
-        for package, sha256 in build.debs:
-            deb = next(downloads.glob(f"{package}_*.deb"))
+        _download(packages, what, downloads)
+        for package in packages:
+            deb = next(downloads.glob(f"{package.name}_*.deb"))
             found = hashlib.sha256(deb.read_bytes()).hexdigest()
-            if found != sha256:
-                raise _failure(build, f"{deb.name} has sha256 {found}, not the pinned {sha256}")
-            _apt(build, ["dpkg-deb", "-x", str(deb), str(work)], downloads, check=True)
+            if found != package.sha256:
+                raise _failure(what, f"{deb.name} has sha256 {found}, not the pinned {package.sha256}")
+            _apt(what, ["dpkg-deb", "-x", str(deb), str(work)], downloads, check=True)
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
 
 
-def _download(build: DebianXenBuild, downloads: Path) -> None:
-    """Both .debs at exactly `build.version`, by the system's package lists or else by freshly updated private
-    ones."""
-    wanted = [f"{package}={build.version}" for package, _ in build.debs]
-    system = _apt(build, ["apt-get", "download", "-q", *wanted], downloads)
+def _download(packages: Sequence[DebianPackage], what: str, downloads: Path) -> None:
+    """Every .deb at exactly its version, by the system's package lists or else by freshly updated private ones."""
+    wanted = [f"{package.name}={package.version}" for package in packages]
+    system = _apt(what, ["apt-get", "download", "-q", *wanted], downloads)
     if not system.returncode:
         return
     lists = downloads / "apt-lists"
     (lists / "partial").mkdir(parents=True)
     private = ["-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={downloads / 'apt-cache'}"]
-    update = _apt(build, ["apt-get", "update", "-q", "--error-on=any", *private], downloads)
-    download = _apt(build, ["apt-get", "download", "-q", *private, *wanted], downloads)
+    update = _apt(what, ["apt-get", "update", "-q", "--error-on=any", *private], downloads)
+    download = _apt(what, ["apt-get", "download", "-q", *private, *wanted], downloads)
     if not download.returncode:
         return
     if update.returncode:
-        raise _failure(build, f"apt-get download: {_first_error(system)}; then `apt-get update` of the system's "
-                              f"sources into the cache: {_first_error(update)}")
+        raise _failure(what, f"apt-get download: {_first_error(system)}; then `apt-get update` of the system's "
+                             f"sources into the cache: {_first_error(update)}")
     if "was not found" in download.stderr or "Unable to locate" in download.stderr:
-        raise _failure(build, "apt's sources do not offer this version (not the system's package lists, nor a fresh "
-                              "`apt-get update` of its sources)")
-    raise _failure(build, f"apt-get download: {_first_error(download)}")
+        raise _failure(what, "apt's sources do not offer this version (not the system's package lists, nor a fresh "
+                             "`apt-get update` of its sources)")
+    raise _failure(what, f"apt-get download: {_first_error(download)}")
 
 
-def _apt(build: DebianXenBuild, command: list[str], cwd: Path,
-         *, check: bool = False) -> subprocess.CompletedProcess[str]:
+def _apt(what: str, command: list[str], cwd: Path, *, check: bool = False) -> subprocess.CompletedProcess[str]:
     try:
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     except OSError as exc:
-        raise _failure(build, f"{command[0]}: {exc.strerror}") from None
+        raise _failure(what, f"{command[0]}: {exc.strerror}") from None
     if check and result.returncode:
-        raise _failure(build, f"{command[0]}: {_first_error(result)}")
+        raise _failure(what, f"{command[0]}: {_first_error(result)}")
     return result
 
 
@@ -134,5 +139,5 @@ def _first_error(result: subprocess.CompletedProcess[str]) -> str:
     return (errors or result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
 
 
-def _failure(build: DebianXenBuild, why: str) -> ToolchainError:
-    return ToolchainError(f"cannot fetch Debian's Xen {build.version}: {why}")
+def _failure(what: str, why: str) -> ToolchainError:
+    return ToolchainError(f"cannot fetch Debian's {what}: {why}")

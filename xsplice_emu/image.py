@@ -162,7 +162,7 @@ def load_image(path: str | Path, *, what: str = "firmware") -> Image:
                 raise ImageError(f"{path}: not an executable image (e_type {elf['e_type']})")
             segments = tuple(_segments(elf))
             symbols = tuple(_symbols(elf, path))
-            build_id = _build_id(elf)
+            build_id = elf_build_id(elf)
             entry = elf["e_entry"]
     except ELFError as exc:
         raise ImageError(f"{path}: not an ELF file ({exc})") from None
@@ -212,7 +212,8 @@ def _symbols(elf: ELFFile, path: Path):
         )
 
 
-def _build_id(elf: ELFFile) -> bytes:
+def elf_build_id(elf: ELFFile) -> bytes:
+    """The ELF's GNU build-id (empty when it has none)."""
     for section in elf.iter_sections():
         if not isinstance(section, NoteSection):
             continue

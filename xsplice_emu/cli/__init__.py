@@ -7,6 +7,7 @@ from .demo import demo
 from .explore import explore_command
 from .livepatch import livepatch
 from .payload import payload
+from .reference import reference
 from .run import run
 from .serve import serve, xen_tools, xenctrl_path
 from .shell import shell
@@ -20,6 +21,6 @@ def main():
     """xsplice-emu: Xen's xSplice live patching on emulated x86-64 vCPUs."""
 
 
-for command in (boot, demo, explore_command, payload, livepatch, run, serve, shell, trace, view, xen_tools,
-                xenctrl_path):
+for command in (boot, demo, explore_command, payload, livepatch, reference, run, serve, shell, trace, view,
+                xen_tools, xenctrl_path):
     main.add_command(command)
