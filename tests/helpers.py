@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from xsplice_emu import Machine, MachineConfig
+from xsplice_emu import Machine, MachineConfig, builtin_firmware
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch.build import build_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "payloads" / "build"
@@ -46,3 +47,10 @@ def debian_file(fetch: Callable[[], Path]) -> Path:
         return fetch()
     except ToolchainError as exc:
         pytest.skip(str(exc))
+
+
+def built(tmp_path: Path, name: str, source: str) -> bytes:
+    """The payload built from C `source` (against the built-in firmware), as bytes."""
+    path = tmp_path / f"{name}.c"
+    path.write_text(source)
+    return build_payload(path, tmp_path / f"{name}.livepatch", firmware=builtin_firmware()).read_bytes()

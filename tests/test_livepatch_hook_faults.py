@@ -78,13 +78,19 @@ LIVEPATCH_FUNC(pre_hooked_func) = {
 """
 
 
+BREAKPOINT_IN_MAJOR = "*(volatile unsigned char *)((unsigned long)xen_major_version + 0x100000000UL) = 0xcc; "
+
+
 @pytest.mark.parametrize("behaviour, code", [
     ("*(volatile int *)8 = 0", errno.EFAULT),
     ("for (;;) ;", errno.ETIMEDOUT),
+    (BREAKPOINT_IN_MAJOR + "*(volatile int *)8 = 0", errno.EFAULT),  # an int3 into the firmware's text, then
+    (BREAKPOINT_IN_MAJOR + "return -1", errno.EPERM),  # a fault or a veto: the byte is put back
 ])
 def test_a_bad_pre_apply_hook_refuses_the_apply_and_the_machine_goes_on(patching, tmp_path, behaviour, code):
-    """A pre-apply hook that faults or never returns refuses the apply with that errno (the payload's rc too):
-    nothing is scheduled or patched, and the machine applies hello_world afterwards."""
+    """A pre-apply hook that faults, never returns or vetoes (after writing code through the text alias) refuses
+    the apply with that errno (the payload's rc too): nothing is scheduled, no byte of code stays changed, every
+    vCPU computes xen_major_version as before, and the machine applies hello_world afterwards."""
     machine, livepatch = patching(2)
     source = tmp_path / "pre.c"
     source.write_text(PRE_HOOK.replace("BEHAVIOUR", behaviour))
@@ -95,4 +101,5 @@ def test_a_bad_pre_apply_hook_refuses_the_apply_and_the_machine_goes_on(patching
     assert refused.value.errno == code and "preapply hook" in str(refused.value)
     assert livepatch.get("pre").rc == -code and not livepatch.rendezvous.busy
     assert text_digest(machine) == text and extra_versions(machine) == {"-unstable"}
+    assert machine.call_all("xen_major_version") == [4, 4]
     assert hello_still_applies(machine, livepatch)

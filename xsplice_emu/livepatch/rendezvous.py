@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from ..errors import LivepatchError
+from ..errors import GuestFault, LivepatchError
 from ..machine import PS_PER_NS, Alarm, Machine, Vcpu, VcpuState
 from ..platform import (
     PORT_XSPLICE,
@@ -176,6 +176,25 @@ class Rendezvous:
             raise failed[0]
         return result
 
+    def crashed(self, fault: GuestFault) -> None:
+        """The machine stopped on `fault` outside any hook while an action was under way: the action ends with
+        -EFAULT, NMIs unmasked and the waiting vCPUs let go, so that the controller is not left busy (the vCPU
+        that faulted stays where it faulted)."""
+        work = self.work
+        if work is None or work.finished:
+            return
+        vcpu = self.machine.vcpus[fault.vcpu]
+        if work.master is not None and work.released_ps is None:
+            self._unmask_nmis(vcpu, work)
+        work.rc, work.do_work, work.finished = -errno.EFAULT, False, True
+        work.released_ps = self.machine.now_ps
+        for condition in self._waiters:
+            self._notify(condition, self.machine.now_ps)
+        self.log_line(f"xsplice: {work.name}: {work.action} ended with rc={work.rc}: the hypervisor faulted "
+                      f"on cpu{fault.vcpu}", vcpu)
+        if work.on_release is not None:
+            work.on_release()
+
     # -- the port ------------------------------------------------------------
     def _ask(self, vcpu: Vcpu) -> int:
         program = self._programs.get(vcpu.index)
@@ -312,9 +331,14 @@ class Rendezvous:
         return -errno.EBUSY
 
     def _failed(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:
-        """The action failed inside the window: undo it; its rc is the error's errno, else -EFAULT."""
-        restored = work.undo(vcpu) if work.undo is not None else 0
+        """The action failed inside the window: undo it; its rc is the error's errno, else -EFAULT. An undo
+        that fails in turn is reported, never raised: the window closes all the same."""
         error = f"{type(exc).__name__}: {exc}"
+        try:
+            restored = work.undo(vcpu) if work.undo is not None else 0
+        except Exception as undo_error:  # a host-side error must never leave the machine stuck
+            restored = 0
+            error += f"; putting back failed too: {type(undo_error).__name__}: {undo_error}"
         self._emit(vcpu, EventKind.ACTION_FAILED, error=error, restored=restored)
         self.log_line(f"xsplice: {work.name}: {work.action} failed inside the patching window ({error}); "
                       f"{restored} bytes put back", vcpu)
