@@ -83,6 +83,16 @@ class Work:
     _host_started: float = field(default=0.0, repr=False)
 
 
+@dataclass
+class _HookCall:
+    """A payload hook a vCPU's program is running: which, the stack pointer it returns to, how to give it up."""
+
+    what: str
+    stack_pointer: int
+    abandon: Callable[[LivepatchError], None]
+    failed: list[LivepatchError]
+
+
 class Rendezvous:
     """The controller's side of check_for_xsplice_work for one machine."""
 
@@ -94,7 +104,9 @@ class Rendezvous:
         self._default_nmi_callback = image.address("default_nmi_callback")
         self._mask_callback = image.address("xsplice_mask_nmi_callback")
         self._reschedule = image.address("xsplice_reschedule_fn")
+        self._hook_returned = image.address("xsplice_hook_returned")
         self._programs: dict[int, Program] = {}
+        self._hook_calls: dict[int, _HookCall] = {}
         self._waiters: dict[str, set[int]] = {"arrived": set(), "ready": set(), "done": set()}
         self._saved_nmi_callback: int | None = None
         self._nmi_count_masked = 0
@@ -135,9 +147,10 @@ class Rendezvous:
 
     def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, int, int]:
         """From a vCPU's program: run the guest function at `address` (a payload hook) with `argument`; give its
-        result. A hook must come back: if it faults, or runs past the action's timeout (not counting time the
-        host kept the vCPU descheduled), the vCPU is put back where it asked and the call raises LivepatchError
-        (EFAULT, ETIMEDOUT) in the program instead."""
+        result. A hook must come back: if it faults, runs past the action's timeout (not counting time the
+        host kept the vCPU descheduled), or asks for xsplice work again before returning (see `_reentered`),
+        the vCPU is put back where it asked, its stack as it was, and the call raises LivepatchError (EFAULT,
+        ETIMEDOUT, EDEADLK) in the program instead."""
         machine = self.machine
         vcpu.write(vcpu.arch.registers.hook_target, address)
         vcpu.write(vcpu.arch.registers.arguments[0], argument)
@@ -145,8 +158,9 @@ class Rendezvous:
         failed: list[LivepatchError] = []
 
         def abandon(error: LivepatchError) -> None:
-            failed.append(error)
-            machine.restore(vcpu, snapshot)
+            if not failed:
+                failed.append(error)
+                machine.restore(vcpu, snapshot)
 
         def on_fault(fault: BaseException) -> bool:
             abandon(LivepatchError(errno.EFAULT, f"{what} faulted: {fault}"))
@@ -167,11 +181,13 @@ class Rendezvous:
             else:
                 abandon(LivepatchError(errno.ETIMEDOUT, f"{what} did not return within {timeout_ns / 1e6:g} ms"))
         alarm.append(machine.add_alarm(deadline_ps, expire))
+        self._hook_calls[vcpu.index] = _HookCall(what, snapshot.stack_pointer, abandon, failed)
         try:
             result = yield XSPLICE_CALL
         finally:
             vcpu.on_fault = None
             alarm[0].cancel()
+            del self._hook_calls[vcpu.index]
         if failed:
             raise failed[0]
         return result
@@ -197,6 +213,8 @@ class Rendezvous:
 
     # -- the port ------------------------------------------------------------
     def _ask(self, vcpu: Vcpu) -> int:
+        if self._reentered(vcpu):
+            return XSPLICE_WAIT
         program = self._programs.get(vcpu.index)
         if program is None:
             program = self._programs[vcpu.index] = self._check_for_work(vcpu)
@@ -210,6 +228,21 @@ class Rendezvous:
         elif answer in TRACED_ANSWERS:
             self._emit(vcpu, TRACED_ANSWERS[answer])
         return answer
+
+    def _reentered(self, vcpu: Vcpu) -> bool:
+        """Whether `vcpu` asks while its hook call is outstanding, but not from `xsplice_hook_returned` on the
+        stack the hook was called from: the hook re-entered check_for_xsplice_work (by itself, or through the
+        scheduler from softirqs it ran). That is never the hook's return: the request is refused, the vCPU waits
+        until the end of this slice, then the hook is given up (EDEADLK: Xen would spin on its own rendezvous)."""
+        call = self._hook_calls.get(vcpu.index)
+        if call is None or call.failed:
+            return False
+        if vcpu.current_pc() == self._hook_returned and vcpu.read(vcpu.arch.registers.sp) == call.stack_pointer:
+            return False
+        error = LivepatchError(errno.EDEADLK, f"{call.what} re-entered check_for_xsplice_work (refused)")
+        self.machine.add_alarm(self._now(vcpu), lambda: call.abandon(error))
+        self.machine.park(vcpu)
+        return True
 
     def _now(self, vcpu: Vcpu) -> int:
         return self.machine.time_of(vcpu)
