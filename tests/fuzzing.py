@@ -78,9 +78,7 @@ class Fuzzer:
         self._boot()
 
     def _boot(self) -> None:
-        self.machine = Machine(self.image, config=MachineConfig(vcpus=2, seed=1))
-        self.machine.run_for(1_000_000)
-        self.livepatch = Livepatch(self.machine)
+        self.machine, self.livepatch = booted(self.image)
 
     def run(self, cases: int) -> Figures:
         started = time.perf_counter()
@@ -136,14 +134,24 @@ class Fuzzer:
             figures.machines += 1
             self._boot()
             return
-        self._check_hello()
+        check_hello(self.livepatch, self.hello)
 
-    def _check_hello(self) -> None:
-        livepatch = self.livepatch
-        livepatch.upload("hello", self.hello)
-        results = [livepatch.run_action("hello", Action.APPLY)]
-        extras = {self.machine.memory.read_cstring(a) for a in self.machine.call_all("xen_extra_version")}
-        results.append(livepatch.run_action("hello", Action.REVERT))
-        livepatch.action("hello", Action.UNLOAD)
-        if any(result is None or result.rc for result in results) or extras != {"Hello World"}:
-            raise AssertionError(f"hello_world no longer applies: {results}, {extras}")
+
+def booted(image) -> tuple[Machine, Livepatch]:
+    """A 2-vCPU machine booted for 1 virtual ms, with its livepatch controller."""
+    machine = Machine(image, config=MachineConfig(vcpus=2, seed=1))
+    machine.run_for(1_000_000)
+    return machine, Livepatch(machine)
+
+
+def check_hello(livepatch: Livepatch, hello: bytes) -> None:
+    """Upload `hello` (xen_hello_world), apply, revert and unload it; AssertionError unless every vCPU then says
+    "Hello World" and every action ends with rc 0."""
+    machine = livepatch.machine
+    livepatch.upload("hello", hello)
+    results = [livepatch.run_action("hello", Action.APPLY)]
+    extras = {machine.memory.read_cstring(a) for a in machine.call_all("xen_extra_version")}
+    results.append(livepatch.run_action("hello", Action.REVERT))
+    livepatch.action("hello", Action.UNLOAD)
+    if any(result is None or result.rc for result in results) or extras != {"Hello World"}:
+        raise AssertionError(f"hello_world no longer applies: {results}, {extras}")

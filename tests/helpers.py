@@ -11,6 +11,7 @@ from xsplice_emu import Machine, MachineConfig, builtin_firmware
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, Livepatch
 from xsplice_emu.livepatch.build import build_payload
+from xsplice_emu.machine import VcpuState
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "payloads" / "build"
@@ -24,6 +25,14 @@ def upload(livepatch: Livepatch, name: str, file: str) -> None:
 def extra_versions(machine: Machine) -> set[str]:
     """What xen_extra_version() returns on each vCPU, as a set."""
     return {machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")}
+
+
+def machine_free(machine: Machine) -> bool:
+    """No vCPU parked, no work flagged, NMIs going to the default callback."""
+    image = machine.image
+    return (all(vcpu.state is not VcpuState.PARKED for vcpu in machine.vcpus)
+            and not any(machine.per_cpu("xsplice_work_to_do"))
+            and machine.memory.read_u64(image.address("nmi_callback")) == image.address("default_nmi_callback"))
 
 
 def hello_uploaded(image, *, vcpus: int, seed: int, boot_ns: int = 2_000_000) -> tuple[Machine, Livepatch]:

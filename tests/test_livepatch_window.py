@@ -8,13 +8,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from helpers import PAYLOADS, built, extra_versions, hello_still_applies, upload
+from helpers import PAYLOADS, built, extra_versions, hello_still_applies, machine_free, upload
 
 from xsplice_emu import GuestFault, LivepatchError, builtin_firmware
 from xsplice_emu.cli import main
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.build import build_payload
-from xsplice_emu.machine import VcpuState
 from xsplice_emu.session import text_digest
 from xsplice_emu.tracing.kinds import EventKind
 
@@ -25,14 +24,6 @@ def _with_bad_record(livepatch, name: str) -> None:
     first = payload.loaded.funcs[0]
     bad = dataclasses.replace(first, name="past_ram", old_addr=livepatch.machine.memory.size - 2)
     payload.loaded = dataclasses.replace(payload.loaded, funcs=(first, bad))
-
-
-def _machine_free(machine) -> bool:
-    """No vCPU parked, no work flagged, NMIs going to the default callback."""
-    image = machine.image
-    return (all(vcpu.state is not VcpuState.PARKED for vcpu in machine.vcpus)
-            and not any(machine.per_cpu("xsplice_work_to_do"))
-            and machine.memory.read_u64(image.address("nmi_callback")) == image.address("default_nmi_callback"))
 
 
 def test_patch_site_outside_ram_fails_with_efault_and_puts_bytes_back(patching):
@@ -46,7 +37,7 @@ def test_patch_site_outside_ram_fails_with_efault_and_puts_bytes_back(patching):
     assert result.rc == -errno.EFAULT
     assert text_digest(machine) == text and extra_versions(machine) == {"-unstable"}
     assert livepatch.get("hello").state is PayloadState.CHECKED and livepatch.applied == []
-    assert _machine_free(machine) and not livepatch.rendezvous.busy
+    assert machine_free(machine) and not livepatch.rendezvous.busy
     [event] = machine.trace.of_kind(EventKind.ACTION_FAILED)
     assert event.fields["restored"] == 5 and "outside RAM" in event.fields["error"]
     assert any("apply failed inside the patching window" in line for line in livepatch.rendezvous.log)
@@ -65,7 +56,7 @@ def test_host_error_in_replace_restores_the_applied_stack(patching):
     assert livepatch.run_action("replace", Action.REPLACE).rc == -errno.EFAULT
     assert livepatch.applied == ["hello"] and livepatch.get("hello").state is PayloadState.APPLIED
     assert livepatch.get("replace").state is PayloadState.CHECKED
-    assert extra_versions(machine) == {"Hello World"} and _machine_free(machine)
+    assert extra_versions(machine) == {"Hello World"} and machine_free(machine)
     assert livepatch.run_action("hello", Action.REVERT).rc == 0
     assert extra_versions(machine) == {"-unstable"}
 
@@ -80,7 +71,7 @@ def test_apply_hook_without_revert_hook_reverts_cleanly(patching):
     assert not livepatch.get("act").loaded.hooks.get("revert")
     assert livepatch.run_action("act", Action.APPLY).rc == 0
     assert livepatch.run_action("act", Action.REVERT).rc == 0
-    assert livepatch.get("act").state is PayloadState.CHECKED and _machine_free(machine)
+    assert livepatch.get("act").state is PayloadState.CHECKED and machine_free(machine)
     assert any("post-revert hook failed: hook" in line and "PANIC: BUG at xen_action_hooks.c" in line
                for line in livepatch.rendezvous.log)
     assert hello_still_applies(machine, livepatch)
@@ -197,7 +188,7 @@ def test_a_nop_record_of_no_bytes_writes_no_byte(patching, tmp_path):
     assert livepatch.run_action("nop0", Action.APPLY).rc == 0 and livepatch.applied == ["nop0"]
     assert text_digest(machine) == text and extra_versions(machine) == {"-unstable"}
     assert livepatch.run_action("nop0", Action.REVERT).rc == 0 and text_digest(machine) == text
-    assert extra_versions(machine) == {"-unstable"} and _machine_free(machine)
+    assert extra_versions(machine) == {"-unstable"} and machine_free(machine)
     assert hello_still_applies(machine, livepatch)
 
 

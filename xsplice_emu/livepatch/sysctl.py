@@ -26,7 +26,7 @@ from .arena import Arena
 from .guest_state import GuestState, block_size
 from .oracle import Oracle
 from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
-from .rendezvous import Rendezvous, Work
+from .rendezvous import DEFAULT_TIMEOUT_NS, Rendezvous, Work
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
 
@@ -218,7 +218,8 @@ class Livepatch:
             kind = "preapply" if action is Action.APPLY else "prerevert"
             try:
                 for hook in payload.loaded.hooks.get(kind, ()):
-                    self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu))
+                    self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu,
+                                                             timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
             except LivepatchError:
                 self._undo(None)
                 raise
@@ -290,11 +291,11 @@ class Livepatch:
         """Why patching `address` is refused (on the NMI path, patching code), or None."""
         return self._unsafe.get(address)
 
-    def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int) -> int:
-        """Run a pre-action hook on `vcpu`; one that faults or never returns is refused (its rc set), the machine
-        runs on."""
+    def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int, *, timeout_ns: int) -> int:
+        """Run a pre-action hook on `vcpu`; one that faults or does not return within the action's timeout is
+        refused (its rc set), the machine runs on."""
         try:
-            return self.machine.call_contained(vcpu, hook, payload.guest.address)
+            return self.machine.call_contained(vcpu, hook, payload.guest.address, timeout_ns=timeout_ns)
         except GuestFault as fault:
             payload.rc = -errno.EFAULT
             raise LivepatchError(errno.EFAULT, f"{payload.name}: {kind} hook faulted: {fault}") from None
