@@ -274,3 +274,18 @@ def test_the_livepatch_command_writes_its_trace_when_the_hypervisor_faults(tmp_p
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     assert any(event.get("kind") == "fault" for event in events)
     assert "apply ended with rc=-14: the hypervisor faulted on cpu1" in events[-1]["text"]
+
+
+def test_the_run_command_writes_its_trace_when_the_hypervisor_faults(tmp_path, payloads):
+    """`run --trace` on a scenario whose applied function faults: exit 1, the step's error names the fault, and
+    the trace holds the fault and the action's end with -EFAULT."""
+    (tmp_path / "crash.livepatch").write_bytes(built(tmp_path, "crash", CRASHING))
+    scenario = tmp_path / "crash.toml"
+    scenario.write_text('name = "crash"\ndescription = "A patch that crashes the hypervisor."\n'
+                        '[machine]\nvcpus = 2\nseed = 0\n[[step]]\nlivepatch = "load crash.livepatch"\n')
+    trace = tmp_path / "t.jsonl"
+    result = CliRunner().invoke(main, ["run", "--trace", str(trace), str(scenario)])
+    assert result.exit_code == 1 and "vCPU 1 fault: Invalid memory write" in result.stdout
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert any(event.get("kind") == "fault" for event in events)
+    assert "apply ended with rc=-14: the hypervisor faulted on cpu1" in events[-1]["text"]

@@ -67,6 +67,17 @@ class _Before:
             payload.guest.restore(guest)
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One write into code during an action (the controller's, or a hook's: no `new`): where, which function,
+    the bytes before and after."""
+
+    function: str
+    address: int
+    old: bytes
+    new: bytes
+
+
 @dataclass
 class _Journal:
     """What one action wrote into code, to put back if it fails; `recording` while guest stores into code are
@@ -77,16 +88,6 @@ class _Journal:
     before: _Before | None = None
     """The states as its window opened (None: it did not open)."""
     recording: bool = True
-
-
-@dataclass(frozen=True)
-class _Write:
-    """One write of the controller inside the window: where, which function, the bytes before and after."""
-
-    function: str
-    address: int
-    old: bytes
-    new: bytes
 
 
 @dataclass(frozen=True)
