@@ -47,9 +47,10 @@ class Figures:
 
 
 class HookFuzzer:
-    """Cases of misbehaving hooks against one machine (a new one after a finding, or when a case leaves its
-    payload applied, its revert vetoed as Xen would keep it). Another payload, xen_bye_world, stays uploaded:
-    its text is one of the poking hooks' targets, the firmware's xen_major_version the other."""
+    """Cases of misbehaving hooks against one machine (a new one after a finding). A case uploads a lab, sets
+    its hooks, applies and reverts it, then lets every hook behave to revert (if still applied) and unload it.
+    Another payload, xen_bye_world, stays uploaded: its text is one of the poking hooks' targets, the
+    firmware's xen_major_version the other."""
 
     def __init__(self, image, *, seed: int):
         self.image = image
@@ -133,11 +134,12 @@ class HookFuzzer:
         """Every vCPU released and taking its timer interrupts, NMIs back on the default callback, no action
         left pending."""
         machine, livepatch = self.machine, self.livepatch
-        ticks = machine.per_cpu("timer_ticks")
+        online = len(machine.vcpus)
+        ticks = machine.per_cpu("timer_ticks")[:online]
         machine.run_for(TICK_NS)
-        ticked = [after > before for before, after in zip(ticks, machine.per_cpu("timer_ticks"), strict=False)]
-        if not machine_free(machine) or not all(ticked[:len(machine.vcpus)]):
-            raise AssertionError(f"{name} {plan}: vCPUs not all released with IRQs on ({ticked[:2]})")
+        ticked = [after > before for before, after in zip(ticks, machine.per_cpu("timer_ticks")[:online], strict=True)]
+        if not machine_free(machine) or not all(ticked):
+            raise AssertionError(f"{name} {plan}: vCPUs not all released with IRQs on (ticked: {ticked})")
         if livepatch.poll() is not None or livepatch.rendezvous.busy:
             raise AssertionError(f"{name} {plan}: an action is still pending")
 
