@@ -263,6 +263,18 @@ def test_a_hypervisor_fault_during_an_action_ends_it_with_efault(patching, tmp_p
     assert any("apply ended with rc=-14: the hypervisor faulted on cpu1" in line for line in livepatch.rendezvous.log)
 
 
+def test_a_hypervisor_fault_while_anything_runs_the_machine_settles_the_action(patching, tmp_path):
+    """The same fault while the machine runs for another reason (a `wait` step, say) than the action's own
+    poll: the action is settled with -EFAULT all the same, and the payload is not left "in progress"."""
+    machine, livepatch = patching(2)
+    livepatch.upload("crash", built(tmp_path, "crash", CRASHING))
+    livepatch.action("crash", Action.APPLY)
+    with pytest.raises(GuestFault):
+        machine.run_for(5_000_000)
+    assert livepatch.get("crash").rc == -errno.EFAULT and livepatch.poll() is None
+    assert [(r.name, r.rc) for r in livepatch.results] == [("crash", -errno.EFAULT)]
+
+
 def test_the_livepatch_command_writes_its_trace_when_the_hypervisor_faults(tmp_path, payloads):
     """`livepatch --trace`, the applied function faulting: exit 1, one `error:` line, and the trace file holds
     the fault and the action's end."""

@@ -129,6 +129,7 @@ class Livepatch:
         self._journal = _Journal("")
         self._in_window = False
         machine.observe_code_writes(self._on_code_write)
+        machine.observe_crashes(self._crashed)
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
@@ -330,17 +331,11 @@ class Livepatch:
 
     def poll(self, ns: int | None = None) -> ActionResult | None:
         """Run the machine until the pending action completes, or for `ns` (default twice its timeout); settle
-        it if it did (None: nothing pending, or not finished yet). A guest fault that stops the machine (the
-        hypervisor crashed, outside any hook) ends the pending action with -EFAULT, settled, and is raised."""
+        it if it did (None: nothing pending, or not finished yet)."""
         if self._pending is None:
             return None
         work = self._pending[2]
-        try:
-            self.machine.run_for(2 * work.timeout_ns if ns is None else ns, stop_when=lambda: work.finished)
-        except GuestFault as fault:
-            self.rendezvous.crashed(fault)
-            self.collect()
-            raise
+        self.machine.run_for(2 * work.timeout_ns if ns is None else ns, stop_when=lambda: work.finished)
         return self.collect()
 
     def collect(self) -> ActionResult | None:
@@ -358,6 +353,12 @@ class Livepatch:
             violations=work.violations)
         self.results.append(result)
         return result
+
+    def _crashed(self, fault: GuestFault) -> None:
+        """A guest fault stopped the machine (the hypervisor crashed, outside any hook): the pending action
+        ends with -EFAULT, settled at once, whatever was running the machine."""
+        self.rendezvous.crashed(fault)
+        self.collect()
 
     # -- inside the quiesced window (master vCPU) -----------------------------
     def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
