@@ -78,9 +78,7 @@ class Fuzzer:
         self._boot()
 
     def _boot(self) -> None:
-        self.machine = Machine(self.image, config=MachineConfig(vcpus=2, seed=1))
-        self.machine.run_for(1_000_000)
-        self.livepatch = Livepatch(self.machine)
+        self.machine, self.livepatch = booted(self.image)
 
     def run(self, cases: int) -> Figures:
         started = time.perf_counter()
@@ -141,6 +139,13 @@ def observable(livepatch: Livepatch) -> tuple[str, list[str], tuple[tuple[int, i
         at = end
     used.append(memory.digest(at, memory.size))
     return "".join(used), [payload.name for payload in livepatch.list()], livepatch.memory.free
+
+
+def booted(image) -> tuple[Machine, Livepatch]:
+    """A 2-vCPU machine booted for 1 virtual ms, with its livepatch controller."""
+    machine = Machine(image, config=MachineConfig(vcpus=2, seed=1))
+    machine.run_for(1_000_000)
+    return machine, Livepatch(machine)
 
 
 def check_hello(livepatch: Livepatch, hello: bytes) -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from xsplice_emu import Machine, MachineConfig
+from xsplice_emu import Machine, MachineConfig, builtin_firmware
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.livepatch import Action, Livepatch
 from xsplice_emu.livepatch.abi import NAME_MAX, PAYLOAD_DESCRIPTOR
+from xsplice_emu.livepatch.build import build_payload
+from xsplice_emu.machine import VcpuState
 from xsplice_emu.server import SysctlServer
 from xsplice_emu.session import Session
 
@@ -28,6 +30,14 @@ def upload(livepatch: Livepatch, name: str, file: str) -> None:
 def extra_versions(machine: Machine) -> set[str]:
     """What xen_extra_version() returns on each vCPU, as a set."""
     return {machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")}
+
+
+def machine_free(machine: Machine) -> bool:
+    """No vCPU parked, no work flagged, NMIs going to the default callback."""
+    image = machine.image
+    return (all(vcpu.state is not VcpuState.PARKED for vcpu in machine.vcpus)
+            and not any(machine.per_cpu("xsplice_work_to_do"))
+            and machine.memory.read_u64(image.address("nmi_callback")) == image.address("default_nmi_callback"))
 
 
 def hello_uploaded(image, *, vcpus: int, seed: int, boot_ns: int = 2_000_000) -> tuple[Machine, Livepatch]:
@@ -82,3 +92,10 @@ class Served:
         self.server.stop()
         self.thread.join(timeout=10)
         self.directory.cleanup()
+
+
+def built(tmp_path: Path, name: str, source: str) -> bytes:
+    """The payload built from C `source` (against the built-in firmware), as bytes."""
+    path = tmp_path / f"{name}.c"
+    path.write_text(source)
+    return build_payload(path, tmp_path / f"{name}.livepatch", firmware=builtin_firmware()).read_bytes()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from helpers import extra_versions, hello_still_applies
+from helpers import built, extra_versions, hello_still_applies
 
 from xsplice_emu import LivepatchError, builtin_firmware
 from xsplice_emu.livepatch import Action, PayloadState
@@ -18,6 +18,8 @@ from xsplice_emu.tracing import EventKind
 # Two records; the apply hook patches the first by hand through Xen's helpers, then does what BEHAVIOUR says.
 HOOKED = """
 #include <xsplice_payload.h>
+void check_for_xsplice_work(void);
+void do_softirq(void);
 static const char extra[] = "xen_extra_version", minor[] = "xen_minor_version";
 const char *hooked_extra(void) { return "Hooked"; }
 unsigned int hooked_minor(void) { return 99; }
@@ -42,11 +44,15 @@ LIVEPATCH_FUNC(hooked_funcs[]) = { {
     ("*(volatile int *)8 = 0", errno.EFAULT, "faulted"),                      # a NULL-page store
     ("for (;;) ;", errno.ETIMEDOUT, "did not return within 30 ms"),           # never comes back
     ("(void)0", errno.EINVAL, "'xen_minor_version' with inconsistent applied state: partially applied"),
+    ("check_for_xsplice_work()", errno.EDEADLK, "re-entered check_for_xsplice_work (refused)"),
+    ("__asm__ __volatile__(\"sti\"); for (;;) do_softirq()", errno.EDEADLK,  # the scheduler's way back in
+     "re-entered check_for_xsplice_work (refused)"),
 ])
 def test_a_bad_apply_hook_fails_the_action_and_everything_is_put_back(patching, tmp_path, behaviour, code, says):
     """The hook patched xen_extra_version by hand, then faulted / never returned / left the second function
-    unapplied (Xen panics there): the action fails with its errno, the hand-written jump is put back, every vCPU
-    is released and runs the old code, and the machine applies hello_world afterwards."""
+    unapplied (Xen panics there) / asked for xsplice work again: the action fails with its errno, the
+    hand-written jump is put back, every vCPU is released and runs the old code, and the machine applies
+    hello_world afterwards."""
     machine, livepatch = patching(4)
     source = tmp_path / "hooked.c"
     source.write_text(HOOKED.replace("BEHAVIOUR", behaviour))
@@ -78,13 +84,19 @@ LIVEPATCH_FUNC(pre_hooked_func) = {
 """
 
 
+BREAKPOINT_IN_MAJOR = "*(volatile unsigned char *)((unsigned long)xen_major_version + 0x100000000UL) = 0xcc; "
+
+
 @pytest.mark.parametrize("behaviour, code", [
     ("*(volatile int *)8 = 0", errno.EFAULT),
     ("for (;;) ;", errno.ETIMEDOUT),
+    (BREAKPOINT_IN_MAJOR + "*(volatile int *)8 = 0", errno.EFAULT),  # an int3 into the firmware's text, then
+    (BREAKPOINT_IN_MAJOR + "return -1", errno.EPERM),  # a fault or a veto: the byte is put back
 ])
 def test_a_bad_pre_apply_hook_refuses_the_apply_and_the_machine_goes_on(patching, tmp_path, behaviour, code):
-    """A pre-apply hook that faults or never returns refuses the apply with that errno (the payload's rc too):
-    nothing is scheduled or patched, and the machine applies hello_world afterwards."""
+    """A pre-apply hook that faults, never returns or vetoes (after writing code through the text alias) refuses
+    the apply with that errno (the payload's rc too): nothing is scheduled, no byte of code stays changed, every
+    vCPU computes xen_major_version as before, and the machine applies hello_world afterwards."""
     machine, livepatch = patching(2)
     source = tmp_path / "pre.c"
     source.write_text(PRE_HOOK.replace("BEHAVIOUR", behaviour))
@@ -95,4 +107,39 @@ def test_a_bad_pre_apply_hook_refuses_the_apply_and_the_machine_goes_on(patching
     assert refused.value.errno == code and "preapply hook" in str(refused.value)
     assert livepatch.get("pre").rc == -code and not livepatch.rendezvous.busy
     assert text_digest(machine) == text and extra_versions(machine) == {"-unstable"}
+    assert machine.call_all("xen_major_version") == [4, 4]
+    assert hello_still_applies(machine, livepatch)
+
+
+POST_HOOK = """
+#include <xsplice_payload.h>
+void check_for_xsplice_work(void);
+void do_softirq(void);
+static const char extra[] = "xen_extra_version";
+const char *post_hooked(void) { return "Post-hooked"; }
+static void post_apply_hook(livepatch_payload_t *payload) { BEHAVIOUR; }
+LIVEPATCH_POSTAPPLY_HOOK(post_apply_hook);
+LIVEPATCH_FUNC(post_hooked_func) = {
+    .version = LIVEPATCH_PAYLOAD_VERSION, .name = extra, .new_addr = post_hooked, .old_addr = xen_extra_version,
+    .new_size = XSPLICE_NEW_SIZE(post_hooked), .old_size = XSPLICE_OLD_SIZE(xen_extra_version),
+};
+"""
+
+
+@pytest.mark.parametrize("behaviour, says", [
+    ("check_for_xsplice_work()", "re-entered check_for_xsplice_work (refused)"),
+    ("__asm__ __volatile__(\"sti\"); for (;;) do_softirq()", "did not return within 30 ms"),  # off to a task
+])
+def test_a_post_apply_hook_that_leaves_for_the_scheduler_is_given_up(patching, tmp_path, behaviour, says):
+    """A post-apply hook that asks for xsplice work again, or runs softirqs until the scheduler takes its stack
+    for a task: the apply stands (rc 0), the hook's failure is logged, the master is put back with its stack as
+    it was (it returns from check_for_xsplice_work instead of faulting), and the payload reverts and unloads."""
+    machine, livepatch = patching(2)
+    livepatch.upload("post", built(tmp_path, "post", POST_HOOK.replace("BEHAVIOUR", behaviour)))
+    assert livepatch.run_action("post", Action.APPLY).rc == 0
+    assert any("post-apply hook failed" in line and says in line for line in livepatch.rendezvous.log)
+    assert extra_versions(machine) == {"Post-hooked"}
+    assert livepatch.run_action("post", Action.REVERT).rc == 0 and extra_versions(machine) == {"-unstable"}
+    livepatch.action("post", Action.UNLOAD)
+    assert all(vcpu.state is not VcpuState.PARKED for vcpu in machine.vcpus)
     assert hello_still_applies(machine, livepatch)

@@ -37,6 +37,7 @@ FIRMWARE_ONLY = frozenset({
     "bad/static_target",  # targets a static of the firmware's tiny_a.c
     "bad/too_short",  # targets the firmware's one-byte tiny_ret
     "busy_chunk",  # targets the firmware's busy task
+    "hook_lab_actions", "hook_lab_load",  # their hooks call the firmware's check_for_xsplice_work
 })
 
 

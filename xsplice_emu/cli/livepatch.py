@@ -52,14 +52,16 @@ def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_m
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
                       oracle=not no_oracle)
     exit_code = 0
-    for request in requests:
-        outcome = session.command(request)
-        print_outcome(outcome)
-        if outcome.exit_code:
-            exit_code = outcome.exit_code
-            break
-    if trace_path:
-        session.machine.trace.write(trace_path)
+    try:
+        for request in requests:
+            outcome = session.command(request)
+            print_outcome(outcome)
+            if outcome.exit_code:
+                exit_code = outcome.exit_code
+                break
+    finally:  # the trace of a run the guest stopped (a fault) is what shows why
+        if trace_path:
+            session.machine.trace.write(trace_path)
     sys.exit(exit_code)
 
 

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from ..errors import LivepatchError
+from ..errors import GuestFault, LivepatchError
 from ..machine import PS_PER_NS, Alarm, Machine, Vcpu, VcpuState
 from ..platform import (
     PORT_XSPLICE,
@@ -84,6 +84,16 @@ class Work:
     _host_started: float = field(default=0.0, repr=False)
 
 
+@dataclass
+class _HookCall:
+    """A payload hook a vCPU's program is running: which, the stack pointer it returns to, how to give it up."""
+
+    what: str
+    stack_pointer: int
+    abandon: Callable[[LivepatchError], None]
+    failed: list[LivepatchError]
+
+
 class Rendezvous:
     """The controller's side of check_for_xsplice_work for one machine."""
 
@@ -95,7 +105,9 @@ class Rendezvous:
         self._default_nmi_callback = image.address("default_nmi_callback")
         self._mask_callback = image.address("xsplice_mask_nmi_callback")
         self._reschedule = image.address("xsplice_reschedule_fn")
+        self._hook_returned = image.address("xsplice_hook_returned")
         self._programs: dict[int, Program] = {}
+        self._hook_calls: dict[int, _HookCall] = {}
         self._waiters: dict[str, set[int]] = {"arrived": set(), "ready": set(), "done": set()}
         self._saved_nmi_callback: int | None = None
         self._nmi_count_masked = 0
@@ -136,9 +148,10 @@ class Rendezvous:
 
     def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, int, int]:
         """From a vCPU's program: run the guest function at `address` (a payload hook) with `argument`; give its
-        result. A hook must come back: if it faults, or runs past the action's timeout (not counting time the
-        host kept the vCPU descheduled), the vCPU is put back where it asked and the call raises LivepatchError
-        (EFAULT, ETIMEDOUT) in the program instead."""
+        result. A hook must come back: if it faults, runs past the action's timeout (not counting time the
+        host kept the vCPU descheduled), or asks for xsplice work again before returning (see `_reentered`),
+        the vCPU is put back where it asked, its stack as it was, and the call raises LivepatchError (EFAULT,
+        ETIMEDOUT, EDEADLK) in the program instead."""
         machine = self.machine
         vcpu.write(vcpu.arch.registers.hook_target, address)
         vcpu.write(vcpu.arch.registers.arguments[0], argument)
@@ -146,8 +159,9 @@ class Rendezvous:
         failed: list[LivepatchError] = []
 
         def abandon(error: LivepatchError) -> None:
-            failed.append(error)
-            machine.restore(vcpu, snapshot)
+            if not failed:
+                failed.append(error)
+                machine.restore(vcpu, snapshot)
 
         def on_fault(fault: BaseException) -> bool:
             abandon(LivepatchError(errno.EFAULT, f"{what} faulted: {fault}"))
@@ -168,17 +182,40 @@ class Rendezvous:
             else:
                 abandon(LivepatchError(errno.ETIMEDOUT, f"{what} did not return within {timeout_ns / 1e6:g} ms"))
         alarm.append(machine.add_alarm(deadline_ps, expire))
+        self._hook_calls[vcpu.index] = _HookCall(what, snapshot.stack_pointer, abandon, failed)
         try:
             result = yield XSPLICE_CALL
         finally:
             vcpu.on_fault = None
             alarm[0].cancel()
+            del self._hook_calls[vcpu.index]
         if failed:
             raise failed[0]
         return result
 
+    def crashed(self, fault: GuestFault) -> None:
+        """The machine stopped on `fault` outside any hook while an action was under way: the action ends with
+        -EFAULT, NMIs unmasked and the waiting vCPUs let go, so that the controller is not left busy (the vCPU
+        that faulted stays where it faulted)."""
+        work = self.work
+        if work is None or work.finished:
+            return
+        vcpu = self.machine.vcpus[fault.vcpu]
+        if work.master is not None and work.released_ps is None:
+            self._unmask_nmis(vcpu, work)
+        work.rc, work.do_work, work.finished = -errno.EFAULT, False, True
+        work.released_ps = self.machine.now_ps
+        for condition in self._waiters:
+            self._notify(condition, self.machine.now_ps)
+        self.log_line(f"xsplice: {work.name}: {work.action} ended with rc={work.rc}: the hypervisor faulted "
+                      f"on cpu{fault.vcpu}", vcpu)
+        if work.on_release is not None:
+            work.on_release()
+
     # -- the port ------------------------------------------------------------
     def _ask(self, vcpu: Vcpu) -> int:
+        if self._reentered(vcpu):
+            return XSPLICE_WAIT
         program = self._programs.get(vcpu.index)
         if program is None:
             program = self._programs[vcpu.index] = self._check_for_work(vcpu)
@@ -192,6 +229,21 @@ class Rendezvous:
         elif answer in TRACED_ANSWERS:
             self._emit(vcpu, TRACED_ANSWERS[answer])
         return answer
+
+    def _reentered(self, vcpu: Vcpu) -> bool:
+        """Whether `vcpu` asks while its hook call is outstanding, but not from `xsplice_hook_returned` on the
+        stack the hook was called from: the hook re-entered check_for_xsplice_work (by itself, or through the
+        scheduler from softirqs it ran). That is never the hook's return: the request is refused, the vCPU waits
+        until the end of this slice, then the hook is given up (EDEADLK: Xen would spin on its own rendezvous)."""
+        call = self._hook_calls.get(vcpu.index)
+        if call is None or call.failed:
+            return False
+        if vcpu.current_pc() == self._hook_returned and vcpu.read(vcpu.arch.registers.sp) == call.stack_pointer:
+            return False
+        error = LivepatchError(errno.EDEADLK, f"{call.what} re-entered check_for_xsplice_work (refused)")
+        self.machine.add_alarm(self._now(vcpu), lambda: call.abandon(error))
+        self.machine.park(vcpu)
+        return True
 
     def _now(self, vcpu: Vcpu) -> int:
         return self.machine.time_of(vcpu)
@@ -313,9 +365,14 @@ class Rendezvous:
         return -errno.EBUSY
 
     def _failed(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:
-        """The action failed inside the window: undo it; its rc is the error's errno, else -EFAULT."""
-        restored = work.undo(vcpu) if work.undo is not None else 0
+        """The action failed inside the window: undo it; its rc is the error's errno, else -EFAULT. An undo
+        that fails in turn is reported, never raised: the window closes all the same."""
         error = f"{type(exc).__name__}: {exc}"
+        try:
+            restored = work.undo(vcpu) if work.undo is not None else 0
+        except Exception as undo_error:  # a host-side error must never leave the machine stuck
+            restored = 0
+            error += f"; putting back failed too: {type(undo_error).__name__}: {undo_error}"
         self._emit(vcpu, EventKind.ACTION_FAILED, error=error, restored=restored)
         self.log_line(f"xsplice: {work.name}: {work.action} failed inside the patching window ({error}); "
                       f"{restored} bytes put back", vcpu)

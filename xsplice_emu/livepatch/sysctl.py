@@ -5,7 +5,9 @@ every request with Xen's rules and errno, and hands APPLY, REVERT and
 REPLACE to the rendezvous, whose master runs the action inside the
 quiesced window. A refused request changes nothing: no guest byte, state or
 list moves. Neither does an action that fails on a host-side error inside
-the window: what it wrote and the states it moved are put back (-EFAULT).
+the window: the code it wrote (the controller's patches and its hooks' stores
+into code, its pre-action hooks' included) and the states it moved are put
+back (-EFAULT). Data a hook wrote is not: Xen does not roll it back either.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .guest_state import GuestState, block_size
 from .names import checked_name
 from .oracle import Oracle
 from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
-from .rendezvous import Rendezvous, Work
+from .rendezvous import DEFAULT_TIMEOUT_NS, Rendezvous, Work
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
 
@@ -68,12 +70,25 @@ class _Before:
 
 @dataclass(frozen=True)
 class _Write:
-    """One write of the controller inside the window: where, which function, the bytes before and after."""
+    """One write into code during an action (the controller's, or a hook's: no `new`): where, which function,
+    the bytes before and after."""
 
     function: str
     address: int
     old: bytes
     new: bytes
+
+
+@dataclass
+class _Journal:
+    """What one action wrote into code, to put back if it fails; `recording` while guest stores into code are
+    its own (its pre-action hooks, its window)."""
+
+    payload: str
+    writes: list[_Write] = field(default_factory=list)
+    before: _Before | None = None
+    """The states as its window opened (None: it did not open)."""
+    recording: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,10 +127,10 @@ class Livepatch:
         self.results: list[ActionResult] = []
         self.memory = Arena(*machine.payload_space)
         self._pending: tuple[Payload, Action, Work] | None = None
-        self._before: _Before | None = None
-        self._written: list[_Write] = []
+        self._journal = _Journal("")
         self._in_window = False
         machine.observe_code_writes(self._on_code_write)
+        machine.observe_crashes(self._crashed)
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
@@ -199,6 +214,7 @@ class Livepatch:
         Faults for the safety oracle: `unsafe`, APPLY or REVERT without the rendezvous (see `_poke`), done when
         this returns; `from_irq`, the rendezvous runs from interrupt handlers (firmware/ABI.md)."""
         payload = self.get(name)
+        self.collect()  # a finished action is settled first: its result is never lost
         if payload.rc == -errno.EAGAIN:
             raise LivepatchError(errno.EBUSY, f"{name}: an action on it is already in progress")
         if action is Action.UNLOAD:
@@ -208,10 +224,19 @@ class Livepatch:
         if unsafe:
             self._poke(payload, action)
             return
+        if self._pending is not None:
+            raise LivepatchError(errno.EBUSY, f"{name}: an action on {self._pending[0].name} is already in progress")
+        self._journal = _Journal(name)
         if action in (Action.APPLY, Action.REVERT):
             kind = "preapply" if action is Action.APPLY else "prerevert"
-            for hook in payload.loaded.hooks.get(kind, ()):
-                self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu))
+            try:
+                for hook in payload.loaded.hooks.get(kind, ()):
+                    self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu,
+                                                             timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
+            except LivepatchError:
+                self._undo(None)
+                raise
+        self._journal.recording = False
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
@@ -279,11 +304,11 @@ class Livepatch:
         """Why patching `address` is refused (on the NMI path, patching code), or None."""
         return self._unsafe.get(address)
 
-    def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int) -> int:
-        """Run a pre-action hook on `vcpu`; one that faults or never returns is refused (its rc set), the machine
-        runs on."""
+    def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int, *, timeout_ns: int) -> int:
+        """Run a pre-action hook on `vcpu`; one that faults or does not return within the action's timeout is
+        refused (its rc set), the machine runs on."""
         try:
-            return self.machine.call_contained(vcpu, hook, payload.guest.address)
+            return self.machine.call_contained(vcpu, hook, payload.guest.address, timeout_ns=timeout_ns)
         except GuestFault as fault:
             payload.rc = -errno.EFAULT
             raise LivepatchError(errno.EFAULT, f"{payload.name}: {kind} hook faulted: {fault}") from None
@@ -340,15 +365,21 @@ class Livepatch:
         self.results.append(result)
         return result
 
+    def _crashed(self, fault: GuestFault) -> None:
+        """A guest fault stopped the machine (the hypervisor crashed, outside any hook): the pending action
+        ends with -EFAULT, settled at once, whatever was running the machine."""
+        self.rendezvous.crashed(fault)
+        self.collect()
+
     # -- inside the quiesced window (master vCPU) -----------------------------
     def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
                 payload: Payload) -> Generator[int, int, int]:
-        self._before, self._written = _Before.of(self), []
-        self._in_window = True
+        self._journal.before = _Before.of(self)
+        self._journal.recording = self._in_window = True
         try:
             return (yield from perform(vcpu, payload))
         finally:
-            self._in_window = False
+            self._journal.recording = self._in_window = False
 
     def _elected(self, payload: Payload, action: Action) -> None:
         """The rendezvous has a master: the action is under way for the oracle."""
@@ -362,10 +393,13 @@ class Livepatch:
         return [(func.name, func.old_addr) for p in payloads for func in p.loaded.funcs]
 
     def _released(self) -> None:
-        """The rendezvous released every vCPU: the oracle checks each written site at their next entry; the
-        dropped flushes were for this action only."""
+        """The rendezvous released every vCPU: an action whose window never opened (timed out) puts back what
+        its pre-action hooks wrote; the oracle checks each written site at their next entry; the dropped
+        flushes were for this action only."""
+        if self._journal.before is None:
+            self._undo(None)
         if self.oracle is not None:
-            sites = {(write.address, write.address + len(write.new)) for write in self._written if write.new}
+            sites = {(write.address, write.address + len(write.new)) for write in self._journal.writes if write.new}
             self.oracle.released(sorted(sites))
         self.drop_flush.clear()
         if self._irq_fault:
@@ -424,17 +458,20 @@ class Livepatch:
             bytes_written=sum(end - begin for begin, end in written), violations=counts))
 
     def _on_code_write(self, vcpu: Vcpu, address: int, old: bytes) -> None:
-        """A guest store into code (a hook patching by hand): journalled inside the window, to be put back."""
-        if self._in_window:
-            self._written.append(_Write("(guest)", address, old, b""))
+        """A guest store into code (a hook patching by hand): journalled while an action's pre-action hooks run
+        and inside its window, to be put back."""
+        if self._journal.recording:
+            self._journal.writes.append(_Write("(guest)", address, old, b""))
 
-    def _undo(self, vcpu: Vcpu) -> int:
-        """After a host-side error in the window: put back every byte written and every state moved."""
-        written, self._written = self._written, []
+    def _undo(self, vcpu: Vcpu | None) -> int:
+        """After a failed pre-action hook, a timeout, or an error in the window: put back every byte of code the
+        action wrote (on `vcpu`, or from the controller) and every state it moved; the bytes put back."""
+        journal = self._journal
+        written, journal.writes = journal.writes, []
         for write in reversed(written):
             self._write(vcpu, write.function, write.address, write.old)
-        if self._before is not None:
-            self._before.restore(self)
+        if journal.before is not None:
+            journal.before.restore(self)
         return sum(len(write.old) for write in written)
 
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
@@ -533,23 +570,27 @@ class Livepatch:
             payload.state = PayloadState.APPLIED
             self.applied.append(payload.name)
 
-    def _write(self, vcpu: Vcpu, function: str, address: int, new: bytes, *,
+    def _write(self, vcpu: Vcpu | None, function: str, address: int, new: bytes, *,
                body: tuple[int, int] | None = None) -> bytes:
         """Write `new` at `address` (journalled, flushed from every vCPU but `drop_flush`, traced, shown to the
-        oracle with `body`, the code it replaces); give the bytes it replaced."""
+        oracle with `body`, the code it replaces) on `vcpu` (None: from the controller, outside the window);
+        give the bytes it replaced. Nothing to write (a NOP record of no bytes) is no write at all."""
+        if not new:
+            return b""
         machine = self.machine
-        if self.oracle is not None:
+        if self.oracle is not None and vcpu is not None:
             self.oracle.writing(vcpu, address, len(new), body, function)
         old = machine.memory.read(address, len(new))
         machine.memory.write(address, new)
-        self._written.append(_Write(function, address, old, new))
+        self._journal.writes.append(_Write(function, address, old, new))
         machine.invalidate_code(address, address + len(new), keep=frozenset(self.drop_flush))
-        work = self.rendezvous.active
-        work.bytes_written += len(new)
-        now = machine.time_of(vcpu) // PS_PER_NS
-        machine.trace.emit(now, vcpu.index, EventKind.PATCH, payload=work.name, function=function,
+        if self._in_window:
+            self.rendezvous.active.bytes_written += len(new)
+        now = (machine.now_ps if vcpu is None else machine.time_of(vcpu)) // PS_PER_NS
+        index = None if vcpu is None else vcpu.index
+        machine.trace.emit(now, index, EventKind.PATCH, payload=self._journal.payload, function=function,
                            address=address, old=old.hex(), new=new.hex())
-        machine.trace.emit(now, vcpu.index, EventKind.FLUSH, begin=address, end=address + len(new),
+        machine.trace.emit(now, index, EventKind.FLUSH, begin=address, end=address + len(new),
                            vcpus=len(machine.vcpus))
         return old
 

@@ -32,6 +32,7 @@ VcpuObserver = Callable[[Vcpu], None]
 WatchObserver = Callable[[Vcpu, int, int], None]
 """Called with the vCPU and the address and size of the block about to run that overlaps a watched range."""
 CodeWriteObserver = Callable[[Vcpu, int, bytes], None]
+CrashObserver = Callable[[GuestFault], None]
 """Called with the writing vCPU, the text address and the bytes about to be overwritten."""
 
 
@@ -126,6 +127,7 @@ class Machine:
         self.code_write_observers: list[CodeWriteObserver] = []
         self.unseen_code_observers: list[VcpuObserver] = []
         self.watch_observers: list[WatchObserver] = []
+        self.crash_observers: list[CrashObserver] = []
         returns = _instructions(image, self.memory, self.arch.interrupt_return)
         serialising = _instructions(image, self.memory, *self.arch.serialising)
         for vcpu in self.vcpus:
@@ -244,7 +246,12 @@ class Machine:
             assert vcpu is not None
             scheduler.take()
             self.now_ps = max(self.now_ps, vcpu_time)
-            self._step(vcpu, vcpu_time, until_ps)
+            try:
+                self._step(vcpu, vcpu_time, until_ps)
+            except GuestFault as fault:
+                for observer in self.crash_observers:
+                    observer(fault)
+                raise
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
@@ -456,6 +463,11 @@ class Machine:
     def observe_code_writes(self, observer: CodeWriteObserver) -> None:
         """Call `observer(vcpu, address, old_bytes)` before each guest store into code."""
         self.code_write_observers.append(observer)
+
+    def observe_crashes(self, observer: CrashObserver) -> None:
+        """Call `observer(fault)` when a guest fault stops the run (one a contained call recovers from does
+        not), before it is raised."""
+        self.crash_observers.append(observer)
 
     def observe_nmis(self, observer: NmiObserver) -> None:
         """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""

@@ -15,6 +15,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from ..arch import Architecture
 from ..errors import MachineError
+from ..platform import STACK_SIZE
 from . import native
 from .memory import GuestMemory
 
@@ -39,13 +40,17 @@ class StopReason(Enum):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A vCPU's registers and interrupt state at one point, to go back to (its memory is not included)."""
+    """A vCPU's registers and interrupt state at one point, and its live stack (from its stack pointer to the
+    top of its STACK_SIZE-aligned stack), to go back to: code that abandoned its frames (a hook that ran the
+    scheduler, which resets the stack) may have written over the ones the snapshot returns into."""
 
     context: Any
     pc: int
     handlers: int
     nmi_blocked: bool
     interrupts_enabled: bool
+    stack_pointer: int
+    stack: bytes
 
 
 class Vcpu:
@@ -169,12 +174,20 @@ class Vcpu:
 
     def snapshot(self) -> Snapshot:
         """Where the vCPU is now (also from inside its own hook)."""
+        stack_pointer = self.read(self.arch.registers.sp)
+        top = (stack_pointer | (STACK_SIZE - 1)) + 1
+        try:
+            stack = self.memory.read(stack_pointer, top - stack_pointer)
+        except MachineError:  # no stack in RAM (yet): nothing to keep
+            stack = b""
         return Snapshot(self.uc.context_save(), self.current_pc(), len(self.handlers), self.nmi_blocked,
-                        self.interrupts_enabled)
+                        self.interrupts_enabled, stack_pointer, stack)
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Go back to `snapshot` (between slices): registers, the handlers it was in, NMI blocking; running."""
+        """Go back to `snapshot` (between slices): registers, live stack, the handlers it was in, NMI blocking;
+        running."""
         self.uc.context_restore(snapshot.context)
+        self.memory.write(snapshot.stack_pointer, snapshot.stack)
         self.pc = snapshot.pc
         del self.handlers[snapshot.handlers:]
         self.nmi_blocked = snapshot.nmi_blocked

@@ -114,7 +114,7 @@ END(reset_stack_and_jump)
  */
 ENTRY(check_for_xsplice_work)
 1:      inl     $PORT_XSPLICE, %eax
-        cmp     $XSPLICE_RETURN, %eax
+0:      cmp     $XSPLICE_RETURN, %eax
         je      5f
         cmp     $XSPLICE_IRQ_OFF, %eax
         jne     2f
@@ -136,6 +136,9 @@ ENTRY(check_for_xsplice_work)
         sub     $8, %rsp                /* ABI alignment for the callee */
         call    *%rdx                   /* a payload hook; its result stays in rax */
         add     $8, %rsp
-        jmp     1b
+        .globl  xsplice_hook_returned   /* asking from here, and only from here, says the hook returned */
+xsplice_hook_returned:
+        inl     $PORT_XSPLICE, %eax
+        jmp     0b
 5:      ret
 END(check_for_xsplice_work)
