@@ -16,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 
 from xsplice_emu.arch import DEFAULT_ARCH
 from xsplice_emu.errors import LivepatchError
-from xsplice_emu.livepatch.payload import Host, RegionKind, load_payload
+from xsplice_emu.livepatch.payload import Host, RegionKind, UploadOrder, load_payload
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("ld")), reason="needs gcc and ld")
 
@@ -223,19 +223,28 @@ def build(tmp_path_factory):
     return make
 
 
-def load(data: bytes, *, resolve=RESOLVE, base=BASE, limit=LIMIT, loaded=(), text=TEXT):
-    host = Host(XEN_ID, resolve.get, text, tuple(loaded))
+def load(data: bytes, *, resolve=RESOLVE, base=BASE, limit=LIMIT, loaded=(), text=TEXT, code=None,
+         order=UploadOrder.STAGING, xen_id=XEN_ID):
+    host = Host(xen_id, resolve.get, text, tuple(loaded), read=code or _no_code, order=order)
     return load_payload("hello.livepatch", data, arch=DEFAULT_ARCH, host=host, base=base, limit=limit)
 
 
-def refused(data: bytes, code: int, **options) -> str:
-    """Load `data`, expect LivepatchError with `code`; return its one-line message."""
+def _no_code(address: int, length: int) -> bytes | None:
+    return None
+
+
+def refusal(data: bytes, errno_: int, **options) -> LivepatchError:
+    """Load `data`, expect LivepatchError with `errno_`; return it."""
     with pytest.raises(LivepatchError) as caught:
         load(data, **options)
-    assert caught.value.errno == code, str(caught.value)
-    message = caught.value.reason
-    assert message.startswith("hello.livepatch: ") and "\n" not in message
-    return message
+    assert caught.value.errno == errno_, str(caught.value)
+    assert caught.value.reason.startswith("hello.livepatch: ") and "\n" not in caught.value.reason
+    return caught.value
+
+
+def refused(data: bytes, errno_: int, **options) -> str:
+    """Load `data`, expect LivepatchError with `errno_`; return its one-line message."""
+    return refusal(data, errno_, **options).reason
 
 
 # -- patching helpers (byte offsets from the ELF64 spec) --------------------
@@ -673,11 +682,14 @@ def test_missing_note_section_is_einval(build, define, section):
     assert refused(data, errno.EINVAL) == f"hello.livepatch: {section} is missing"
 
 
-@pytest.mark.parametrize("section", [".livepatch.depends", ".livepatch.xen_depends", ".note.gnu.build-id"])
-def test_empty_note_section_is_einval(build, section):
-    """An empty build-id section is EINVAL too."""
-    assert refused(patch_section(build(HELLO_V1), section, "sh_size", 0), errno.EINVAL) == (
-        f"hello.livepatch: {section} is empty")
+@pytest.mark.parametrize("section, words", [
+    (".livepatch.depends", ".livepatch.depends is empty"),
+    (".livepatch.xen_depends", "failed to parse section .livepatch.xen_depends as build-id: -22"),
+    (".note.gnu.build-id", ".note.gnu.build-id is empty"),
+])
+def test_empty_note_section_is_einval(build, section, words):
+    """An empty build-id section is EINVAL too (staging parses .livepatch.xen_depends first: too short)."""
+    assert refused(patch_section(build(HELLO_V1), section, "sh_size", 0), errno.EINVAL) == f"hello.livepatch: {words}"
 
 
 def test_xen_depends_is_checked_before_anything_else(build):
@@ -757,13 +769,14 @@ def test_relocation_against_a_symbol_of_an_unloaded_section_is_einval(build):
 
 
 def test_pointers_xen_would_fault_on_are_einval(build):
-    """A record name outside the payload, or a section whose end wraps past 2^64, say Xen would fault."""
+    """A record name Xen must read (old_addr 0) outside the payload and the hypervisor, or a section whose end
+    wraps past 2^64, say Xen would fault."""
     source = HELLO_V1.replace(".name = name,", ".name = (const char *)0x10,")
-    assert "(Xen would fault here)" in refused(build(source), errno.EINVAL)
+    assert "(Xen would fault here)" in refused(build(source, "OLD_ADDR=0"), errno.EINVAL)
     data = build(HELLO_V1)
-    wrapped = patch_section(data, ".comment", "sh_offset", 0x100)
-    wrapped = patch_section(wrapped, ".comment", "sh_size", (1 << 64) - 0x80)
-    assert "wraps past 2^64 (Xen would fault here)" in refused(wrapped, errno.EINVAL)
+    wrapped = patch_section(data, ".strtab", "sh_offset", 0x100)
+    wrapped = patch_section(wrapped, ".strtab", "sh_size", (1 << 64) - 0x80)
+    assert "ends past 2^64 (Xen would fault here)" in refused(wrapped, errno.EINVAL)
 
 
 def test_records_must_patch_text_and_jump_into_their_own_text(build):
@@ -774,3 +787,148 @@ def test_records_must_patch_text_and_jump_into_their_own_text(build):
     assert "outside the text" in refused(build(HELLO_V1, "OLD_SIZE=0x2200"), errno.EINVAL)
     message = refused(build(HELLO_V1, "NEW_ADDR=(void *)hello"), errno.EINVAL)
     assert "function record 0 (xen_extra_version) new function" in message and "outside the payload's text" in message
+
+
+# -- ENDBR64, Xen's order and errno, Xen's log lines ---------------------------
+
+ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+def endbr64_at(address: int):
+    """Host code where the function at `address` starts with ENDBR64 (as Debian's CET-IBT build has them)."""
+    def read(at: int, length: int) -> bytes | None:
+        return (ENDBR64 + bytes(64))[at - address: at - address + length] if address <= at < address + 64 else None
+    return read
+
+
+def test_a_jump_on_an_endbr64_function_needs_nine_bytes_and_goes_past_it(build):
+    """Xen 4.17: old_size 8 on a function starting with ENDBR64 is EINVAL (silent in Xen); 9 loads, the jmp at +4."""
+    code = endbr64_at(RESOLVE["xen_extra_version"])
+    error = refusal(build(HELLO_V1, "OLD_SIZE=8"), errno.EINVAL, code=code)
+    assert "below 9: no room for the jump past the 4-byte ENDBR64" in error.reason and error.xen_log is None
+    (func,) = load(build(HELLO_V1, "OLD_SIZE=9"), code=code).funcs
+    assert (func.patch_addr, func.patch_size) == (RESOLVE["xen_extra_version"] + 4, 5)
+    (plain,) = load(build(HELLO_V1, "OLD_SIZE=5")).funcs
+    assert (plain.patch_addr, plain.patch_size) == (RESOLVE["xen_extra_version"], 5)
+
+
+def test_a_nop_on_an_endbr64_function_starts_past_it(build):
+    """A NOP record of 8 bytes on an ENDBR64 function NOPs 4 bytes at +4 (livepatch_insn_len: new_size - 4)."""
+    data = build(HELLO_V1, "NEW_ADDR=0", "NEW_SIZE=8", "OLD_SIZE=8")
+    (func,) = load(data, code=endbr64_at(RESOLVE["xen_extra_version"])).funcs
+    assert (func.patch_addr, func.patch_size) == (RESOLVE["xen_extra_version"] + 4, 4)
+
+
+def test_a_name_xen_never_reads_may_point_anywhere(build):
+    """With old_addr set, Xen never reads the record's name: a name pointer outside the payload loads."""
+    source = HELLO_V1.replace(".name = name,", ".name = (const char *)0x10,")
+    (func,) = load(build(source)).funcs
+    assert func.old_addr == RESOLVE["xen_extra_version"] and func.name == "(name at 0x10)"
+
+
+def test_a_pc32_relocation_wraps_modulo_2_to_the_64(build):
+    """S + A - P is computed modulo 2^64 as Xen does: a symbol near the top of the address space is in reach of a
+    call from low memory, and the call reaches it."""
+    top = (1 << 64) - 0x1000
+    payload = load(build(HELLO_V1), resolve={**RESOLVE, "tiny_ret": top})
+    start = payload.symbols["xen_hello_world"]
+    text = region(payload, RegionKind.TEXT)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    call = next(i for i in md.disasm(text.data[start - text.address:], start) if i.mnemonic == "call")
+    assert (call.address + 5 + struct.unpack("<i", call.bytes[1:])[0]) % (1 << 64) == top
+
+
+def test_xens_errno_wins_over_the_testbeds_own_checks(build):
+    """A record outside the host's text (the testbed's check) that Xen refuses later for another reason gives
+    Xen's errno: EOVERFLOW for a jump out of reach, ENODATA for a build-id note of another type."""
+    far = {**RESOLVE, "xen_extra_version": BASE + (1 << 31) + PAGE}
+    assert "jump range" in refused(build(HELLO_V1), errno.EOVERFLOW, resolve=far)
+    data = build(HELLO_V1, "NEW_ADDR=(void *)hello")
+    note = _elf(data).get_section_by_name(".note.gnu.build-id")["sh_offset"]
+    assert ".note.gnu.build-id" in refused(data[: note + 8] + b"\x04" + data[note + 9:], errno.ENODATA)
+
+
+def test_the_upload_order_of_xen_4_17_and_of_staging_give_different_errno(build):
+    """A depends note of another type: staging's parser says ENODATA, Xen 4.17 EINVAL. A payload for another
+    hypervisor with an unknown symbol: staging checks the build-id first (EINVAL), 4.17 last (ENOENT)."""
+    data = build(HELLO_V1, "DEPENDS_TYPE=4")
+    assert refusal(data, errno.ENODATA).errno == errno.ENODATA
+    assert refusal(data, errno.EINVAL, order=UploadOrder.XEN_4_17).xen_log is None
+    resolve = {k: v for k, v in RESOLVE.items() if k != "tiny_ret"}
+    other = bytes(20)
+    staging = refusal(build(HELLO_V1), errno.EINVAL, resolve=resolve, xen_id=other)
+    assert staging.xen_log == ("livepatch: hello.livepatch: build-id mismatch:",
+                               f"  livepatch: {XEN_ID.hex()}", f"        xen: {other.hex()}")
+    old = refusal(build(HELLO_V1), errno.ENOENT, resolve=resolve, xen_id=other, order=UploadOrder.XEN_4_17)
+    assert old.xen_log == ("livepatch: hello.livepatch: Unknown symbol: tiny_ret",)
+    wrong = refusal(build(HELLO_V1), errno.EINVAL, xen_id=other, order=UploadOrder.XEN_4_17)
+    assert wrong.xen_log == ("livepatch: hello.livepatch: check against hypervisor build-id failed",)
+
+
+@pytest.mark.parametrize("mangle, code, line", [
+    pytest.param(lambda d: patch_header(d, "e_shnum", 0) [:40], errno.EINVAL, "Section header is bigger than payload",
+                 id="short"),
+    pytest.param(lambda d: d[:40] + struct.pack("<Q", 1 << 40) + d[48:], errno.EINVAL, "Bogus e_shoff", id="shoff"),
+    pytest.param(lambda d: patch_section(d, ".comment", "sh_addralign", 3), errno.EOPNOTSUPP, None, id="align"),
+])
+def test_refusals_carry_xens_own_log_line(build, mangle, code, line):
+    """Each refusal carries the line Xen 4.17 prints for it (xen_log), without "(XEN) "."""
+    data = build(HELLO_V1)
+    index = section_index(data, ".comment")
+    line = line or f"Section [{index}] alignment (0x3) is not supported"
+    assert refusal(mangle(data), code).xen_log == (f"livepatch: hello.livepatch: {line}",)
+
+
+def test_a_wrong_record_version_is_logged_as_xen_logs_it(build):
+    """A version 3 record in .livepatch.funcs: EOPNOTSUPP, and Xen's "Wrong version (3). Expected 2"."""
+    error = refusal(build(AGAIN_V2, "VERSION=3"), errno.EOPNOTSUPP)
+    assert error.xen_log == ("livepatch: hello.livepatch: Wrong version (3). Expected 2",)
+
+
+MODINFO = r"""
+__asm__(".section .modinfo,\"a\",@progbits\n .asciz \"LIVEPATCH_RULEZ\"\n .asciz \"VERSION=1\"\n"
+#ifdef UNTERMINATED
+        " .ascii \"X\"\n"
+#endif
+        " .previous");
+"""
+
+SPECIAL = r"""
+#define STR(x) #x
+#define TABLE(name, bytes) __asm__(".section " name ",\"a\",@progbits\n .fill " STR(bytes) ", 1, 0\n .previous")
+#ifdef BUG_FRAMES
+TABLE(".bug_frames.1", BUG_FRAMES);
+#endif
+#ifdef EX_TABLE
+TABLE(".ex_table", EX_TABLE);
+#endif
+#ifdef ALTERNATIVE
+/* one alt_instr whose original code is the entry itself (in rodata, not text) */
+__asm__(".section .altinstructions,\"a\",@progbits\n .long 0, 0\n .word 0\n .byte 1, 0, 0, 0\n .previous");
+#endif
+#ifdef REPLACEMENTS
+__asm__(".section .altinstr_replacement,\"ax\",@progbits\n nop\n .previous");
+#endif
+"""
+
+
+def test_modinfo_strings_are_kept_for_list(build):
+    """.modinfo's NUL-terminated strings (upstream's hello world carries LIVEPATCH_RULEZ) are the metadata."""
+    assert load(build(HELLO_V1 + MODINFO)).metadata == b"LIVEPATCH_RULEZ\0VERSION=1\0"
+    assert load(build(HELLO_V1)).metadata == b""
+    error = refusal(build(HELLO_V1 + MODINFO, "UNTERMINATED"), errno.EINVAL)
+    assert error.xen_log == ("livepatch: hello.livepatch: Incorrect metadata format detected",)
+
+
+@pytest.mark.parametrize("defines, line", [
+    pytest.param(("BUG_FRAMES=12",), "Wrong size 12 of .bug_frames.1 (must be multiple of 8)", id="bug-frames"),
+    pytest.param(("EX_TABLE=12",), "Wrong size 12 of .ex_table (must be multiple of 8)", id="ex-table"),
+    pytest.param(("ALTERNATIVE",), ".altinstructions provided, but no .altinstr_replacement", id="no-replacement"),
+    pytest.param(("ALTERNATIVE", "REPLACEMENTS"), "Alternative orig ", id="orig-outside-text"),
+])
+def test_special_sections_are_checked_as_xen_checks_them(build, defines, line):
+    """.bug_frames.N and .ex_table hold whole entries, an alternative patches the payload's text from
+    .altinstr_replacement: else EINVAL with Xen's line."""
+    (logged,) = refusal(build(HELLO_V1 + SPECIAL, *defines), errno.EINVAL).xen_log
+    assert line in logged and logged.startswith("livepatch: hello.livepatch")
+    assert load(build(HELLO_V1 + SPECIAL, "BUG_FRAMES=16", "EX_TABLE=8")).funcs

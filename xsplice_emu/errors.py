@@ -74,13 +74,18 @@ class GuestFault(XspliceEmuError):
 
 class LivepatchError(XspliceEmuError):
     """A payload or livepatch action refused; `errno` is Xen's (positive) value. The message is one printable
-    line: a payload name in it may hold any bytes (`text.printable`)."""
+    line: a payload name in it may hold any bytes (`text.printable`).
 
-    def __init__(self, errno: int, message: str):
+    `xen_log` is what Xen itself prints for this refusal, without the "(XEN) " prefix (one line per element,
+    as printable text); None where Xen prints nothing (or where no Xen text is known)."""
+
+    def __init__(self, errno: int, message: str, *, xen_log: str | tuple[str, ...] | None = None):
         message = printable(message)
         super().__init__(f"{message} ({errno_name(errno)})")
         self.errno = errno
         self.reason = message
+        lines = (xen_log,) if isinstance(xen_log, str) else xen_log
+        self.xen_log = None if lines is None else tuple(printable(line) for line in lines)
 
     @property
     def errno_name(self) -> str:

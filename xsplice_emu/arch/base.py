@@ -141,9 +141,15 @@ class Architecture(ABC):
     def nops(self, size: int) -> bytes:
         """`size` bytes of NOPs, as few instructions as possible."""
 
-    def patch_size(self, new_addr: int, new_size: int) -> int:
-        """How many bytes applying a function record overwrites (see `patch`)."""
-        return new_size if new_addr == 0 else self.jump_size
+    def patch_offset(self, code: bytes) -> int:
+        """How far into a function whose code starts with `code` its patch goes: bytes that must stay its first
+        instruction (none by default)."""
+        return 0
+
+    def constant_result(self, code: bytes) -> int | None:
+        """The constant a function starting with `code` returns, when it begins by loading one into the result
+        register (how a hypervisor's xen_major_version reads), else None."""
+        return None
 
     def patch(self, old_addr: int, new_addr: int, new_size: int) -> bytes:
         """What applying a function record writes at `old_addr`: NOPs for a NOP record (`new_addr == 0`), else

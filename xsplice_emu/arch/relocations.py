@@ -42,11 +42,18 @@ class Relocation:
             )
         value = self.value(symbol=symbol, addend=addend, place=place)
         bits = 8 * self.width
+        if self.overflow is Overflow.SIGNED:
+            value = _signed64(value)
         if self.overflow is Overflow.SIGNED and not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
             raise LivepatchError(errno.EOVERFLOW, f"{where}: {value:#x} does not fit in signed {bits} bits")
         if self.overflow is Overflow.UNSIGNED and not 0 <= value < 1 << bits:
             raise LivepatchError(errno.EOVERFLOW, f"{where}: {value:#x} does not fit in unsigned {bits} bits")
         section[offset : offset + self.width] = (value & ((1 << bits) - 1)).to_bytes(self.width, "little")
+
+
+def _signed64(value: int) -> int:
+    """`value` computed as a 64-bit machine does (modulo 2^64), read as signed: S + A - P wraps, as in Xen."""
+    return (value + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,10 @@ _NOPS = (
     bytes.fromhex("660f1f840000000000"),
 )
 JMP_REL32 = 0xE9
+ENDBR64 = bytes.fromhex("f30f1efa")
+ENDBR64_POISON = bytes.fromhex("660f1f01")
+"""`nopw (%rcx)`: what Xen writes over an ENDBR64 it seals, and still treats as one when patching."""
+MOV_IMM32_EAX = 0xB8
 
 _RELOCATION_NAMES = {value: name for name, value in ENUM_RELOC_TYPE_x64.items() if isinstance(value, int)}
 _RELOCATION_NAMES.setdefault(41, "R_X86_64_GOTPCRELX")  # missing from pyelftools' table
@@ -161,6 +165,15 @@ class X86_64(Architecture):
 
     def jump(self, old_addr: int, new_addr: int) -> bytes:
         return bytes([JMP_REL32]) + struct.pack("<i", new_addr - (old_addr + self.jump_size))
+
+    def patch_offset(self, code: bytes) -> int:
+        """Xen 4.17's rule (arch_livepatch_apply): the patch goes past an ENDBR64 (or its poison), which must
+        stay the function's first instruction under CET-IBT."""
+        return len(ENDBR64) if code[:len(ENDBR64)] in (ENDBR64, ENDBR64_POISON) else 0
+
+    def constant_result(self, code: bytes) -> int | None:
+        code = code[self.patch_offset(code):]
+        return int.from_bytes(code[1:5], "little") if len(code) >= 5 and code[0] == MOV_IMM32_EAX else None
 
     def jump_reaches(self, old_addr: int, new_addr: int) -> bool:
         return -(1 << 31) <= new_addr - (old_addr + self.jump_size) < 1 << 31

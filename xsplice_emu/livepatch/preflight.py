@@ -89,16 +89,16 @@ def preflight(name: str, data: bytes, *, firmware: str | Path | None = None,
 def _site(arch: Architecture, read: CodeReader, describe: Callable[[int], str],
           unsafe: Callable[[int], str | None], func: FuncRecord) -> PatchSite:
     reaches = func.is_nop or arch.jump_reaches(func.old_addr, func.new_addr)
-    length = arch.patch_size(func.new_addr, func.new_size)
+    at, length = func.patch_addr, func.patch_size
     # Enough bytes for the last instruction the patch cuts into (x86 instructions are at most 15 bytes).
-    old = read(func.old_addr, length + 15) or read(func.old_addr, length) or b""
+    old = read(at, length + 15) or read(at, length) or b""
     before = []
-    for address, _, text in arch.instructions(old, func.old_addr):
-        if address >= func.old_addr + length:
+    for address, _, text in arch.instructions(old, at):
+        if address >= at + length:
             break
         before.append((address, text))
-    patch = arch.patch(func.old_addr, func.new_addr, func.new_size) if reaches else b""
-    after = tuple((address, text) for address, _, text in arch.instructions(patch, func.old_addr))
+    patch = arch.patch(at, func.new_addr, length) if reaches else b""
+    after = tuple((address, text) for address, _, text in arch.instructions(patch, at))
     return PatchSite(
         record=func,
         target=describe(func.old_addr),

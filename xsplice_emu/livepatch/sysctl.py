@@ -425,23 +425,23 @@ class Livepatch:
         requested = machine.now_ps
         written = []
         for index, func in enumerate(payload.loaded.funcs):
-            length = arch.patch_size(func.new_addr, func.new_size)
+            length = func.patch_size
             if action is Action.APPLY:
-                new = arch.patch(func.old_addr, func.new_addr, func.new_size)
-                payload.guest.mark_applied(index, machine.memory.read(func.old_addr, length))
+                new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
+                payload.guest.mark_applied(index, machine.memory.read(func.patch_addr, length))
             else:
                 new = payload.guest.overwritten(index, length)
                 payload.guest.mark_reverted(index)
             for offset, byte in enumerate(new):
                 machine.run_for(machine.scheduler.draw(UNSAFE_BYTE_GAP_NS))
-                address = func.old_addr + offset
+                address = func.patch_addr + offset
                 if self.oracle is not None:
                     self.oracle.writing(None, address, 1, _replaced_code(func, action), func.name)
                 old = machine.memory.read(address, 1)
                 machine.write_code_unsynchronised(address, bytes([byte]))
                 machine.trace.emit(machine.now_ns, None, EventKind.PATCH, payload=payload.name, function=func.name,
                                    address=address, old=old.hex(), new=f"{byte:02x}")
-            written.append((func.old_addr, func.old_addr + length))
+            written.append((func.patch_addr, func.patch_addr + length))
         if action is Action.APPLY:
             payload.state = PayloadState.APPLIED
             self.applied.append(payload.name)
@@ -536,8 +536,8 @@ class Livepatch:
         for index, func in enumerate(payload.loaded.funcs):
             if payload.guest.applied(index):
                 continue
-            new = arch.patch(func.old_addr, func.new_addr, func.new_size)
-            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.old_addr, new,
+            new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
+            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.patch_addr, new,
                                                           body=_replaced_code(func, Action.APPLY)))
         return 0
 
@@ -547,8 +547,7 @@ class Livepatch:
             if not payload.guest.applied(index):
                 continue
             func = payload.loaded.funcs[index]
-            length = self.machine.arch.patch_size(func.new_addr, func.new_size)
-            self._write(vcpu, func.name, func.old_addr, payload.guest.overwritten(index, length),
+            self._write(vcpu, func.name, func.patch_addr, payload.guest.overwritten(index, func.patch_size),
                         body=_replaced_code(func, Action.REVERT))
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
