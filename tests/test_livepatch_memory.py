@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from helpers import PAYLOADS, upload
 
-from xsplice_emu import Machine, MachineConfig
+from xsplice_emu import GuestFault, Machine, MachineConfig, builtin_firmware
 from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch.build import build_payload
+from xsplice_emu.livepatch.payload import RegionKind
 
 
 def test_upload_unload_cycles_never_run_out_of_memory(image, payloads):
@@ -31,3 +33,59 @@ def test_unloaded_payload_memory_is_reused_first(patching):
     upload(livepatch, "d", "xen_nop.livepatch")
     assert livepatch.get("d").loaded.regions[0].address == hole
 
+
+
+# A payload whose `poke` stores through any pointer, as guest code: what a payload's pages allow is tried with it.
+POKE = """
+#include <xsplice_payload.h>
+static const char minor[] = "xen_minor_version";
+unsigned int poked_minor(void) { return 7; }
+unsigned long poke(unsigned long *where, unsigned long what) { *where = what; return what; }
+LIVEPATCH_FUNC(poke_func) = {
+    .version = LIVEPATCH_PAYLOAD_VERSION, .name = minor, .new_addr = poked_minor, .old_addr = xen_minor_version,
+    .new_size = XSPLICE_NEW_SIZE(poked_minor), .old_size = XSPLICE_OLD_SIZE(xen_minor_version),
+};
+"""
+
+
+def test_payload_page_permissions_hold_after_many_uploads_and_unloads(patching, tmp_path):
+    """After 30 uploads and unloads into reused memory, a loaded payload's text runs and refuses stores, its
+    rodata refuses stores, its data takes them and runs nothing; once unloaded, its pages take stores again."""
+    machine, livepatch = patching(2)
+    source = tmp_path / "poke.c"
+    source.write_text(POKE)
+    livepatch.upload("poke", build_payload(source, tmp_path / "poke.livepatch", firmware=builtin_firmware())
+                     .read_bytes())
+    poke = livepatch.get("poke").loaded.new_symbols["poke"]
+    files = ("xen_hello_world.livepatch", "xen_nop.livepatch", "xen_replace_world.livepatch")
+    for cycle in range(10):
+        for index, file in enumerate(files[cycle % 3:] + files[:cycle % 3]):
+            upload(livepatch, f"p{index}", file)
+        for index in (1, 0, 2)[cycle % 3:] + (1, 0, 2)[:cycle % 3]:
+            livepatch.action(f"p{index}", Action.UNLOAD)
+    upload(livepatch, "nop", "xen_nop.livepatch")
+    upload(livepatch, "hello", "xen_hello_world.livepatch")
+    hello = livepatch.get("hello")
+    regions = {region.kind: region.address for region in hello.loaded.regions}
+
+    def store(address: int) -> str:
+        try:
+            machine.call_contained(1, poke, address, 0x5A5A)
+        except GuestFault as fault:
+            return "UC_ERR_WRITE_PROT" if "UC_ERR_WRITE_PROT" in str(fault) else str(fault)
+        return "stored" if machine.memory.read_u64(address) == 0x5A5A else "lost"
+
+    def run(address: int) -> str:
+        try:
+            machine.call_contained(1, address)
+        except GuestFault as fault:
+            return "UC_ERR_FETCH_PROT" if "UC_ERR_FETCH_PROT" in str(fault) else str(fault)
+        return "ran"
+
+    text = regions[RegionKind.TEXT]
+    assert machine.memory.read_cstring(machine.call(1, text)) == "Hello World"
+    assert [store(regions[kind]) for kind in RegionKind] == ["UC_ERR_WRITE_PROT", "UC_ERR_WRITE_PROT", "stored"]
+    assert [run(regions[kind]) for kind in (RegionKind.RODATA, RegionKind.DATA)] == ["UC_ERR_FETCH_PROT"] * 2
+    livepatch.action("hello", Action.UNLOAD)
+    assert [store(regions[kind]) for kind in RegionKind] == ["stored"] * 3
+    assert run(text) == "UC_ERR_FETCH_PROT"

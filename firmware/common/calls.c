@@ -38,7 +38,8 @@ __hook unsigned long call_set_busy(unsigned long on, unsigned long unused)
     return 0;
 }
 
-/* 0 divide error, 1 invalid opcode, 2 read of unmapped memory, 3 int3, 4 write to text, 5 call into data. */
+/* 0 divide error, 1 invalid opcode, 2 read of unmapped memory, 3 int3, 4 write to text, 5 call into data,
+ * 6 a push below this CPU's stack (into its guard page). */
 __hook unsigned long call_fault(unsigned long kind, unsigned long unused)
 {
     unsigned long v = 0;
@@ -64,6 +65,10 @@ __hook unsigned long call_fault(unsigned long kind, unsigned long unused)
         break;
     case 5:
         ((host_fn_t *)busy_flag)(0, 0);                       /* data is not executable */
+        break;
+    case 6:
+        __asm__ __volatile__ ("mov %%rsp, %%rdx; and %0, %%rsp; add %1, %%rsp; push %%rdx"
+                              :: "i" (~(STACK_SIZE - 1)), "i" (STACK_GUARD_SIZE) : "rdx", "memory");
         break;
     default:
         return ~0UL;

@@ -14,6 +14,8 @@
 #define IMAGE_BASE 0x100000
 #define NR_CPUS 256
 #define STACK_SIZE 16384
+/* The lowest page of each CPU's stack is its guard page: unmapped, a stack that runs over faults there */
+#define STACK_GUARD_SIZE 4096
 
 /* I/O ports */
 #define PORT_CONSOLE 0xE9

@@ -10,11 +10,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
+from unicorn import UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
 
 from ..errors import ConfigError, GuestFault, MachineError
 from ..image import Image, Segment
-from ..platform import CALL_FUNCTION_VECTOR, CLOCK_PAGE, EXCEPTION_NAMES, NR_CPUS, RAM_BASE, TEXT_ALIAS_OFFSET
+from ..platform import (
+    CALL_FUNCTION_VECTOR,
+    CLOCK_PAGE,
+    EXCEPTION_NAMES,
+    NR_CPUS,
+    PAGE_FAULT_VECTOR,
+    RAM_BASE,
+    STACK_GUARD_SIZE,
+    STACK_SIZE,
+    TEXT_ALIAS_OFFSET,
+)
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from . import native
@@ -114,11 +124,13 @@ class Machine:
         mappings = [mapping for begin, end, permissions in layout for mapping in (
             (begin, begin, end - begin, permissions),
             (TEXT_ALIAS_OFFSET + begin, begin, end - begin, _alias_permissions(permissions & UC_PROT_EXEC != 0)))]
-        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings, paging_root=paging_root,
+        self._stacks = image.address("cpu_stacks")
+        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, paging_root=paging_root,
+                           mappings=_leave_out(mappings, self.stack_guard(i), self.stack_guard(i) + STACK_GUARD_SIZE),
                            ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
         self._new_spare = lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table, mappings=mappings,
                                        paging_root=paging_root, ps_per_instruction=ps_per_instruction)
-        self._spare: Vcpu | None = None
+        self._spare: Vcpu | None = None  # never runs: no guard page
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.ports = Ports(self)
@@ -300,7 +312,8 @@ class Machine:
                 self._open_code_pages(vcpu, address, size)
                 return
             self._after_slice(vcpu)
-            fault = self.fault(vcpu, str(exc), vcpu.pc)
+            what, vcpu.guard_fault = vcpu.guard_fault or str(exc), None
+            fault = self.fault(vcpu, what, vcpu.pc)
             if vcpu.on_fault is not None and vcpu.on_fault(fault):
                 return
             raise fault from None
@@ -376,6 +389,18 @@ class Machine:
                 observer(vcpu)
             vcpu.stop(StopReason.HOOK)
             return True
+        return False
+
+    def stack_guard(self, index: int) -> int:
+        """Where vCPU `index`'s guard page is: the lowest page of its stack, left out of its mappings."""
+        return self._stacks + index * STACK_SIZE
+
+    def guard_page_fault(self, vcpu: Vcpu, access: int, address: int) -> bool:
+        """`vcpu` touched its own guard page: its stack ran over. The access faults (False), named as the
+        page fault it is."""
+        kind = {UC_MEM_READ_UNMAPPED: "read", UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
+        vcpu.guard_fault = (f"{EXCEPTION_NAMES[PAGE_FAULT_VECTOR]}: {kind} of {address:#x}, in the guard page below "
+                            f"vCPU {vcpu.index}'s stack (a stack overflow)")
         return False
 
     def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool:
@@ -630,6 +655,20 @@ def _layout(segments: list[tuple[int, int, Segment]], size: int) -> list[tuple[i
     if cursor < size:
         pieces.append((cursor, size, UC_PROT_READ | UC_PROT_WRITE))
     return pieces
+
+
+def _leave_out(mappings: list[tuple[int, int, int, int]], begin: int, end: int) -> list[tuple[int, int, int, int]]:
+    """`mappings` (guest, host offset, size, permissions) without the guest range `[begin, end)`."""
+    kept = []
+    for guest, offset, size, permissions in mappings:
+        if end <= guest or guest + size <= begin:
+            kept.append((guest, offset, size, permissions))
+            continue
+        if guest < begin:
+            kept.append((guest, offset, begin - guest, permissions))
+        if end < guest + size:
+            kept.append((end, offset + end - guest, guest + size - end, permissions))
+    return kept
 
 
 def _alias_permissions(code: bool) -> int:

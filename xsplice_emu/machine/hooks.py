@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_WRITE_PROT
+from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT
 
-from ..platform import RAM_BASE, TEXT_ALIAS_OFFSET
+from ..platform import RAM_BASE, STACK_GUARD_SIZE, TEXT_ALIAS_OFFSET
 from .devices import NO_DEVICE
 from .vcpu import StopReason, Vcpu
 
@@ -44,6 +44,11 @@ def install(vcpu: Vcpu, machine: Machine, *, interrupt_returns: list[int], seria
                 _guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),
                          False),
                 None, TEXT_ALIAS_OFFSET + RAM_BASE, TEXT_ALIAS_OFFSET + machine.memory.size - 1)
+    guard = machine.stack_guard(vcpu.index)
+    uc.hook_add(UC_HOOK_MEM_UNMAPPED,
+                _guarded(vcpu, lambda access, address, size, value: machine.guard_page_fault(vcpu, access, address),
+                         False),
+                None, guard, guard + STACK_GUARD_SIZE - 1)
     for address in interrupt_returns:
         uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.interrupt_return(vcpu)),
                     None, address, address)

@@ -97,6 +97,7 @@ class Vcpu:
         self.to_flush: list[tuple[int, int]] = []  # ranges to drop from its translated code after this slice
         self.open_code_pages: dict[int, bytes] = {}  # code pages whose alias it may write this slice -> their bytes
         self.alias_fault: tuple[int, int] | None = None  # (address, size) of a store into code that faulted
+        self.guard_fault: str | None = None  # what touching its guard page was, for the fault it ends in
         self.hit: tuple[int, int] = (0, 0)  # (address, size) of the block that last hit a watch
         self.stop_reason: StopReason | None = None
         self.hook_error: BaseException | None = None
