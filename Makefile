@@ -56,17 +56,7 @@ fuzz: $(INSTALLED)
 		--fuzz-seed $${FUZZ_SEED:-1}
 
 # The exploration campaigns at full size (make test runs them smaller): figures in the README.
-explore-# Xen's maintainers' sequence on Debian's real Xen 4.17 under QEMU (TCG) and on the testbed: the differences.
-# Needs QEMU: `make reference-install` installs it.
-reference: $(INSTALLED) payloads-xen417
-	$(VENV)/bin/xsplice-emu reference scenarios/xen417/xen_test_sequence.toml
-
-# Installs Debian's qemu-system-x86 with apt-get (root) and fetches the reference's Debian packages into the
-# user's cache (Xen, the kernel, busybox, xen-livepatch and its libraries: downloaded and unpacked, not installed).
-reference-install: $(INSTALLED)
-	$(VENV)/bin/xsplice-emu reference --install
-
-demo: $(INSTALLED) payloads
+explore-demo: $(INSTALLED) payloads
 	$(VENV)/bin/xsplice-emu explore scenarios/explore/unsafe_patch.toml --runs 200 --jobs 2
 	$(VENV)/bin/xsplice-emu explore scenarios/explore/safe_apply.toml --runs 2000 --strategy chaos --jobs 2 \
 		--plot explore-safe-apply.png
