@@ -74,13 +74,15 @@ class GuestFault(XspliceEmuError):
 
 class LivepatchError(XspliceEmuError):
     """A payload or livepatch action refused; `errno` is Xen's (positive) value. The message is one printable
-    line: a payload name in it may hold any bytes (`text.printable`)."""
+    line: a payload name in it may hold any bytes (`text.printable`). `xen_log` is what Xen prints for the
+    refusal: its exact line(s) without the "(XEN) " prefix, None where Xen is silent."""
 
-    def __init__(self, errno: int, message: str):
+    def __init__(self, errno: int, message: str, *, xen_log: str | None = None):
         message = printable(message)
         super().__init__(f"{message} ({errno_name(errno)})")
         self.errno = errno
         self.reason = message
+        self.xen_log: str | None = xen_log
 
     @property
     def errno_name(self) -> str:
