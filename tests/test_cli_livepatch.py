@@ -44,7 +44,7 @@ def test_load_uploads_and_applies_then_list_shows_applied(payloads):
     assert (f"Uploading {PAYLOADS}/xen_hello_world.livepatch... completed\n"
             "Applying xen_hello_world... completed\n") in result.stdout
     assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| APPLIED    | \n")
-    assert "(XEN) xsplice: xen_hello_world finished apply with rc=0" in result.stderr
+    assert "(XEN) livepatch: xen_hello_world finished APPLY with rc=0" in result.stderr
 
 
 def test_unknown_payload_is_error_2_with_exit_1(payloads):
@@ -130,7 +130,7 @@ def test_timeout_is_error_16_and_list_shows_the_rc(session):
     outcome = session.command(parse("apply hello"))
     assert (outcome.exit_code, outcome.errno) == (2, errno.EBUSY)
     assert "Applying hello... failed\nError 16: Device or resource busy\n" in outcome.text
-    assert "(XEN) xsplice: hello: Timed out on semaphore in CPU quiesce phase 2/3\n" in outcome.text
+    assert "(XEN) livepatch: hello: Timed out on semaphore in CPU quiesce phase 2/3\n" in outcome.text
     listed = session.command(parse("list")).text
     assert f"{'hello':<40}| CHECKED (16, Device or resource busy)    | \n" in listed
     assert session.text_unchanged()
@@ -144,8 +144,9 @@ def test_action_nobody_picks_up_did_not_complete(session):
     outcome = session.command(parse("apply hello --timeout-ms 5"))
     assert (outcome.exit_code, outcome.errno) == (2, errno.EAGAIN)
     assert outcome.text == ("Applying hello... failed\nOperation didn't complete.\n"
-                            "(the tool stopped waiting after twice the timeout, 10 ms of virtual time; "
-                            "the action may still run)\n")
+                            "(XEN) livepatch: hello: Verifying enabled expectations for all functions\n"
+                            "(testbed) the tool stopped waiting after twice the timeout, 10 ms of virtual time; "
+                            "the action may still run\n")
 
 
 def test_name_longer_than_xen_allows(session):

@@ -137,7 +137,7 @@ def test_a_post_apply_hook_that_leaves_for_the_scheduler_is_given_up(patching, t
     machine, livepatch = patching(2)
     livepatch.upload("post", built(tmp_path, "post", POST_HOOK.replace("BEHAVIOUR", behaviour)))
     assert livepatch.run_action("post", Action.APPLY).rc == 0
-    assert any("post-apply hook failed" in line and says in line for line in livepatch.rendezvous.log)
+    assert any("post-apply hook failed" in line and says in line for line in livepatch.rendezvous.notes)
     assert extra_versions(machine) == {"Post-hooked"}
     assert livepatch.run_action("post", Action.REVERT).rc == 0 and extra_versions(machine) == {"-unstable"}
     livepatch.action("post", Action.UNLOAD)

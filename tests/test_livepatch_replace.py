@@ -34,7 +34,7 @@ def test_replace_failing_expectations_leaves_nothing_applied(patching):
     assert livepatch.applied == [] and livepatch.get("hello").state is PayloadState.CHECKED
     assert livepatch.get("fail").rc == -errno.EINVAL
     assert extra_versions(machine) == {"-unstable"}
-    assert ("xsplice: fail: SYSTEM MIGHT BE INSECURE: Replace action has been aborted after reverting ALL "
+    assert ("livepatch: fail: SYSTEM MIGHT BE INSECURE: Replace action has been aborted after reverting ALL "
             "payloads!") in livepatch.rendezvous.log
 
 

@@ -40,7 +40,7 @@ def test_patch_site_outside_ram_fails_with_efault_and_puts_bytes_back(patching):
     assert machine_free(machine) and not livepatch.rendezvous.busy
     [event] = machine.trace.of_kind(EventKind.ACTION_FAILED)
     assert event.fields["restored"] == 5 and "outside RAM" in event.fields["error"]
-    assert any("apply failed inside the patching window" in line for line in livepatch.rendezvous.log)
+    assert any("apply failed inside the patching window" in line for line in livepatch.rendezvous.notes)
     livepatch.get("hello").loaded = good
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
     assert extra_versions(machine) == {"Hello World"}
@@ -73,7 +73,7 @@ def test_apply_hook_without_revert_hook_reverts_cleanly(patching):
     assert livepatch.run_action("act", Action.REVERT).rc == 0
     assert livepatch.get("act").state is PayloadState.CHECKED and machine_free(machine)
     assert any("post-revert hook failed: hook" in line and "PANIC: BUG at xen_action_hooks.c" in line
-               for line in livepatch.rendezvous.log)
+               for line in livepatch.rendezvous.notes)
     assert hello_still_applies(machine, livepatch)
 
 
@@ -97,7 +97,7 @@ def test_post_apply_hook_does_not_run_after_a_timeout(patching):
     machine.post_call(2, "call_stall_irqs_off", 20_000_000)
     assert livepatch.run_action("hooks", Action.APPLY, timeout_ns=1_000_000).rc == -errno.EBUSY
     assert not any("post_apply_hook" in line.text for line in machine.console.lines)
-    assert "xsplice: hooks: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
+    assert "livepatch: hooks: Timed out on semaphore in CPU quiesce phase 2/3" in livepatch.rendezvous.log
 
 
 HOOKED = """
@@ -207,14 +207,15 @@ LIVEPATCH_FUNC(slow_func) = {
 
 def test_a_second_action_while_the_first_runs_keeps_the_first_result(patching, tmp_path):
     """APPLY nop then, before it finished, APPLY of a payload with a slow pre-apply hook: the second is refused
-    (EBUSY, nothing changed), the first ends with rc 0, and the second applies once asked again."""
+    with EBUSY, its rc left at -EAGAIN as Xen leaves it, the first ends with rc 0, and the second applies once
+    asked again (the sysctl takes it: no action of its own is scheduled)."""
     machine, livepatch = patching(2)
     upload(livepatch, "nop", "xen_nop.livepatch")
     livepatch.upload("slow", built(tmp_path, "slow", SLOW_PRE_APPLY))
     livepatch.action("nop", Action.APPLY)
     with pytest.raises(LivepatchError) as refused:
         livepatch.action("slow", Action.APPLY, nodeps=True)
-    assert refused.value.errno == errno.EBUSY and livepatch.get("slow").rc == 0
+    assert refused.value.errno == errno.EBUSY and livepatch.get("slow").rc == -errno.EAGAIN
     result = livepatch.poll()
     assert result is not None and (result.name, result.rc) == ("nop", 0) and livepatch.get("nop").rc == 0
     assert livepatch.run_action("slow", Action.APPLY, nodeps=True).rc == 0
@@ -260,7 +261,7 @@ def test_a_hypervisor_fault_during_an_action_ends_it_with_efault(patching, tmp_p
     assert livepatch.poll() is None
     image = machine.image
     assert machine.memory.read_u64(image.address("nmi_callback")) == image.address("default_nmi_callback")
-    assert any("apply ended with rc=-14: the hypervisor faulted on cpu1" in line for line in livepatch.rendezvous.log)
+    assert any("apply ended with rc=-14: the hypervisor faulted on cpu1" in line for line in livepatch.rendezvous.notes)
 
 
 def test_a_hypervisor_fault_while_anything_runs_the_machine_settles_the_action(patching, tmp_path):

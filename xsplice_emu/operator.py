@@ -1,11 +1,13 @@
 """Xen's operator tool, `xen-livepatch`, over one machine's `Livepatch`.
 
 Each verb returns an `Outcome`: the lines the real tool prints (stdout and
-stderr, with its wording), what the hypervisor logged meanwhile, the exit
-status (0 success, 2 for EAGAIN/EBUSY, else 1) and the errno that decided
-it. Like the real tool, an action is requested and then waited for: the
-machine runs in virtual time until the action completes or twice its
-timeout has passed.
+stderr, with its wording), the lines Xen logged meanwhile (shown `(XEN) `,
+exactly as Xen prints them), the testbed's own remarks (shown `(testbed) `,
+never as Xen's), the exit status (0 success, 2 for EAGAIN/EBUSY, else 1) and
+the errno that decided it. Like the real tool, an action is requested and
+then waited for (the machine runs in virtual time until the action completes
+or twice its timeout has passed), and its end is read from the payload's
+status: its rc, else its state.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from .livepatch.states import TARGET_STATE
 from .livepatch.sysctl import ActionResult
 from .text import printable
 
-OUT, ERR, XEN = "out", "err", "xen"
+OUT, ERR, XEN, NOTE = "out", "err", "xen", "note"
+PREFIXES = {XEN: "(XEN) ", NOTE: "(testbed) "}
+"""How each stream's lines are marked when shown (the tool's own output is not)."""
 RETRY_ERRNOS = (errno.EAGAIN, errno.EBUSY)
 
 
@@ -63,8 +67,8 @@ class Outcome:
 
     @property
     def text(self) -> str:
-        """Everything printed, hypervisor lines prefixed `(XEN) `, as one string."""
-        return "".join(f"(XEN) {text}" if stream == XEN else text for stream, text in self.chunks)
+        """Everything printed, Xen's lines prefixed `(XEN) ` and the testbed's `(testbed) `, as one string."""
+        return "".join(PREFIXES.get(stream, "") + text for stream, text in self.chunks)
 
     @property
     def errno_name(self) -> str:
@@ -85,9 +89,16 @@ class _Printer:
     def err(self, text: str) -> None:
         self.chunks.append((ERR, text))
 
-    def xen(self, text: str) -> None:
-        """A line of the hypervisor's log; it follows the tool's own output."""
-        self.hypervisor.append((XEN, text + "\n"))
+    def logged(self, livepatch: Livepatch, since: tuple[int, int]) -> None:
+        """The hypervisor's log lines and the testbed's notes from `since` (see `_seen`); they follow the tool's
+        own output."""
+        rendezvous = livepatch.rendezvous
+        self.hypervisor += [(XEN, line + "\n") for line in rendezvous.log[since[0]:]]
+        self.hypervisor += [(NOTE, line + "\n") for line in rendezvous.notes[since[1]:]]
+
+    def note(self, text: str) -> None:
+        """A remark of the testbed's own."""
+        self.hypervisor.append((NOTE, text + "\n"))
 
     def error(self, code: int) -> None:
         self.err(f"Error {code}: {os.strerror(code)}\n")
@@ -164,14 +175,13 @@ class OperatorTool:
             printer.error(exc.errno)
             return exc.errno
         printer.out(f"Uploading {file}... ")
-        log_seen = len(self.livepatch.rendezvous.log)
+        seen = self._seen()
         try:
             self.livepatch.upload(name, data, allow_unsafe=allow_unsafe)
         except LivepatchError as exc:
-            return self._failed(printer, exc)
+            return self._failed(printer, exc, seen)
         printer.out("completed\n")
-        for line in self.livepatch.rendezvous.log[log_seen:]:
-            printer.xen(line)
+        printer.logged(self.livepatch, seen)
         return 0
 
     def _action(self, printer: _Printer, verb: ActionVerb, name: str, *, timeout_ms: float | None = None,
@@ -192,41 +202,62 @@ class OperatorTool:
             self._wrong_state(printer, name, payload.state, verb.allowed)
             return errno.EINVAL
         printer.out(f"{verb.gerund} {printable(name)}... ")
-        log_seen = len(self.livepatch.rendezvous.log)
+        seen = self._seen()
         timeout_ns = DEFAULT_TIMEOUT_NS if timeout_ms is None else int(timeout_ms * 1_000_000)
         try:
-            result = self.livepatch.run_action(name, verb.action, timeout_ns=timeout_ns, from_vcpu=from_vcpu,
-                                               nodeps=nodeps, unsafe=unsafe, from_irq=from_irq)
+            vetoed = self.livepatch.action(name, verb.action, timeout_ns=timeout_ns, from_vcpu=from_vcpu,
+                                           nodeps=nodeps, unsafe=unsafe, from_irq=from_irq)
         except LivepatchError as exc:
-            return self._failed(printer, exc)
-        for line in self.livepatch.rendezvous.log[log_seen:]:
-            printer.xen(line)
-        if verb.expected is None:
+            return self._failed(printer, exc, seen)
+        if vetoed:
+            printer.out("failed\n")
+            printer.logged(self.livepatch, seen)
+            printer.note(f"the hypervisor returned {vetoed} (a pre-action hook's veto, as Xen returns it); the "
+                         "real tool then prints the errno libxc left, whatever it is")
+            return vetoed
+        result = self.livepatch.results[-1] if unsafe else self.livepatch.poll()
+        printer.logged(self.livepatch, seen)
+        if result is not None:
+            printer.results.append(result)
+        return self._ended(printer, verb, name, timeout_ns)
+
+    def _ended(self, printer: _Printer, verb: ActionVerb, name: str, timeout_ns: int) -> int:
+        """As the tool, once it has waited: the payload's status says how the action ended (its rc, else its
+        state; unloaded, it is gone)."""
+        try:
+            payload = self.livepatch.get(name)
+        except LivepatchError as exc:
+            rc, state = -exc.errno, None
+        else:
+            rc, state = payload.rc, payload.state
+        if rc == -errno.EAGAIN:
+            printer.out("failed\n")
+            printer.err("Operation didn't complete.\n")
+            printer.note(f"the tool stopped waiting after twice the timeout, {2 * timeout_ns / 1e6:g} ms of virtual "
+                         "time; the action may still run")
+            return errno.EAGAIN
+        if rc == 0 and state is verb.expected or rc == -errno.ENOENT and verb.expected is None:
             printer.out("completed\n")
             return 0
-        if result is None:
-            printer.out("failed\n")
-            printer.err("Operation didn't complete.\n"
-                        f"(the tool stopped waiting after twice the timeout, {2 * timeout_ns / 1e6:g} ms of virtual "
-                        "time; the action may still run)\n")
-            return errno.EAGAIN
-        printer.results.append(result)
-        if result.rc < 0:
-            printer.out("failed\n")
-            printer.error(-result.rc)
-            return -result.rc
-        if payload.state is not verb.expected:
-            printer.out("failed\n")
-            self._wrong_state(printer, name, payload.state, verb.expected)
-            return errno.EINVAL
-        printer.out("completed\n")
-        return 0
+        printer.out("failed\n")
+        if rc < 0:
+            printer.error(-rc)
+            return -rc
+        assert state is not None and verb.expected is not None
+        self._wrong_state(printer, name, state, verb.expected)
+        return errno.EINVAL
 
-    @staticmethod
-    def _failed(printer: _Printer, exc: LivepatchError) -> int:
+    def _seen(self) -> tuple[int, int]:
+        """How many hypervisor log lines and testbed notes there are now."""
+        rendezvous = self.livepatch.rendezvous
+        return len(rendezvous.log), len(rendezvous.notes)
+
+    def _failed(self, printer: _Printer, exc: LivepatchError, seen: tuple[int, int]) -> int:
+        """A refused request, as the tool shows it: `failed`, its errno; Xen's lines, and the testbed's reason."""
         printer.out("failed\n")
         printer.error(exc.errno)
-        printer.xen(exc.reason)
+        printer.logged(self.livepatch, seen)
+        printer.note(exc.reason)
         return exc.errno
 
     @staticmethod

@@ -18,7 +18,7 @@ from ..debian import DEBIAN_XEN_SYMS
 from ..duration import MAX_MS
 from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
-from ..operator import ERR, XEN, Outcome
+from ..operator import ERR, PREFIXES, Outcome
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS
 
@@ -66,10 +66,11 @@ def print_console_line(line: ConsoleLine) -> None:
 
 
 def print_outcome(outcome: Outcome) -> None:
-    """What an operator command printed: stdout, stderr, and the hypervisor's lines dimmed on stderr."""
+    """What an operator command printed: stdout, stderr, then dimmed on stderr Xen's lines (`(XEN) `) and the
+    testbed's remarks (`(testbed) `)."""
     for stream, text in outcome.chunks:
-        if stream == XEN:
-            click.secho(f"(XEN) {text}", nl=False, err=True, dim=True)
+        if stream in PREFIXES:
+            click.secho(PREFIXES[stream] + text, nl=False, err=True, dim=True)
         else:
             click.echo(text, nl=False, err=stream == ERR)
 

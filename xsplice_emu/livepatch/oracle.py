@@ -1,6 +1,6 @@
 """The safety oracle: did patching itself go wrong on some vCPU? (docs/oracle.md)
 
-Four checks, each a `violation` trace event on the offending vCPU, counted
+Five checks, each a `violation` trace event on the offending vCPU, counted
 per action in its `ActionResult`:
 
 - `torn`: when patch bytes are written, a vCPU's RIP, or a code address on
@@ -17,6 +17,10 @@ per action in its `ActionResult`:
   the firmware's do_nmi reaches is under way (from the master's election,
   when NMIs are masked, to the release; an unsafe patch: its first byte to
   its last).
+- `residue`: a revert leaves a patched site holding other bytes than it
+  held before the payload was applied (Xen reverts a payload's records
+  first to last: with two records on one function the first one's jump
+  stays, while the payload reads CHECKED).
 
 Stacks are walked by their frame records (the firmware keeps frame
 pointers; the walk crosses its interrupt entry through the saved registers)
@@ -36,7 +40,7 @@ from ..platform import STACK_SIZE, UREGS_rbp, UREGS_rip, UREGS_rsp
 from ..tracing.kinds import EventKind
 from .unsafe import on_nmi_path
 
-CHECKS = ("torn", "active", "stale", "nmi_path")
+CHECKS = ("torn", "active", "stale", "nmi_path", "residue")
 BACKTRACE_DEPTH = 6
 WORD = 8
 PROLOGUE_PUSH = b"\x55"  # push rbp: the firmware's functions start with it (frame pointers, no CET)
@@ -121,6 +125,16 @@ class Oracle:
             pending[:] = [site for site in pending if all(site.address != a for a, _ in sites)]
             pending += [_Site(address, end, label) for address, end in sites]
             self._sync(vcpu)
+
+    def reverted(self, vcpu: Vcpu, payload: str, sites: list[tuple[str, int, bytes]]) -> None:
+        """`payload` was reverted on `vcpu`: each site (function, address, the bytes there before the payload was
+        applied) must hold those bytes again."""
+        for function, address, before in sites:
+            now = self.machine.memory.read(address, len(before))
+            if now != before:
+                self._report(vcpu, "residue", address, self._label(),
+                             f"reverting {payload} left {now.hex(' ')} at {function}, which held {before.hex(' ')} "
+                             "before it was applied")
 
     # -- what the machine tells it ----------------------------------------------------------------------------------
     def _sync(self, vcpu: Vcpu) -> None:

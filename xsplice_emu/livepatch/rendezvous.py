@@ -15,6 +15,10 @@ error (a patch site outside RAM, a bug: -EFAULT), a guest fault in a hook
 (-EFAULT) or a hook that leaves its functions half applied (-EINVAL, where
 Xen panics). The action's `undo` puts back what it changed, and everyone is
 released as usual.
+
+`log` holds the lines Xen prints, as Xen prints them (a payload's hooks'
+printk lines among them, in order); `notes` the testbed's own remarks, which
+Xen never prints.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ..platform import (
 )
 from ..text import printable
 from ..tracing.kinds import EventKind
+from .printk import PrintkTap
 
 DEFAULT_TIMEOUT_NS = 30_000_000
 TRACED_ANSWERS = {XSPLICE_IRQ_OFF: EventKind.IRQ_MASKED, XSPLICE_IRQ_ON: EventKind.IRQ_UNMASKED}
@@ -64,6 +69,8 @@ class Work:
     """Called when the master is elected (NMIs are masked next)."""
     on_release: Callable[[], None] | None = None
     """Called when the master releases the others (the action ran or not)."""
+    settle: Callable[[int], None] | None = None
+    """Called with the action's rc where Xen writes it into the payload: in the window, or on the timeout."""
     timeout_ns: int = DEFAULT_TIMEOUT_NS
     do_work: bool = False
     finished: bool = False
@@ -113,6 +120,8 @@ class Rendezvous:
         self._nmi_count_masked = 0
         self.work: Work | None = None
         self.log: list[str] = []
+        self.notes: list[str] = []
+        self.printk = PrintkTap(machine)
         machine.answer_port(PORT_XSPLICE, self._ask)
         machine.observe_nmis(self._on_nmi)
 
@@ -183,12 +192,15 @@ class Rendezvous:
                 abandon(LivepatchError(errno.ETIMEDOUT, f"{what} did not return within {timeout_ns / 1e6:g} ms"))
         alarm.append(machine.add_alarm(deadline_ps, expire))
         self._hook_calls[vcpu.index] = _HookCall(what, snapshot.stack_pointer, abandon, failed)
+        printed = self.printk.mark()
         try:
             result = yield XSPLICE_CALL
         finally:
             vcpu.on_fault = None
             alarm[0].cancel()
             del self._hook_calls[vcpu.index]
+            for line in self.printk.since(printed, vcpu.index):
+                self.log_line(line, vcpu)
         if failed:
             raise failed[0]
         return result
@@ -204,11 +216,12 @@ class Rendezvous:
         if work.master is not None and work.released_ps is None:
             self._unmask_nmis(vcpu, work)
         work.rc, work.do_work, work.finished = -errno.EFAULT, False, True
+        self._settle(work)
         work.released_ps = self.machine.now_ps
         for condition in self._waiters:
             self._notify(condition, self.machine.now_ps)
-        self.log_line(f"xsplice: {work.name}: {work.action} ended with rc={work.rc}: the hypervisor faulted "
-                      f"on cpu{fault.vcpu}", vcpu)
+        self.note(f"{work.name}: {work.action} ended with rc={work.rc}: the hypervisor faulted on cpu{fault.vcpu}",
+                  vcpu)
         if work.on_release is not None:
             work.on_release()
 
@@ -318,6 +331,8 @@ class Rendezvous:
                 rc = yield from work.perform(vcpu)
             except Exception as exc:  # a host-side error must never leave the machine stuck
                 rc, ran = self._failed(vcpu, work, exc), False
+            work.rc = rc
+            self._settle(work)
             yield XSPLICE_SERIALISE
             yield XSPLICE_IRQ_ON
         self._unmask_nmis(vcpu, work)
@@ -334,9 +349,9 @@ class Rendezvous:
             try:
                 yield from work.finish(vcpu)
             except LivepatchError as exc:  # the action is done: a failed post hook is only reported
-                self.log_line(f"xsplice: {work.name}: post-{work.action} hook failed: {exc.reason}", vcpu)
+                self.note(f"{work.name}: post-{work.action} hook failed: {exc.reason}", vcpu)
         work.host_seconds = time.perf_counter() - work._host_started
-        self.log_line(f"xsplice: {work.name} finished {work.action} with rc={rc}", vcpu)
+        self.log_line(f"livepatch: {work.name} finished {work.action.upper()} with rc={rc}", vcpu)
         work.finished = True
         self._emit(vcpu, EventKind.LEFT)
         yield XSPLICE_RETURN
@@ -357,12 +372,20 @@ class Rendezvous:
         yield XSPLICE_RETURN
 
     def _abort(self, vcpu: Vcpu, work: Work, phase: str) -> int:
-        self.log_line(f"xsplice: {work.name}: Timed out on semaphore in {phase} quiesce phase "
+        """The deadline passed in `phase`: Xen logs it and writes -EBUSY into the payload's rc."""
+        self.log_line(f"livepatch: {work.name}: Timed out on semaphore in {phase} quiesce phase "
                       f"{work.semaphore}/{work.cpus}", vcpu)
         missing = " ".join(f"cpu{index}" for index in work.awaited if index not in work.arrivals)
         self._emit(vcpu, EventKind.ABORT, reason=f"timeout in {phase} phase", arrived=work.semaphore, of=work.cpus,
                    missing=missing)
-        return -errno.EBUSY
+        work.rc = -errno.EBUSY
+        self._settle(work)
+        return work.rc
+
+    @staticmethod
+    def _settle(work: Work) -> None:
+        if work.settle is not None:
+            work.settle(work.rc)
 
     def _failed(self, vcpu: Vcpu, work: Work, exc: Exception) -> int:
         """The action failed inside the window: undo it; its rc is the error's errno, else -EFAULT. An undo
@@ -374,8 +397,8 @@ class Rendezvous:
             restored = 0
             error += f"; putting back failed too: {type(undo_error).__name__}: {undo_error}"
         self._emit(vcpu, EventKind.ACTION_FAILED, error=error, restored=restored)
-        self.log_line(f"xsplice: {work.name}: {work.action} failed inside the patching window ({error}); "
-                      f"{restored} bytes put back", vcpu)
+        self.note(f"{work.name}: {work.action} failed inside the patching window ({error}); {restored} bytes "
+                  "put back", vcpu)
         return -exc.errno if isinstance(exc, LivepatchError) else -errno.EFAULT
 
     # -- guest state -------------------------------------------------------------
@@ -404,7 +427,13 @@ class Rendezvous:
         self._emit(vcpu, EventKind.NMI_UNMASKED, lost=work.nmis_lost)
 
     def log_line(self, text: str, vcpu: Vcpu | None = None) -> None:
-        """A line of the hypervisor's log (on `vcpu`, or from the controller), its payload names made printable."""
+        """A line Xen prints in its log (on `vcpu`, or from the controller), its payload names made printable."""
         text = printable(text)
         self.log.append(text)
         self._emit(vcpu, EventKind.LOG, text=text)
+
+    def note(self, text: str, vcpu: Vcpu | None = None) -> None:
+        """A remark of the testbed's own (Xen prints nothing of the kind), its payload names made printable."""
+        text = printable(text)
+        self.notes.append(text)
+        self._emit(vcpu, EventKind.NOTE, text=text)

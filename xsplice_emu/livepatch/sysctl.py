@@ -8,6 +8,13 @@ list moves. Neither does an action that fails on a host-side error inside
 the window: the code it wrote (the controller's patches and its hooks' stores
 into code, its pre-action hooks' included) and the states it moved are put
 back (-EFAULT). Data a hook wrote is not: Xen does not roll it back either.
+
+As in Xen, the sysctl answers 0 to an APPLY or REPLACE of a payload that is
+not CHECKED and to a REVERT of one that is not APPLIED (nothing is done),
+and the action's rc is written into the payload where Xen writes it: inside
+the window, or -EBUSY when the rendezvous times out. The lines Xen prints go
+to the hypervisor's log (`Rendezvous.log`) in Xen's words; the testbed's
+own remarks to `Rendezvous.notes`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from .unsafe import unsafe_functions
 _Targets = list[tuple[str, int]]
 UNSAFE_BYTE_GAP_NS = 2_000
 """The longest an unsafe (`--unsafe`) patch's writer waits before each byte: its scheduling points."""
+HOOK_WORDS = {"preapply": "pre-apply", "prerevert": "pre-revert", "postapply": "post-apply",
+              "postrevert": "post-revert"}
+"""How Xen's log names each kind of pre- and post-action hook."""
 
 
 @dataclass
@@ -149,8 +159,12 @@ class Livepatch:
         if name in self.payloads:
             raise LivepatchError(errno.EEXIST, f"{name}: a payload of that name is already loaded")
         host = Host.of(self.machine.hypervisor, [p.loaded for p in self.payloads.values()])
-        loaded = self.memory.place(lambda base, limit: load_payload(
-            name, data, arch=self.machine.arch, host=host, base=base, limit=limit))
+        try:
+            loaded = self.memory.place(lambda base, limit: load_payload(
+                name, data, arch=self.machine.arch, host=host, base=base, limit=limit))
+        except LivepatchError as exc:
+            self._xen_lines(exc.xen_log)
+            raise
         for func in loaded.funcs:
             self._check_target(name, func, allow_unsafe=allow_unsafe)
         taken = [_span(loaded)]
@@ -178,6 +192,11 @@ class Livepatch:
         self.payloads[name] = payload
         return payload
 
+    def _xen_lines(self, lines: tuple[str, ...] | None) -> None:
+        """Xen's printk line(s) for a refusal (`LivepatchError.xen_log`) into the hypervisor's log."""
+        for line in lines or ():
+            self.rendezvous.log_line(line)
+
     def get(self, name: str) -> Payload:
         """The payload called `name` (-ENOENT when there is none)."""
         try:
@@ -194,12 +213,11 @@ class Livepatch:
             return
         target = self.machine.describe(func.old_addr)
         if self.real_xen:
-            self.rendezvous.log_line(f"xsplice: {name}: WARNING: patching {target} although {why} "
-                                     "(Xen 4.17 does not refuse it)")
+            self.rendezvous.note(f"{name}: WARNING: patching {target} although {why} (Xen 4.17 does not refuse it)")
             return
         if not allow_unsafe:
             raise LivepatchError(errno.EPERM, f"{name}: refusing to patch {target}: {why}")
-        self.rendezvous.log_line(f"xsplice: {name}: WARNING: patching {target} although {why} (allow-unsafe)")
+        self.rendezvous.note(f"{name}: WARNING: patching {target} although {why} (allow-unsafe)")
 
     @property
     def real_xen(self) -> bool:
@@ -209,30 +227,43 @@ class Livepatch:
 
     # -- ACTION --------------------------------------------------------------
     def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
-               nodeps: bool = False, unsafe: bool = False, from_irq: bool = False) -> None:
-        """Request `action` on `name`; APPLY/REVERT/REPLACE finish asynchronously (rc -EAGAIN meanwhile).
-        Faults for the safety oracle: `unsafe`, APPLY or REVERT without the rendezvous (see `_poke`), done when
-        this returns; `from_irq`, the rendezvous runs from interrupt handlers (firmware/ABI.md)."""
+               nodeps: bool = False, unsafe: bool = False, from_irq: bool = False) -> int:
+        """Xen's XEN_SYSCTL_LIVEPATCH_ACTION on `name`: a refusal raises LivepatchError (Xen's errno), else what
+        the sysctl returns: 0, or a pre-action hook's positive veto as the hook returned it. APPLY, REVERT and
+        REPLACE finish asynchronously (rc -EAGAIN meanwhile); one asked of a payload in the wrong state does
+        nothing and returns 0, as in Xen. Faults for the safety oracle: `unsafe`, APPLY or REVERT without the
+        rendezvous (see `_poke`), done when this returns; `from_irq`, the rendezvous runs from interrupt handlers
+        (firmware/ABI.md)."""
         payload = self.get(name)
         self.collect()  # a finished action is settled first: its result is never lost
-        if payload.rc == -errno.EAGAIN:
+        if self._pending is not None and self._pending[0] is payload:
             raise LivepatchError(errno.EBUSY, f"{name}: an action on it is already in progress")
         if action is Action.UNLOAD:
             self._unload(payload)
-            return
-        self._check_action(payload, action, nodeps=nodeps)
+            return 0
+        needed = PayloadState.APPLIED if action is Action.REVERT else PayloadState.CHECKED
+        if payload.state is not needed:
+            self.rendezvous.note(f"{name} is {payload.state.name}: {action.name} of it does nothing (Xen returns 0)")
+            return 0
+        if not self._checked(payload, action, nodeps=nodeps):
+            return 0
         if unsafe:
             self._poke(payload, action)
-            return
-        if self._pending is not None:
-            raise LivepatchError(errno.EBUSY, f"{name}: an action on {self._pending[0].name} is already in progress")
+            return 0
+        if self._pending is not None:  # Xen runs the pre-action hooks first; the testbed refuses before them
+            payload.rc = -errno.EAGAIN
+            raise LivepatchError(errno.EBUSY, f"{name}: an action on {self._pending[0].name} is already in "
+                                              f"progress (Xen leaves {name}'s rc at -EAGAIN)")
         self._journal = _Journal(name)
         if action in (Action.APPLY, Action.REVERT):
             kind = "preapply" if action is Action.APPLY else "prerevert"
             try:
                 for hook in payload.loaded.hooks.get(kind, ()):
-                    self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu,
-                                                             timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
+                    veto = self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu,
+                                                                    timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
+                    if veto:
+                        self._undo(None)
+                        return veto
             except LivepatchError:
                 self._undo(None)
                 raise
@@ -242,55 +273,76 @@ class Livepatch:
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
                     finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
                     on_elected=lambda: self._elected(payload, action), on_release=self._released,
-                    timeout_ns=timeout_ns)
+                    settle=lambda rc: setattr(payload, "rc", rc), timeout_ns=timeout_ns)
         if from_irq:
             self._from_irq(True)
-        self.rendezvous.schedule(work, from_vcpu=from_vcpu)
-        payload.rc = -errno.EAGAIN
+        previous, payload.rc = payload.rc, -errno.EAGAIN
+        try:
+            self.rendezvous.schedule(work, from_vcpu=from_vcpu)
+        except LivepatchError:  # a vCPU not online: the testbed's own refusal
+            payload.rc = previous
+            raise
         self._pending = (payload, action, work)
+        return 0
 
-    def _check_action(self, payload: Payload, action: Action, *, nodeps: bool) -> None:
+    def _checked(self, payload: Payload, action: Action, *, nodeps: bool) -> bool:
+        """Xen's checks of an action on a payload in the right state: refused with LivepatchError (its line in the
+        log), or False when Xen refuses it into the payload's rc and returns 0 (a reverted payload with .data)."""
         name = payload.name
-        if action in (Action.APPLY, Action.REPLACE) and payload.state is not PayloadState.CHECKED:
-            raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; {action.name} needs CHECKED")
         if action is Action.APPLY:
             if payload.reverted and payload.loaded.has_writable_data:
+                self.rendezvous.log_line(f"livepatch: {name}: can't revert as payload has .data. Please unload")
                 payload.rc = -errno.EINVAL
-                raise LivepatchError(errno.EINVAL, f"{name}: can't revert as payload has .data. Please unload")
+                return False
             if not nodeps:
-                self._check_depends(payload, action)
-            mismatch = self._mismatch(payload)
+                self._check_depends(payload, on_top=bool(self.applied))
+            mismatch = self._check_expectations(payload, None)
             if mismatch:
                 raise LivepatchError(errno.EINVAL, mismatch)
         elif action is Action.REPLACE:
-            if not nodeps:
-                self._check_depends(payload, action)
+            self._check_depends(payload, on_top=False)  # whatever the flags say
             if any(_vetoing(p) for p in [payload, *(self.payloads[n] for n in self.applied)]):
-                raise LivepatchError(errno.EOPNOTSUPP,
-                                     f"{name}: REPLACE action is not supported on livepatches with vetoing hooks")
-        elif action is Action.REVERT:
-            if payload.state is not PayloadState.APPLIED:
-                raise LivepatchError(errno.EINVAL, f"{name} is {payload.state.name}; REVERT needs APPLIED")
-            if self.applied[-1] != name:
-                raise LivepatchError(errno.EBUSY, f"{name} is not on top of the applied stack ({self.applied[-1]} is)")
+                line = f"livepatch: {name}: REPLACE action is not supported on livepatches with vetoing hooks!"
+                self.rendezvous.log_line(line)
+                raise LivepatchError(errno.EOPNOTSUPP, f"{name}: REPLACE action is not supported on livepatches "
+                                                       "with vetoing hooks", xen_log=line)
+        elif self.applied[-1] != name:
+            line = f"livepatch: {name}: can't unload. Top is {self.applied[-1]}"
+            self.rendezvous.log_line(line)
+            raise LivepatchError(errno.EBUSY, f"{name} is not on top of the applied stack ({self.applied[-1]} is)",
+                                 xen_log=line)
+        return True
 
-    def _check_depends(self, payload: Payload, action: Action) -> None:
-        if action is Action.APPLY and self.applied:
+    def _check_depends(self, payload: Payload, *, on_top: bool) -> None:
+        """Xen's build_id_dep: the payload depends on the top applied payload (`on_top`) or the hypervisor."""
+        if on_top:
             top = self.payloads[self.applied[-1]]
-            wanted, what = top.loaded.build_id, f"the top applied payload {top.name}"
+            wanted, what, against = top.loaded.build_id, f"the top applied payload {top.name}", top.name
         else:
-            wanted, what = self.machine.hypervisor.build_id, "the hypervisor"
+            wanted, what, against = self.machine.hypervisor.build_id, "the hypervisor", "hypervisor"
         depends = payload.loaded.depends
         if depends != wanted:
             got = depends.hex() if depends else "nothing"
-            raise LivepatchError(errno.EINVAL, f"{payload.name} depends on {got}, not on {what} ({wanted.hex()})")
+            line = f"livepatch: {payload.name}: check against {against} build-id failed"
+            self.rendezvous.log_line(line)
+            raise LivepatchError(errno.EINVAL, f"{payload.name} depends on {got}, not on {what} ({wanted.hex()})",
+                                 xen_log=line)
 
-    def _mismatch(self, payload: Payload) -> str | None:
-        """What differs from the payload's expectations in guest memory now (None: every one is met)."""
+    def _check_expectations(self, payload: Payload, vcpu: Vcpu | None) -> str | None:
+        """Xen's livepatch_check_expectations, its lines logged (on `vcpu`, or from the controller): None, or
+        what differs when a record's expected bytes are not what its function starts with (Xen: -EINVAL)."""
+        log = self.rendezvous.log_line
+        log(f"livepatch: {payload.name}: Verifying enabled expectations for all functions", vcpu)
         for func in payload.loaded.funcs:
-            mismatch = func.expectation_mismatch(self.read_code)
-            if mismatch is not None:
-                return f"{payload.name}: {mismatch}"
+            if func.expect is None:
+                continue
+            found = self.read_code(func.old_addr, len(func.expect))
+            if found != func.expect:
+                actual = "" if found is None else found.hex()
+                log(f"livepatch: {func.name}: expectation failed: expected:{func.expect.hex()}, actual:{actual}", vcpu)
+                log(f"livepatch: {payload.name}: expectations of {func.name} failed (rc={-errno.EINVAL}), "
+                    "aborting!", vcpu)
+                return f"{payload.name}: {func.expectation_mismatch(self.read_code)}"
         return None
 
     def read_code(self, address: int, length: int) -> bytes | None:
@@ -307,6 +359,8 @@ class Livepatch:
     def _pre_hook(self, payload: Payload, kind: str, hook: int, vcpu: int, *, timeout_ns: int) -> int:
         """Run a pre-action hook on `vcpu`; one that faults or does not return within the action's timeout is
         refused (its rc set), the machine runs on."""
+        self.rendezvous.log_line(f"livepatch: {payload.name}: Calling {HOOK_WORDS[kind]} hook function")
+        printed = self.rendezvous.printk.mark()
         try:
             return self.machine.call_contained(vcpu, hook, payload.guest.address, timeout_ns=timeout_ns)
         except GuestFault as fault:
@@ -315,13 +369,22 @@ class Livepatch:
         except MachineError as error:
             payload.rc = -errno.ETIMEDOUT
             raise LivepatchError(errno.ETIMEDOUT, f"{payload.name}: {kind} hook: {error}") from None
+        finally:
+            for line in self.rendezvous.printk.since(printed, vcpu):
+                self.rendezvous.log_line(line)
 
-    def _veto(self, payload: Payload, kind: str, rax: int) -> None:
+    def _veto(self, payload: Payload, kind: str, rax: int) -> int:
+        """A pre-action hook's result as Xen takes it: 0 goes on; a negative rc is refused with its errno; a
+        positive one is given back as is (the sysctl returns it). Either is the payload's rc."""
         rc = int_result(rax)
-        if rc:
-            code = -rc if rc < 0 else errno.EINVAL
-            payload.rc = -code
-            raise LivepatchError(code, f"{payload.name}: {kind} hook refused with {rc}")
+        if not rc:
+            return 0
+        line = f"livepatch: {payload.name}: {HOOK_WORDS[kind]} hook failed (rc={rc}), aborting!"
+        self.rendezvous.log_line(line)
+        payload.rc = rc
+        if rc > 0:
+            return rc
+        raise LivepatchError(-rc, f"{payload.name}: {kind} hook refused with {rc}", xen_log=line)
 
     def _unload(self, payload: Payload) -> None:
         if payload.state is not PayloadState.CHECKED:
@@ -336,9 +399,13 @@ class Livepatch:
 
     # -- running an action to the end ---------------------------------------
     def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
-        """Request `action` and run the machine until it completes (or twice its timeout)."""
+        """Request `action` and run the machine until it completes (or twice its timeout); None when nothing
+        ran (Xen's no-op, a positive veto) or it did not complete."""
+        results = len(self.results)
         self.action(name, action, **options)
-        return self.results[-1] if options.get("unsafe") else self.poll()
+        if options.get("unsafe"):
+            return self.results[-1] if len(self.results) > results else None
+        return self.poll()
 
     def poll(self, ns: int | None = None) -> ActionResult | None:
         """Run the machine until the pending action completes, or for `ns` (default twice its timeout); settle
@@ -350,12 +417,11 @@ class Livepatch:
         return self.collect()
 
     def collect(self) -> ActionResult | None:
-        """Settle a finished action: its payload's rc, and its figures."""
+        """Settle a finished action: its figures (its rc is in its payload since its window)."""
         if self._pending is None or not self._pending[2].finished:
             return None
         payload, action, work = self._pending
         self._pending = None
-        payload.rc = work.rc
         result = ActionResult(
             name=work.name, action=work.action, rc=work.rc, master=work.master,
             parked_ns=None if work.all_parked_ps is None else (work.all_parked_ps - work.requested_ps) // PS_PER_NS,
@@ -450,8 +516,7 @@ class Livepatch:
             self.applied.remove(payload.name)
         if self.oracle is not None:
             self.oracle.released(written)
-        self.rendezvous.log_line(f"xsplice: {payload.name}: {action.name.lower()} done UNSAFELY: no rendezvous, "
-                                 "byte by byte")
+        self.rendezvous.note(f"{payload.name}: {action.name.lower()} done UNSAFELY: no rendezvous, byte by byte")
         self.results.append(ActionResult(
             name=payload.name, action=action.name.lower(), rc=0, master=None, parked_ns=None,
             release_ns=(machine.now_ps - requested) // PS_PER_NS, host_ms=0.0, nmis_lost=0,
@@ -500,11 +565,9 @@ class Livepatch:
             other.rc = yield from self._perform_revert(vcpu, other)
             if other.rc:
                 return -errno.EINVAL
-        mismatch = self._mismatch(payload)
-        if mismatch:
-            self.rendezvous.log_line(f"xsplice: {mismatch}", vcpu)
-            self.rendezvous.log_line(f"xsplice: {payload.name}: SYSTEM MIGHT BE INSECURE: Replace action has been "
-                                     "aborted after reverting ALL payloads!", vcpu)
+        if self._check_expectations(payload, vcpu):
+            self.rendezvous.log_line(f"livepatch: {payload.name}: SYSTEM MIGHT BE INSECURE: Replace action has "
+                                     "been aborted after reverting ALL payloads!", vcpu)
             return -errno.EINVAL
         return (yield from self._perform_apply(vcpu, payload))
 
@@ -513,6 +576,7 @@ class Livepatch:
         hooks = payload.loaded.hooks.get(kind, ())
         if not hooks:
             return (yield from built_in(vcpu, payload))
+        self.rendezvous.log_line(f"livepatch: {payload.name}: Calling {kind} action hook function", vcpu)
         for hook in hooks:
             rc = int_result((yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)))
             if rc:
@@ -524,17 +588,22 @@ class Livepatch:
         testbed fails the action, and the window puts back whatever was written."""
         for func, state in zip(payload.loaded.funcs, payload.guest.applied_all(), strict=True):
             if state != applied:
+                self.rendezvous.log_line(f"livepatch: {payload.name}: Payload has a function: '{func.name}' with "
+                                         "inconsistent applied state.")
                 raise LivepatchError(errno.EINVAL, f"{payload.name}: Payload has a function: '{func.name}' with "
                                                    f"inconsistent applied state: partially {done} payload "
                                                    "(Xen panics here)")
 
     def _apply_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         """Xen's apply_payload: the load hooks, then every record not yet applied."""
+        self.rendezvous.log_line(f"livepatch: {payload.name}: Applying {len(payload.loaded.funcs)} functions", vcpu)
         for hook in payload.loaded.hooks.get("load", ()):
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
         arch = self.machine.arch
         for index, func in enumerate(payload.loaded.funcs):
             if payload.guest.applied(index):
+                self.rendezvous.log_line(f"livepatch: apply_payload: {func.name} has been already applied before",
+                                         vcpu)
                 continue
             new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
             payload.guest.mark_applied(index, self._write(vcpu, func.name, func.patch_addr, new,
@@ -542,21 +611,31 @@ class Livepatch:
         return 0
 
     def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
-        """Xen's revert_payload: every applied record put back (last first), then the unload hooks."""
-        for index in reversed(range(len(payload.loaded.funcs))):
-            if not payload.guest.applied(index):
+        """Xen's revert_payload: every applied record put back, first to last (two records on one function leave
+        the first one's jump there: the oracle's `residue`), then the unload hooks."""
+        self.rendezvous.log_line(f"livepatch: {payload.name}: Reverting", vcpu)
+        sites: dict[int, tuple[str, int, bytes]] = {}  # what each site held before the first record there
+        for index, func in enumerate(payload.loaded.funcs):
+            if not func.old_addr or not payload.guest.applied(index):
+                self.rendezvous.log_line(f"livepatch: revert_payload: {func.name} has not been applied before",
+                                         vcpu)
                 continue
-            func = payload.loaded.funcs[index]
-            self._write(vcpu, func.name, func.patch_addr, payload.guest.overwritten(index, func.patch_size),
+            original = payload.guest.overwritten(index, func.patch_size)
+            sites.setdefault(func.patch_addr, (func.name, func.patch_addr, original))
+            self._write(vcpu, func.name, func.patch_addr, original,
                         body=_replaced_code(func, Action.REVERT))
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
+        if self.oracle is not None:
+            self.oracle.reverted(vcpu, payload.name, list(sites.values()))
         return 0
 
     def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
         kind = "postrevert" if action is Action.REVERT else "postapply"
         for hook in payload.loaded.hooks.get(kind, ()):
+            self.rendezvous.log_line(f"livepatch: {payload.name}: Calling {HOOK_WORDS[kind]} hook function with "
+                                     f"rc={payload.rc}", vcpu)
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
             self._tail(payload, payload.guest.take_tail())
 

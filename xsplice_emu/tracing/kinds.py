@@ -87,7 +87,8 @@ class EventKind(StrEnum):
     IRQ_UNMASKED = "irq_unmasked", "the vCPU enabled its IRQs again"
     QUIESCED = "quiesced", "every vCPU parked with IRQs off: the patch window opens"
     VIOLATION = ("violation", "the safety oracle saw patching go wrong on this vCPU (docs/oracle.md)",
-                 ("check", "str", "torn, active, stale or nmi_path"), ("address", "int", "the offending address"),
+                 ("check", "str", "torn, active, stale, nmi_path or residue"),
+                 ("address", "int", "the offending address"),
                  ("symbol", "str", "that address with symbols"), ("action", "str", "the action it counts towards: "
                                                                                   "ACTION NAME, or -"),
                  ("walk", "str", "how its stack was read: frame pointers, or conservative (every code address on it)"),
@@ -105,6 +106,7 @@ class EventKind(StrEnum):
     RELEASED = "released", "the action is over; every vCPU is let go", ("rc", "int", "the action's result")
     LEFT = "left", "the vCPU returned from check_for_xsplice_work"
     LOG = "log", "a hypervisor log line", _TEXT
+    NOTE = "note", "a remark of the testbed's, not a line Xen prints", _TEXT
 
 
 BY_NAME: Mapping[str, EventKind] = {kind.value: kind for kind in EventKind}
