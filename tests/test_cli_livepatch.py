@@ -43,7 +43,7 @@ def test_load_uploads_and_applies_then_list_shows_applied(payloads):
     assert result.exit_code == 0
     assert (f"Uploading {PAYLOADS}/xen_hello_world.livepatch... completed\n"
             "Applying xen_hello_world... completed\n") in result.stdout
-    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| APPLIED    | \n")
+    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| APPLIED    | LIVEPATCH_RULEZ\n")
     assert "(XEN) livepatch: xen_hello_world finished APPLY with rc=0" in result.stderr
 
 
@@ -94,7 +94,7 @@ def test_replace_and_unload_messages(payloads):
     assert result.exit_code == 0
     assert "Replacing all live patches with replace... completed\n" in result.stdout
     assert "Unloading replace... completed\n" in result.stdout
-    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| CHECKED    | \n")
+    assert result.stdout.endswith(HEADER + f"{'xen_hello_world':<40}| CHECKED    | LIVEPATCH_RULEZ\n")
 
 
 def test_bad_usage_is_exit_2(payloads):
@@ -132,7 +132,7 @@ def test_timeout_is_error_16_and_list_shows_the_rc(session):
     assert "Applying hello... failed\nError 16: Device or resource busy\n" in outcome.text
     assert "(XEN) livepatch: hello: Timed out on semaphore in CPU quiesce phase 2/3\n" in outcome.text
     listed = session.command(parse("list")).text
-    assert f"{'hello':<40}| CHECKED (16, Device or resource busy)    | \n" in listed
+    assert f"{'hello':<40}| CHECKED (16, Device or resource busy)    | LIVEPATCH_RULEZ\n" in listed
     assert session.text_unchanged()
 
 
@@ -221,7 +221,7 @@ def test_option_after_the_name_on_the_command_line(payloads):
                         "--timeout-ms", "10", "list")
     assert result.exit_code == 0, result.output
     assert "Applying hello... completed\n" in result.stdout
-    assert result.stdout.endswith(HEADER + f"{'hello':<40}| APPLIED    | \n")
+    assert result.stdout.endswith(HEADER + f"{'hello':<40}| APPLIED    | LIVEPATCH_RULEZ\n")
 
 
 def test_help_explains_the_verbs_and_their_options():

@@ -40,7 +40,7 @@ def test_cli_uploads_a_non_utf8_name_and_lists_it_escaped(payloads):
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert result.exit_code == 0
     assert f"Uploading {PAYLOADS / HELLO}... completed\n" in result.stdout
-    assert result.stdout.endswith("\\xff".ljust(40) + "| CHECKED    | \n")
+    assert result.stdout.endswith("\\xff".ljust(40) + "| CHECKED    | LIVEPATCH_RULEZ\n")
 
 
 def test_cli_escapes_control_characters_of_a_name(payloads):
@@ -48,7 +48,7 @@ def test_cli_escapes_control_characters_of_a_name(payloads):
     name = "evil\x1b[2J\nrow"
     result = CliRunner().invoke(main, ["livepatch", "--boot-ms", "1", "upload", name, str(PAYLOADS / HELLO), "list"])
     assert result.exit_code == 0
-    assert result.stdout.endswith("evil\\x1b[2J\\nrow".ljust(40) + "| CHECKED    | \n")
+    assert result.stdout.endswith("evil\\x1b[2J\\nrow".ljust(40) + "| CHECKED    | LIVEPATCH_RULEZ\n")
     assert "\x1b" not in result.output
 
 

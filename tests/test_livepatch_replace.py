@@ -59,7 +59,7 @@ def test_refused_reapply_shows_einval_in_list(payloads):
         assert session.command(parse(line)).exit_code == 0
     assert session.command(parse("apply xen_hello_world")).errno == errno.EINVAL
     listed = session.command(parse("list")).text
-    assert "xen_hello_world                         | CHECKED (22, Invalid argument)    | \n" in listed
+    assert "xen_hello_world                         | CHECKED (22, Invalid argument)    | LIVEPATCH_RULEZ\n" in listed
 
 
 def test_preapply_veto_shows_its_errno_in_list(payloads):

@@ -59,7 +59,7 @@ def test_after_the_tool_gave_up_the_action_ends_and_the_payload_is_not_stuck(pay
     assert session.command(parse("apply hello --timeout-ms 5")).errno == errno.EAGAIN
     session.advance(30_000_000)
     listed = session.command(parse("list")).text
-    assert f"{'hello':<40}| APPLIED    | \n" in listed
+    assert f"{'hello':<40}| APPLIED    | LIVEPATCH_RULEZ\n" in listed
     reverted = session.command(parse("revert hello"))
     assert reverted.exit_code == 0 and extra_versions(session.machine) == {"-unstable"}
 
@@ -126,7 +126,7 @@ def test_a_positive_pre_apply_veto_is_returned_as_is(patching, tmp_path):
 
 def test_the_tool_shows_xens_lines_with_the_hooks_printk_in_order_and_the_testbeds_apart(payloads):
     """`load` then `revert` of hello on the firmware: the (XEN) lines are Xen's, the hooks' printk lines among
-    them in order; an EEXIST upload's reason is a (testbed) line; the trace's log events are the same lines."""
+    them in order, the payload's .modinfo after the records; an EEXIST upload's reason is a (testbed) line; the trace's log events are the same lines."""
     session = Session(vcpus=2, seed=1, boot_ms=1, base=payloads)
     loaded = session.command(parse("load xen_hello_world.livepatch"))
     assert [line for line in loaded.text.splitlines() if line.startswith("(XEN) ")] == [
@@ -134,6 +134,8 @@ def test_the_tool_shows_xens_lines_with_the_hooks_printk_in_order_and_the_testbe
         "(XEN) livepatch: xen_hello_world: Applying 1 functions",
         "(XEN) xen_hello_world: hi_func: Hi! (called 1 times)",
         "(XEN) xen_hello_world: load hook executing",
+        "(XEN) livepatch: module metadata:",
+        "(XEN) livepatch:   LIVEPATCH_RULEZ",
         "(XEN) livepatch: xen_hello_world finished APPLY with rc=0"]
     again = session.command(parse("load xen_hello_world.livepatch"))
     assert "(XEN)" not in again.text
@@ -146,7 +148,7 @@ def test_the_tool_shows_xens_lines_with_the_hooks_printk_in_order_and_the_testbe
         "(XEN) xen_hello_world: unload hook executing",
         "(XEN) livepatch: xen_hello_world finished REVERT with rc=0"]
     logged = [e.fields["text"] for e in session.machine.trace.events if e.kind == EventKind.LOG]
-    assert logged == session.livepatch.rendezvous.log and len(logged) == 10
+    assert logged == session.livepatch.rendezvous.log and len(logged) == 12
 
 
 def test_an_unmet_expectation_prints_xens_three_lines(patching):

@@ -29,7 +29,7 @@ typedef struct xen_livepatch_status {
 
 /* --- The wire format (xsplice_emu/server/wire.py) ------------------------ */
 enum { OP_UPLOAD = 0, OP_GET = 1, OP_LIST = 2, OP_ACTION = 3 };
-#define WIRE_VERSION 1
+#define WIRE_VERSION 2
 
 struct request {           /* little-endian, then name[name_len], data[data_len] */
     char magic[4];          /* "XSLP" */
@@ -50,10 +50,11 @@ struct reply {             /* then data[data_len] */
     uint32_t data_len;
 } __attribute__((packed));
 
-struct entry {             /* one LIST entry, then name[name_len] */
+struct entry {             /* one LIST entry, then name[name_len], metadata[metadata_len] */
     uint32_t state;
     int32_t rc;
     uint16_t name_len;
+    uint32_t metadata_len;
 } __attribute__((packed));
 
 struct xc_interface_core {
@@ -233,9 +234,9 @@ static const struct entry *entry_at(const char *data, uint32_t data_len,
     const struct entry *e = (const struct entry *)(data + *off);
 
     if ( *off + sizeof(*e) > data_len ||
-         *off + sizeof(*e) + e->name_len > data_len )
+         (uint64_t)*off + sizeof(*e) + e->name_len + e->metadata_len > data_len )
         return NULL;
-    *off += sizeof(*e) + e->name_len;
+    *off += sizeof(*e) + e->name_len + e->metadata_len;
     return e;
 }
 
@@ -273,10 +274,17 @@ static int walk_list(xc_interface *xch, unsigned int *nr,
     return 0;
 }
 
-static int add_name_size(const struct entry *e, uint32_t i, void *ctx)
+struct list_sizes {
+    uint32_t name_total_size, metadata_total_size;
+};
+
+static int add_sizes(const struct entry *e, uint32_t i, void *ctx)
 {
+    struct list_sizes *sizes = ctx;
+
     (void)i;
-    *(uint32_t *)ctx += e->name_len + 1;
+    sizes->name_total_size += e->name_len + 1;
+    sizes->metadata_total_size += e->metadata_len;
     return 0;
 }
 
@@ -289,16 +297,21 @@ int xc_livepatch_list_get_sizes(xc_interface *xch, unsigned int *nr,
         errno = EINVAL;
         return -1;
     }
-    *name_total_size = *metadata_total_size = 0;
-    return walk_list(xch, nr, add_name_size, name_total_size);
+    struct list_sizes sizes = { 0, 0 };
+
+    if ( walk_list(xch, nr, add_sizes, &sizes) )
+        return -1;
+    *name_total_size = sizes.name_total_size;
+    *metadata_total_size = sizes.metadata_total_size;
+    return 0;
 }
 
 /* Where xc_livepatch_list's window of entries is copied to. */
 struct list_window {
     unsigned int start, max, done;
     xen_livepatch_status_t *info;
-    char *name;
-    uint32_t *len, *metadata_len, name_off, name_total_size;
+    char *name, *metadata;
+    uint32_t *len, *metadata_len, name_off, name_total_size, metadata_off, metadata_total_size;
 };
 
 static int copy_entry(const struct entry *e, uint32_t i, void *ctx)
@@ -307,15 +320,18 @@ static int copy_entry(const struct entry *e, uint32_t i, void *ctx)
 
     if ( i < w->start || w->done == w->max )
         return 0;
-    if ( w->name_off + e->name_len + 1 > w->name_total_size )
+    if ( w->name_off + e->name_len + 1 > w->name_total_size ||
+         w->metadata_off + e->metadata_len > w->metadata_total_size )
         return E2BIG;
     w->info[w->done].state = e->state;
     w->info[w->done].rc = e->rc;
     memcpy(w->name + w->name_off, e + 1, e->name_len);
     w->name[w->name_off + e->name_len] = '\0';
     w->len[w->done] = e->name_len + 1;
-    w->metadata_len[w->done] = 0;   /* the testbed's payloads carry no .modinfo */
+    memcpy(w->metadata + w->metadata_off, (const char *)(e + 1) + e->name_len, e->metadata_len);
+    w->metadata_len[w->done] = e->metadata_len;
     w->name_off += e->name_len + 1;
+    w->metadata_off += e->metadata_len;
     w->done++;
     return 0;
 }
@@ -331,11 +347,11 @@ int xc_livepatch_list(xc_interface *xch, const unsigned int max,
 {
     struct list_window w = {
         .start = start, .max = max, .info = info, .name = name, .len = len,
-        .metadata_len = metadata_len, .name_total_size = name_total_size,
+        .metadata = metadata, .metadata_len = metadata_len, .name_total_size = name_total_size,
+        .metadata_total_size = metadata_total_size,
     };
     unsigned int nr;
 
-    (void)metadata; (void)metadata_total_size;
     if ( !max || !info || !name || !len || !metadata || !metadata_len ||
          !done || !left )
     {

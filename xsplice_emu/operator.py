@@ -125,8 +125,8 @@ class OperatorTool:
         return printer.outcome(self._upload(printer, name, file, allow_unsafe=allow_unsafe))
 
     def list(self) -> Outcome:
-        """As xen-livepatch 4.17: "Nothing to list", or a header and a row per payload (its metadata column
-        empty: the testbed reads no .modinfo)."""
+        """As xen-livepatch 4.17: "Nothing to list", or a header and a row per payload, its metadata column the
+        payload's .modinfo strings joined by ';'."""
         printer = _Printer()
         payloads = self.livepatch.list()
         if not payloads:
@@ -137,7 +137,7 @@ class OperatorTool:
         for payload in payloads:
             row = f"{printable(payload.name):<40}| {payload.state.name}"
             row += f" ({-payload.rc}, {os.strerror(-payload.rc)})    | " if payload.rc else "    | "
-            printer.out(row + "\n")
+            printer.out(row + printable(";".join(payload.loaded.metadata_strings)) + "\n")
         return printer.outcome(0)
 
     def action(self, verb: str, name: str, **options) -> Outcome:

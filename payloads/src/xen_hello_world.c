@@ -6,6 +6,8 @@
 #include <xsplice_payload.h>
 
 static const char hello_world_patch_this_fnc[] = "xen_extra_version";
+/* Xen's test payload carries this metadata (its Makefile's modinfo.o): `list` shows it. */
+static const char modinfo[] __attribute__((section(".modinfo"), used)) = "LIVEPATCH_RULEZ";
 static unsigned int cnt __payload_data;
 
 const char *xen_hello_world(void)

@@ -158,6 +158,11 @@ class LoadedPayload:
     """Its .modinfo section as Xen keeps it for `list`: NUL-terminated strings (b"": none)."""
 
     @property
+    def metadata_strings(self) -> tuple[str, ...]:
+        """The strings of `metadata`, as Xen prints them one a line (an empty one too)."""
+        return tuple(text.decode(errors="surrogateescape") for text in self.metadata.split(b"\0")[:-1])
+
+    @property
     def text(self) -> tuple[Region, ...]:
         return tuple(r for r in self.regions if r.kind is RegionKind.TEXT)
 

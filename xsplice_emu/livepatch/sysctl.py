@@ -608,6 +608,10 @@ class Livepatch:
             new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
             payload.guest.mark_applied(index, self._write(vcpu, func.name, func.patch_addr, new,
                                                           body=_replaced_code(func, Action.APPLY)))
+        metadata = payload.loaded.metadata_strings
+        if metadata:  # Xen's livepatch_display_metadata, once the records are in
+            for line in ("livepatch: module metadata:", *(f"livepatch:   {text}" for text in metadata)):
+                self.rendezvous.log_line(line, vcpu)
         return 0
 
     def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:

@@ -2,7 +2,7 @@
 
 A request is a 24-byte little-endian header, then the name, then the data:
 
-    magic "XSLP" | op u8 | version u8 (1) | name_len u16 | cmd u32 |
+    magic "XSLP" | op u8 | version u8 (2) | name_len u16 | cmd u32 |
     timeout u32 | flags u32 | data_len u32 | name[name_len] | data[data_len]
 
 `op` is Xen's sub-op (UPLOAD 0, GET 1, LIST 2, ACTION 3) or SHUTDOWN 0x80.
@@ -15,7 +15,9 @@ A reply is a 20-byte header, then its data:
 
 GET fills state and status_rc (Xen's `xen_livepatch_status`); LIST gives the
 number of payloads in `state` and, as data, one `state u32 | rc i32 |
-name_len u16 | name` entry per payload in upload order. The C library in
+name_len u16 | metadata_len u32 | name | metadata` entry per payload in
+upload order (metadata: its `.modinfo`, NUL-terminated strings, as Xen's
+LIST gives them). The C library in
 xenctrl/xenctrl.c speaks the same format.
 """
 
@@ -30,8 +32,8 @@ from ..livepatch.abi import PAYLOAD_MAX_SIZE
 
 REQUEST = struct.Struct("<4sBBHIIII")
 REPLY = struct.Struct("<4siIiI")
-ENTRY = struct.Struct("<IiH")
-REQUEST_MAGIC, REPLY_MAGIC, VERSION = b"XSLP", b"XSLR", 1
+ENTRY = struct.Struct("<IiHI")
+REQUEST_MAGIC, REPLY_MAGIC, VERSION = b"XSLP", b"XSLR", 2
 NODEPS = 1 << 0
 DATA_MAX = 2 * PAYLOAD_MAX_SIZE
 """Larger uploads are refused on the wire; up to this, the hypervisor gives its own verdict."""
@@ -69,6 +71,8 @@ class Entry:
     name: str
     state: int
     rc: int
+    metadata: bytes = b""
+    """Its `.modinfo`: NUL-terminated strings (Xen's `metadata`), or nothing."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class Reply:
     entries: tuple[Entry, ...] = ()
 
     def encode(self) -> bytes:
-        data = b"".join(ENTRY.pack(e.state, e.rc, len(name)) + name
+        data = b"".join(ENTRY.pack(e.state, e.rc, len(name), len(e.metadata)) + name + e.metadata
                         for e in self.entries for name in [e.name.encode(errors="surrogateescape")])
         return REPLY.pack(REPLY_MAGIC, self.rc, self.state, self.status_rc, len(data)) + data
 
@@ -114,9 +118,10 @@ def decode_reply(header: bytes, data: bytes) -> Reply:
         raise WireError(f"bad reply magic {magic!r}")
     entries, offset = [], 0
     while offset < len(data):
-        entry_state, entry_rc, name_len = ENTRY.unpack_from(data, offset)
+        entry_state, entry_rc, name_len, metadata_len = ENTRY.unpack_from(data, offset)
         offset += ENTRY.size
         name = data[offset:offset + name_len].decode(errors="surrogateescape")
-        entries.append(Entry(name, entry_state, entry_rc))
         offset += name_len
+        entries.append(Entry(name, entry_state, entry_rc, data[offset:offset + metadata_len]))
+        offset += metadata_len
     return Reply(rc, state, status_rc, tuple(entries))
