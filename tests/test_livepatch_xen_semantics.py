@@ -126,7 +126,8 @@ def test_a_positive_pre_apply_veto_is_returned_as_is(patching, tmp_path):
 
 def test_the_tool_shows_xens_lines_with_the_hooks_printk_in_order_and_the_testbeds_apart(payloads):
     """`load` then `revert` of hello on the firmware: the (XEN) lines are Xen's, the hooks' printk lines among
-    them in order, the payload's .modinfo after the records; an EEXIST upload's reason is a (testbed) line; the trace's log events are the same lines."""
+    them in order, the payload's .modinfo after the records; an EEXIST upload's reason is a (testbed) line; the
+    trace's log events are the same lines."""
     session = Session(vcpus=2, seed=1, boot_ms=1, base=payloads)
     loaded = session.command(parse("load xen_hello_world.livepatch"))
     assert [line for line in loaded.text.splitlines() if line.startswith("(XEN) ")] == [
