@@ -16,6 +16,7 @@ from .duration import MAX_MS
 from .errors import ConfigError
 from .operator import OperatorTool, Outcome
 from .platform import NR_CPUS
+from .suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -217,5 +218,5 @@ def _words(line: str | list[str]) -> list[str]:
 
 def _verb(word: str) -> Verb:
     if word not in VERBS:
-        raise ConfigError(f"unknown command {word!r} (one of {', '.join(VERBS)})")
+        raise ConfigError(f"unknown command {word!r}{did_you_mean(word, VERBS)} (one of {', '.join(VERBS)})")
     return VERBS[word]
