@@ -114,6 +114,6 @@ def test_markers_are_known_and_each_slow_or_skipped_block_says_why():
     for page in PAGES:
         lines = page.read_text().splitlines()
         for number, line in enumerate(lines):
-            if "<!-- recipe" in line:
+            if line.startswith("<!-- recipe"):
                 assert MARKER.fullmatch(line), f"{page.name}:{number + 1}: malformed marker {line!r}"
                 assert lines[number + 1].startswith("```"), f"{page.name}:{number + 1}: marker not before a fence"

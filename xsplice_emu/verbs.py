@@ -90,6 +90,9 @@ class Option:
         return value
 
 
+EXAMPLE_ARGUMENTS = {"name": "hello", "file": "payloads/build/xen_hello_world.livepatch"}
+
+
 @dataclass(frozen=True)
 class Verb:
     """One verb: its positional arguments (parameter names, in order), its options and its help."""
@@ -104,6 +107,11 @@ class Verb:
         """`apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps]`."""
         return " ".join([self.name, *(argument.upper() for argument in self.arguments),
                          *(f"[{option.form}]" for option in self.options)])
+
+    @property
+    def example(self) -> str:
+        """The verb with example arguments: `apply hello`, `load payloads/build/xen_hello_world.livepatch`."""
+        return " ".join([self.name, *(EXAMPLE_ARGUMENTS[argument] for argument in self.arguments)])
 
     @property
     def synopsis(self) -> str:
