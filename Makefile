@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: all demo test fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools reference \
-	reference-install clean
+	reference-install recipes clean
 
 all: $(INSTALLED) payloads
 
@@ -54,6 +54,10 @@ test: $(INSTALLED) lint
 fuzz: $(INSTALLED)
 	$(PY) -m pytest -q -s tests/test_fuzz.py tests/test_fuzz_*.py --fuzz-cases 10000 --fuzz-axis-cases 2000 \
 		--fuzz-seed $${FUZZ_SEED:-1}
+
+# Every README and docs block, those marked slow too (Debian downloads; make test runs the others).
+recipes: $(INSTALLED)
+	$(PY) -m pytest -q tests/test_docs_recipes.py --slow-recipes
 
 # The exploration campaigns at full size (make test runs them smaller): figures in the README.
 explore-demo: $(INSTALLED) payloads

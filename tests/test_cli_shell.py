@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from click.testing import CliRunner
 from helpers import PAYLOADS
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
 
 from xsplice_emu.cli import main
-from xsplice_emu.cli.shell import COMMANDS, ShellCompleter
+from xsplice_emu.cli.shell import COMMANDS, ShellCompleter, prompt_session
 from xsplice_emu.scenario import STEP_KINDS
 from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
@@ -141,3 +144,29 @@ def test_a_wrong_value_on_every_vcpu_is_one_failure(payloads):
     result = _shell('expect "extra_version=Hello World"')
     assert "FAIL extra_version on vCPUs 0-3: expected 'Hello World', got '-unstable'" in result.stdout
     assert result.stdout.count("FAIL") == 1
+
+
+def test_call_prints_the_value_help_of_a_verb_shows_both_forms_and_a_typo_suggests():
+    """`call 0 xen_minor_version` prints 7; `help apply` its example at the prompt and in TOML; `aply` suggests
+    `apply` (exit status 2: bad input)."""
+    result = _shell("call 0 xen_minor_version", "help apply", "aply hello", vcpus=2)
+    assert "call xen_minor_version() on vCPU 0 = 7 (0x7)" in result.stdout
+    assert "  e.g. apply hello\n  in a scenario: livepatch = \"apply hello\"\n" in result.stdout
+    assert "error: unknown command 'aply' (did you mean 'apply'?)" in result.stdout
+    assert result.exit_code == 2
+
+
+def test_tab_completes_a_unique_word_and_history_is_kept_under_xdg_cache_home(payloads, tmp_path, monkeypatch):
+    """At the prompt, `hel` Tab becomes `help` (`re` Tab, revert or replace, stays); the line goes to
+    $XDG_CACHE_HOME/xsplice-emu/shell_history."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    session = Session(vcpus=1, seed=0, boot_ms=0.5)
+
+    def typed(keys: str) -> str:
+        with create_pipe_input() as keyboard:
+            keyboard.send_text(keys + "\t")
+            threading.Timer(0.5, keyboard.send_text, ["\n"]).start()  # after the completion has run
+            return prompt_session(session, input=keyboard, output=DummyOutput()).prompt("xsplice> ")
+
+    assert (typed("hel"), typed("re")) == ("help", "re")
+    assert "help" in (tmp_path / "xsplice-emu" / "shell_history").read_text()

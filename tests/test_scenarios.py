@@ -73,15 +73,18 @@ def test_example_scenario_passes(payloads, path):
 
 
 def test_wrong_expectation_names_step_expected_got_and_reproduction(payloads, tmp_path):
-    """A failed expectation: exit 1, the step, expected vs got, and the command that reproduces it."""
+    """A failed expectation: exit 1, the step once, then each failed check (expected vs got), and the command that
+    reproduces it."""
     path = _scenario(tmp_path, WRONG)
-    result = _run(path)
+    result = _run(path, "-q")
     assert result.exit_code == 1
+    lines = result.output.splitlines()
+    step = lines.index('  step 2 (expect extra_version = "Goodbye", applied = ["other"]):')
+    assert lines[step + 1:step + 5] == ["      extra_version on vCPUs 0-1: expected 'Goodbye', got 'Hello World'",
+                                       "      applied: expected ['other'], got ['xen_hello_world']",
+                                       "  step 3 (revert xen_hello_world):",
+                                       "      rc: expected 'EBUSY', got '0'"]
     out = " ".join(result.output.split())
-    assert "step 2 (expect extra_version = \"Goodbye\", applied = [\"other\"]): extra_version on vCPUs 0-1: " \
-           "expected 'Goodbye', got 'Hello World'" in out
-    assert "applied: expected ['other'], got ['xen_hello_world']" in out
-    assert "step 3 (revert xen_hello_world): rc: expected 'EBUSY', got '0'" in out
     assert f"reproduce: xsplice-emu run {path} --seed 9 --vcpus 2" in out
 
 
@@ -133,31 +136,34 @@ def test_trace_file_is_the_runs_trace(payloads, tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[machine\nvcpus = 2", "not valid TOML"),
-    ("colour = 1\n[[step]]\nrun_ms = 1", "unknown key 'colour'"),
-    ("[machine]\nvcpus = 'two'\n[[step]]\nrun_ms = 1", "[machine]: vcpus must be an integer, got 'two'"),
-    ("[[step]]\nrun_ms = 1\n[[step]]\nrun_ms = 'soon'", "step 2 (run_ms): run_ms must be a duration in ms, got 'soon'"),
-    ("[[step]]\nlivepatch = 'load missing.livepatch'", "step 1 (livepatch): payload file"),
-    ("[[step]]\nstall = { vcpu = 4, ms = 5 }", "step 1 (stall): vcpu 4 is out of range: the machine has 4 vCPUs"),
-    ("[[step]]\nnmi = { vcpu = 1, when = 2 }", "step 1 (nmi): unknown key 'when'"),
-    ("[[step]]\nlivepatch = 'frobnicate x'", "step 1 (livepatch): unknown command 'frobnicate'"),
-    ("[[step]]\nlivepatch = 'list'\nexpect_rc = 'ENOPE'", "expect_rc 'ENOPE' is not an errno name"),
-    ("[[step]]\nrun_ms = 1\nnmi = { vcpu = 0 }", "step 1: a step needs exactly one of"),
-    ("[[step]]\nexpect = { state = { x = 'GONE' } }", "state of x must be one of CHECKED, APPLIED, UNLOADED"),
-    ("[machine]\nvcpus = 2", "no [[step]] to run"),
-    ("a = " + "[" * 3000 + "]" * 3000, "not valid TOML: nested too deeply"),
-    ("a = " + "{ b = " * 3000 + "1" + " }" * 3000, "not valid TOML: nested too deeply"),
+    ("[machine\nvcpus = 2", ": not valid TOML"),
+    ("colour = 1\n[[step]]\nrun_ms = 1", ":1: unknown key 'colour'"),
+    ("[machine]\nvcpus = 'two'\n[[step]]\nrun_ms = 1", ":2: [machine]: vcpus must be an integer, got 'two'"),
+    ("[[step]]\nrun_ms = 1\n[[step]]\nrun_ms = 'soon'",
+     ":4: step 2 (run_ms): run_ms must be a duration in ms, got 'soon'"),
+    ("[[step]]\nlivepatch = 'load missing.livepatch'", ":2: step 1 (livepatch): payload file"),
+    ("[[step]]\nstall = { vcpu = 4, ms = 5 }", ":2: step 1 (stall): vcpu 4 is out of range: the machine has 4 vCPUs"),
+    ("[[step]]\nnmi = { vcpu = 1, when = 2 }", ":2: step 1 (nmi): unknown key 'when'"),
+    ("[[step]]\nlivepatch = 'frobnicate x'", ":2: step 1 (livepatch): unknown command 'frobnicate'"),
+    ("[[step]]\nlivepatch = 'list'\nexpect_rc = 'ENOPE'",
+     ":3: step 1 (livepatch): expect_rc 'ENOPE' is not an errno name"),
+    ("[[step]]\nrun_ms = 1\nnmi = { vcpu = 0 }", ":3: step 1: a step has exactly one kind; got run_ms and nmi"),
+    ("[[step]]\nexpect = { state = { x = 'GONE' } }",
+     ":2: step 1 (expect): state of x must be one of CHECKED, APPLIED, UNLOADED"),
+    ("[machine]\nvcpus = 2", ": no [[step]] to run"),
+    ("a = " + "[" * 3000 + "]" * 3000, ": not valid TOML: nested too deeply"),
+    ("a = " + "{ b = " * 3000 + "1" + " }" * 3000, ": not valid TOML: nested too deeply"),
 ])
 def test_malformed_scenario_is_one_line_exit_2_and_runs_nothing(tmp_path, text, message):
-    """Bad input: one line naming the file and the step, exit 2, and not even the good scenario runs."""
+    """Bad input: one line naming the file, its line, the step and the closest known word, exit 2, and not even
+    the good scenario runs."""
     good = _scenario(tmp_path, "[[step]]\nrun_ms = 1", "good.toml")
     bad = _scenario(tmp_path, text, "bad.toml")
     trace = tmp_path / "traces"
     result = _run(good, bad, "--trace", trace)
     assert result.exit_code == 2
     assert result.output.count("\n") == 1
-    assert result.output.startswith(f"error: {bad}: ")
-    assert message in result.output
+    assert result.output.startswith(f"error: {bad}{message}")
     assert "PASS" not in result.output and not trace.exists()
 
 
@@ -265,3 +271,20 @@ def test_a_stall_is_its_own_event_in_the_trace(payloads, tmp_path):
     assert _run(scenario, "--trace", trace).exit_code == 0
     events = [json.loads(line) for line in trace.read_text().splitlines()[1:]]
     assert [(e["vcpu"], e["ns"]) for e in events if e["kind"] == "stall"] == [(1, 2_000_000)]
+
+
+def test_a_directory_runs_every_scenario_under_it_and_leaves_other_toml_alone(payloads, tmp_path):
+    """`run DIR`: the scenario files under it, nested ones too, run; pyproject.toml is not one; an empty DIR is an
+    error."""
+    _scenario(tmp_path, PASSING, "a.toml")
+    (tmp_path / "nested").mkdir()
+    _scenario(tmp_path / "nested", "[[step]]\nrun_ms = 1", "b.toml")
+    _scenario(tmp_path, "[project]\nname = 'x'", "pyproject.toml")
+    result = _run(tmp_path, "-q")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.output.splitlines()] == [
+        ["PASS", str(tmp_path / "a.toml")], ["PASS", str(tmp_path / "nested" / "b.toml")], ["2", "of"]]
+    (tmp_path / "empty").mkdir()
+    result = _run(tmp_path / "empty")
+    assert (result.exit_code, result.output) == (2, f"error: {tmp_path / 'empty'}: no scenario files in it (*.toml "
+                                                    "with [[step]] tables)\n")

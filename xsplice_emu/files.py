@@ -66,9 +66,15 @@ def read_file(path: str | Path, *, limit: int, what: str = "file") -> bytes:
 def read_toml(path: str | Path, *, what: str) -> dict[str, Any]:
     """The TOML document in regular file `path` (at most TEXT_LIMIT bytes); ConfigError, one line naming the
     file, when it is not valid TOML (nesting too deep for the parser included)."""
-    text = read_file(path, limit=TEXT_LIMIT, what=what)
+    return read_toml_and_text(path, what=what)[0]
+
+
+def read_toml_and_text(path: str | Path, *, what: str) -> tuple[dict[str, Any], str]:
+    """`read_toml`, and the text it was read from (for messages that give a line)."""
+    data = read_file(path, limit=TEXT_LIMIT, what=what)
     try:
-        return tomllib.loads(text.decode())
+        text = data.decode()
+        return tomllib.loads(text), text
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:
@@ -94,12 +100,16 @@ def check_destination(path: str | Path, *, inputs: Iterable[str | Path] = ()) ->
     return path
 
 
-def check_new_directory(path: str | Path) -> Path:
-    """`path` if it is a directory, or can be made one (its parent exists)."""
+def check_new_directory(path: str | Path, *, parents: bool = False) -> Path:
+    """`path` if it is a directory, or can be made one (its parent exists, or with `parents` can be made too)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileError(f"{path}: not a directory")
-    if not path.parent.is_dir():
+    if parents:
+        existing = next(folder for folder in path.absolute().parents if folder.exists())
+        if not existing.is_dir():
+            raise FileError(f"{path}: cannot make it: {existing} is not a directory")
+    elif not path.parent.is_dir():
         raise FileError(f"{path}: cannot make it: no directory {path.parent}")
     return path
 

@@ -1,42 +1,81 @@
 """A pytest plugin (entry point `pytest11`): scenario files collected as test items.
 
-A `*.toml` file with `[[step]]` tables is one test item named after the
-scenario; it passes when every expectation holds. A failure lists each failed
-expectation and the command line that reproduces it; a malformed file fails
-with its one-line error. `pytest -p no:xsplice_emu` turns the plugin off.
+A scenario file (`scenario.discovery`: a `*.toml` file with `[[step]]` or
+`[machine]` tables) is checked when collected: a malformed one (a `[step]`
+typo, no steps, an unknown key) is a collection error with its one-line
+message. Each file gives one item, or one per seed and vCPU count given by
+`--xsplice-seeds` and `--xsplice-vcpus`; an item passes when every
+expectation holds, and a failure lists each failed expectation and the
+command line that reproduces it. A scenario that needs what the host cannot
+provide (a Debian build that cannot be fetched) is skipped with the reason.
+`pytest -p no:xsplice_emu` turns the plugin off.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 from pathlib import Path
 
 import pytest
 
-from .errors import FileError, XspliceEmuError
-from .files import TEXT_LIMIT, read_file
+from .errors import XspliceEmuError
+from .platform import NR_CPUS
 from .scenario import load_scenario, run_scenario
+from .scenario.discovery import is_scenario
+from .scenario.spec import ScenarioUnavailable
+
+SEED_MAX = 2**63 - 1
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--xsplice-seeds and --xsplice-vcpus: a CI matrix over every scenario item."""
+    group = parser.getgroup("xsplice-emu", "xsplice-emu scenarios (*.toml files with [[step]] tables)")
+    group.addoption("--xsplice-seeds", metavar="SEEDS", type=lambda text: _numbers(text, 0, SEED_MAX),
+                    help="Run every scenario once per seed, overriding its own: numbers and ranges, e.g. 1-20 or "
+                         "0,5,9-12 (each 0..2^63-1).")
+    group.addoption("--xsplice-vcpus", metavar="COUNTS", type=lambda text: _numbers(text, 1, NR_CPUS),
+                    help=f"Run every scenario once per vCPU count, overriding its own: e.g. 1,8,72 "
+                         f"(each 1..{NR_CPUS}).")
+
+
+def _numbers(text: str, least: int, most: int) -> list[int]:
+    """`1-3,7` as [1, 2, 3, 7]; ArgumentTypeError (pytest's usage error naming the option) when malformed."""
+    numbers: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not (first.isdigit() and (last.isdigit() or not dash)):
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number or a range N-M")
+        low, high = int(first), int(last) if dash else int(first)
+        if not least <= low <= high <= most:
+            raise argparse.ArgumentTypeError(f"{part!r} is not within {least}..{most} (or is a range M-N with M > N)")
+        numbers += range(low, high + 1)
+    return numbers
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.File | None:
-    """A ScenarioFile for a TOML file with steps; other TOML files (pyproject.toml) are left alone."""
-    if file_path.suffix == ".toml" and _has_steps(file_path):
+    """A ScenarioFile for a scenario file; other TOML files (pyproject.toml) are left alone."""
+    if is_scenario(file_path):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
 
-def _has_steps(path: Path) -> bool:
-    """Whether the file has a `[[step]]` table (a malformed one too: it then fails with its error)."""
-    try:
-        return b"[[step]]" in read_file(path, limit=TEXT_LIMIT, what="scenario")
-    except FileError:  # not a regular file (a FIFO), unreadable, too large: not collected
-        return False
-
-
 class ScenarioFile(pytest.File):
-    """One scenario file: one item."""
+    """One scenario file: checked whole, then one item per seed and vCPU count asked for (else one)."""
 
     def collect(self):
-        yield ScenarioItem.from_parent(self, name=self.path.stem)
+        try:
+            load_scenario(self.path)
+        except ScenarioUnavailable as exc:
+            pytest.skip(str(exc))
+        except XspliceEmuError as exc:
+            raise self.CollectError(f"error: {exc}") from None
+        seeds = self.config.getoption("xsplice_seeds") or [None]
+        counts = self.config.getoption("xsplice_vcpus") or [None]
+        for seed, vcpus in itertools.product(seeds, counts):
+            labels = [f"{label}{value}" for label, value in (("seed", seed), ("vcpus", vcpus)) if value is not None]
+            name = self.path.stem + (f"[{'-'.join(labels)}]" if labels else "")
+            yield ScenarioItem.from_parent(self, name=name, seed=seed, vcpus=vcpus)
 
 
 class ScenarioFailed(Exception):
@@ -44,18 +83,21 @@ class ScenarioFailed(Exception):
 
 
 class ScenarioItem(pytest.Item):
-    """Run the scenario on its own machine."""
+    """Run the scenario on its own machine (its seed or vCPU count overridden if asked)."""
+
+    def __init__(self, *, seed: int | None, vcpus: int | None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.vcpus = vcpus
 
     def runtest(self) -> None:
         try:
-            result = run_scenario(load_scenario(self.path))
+            result = run_scenario(load_scenario(self.path, seed=self.seed, vcpus=self.vcpus))
         except XspliceEmuError as exc:
             raise ScenarioFailed(f"error: {exc}") from None
         if not result.ok:
-            lines = [f"step {step.number} ({step.command}): "
-                     + (f"{check.what}: expected {check.expected!r}, got {check.got!r}" if check else step.error or "")
-                     for step, check in result.failures]
-            raise ScenarioFailed("\n".join([*lines, f"reproduce: {result.reproduce}", f"digest: {result.digest}"]))
+            raise ScenarioFailed("\n".join([*result.failure_lines(), f"reproduce: {result.reproduce}",
+                                            f"digest: {result.digest}"]))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ScenarioFailed):

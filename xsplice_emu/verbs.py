@@ -16,6 +16,7 @@ from .duration import MAX_MS
 from .errors import ConfigError
 from .operator import OperatorTool, Outcome
 from .platform import NR_CPUS
+from .suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class Option:
         return value
 
 
+EXAMPLE_ARGUMENTS = {"name": "hello", "file": "payloads/build/xen_hello_world.livepatch"}
+
+
 @dataclass(frozen=True)
 class Verb:
     """One verb: its positional arguments (parameter names, in order), its options and its help."""
@@ -103,6 +107,11 @@ class Verb:
         """`apply NAME [--timeout-ms MS] [--from-vcpu N] [--nodeps]`."""
         return " ".join([self.name, *(argument.upper() for argument in self.arguments),
                          *(f"[{option.form}]" for option in self.options)])
+
+    @property
+    def example(self) -> str:
+        """The verb with example arguments: `apply hello`, `load payloads/build/xen_hello_world.livepatch`."""
+        return " ".join([self.name, *(EXAMPLE_ARGUMENTS[argument] for argument in self.arguments)])
 
     @property
     def synopsis(self) -> str:
@@ -217,5 +226,5 @@ def _words(line: str | list[str]) -> list[str]:
 
 def _verb(word: str) -> Verb:
     if word not in VERBS:
-        raise ConfigError(f"unknown command {word!r} (one of {', '.join(VERBS)})")
+        raise ConfigError(f"unknown command {word!r}{did_you_mean(word, VERBS)} (one of {', '.join(VERBS)})")
     return VERBS[word]

@@ -60,8 +60,8 @@ def payload_build(source, output, depends, no_xen_depends, firmware):
                    "of the built-in firmware, but those that assert facts of the firmware's code.")
 @reports_errors
 def payload_build_tests(directory, xen_syms):
-    """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY."""
-    check_new_directory(directory)
+    """Copy Xen's test payloads (built into the cache on first use) into DIRECTORY (made with its parents)."""
+    check_new_directory(directory, parents=True)
     built = xen_test_payloads() if xen_syms is None else xen_tests_for(load_xen_syms(xen_syms).path)
     with file_errors(directory, "copy the payloads there"):
         shutil.copytree(built, directory, dirs_exist_ok=True)

@@ -18,12 +18,13 @@ from ..explore.plan import load_replay
 from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..platform import NR_CPUS
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
+from ..scenario.discovery import scenario_files
 from .common import DIGEST_SHOWN, SEED, oracle_option, out, reports_errors, xen_syms_option
 from .view import view_trace
 
 
 @click.command()
-@click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path())
 @click.option("--seed", type=SEED, help="Override every scenario's seed.")
 @click.option("--vcpus", type=click.IntRange(1, NR_CPUS), help="Override every scenario's vCPU count.")
 @xen_syms_option
@@ -42,7 +43,9 @@ from .view import view_trace
 @reports_errors
 def run(scenarios, seed, vcpus, xen_syms, no_oracle, replay_path, trace_path, junit_path, as_json, quiet,
         expect_digest, open_viewer):
-    """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
+    """Run each SCENARIO on its own machine; exit 0 only when every expectation holds. A directory stands for
+    the scenario files under it (*.toml with [[step]] tables; other TOML files are left out)."""
+    scenarios = tuple(map(str, scenario_files(scenarios)))
     if expect_digest is not None and (len(scenarios) != 1 or len(expect_digest) < DIGEST_SHOWN):
         raise ConfigError(f"--expect-digest needs one scenario and {DIGEST_SHOWN} or more hex digits")
     if replay_path is not None and len(scenarios) != 1:
@@ -157,13 +160,8 @@ def _report(result: ScenarioResult, *, quiet: bool) -> None:
         out.print(table)
         out.print(f"{verdict}  virtual time {result.virtual_ns / 1e6:.3f} ms  host {result.host_seconds:.2f} s  "
                   f"{_violations(result)}digest {result.digest}")
-    for step, check in result.failures:
-        where = f"  step {step.number} ({escape(step.command)}): "
-        if check is None:
-            out.print(f"{where}[red]{escape(step.error or '')}[/red]")
-        else:
-            out.print(f"{where}{escape(check.what)}: expected [green]{escape(repr(check.expected))}[/green], "
-                      f"got [red]{escape(repr(check.got))}[/red]")
+    for line in result.failure_lines():
+        out.print(f"  [red]{escape(line)}[/red]" if line.startswith(" ") else f"  {escape(line)}")
     if not result.ok:
         out.print(f"  reproduce: {escape(result.reproduce)}")
 

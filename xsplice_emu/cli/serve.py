@@ -2,7 +2,7 @@
 
     xsplice-emu serve --socket /tmp/xs.sock &
     LD_LIBRARY_PATH=$(xsplice-emu xenctrl-path) XSPLICE_EMU_SOCKET=/tmp/xs.sock \\
-        $(xsplice-emu xen-tools)/xen-livepatch load xen_hello_world.livepatch
+        $(xsplice-emu xen-tools --xen-livepatch) load xen_hello_world.livepatch
 """
 
 from __future__ import annotations
@@ -62,10 +62,16 @@ def xenctrl_path():
 
 @click.command("xen-tools")
 @click.argument("build", default=DEBIAN_XEN_SYMS)
+@click.option("--xen-livepatch", "only", flag_value="xen-livepatch",
+              help="Print only the path of the xen-livepatch binary (for XL=$(xsplice-emu xen-tools --xen-livepatch)).")
+@click.option("--xen-syms", "only", flag_value="xen-syms", help="Print only the path of xen-syms.")
 @reports_errors
-def xen_tools(build):
+def xen_tools(build, only):
     """Fetch Debian's xen-utils-4.17 and Xen 4.17 image (xen-syms) of BUILD (`debian`, the pinned build, or
-    `debian:VERSION`) into the cache once; print the directory of its xen-livepatch, then the path of xen-syms."""
+    `debian:VERSION`) into the cache once; print the directory of its xen-livepatch, then the path of xen-syms
+    (with --xen-livepatch or --xen-syms: that one path)."""
     chosen = debian_build(build)
-    click.echo(xen_livepatch(chosen).parent)
-    click.echo(xen_syms(chosen))
+    if only != "xen-syms":
+        click.echo(xen_livepatch(chosen) if only else xen_livepatch(chosen).parent)
+    if only != "xen-livepatch":
+        click.echo(xen_syms(chosen))

@@ -13,7 +13,6 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 from prompt_toolkit import PromptSession
@@ -23,15 +22,18 @@ from prompt_toolkit.history import FileHistory
 from rich.markup import escape
 from rich.table import Table
 
+from ..cache import cache_dir
 from ..errors import ConfigError, XspliceEmuError
-from ..files import check_destination
+from ..files import check_destination, file_errors
 from ..scenario import STEP_KINDS, Step
 from ..session import Session
+from ..suggest import did_you_mean
 from ..text import printable
 from ..verbs import VERBS
 from .common import machine_options, out, print_console_line, print_outcome, reports_errors
 
-HISTORY = Path.home() / ".cache" / "xsplice-emu" / "shell_history"
+HISTORY = "shell_history"
+"""The prompt's history file, in the cache directory ($XDG_CACHE_HOME/xsplice-emu, else ~/.cache/xsplice-emu)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ SHELL_COMMANDS = (
 )
 STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
 COMMANDS = {command.name: command for command in (
-    *(Command(verb.usage, verb.help, tuple(f"{option.form:<16} {option.described}" for option in verb.options))
+    *(Command(verb.usage, verb.help, (*(f"{option.form:<16} {option.described}" for option in verb.options),
+                                      f"e.g. {verb.example}", f'in a scenario: livepatch = "{verb.example}"'))
       for verb in VERBS.values()),
     *(Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
       for kind in STEP_KINDS if kind.kind in STEP_COMMANDS),  # the livepatch kind's commands are the verbs
@@ -82,16 +85,23 @@ def shell(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle):
     out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
               "`help` lists the commands.")
     if sys.stdin.isatty():
-        HISTORY.parent.mkdir(parents=True, exist_ok=True)
-        prompt: PromptSession[str] = PromptSession(history=FileHistory(str(HISTORY)),
-                                                   completer=ShellCompleter(session))
-        lines = _prompted(prompt)
+        lines = _prompted(prompt_session(session))
     else:
         lines = _echoed(iter(sys.stdin.readline, ""))
     for line in lines:
         if not commands.execute(line):
             break
     sys.exit(commands.status)
+
+
+def prompt_session(session: Session, **terminal) -> PromptSession[str]:
+    """The interactive prompt: history in the cache directory, and completion on Tab as readline does it (a
+    unique completion is inserted, several are listed); `terminal` may give prompt_toolkit's input and output."""
+    history = cache_dir() / HISTORY
+    with file_errors(history.parent, "make the directory"):
+        history.parent.mkdir(parents=True, exist_ok=True)
+    return PromptSession(history=FileHistory(str(history)), completer=ShellCompleter(session),
+                         complete_while_typing=False, **terminal)
 
 
 def _echoed(lines):
@@ -167,13 +177,15 @@ class Shell:
         elif name == "help":
             self._help(args)
         else:
-            raise ConfigError(f"unknown command {name!r}; `help` lists the commands")
+            raise ConfigError(f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; `help` lists the commands")
 
     def _step(self, step: Step) -> None:
         """Run one step; an operator command prints what Xen's tool prints, an expectation each check."""
         clock = self.session.machine
         before = clock.now_ns
         done = step.run(self.session)
+        if done.value is not None and not done.checks:
+            out.print(f"{escape(step.describe())} = {done.value} ({done.value:#x})")
         if done.outcome is not None:
             print_outcome(done.outcome)
             self._failed(done.outcome.exit_code)
@@ -218,7 +230,8 @@ class Shell:
                 out.print(f"  {escape(command.name):<8} {escape(command.summary)}")
             return
         if args[0] not in COMMANDS:
-            raise ConfigError(f"unknown command {args[0]!r}; `help` lists the commands")
+            raise ConfigError(f"unknown command {args[0]!r}{did_you_mean(args[0], COMMANDS)}; `help` lists the "
+                              "commands")
         command = COMMANDS[args[0]]
         out.print(escape(command.syntax))
         for line in (command.summary, *command.details):

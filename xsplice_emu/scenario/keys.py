@@ -14,6 +14,7 @@ from ..duration import to_ns
 from ..errors import ERRNO_BY_NAME, ConfigError
 from ..livepatch import PayloadState
 from ..livepatch.oracle import CHECKS
+from ..suggest import did_you_mean
 
 ABSENT = "UNLOADED"
 MAX_KHZ = 10_000
@@ -130,16 +131,30 @@ class Key:
         return self.value.check(self.name, raw)
 
 
+class KeyProblem(ConfigError):
+    """A ConfigError about one key of a table (unknown, missing or a wrong value): `key` names it, so that the
+    scenario loader can give its line."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def read_keys(table: dict, keys: tuple[Key, ...], *, where: str = "") -> dict[str, Any]:
-    """`table` checked against `keys` (unknown, missing or wrong values are ConfigErrors), in its own order."""
+    """`table` checked against `keys` (unknown, missing or wrong values are KeyProblems; an unknown key names the
+    closest known one), in its own order."""
     by_name = {key.name: key for key in keys}
     for name in table:
         if name not in by_name:
-            raise ConfigError(f"{where}unknown key {name!r} (allowed: {', '.join(by_name)})")
+            raise KeyProblem(name, f"{where}unknown key {name!r}{did_you_mean(name, by_name)} "
+                                   f"(allowed: {', '.join(by_name)})")
     for key in keys:
         if not key.optional and key.name not in table:
-            raise ConfigError(f"{where}missing key {key.name!r}")
-    try:
-        return {name: by_name[name].check(raw) for name, raw in table.items()}
-    except ConfigError as exc:
-        raise ConfigError(f"{where}{exc}") from None
+            raise KeyProblem(key.name, f"{where}missing key {key.name!r}")
+    checked = {}
+    for name, raw in table.items():
+        try:
+            checked[name] = by_name[name].check(raw)
+        except ConfigError as exc:
+            raise KeyProblem(name, f"{where}{exc}") from None
+    return checked

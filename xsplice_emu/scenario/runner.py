@@ -59,6 +59,19 @@ class ScenarioResult:
                 found.append((step, None))
         return found
 
+    def failure_lines(self) -> list[str]:
+        """The failures as text: each failed step once (`step 2 (expect ...):`), then each of its failed checks
+        indented; a step that ended in an error is one line."""
+        lines = []
+        for step in self.steps:
+            if step.error is not None:
+                lines.append(f"step {step.number} ({step.command}): {step.error}")
+            elif not step.ok:
+                lines.append(f"step {step.number} ({step.command}):")
+                lines += [f"    {check.what}: expected {check.expected!r}, got {check.got!r}"
+                          for check in step.checks if not check.ok]
+        return lines
+
     @property
     def reproduce(self) -> str:
         """The one command line that runs this scenario again, identically."""

@@ -22,18 +22,24 @@ Every mistake is a ConfigError naming the file, the step and what is wrong.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..debian import is_debian_build, load_xen_syms
 from ..errors import ConfigError, ImageError, ToolchainError
-from ..files import read_toml
+from ..files import read_toml_and_text
 from ..image import load_image
 from ..platform import NR_CPUS
 from ..session import DEFAULT_BOOT_MS
-from .keys import Key, Value, read_keys
+from ..suggest import did_you_mean
+from .keys import Key, KeyProblem, Value, read_keys
 from .steps import STEP_KINDS, ExpectStep, Step
+
+
+class ScenarioUnavailable(ConfigError):
+    """A scenario this host cannot run: the Debian build or the tool it needs cannot be had here."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,13 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
                   xen_syms: str | None = None, oracle: bool | None = None) -> Scenario:
     """Read and check `path`; `vcpus`, `seed`, `xen_syms` and `oracle` override its [machine] table."""
     path = Path(path)
-    document = read_toml(path, what="scenario")
-    where = _Where(path)
+    document, text = read_toml_and_text(path, what="scenario")
+    where = _Where(path, tuple(text.splitlines()))
+    if isinstance(document.get("step"), dict):
+        raise where.error("[step] makes one table: write each step as [[step]] (double brackets)", key="step")
     document = where.read(document, DOCUMENT_KEYS)
-    machine = _machine(where.at("[machine]"), document.get("machine", {}), path.parent)
+    at_machine = where.at("[machine]", header="machine")
+    machine = _machine(at_machine, document.get("machine", {}), path.parent)
     if vcpus is not None:
         machine = replace(machine, vcpus=vcpus)
     if seed is not None:
@@ -95,11 +104,12 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
     if oracle is not None:
         machine = replace(machine, oracle=oracle)
     if not 1 <= machine.vcpus <= NR_CPUS:
-        raise where.at("[machine]").error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}")
+        raise at_machine.error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}", key="vcpus")
     steps = document.get("step", [])
     if not steps:
         raise where.error("no [[step]] to run")
-    parsed = tuple(_step(where.at(f"step {number}"), raw, vcpus=machine.vcpus, base=path.parent)
+    parsed = tuple(_step(where.at(f"step {number}", header="step", index=number - 1), raw, vcpus=machine.vcpus,
+                         base=path.parent)
                    for number, raw in enumerate(steps, 1))
     if not any(isinstance(step, ExpectStep) and "violations" in step.checks for step in parsed):
         parsed += (ExpectStep({"violations": 0}),)  # patching is checked for safety even when a file never says so
@@ -109,23 +119,52 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
 
 @dataclass(frozen=True)
 class _Where:
-    """Where in the file a value is, for error messages."""
+    """Where in the file a value is, for error messages: `FILE:LINE: PLACE: message`. `lines` is the file's
+    text; `span` the lines of the place (its table's header up to the next header), where a key is looked for."""
 
     path: Path
+    lines: tuple[str, ...]
     place: str = ""
+    span: tuple[int, int] | None = None
 
-    def at(self, place: str) -> _Where:
-        return _Where(self.path, place)
+    def at(self, place: str, *, header: str | None = None, index: int = 0) -> _Where:
+        """The place `place`: the `index`-th table named `header` (`[machine]`, `[[step]]`) when it has one."""
+        return _Where(self.path, self.lines, place, self.span if header is None else self._table(header, index))
 
-    def error(self, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {self.place + ': ' if self.place else ''}{message}")
+    def error(self, message: str, *, key: str | None = None) -> ConfigError:
+        """The error at `key`'s line within this place (else the place's first line, if known)."""
+        line = self._line(key)
+        return ConfigError(f"{self.path}{f':{line}' if line else ''}: {self.place + ': ' if self.place else ''}"
+                           f"{message}")
 
     def read(self, table: dict, keys: tuple[Key, ...]) -> dict[str, Any]:
-        """`read_keys`, its errors placed here."""
+        """`read_keys`, its errors placed here, on the line of the key they are about."""
         try:
             return read_keys(table, keys)
-        except ConfigError as exc:
-            raise self.error(str(exc)) from None
+        except KeyProblem as exc:
+            raise self.error(str(exc), key=exc.key) from None
+
+    def _table(self, header: str, index: int) -> tuple[int, int] | None:
+        pattern = re.compile(rf"\s*\[\[?\s*{re.escape(header)}\s*\]")
+        starts = [number for number, line in enumerate(self.lines) if pattern.match(line)]
+        if index >= len(starts):
+            return None  # an inline table or array: no header line of its own
+        start = starts[index]
+        following = (n for n in range(start + 1, len(self.lines)) if _HEADER.match(self.lines[n]))
+        return start, next(following, len(self.lines))
+
+    def _line(self, key: str | None) -> int | None:
+        first, end = self.span or (0, len(self.lines))
+        if key is not None:
+            name = re.escape(key)
+            pattern = re.compile(rf"(^|[\s{{,])\"?{name}\"?\s*=|^\s*\[\[?\s*{name}\s*\]")
+            for number in range(first, end):
+                if pattern.search(self.lines[number]):
+                    return number + 1
+        return first + 1 if self.span else None
+
+
+_HEADER = re.compile(r"\s*\[")
 
 
 def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
@@ -136,14 +175,16 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
         try:
             load_image(firmware)
         except (ImageError, ConfigError) as exc:
-            raise where.error(f"firmware: {exc}") from None
+            raise where.error(f"firmware: {exc}", key="firmware") from None
     xen_syms = table.get("xen_syms")
     if xen_syms is not None:
         xen_syms = xen_syms if is_debian_build(xen_syms) else str(base / xen_syms)
         try:
             load_xen_syms(xen_syms)
-        except (ImageError, ConfigError, ToolchainError) as exc:
-            raise where.error(f"xen_syms: {exc}") from None
+        except ToolchainError as exc:
+            raise ScenarioUnavailable(str(where.error(f"xen_syms: {exc}", key="xen_syms"))) from None
+        except (ImageError, ConfigError) as exc:
+            raise where.error(f"xen_syms: {exc}", key="xen_syms") from None
     defaults = MachineSpec()
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
                        table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle))
@@ -153,15 +194,22 @@ def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:
     if not isinstance(raw, dict):
         raise where.error("a step must be a table")
     kinds = [kind for kind in STEP_KINDS if kind.key in raw]
-    if len(kinds) != 1:
-        raise where.error(f"a step needs exactly one of {', '.join(kind.key for kind in STEP_KINDS)}; "
-                          f"got {', '.join(kind.key for kind in kinds) or 'none'}")
+    known = [kind.key for kind in STEP_KINDS]
+    if not kinds:
+        found = next(iter(raw), None)
+        if found is None:
+            raise where.error(f"an empty step: a step has one of {', '.join(known)}")
+        raise where.error(f"no step kind: found {found!r}{did_you_mean(found, known)}; a step has one of "
+                          f"{', '.join(known)}", key=found)
+    if len(kinds) > 1:
+        raise where.error(f"a step has exactly one kind; got {' and '.join(kind.key for kind in kinds)}",
+                          key=kinds[1].key)
     kind = kinds[0]
-    where = where.at(f"{where.place} ({kind.key})")
+    where = replace(where, place=f"{where.place} ({kind.key})")
     if kind.nested:
         raw = where.read(raw, (Key(kind.key, Value.TABLE),))[kind.key]
     values = where.read(raw, kind.keys)
     try:
         return kind.from_toml(values, vcpus=vcpus, base=base)
     except ConfigError as exc:
-        raise where.error(str(exc)) from None
+        raise where.error(str(exc), key=kind.key) from None

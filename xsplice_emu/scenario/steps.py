@@ -47,6 +47,8 @@ class Done:
     checks: tuple[Check, ...] = ()
     latency_ns: int | None = None
     outcome: Outcome | None = None
+    value: int | None = None
+    """What a call returned."""
 
     @property
     def rc(self) -> str | None:
@@ -319,8 +321,8 @@ class CallStep(Step):
     def run(self, session):
         result = session.call(self.vcpu, self.function, self.arguments, delay_ns=self.delay_ns)
         if self.expect is None:
-            return Done()
-        return Done(checks=(_check(f"{self.function} on vCPU {self.vcpu}", self.expect, result),))
+            return Done(value=result)
+        return Done(checks=(_check(f"{self.function} on vCPU {self.vcpu}", self.expect, result),), value=result)
 
 
 @dataclass(frozen=True)
