@@ -169,7 +169,7 @@ def test_a_master_preempted_inside_a_hook_is_not_timed_out(payloads, tmp_path):
     replay.write_text(REPLAY_1511)
     result = CliRunner().invoke(main, ["run", str(EXPLORE / "safe_apply.toml"), "--replay", str(replay)])
     assert result.exit_code == 0, result.output
-    assert "│    7 │ apply hello" in result.output and "37.5258 ms" in result.output
+    assert "│    7 │ apply hello" in result.output and "37.5257 ms" in result.output
 
 
 def test_a_campaign_left_early_leaves_no_child_behind(payloads):

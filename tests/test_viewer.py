@@ -210,7 +210,7 @@ def _variant(tmp_path, source, name, edit):
 
 @pytest.mark.parametrize("name, edit, says", [
     ("truncated.jsonl", lambda lines: lines[:-1] + [lines[-1][:20]], "truncated line"),
-    ("version.jsonl", lambda lines: [lines[0].replace('"version":3', '"version":9')] + lines[1:],
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":4', '"version":9')] + lines[1:],
      "version 9"),
     ("unknown.jsonl", lambda lines: lines[:30] + [lines[30].replace('"kind":"', '"kind":"bogus_')] + lines[31:],
      "unknown event kind"),
