@@ -53,6 +53,20 @@ def _reading(action):
     return guarded
 
 
+def _nmi_lost(trace: TraceFile, index: int) -> bool:
+    """Whether event `index` is an NMI that was swallowed: its `nmi_lost` follows at the same time."""
+    event = trace.event(index)
+    if event.kind != EventKind.NMI:
+        return False
+    following = index + 1
+    while following < len(trace) and trace.time_of(following) == event.time_ns:
+        after = trace.event(following)
+        if after.vcpu == event.vcpu:
+            return after.kind == EventKind.NMI_LOST
+        following += 1
+    return False
+
+
 class TraceViewer(App[TraceFormatError | None]):
     """Browse one trace file."""
 
@@ -87,15 +101,17 @@ class TraceViewer(App[TraceFormatError | None]):
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, trace: TraceFile):
+    def __init__(self, trace: TraceFile, *, step: tuple[int, int] | None = None, message: str = ""):
+        """`step`: open on the scenario step that ran over that (start, end) of virtual time (ns), saying
+        `message`; else on the first action."""
         super().__init__()
         self.trace = trace
         self.source = FrameSource(trace)
-        self.viewport = self.source.first_viewport()
+        self.viewport = self.source.first_viewport() if step is None else self.source.step_viewport(*step)
         self.query_filter = Query()
         self.selected: int | None = None
         self.bookmarks = Bookmarks()
-        self.message = ""
+        self.message = message
         self.frame: Frame | None = None
         self._checkpoints_scheduled = False
         self._scan_timer: Timer | None = None
@@ -161,7 +177,8 @@ class TraceViewer(App[TraceFormatError | None]):
             return "none"
         event = self.trace.event(self.selected)
         where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
-        return f"{event.kind} on {where} at {instant(event.time_ns)}"
+        lost = " (lost)" if _nmi_lost(self.trace, self.selected) else ""
+        return f"{event.kind}{lost} on {where} at {instant(event.time_ns)}"
 
     def _update(self, *, viewport: Viewport | None = None, message: str = "") -> None:
         if viewport is not None:
@@ -175,7 +192,8 @@ class TraceViewer(App[TraceFormatError | None]):
         self.selected = index
         event = self.trace.event(index)
         action = action_of(self.trace, index) if event.kind in STEPS else None
-        self.query_one(Detail).show(index, self.trace.line_of(index), event, self.symbols, action)
+        self.query_one(Detail).show(index, self.trace.line_of(index), event, self.symbols, action,
+                                    lost=_nmi_lost(self.trace, index))
         self._update(viewport=self.source.readable(self.viewport, index), message=message)
         self.query_one(Timeline).scroll_to_lane(event.vcpu)
 
