@@ -521,3 +521,24 @@ def test_run_view_opens_on_the_failing_step(payloads, tmp_path, monkeypatch):
     ((viewport, line, (_, revert)),) = shown
     assert revert.released_ns < viewport.end_ns and viewport.span_ns < 100_000  # the step after the revert
     assert 'step 4 failed: expect extra_version = "Hello World"' in line
+
+
+def test_72_vcpus_fit_at_120x40_with_compact_lanes(image, payloads, tmp_path):
+    """At 72 vCPUs and 120x40 the empty detail pane is closed (35 lanes show, the status line says how many are
+    off screen); c puts two vCPUs a row, and 69 lanes show."""
+    machine, livepatch = hello_uploaded(image, vcpus=72, seed=1)
+    assert livepatch.run_action("hello", Action.APPLY).rc == 0
+    path = tmp_path / "72.jsonl"
+    machine.trace.write(path)
+
+    def visible(app) -> int:
+        rows = lanes(app)
+        return sum(2 if re.match(r"\d+\+\d+ ", row) else 1 for row in rows)
+
+    async def check(pilot):
+        app = pilot.app
+        assert visible(app) == 35 and "lanes 38 off screen" in status(app)
+        await pilot.press("c")
+        await pilot.pause()
+        assert visible(app) == 69 and "lanes 4 off screen" in status(app)  # the host and vCPUs 0..67
+    drive(path, check, size=(120, 40))
