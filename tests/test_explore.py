@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import shlex
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,7 @@ def test_a_master_preempted_inside_a_hook_is_not_timed_out(payloads, tmp_path):
     replay.write_text(REPLAY_1511)
     result = CliRunner().invoke(main, ["run", str(EXPLORE / "safe_apply.toml"), "--replay", str(replay)])
     assert result.exit_code == 0, result.output
-    assert "│    7 │ apply hello" in result.output and "37.5258 ms" in result.output
+    assert "│    7 │ apply hello" in result.output and "37.5257 ms" in result.output
 
 
 def test_a_campaign_left_early_leaves_no_child_behind(payloads):
@@ -212,3 +213,23 @@ def test_a_chaos_replay_file_holds_its_faults_and_replays_its_class(payloads, tm
         rcs = outcome_class["outcome"].split(" rc ")[1].split("/")
         assert result.exit_code == (0 if outcome_class["outcome"].startswith("pass") else 1)
         assert ("got 'EBUSY'" in result.output) == ("EBUSY" in rcs)
+
+
+def test_a_campaign_without_out_leaves_nothing_in_tmp(payloads, tmp_path, monkeypatch):
+    """Without --out, the replay files go to one folder of the cache that the next campaign replaces, and the
+    temporary directory stays empty."""
+    temporary, cache = tmp_path / "tmp", tmp_path / "cache"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        for seed in ("1", "2"):
+            result = CliRunner().invoke(main, ["explore", str(EXPLORE / "safe_apply.toml"), "--runs", "2",
+                                               "--seed", seed])
+            assert result.exit_code == 0, result.output
+    finally:
+        tempfile.tempdir = None
+    assert list(temporary.iterdir()) == []
+    replays = sorted((cache / "xsplice-emu" / "explore-last").iterdir())
+    assert replays and all(f"--replay {path}" in result.output for path in replays)

@@ -206,7 +206,7 @@ def test_apply_trace_tells_the_whole_rendezvous(patching, tmp_path):
     path = tmp_path / "apply.jsonl"
     machine.trace.write(path)
     header, *events = [json.loads(line) for line in path.read_text().splitlines()]
-    assert header["version"] == 3 and header["seed"] == 1 and header["options"]["vcpus"] == 4
+    assert header["version"] == 4 and header["seed"] == 1 and header["options"]["vcpus"] == 4
     assert header["firmware_build_id"] == machine.image.build_id.hex()
     start = next(i for i, e in enumerate(events) if e["kind"] == EventKind.ACTION_REQUESTED)
     kinds = [e["kind"] for e in events[start:]]

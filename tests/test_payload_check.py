@@ -121,7 +121,8 @@ def test_a_payload_built_against_real_xen_patches_its_real_xen_extra_version(xen
     assert f"    after  {target:#x}  jmp {payload_at:#x}" in lines
     assert f"    reach  rel32 reaches {payload_at:#x}" in lines
     assert lines[-5:] == ["  apply    rc 0 on 1 vCPU", "  xen_major_version  4", "  xen_minor_version  17",
-                          f"  xen_extra_version  '{PINNED_BUILD.extra}' -> 'Hello World'", "verdict: OK"]
+                          f"  xen_extra_version  '{PINNED_BUILD.extra}' -> 'Hello World'",
+                          "verdict: OK, 1 warning (xen_extra_version: it is reached from do_nmi)"]
 
 
 def test_expectations_built_against_real_xen_hold_on_its_real_bytes(xen_syms, tmp_path):
@@ -141,13 +142,14 @@ def test_real_xen_refuses_a_payload_built_for_the_firmware(xen_syms, payloads):
 
 def test_real_xens_do_nmi_is_accepted_as_xen_would_with_a_warning(xen_syms, tmp_path):
     """Xen 4.17 does not refuse an NMI-path target (the testbed's firmware does): the verdict is Xen's, the
-    hazard a warning on the site."""
+    hazard a warning on the site, counted in the verdict line."""
     _build_against(xen_syms, "bad/do_nmi", tmp_path / "nmi.livepatch")
     code, lines = _check_against(xen_syms, tmp_path / "nmi.livepatch")
     assert code == 0, lines
     assert lines[1] == "  upload   accepted (CHECKED)"
-    assert "    UNSAFE it handles NMIs" in lines
+    assert "    UNSAFE it handles NMIs (a warning: Xen accepts it)" in lines
     assert "  apply    rc 0 on 1 vCPU" in lines  # the machine's NMIs are the firmware's: the real do_nmi never runs
+    assert lines[-1] == "verdict: OK, 1 warning (do_nmi: it handles NMIs)"  # one verdict, the warning counted in it
 
 
 def test_the_nmi_path_of_real_xen_follows_its_calls(xen_syms):

@@ -184,16 +184,19 @@ def test_expect_digest_needs_one_scenario(tmp_path):
 
 
 def test_view_opens_the_viewer_on_the_failed_scenarios_trace(payloads, tmp_path, monkeypatch):
-    """--view hands the viewer the trace of the first failed scenario, a trace of that very run."""
+    """--view hands the viewer the trace of the first failed scenario, a trace of that very run, and its first
+    failed step; the temporary file is gone once the viewer closes."""
     opened = []
-    monkeypatch.setattr(importlib.import_module("xsplice_emu.cli.run"), "view_trace", opened.append)
+    monkeypatch.setattr(importlib.import_module("xsplice_emu.cli.run"), "view_trace",
+                        lambda path, **options: opened.append((path, path.read_bytes(), options)))
     good, bad = _scenario(tmp_path, PASSING, "good.toml"), _scenario(tmp_path, WRONG, "bad.toml")
     result = _run(good, bad, "--view", "--json")
     digest = {entry["name"]: entry["digest"] for entry in json.loads(result.output)}["bad"]
-    (path,) = opened
-    assert path.name == "bad.jsonl"
-    assert json.loads(path.read_text().splitlines()[0])["seed"] == 9
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the digest is that of the file
+    ((path, data, options),) = opened
+    assert path.name == "bad.jsonl" and not path.exists()
+    assert json.loads(data.splitlines()[0])["seed"] == 9
+    assert hashlib.sha256(data).hexdigest() == digest  # the digest is that of the file
+    assert options["message"] == 'step 2 failed: expect extra_version = "Goodbye", applied = ["other"]'
 
 
 def test_operator_options_go_before_or_after_the_name_in_a_scenario(payloads, tmp_path):

@@ -158,7 +158,7 @@ def test_header_tells_how_the_run_was_made(run):
     """The header names format, version, seed, options, firmware build-id, vCPUs, clock and event count."""
     machine, _, path = run
     opened = TraceFile.open(path)
-    assert opened.header["version"] == 3 and opened.header["seed"] == 5 and opened.vcpus == 8
+    assert opened.header["version"] == 4 and opened.header["seed"] == 5 and opened.vcpus == 8
     assert opened.header["firmware_build_id"] == machine.image.build_id.hex()
     assert opened.header["hypervisor_build_id"] == machine.image.build_id.hex()  # no --xen-syms: the firmware
     assert opened.header["clock_hz"] == machine.config.clock_hz == opened.header["options"]["clock_hz"]

@@ -32,13 +32,13 @@ def good(image, payloads, tmp_path_factory):
 
 
 def _parse_all(path):
-    """Every event line of the file through json.loads, as (t, vcpu, kind, fields)."""
+    """Every event line of the file through json.loads, as (t, vcpu, kind, fields, in_action)."""
     records = [json.loads(line) for line in path.read_text().splitlines()[1:]]
-    return [(r.pop("t"), r.pop("vcpu"), r.pop("kind"), r) for r in records]
+    return [(r.pop("t"), r.pop("vcpu"), r.pop("kind"), r, r.pop("in_action", None)) for r in records]
 
 
 def _tuples(events):
-    return [(e.time_ns, e.vcpu, e.kind, e.fields) for e in events]
+    return [(e.time_ns, e.vcpu, e.kind, e.fields, e.in_action) for e in events]
 
 
 def test_window_and_range_queries_match_a_full_parse(good):
@@ -90,13 +90,15 @@ def _set_kind(lines, index, kind):
 @pytest.mark.parametrize("name, change, message", [
     ("truncated.jsonl", lambda lines: [*lines[:-1], lines[-1][:-12]], "{n}: truncated line"),
     ("short.jsonl", lambda lines: lines[:-3], "{n}: truncated file: the header announces"),
-    ("version.jsonl", lambda lines: [lines[0].replace('"version":3', '"version":2'), *lines[1:]],
-     "1: trace format version 2, this reader knows 3"),
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":4', '"version":3'), *lines[1:]],
+     "1: trace format version 3, this reader knows 4"),
     ("unknown.jsonl", lambda lines: _set_kind(lines, 40, "foo"), "41: unknown event kind 'foo'"),
     ("json.jsonl", lambda lines: [*lines[:30], lines[30].replace('"kind":', '"kind" '), *lines[31:]],
      "31: bad JSON: Expecting ':' delimiter"),
     ("fields.jsonl", lambda lines: [*lines[:20], lines[20].replace('"vcpu":', '"vcpu":"x","cpu":'), *lines[21:]],
      "21: \"vcpu\" is 'x', not a vCPU or null"),
+    ("action.jsonl", lambda lines: [*lines[:-1], lines[-1].replace('"kind":', '"in_action":0,"kind":')],
+     "{n}: \"in_action\" is 0, not an action number (1 or more)"),
     ("order.jsonl", lambda lines: [lines[0], *lines[2:50], lines[1], *lines[50:]], "50: time 0 is before"),
 ])
 def test_bad_trace_is_one_line_naming_the_line(good, tmp_path, command, name, change, message):

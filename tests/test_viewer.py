@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import re
 import threading
@@ -20,6 +21,7 @@ from xsplice_emu.livepatch import Action
 from xsplice_emu.tracing import EventKind, TraceFile
 from xsplice_emu.viewer import app as app_module
 from xsplice_emu.viewer import frame as frame_module
+from xsplice_emu.viewer.actions import actions
 from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, SCAN_REDRAW_S, TraceViewer
 from xsplice_emu.viewer.help_screen import HelpScreen
 from xsplice_emu.viewer.ruler import Ruler
@@ -211,7 +213,7 @@ def _variant(tmp_path, source, name, edit):
 
 @pytest.mark.parametrize("name, edit, says", [
     ("truncated.jsonl", lambda lines: lines[:-1] + [lines[-1][:20]], "truncated line"),
-    ("version.jsonl", lambda lines: [lines[0].replace('"version":3', '"version":9')] + lines[1:],
+    ("version.jsonl", lambda lines: [lines[0].replace('"version":4', '"version":9')] + lines[1:],
      "version 9"),
     ("unknown.jsonl", lambda lines: lines[:30] + [lines[30].replace('"kind":"', '"kind":"bogus_')] + lines[31:],
      "unknown event kind"),
@@ -464,3 +466,86 @@ def test_v_jumps_to_the_safety_oracles_violations(payloads, tmp_path):
         await pilot.press("v", "V")
         assert app.selected == first
     drive(path, check)
+
+
+def test_m_lands_on_a_lost_nmi_and_says_it_was_lost(payloads, tmp_path):
+    """In nmi_in_window's trace, m selects the NMI sent into the patching window: the detail pane and the status
+    line say it was lost (swallowed), not merely delivered."""
+    path = tmp_path / "nmi.jsonl"
+    result = CliRunner().invoke(main, ["run", str(ROOT / "scenarios" / "nmi_in_window.toml"), "-q",
+                                       "--trace", str(path)])
+    assert result.exit_code == 0, result.output
+    lost = TraceFile.open(path).find({EventKind.NMI_LOST})
+
+    async def check(pilot):
+        app = pilot.app
+        await pilot.press("m")
+        assert app.selected == lost - 1
+        assert detail(app).startswith("nmi (lost) ") and EventKind.NMI_LOST.meaning in " ".join(detail(app).split())
+        assert "selected nmi (lost) on cpu" in status(app)
+    drive(path, check)
+
+
+FAILS_AFTER_A_WHILE = """
+[machine]
+vcpus = 4
+seed = 3
+
+[[step]]
+livepatch = "load @HELLO"
+
+[[step]]
+run_ms = 20
+
+[[step]]
+livepatch = "revert xen_hello_world"
+
+[[step]]
+expect = { extra_version = "Hello World" }
+"""
+
+
+def test_run_view_opens_on_the_failing_step(payloads, tmp_path, monkeypatch):
+    """`run --view` on a scenario whose last step fails opens on that step (its version calls, after the
+    revert), saying which step failed: not on the whole 20 ms run nor on the first action."""
+    scenario = tmp_path / "fails.toml"
+    hello = ROOT / "payloads" / "build" / "xen_hello_world.livepatch"
+    scenario.write_text(FAILS_AFTER_A_WHILE.replace("@HELLO", str(hello)))
+    shown = []
+
+    def view_headless(path, *, step, message):
+        trace = TraceFile.open(path)
+        app = TraceViewer(trace, step=step, message=message)
+
+        async def run():
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause()
+                shown.append((app.viewport, status(app), list(actions(trace))))
+        asyncio.run(run())
+    monkeypatch.setattr(importlib.import_module("xsplice_emu.cli.run"), "view_trace", view_headless)
+    result = CliRunner().invoke(main, ["run", str(scenario), "-q", "--view"])
+    assert result.exit_code == 1, result.output
+    ((viewport, line, (_, revert)),) = shown
+    assert revert.released_ns < viewport.end_ns and viewport.span_ns < 100_000  # the step after the revert
+    assert 'step 4 failed: expect extra_version = "Hello World"' in line
+
+
+def test_72_vcpus_fit_at_120x40_with_compact_lanes(image, payloads, tmp_path):
+    """At 72 vCPUs and 120x40 the empty detail pane is closed (35 lanes show, the status line says how many are
+    off screen); c puts two vCPUs a row, and 69 lanes show."""
+    machine, livepatch = hello_uploaded(image, vcpus=72, seed=1)
+    assert livepatch.run_action("hello", Action.APPLY).rc == 0
+    path = tmp_path / "72.jsonl"
+    machine.trace.write(path)
+
+    def visible(app) -> int:
+        rows = lanes(app)
+        return sum(2 if re.match(r"\d+\+\d+ ", row) else 1 for row in rows)
+
+    async def check(pilot):
+        app = pilot.app
+        assert visible(app) == 35 and "lanes 38 off screen" in status(app)
+        await pilot.press("c")
+        await pilot.pause()
+        assert visible(app) == 69 and "lanes 4 off screen" in status(app)  # the host and vCPUs 0..67
+    drive(path, check, size=(120, 40))

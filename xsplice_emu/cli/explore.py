@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
+import shutil
 from pathlib import Path
 
 import click
@@ -11,16 +11,19 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..cache import cache_dir
 from ..errors import ConfigError
 from ..explore.campaign import STOP_ON, Campaign, CampaignResult, explore, write_class_files
 from ..explore.outcome import RunOutcome
 from ..explore.plan import STRATEGIES
-from ..files import check_destination, check_new_directory
+from ..files import check_destination, check_new_directory, file_errors
 from ..scenario import load_scenario
 from .common import SEED, out, reports_errors
 
 MAX_RUNS = 10_000_000
 MAX_JOBS = 64
+LAST_CAMPAIGN = "explore-last"
+"""The folder of the cache that holds the replay files of the last campaign run without --out."""
 
 
 @click.command("explore")
@@ -36,7 +39,8 @@ MAX_JOBS = 64
               help="Send batches of runs to this Dask scheduler (tcp://HOST:PORT) instead.")
 @click.option("--stop-on", type=click.Choice(STOP_ON), help="Start no new run after one with a violation / a failure.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Write each class's replay file and trace here (default: replay files in a new temp folder).")
+              help="Write each class's replay file and trace here (default: replay files only, in "
+                   f"~/.cache/xsplice-emu/{LAST_CAMPAIGN}, replaced by the next campaign).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: outcome mix against the injected fault's size, and the CDF of release latency.")
@@ -50,10 +54,15 @@ def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, sto
         raise click.UsageError("give --jobs or --dask, not both")
     if plot_path:
         check_destination(plot_path)
-    out_path = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="xsplice-explore-"))
     if out_dir:
         check_new_directory(out_dir)
+        out_path = Path(out_dir)
         out_path.mkdir(exist_ok=True)
+    else:  # one folder, replaced by each campaign: nothing piles up in /tmp
+        out_path = cache_dir() / LAST_CAMPAIGN
+        with file_errors(out_path, "make the directory"):
+            shutil.rmtree(out_path, ignore_errors=True)
+            out_path.mkdir(parents=True)
     campaign = Campaign.of(load_scenario(scenario_path), strategy, seed)
     result = _run(campaign, runs, jobs=jobs, dask_address=dask_address, stop_on=stop_on,
                   show_progress=out.is_terminal and not as_json)

@@ -141,7 +141,7 @@ def _print_preflight(path: Path, report: Preflight) -> None:
             echo(f"    reach  {'rel32 reaches' if site.reaches else 'OUT OF rel32 REACH of'} {func.new_addr:#x}")
         echo(f"    expect {site.expectation}")
         if site.unsafe:
-            echo(f"    UNSAFE {site.unsafe}")
+            echo(f"    UNSAFE {site.unsafe}" + ("" if report.upload else " (a warning: Xen accepts it)"))
     apply = report.apply
     if apply is None:
         echo("  apply    not tried (the upload was refused)")
@@ -154,7 +154,9 @@ def _print_preflight(path: Path, report: Preflight) -> None:
         for field in ("major", "minor", "extra"):
             old, new = getattr(before, field), getattr(after, field)
             echo(f"  xen_{field}_version  {old!r}" + ("" if old == new else f" -> {new!r}"))
-    echo(f"verdict: {'OK' if report.ok else 'NOT OK'}")
+    warnings = report.warnings
+    counted = f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''} ({'; '.join(warnings)})" if warnings else ""
+    echo(f"verdict: {'OK' if report.ok else 'NOT OK'}{counted}")
 
 
 FUNCTION_COLUMNS = ("name", "old", "new", "old_size", "new_size", "version", "patch", "expect")

@@ -134,14 +134,19 @@ def _write_traces(cases, path: Path) -> None:
 
 
 def _view(cases, trace_path: Path | None) -> None:
-    """Open the viewer on the first failed scenario's trace (else the first's)."""
+    """Open the viewer on the first failed scenario's trace, on its first failed step (else on the first
+    scenario's first action). Without --trace the file is a temporary one, removed when the viewer closes."""
     name, shown = next(((name, result) for name, result in cases if not result.ok), cases[0])
-    if trace_path is None:
-        trace_path = Path(tempfile.mkdtemp(prefix="xsplice-emu-")) / f"{name}.jsonl"
+    failed = shown.failures[0][0] if shown.failures else None
+    step = None if failed is None else (failed.started_ns, failed.ended_ns)
+    message = "" if failed is None else f"step {failed.number} failed: {failed.command}"
+    if trace_path is not None:
+        view_trace(trace_path / f"{name}.jsonl" if len(cases) > 1 else trace_path, step=step, message=message)
+        return
+    with tempfile.TemporaryDirectory(prefix="xsplice-emu-") as directory:
+        trace_path = Path(directory) / f"{name}.jsonl"
         shown.session.machine.trace.write(trace_path)
-    elif len(cases) > 1:
-        trace_path = trace_path / f"{name}.jsonl"
-    view_trace(trace_path)
+        view_trace(trace_path, step=step, message=message)
 
 
 def _report(result: ScenarioResult, *, quiet: bool) -> None:

@@ -13,8 +13,9 @@ from ..viewer.frame import WHOLE
 from .common import reports_errors
 
 
-def view_trace(path: str | Path) -> None:
+def view_trace(path: str | Path, *, step: tuple[int, int] | None = None, message: str = "") -> None:
     """Open the viewer on the trace at `path` until the user quits; a bad trace raises TraceFormatError.
+    `step`, `message`: open on that (start, end) of virtual time, saying `message` (a failed scenario step).
 
     A trace of up to WHOLE events is checked line by line first; a bigger
     one is read lazily and a bad line ends the viewer when it is reached."""
@@ -26,7 +27,7 @@ def view_trace(path: str | Path) -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise ConfigError("the viewer needs a terminal (its input and output are not one here); "
                           "`xsplice-emu trace summary` prints the actions")
-    error = TraceViewer(trace).run()
+    error = TraceViewer(trace, step=step, message=message).run()
     if error is not None:
         raise error
 

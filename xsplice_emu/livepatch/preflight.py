@@ -56,6 +56,14 @@ class Preflight:
         return (self.upload is None and self.apply in (0, None)
                 and all(site.reaches and site.expectation in ("none", "met") for site in self.sites))
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What an accepted payload does that Xen allows but should not (`do_nmi: it handles NMIs`); a target
+        the upload refused for it is the refusal, not a warning."""
+        if self.upload is not None:
+            return ()
+        return tuple(f"{site.record.name}: {site.unsafe}" for site in self.sites if site.unsafe)
+
 
 def preflight(name: str, data: bytes, *, firmware: str | Path | None = None,
               xen_syms: str | Path | None = None) -> Preflight:

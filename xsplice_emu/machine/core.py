@@ -241,7 +241,8 @@ class Machine:
         self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
 
     def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
-        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()`."""
+        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()` (checked after each slice
+        and alarm; when a slice makes it hold, the time is that slice's end)."""
         scheduler = self.scheduler
         while not (stop_when and stop_when()):
             vcpu_time, vcpu = scheduler.peek()
@@ -264,6 +265,9 @@ class Machine:
                 for observer in self.crash_observers:
                     observer(fault)
                 raise
+            if stop_when and stop_when():  # seen at the end of the slice that made it hold, not at its start
+                self.now_ps = max(self.now_ps, min(vcpu.clock_ps, until_ps))
+                return
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):

@@ -26,6 +26,10 @@ class StepResult:
     latency_ns: int | None = None
     output: str = ""
     error: str | None = None
+    started_ns: int = 0
+    """Virtual time when the step began."""
+    ended_ns: int = 0
+    """Virtual time when it was over (its start when it ran no machine time)."""
 
     @property
     def ok(self) -> bool:
@@ -116,11 +120,14 @@ def run_steps(scenario: Scenario, session: Session, started: float, *,
         session.machine.scheduler.reschedule(schedule.seed, pct_depth=schedule.depth, pct_steps=schedule.steps)
     results = list(already)
     for number, step in enumerate(scenario.steps[len(already):], len(already) + 1):
+        started = session.machine.now_ns
         try:
             done = step.run(session)
         except (GuestFault, MachineError) as exc:
-            results.append(StepResult(number, step.kind, step.describe(), None, (), error=str(exc)))
+            results.append(StepResult(number, step.kind, step.describe(), None, (), error=str(exc),
+                                      started_ns=started, ended_ns=session.machine.now_ns))
             break
         results.append(StepResult(number, step.kind, step.describe(), done.rc, done.checks, done.latency_ns,
-                                  done.outcome.text if done.outcome else ""))
+                                  done.outcome.text if done.outcome else "", started_ns=started,
+                                  ended_ns=session.machine.now_ns))
     return ScenarioResult(scenario, tuple(results), session.machine.now_ns, time.perf_counter() - started, session)

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 from ..errors import FileError, TraceFormatError
 from ..files import file_errors, open_regular
 from .kinds import BY_NAME, EventKind
-from .schema import check_fields, check_header
+from .schema import ACTION_KEY, check_fields, check_header
 from .trace import Event
 
 TRACE_LIMIT = 8 * 1024**3
@@ -172,6 +172,7 @@ class TraceFile:
         time_ns = record.pop("t", None)
         vcpu = record.pop("vcpu", ...)
         name = record.pop("kind", None)
+        action = record.pop(ACTION_KEY, None)
         kind = BY_NAME.get(name) if type(name) is str else None
         if type(time_ns) is not int:
             raise self._error(index, f"\"t\" is {time_ns!r}, not a time in ns")
@@ -179,7 +180,9 @@ class TraceFile:
             raise self._error(index, f"\"vcpu\" is {'missing' if vcpu is ... else repr(vcpu)}, not a vCPU or null")
         if kind is None:
             raise self._error(index, f"unknown event kind {name!r}")
-        return Event(time_ns, vcpu, kind, record)
+        if action is not None and (type(action) is not int or action < 1):
+            raise self._error(index, f"\"{ACTION_KEY}\" is {action!r}, not an action number (1 or more)")
+        return Event(time_ns, vcpu, kind, record, action)
 
     def _error(self, index: int, problem: str) -> TraceFormatError:
         return TraceFormatError(f"{self.path}:{self.line_of(index)}: {problem}")

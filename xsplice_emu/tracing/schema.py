@@ -13,8 +13,8 @@ from typing import Any
 from .kinds import EventKind, Field
 
 FORMAT = "xsplice-emu-trace"
-VERSION = 3
-"""2 (this version): nmi_lost, code_write, code_sync, action_failed and stall events, abort names the missing vCPUs."""
+VERSION = 4
+"""4 (this version): an event that is a step of a live patching action carries its number, `in_action`."""
 
 
 def _is_int(value: Any) -> bool:
@@ -55,6 +55,8 @@ HEADER: tuple[Field, ...] = (
 )
 
 EVENT_KEYS = ("t", "vcpu", "kind")
+ACTION_KEY = "in_action"
+"""The key after `kind` on the events of an action: its number, from 1 (absent on other events)."""
 
 
 def check_header(header: Any) -> str | None:

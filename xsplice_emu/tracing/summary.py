@@ -1,6 +1,7 @@
 """What each live patching action did, from its trace events.
 
-`summarize(events)` gives one `ActionSummary` per `action_requested`: its
+`summarize(events)` gives one `ActionSummary` per `action_requested`, from
+the events that carry its number (`in_action`: docs/trace-format.md): its
 payload, action, rc, master, the virtual times of every step (request,
 master elected, deadline, each phase, all parked, patch window, release),
 the vCPUs' arrival order, NMIs lost, bytes patched and the safety oracle's
@@ -93,31 +94,27 @@ class ActionSummary:
 
 
 def summarize(events: Iterable[Event]) -> list[ActionSummary]:
-    """One summary per action requested in `events` (in time order), in request order."""
-    done: list[ActionSummary] = []
-    current: ActionSummary | None = None
+    """One summary per action requested in `events`, in request order. Each event counts towards the action
+    whose number it carries (`in_action`), never towards one next to it in time; the events of an action
+    requested before the first one given are left out."""
+    actions: dict[int, ActionSummary] = {}
     for event in events:
-        kind, fields = event.kind, event.fields
+        number, kind, fields = event.in_action, event.kind, event.fields
+        if number is None:
+            continue
         if kind == EventKind.ACTION_REQUESTED:
-            if current is not None:
-                done.append(current)
-            current = ActionSummary(fields["payload"], fields["action"], event.time_ns, fields["timeout_ns"])
-        elif kind == EventKind.VIOLATION:  # counts towards the action it names, also one requested earlier
-            actions = done + ([current] if current is not None else [])
-            index = next((i for i in reversed(range(len(actions))) if actions[i].label == fields["action"]), None)
-            if index is not None:
-                counted = dict(actions[index].violations)
-                counted[fields["check"]] = counted.get(fields["check"], 0) + 1
-                updated = replace(actions[index], violations=tuple(sorted(counted.items())))
-                if index == len(done):
-                    current = updated
-                else:
-                    done[index] = updated
-        elif current is not None and kind in _STEPS:
-            current = _STEPS[kind](current, event)
-    if current is not None:
-        done.append(current)
-    return done
+            actions[number] = ActionSummary(fields["payload"], fields["action"], event.time_ns, fields["timeout_ns"])
+            continue
+        summary = actions.get(number)
+        if summary is None:
+            continue
+        if kind == EventKind.VIOLATION:  # counts towards the action it names, also after that one's release
+            counted = dict(summary.violations)
+            counted[fields["check"]] = counted.get(fields["check"], 0) + 1
+            actions[number] = replace(summary, violations=tuple(sorted(counted.items())))
+        elif kind in _STEPS:
+            actions[number] = _STEPS[kind](summary, event)
+    return [actions[number] for number in sorted(actions)]
 
 
 def _phase(summary: ActionSummary, event: Event) -> ActionSummary:

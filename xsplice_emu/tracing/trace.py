@@ -14,6 +14,12 @@ With XSPLICE_EMU_CHECK_EVENTS=1 in the environment when a Trace is made
 event against `EventKind` and raises ValueError at the emit site; without
 it, `emit` does nothing but append.
 
+Every event from an `action_requested` to that action's `released` (in
+emission order: the controller runs one action at a time) carries the
+action's number, `in_action` (from 1); a `violation` carries the number of
+the latest action its `action` label names. Stamped when the events are
+built, not in `emit`, so that an emit site never passes it.
+
 A long-lived machine (`serve`) bounds the memory its trace takes: `spool`
 moves the events, sorted, to a temporary file as one run each time
 `SPOOL_EVENTS` have gathered, and `write` and `digest` merge the runs (the
@@ -35,7 +41,7 @@ from typing import IO, Any
 
 from ..files import file_errors
 from .kinds import EventKind
-from .schema import FORMAT, VERSION, check_event
+from .schema import ACTION_KEY, FORMAT, VERSION, check_event
 
 CHECK_EVENTS = "XSPLICE_EMU_CHECK_EVENTS"
 SPOOL_EVENTS = 100_000
@@ -45,15 +51,20 @@ SPOOL_BLOCK = 1 << 16
 
 @dataclass(frozen=True)
 class Event:
-    """One thing that happened at `time_ns` on `vcpu` (None: the controller)."""
+    """One thing that happened at `time_ns` on `vcpu` (None: the controller), a step of action number
+    `in_action` (None: of no action)."""
 
     time_ns: int
     vcpu: int | None
     kind: EventKind
     fields: dict[str, Any] = field(default_factory=dict)
+    in_action: int | None = None
 
     def to_json(self) -> str:
-        record = {"t": self.time_ns, "vcpu": self.vcpu, "kind": self.kind, **self.fields}
+        record: dict[str, Any] = {"t": self.time_ns, "vcpu": self.vcpu, "kind": self.kind}
+        if self.in_action is not None:
+            record[ACTION_KEY] = self.in_action
+        record.update(self.fields)
         return json.dumps(record, sort_keys=False, separators=(",", ":"))
 
 
@@ -73,6 +84,7 @@ class Trace:
         self._spool: IO[bytes] | None = None
         self._runs: list[tuple[int, int]] = []
         self._spilled = 0
+        self._actions = ActionNumbers()
         if os.environ.get(CHECK_EVENTS) == "1":
             self.emit = self._checked_emit  # type: ignore[method-assign]
 
@@ -119,7 +131,8 @@ class Trace:
 
     def _built(self) -> list[Event]:
         if self._pending:
-            self._events.extend([Event(*pending) for pending in self._pending])
+            number = self._actions.number
+            self._events.extend([Event(*pending, number(pending[2], pending[3])) for pending in self._pending])
             self._pending.clear()
         return self._events
 
@@ -179,6 +192,28 @@ class Trace:
             data = "".join(self._lines()).encode()
             self._rendered = (len(self._events), data)
         return data
+
+
+class ActionNumbers:
+    """Which action each event, taken in emission order, is a step of (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.requested = 0
+        self._open = False
+        self._latest: dict[str, int] = {}  # action label (`apply NAME`) -> the latest action of that label
+
+    def number(self, kind: EventKind, fields: dict[str, Any]) -> int | None:
+        """The number of the action the next event, of `kind` with `fields`, belongs to, or None."""
+        if kind is EventKind.ACTION_REQUESTED:
+            self.requested += 1
+            self._open = True
+            self._latest[f"{fields['action']} {fields['payload']}"] = self.requested
+        elif kind is EventKind.VIOLATION:
+            return self._latest.get(fields["action"])
+        elif kind is EventKind.RELEASED and self._open:
+            self._open = False
+            return self.requested
+        return self.requested if self._open else None
 
 
 def _ignore(*_: Any, **__: Any) -> None:

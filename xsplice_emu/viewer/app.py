@@ -53,6 +53,20 @@ def _reading(action):
     return guarded
 
 
+def _nmi_lost(trace: TraceFile, index: int) -> bool:
+    """Whether event `index` is an NMI that was swallowed: its `nmi_lost` follows at the same time."""
+    event = trace.event(index)
+    if event.kind != EventKind.NMI:
+        return False
+    following = index + 1
+    while following < len(trace) and trace.time_of(following) == event.time_ns:
+        after = trace.event(following)
+        if after.vcpu == event.vcpu:
+            return after.kind == EventKind.NMI_LOST
+        following += 1
+    return False
+
+
 class TraceViewer(App[TraceFormatError | None]):
     """Browse one trace file."""
 
@@ -82,20 +96,23 @@ class TraceViewer(App[TraceFormatError | None]):
         Binding("apostrophe,B", "bookmarks", "next bookmark", key_display="'/B", show=False),
         Binding("enter", "centre", "centre on selection", show=False),
         Binding("d", "toggle_detail", "detail pane", show=False),
+        Binding("c", "toggle_compact", "compact lanes", show=False),
         Binding("s", "summary", "summary"),
         Binding("question_mark", "help", "keys", key_display="?"),
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, trace: TraceFile):
+    def __init__(self, trace: TraceFile, *, step: tuple[int, int] | None = None, message: str = ""):
+        """`step`: open on the scenario step that ran over that (start, end) of virtual time (ns), saying
+        `message`; else on the first action."""
         super().__init__()
         self.trace = trace
         self.source = FrameSource(trace)
-        self.viewport = self.source.first_viewport()
+        self.viewport = self.source.first_viewport() if step is None else self.source.step_viewport(*step)
         self.query_filter = Query()
         self.selected: int | None = None
         self.bookmarks = Bookmarks()
-        self.message = ""
+        self.message = message
         self.frame: Frame | None = None
         self._checkpoints_scheduled = False
         self._scan_timer: Timer | None = None
@@ -113,6 +130,7 @@ class TraceViewer(App[TraceFormatError | None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(Detail).display = False  # until an event is selected: its rows go to the lanes
         self.query_one(Timeline).focus()
 
     def _start_checkpoints(self) -> None:
@@ -151,7 +169,8 @@ class TraceViewer(App[TraceFormatError | None]):
         scanning = "" if self.source.exact or self._scan_timer is None else \
             f"scanning the trace for exact lanes: {self.source.checkpoints.progress:.0%} (lanes may start blank)"
         self.query_one(StatusBar).show(frame, filter_text=str(self.query_filter), selected=self._selected_text(),
-                                       bookmarks=len(self.bookmarks), message=self.message or scanning)
+                                       bookmarks=len(self.bookmarks), message=self.message or scanning,
+                                       lanes_hidden=timeline.lanes_hidden)
         if not self._checkpoints_scheduled:
             self._checkpoints_scheduled = True
             self.set_timer(CHECKPOINT_DELAY_S, self._start_checkpoints)
@@ -161,7 +180,8 @@ class TraceViewer(App[TraceFormatError | None]):
             return "none"
         event = self.trace.event(self.selected)
         where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
-        return f"{event.kind} on {where} at {instant(event.time_ns)}"
+        lost = " (lost)" if _nmi_lost(self.trace, self.selected) else ""
+        return f"{event.kind}{lost} on {where} at {instant(event.time_ns)}"
 
     def _update(self, *, viewport: Viewport | None = None, message: str = "") -> None:
         if viewport is not None:
@@ -175,9 +195,16 @@ class TraceViewer(App[TraceFormatError | None]):
         self.selected = index
         event = self.trace.event(index)
         action = action_of(self.trace, index) if event.kind in STEPS else None
-        self.query_one(Detail).show(index, self.trace.line_of(index), event, self.symbols, action)
+        detail = self.query_one(Detail)
+        detail.show(index, self.trace.line_of(index), event, self.symbols, action, lost=_nmi_lost(self.trace, index))
+        detail.display = True
         self._update(viewport=self.source.readable(self.viewport, index), message=message)
-        self.query_one(Timeline).scroll_to_lane(event.vcpu)
+        self.call_after_refresh(self._show_lane, event.vcpu)
+
+    def _show_lane(self, vcpu: int | None) -> None:
+        """Scroll `vcpu`'s lane into view once the layout (the detail pane open or not) is settled."""
+        self.query_one(Timeline).scroll_to_lane(vcpu)
+        self.redraw()
 
     # -- actions -----------------------------------------------------------------
     def action_zoom(self, factor: float) -> None:
@@ -261,6 +288,13 @@ class TraceViewer(App[TraceFormatError | None]):
     def action_toggle_detail(self) -> None:
         detail = self.query_one(Detail)
         detail.display = not detail.display
+        self.call_after_refresh(self.redraw)
+
+    def action_toggle_compact(self) -> None:
+        """Two vCPU lanes a row, or one."""
+        timeline = self.query_one(Timeline)
+        timeline.compact = not timeline.compact
+        self._update(message="compact lanes: two vCPUs a row (c: one a row)" if timeline.compact else "")
 
     @_reading
     def action_summary(self) -> None:

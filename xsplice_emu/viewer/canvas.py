@@ -43,7 +43,8 @@ STATE_GLYPHS = {  # so that a lane reads without colour, and in a text capture
 _LIGHT = frozenset({State.IRQ, State.WINDOW})  # states whose colour needs dark glyphs and markers
 _STATE_STYLES = {state: Style(color="black" if state in _LIGHT else "#bdbdbd", bgcolor=colour)
                  for state, colour in STATE_COLOURS.items()}
-_UNKNOWN = Style(color="#555555")
+_NO_COLOUR = "#555555"
+_UNKNOWN = Style(color=_NO_COLOUR)
 _EDGE = Style(color="bright_white", bold=True)
 _DEADLINE = Style(color="#ff5252", bold=True)
 _SELECTED = Style(color="black", bgcolor="bright_white", bold=True)
@@ -134,6 +135,17 @@ def ruler(viewport: Viewport, width: int, actions: tuple[ActionSummary, ...]) ->
         ticks[first:first + len(text)] = text
         _edge(ticks, styles, viewport, width, action.deadline_ns, "┆", _DEADLINE)
     return _segments(labels, [_RULER] * width), _segments(ticks, styles)
+
+
+def halves(upper: list[Segment], lower: list[Segment]) -> list[Segment]:
+    """Two lanes in one row (compact lanes): per cell an upper half-block in `upper`'s colour over `lower`'s
+    (the colour of a cell's state, the selection's, or grey where neither is known); markers are left out."""
+    def colours(segments: list[Segment]) -> list[str]:
+        return [segment.style.bgcolor.name if segment.style and segment.style.bgcolor else _NO_COLOUR
+                for segment in segments for _ in segment.text]
+    return _segments(["▀"] * sum(len(segment.text) for segment in upper),
+                     [Style(color=top, bgcolor=bottom) for top, bottom in zip(colours(upper), colours(lower),
+                                                                               strict=True)])
 
 
 def _edge(chars: list[str], styles: list[Style], viewport: Viewport, width: int, time_ns: int | None,

@@ -29,8 +29,10 @@ class Detail(VerticalScroll):
     def compose(self):
         yield Static("No event selected: n/N, p, i, m, a or a click select one.", id="detail-body")
 
-    def show(self, index: int, line: int, event: Event, symbols: Symbols, action: ActionSummary | None) -> None:
-        """Describe event `index` (file line `line`), with its action's figures if it is one of its steps."""
+    def show(self, index: int, line: int, event: Event, symbols: Symbols, action: ActionSummary | None, *,
+             lost: bool = False) -> None:
+        """Describe event `index` (file line `line`), with its action's figures if it is one of its steps
+        (`lost`: an NMI its `nmi_lost` says was swallowed)."""
         left: list[RenderableType] = [_fields(event, symbols)]
         if event.kind == EventKind.PATCH:
             left.append(_patch(event, symbols))
@@ -38,13 +40,14 @@ class Detail(VerticalScroll):
         columns.add_column(no_wrap=True)
         columns.add_column()
         columns.add_row(Group(*left), _action(action) if action is not None else "")
-        self.query_one("#detail-body", Static).update(Group(_title(index, line, event), columns))
+        self.query_one("#detail-body", Static).update(Group(_title(index, line, event, lost), columns))
 
 
-def _title(index: int, line: int, event: Event) -> Text:
+def _title(index: int, line: int, event: Event, lost: bool) -> Text:
     where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
-    return Text.assemble((event.kind, "bold"), f"  {where}  {instant(event.time_ns)}  ",
-                         (f"event {index}, line {line}: {event.kind.meaning}", "dim"))
+    meaning = EventKind.NMI_LOST.meaning if lost else event.kind.meaning
+    return Text.assemble((f"{event.kind} (lost)" if lost else event.kind, "bold"),
+                         f"  {where}  {instant(event.time_ns)}  ", (f"event {index}, line {line}: {meaning}", "dim"))
 
 
 def _fields(event: Event, symbols: Symbols) -> Table:

@@ -81,6 +81,18 @@ class FrameSource:
             return whole
         return whole.showing(trace.start_ns, trace.time_of(min(BUDGET // 2, len(trace) - 1)) - trace.start_ns)
 
+    def step_viewport(self, start_ns: int, end_ns: int) -> Viewport:
+        """A view of a scenario step that ran from `start_ns` to `end_ns`: framed when it ran the machine, else
+        the last action requested before it (what an expectation checks), else centred on its time."""
+        trace = self.trace
+        whole = Viewport.fit(trace.start_ns, trace.end_ns)
+        if end_ns > start_ns:
+            return self.showing(whole.framing(start_ns, end_ns), start_ns)
+        request = trace.find({EventKind.ACTION_REQUESTED}, trace.index_at(start_ns + 1) - 1, backward=True)
+        if request is not None:
+            return self.readable(whole, request)
+        return self.showing(whole, start_ns)
+
     def readable(self, viewport: Viewport, index: int) -> Viewport:
         """A view of event `index` at a readable zoom: its whole action framed when it is a step of one
         (kept as it is when that is already on screen and at least a tenth of the view), else centred."""

@@ -16,10 +16,13 @@ class StatusBar(Static):
     StatusBar { height: 2; background: $panel; padding: 0 1; }
     """
 
-    def show(self, frame: Frame, *, filter_text: str, selected: str, bookmarks: int, message: str) -> None:
-        """Each line fits the width (80 to 200 columns): facts that matter least go first, then it is cut."""
+    def show(self, frame: Frame, *, filter_text: str, selected: str, bookmarks: int, message: str,
+             lanes_hidden: int = 0) -> None:
+        """Each line fits the width (80 to 200 columns): facts that matter least go first, then it is cut.
+        `lanes_hidden`: lanes scrolled out of view, said first."""
         viewport = frame.viewport
-        facts = [("view", f"{instant(viewport.start_ns)} .. {instant(viewport.end_ns)}"),
+        off_screen = [("lanes", f"{lanes_hidden} off screen (scroll, or c: compact)")] if lanes_hidden else []
+        facts = [*off_screen, ("view", f"{instant(viewport.start_ns)} .. {instant(viewport.end_ns)}"),
                  ("span", duration(viewport.span_ns)), ("filter", filter_text), ("selected", selected),
                  ("bookmarks", str(bookmarks))]
         width = max(20, self.content_region.width or 118)

@@ -47,6 +47,9 @@ class Timeline(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.frame: Frame | None = None
         self.rows: tuple[int | None, ...] = ()
+        self.compact = False
+        """Two vCPU lanes a row (half-blocks, colours only), so that 72 vCPUs fit on 40 rows."""
+        self.lines: tuple[tuple[int | None, ...], ...] = ()  # the lanes of each screen row
         self.marks = canvas.Marks(frozenset(), None)
         self._by_lane: dict[int | None, list[tuple[int, Event]]] = {}
         self._selected_lane: object = _NO_LANE
@@ -71,14 +74,24 @@ class Timeline(ScrollView, can_focus=True):
                 self._by_lane.setdefault(event.fields["to"], []).append((index, event))
             if index == marks.selected:
                 self._selected_lane = event.vcpu
-        self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
+        self.lines = _paired(rows) if self.compact else tuple((row,) for row in rows)
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.lines))
         self.refresh()
+
+    @property
+    def lanes_hidden(self) -> int:
+        """How many lanes are scrolled out of view."""
+        top, height = round(self.scroll_offset.y), self.scrollable_content_region.height
+        return sum(len(line) for number, line in enumerate(self.lines) if not top <= number < top + height)
+
+    def _line_of(self, vcpu: int | None) -> int | None:
+        return next((number for number, line in enumerate(self.lines) if vcpu in line), None)
 
     def scroll_to_lane(self, vcpu: int | None) -> None:
         """Scroll vertically so that the lane of `vcpu` is in view."""
-        if vcpu not in self.rows:
+        row = self._line_of(vcpu)
+        if row is None:
             return
-        row = self.rows.index(vcpu)
         top = round(self.scroll_offset.y)
         if not top <= row < top + self.scrollable_content_region.height:
             self.scroll_to(y=max(0, row - self.scrollable_content_region.height // 2), animate=False, immediate=True)
@@ -86,11 +99,22 @@ class Timeline(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         row = y + round(self.scroll_offset.y)
         width = self.scrollable_content_region.width
-        if self.frame is None or row >= len(self.rows):
+        if self.frame is None or row >= len(self.lines):
             return Strip.blank(width)
         if (row, width) not in self._drawn:
-            self._drawn[row, width] = self._draw(self.frame, self.rows[row], width)
+            line = self.lines[row]
+            self._drawn[row, width] = self._draw(self.frame, line[0], width) if len(line) == 1 else \
+                self._draw_pair(self.frame, line, width)
         return self._drawn[row, width]
+
+    def _draw_pair(self, frame: Frame, pair: tuple[int | None, ...], width: int) -> Strip:
+        """Two vCPU lanes in one row (compact)."""
+        upper, lower = (self._draw(frame, vcpu, width) for vcpu in pair)
+        selected = self._selected_lane in pair
+        label = Segment(f"{pair[0]}+{pair[1]}".ljust(LABEL_WIDTH), _LABEL_SELECTED if selected else _LABEL)
+        if frame.crowded:
+            return Strip([label, *list(upper)[1:]], width)
+        return Strip([label, *canvas.halves(list(upper)[1:], list(lower)[1:])], width)
 
     def _draw(self, frame: Frame, vcpu: int | None, width: int) -> Strip:
         label = Segment(row_label(vcpu), _LABEL_SELECTED if vcpu == self._selected_lane else _LABEL)
@@ -110,8 +134,15 @@ class Timeline(ScrollView, can_focus=True):
     def on_click(self, event: Click) -> None:
         row = event.y + round(self.scroll_offset.y)
         column = event.x - LABEL_WIDTH
-        if self.frame is not None and row < len(self.rows) and column >= 0:
-            self.post_message(self.Picked(self.rows[row], self.frame.viewport.time_at(column, self.canvas_width)))
+        if self.frame is not None and row < len(self.lines) and column >= 0:  # a compact row: its upper lane
+            self.post_message(self.Picked(self.lines[row][0], self.frame.viewport.time_at(column, self.canvas_width)))
+
+
+def _paired(rows: tuple[int | None, ...]) -> tuple[tuple[int | None, ...], ...]:
+    """The host alone, then the vCPU lanes two by two (the last alone when their number is odd)."""
+    host = tuple((row,) for row in rows if row is None)
+    vcpus = [row for row in rows if row is not None]
+    return host + tuple(tuple(vcpus[start:start + 2]) for start in range(0, len(vcpus), 2))
 
 
 SHADES = " ░▒▓█"
