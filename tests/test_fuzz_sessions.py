@@ -15,7 +15,7 @@ from helpers import Served
 
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.server import Client, Op, Request
-from xsplice_emu.server.wire import DATA_MAX, REPLY, REQUEST, decode_reply
+from xsplice_emu.server.wire import DATA_MAX, REPLY, REQUEST, REQUEST_MAGIC, VERSION, decode_reply
 from xsplice_emu.session import Session
 
 # Requests the machine refuses without changing anything, and the rc each gets.
@@ -60,7 +60,7 @@ def _session(rng: random.Random, path: str) -> _Session:
         garbage = bytearray(data)
         garbage[rng.randrange(min(len(garbage), REQUEST.size))] ^= 1 << rng.randrange(8)
         return _Session(sock, _split(rng, rng.choice([bytes(garbage), rng.randbytes(rng.randrange(1, 100))])))
-    oversized = REQUEST.pack(b"XSLP", Op.UPLOAD, 1, 1, 0, 0, 0, DATA_MAX + rng.randrange(1, 1 << 20)) + b"u"
+    oversized = REQUEST.pack(REQUEST_MAGIC, Op.UPLOAD, VERSION, 1, 0, 0, 0, DATA_MAX + rng.randrange(1, 1 << 20)) + b"u"
     return _Session(sock, _split(rng, oversized))
 
 

@@ -24,7 +24,7 @@ from xsplice_emu import builtin_firmware
 from xsplice_emu.livepatch import Action
 from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.server import Client, Op, Request
-from xsplice_emu.server.wire import DATA_MAX, REQUEST
+from xsplice_emu.server.wire import DATA_MAX, REQUEST, REQUEST_MAGIC, VERSION
 from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
 from xsplice_emu.tracing.trace import Trace
@@ -158,7 +158,7 @@ def test_partial_uploads_hold_a_bounded_amount_of_memory(serving):
     all 140 MiB before), the ones past its budget are closed with a log line, and LIST still answers."""
     one = serving()
     before = one.rss_mib()
-    header = REQUEST.pack(b"XSLP", Op.UPLOAD, 1, 1, 0, 0, 0, DATA_MAX) + b"u"
+    header = REQUEST.pack(REQUEST_MAGIC, Op.UPLOAD, VERSION, 1, 0, 0, 0, DATA_MAX) + b"u"
     held = []
     for _ in range(40):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
