@@ -18,7 +18,8 @@ from .steps import Check, LivepatchStep
 
 @dataclass(frozen=True)
 class StepResult:
-    number: int
+    number: str
+    """As the scenario file counts (`6`), or `6a` for a fault a replay inserted before step 6."""
     kind: str
     command: str
     rc: str | None
@@ -119,15 +120,16 @@ def run_steps(scenario: Scenario, session: Session, started: float, *,
         schedule = scenario.schedule
         session.machine.scheduler.reschedule(schedule.seed, pct_depth=schedule.depth, pct_steps=schedule.steps)
     results = list(already)
-    for number, step in enumerate(scenario.steps[len(already):], len(already) + 1):
-        started = session.machine.now_ns
+    for index, step in enumerate(scenario.steps[len(already):], len(already)):
+        number = scenario.step_label(index)
+        began_ns = session.machine.now_ns
         try:
             done = step.run(session)
         except (GuestFault, MachineError) as exc:
             results.append(StepResult(number, step.kind, step.describe(), None, (), error=str(exc),
-                                      started_ns=started, ended_ns=session.machine.now_ns))
+                                      started_ns=began_ns, ended_ns=session.machine.now_ns))
             break
         results.append(StepResult(number, step.kind, step.describe(), done.rc, done.checks, done.latency_ns,
-                                  done.outcome.text if done.outcome else "", started_ns=started,
+                                  done.outcome.text if done.outcome else "", started_ns=began_ns,
                                   ended_ns=session.machine.now_ns))
     return ScenarioResult(scenario, tuple(results), session.machine.now_ns, time.perf_counter() - started, session)

@@ -82,6 +82,13 @@ class Scenario:
     explore: dict[str, Any] = field(default_factory=dict)  # its [explore] table, as written (explore checks it)
     schedule: Schedule | None = None  # set by a replay: how the scheduler draws after the boot
     replay: Path | None = None  # the replay file that set it
+    labels: tuple[str, ...] = ()
+    """Each step's number as reports show it, when not 1, 2, 3...: a replay's inserted fault is `6a` (the first
+    inserted before step 6), the scenario's own steps keep their numbers."""
+
+    def step_label(self, index: int) -> str:
+        """The number reports give the step at `index` (0-based)."""
+        return self.labels[index] if self.labels else str(index + 1)
 
 
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
