@@ -19,7 +19,7 @@ from ..explore.outcome import RunOutcome
 from ..explore.plan import STRATEGIES
 from ..files import check_destination, check_new_directory, file_errors
 from ..scenario import load_scenario
-from .common import SEED, out, reports_errors
+from .common import SEED, Range, out, reports_errors
 
 MAX_RUNS = 10_000_000
 MAX_JOBS = 64
@@ -34,7 +34,7 @@ LAST_CAMPAIGN = "explore-last"
               help="random: the schedule drawn per run; pct: PCT priorities; chaos: random plus faults.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="The campaign's seed (each run's derives from it).")
-@click.option("--jobs", type=click.IntRange(1, MAX_JOBS), default=1, show_default=True,
+@click.option("--jobs", type=Range(1, MAX_JOBS), default=1, show_default=True,
               help="Runs at once, each a process forked from one booted machine.")
 @click.option("--dask", "dask_address", metavar="ADDRESS",
               help="Send batches of runs to this Dask scheduler (tcp://HOST:PORT) instead.")
@@ -43,10 +43,12 @@ LAST_CAMPAIGN = "explore-last"
               help="Write each class's replay file and trace here (default: replay files only, in "
                    f"~/.cache/xsplice-emu/{LAST_CAMPAIGN}, replaced by the next campaign).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress: only the table (or the JSON).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a PNG: outcome mix against the injected fault's size, and the CDF of release latency.")
 @reports_errors
-def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, stop_on, out_dir, as_json, plot_path):
+def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, stop_on, out_dir, as_json, quiet,
+                    plot_path):
     """Run SCENARIO under --runs seeded schedules (and fault draws), group the outcomes, and give one command
     per class that replays its first run exactly."""
     if not 1 <= runs <= MAX_RUNS:
@@ -65,7 +67,7 @@ def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, sto
             shutil.rmtree(out_path, ignore_errors=True)
             out_path.mkdir(parents=True)
     campaign = Campaign.of(load_scenario(scenario_path), strategy, seed)
-    result = _run(campaign, runs, jobs=jobs, dask_address=dask_address, stop_on=stop_on)
+    result = _run(campaign, runs, jobs=jobs, dask_address=dask_address, stop_on=stop_on, quiet=quiet)
     files = write_class_files(result, out_path, traces=out_dir is not None)
     if plot_path:
         from ..explore.plot import plot  # matplotlib only when asked for
@@ -81,13 +83,15 @@ def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, sto
     _print_table(result, files)
 
 
-def _run(campaign: Campaign, runs: int, *, jobs: int, dask_address: str | None,
-         stop_on: str | None) -> CampaignResult:
-    """The campaign, its progress shown: a bar at a terminal (gone once it is over), else a line on stderr each
-    tenth of the runs."""
+def _run(campaign: Campaign, runs: int, *, jobs: int, dask_address: str | None, stop_on: str | None,
+         quiet: bool) -> CampaignResult:
+    """The campaign, its progress shown unless `quiet`: a bar at a terminal (gone once it is over), else a line
+    on stderr each tenth of the runs."""
     if dask_address:
         from ..explore.cluster import explore_on_dask  # distributed only when asked for
         return explore_on_dask(campaign, runs, dask_address, stop_on=stop_on)
+    if quiet:
+        return explore(campaign, runs, jobs=jobs, stop_on=stop_on)
     if not out.is_terminal:
         return explore(campaign, runs, jobs=jobs, stop_on=stop_on, progress=_ProgressLines(runs))
     labels: set[str] = set()

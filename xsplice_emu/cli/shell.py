@@ -74,23 +74,34 @@ COMMANDS = {command.name: command for command in (
 
 @click.command()
 @machine_options
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Write the JSON Lines trace here when the shell ends.")
+@click.option("-q", "--quiet", is_flag=True, help="No banner, no echo of piped commands, no Xen log lines.")
 @reports_errors
-def shell(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle):
+def shell(vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle, trace_path, quiet):
     """A prompt for livepatch and scenario verbs on one live machine."""
+    if trace_path:
+        check_destination(trace_path)
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle)
-    commands = Shell(session)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+    commands = Shell(session, quiet=quiet)
     machine = session.machine
     patched = "" if machine.hypervisor is machine.image else f", patching {machine.hypervisor.path.name}"
-    out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
-              "`help` lists the commands.")
+    if not quiet:
+        out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
+                  "`help` lists the commands.")
     if sys.stdin.isatty():
         lines = _prompted(prompt_session(session))
     else:
-        lines = _echoed(iter(sys.stdin.readline, ""))
-    for line in lines:
-        if not commands.execute(line):
-            break
+        lines = iter(sys.stdin.readline, "")
+        lines = lines if quiet else _echoed(lines)
+    try:
+        for line in lines:
+            if not commands.execute(line):
+                break
+    finally:
+        if trace_path:
+            machine.trace.write(trace_path)
     sys.exit(commands.status)
 
 
@@ -128,8 +139,9 @@ class Shell:
     input, 1 for a failed operation or expectation, the operator's own), else 0.
     """
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, *, quiet: bool = False):
         self.session = session
+        self.quiet = quiet
         self.status = 0
         self._console_seen = len(session.machine.console.lines)
 
@@ -187,7 +199,7 @@ class Shell:
         if done.value is not None and not done.checks:
             out.print(f"{escape(step.describe())} = {done.value} ({done.value:#x})")
         if done.outcome is not None:
-            print_outcome(done.outcome)
+            print_outcome(done.outcome, quiet=self.quiet)
             self._failed(done.outcome.exit_code)
             return
         for check in done.checks:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import GuestFault, MachineError
 from ..session import Session
-from .spec import Scenario
+from .spec import MachineSpec, Scenario
 from .steps import Check, LivepatchStep
 
 
@@ -83,6 +83,9 @@ class ScenarioResult:
         machine = self.scenario.machine
         options = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
         options += [] if machine.oracle else ["--no-oracle"]
+        defaults = MachineSpec()
+        options += [] if machine.clock_mhz == defaults.clock_mhz else ["--clock-mhz", str(machine.clock_mhz)]
+        options += [] if machine.timer_hz == defaults.timer_hz else ["--timer-hz", str(machine.timer_hz)]
         options += ["--replay", str(self.scenario.replay)] if self.scenario.replay else []
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
                            "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *options])
@@ -109,7 +112,8 @@ def boot(scenario: Scenario) -> Session:
     """The scenario's machine, booted: where its steps start."""
     spec = scenario.machine
     return Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
-                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle)
+                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle, clock_mhz=spec.clock_mhz,
+                   timer_hz=spec.timer_hz)
 
 
 def run_steps(scenario: Scenario, session: Session, started: float, *,
