@@ -1,4 +1,4 @@
-"""Benchmark of exploration campaigns (issue: exploration campaigns).
+"""Benchmark of exploration campaigns.
 
 Runs per second of an 8-vCPU apply scenario (upload + apply of
 xen_hello_world), side by side in one run: each run on a freshly booted

@@ -1,4 +1,4 @@
-"""Benchmark of live patching (issue: live patching).
+"""Benchmark of live patching.
 
 Apply + revert of xen_hello_world at 1, 8, 72 and 256 vCPUs, idle and with
 every vCPU busy: virtual latency (request -> all parked -> release) and host

@@ -1,4 +1,4 @@
-"""Benchmark of the emulated machine (issue: the machine).
+"""Benchmark of the emulated machine.
 
 Prints, in one run:
 - aggregate guest MIPS of the machine with every vCPU running the firmware's

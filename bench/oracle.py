@@ -1,4 +1,4 @@
-"""Benchmark of the safety oracle (issue: a safety oracle and fault injection).
+"""Benchmark of the safety oracle.
 
 Side by side in one run, medians of --rounds, with the oracle on and off
 (--no-oracle): guest MIPS of busy vCPUs after an apply (the oracle still

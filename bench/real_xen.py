@@ -1,4 +1,4 @@
-"""Benchmark of a real Xen image beside the firmware (issue: bring your own Xen).
+"""Benchmark of a real Xen image beside the firmware.
 
 Side by side in one run, medians of --rounds: the built-in firmware alone
 (the baseline) and with Debian's xen-syms-4.17 mapped by page tables. Boot

@@ -1,4 +1,4 @@
-"""Benchmark of trace files (issue: traces people can look at).
+"""Benchmark of trace files.
 
 Builds a trace of --events events (default 1 million) under /tmp: a real run
 (16 vCPUs, one busy, three apply + revert cycles of xen_hello_world) whose

@@ -1,4 +1,4 @@
-"""Benchmark of payload uploads (issue 18, defect 11: uploads cost grows with the payloads loaded).
+"""Benchmark of payload uploads: whether their cost grows with the payloads already loaded.
 
 Prints, for each vCPU count, the host time of one upload and of its unload with 0 payloads loaded, then with more
 loaded, and each against the first (measured in the same run): the target is the same cost, within 2x, whatever

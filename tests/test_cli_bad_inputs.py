@@ -138,14 +138,15 @@ def _verb_cases() -> Iterator[Case]:
 
 
 def _shell_cases() -> Iterator[Case]:
-    """Each shell command that takes a FILE, piped in: the shell ends with an error status."""
+    """Each shell command that takes a FILE, piped in: the shell ends with an error status (one that writes the
+    file may write over an existing one)."""
     for command in SHELL.values():
         if "FILE" not in command.arguments:
             continue
         for kind in FILES:
             words = [command.name, *({"NAME": "p", "FILE": f"@{kind}"}.get(word, word) for word in command.arguments)]
             yield Case(f"shell {command.name} FILE={kind}", ("shell", "--boot-ms", "1"),
-                       command.name == "trace" and kind in ("/dev/zero", "empty", "random"),
+                       command.name in ("trace", "save") and kind in ("/dev/zero", "empty", "random"),
                        " ".join(words) + "\n")
 
 

@@ -6,7 +6,7 @@ import json
 import threading
 
 from click.testing import CliRunner
-from helpers import PAYLOADS
+from helpers import PAYLOADS, ROOT
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
@@ -170,3 +170,24 @@ def test_tab_completes_a_unique_word_and_history_is_kept_under_xdg_cache_home(pa
 
     assert (typed("hel"), typed("re")) == ("help", "re")
     assert "help" in (tmp_path / "xsplice-emu" / "shell_history").read_text()
+
+
+def test_save_writes_a_scenario_that_gives_the_sessions_trace(payloads, tmp_path, monkeypatch):
+    """A session of every step kind (a payload by a relative path, `info`, a refused apply, durations that are
+    not round in ms) saved with `save`: `run` of the file, from another folder, gives the shell's trace byte for
+    byte, and fails only where the shell's session failed (the expectation a dropped flush breaks on vCPU 1)."""
+    monkeypatch.chdir(ROOT)
+    scenario, shell_trace, run_trace = tmp_path / "s.toml", tmp_path / "shell.jsonl", tmp_path / "run.jsonl"
+    options = ["-q", "--seed", "5", "--boot-ms", "1.5", "--timer-hz", "500"]
+    result = CliRunner().invoke(main, ["shell", *options], input="\n".join([
+        "upload hello payloads/build/xen_hello_world.livepatch", "call 0 xen_minor_version", "stall 1 2ms 10us",
+        "run 1.2345ms", "apply hello", "info", "nmi 2 3us", "nmi_storm 0,1 100 200us 5us", "preempt 3 300us",
+        "drop_flush 1", "revert hello", "run 0.000333", "apply nope", 'expect "extra_version=-unstable"',
+        f"trace save {shell_trace}", f"save {scenario}"]) + "\n")
+    assert f"wrote {scenario} (14 steps" in result.output
+    monkeypatch.chdir(tmp_path)
+    again = CliRunner().invoke(main, ["run", str(scenario), "-q", "--trace", str(run_trace)])
+    assert "FAIL extra_version on vCPU 1: expected '-unstable', got 'Hello World'" in result.output
+    assert again.exit_code == 1 and "step 14 (expect extra_version = \"-unstable\")" in again.output
+    assert again.output.count("step ") == 1
+    assert run_trace.read_bytes() == shell_trace.read_bytes()

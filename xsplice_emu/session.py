@@ -22,6 +22,10 @@ from .tracing import EventKind
 from .verbs import Request
 
 DEFAULT_BOOT_MS = 2.0
+DEFAULT_CLOCK_MHZ = 1000
+"""Virtual instructions per microsecond."""
+DEFAULT_TIMER_HZ = 1000
+"""Each vCPU's timer interrupts per virtual second."""
 XEN_EXTRAVERSION_LEN = 16
 """Bytes of the field Xen's version hypercall (XENVER_extraversion) copies the extra version into, NUL included:
 what a tool reading Xen's version sees (xen/include/public/version.h)."""
@@ -46,10 +50,12 @@ class Session:
 
     def __init__(self, *, vcpus: int, seed: int, firmware: str | Path | None = None,
                  xen_syms: str | Path | None = None, boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path("."),
-                 oracle: bool = True):
+                 oracle: bool = True, clock_mhz: int = DEFAULT_CLOCK_MHZ, timer_hz: int = DEFAULT_TIMER_HZ):
         image = load_image(firmware or builtin_firmware())
         hypervisor = None if xen_syms is None else load_xen_syms(xen_syms)
-        self.machine = Machine(image, config=MachineConfig(vcpus=vcpus, seed=seed), hypervisor=hypervisor)
+        config = MachineConfig(vcpus=vcpus, seed=seed, clock_hz=clock_mhz * 1_000_000, timer_hz=timer_hz)
+        config.validate()
+        self.machine = Machine(image, config=config, hypervisor=hypervisor)
         self.text_as_built = text_digest(self.machine)
         self.machine.run_for(int(boot_ms * NS_PER_MS))
         self.livepatch = Livepatch(self.machine, oracle=oracle)

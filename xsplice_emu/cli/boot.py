@@ -15,19 +15,25 @@ from ..files import check_destination
 from ..firmware import builtin_firmware
 from ..image import load_image
 from ..machine import Machine, MachineConfig
-from ..platform import NR_CPUS
-from .common import DIGEST_SHOWN, SEED, Milliseconds, out, print_console_line, reports_errors, xen_syms_option
+from .common import (
+    DIGEST_SHOWN,
+    SEED,
+    VCPUS,
+    Milliseconds,
+    clock_options,
+    out,
+    print_console_line,
+    reports_errors,
+    xen_syms_option,
+)
 
 
 @click.command()
-@click.option("--vcpus", default=4, show_default=True, type=click.IntRange(1, NR_CPUS), help="Number of vCPUs.")
+@click.option("--vcpus", default=4, show_default=True, type=VCPUS, help="Number of vCPUs.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the scheduler.")
 @click.option("--ms", default=10.0, show_default=True, type=Milliseconds(), help="Virtual milliseconds to run.")
 @click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
-@click.option("--clock-mhz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="Instructions per virtual microsecond.")
-@click.option("--timer-hz", default=1000, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="Per-vCPU timer interrupt rate.")
+@clock_options
 @xen_syms_option
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")

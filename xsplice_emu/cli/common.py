@@ -20,13 +20,30 @@ from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
 from ..operator import ERR, PREFIXES, Outcome
 from ..platform import NR_CPUS
-from ..session import DEFAULT_BOOT_MS
+from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ
 
 out = Console(highlight=False, soft_wrap=True)
 VCPU_COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
 
 
-SEED = click.IntRange(0, 2**63 - 1)
+class Range(click.IntRange):
+    """An integer option from `min` to `max` (or up), its range written `0..2^63-1`, `1..256` or `1..`."""
+
+    def _describe_range(self) -> str:
+        return f"{_bound(self.min)}..{_bound(self.max)}"
+
+
+def _bound(value: float | None) -> str:
+    if value is None:
+        return ""
+    power = int(value).bit_length()
+    return f"2^{power}-1" if value > 1_000_000 and value == 2**power - 1 else f"{value}"
+
+
+SEED = Range(0, 2**63 - 1)
+VCPUS = Range(1, NR_CPUS)
+CLOCK_MHZ = Range(1, 1_000_000)
+TIMER_HZ = Range(1, 1_000_000)
 DIGEST_SHOWN = 16
 """Hex digits of a trace digest shown in one-line summaries; `run --expect-digest` takes such a prefix."""
 
@@ -65,11 +82,13 @@ def print_console_line(line: ConsoleLine) -> None:
     out.print(f"[dim]\\[{line.time_ns / 1e9:12.9f}][/dim] [{colour}]{escape(line.text)}[/{colour}]")
 
 
-def print_outcome(outcome: Outcome) -> None:
+def print_outcome(outcome: Outcome, *, quiet: bool = False) -> None:
     """What an operator command printed: stdout, stderr, then dimmed on stderr Xen's lines (`(XEN) `) and the
-    testbed's remarks (`(testbed) `)."""
+    testbed's remarks (`(testbed) `), unless `quiet`."""
     for stream, text in outcome.chunks:
         if stream in PREFIXES:
+            if quiet:
+                continue
             click.secho(PREFIXES[stream] + text, nl=False, err=True, dim=True)
         else:
             click.echo(text, nl=False, err=stream == ERR)
@@ -90,14 +109,31 @@ def oracle_option(command):
         command)
 
 
+def clock_options(command=None, *, overrides: bool = False):
+    """--clock-mhz and --timer-hz: the machine's virtual clock and timer interrupt rate (with `overrides`, no
+    default: they override each scenario's [machine] table)."""
+    def add(command):
+        command = click.option("--timer-hz", default=None if overrides else DEFAULT_TIMER_HZ,
+                               show_default=not overrides, type=TIMER_HZ,
+                               help="Per-vCPU timer interrupts per virtual second" +
+                                    (" (overrides every scenario's)." if overrides else "."))(command)
+        return click.option("--clock-mhz", default=None if overrides else DEFAULT_CLOCK_MHZ,
+                            show_default=not overrides, type=CLOCK_MHZ,
+                            help="Instructions per virtual microsecond" +
+                                 (" (overrides every scenario's)." if overrides else "."))(command)
+    return add if command is None else add(command)
+
+
 def machine_options(command):
-    """--vcpus, --seed, --firmware, --xen-syms, --boot-ms and --no-oracle: the machine a command boots."""
+    """--vcpus, --seed, --firmware, --xen-syms, --boot-ms, --clock-mhz, --timer-hz and --no-oracle: the machine a
+    command boots."""
     command = oracle_option(command)
+    command = clock_options(command)
     command = click.option("--boot-ms", default=DEFAULT_BOOT_MS, show_default=True,
                            type=Milliseconds(), help="Virtual ms to boot before the first command.")(command)
     command = xen_syms_option(command)
     command = click.option("--firmware", type=click.Path(dir_okay=False),
                            help="Firmware ELF (default: the built-in one).")(command)
     command = click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the scheduler.")(command)
-    return click.option("--vcpus", default=4, show_default=True, type=click.IntRange(1, NR_CPUS),
+    return click.option("--vcpus", default=4, show_default=True, type=VCPUS,
                         help="Number of vCPUs.")(command)

@@ -33,10 +33,13 @@ class _VerbsCommand(click.Command):
 @click.command(cls=_VerbsCommand, no_args_is_help=True, context_settings={"allow_interspersed_args": False})
 @machine_options
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="Write the JSON Lines trace here.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only what Xen's tool prints, not Xen's log lines nor the "
+                                                  "testbed's remarks.")
 @click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED, metavar="VERB ARGS [VERB ARGS]...")
 @click.pass_context
 @reports_errors
-def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, trace_path):
+def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle,
+              trace_path, quiet):
     """Boot a machine, then run xen-livepatch commands on it in order.
 
     \b
@@ -50,12 +53,12 @@ def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_m
     if trace_path:
         check_destination(trace_path)
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
     exit_code = 0
     try:
         for request in requests:
             outcome = session.command(request)
-            print_outcome(outcome)
+            print_outcome(outcome, quiet=quiet)
             if outcome.exit_code:
                 exit_code = outcome.exit_code
                 break

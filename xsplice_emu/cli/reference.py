@@ -16,15 +16,15 @@ from ..files import check_destination, write_file
 from ..reference import Comparison, Difference, compare_scenario, default_smp, install_command, install_qemu
 from ..reference.packages import reference_files
 from ..reference.qemu import DEFAULT_TIMEOUT_S
-from .common import out, reports_errors
+from .common import Range, out, reports_errors
 
 
 @click.command()
 @click.argument("scenarios", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--smp", type=click.IntRange(1, 64),
+@click.option("--smp", type=Range(1, 64),
               help=f"QEMU's CPUs [default: the host's cores, {default_smp()}; more make Xen's 30 ms rendezvous "
                    "deadline fire under TCG].")
-@click.option("--timeout", "timeout_s", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", "timeout_s", type=Range(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Host seconds a reference run may take.")
 @click.option("--console", "console_path", type=click.Path(dir_okay=False),
               help="Write the reference's serial console here (one scenario).")

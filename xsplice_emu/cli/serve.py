@@ -17,21 +17,22 @@ from ..files import check_destination
 from ..server import SysctlServer
 from ..session import Session
 from ..xenctrl import xenctrl_dir
-from .common import machine_options, reports_errors
+from .common import Range, machine_options, reports_errors
 
 
 @click.command()
 @machine_options
 @click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False),
               help="Unix socket to answer on (XSPLICE_EMU_SOCKET of the clients).")
-@click.option("--poll-ns", type=click.IntRange(min=1),
+@click.option("--poll-ns", type=Range(min=1),
               help="Virtual ns one GET lets pass while an action is pending [default: twice its timeout].")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
               help="Write the JSON Lines trace here on exit (spooled to a temporary file meanwhile; without it no "
                    "events are kept).")
 @click.option("-q", "--quiet", is_flag=True, help="Log only problems, not requests and hypervisor lines.")
 @reports_errors
-def serve(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, socket_path, poll_ns, trace_path, quiet):
+def serve(vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle, socket_path, poll_ns, trace_path,
+          quiet):
     """Boot a machine and answer Xen's livepatch sysctl on SOCKET until SIGTERM, SIGINT, SIGHUP or a SHUTDOWN request.
 
     \b
@@ -43,7 +44,7 @@ def serve(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle, socket_path, poll
         check_destination(trace_path)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="serve: %(message)s")
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
     server = SysctlServer(session, socket_path, poll_ns=poll_ns, trace_path=trace_path)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: server.stop())

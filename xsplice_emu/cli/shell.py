@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 from prompt_toolkit import PromptSession
@@ -24,8 +25,11 @@ from rich.table import Table
 
 from ..cache import cache_dir
 from ..errors import ConfigError, XspliceEmuError
-from ..files import check_destination, file_errors
+from ..files import check_destination, file_errors, write_file
 from ..scenario import STEP_KINDS, Step
+from ..scenario.spec import MachineSpec
+from ..scenario.steps import ExpectStep
+from ..scenario.writer import scenario_toml
 from ..session import Session
 from ..suggest import did_you_mean
 from ..text import printable
@@ -58,6 +62,8 @@ SHELL_COMMANDS = (
     Command("info", "Each vCPU's version values, the payloads and the applied stack."),
     Command("console [N]", "The console lines printed since the last `console` (or the last N)."),
     Command("trace save FILE", "Write the JSON Lines trace so far."),
+    Command("save FILE", "Write the session so far as a scenario (TOML): `xsplice-emu run FILE` does it again, "
+                         "to the same trace digest."),
     Command("help [COMMAND]", "The commands, or one command's syntax and options."),
     Command("quit", "Leave the shell (also exit, or Ctrl-D)."),
 )
@@ -74,23 +80,36 @@ COMMANDS = {command.name: command for command in (
 
 @click.command()
 @machine_options
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Write the JSON Lines trace here when the shell ends.")
+@click.option("-q", "--quiet", is_flag=True, help="No banner, no echo of piped commands, no Xen log lines.")
 @reports_errors
-def shell(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle):
+def shell(vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle, trace_path, quiet):
     """A prompt for livepatch and scenario verbs on one live machine."""
+    if trace_path:
+        check_destination(trace_path)
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle)
-    commands = Shell(session)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+    machine_spec = MachineSpec(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms, xen_syms=xen_syms,
+                               oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+    commands = Shell(session, machine=machine_spec, quiet=quiet)
     machine = session.machine
     patched = "" if machine.hypervisor is machine.image else f", patching {machine.hypervisor.path.name}"
-    out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
-              "`help` lists the commands.")
+    if not quiet:
+        out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
+                  "`help` lists the commands.")
     if sys.stdin.isatty():
         lines = _prompted(prompt_session(session))
     else:
-        lines = _echoed(iter(sys.stdin.readline, ""))
-    for line in lines:
-        if not commands.execute(line):
-            break
+        lines = iter(sys.stdin.readline, "")
+        lines = lines if quiet else _echoed(lines)
+    try:
+        for line in lines:
+            if not commands.execute(line):
+                break
+    finally:
+        if trace_path:
+            machine.trace.write(trace_path)
     sys.exit(commands.status)
 
 
@@ -128,9 +147,12 @@ class Shell:
     input, 1 for a failed operation or expectation, the operator's own), else 0.
     """
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, *, machine: MachineSpec | None = None, quiet: bool = False):
         self.session = session
+        self.machine = machine or MachineSpec(vcpus=len(session.machine.vcpus))
+        self.quiet = quiet
         self.status = 0
+        self.ran: list[tuple[Step, str | None]] = []  # what `save` writes: each step run, with its rc
         self._console_seen = len(session.machine.console.lines)
 
     def execute(self, line: str) -> bool:
@@ -174,6 +196,12 @@ class Shell:
             session.machine.trace.write(check_destination(args[1]))
             out.print(f"wrote {escape(args[1])} ({len(session.machine.trace.events)} events, "
                       f"digest {session.machine.trace.digest[:16]})")
+        elif name == "save":
+            if len(args) != 1:
+                raise self._usage(name)
+            write_file(check_destination(args[0]), scenario_toml(Path(args[0]).stem, self.machine, self.ran).encode())
+            out.print(f"wrote {escape(args[0])} ({len(self.ran)} steps; `xsplice-emu run {escape(args[0])}` runs "
+                      "them again)")
         elif name == "help":
             self._help(args)
         else:
@@ -183,11 +211,13 @@ class Shell:
         """Run one step; an operator command prints what Xen's tool prints, an expectation each check."""
         clock = self.session.machine
         before = clock.now_ns
+        self.ran.append((step, None))
         done = step.run(self.session)
+        self.ran[-1] = (step, done.rc)
         if done.value is not None and not done.checks:
             out.print(f"{escape(step.describe())} = {done.value} ({done.value:#x})")
         if done.outcome is not None:
-            print_outcome(done.outcome)
+            print_outcome(done.outcome, quiet=self.quiet)
             self._failed(done.outcome.exit_code)
             return
         for check in done.checks:
@@ -210,7 +240,9 @@ class Shell:
         table = Table(title=f"virtual time {session.machine.now_ns / 1e6:.3f} ms", title_justify="left")
         for column in ("vCPU", "major", "minor", "extra"):
             table.add_column(column)
-        for index, versions in enumerate(session.versions()):
+        found = session.versions()  # the calls an expect of the version makes: `save` writes it so
+        self.ran.append((ExpectStep({"extra_version": found[0].extra}), None))
+        for index, versions in enumerate(found):
             table.add_row(str(index), str(versions.major), str(versions.minor), escape(versions.extra))
         out.print(table)
         payloads = ", ".join(f"{printable(p.name)} {p.state.name}" for p in session.livepatch.list()) or "none"

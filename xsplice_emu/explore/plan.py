@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import string
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -154,10 +155,20 @@ def _step(key: str, values: dict[str, Any], vcpus: int, base: Path) -> Step:
 def with_plan(scenario: Scenario, plan: RunPlan, replay: Path | None = None) -> Scenario:
     """The scenario as run `plan` runs it: its faults inserted as steps, its schedule set."""
     steps: list[Step] = []
+    labels: list[str] = []
     for number, step in enumerate(scenario.steps, 1):
-        steps += [fault.step for fault in plan.faults if fault.before == number]
+        inserted = [fault.step for fault in plan.faults if fault.before == number]
+        steps += inserted
+        labels += [f"{number}{_letters(k)}" for k in range(len(inserted))]
         steps.append(step)
-    return replace(scenario, steps=tuple(steps), schedule=plan.schedule, replay=replay)
+        labels.append(str(number))
+    return replace(scenario, steps=tuple(steps), schedule=plan.schedule, replay=replay, labels=tuple(labels))
+
+
+def _letters(index: int) -> str:
+    """a, b, ..., z, aa, ab, ...: the suffix of the `index`-th step inserted before one step."""
+    head, last = divmod(index, len(string.ascii_lowercase))
+    return (_letters(head - 1) if head else "") + string.ascii_lowercase[last]
 
 
 # -- replay files -------------------------------------------------------------------------------------------------

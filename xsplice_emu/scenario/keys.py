@@ -57,7 +57,7 @@ class Value(Enum):
         if isinstance(raw, bool) and self is not Value.FLAG or not matches:
             raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
         if self is Value.INTEGER and not 0 <= raw < 2**63:
-            raise ConfigError(f"{key} must be an integer from 0 to 2**63-1, got {raw!r}")
+            raise ConfigError(f"{key} must be an integer 0..2^63-1, got {raw!r}")
         if self in (Value.MS, Value.US):
             to_ns(raw, self.name.lower(), what=key)
         if self is Value.NAMES and not all(isinstance(name, str) for name in raw):

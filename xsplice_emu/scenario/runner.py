@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 from ..errors import GuestFault, MachineError
 from ..session import Session
-from .spec import Scenario
+from .spec import MachineSpec, Scenario
 from .steps import Check, LivepatchStep
 
 
 @dataclass(frozen=True)
 class StepResult:
-    number: int
+    number: str
+    """As the scenario file counts (`6`), or `6a` for a fault a replay inserted before step 6."""
     kind: str
     command: str
     rc: str | None
@@ -82,6 +83,9 @@ class ScenarioResult:
         machine = self.scenario.machine
         options = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
         options += [] if machine.oracle else ["--no-oracle"]
+        defaults = MachineSpec()
+        options += [] if machine.clock_mhz == defaults.clock_mhz else ["--clock-mhz", str(machine.clock_mhz)]
+        options += [] if machine.timer_hz == defaults.timer_hz else ["--timer-hz", str(machine.timer_hz)]
         options += ["--replay", str(self.scenario.replay)] if self.scenario.replay else []
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
                            "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *options])
@@ -108,7 +112,8 @@ def boot(scenario: Scenario) -> Session:
     """The scenario's machine, booted: where its steps start."""
     spec = scenario.machine
     return Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
-                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle)
+                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle, clock_mhz=spec.clock_mhz,
+                   timer_hz=spec.timer_hz)
 
 
 def run_steps(scenario: Scenario, session: Session, started: float, *,
@@ -119,15 +124,16 @@ def run_steps(scenario: Scenario, session: Session, started: float, *,
         schedule = scenario.schedule
         session.machine.scheduler.reschedule(schedule.seed, pct_depth=schedule.depth, pct_steps=schedule.steps)
     results = list(already)
-    for number, step in enumerate(scenario.steps[len(already):], len(already) + 1):
-        started = session.machine.now_ns
+    for index, step in enumerate(scenario.steps[len(already):], len(already)):
+        number = scenario.step_label(index)
+        began_ns = session.machine.now_ns
         try:
             done = step.run(session)
         except (GuestFault, MachineError) as exc:
             results.append(StepResult(number, step.kind, step.describe(), None, (), error=str(exc),
-                                      started_ns=started, ended_ns=session.machine.now_ns))
+                                      started_ns=began_ns, ended_ns=session.machine.now_ns))
             break
         results.append(StepResult(number, step.kind, step.describe(), done.rc, done.checks, done.latency_ns,
-                                  done.outcome.text if done.outcome else "", started_ns=started,
+                                  done.outcome.text if done.outcome else "", started_ns=began_ns,
                                   ended_ns=session.machine.now_ns))
     return ScenarioResult(scenario, tuple(results), session.machine.now_ns, time.perf_counter() - started, session)

@@ -5,7 +5,8 @@
     [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2), xen_syms (a real Xen's
                                      #   xen-syms, "debian" for Debian's pinned Xen 4.17 build,
                                      #   "debian:VERSION" for another; fetched once),
-                                     #   oracle (true: the safety oracle checks every run)
+                                     #   oracle (true: the safety oracle checks every run),
+                                     #   clock_mhz (1000), timer_hz (1000)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
     livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
     run_ms = 5
@@ -32,7 +33,7 @@ from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import read_toml_and_text
 from ..image import load_image
 from ..platform import NR_CPUS
-from ..session import DEFAULT_BOOT_MS
+from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ
 from ..suggest import did_you_mean
 from .keys import Key, KeyProblem, Value, read_keys
 from .steps import STEP_KINDS, ExpectStep, Step
@@ -50,6 +51,8 @@ class MachineSpec:
     boot_ms: float = DEFAULT_BOOT_MS
     xen_syms: str | None = None  # a path, or debian[:VERSION]
     oracle: bool = True
+    clock_mhz: int = DEFAULT_CLOCK_MHZ
+    timer_hz: int = DEFAULT_TIMER_HZ
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Valu
                  Key("explore", Value.TABLE, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
                 Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True),
-                Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True))
+                Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True),
+                Key("clock_mhz", Value.INTEGER, optional=True), Key("timer_hz", Value.INTEGER, optional=True))
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,20 @@ class Scenario:
     explore: dict[str, Any] = field(default_factory=dict)  # its [explore] table, as written (explore checks it)
     schedule: Schedule | None = None  # set by a replay: how the scheduler draws after the boot
     replay: Path | None = None  # the replay file that set it
+    labels: tuple[str, ...] = ()
+    """Each step's number as reports show it, when not 1, 2, 3...: a replay's inserted fault is `6a` (the first
+    inserted before step 6), the scenario's own steps keep their numbers."""
+
+    def step_label(self, index: int) -> str:
+        """The number reports give the step at `index` (0-based)."""
+        return self.labels[index] if self.labels else str(index + 1)
 
 
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
-                  xen_syms: str | None = None, oracle: bool | None = None) -> Scenario:
-    """Read and check `path`; `vcpus`, `seed`, `xen_syms` and `oracle` override its [machine] table."""
+                  xen_syms: str | None = None, oracle: bool | None = None, clock_mhz: int | None = None,
+                  timer_hz: int | None = None) -> Scenario:
+    """Read and check `path`; `vcpus`, `seed`, `xen_syms`, `oracle`, `clock_mhz` and `timer_hz` override its
+    [machine] table."""
     path = Path(path)
     document, text = read_toml_and_text(path, what="scenario")
     where = _Where(path, tuple(text.splitlines()))
@@ -103,6 +116,10 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
         machine = replace(machine, xen_syms=xen_syms)
     if oracle is not None:
         machine = replace(machine, oracle=oracle)
+    if clock_mhz is not None:
+        machine = replace(machine, clock_mhz=clock_mhz)
+    if timer_hz is not None:
+        machine = replace(machine, timer_hz=timer_hz)
     if not 1 <= machine.vcpus <= NR_CPUS:
         raise at_machine.error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}", key="vcpus")
     steps = document.get("step", [])
@@ -186,8 +203,12 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
         except (ImageError, ConfigError) as exc:
             raise where.error(f"xen_syms: {exc}", key="xen_syms") from None
     defaults = MachineSpec()
+    for key in ("clock_mhz", "timer_hz"):
+        if not 1 <= table.get(key, 1) <= 1_000_000:
+            raise where.error(f"{key} must be 1..1000000, got {table[key]}", key=key)
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
-                       table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle))
+                       table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle),
+                       table.get("clock_mhz", defaults.clock_mhz), table.get("timer_hz", defaults.timer_hz))
 
 
 def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:
