@@ -26,6 +26,8 @@ DEFAULT_CLOCK_MHZ = 1000
 """Virtual instructions per microsecond."""
 DEFAULT_TIMER_HZ = 1000
 """Each vCPU's timer interrupts per virtual second."""
+RATE_MAX = 1_000_000
+"""The highest clock (MHz) and timer rate (Hz) a session takes."""
 XEN_EXTRAVERSION_LEN = 16
 """Bytes of the field Xen's version hypercall (XENVER_extraversion) copies the extra version into, NUL included:
 what a tool reading Xen's version sees (xen/include/public/version.h)."""

@@ -20,7 +20,7 @@ from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
 from ..operator import ERR, PREFIXES, Outcome
 from ..platform import NR_CPUS
-from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ
+from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
 
 out = Console(highlight=False, soft_wrap=True)
 VCPU_COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
@@ -42,8 +42,7 @@ def _bound(value: float | None) -> str:
 
 SEED = Range(0, 2**63 - 1)
 VCPUS = Range(1, NR_CPUS)
-CLOCK_MHZ = Range(1, 1_000_000)
-TIMER_HZ = Range(1, 1_000_000)
+RATE = Range(1, RATE_MAX)
 DIGEST_SHOWN = 16
 """Hex digits of a trace digest shown in one-line summaries; `run --expect-digest` takes such a prefix."""
 
@@ -114,11 +113,11 @@ def clock_options(command=None, *, overrides: bool = False):
     default: they override each scenario's [machine] table)."""
     def add(command):
         command = click.option("--timer-hz", default=None if overrides else DEFAULT_TIMER_HZ,
-                               show_default=not overrides, type=TIMER_HZ,
+                               show_default=not overrides, type=RATE,
                                help="Per-vCPU timer interrupts per virtual second" +
                                     (" (overrides every scenario's)." if overrides else "."))(command)
         return click.option("--clock-mhz", default=None if overrides else DEFAULT_CLOCK_MHZ,
-                            show_default=not overrides, type=CLOCK_MHZ,
+                            show_default=not overrides, type=RATE,
                             help="Instructions per virtual microsecond" +
                                  (" (overrides every scenario's)." if overrides else "."))(command)
     return add if command is None else add(command)

@@ -33,7 +33,7 @@ from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import read_toml_and_text
 from ..image import load_image
 from ..platform import NR_CPUS
-from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ
+from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
 from ..suggest import did_you_mean
 from .keys import Key, KeyProblem, Value, read_keys
 from .steps import STEP_KINDS, ExpectStep, Step
@@ -204,8 +204,8 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
             raise where.error(f"xen_syms: {exc}", key="xen_syms") from None
     defaults = MachineSpec()
     for key in ("clock_mhz", "timer_hz"):
-        if not 1 <= table.get(key, 1) <= 1_000_000:
-            raise where.error(f"{key} must be 1..1000000, got {table[key]}", key=key)
+        if not 1 <= table.get(key, 1) <= RATE_MAX:
+            raise where.error(f"{key} must be 1..{RATE_MAX}, got {table[key]}", key=key)
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
                        table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle),
                        table.get("clock_mhz", defaults.clock_mhz), table.get("timer_hz", defaults.timer_hz))

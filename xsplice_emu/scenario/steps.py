@@ -188,7 +188,7 @@ class RunStep(Step):
 
 
 @dataclass(frozen=True)
-class _VcpuForAWhile(Step):
+class VcpuForAWhile(Step):
     """Something that happens to one vCPU for a duration, from now or a delay from now: its TOML keys are
     `vcpu`, the duration in `unit` (ms or us) and `delay_us`; at the shell `KIND VCPU DURATION [DELAY]`."""
 
@@ -214,7 +214,7 @@ class _VcpuForAWhile(Step):
 
 
 @dataclass(frozen=True)
-class StallStep(_VcpuForAWhile):
+class StallStep(VcpuForAWhile):
     """A vCPU spins with IRQs off."""
 
     kind: ClassVar = "stall"
@@ -326,7 +326,7 @@ class CallStep(Step):
 
 
 @dataclass(frozen=True)
-class PreemptStep(_VcpuForAWhile):
+class PreemptStep(VcpuForAWhile):
     """The host does not schedule a vCPU for a while."""
 
     kind: ClassVar = "preempt"
@@ -486,7 +486,7 @@ class ExpectStep(Step):
         return cls.from_toml(read_keys(table, cls.keys), vcpus=vcpus, base=Path("."))
 
     def describe(self):
-        return "expect " + ", ".join(f"{key} = {_toml(value)}" for key, value in self.checks.items())
+        return "expect " + ", ".join(f"{key} = {toml_value(value)}" for key, value in self.checks.items())
 
     def run(self, session):
         checks = []
@@ -587,12 +587,12 @@ def _vcpu_list(vcpus: list[int]) -> str:
     return f"vCPU{'s' if len(vcpus) > 1 else ''} {text}"
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
     """`value` written as in the scenario file."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + " }"
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
     if isinstance(value, list):
-        return "[" + ", ".join(_toml(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return json.dumps(value)

@@ -24,15 +24,15 @@ from .steps import (
     NmiStormStep,
     RunStep,
     Step,
-    _toml,
-    _VcpuForAWhile,
+    VcpuForAWhile,
+    toml_value,
 )
 
 
 def scenario_toml(name: str, machine: MachineSpec, steps: Iterable[tuple[Step, str | None]]) -> str:
     """The scenario file: `name`, the `machine`, and each step with, for an operator command, the errno it
     returned (its expect_rc, so that the file passes where the session went)."""
-    lines = [f"name = {_toml(name)}", "", "[machine]", *_machine(machine)]
+    lines = [f"name = {toml_value(name)}", "", "[machine]", *_machine(machine)]
     for step, rc in steps:
         lines += ["", "[[step]]", *step_toml(step, rc)]
     return "\n".join(lines) + "\n"
@@ -47,7 +47,7 @@ def _machine(machine: MachineSpec) -> list[str]:
     if machine.xen_syms is not None:
         values["xen_syms"] = machine.xen_syms if machine.xen_syms.startswith("debian") else \
             str(Path(machine.xen_syms).resolve())
-    return [f"{key} = {_toml(value)}" for key, value in values.items()]
+    return [f"{key} = {toml_value(value)}" for key, value in values.items()]
 
 
 def step_toml(step: Step, rc: str | None = None) -> list[str]:
@@ -55,12 +55,12 @@ def step_toml(step: Step, rc: str | None = None) -> list[str]:
     if isinstance(step, LivepatchStep):
         files = set(step.request.files)
         words = [str(Path(word).resolve()) if word in files else word for word in shlex.split(step.line)]
-        return [f"livepatch = {_toml(shlex.join(words))}"] + ([f"expect_rc = {_toml(rc)}"] if rc not in
+        return [f"livepatch = {toml_value(shlex.join(words))}"] + ([f"expect_rc = {toml_value(rc)}"] if rc not in
                                                               (None, "0") else [])
     if isinstance(step, RunStep):
         return [f"run_ms = {_in(step.ns, NS_PER_MS)}"]
     table: dict[str, Any]
-    if isinstance(step, _VcpuForAWhile):
+    if isinstance(step, VcpuForAWhile):
         table = {"vcpu": step.vcpu, step.unit: _in(step.ns, step.unit_ns)}
     elif isinstance(step, NmiStep):
         table = {"vcpu": step.vcpu}
@@ -77,7 +77,7 @@ def step_toml(step: Step, rc: str | None = None) -> list[str]:
         raise TypeError(f"no TOML for a {type(step).__name__}")
     delay = getattr(step, "delay_ns", 0)
     table |= {"delay_us": _in(delay, NS_PER_US)} if delay else {}
-    return [f"{step.key} = {_toml(table)}"]
+    return [f"{step.key} = {toml_value(table)}"]
 
 
 def _in(ns: int, unit_ns: int) -> float:
