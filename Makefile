@@ -33,10 +33,12 @@ xenctrl: $(INSTALLED)
 xen-tools: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu xen-tools
 
-# Xen's maintainers' sequence on Debian's real Xen 4.17 under QEMU (TCG) and on the testbed: the differences.
+# Xen's maintainers' sequence, replace with the refusals, and forward revert on Debian's real Xen 4.17 under
+# QEMU (TCG) and on the testbed: the differences (timeout_rc.toml needs stalls, which only the testbed has).
 # Needs QEMU: `make reference-install` installs it.
 reference: $(INSTALLED) payloads-xen417
-	$(VENV)/bin/xsplice-emu reference scenarios/xen417/xen_test_sequence.toml
+	$(VENV)/bin/xsplice-emu reference scenarios/xen417/xen_test_sequence.toml \
+		scenarios/xen417/replace_and_rejections.toml scenarios/xen417/forward_revert.toml
 
 # Installs Debian's qemu-system-x86 with apt-get (root) and fetches the reference's Debian packages into the
 # user's cache (Xen, the kernel, busybox, xen-livepatch and its libraries: downloaded and unpacked, not installed).
