@@ -72,7 +72,8 @@ def raw_unicorn_mips(image, calls: int) -> tuple[float, int]:
     seconds = time.perf_counter() - started
     table = BlockTable(memory.host_address + RAM_BASE, RAM_BASE, memory.size - RAM_BASE,
                        disassembler=arch.disassembler)
-    counter = Vcpu(0, arch, memory, table, mappings=[(RAM_BASE, RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL)],
+    counter = Vcpu(0, arch, memory, table,
+                   mappings=[(RAM_BASE, memory.host_address + RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL)],
                    paging_root=None, ps_per_instruction=1)
     counter.write(arch.registers.sp, STACK_TOP)
     counter.start(DRIVER_ADDRESS, at_ps=0, arguments=(0, 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import threading
 from collections.abc import Callable
@@ -99,3 +100,12 @@ def built(tmp_path: Path, name: str, source: str) -> bytes:
     path = tmp_path / f"{name}.c"
     path.write_text(source)
     return build_payload(path, tmp_path / f"{name}.livepatch", firmware=builtin_firmware()).read_bytes()
+
+
+def bench_module(name: str):
+    """bench/`name`.py, imported (for the helpers a benchmark and its test share)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -46,6 +46,16 @@ class Registers:
 
 
 @dataclass(frozen=True)
+class PageTables:
+    """Page tables built by `Architecture.page_tables`: their bytes, and where in them the last-level entries of
+    each space start (`entries[i]` for `spaces[i]`: one entry per page, in address order, contiguous)."""
+
+    data: bytes
+    spaces: tuple[tuple[int, int], ...]
+    entries: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class HandlerEntry:
     """Where an interrupt took a vCPU: its handler, and whether entry masked interrupts."""
 
@@ -158,13 +168,19 @@ class Architecture(ABC):
 
     # -- paging ----------------------------------------------------------------
     large_page_size: int
-    """Bytes one page-table entry maps in `page_tables` (windows and identity ranges are rounded to it)."""
+    """Bytes of a large page: a hypervisor image's window onto RAM and its payload space are aligned to it."""
 
     @abstractmethod
-    def page_tables(self, base: int, identity: Sequence[tuple[int, int]],
-                    windows: Sequence[tuple[int, int, int]]) -> bytes:
-        """Page tables to place at physical `base` (the root first) that map each identity range `[begin, end)`
-        onto itself and each window (virtual, physical, size) onto its physical range."""
+    def page_tables(self, base: int, spaces: Sequence[tuple[int, int]], *, hole: int | None) -> PageTables:
+        """Page tables to place at physical `base` (the root first) in which every page of each space `[begin,
+        end)` (page aligned; no two sharing a last-level table) has an entry of its own, and every virtual
+        address maps onto the physical page `hole` (None: is not present) until those entries are written
+        (`page_entries`)."""
+
+    @abstractmethod
+    def page_entries(self, physical: int, count: int) -> bytes:
+        """`count` last-level entries, in order, mapping consecutive pages onto consecutive physical pages from
+        `physical`: present, writable and executable (the physical page's Unicorn region says what is allowed)."""
 
     @abstractmethod
     def enable_paging(self, uc: Uc, root: int) -> None:

@@ -31,7 +31,7 @@ from unicorn.x86_const import (
 from ..errors import MachineError
 from ..layout import Layout
 from ..platform import CODE_SELECTOR, DATA_SELECTOR, NMI_VECTOR
-from .base import Architecture, HandlerEntry, Registers
+from .base import Architecture, HandlerEntry, PageTables, Registers
 from .relocations import Absolute, Ignored, Overflow, PCRelative
 
 if TYPE_CHECKING:
@@ -58,11 +58,17 @@ RFLAGS_IF = 1 << 9
 RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
 
-# 4-level paging with 2 MiB pages
+# 4-level paging, 4 KiB pages
+PAGE = 4096
 PAGE_TABLE_SIZE = 4096
+ENTRIES_PER_TABLE = 512
+LEVELS = 4
 LARGE_PAGE = 2 << 20
-ENTRY_PRESENT_WRITABLE = 0x3
-ENTRY_LARGE_PAGE = 0x80
+"""What one last-level table maps."""
+ENTRY_TABLE = 0x23
+"""Present, writable, accessed: an entry pointing at the next level's table."""
+ENTRY_PAGE = 0x63
+"""Present, writable, accessed, dirty: the CPU never writes the entry (no NX: EFER.NXE stays off)."""
 CR0_PE = 1 << 0
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
@@ -188,34 +194,45 @@ class X86_64(Architecture):
 
     large_page_size = LARGE_PAGE
 
-    def page_tables(self, base: int, identity: Sequence[tuple[int, int]],
-                    windows: Sequence[tuple[int, int, int]]) -> bytes:
-        tables: list[bytearray] = [bytearray(PAGE_TABLE_SIZE)]  # [0] is the PML4
-        children: dict[tuple[int, ...], int] = {}
+    def page_tables(self, base: int, spaces: Sequence[tuple[int, int]], *, hole: int | None) -> PageTables:
+        # The root, then one shared table per level below it mapping everything onto `hole`: a table on a
+        # space's path starts as a copy of the shared one at its level. The spaces' last-level tables come after
+        # every other table, in address order, so that each space's entries are contiguous.
+        tables = [bytearray(struct.pack("<Q", base + (depth + 1) * PAGE_TABLE_SIZE | ENTRY_TABLE) * ENTRIES_PER_TABLE)
+                  for depth in range(LEVELS - 1)]
+        tables.append(bytearray(struct.pack("<Q", 0 if hole is None else hole | ENTRY_PAGE) * ENTRIES_PER_TABLE))
+        root = tables[0]
+        made: dict[tuple[int, ...], int] = {}
 
         def table(path: tuple[int, ...]) -> bytearray:
-            """The table reached from the PML4 through the entries `path` (made on first use)."""
-            if path not in children:
-                parent = table(path[:-1]) if len(path) > 1 else tables[0]
-                children[path] = len(tables)
-                tables.append(bytearray(PAGE_TABLE_SIZE))
-                struct.pack_into("<Q", parent, path[-1] * 8, base + children[path] * PAGE_TABLE_SIZE
-                                 | ENTRY_PRESENT_WRITABLE)
-            return tables[children[path]]
+            """The table reached from the root through the entries `path`, made (a copy of the shared one at
+            its level) on first use."""
+            if path not in made:
+                parent = table(path[:-1]) if path[:-1] else root
+                made[path] = len(tables)
+                tables.append(bytearray(tables[len(path)]))
+                struct.pack_into("<Q", parent, path[-1] * 8, base + made[path] * PAGE_TABLE_SIZE | ENTRY_TABLE)
+            return tables[made[path]]
 
-        def map_large(virtual: int, physical: int) -> None:
-            pml4, pdpt, pd = (virtual >> 39) & 511, (virtual >> 30) & 511, (virtual >> 21) & 511
-            struct.pack_into("<Q", table((pml4, pdpt)), pd * 8, physical | ENTRY_LARGE_PAGE | ENTRY_PRESENT_WRITABLE)
+        chunks = [[(address >> shift) & (ENTRIES_PER_TABLE - 1) for shift in (39, 30, 21)]
+                  for begin, end in spaces for address in range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE)]
+        for path in chunks:
+            table(tuple(path[:-1]))
+        first_last_level = len(tables)
+        for path in chunks:
+            if tuple(path) in made:
+                raise MachineError(f"page tables: two spaces share the {LARGE_PAGE >> 20} MiB at PML4/PDPT/PD "
+                                   f"entries {path}")
+            table(tuple(path))
+        entries = []
+        chunk = first_last_level
+        for begin, end in spaces:
+            entries.append(chunk * PAGE_TABLE_SIZE + (begin % LARGE_PAGE) // PAGE * 8)
+            chunk += len(range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE))
+        return PageTables(b"".join(tables), tuple(spaces), tuple(entries))
 
-        for begin, end in identity:
-            for page in range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE):
-                map_large(page, page)
-        for virtual, physical, size in windows:
-            if (virtual | physical | size) & (LARGE_PAGE - 1):
-                raise MachineError(f"window {virtual:#x}->{physical:#x}+{size:#x} is not 2 MiB aligned")
-            for offset in range(0, size, LARGE_PAGE):
-                map_large(virtual + offset, physical + offset)
-        return b"".join(tables)
+    def page_entries(self, physical: int, count: int) -> bytes:
+        return struct.pack(f"<{count}Q", *range(physical | ENTRY_PAGE, (physical + count * PAGE) | ENTRY_PAGE, PAGE))
 
     def enable_paging(self, uc: Uc, root: int) -> None:
         uc.reg_write(UC_X86_REG_CR3, root)

@@ -13,6 +13,7 @@ import errno
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.enums import ENUM_E_MACHINE
@@ -202,8 +203,8 @@ class Host:
 
     def in_text(self, start: int, end: int) -> bool:
         """Whether `[start, end)` lies inside the text of the hypervisor or of one loaded payload."""
-        ranges = self.text + tuple((r.address, r.end) for p in self.payloads for r in p.text)
-        return any(low <= start and end <= high for low, high in ranges)
+        ranges = chain(self.text, ((r.address, r.end) for p in self.payloads for r in p.text))
+        return any(low <= start and end <= high for low, high in ranges)  # the hypervisor's first: most are there
 
     def code(self, address: int, length: int) -> bytes | None:
         """The hypervisor's bytes at `address` as built, else a loaded payload's (None: neither has them all)."""

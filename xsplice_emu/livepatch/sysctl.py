@@ -391,8 +391,7 @@ class Livepatch:
             raise LivepatchError(errno.EINVAL, f"{payload.name} is {payload.state.name}; UNLOAD needs CHECKED")
         del self.payloads[payload.name]
         start, end = _span(payload.loaded)
-        self.machine.protect(start, end, read=True, write=True)
-        self.machine.invalidate_code(start, end)  # the next payload there must not run this one's translations
+        self.machine.protect(start, end, read=True, write=True)  # drops its translated code too
         self.memory.give(start, end)
         self.memory.give(payload.guest.address, _page_align(payload.guest.address + block_size(payload.loaded)))
         self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=payload.name)

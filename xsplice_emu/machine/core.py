@@ -33,6 +33,7 @@ from .console import Console
 from .devices import PortReader, Ports
 from .hooks import install
 from .memory import GuestMemory, Window
+from .paging import PagePermissions
 from .scheduler import Alarm, Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
@@ -75,7 +76,6 @@ HYPERVISOR_PAYLOAD_SPACE = 16 << 20
 """Bytes for payloads past a hypervisor image's end rounded up to a large page (2 MiB), inside its window: where
 Xen 4.17 puts them (x86 arch_livepatch_init gives payloads the vmap range from xen_virt_end, its image's end
 rounded up to 2 MiB, on to XEN_VIRT_END), within rel32 reach of its text, which jump patches need."""
-PAGE_TABLE_SPACE = 64 << 10
 
 
 class Machine:
@@ -94,7 +94,6 @@ class Machine:
         if hypervisor is not None and hypervisor.arch is not image.arch:
             raise ConfigError(f"{hypervisor.path}: a {hypervisor.arch.title} image beside "
                               f"{image.arch.title} firmware")
-        paging_root = None
         self.payload_space: tuple[int, int]
         """Where payloads go: `[begin, end)` of guest addresses."""
         if hypervisor is None:
@@ -103,11 +102,10 @@ class Machine:
             self.payload_space = (_round_up(image.end, PAGE_SIZE), self.memory.size)
         else:
             window = self._window(hypervisor)
-            self.memory = GuestMemory(window.physical + window.size + PAGE_TABLE_SPACE, (window,))
+            self.memory = GuestMemory(window.physical + window.size, (window,))
             self._load(image)
             self._load(hypervisor)
             self.payload_space = (_round_up(hypervisor.end, self.arch.large_page_size), window.end)
-            paging_root = self._build_page_tables(window)
         self.timer_period_ps = PS_PER_SECOND // config.timer_hz
         self.trace = Trace({"seed": config.seed, "options": asdict(config),
                             "firmware_build_id": image.build_id.hex(),
@@ -118,18 +116,17 @@ class Machine:
         for window in self.memory.windows:
             self.table.add_range(self.memory.host_address + window.physical, window.virtual, window.size)
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
-        layout = _layout(self._physical_segments(), self.memory.size)
-        self._code: list[tuple[int, int]] = [(begin, end) for begin, end, permissions in layout
-                                             if permissions & UC_PROT_EXEC]  # page aligned
-        mappings = [mapping for begin, end, permissions in layout for mapping in (
-            (begin, begin, end - begin, permissions),
-            (TEXT_ALIAS_OFFSET + begin, begin, end - begin, _alias_permissions(permissions & UC_PROT_EXEC != 0)))]
+        self.paging = PagePermissions(self.arch, self.memory, faults_outside=hypervisor is not None)
+        for begin, end, permissions in _layout(self._physical_segments(), self.memory.size):
+            self.paging.protect(begin, end, permissions)
         self._stacks = image.address("cpu_stacks")
-        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, paging_root=paging_root,
-                           mappings=_leave_out(mappings, self.stack_guard(i), self.stack_guard(i) + STACK_GUARD_SIZE),
+        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, paging_root=self.paging.root,
+                           mappings=self.paging.mappings(leave_out=(self.stack_guard(i),
+                                                                    self.stack_guard(i) + STACK_GUARD_SIZE)),
                            ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
-        self._new_spare = lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table, mappings=mappings,
-                                       paging_root=paging_root, ps_per_instruction=ps_per_instruction)
+        self._new_spare = lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table,
+                                       mappings=self.paging.mappings(), paging_root=self.paging.root,
+                                       ps_per_instruction=ps_per_instruction)
         self._spare: Vcpu | None = None  # never runs: no guard page
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
@@ -157,20 +154,10 @@ class Machine:
         begin = lowest & ~(large - 1)
         end = _round_up(hypervisor.end, large) + HYPERVISOR_PAYLOAD_SPACE
         physical = _round_up(self.config.ram_mib << 20, large)
-        if begin < TEXT_ALIAS_OFFSET + physical + (end - begin) + PAGE_TABLE_SPACE:
+        if begin < TEXT_ALIAS_OFFSET + physical + (end - begin):
             raise ConfigError(f"{hypervisor.path}: linked at {lowest:#x}, over the firmware's RAM: "
                               "a hypervisor image beside the firmware must be linked in the high half")
         return Window(begin, physical, end - begin)
-
-    def _build_page_tables(self, window: Window) -> int:
-        """Identity-map RAM and its alias, map the window; the root's physical address."""
-        root = window.physical + window.size
-        tables = self.arch.page_tables(root, identity=((0, self.memory.size), (TEXT_ALIAS_OFFSET, TEXT_ALIAS_OFFSET
-                                       + self.memory.size)), windows=((window.virtual, window.physical, window.size),))
-        if len(tables) > PAGE_TABLE_SPACE:
-            raise MachineError(f"page tables need {len(tables)} bytes, more than the {PAGE_TABLE_SPACE} reserved")
-        self.memory.write(root, tables)
-        return root
 
     def _load(self, image: Image) -> None:
         for seg in image.segments:
@@ -306,6 +293,7 @@ class Machine:
         if horizon < budget * vcpu.ps_per_instruction:
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
         self.memory.write_u64(CLOCK_PAGE + 8 * vcpu.index, vcpu.clock_ps // PS_PER_NS)
+        self._open_alias(vcpu, writable=True)
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
@@ -419,12 +407,19 @@ class Machine:
         for page in range(address & ~(PAGE_SIZE - 1), address + size, PAGE_SIZE):
             if page not in vcpu.open_code_pages:
                 vcpu.open_code_pages[page] = self.memory.read(page, PAGE_SIZE)
-                vcpu.protect(TEXT_ALIAS_OFFSET + page, TEXT_ALIAS_OFFSET + page + PAGE_SIZE, _alias_permissions(False))
+
+    def _open_alias(self, vcpu: Vcpu, *, writable: bool) -> None:
+        """Open (or close) the alias of `vcpu`'s open code pages, for this slice of `vcpu` alone: the page tables
+        are shared, and no other vCPU runs before they are closed."""
+        if vcpu.open_code_pages:
+            for page in vcpu.open_code_pages:
+                self.paging.open_alias(page, writable=writable)
+            vcpu.flush_tlb()
 
     def _after_slice(self, vcpu: Vcpu) -> None:
         """Close the code pages `vcpu` wrote (each changed run is a code write), then drop stale translations."""
+        self._open_alias(vcpu, writable=False)
         for page, before in vcpu.open_code_pages.items():
-            vcpu.protect(TEXT_ALIAS_OFFSET + page, TEXT_ALIAS_OFFSET + page + PAGE_SIZE, _alias_permissions(True))
             for start, end in _changed_runs(before, self.memory.read(page, PAGE_SIZE)):
                 self._code_written(vcpu, page + start, before[start:end])
         vcpu.open_code_pages.clear()
@@ -475,19 +470,23 @@ class Machine:
         self.ports.answer(port, reader)
 
     def protect(self, begin: int, end: int, *, read: bool, write: bool = False, execute: bool = False) -> None:
-        """What guest code may do with the pages covering `[begin, end)`, on every vCPU. The host and the
-        writable alias (TEXT_ALIAS_OFFSET) are not bound by it; executable ranges are what code writes watch."""
+        """What guest code may do with the pages covering `[begin, end)`, on every vCPU; code translated from
+        pages that stop being executable is dropped. The host and the writable alias (TEXT_ALIAS_OFFSET) are
+        not bound by it; executable pages are what code writes watch. Costs the same whatever else is protected
+        (paging.py)."""
         physical = self.memory.physical(begin, end - begin)
-        begin, end = physical & ~(PAGE_SIZE - 1), _round_up(physical + end - begin, PAGE_SIZE)
+        first, last = physical & ~(PAGE_SIZE - 1), _round_up(physical + end - begin, PAGE_SIZE)
         permissions = (UC_PROT_READ if read else 0) | (UC_PROT_WRITE if write else 0) | (UC_PROT_EXEC if execute else 0)
-        was_code = any(b < end and begin < e for b, e in self._code)
-        for vcpu in self.vcpus:
-            vcpu.protect(begin, end, permissions)
-            if execute or was_code:
-                vcpu.protect(TEXT_ALIAS_OFFSET + begin, TEXT_ALIAS_OFFSET + end, _alias_permissions(execute))
-        self._code = [(b, e) for b, e in self._code if e <= begin or end <= b]
-        if execute:
-            self._code.append((begin, end))
+        if not execute:  # while they still run: the translations are found through the executable mapping
+            for code_begin, code_end in self.paging.executable(first, last):
+                self.invalidate_code(begin + code_begin - physical, begin + code_end - physical)
+        self.paging.protect(first, last, permissions)
+        for vcpu in self._instances():
+            vcpu.flush_tlb()
+
+    def _instances(self) -> list[Vcpu]:
+        """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""
+        return self.vcpus if self._spare is None else [*self.vcpus, self._spare]
 
     def observe_code_writes(self, observer: CodeWriteObserver) -> None:
         """Call `observer(vcpu, address, old_bytes)` before each guest store into code."""
@@ -542,7 +541,7 @@ class Machine:
     def invalidate_code(self, begin: int, end: int, *, keep: frozenset[int] = frozenset()) -> None:
         """Drop translated code overlapping `[begin, end)` on every vCPU (but those in `keep`: a fault that
         models a missing serialisation)."""
-        for vcpu in self.vcpus:
+        for vcpu in self._instances():
             if vcpu.index not in keep:
                 vcpu.flush(begin, end)
         self.table.forget(begin, end)
@@ -645,8 +644,7 @@ def _round_up(value: int, alignment: int) -> int:
 
 def _layout(segments: list[tuple[int, int, Segment]], size: int) -> list[tuple[int, int, int]]:
     """RAM `[RAM_BASE, size)` as page-aligned (begin, end, Unicorn permissions): the segments (at their physical
-    [begin, end)) as their flags say, everything else read+write and not executable. Mapped piece by piece
-    (splitting one mapping with mem_protect costs ~0.4 ms a vCPU a call)."""
+    [begin, end)) as their flags say, everything else read+write and not executable."""
     pieces = []
     cursor = RAM_BASE
     for physical_begin, physical_end, seg in segments:
@@ -659,25 +657,6 @@ def _layout(segments: list[tuple[int, int, Segment]], size: int) -> list[tuple[i
     if cursor < size:
         pieces.append((cursor, size, UC_PROT_READ | UC_PROT_WRITE))
     return pieces
-
-
-def _leave_out(mappings: list[tuple[int, int, int, int]], begin: int, end: int) -> list[tuple[int, int, int, int]]:
-    """`mappings` (guest, host offset, size, permissions) without the guest range `[begin, end)`."""
-    kept = []
-    for guest, offset, size, permissions in mappings:
-        if end <= guest or guest + size <= begin:
-            kept.append((guest, offset, size, permissions))
-            continue
-        if guest < begin:
-            kept.append((guest, offset, begin - guest, permissions))
-        if end < guest + size:
-            kept.append((end, offset + end - guest, guest + size - end, permissions))
-    return kept
-
-
-def _alias_permissions(code: bool) -> int:
-    """The alias is read-only over code (a store into code faults, to be seen) and read+write elsewhere."""
-    return UC_PROT_READ if code else UC_PROT_READ | UC_PROT_WRITE
 
 
 def _changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:

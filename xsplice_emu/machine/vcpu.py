@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from unicorn import UC_HOOK_BLOCK, Uc
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_BLOCK, Uc
 from unicorn.unicorn_py3.unicorn import uclib
 
 from ..arch import Architecture
@@ -18,9 +18,12 @@ from ..errors import MachineError
 from ..platform import STACK_SIZE
 from . import native
 from .memory import GuestMemory
+from .paging import Mapping
 
 UNTIL_NEVER = 1  # `until` address for emu_start: page 0 is never mapped
 TCG_BUFFER_SIZE = 32 << 20
+UC_CTL_IO_SHIFT = 30
+"""Where uc_ctl's request number holds its direction (UC_CTL_IO_*): the binding has no TLB flush of its own."""
 
 
 class VcpuState(Enum):
@@ -57,13 +60,13 @@ class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
     def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
-                 mappings: list[tuple[int, int, int, int]], paging_root: int | None, ps_per_instruction: int):
+                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int):
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
-        for guest, host_offset, size, permissions in mappings:
-            self.uc.mem_map_ptr(guest, size, permissions, memory.host_address + host_offset)
+        for guest, host, size, permissions in mappings:
+            self.uc.mem_map_ptr(guest, size, permissions, host)
         if paging_root is not None:
             arch.enable_paging(self.uc, paging_root)
         self.memory = memory
@@ -205,9 +208,11 @@ class Vcpu:
             self.flush(begin, end)
         self.to_flush.clear()
 
-    def protect(self, begin: int, end: int, permissions: int) -> None:
-        """Unicorn permissions (UC_PROT_*) of the guest pages `[begin, end)`."""
-        self.uc.mem_protect(begin, end - begin, permissions)
+    def flush_tlb(self) -> None:
+        """Forget every address translation: the page tables changed."""
+        status = uclib.uc_ctl(self.uc._uch, UC_CTL_TLB_FLUSH | UC_CTL_IO_WRITE << UC_CTL_IO_SHIFT)
+        if status:
+            raise MachineError(f"vCPU {self.index}: flushing its TLB failed ({status})")
 
     # -- watched code ----------------------------------------------------
     def watch(self, ranges: list[tuple[int, int]]) -> None:
