@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engines import LivepatchEngine
 from .errors import FileError, LivepatchError, errno_name
 from .files import read_file
-from .livepatch import Action, Livepatch, PayloadState
+from .livepatch import Action, PayloadState
 from .livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
 from .livepatch.names import name_bytes
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
@@ -100,7 +101,7 @@ class _Printer:
 class OperatorTool:
     """`xen-livepatch` against one machine's livepatch controller."""
 
-    def __init__(self, livepatch: Livepatch, *, base: Path = Path(".")):
+    def __init__(self, livepatch: LivepatchEngine, *, base: Path = Path(".")):
         self.livepatch = livepatch
         self.base = base
 

@@ -18,7 +18,7 @@ from ..explore.plan import load_replay
 from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..platform import NR_CPUS
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
-from .common import DIGEST_SHOWN, SEED, oracle_option, out, reports_errors, xen_syms_option
+from .common import DIGEST_SHOWN, SEED, engine_option, oracle_option, out, reports_errors, xen_syms_option
 from .view import view_trace
 
 
@@ -27,6 +27,7 @@ from .view import view_trace
 @click.option("--seed", type=SEED, help="Override every scenario's seed.")
 @click.option("--vcpus", type=click.IntRange(1, NR_CPUS), help="Override every scenario's vCPU count.")
 @xen_syms_option
+@engine_option
 @oracle_option
 @click.option("--replay", "replay_path", type=click.Path(dir_okay=False),
               help="Run the scenario as this run of an exploration ran (its schedule and faults; one scenario).")
@@ -40,7 +41,7 @@ from .view import view_trace
                                      "as `run -q` and `boot` print; one scenario only).")
 @click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
-def run(scenarios, seed, vcpus, xen_syms, no_oracle, replay_path, trace_path, junit_path, as_json, quiet,
+def run(scenarios, seed, vcpus, xen_syms, engine, no_oracle, replay_path, trace_path, junit_path, as_json, quiet,
         expect_digest, open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds."""
     if expect_digest is not None and (len(scenarios) != 1 or len(expect_digest) < DIGEST_SHOWN):
@@ -55,7 +56,7 @@ def run(scenarios, seed, vcpus, xen_syms, no_oracle, replay_path, trace_path, ju
     for name, path in zip(names, scenarios, strict=True):
         try:
             scenario = load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms,
-                                     oracle=False if no_oracle else None)
+                                     oracle=False if no_oracle else None, engine=engine)
             loaded.append((name, scenario if replay_path is None else load_replay(replay_path, scenario)))
         except ConfigError as exc:
             if not junit_path:  # checked before anything runs; with a report for CI, the others still run

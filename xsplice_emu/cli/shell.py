@@ -23,6 +23,7 @@ from prompt_toolkit.history import FileHistory
 from rich.markup import escape
 from rich.table import Table
 
+from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..files import check_destination
 from ..scenario import STEP_KINDS, Step
@@ -72,10 +73,10 @@ COMMANDS = {command.name: command for command in (
 @click.command()
 @machine_options
 @reports_errors
-def shell(vcpus, seed, firmware, xen_syms, boot_ms, no_oracle):
+def shell(vcpus, seed, firmware, xen_syms, engine, boot_ms, no_oracle):
     """A prompt for livepatch and scenario verbs on one live machine."""
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle)
+                      oracle=not no_oracle, engine=engine or ENGINES[0])
     commands = Shell(session)
     machine = session.machine
     patched = "" if machine.hypervisor is machine.image else f", patching {machine.hypervisor.path.name}"

@@ -10,6 +10,7 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from ..engines import ENGINES
 from ..errors import GuestFault, MachineError
 from ..session import Session
 from .spec import Scenario
@@ -65,6 +66,7 @@ class ScenarioResult:
         machine = self.scenario.machine
         options = ["--xen-syms", machine.xen_syms] if machine.xen_syms else []
         options += [] if machine.oracle else ["--no-oracle"]
+        options += ["--engine", machine.engine] if machine.engine != ENGINES[0] else []
         options += ["--replay", str(self.scenario.replay)] if self.scenario.replay else []
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
                            "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *options])
@@ -91,7 +93,7 @@ def boot(scenario: Scenario) -> Session:
     """The scenario's machine, booted: where its steps start."""
     spec = scenario.machine
     return Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
-                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle)
+                   boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle, engine=spec.engine)
 
 
 def run_steps(scenario: Scenario, session: Session, started: float, *,

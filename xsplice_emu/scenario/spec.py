@@ -5,7 +5,9 @@
     [machine]                        # vcpus (4), seed (0), firmware, boot_ms (2), xen_syms (a real Xen's
                                      #   xen-syms, "debian" for Debian's pinned Xen 4.17 build,
                                      #   "debian:VERSION" for another; fetched once),
-                                     #   oracle (true: the safety oracle checks every run)
+                                     #   oracle (true: the safety oracle checks every run),
+                                     #   engine ("controller"; "xen": the xen_syms image runs on the
+                                     #   vCPUs and livepatches itself, xsplice_emu/engines/xen)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
     livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
     run_ms = 5
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..debian import is_debian_build, load_xen_syms
+from ..engines import ENGINES
 from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import read_toml
 from ..image import load_image
@@ -44,6 +47,7 @@ class MachineSpec:
     boot_ms: float = DEFAULT_BOOT_MS
     xen_syms: str | None = None  # a path, or debian[:VERSION]
     oracle: bool = True
+    engine: str = ENGINES[0]
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,8 @@ DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Valu
                  Key("explore", Value.TABLE, optional=True))
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
                 Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True),
-                Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True))
+                Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True),
+                Key("engine", Value.TEXT, optional=True))
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,9 @@ class Scenario:
 
 
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
-                  xen_syms: str | None = None, oracle: bool | None = None) -> Scenario:
-    """Read and check `path`; `vcpus`, `seed`, `xen_syms` and `oracle` override its [machine] table."""
+                  xen_syms: str | None = None, oracle: bool | None = None, engine: str | None = None) -> Scenario:
+    """Read and check `path`; `vcpus`, `seed`, `xen_syms`, `oracle` and `engine` override its [machine]
+    table."""
     path = Path(path)
     document = read_toml(path, what="scenario")
     where = _Where(path)
@@ -94,6 +100,10 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
         machine = replace(machine, xen_syms=xen_syms)
     if oracle is not None:
         machine = replace(machine, oracle=oracle)
+    if engine is not None:
+        machine = replace(machine, engine=engine)
+    if machine.engine == "xen" and machine.xen_syms is None:
+        raise where.at("[machine]").error("engine \"xen\" runs a real Xen image: give xen_syms too")
     if not 1 <= machine.vcpus <= NR_CPUS:
         raise where.at("[machine]").error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}")
     steps = document.get("step", [])
@@ -145,8 +155,12 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
         except (ImageError, ConfigError, ToolchainError) as exc:
             raise where.error(f"xen_syms: {exc}") from None
     defaults = MachineSpec()
+    engine = table.get("engine", defaults.engine)
+    if engine not in ENGINES:
+        raise where.error(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
-                       table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle))
+                       table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle),
+                       engine)
 
 
 def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:

@@ -135,9 +135,15 @@ class Platform:
             read_only = virtual < read_only_end or init[0] <= virtual < init[1]
             self._entry(l1, k, (window.physical + k * PAGE) | PRESENT | ACCESSED | DIRTY | GLOBAL
                         | (0 if read_only else WRITABLE))
-        for offset in range(LARGE_PAGE, window.size, LARGE_PAGE):  # the rest of the image, the payload area
+        payload_area = self.heap.payload_area.next - window.virtual
+        for offset in range(LARGE_PAGE, payload_area, LARGE_PAGE):  # the rest of the image
             self._entry(l2, _index(window.virtual + offset, 1),
                         (window.physical + offset) | PRESENT | WRITABLE | ACCESSED | DIRTY | LARGE | GLOBAL)
+        for offset in range(payload_area, window.size, LARGE_PAGE):  # payloads: 4 KiB pages, as Xen's vmap
+            table = self._new_table()
+            self._entry(l2, _index(window.virtual + offset, 1), table | TABLE)
+            for k in range(512):
+                self._entry(table, k, (window.physical + offset + k * PAGE) | PRESENT | WRITABLE | ACCESSED | DIRTY)
         for virtual in (DIRECTMAP, 0):  # the directmap, and dom0's low memory (identity)
             l3_table, l2_table = self._new_table(), self._new_table()
             self._entry(l4, _index(virtual, 3), l3_table | TABLE)
