@@ -175,6 +175,7 @@ class XenMachine:
             if vcpu.state is not VcpuState.HALTED:
                 raise MachineError(f"vCPU {index} did not go idle within {IDLE_WAIT_NS // 1_000_000} ms to run "
                                    f"{name}")
+        vcpu.sleep_until(self.now_ps)  # it idled until now: the call starts now
         call = self.calls[index] = HostCall(entry, then_idle=not booting)
         self.platform.enter(vcpu, entry, arguments, as_dom0=as_dom0)
         self.scheduler.queue(vcpu)
