@@ -193,9 +193,10 @@ class XenMachine:
         """A host call returned into the sentinel: note rax and stop the slice (`_run_slice` moves the vCPU
         on)."""
         call = self.calls.get(vcpu.index)
-        if call is None or call.result is not None:
+        if call is None:
             raise self.fault(vcpu, "returned into the host's sentinel with no call running", vcpu.current_pc())
-        call.result = vcpu.read(self.arch.registers.result)
+        if call.result is None:  # the hook may fire again before the slice ends (Unicorn stops after the block)
+            call.result = vcpu.read(self.arch.registers.result)
         vcpu.stop(StopReason.HOOK)
 
     def _after_call(self, vcpu: Vcpu) -> None:
