@@ -17,11 +17,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engines import LivepatchEngine
 from .errors import FileError, LivepatchError, errno_name
 from .files import read_file
-from .livepatch import Action, Livepatch, PayloadState
+from .livepatch import Action, PayloadState
 from .livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
 from .livepatch.names import name_bytes
+from .livepatch.payload import metadata_strings
 from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
 from .livepatch.states import TARGET_STATE
 from .livepatch.sysctl import ActionResult
@@ -89,7 +91,7 @@ class _Printer:
     def err(self, text: str) -> None:
         self.chunks.append((ERR, text))
 
-    def logged(self, livepatch: Livepatch, since: tuple[int, int]) -> None:
+    def logged(self, livepatch: LivepatchEngine, since: tuple[int, int]) -> None:
         """The hypervisor's log lines and the testbed's notes from `since` (see `_seen`); they follow the tool's
         own output."""
         rendezvous = livepatch.rendezvous
@@ -111,7 +113,7 @@ class _Printer:
 class OperatorTool:
     """`xen-livepatch` against one machine's livepatch controller."""
 
-    def __init__(self, livepatch: Livepatch, *, base: Path = Path(".")):
+    def __init__(self, livepatch: LivepatchEngine, *, base: Path = Path(".")):
         self.livepatch = livepatch
         self.base = base
 
@@ -137,7 +139,7 @@ class OperatorTool:
         for payload in payloads:
             row = f"{printable(payload.name):<40}| {payload.state.name}"
             row += f" ({-payload.rc}, {os.strerror(-payload.rc)})    | " if payload.rc else "    | "
-            printer.out(row + printable(";".join(payload.loaded.metadata_strings)) + "\n")
+            printer.out(row + printable(";".join(metadata_strings(payload.metadata))) + "\n")
         return printer.outcome(0)
 
     def action(self, verb: str, name: str, **options) -> Outcome:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from .debian import load_xen_syms
 from .duration import NS_PER_MS
+from .engines import ENGINES, LivepatchEngine
+from .engines.xen import XenLivepatch, XenMachine
+from .errors import ConfigError
 from .firmware import builtin_firmware
 from .image import load_image
 from .livepatch import Livepatch
@@ -42,7 +45,7 @@ class Versions:
     extra: str
 
 
-def text_digest(machine: Machine) -> str:
+def text_digest(machine: Machine | XenMachine) -> str:
     """SHA-256 of the firmware's and the hypervisor's code as guest memory holds it now."""
     return "".join(machine.memory.digest(begin, end) for image in machine.images for begin, end in image.code_ranges())
 
@@ -52,15 +55,30 @@ class Session:
 
     def __init__(self, *, vcpus: int, seed: int, firmware: str | Path | None = None,
                  xen_syms: str | Path | None = None, boot_ms: float = DEFAULT_BOOT_MS, base: Path = Path("."),
-                 oracle: bool = True, clock_mhz: int = DEFAULT_CLOCK_MHZ, timer_hz: int = DEFAULT_TIMER_HZ):
-        image = load_image(firmware or builtin_firmware())
+                 oracle: bool = True, clock_mhz: int = DEFAULT_CLOCK_MHZ, timer_hz: int = DEFAULT_TIMER_HZ,
+                 engine: str = ENGINES[0]):
+        """`engine` "controller": the firmware boots and the Python controller livepatches it (or the real
+        `xen_syms` image beside it); "xen": the real `xen_syms` image runs on every vCPU and livepatches
+        itself."""
         hypervisor = None if xen_syms is None else load_xen_syms(xen_syms)
         config = MachineConfig(vcpus=vcpus, seed=seed, clock_hz=clock_mhz * 1_000_000, timer_hz=timer_hz)
         config.validate()
-        self.machine = Machine(image, config=config, hypervisor=hypervisor)
-        self.text_as_built = text_digest(self.machine)
-        self.machine.run_for(int(boot_ms * NS_PER_MS))
-        self.livepatch = Livepatch(self.machine, oracle=oracle)
+        self.machine: Machine | XenMachine
+        self.livepatch: LivepatchEngine
+        if engine == "xen":
+            if hypervisor is None:
+                raise ConfigError("the xen engine runs a real Xen image: give one (xen_syms, --xen-syms debian)")
+            self.machine = XenMachine(hypervisor, config=config)
+            self.text_as_built = text_digest(self.machine)
+            self.livepatch = XenLivepatch(self.machine)
+        elif engine == ENGINES[0]:
+            self.machine = Machine(load_image(firmware or builtin_firmware()), config=config, hypervisor=hypervisor)
+            self.text_as_built = text_digest(self.machine)
+            self.machine.run_for(int(boot_ms * NS_PER_MS))
+            self.livepatch = Livepatch(self.machine, oracle=oracle)
+        else:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.engine = engine
         self.tool = OperatorTool(self.livepatch, base=base)
 
     def command(self, request: Request) -> Outcome:
@@ -73,9 +91,10 @@ class Session:
 
     def stall(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
         """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off (a `stall` event marks it)."""
+        machine = self.controller_machine("stall")
         at_ps = self._at(delay_ns)
-        self.machine.trace.emit(at_ps // PS_PER_NS, vcpu, EventKind.STALL, ns=ns)
-        self.machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
+        machine.trace.emit(at_ps // PS_PER_NS, vcpu, EventKind.STALL, ns=ns)
+        machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
 
     def call(self, vcpu: int, function: str, arguments: tuple[int | str, ...], *, delay_ns: int = 0) -> int | None:
         """Run `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give its result;
@@ -84,22 +103,23 @@ class Session:
         machine = self.machine
         values = [machine.address(arg) if isinstance(arg, str) else arg for arg in arguments]
         if delay_ns:
-            machine.post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
+            self.controller_machine("a delayed call").post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
             return None
         return machine.call(vcpu, function, *values)
 
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
-        self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
+        self.controller_machine("an NMI").send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
 
     def nmi_storm(self, vcpus: list[int], *, rate_khz: float, ns: int, delay_ns: int = 0) -> int:
         """NMIs to each of `vcpus` at `rate_khz` for `ns` from now (+ `delay_ns`); how many were sent."""
+        machine = self.controller_machine("an NMI storm")
         period_ps = round(PS_PER_NS * NS_PER_MS / rate_khz)
         count = max(1, ns * PS_PER_NS // period_ps)
         start = self._at(delay_ns)
         for k in range(count):
             for vcpu in vcpus:
-                self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=start + k * period_ps)
+                machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=start + k * period_ps)
         return count * len(vcpus)
 
     def preempt(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
@@ -108,6 +128,7 @@ class Session:
 
     def drop_flush(self, vcpu: int) -> None:
         """The next action does not drop `vcpu`'s translated code (a missing serialisation)."""
+        self.controller_machine("drop_flush")
         self.livepatch.drop_flush.add(vcpu)
 
     @property
@@ -137,6 +158,18 @@ class Session:
     def nmis_lost(self) -> int:
         """NMIs that landed while the rendezvous had them masked, over all actions."""
         return sum(result.nmis_lost for result in self.livepatch.results)
+
+    def controller_machine(self, what: str) -> Machine:
+        """The controller engine's machine (ConfigError: `what` is not available on the xen engine yet)."""
+        if not isinstance(self.machine, Machine):
+            raise ConfigError(f"{what} is not available on the xen engine yet (issue 21)")
+        return self.machine
+
+    def controller_livepatch(self, what: str) -> Livepatch:
+        """The controller engine's livepatch controller (ConfigError on the xen engine, as `controller_machine`)."""
+        if not isinstance(self.livepatch, Livepatch):
+            raise ConfigError(f"{what} is not available on the xen engine yet (issue 21)")
+        return self.livepatch
 
     def _at(self, delay_ns: int) -> int:
         return self.machine.now_ps + delay_ns * PS_PER_NS

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from ..debian import DEBIAN_XEN_SYMS
 from ..duration import MAX_MS
+from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
 from ..operator import ERR, PREFIXES, Outcome
@@ -101,6 +102,13 @@ def xen_syms_option(command):
                              f"'{DEBIAN_XEN_SYMS}:VERSION' another; fetched once).")(command)
 
 
+def engine_option(command):
+    """--engine: what runs livepatching."""
+    return click.option("--engine", type=click.Choice(ENGINES),
+                        help="controller (default): the firmware and the Python rendezvous; xen: the --xen-syms image "
+                             "runs on every vCPU and livepatches itself with its own code.")(command)
+
+
 def oracle_option(command):
     """--no-oracle: run without the safety oracle."""
     return click.option("--no-oracle", "no_oracle", is_flag=True,
@@ -124,10 +132,11 @@ def clock_options(command=None, *, overrides: bool = False):
 
 
 def machine_options(command):
-    """--vcpus, --seed, --firmware, --xen-syms, --boot-ms, --clock-mhz, --timer-hz and --no-oracle: the machine a
-    command boots."""
+    """--vcpus, --seed, --firmware, --xen-syms, --engine, --boot-ms, --clock-mhz, --timer-hz and --no-oracle: the
+    machine a command boots."""
     command = oracle_option(command)
     command = clock_options(command)
+    command = engine_option(command)
     command = click.option("--boot-ms", default=DEFAULT_BOOT_MS, show_default=True,
                            type=Milliseconds(), help="Virtual ms to boot before the first command.")(command)
     command = xen_syms_option(command)

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from ..engines import ENGINES
 from ..files import check_destination
 from ..session import Session
 from ..verbs import VERBS, Verb, parse_chain
@@ -38,8 +39,8 @@ class _VerbsCommand(click.Command):
 @click.argument("words", nargs=-1, required=True, type=click.UNPROCESSED, metavar="VERB ARGS [VERB ARGS]...")
 @click.pass_context
 @reports_errors
-def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle,
-              trace_path, quiet):
+def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, engine, boot_ms, clock_mhz, timer_hz,
+              no_oracle, trace_path, quiet):
     """Boot a machine, then run xen-livepatch commands on it in order.
 
     \b
@@ -53,7 +54,7 @@ def livepatch(ctx: click.Context, words, vcpus, seed, firmware, xen_syms, boot_m
     if trace_path:
         check_destination(trace_path)
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz, engine=engine or ENGINES[0])
     exit_code = 0
     try:
         for request in requests:

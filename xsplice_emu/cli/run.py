@@ -18,7 +18,17 @@ from ..explore.plan import load_replay
 from ..files import check_destination, check_new_directory, file_errors, write_file
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
 from ..scenario.discovery import scenario_files
-from .common import DIGEST_SHOWN, SEED, VCPUS, clock_options, oracle_option, out, reports_errors, xen_syms_option
+from .common import (
+    DIGEST_SHOWN,
+    SEED,
+    VCPUS,
+    clock_options,
+    engine_option,
+    oracle_option,
+    out,
+    reports_errors,
+    xen_syms_option,
+)
 from .view import view_trace
 
 
@@ -28,6 +38,7 @@ from .view import view_trace
 @click.option("--vcpus", type=VCPUS, help="Override every scenario's vCPU count.")
 @xen_syms_option
 @clock_options(overrides=True)
+@engine_option
 @oracle_option
 @click.option("--replay", "replay_path", type=click.Path(dir_okay=False),
               help="Run the scenario as this run of an exploration ran (its schedule and faults; one scenario).")
@@ -41,7 +52,7 @@ from .view import view_trace
                                      "as `run -q` and `boot` print; one scenario only).")
 @click.option("--view", "open_viewer", is_flag=True, help="Then open the trace viewer (on the first failed scenario).")
 @reports_errors
-def run(scenarios, seed, vcpus, xen_syms, clock_mhz, timer_hz, no_oracle, replay_path, trace_path, junit_path,
+def run(scenarios, seed, vcpus, xen_syms, engine, clock_mhz, timer_hz, no_oracle, replay_path, trace_path, junit_path,
         as_json, quiet, expect_digest, open_viewer):
     """Run each SCENARIO on its own machine; exit 0 only when every expectation holds. A directory stands for
     the scenario files under it (*.toml with [[step]] tables; other TOML files are left out)."""
@@ -58,7 +69,8 @@ def run(scenarios, seed, vcpus, xen_syms, clock_mhz, timer_hz, no_oracle, replay
     for name, path in zip(names, scenarios, strict=True):
         try:
             scenario = load_scenario(path, vcpus=vcpus, seed=seed, xen_syms=xen_syms,
-                                     oracle=False if no_oracle else None, clock_mhz=clock_mhz, timer_hz=timer_hz)
+                                     oracle=False if no_oracle else None, clock_mhz=clock_mhz, timer_hz=timer_hz,
+                                     engine=engine)
             loaded.append((name, scenario if replay_path is None else load_replay(replay_path, scenario)))
         except ConfigError as exc:
             if not junit_path:  # checked before anything runs; with a report for CI, the others still run

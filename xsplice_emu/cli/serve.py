@@ -13,6 +13,7 @@ import signal
 import click
 
 from ..debian import DEBIAN_XEN_SYMS, debian_build, xen_livepatch, xen_syms
+from ..engines import ENGINES
 from ..files import check_destination
 from ..server import SysctlServer
 from ..session import Session
@@ -31,8 +32,8 @@ from .common import Range, machine_options, reports_errors
                    "events are kept).")
 @click.option("-q", "--quiet", is_flag=True, help="Log only problems, not requests and hypervisor lines.")
 @reports_errors
-def serve(vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle, socket_path, poll_ns, trace_path,
-          quiet):
+def serve(vcpus, seed, firmware, xen_syms, engine, boot_ms, clock_mhz, timer_hz, no_oracle, socket_path, poll_ns,
+          trace_path, quiet):
     """Boot a machine and answer Xen's livepatch sysctl on SOCKET until SIGTERM, SIGINT, SIGHUP or a SHUTDOWN request.
 
     \b
@@ -44,7 +45,7 @@ def serve(vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_orac
         check_destination(trace_path)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="serve: %(message)s")
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz, engine=engine or ENGINES[0])
     server = SysctlServer(session, socket_path, poll_ns=poll_ns, trace_path=trace_path)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: server.stop())

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..cache import cache_dir
+from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..files import check_destination, file_errors, write_file
 from ..scenario import STEP_KINDS, Step
@@ -84,14 +85,15 @@ COMMANDS = {command.name: command for command in (
               help="Write the JSON Lines trace here when the shell ends.")
 @click.option("-q", "--quiet", is_flag=True, help="No banner, no echo of piped commands, no Xen log lines.")
 @reports_errors
-def shell(vcpus, seed, firmware, xen_syms, boot_ms, clock_mhz, timer_hz, no_oracle, trace_path, quiet):
+def shell(vcpus, seed, firmware, xen_syms, engine, boot_ms, clock_mhz, timer_hz, no_oracle, trace_path, quiet):
     """A prompt for livepatch and scenario verbs on one live machine."""
     if trace_path:
         check_destination(trace_path)
     session = Session(vcpus=vcpus, seed=seed, firmware=firmware, xen_syms=xen_syms, boot_ms=boot_ms,
-                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+                      oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz, engine=engine or ENGINES[0])
     machine_spec = MachineSpec(vcpus=vcpus, seed=seed, firmware=firmware, boot_ms=boot_ms, xen_syms=xen_syms,
-                               oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz)
+                               oracle=not no_oracle, clock_mhz=clock_mhz, timer_hz=timer_hz,
+                               engine=engine or ENGINES[0])
     commands = Shell(session, machine=machine_spec, quiet=quiet)
     machine = session.machine
     patched = "" if machine.hypervisor is machine.image else f", patching {machine.hypervisor.path.name}"

@@ -159,11 +159,6 @@ class LoadedPayload:
     """Its .modinfo section as Xen keeps it for `list`: NUL-terminated strings (b"": none)."""
 
     @property
-    def metadata_strings(self) -> tuple[str, ...]:
-        """The strings of `metadata`, as Xen prints them one a line (an empty one too)."""
-        return tuple(text.decode(errors="surrogateescape") for text in self.metadata.split(b"\0")[:-1])
-
-    @property
     def text(self) -> tuple[Region, ...]:
         return tuple(r for r in self.regions if r.kind is RegionKind.TEXT)
 
@@ -878,6 +873,11 @@ class _Loader:
         region = next(r for r in self.regions if r.kind is _kind(section))
         at = section.address - region.address
         return region.data[at : at + section.size]
+
+
+def metadata_strings(metadata: bytes) -> tuple[str, ...]:
+    """The NUL-terminated strings of a payload's .modinfo, as Xen prints them one a line (an empty one too)."""
+    return tuple(text.decode(errors="surrogateescape") for text in metadata.split(b"\0")[:-1])
 
 
 def _kind(section: _Section) -> RegionKind:

@@ -70,7 +70,7 @@ def preflight(name: str, data: bytes, *, firmware: str | Path | None = None,
     """Upload `data` as payload `name` on a fresh one-vCPU machine (with the real Xen image `xen_syms` when
     given), describe its patch sites, and apply it."""
     session = Session(vcpus=1, seed=0, firmware=firmware, xen_syms=xen_syms)
-    livepatch, machine = session.livepatch, session.machine
+    livepatch, machine = session.controller_livepatch("preflight"), session.controller_machine("preflight")
     versions_before = session.versions()[0]
     try:
         livepatch.upload(name, data)

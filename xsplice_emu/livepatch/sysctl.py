@@ -33,7 +33,7 @@ from .arena import Arena
 from .guest_state import GuestState, block_size
 from .names import checked_name
 from .oracle import Oracle
-from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload
+from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload, metadata_strings
 from .rendezvous import DEFAULT_TIMEOUT_NS, Rendezvous, Work
 from .states import Action, PayloadState
 from .unsafe import unsafe_functions
@@ -57,6 +57,11 @@ class Payload:
     state: PayloadState = PayloadState.CHECKED
     rc: int = 0
     reverted: bool = False
+
+    @property
+    def metadata(self) -> bytes:
+        """Its .modinfo, as LIST gives it."""
+        return self.loaded.metadata
 
 
 @dataclass(frozen=True)
@@ -607,7 +612,7 @@ class Livepatch:
             new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
             payload.guest.mark_applied(index, self._write(vcpu, func.name, func.patch_addr, new,
                                                           body=_replaced_code(func, Action.APPLY)))
-        metadata = payload.loaded.metadata_strings
+        metadata = metadata_strings(payload.metadata)
         if metadata:  # Xen's livepatch_display_metadata, once the records are in
             for line in ("livepatch: module metadata:", *(f"livepatch:   {text}" for text in metadata)):
                 self.rendezvous.log_line(line, vcpu)

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from .core import Machine
 
 
-def _guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Callable[..., Any]:
+def guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Callable[..., Any]:
+    """A Unicorn hook calling `body` whose exception is kept on `vcpu` (re-raised after the slice); the
+    hook then returns `default`."""
     def hook(uc, *args):
         try:
             return body(*args[:-1])
@@ -37,21 +39,21 @@ def install(vcpu: Vcpu, machine: Machine, *, interrupt_returns: list[int], seria
     ports = machine.ports
     vcpu.arch.add_port_hooks(
         uc,
-        _guarded(vcpu, lambda port, size, value: ports.write(vcpu, port, value)),
-        _guarded(vcpu, lambda port, size: ports.read(vcpu, port), NO_DEVICE))
-    uc.hook_add(UC_HOOK_INTR, _guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
+        guarded(vcpu, lambda port, size, value: ports.write(vcpu, port, value)),
+        guarded(vcpu, lambda port, size: ports.read(vcpu, port), NO_DEVICE))
+    uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
     uc.hook_add(UC_HOOK_MEM_WRITE_PROT,
-                _guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),
+                guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),
                          False),
                 None, TEXT_ALIAS_OFFSET + RAM_BASE, TEXT_ALIAS_OFFSET + machine.memory.size - 1)
     guard = machine.stack_guard(vcpu.index)
     uc.hook_add(UC_HOOK_MEM_UNMAPPED,
-                _guarded(vcpu, lambda access, address, size, value: machine.guard_page_fault(vcpu, access, address),
+                guarded(vcpu, lambda access, address, size, value: machine.guard_page_fault(vcpu, access, address),
                          False),
                 None, guard, guard + STACK_GUARD_SIZE - 1)
     for address in interrupt_returns:
-        uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.interrupt_return(vcpu)),
+        uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: machine.interrupt_return(vcpu)),
                     None, address, address)
     for address in serialising:
-        uc.hook_add(UC_HOOK_CODE, _guarded(vcpu, lambda address, size: machine.serialise(vcpu)),
+        uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: machine.serialise(vcpu)),
                     None, address, address)

@@ -10,6 +10,7 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from ..engines import ENGINES
 from ..errors import GuestFault, MachineError
 from ..session import Session
 from .spec import MachineSpec, Scenario
@@ -86,6 +87,7 @@ class ScenarioResult:
         defaults = MachineSpec()
         options += [] if machine.clock_mhz == defaults.clock_mhz else ["--clock-mhz", str(machine.clock_mhz)]
         options += [] if machine.timer_hz == defaults.timer_hz else ["--timer-hz", str(machine.timer_hz)]
+        options += ["--engine", machine.engine] if machine.engine != ENGINES[0] else []
         options += ["--replay", str(self.scenario.replay)] if self.scenario.replay else []
         return shlex.join(["xsplice-emu", "run", str(self.scenario.path),
                            "--seed", str(machine.seed), "--vcpus", str(machine.vcpus), *options])
@@ -113,7 +115,7 @@ def boot(scenario: Scenario) -> Session:
     spec = scenario.machine
     return Session(vcpus=spec.vcpus, seed=spec.seed, firmware=spec.firmware, xen_syms=spec.xen_syms,
                    boot_ms=spec.boot_ms, base=scenario.path.parent, oracle=spec.oracle, clock_mhz=spec.clock_mhz,
-                   timer_hz=spec.timer_hz)
+                   timer_hz=spec.timer_hz, engine=spec.engine)
 
 
 def run_steps(scenario: Scenario, session: Session, started: float, *,

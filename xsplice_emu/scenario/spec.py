@@ -7,6 +7,8 @@
                                      #   "debian:VERSION" for another; fetched once),
                                      #   oracle (true: the safety oracle checks every run),
                                      #   clock_mhz (1000), timer_hz (1000)
+                                     #   engine ("controller"; "xen": the xen_syms image runs on the
+                                     #   vCPUs and livepatches itself, xsplice_emu/engines/xen)
     [[step]]                         # one step of a kind in steps.STEP_KINDS:
     livepatch = "apply hello"        #   + expect_rc (an errno: 0, EINVAL...), expect_output
     run_ms = 5
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..debian import is_debian_build, load_xen_syms
+from ..engines import ENGINES
 from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import read_toml_and_text
 from ..image import load_image
@@ -53,6 +56,7 @@ class MachineSpec:
     oracle: bool = True
     clock_mhz: int = DEFAULT_CLOCK_MHZ
     timer_hz: int = DEFAULT_TIMER_HZ
+    engine: str = ENGINES[0]
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ DOCUMENT_KEYS = (Key("name", Value.TEXT, optional=True), Key("description", Valu
 MACHINE_KEYS = (Key("vcpus", Value.INTEGER, optional=True), Key("seed", Value.INTEGER, optional=True),
                 Key("firmware", Value.TEXT, optional=True), Key("boot_ms", Value.MS, optional=True),
                 Key("xen_syms", Value.TEXT, optional=True), Key("oracle", Value.FLAG, optional=True),
-                Key("clock_mhz", Value.INTEGER, optional=True), Key("timer_hz", Value.INTEGER, optional=True))
+                Key("clock_mhz", Value.INTEGER, optional=True), Key("timer_hz", Value.INTEGER, optional=True),
+                Key("engine", Value.TEXT, optional=True))
 
 
 @dataclass(frozen=True)
@@ -97,9 +102,9 @@ class Scenario:
 
 def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | None = None,
                   xen_syms: str | None = None, oracle: bool | None = None, clock_mhz: int | None = None,
-                  timer_hz: int | None = None) -> Scenario:
-    """Read and check `path`; `vcpus`, `seed`, `xen_syms`, `oracle`, `clock_mhz` and `timer_hz` override its
-    [machine] table."""
+                  timer_hz: int | None = None, engine: str | None = None) -> Scenario:
+    """Read and check `path`; `vcpus`, `seed`, `xen_syms`, `oracle`, `clock_mhz`, `timer_hz` and `engine`
+    override its [machine] table."""
     path = Path(path)
     document, text = read_toml_and_text(path, what="scenario")
     where = _Where(path, tuple(text.splitlines()))
@@ -120,6 +125,10 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
         machine = replace(machine, clock_mhz=clock_mhz)
     if timer_hz is not None:
         machine = replace(machine, timer_hz=timer_hz)
+    if engine is not None:
+        machine = replace(machine, engine=engine)
+    if machine.engine == "xen" and machine.xen_syms is None:
+        raise where.at("[machine]").error("engine \"xen\" runs a real Xen image: give xen_syms too")
     if not 1 <= machine.vcpus <= NR_CPUS:
         raise at_machine.error(f"vcpus must be 1..{NR_CPUS}, got {machine.vcpus}", key="vcpus")
     steps = document.get("step", [])
@@ -206,9 +215,12 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
     for key in ("clock_mhz", "timer_hz"):
         if not 1 <= table.get(key, 1) <= RATE_MAX:
             raise where.error(f"{key} must be 1..{RATE_MAX}, got {table[key]}", key=key)
+    engine = table.get("engine", defaults.engine)
+    if engine not in ENGINES:
+        raise where.error(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     return MachineSpec(table.get("vcpus", defaults.vcpus), table.get("seed", defaults.seed), firmware,
                        table.get("boot_ms", defaults.boot_ms), xen_syms, table.get("oracle", defaults.oracle),
-                       table.get("clock_mhz", defaults.clock_mhz), table.get("timer_hz", defaults.timer_hz))
+                       table.get("clock_mhz", defaults.clock_mhz), table.get("timer_hz", defaults.timer_hz), engine)
 
 
 def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:

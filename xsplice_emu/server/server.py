@@ -265,7 +265,7 @@ class SysctlServer:
             payload = livepatch.get(request.name)
             return Reply(state=payload.state.value, status_rc=payload.rc)
         if request.op is Op.LIST:
-            entries = tuple(Entry(p.name, p.state.value, p.rc, p.loaded.metadata) for p in livepatch.list())
+            entries = tuple(Entry(p.name, p.state.value, p.rc, p.metadata) for p in livepatch.list())
             return Reply(state=len(entries), entries=entries)
         if request.op is Op.ACTION:
             return self._action(request)

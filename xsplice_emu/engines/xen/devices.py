@@ -1,0 +1,170 @@
+"""The xen engine's devices, answered at the instructions Xen runs them with (`sites.py`): the x2APIC ICR
+(IPIs, with shorthands), `hlt` sleeping until an interrupt, `rdtsc` from virtual time, serialising instructions;
+and the host's stand-ins for what Xen's boot never set up (its allocators, the scheduler's softirq).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from unicorn import UC_HOOK_CODE, UcError
+from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX
+
+from ...machine import Vcpu
+from ...machine.hooks import guarded
+from ...machine.vcpu import StopReason
+from .layout import HOST_PAGE, X2APIC_ICR
+from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
+from .sites import InstructionSites
+
+if TYPE_CHECKING:
+    from .machine import XenMachine
+
+ICR_DELIVERY_NMI = 4
+SHORTHANDS = ("destination", "self", "all", "all but self")
+"""The ICR's destination shorthand (bits 18-19)."""
+SURFACE_BUDGET = 64
+"""Instructions the run that surfaces a lost fault may take (it stops at the next instruction unless that jumps)."""
+HostFunction = Callable[[Vcpu], int | None]
+"""A stand-in: given the calling vCPU (arguments in its registers), rax to return (None: leave it)."""
+
+
+class Devices:
+    """The devices of one xen-engine machine and the host's stand-ins, hooked on every vCPU."""
+
+    def __init__(self, machine: XenMachine):
+        self.machine = machine
+        platform = machine.platform
+        self.sites = InstructionSites.of(machine.hypervisor)
+        heap = platform.heap
+        self.stand_ins: dict[str, HostFunction] = {
+            "_xmalloc": lambda vcpu: heap.xmalloc(vcpu.argument(0), vcpu.argument(1)),
+            "_xzalloc": lambda vcpu: heap.xmalloc(vcpu.argument(0), vcpu.argument(1)),
+            "vmalloc": lambda vcpu: heap.vmalloc(vcpu.argument(0)),
+            "vzalloc": lambda vcpu: heap.vmalloc(vcpu.argument(0)),
+            "vmalloc_xen": lambda vcpu: heap.vmalloc_xen(vcpu.argument(0)),
+            "xfree": lambda vcpu: None,
+            "vfree": lambda vcpu: None,
+            "modify_xen_mappings": lambda vcpu: 0,
+        }
+        self.slot_handlers: dict[int, HostFunction] = {platform.sentinel: machine.returned}
+        self.schedule_softirq = platform.slot("softirq SCHEDULE (the tasklet check of an idle CPU)")
+        self.slot_handlers[self.schedule_softirq] = self._schedule
+
+    def install(self, vcpu: Vcpu) -> None:
+        uc, sites = vcpu.uc, self.sites
+
+        def at(addresses: tuple[int, ...], body: Callable[[], None]) -> None:
+            hook = guarded(vcpu, lambda address, size: body())
+            for address in addresses:
+                uc.hook_add(UC_HOOK_CODE, hook, None, address, address)
+
+        at(sites.rdtsc, lambda: self._rdtsc(vcpu, 2))
+        at(sites.rdtscp, lambda: self._rdtsc(vcpu, 3))
+        at(sites.wrmsr, lambda: self._wrmsr(vcpu))
+        at(sites.hlt, lambda: self._hlt(vcpu))
+        at(sites.serialising, lambda: self._serialise(vcpu))
+        image = self.machine.hypervisor
+        for name, function in self.stand_ins.items():
+            at((image.address(name),), functools.partial(self._stand_in, vcpu, function))
+        uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self._slot(vcpu, address)), None,
+                    HOST_PAGE, HOST_PAGE + PAGE - 1)
+
+    # -- instructions -------------------------------------------------------------------------------------------
+    def tsc(self, vcpu: Vcpu) -> int:
+        """The TSC: virtual time in ticks of the machine's clock (Xen's per-CPU time scale turns it into ns)."""
+        return vcpu.current_time_ps() // vcpu.ps_per_instruction
+
+    def _rdtsc(self, vcpu: Vcpu, length: int) -> None:
+        tsc = self.tsc(vcpu)
+        vcpu.write(UC_X86_REG_RAX, tsc & 0xFFFFFFFF)
+        vcpu.write(UC_X86_REG_RDX, tsc >> 32)
+        if length == 3:  # rdtscp: TSC_AUX, which Xen sets to the CPU number
+            vcpu.write(UC_X86_REG_RCX, vcpu.index)
+        _skip(vcpu, length)
+
+    def _wrmsr(self, vcpu: Vcpu) -> None:
+        msr = vcpu.read(UC_X86_REG_RCX) & 0xFFFFFFFF
+        value = (vcpu.read(UC_X86_REG_RDX) & 0xFFFFFFFF) << 32 | vcpu.read(UC_X86_REG_RAX) & 0xFFFFFFFF
+        _skip(vcpu, 2)
+        if msr != X2APIC_ICR:
+            return  # no other MSR is modelled: the write has no effect
+        if (value >> 8) & 7 == ICR_DELIVERY_NMI:
+            return  # NMIs through Xen's IDT are later work (issue 21, item 3)
+        shorthand, destination, count = (value >> 18) & 3, value >> 32, len(self.machine.vcpus)
+        targets = {0: [destination], 1: [vcpu.index], 2: list(range(count)),
+                   3: [i for i in range(count) if i != vcpu.index]}[shorthand]
+        for target in targets:
+            if target < count:
+                self.machine.send_ipi(vcpu, target, value & 0xFF)
+
+    def _hlt(self, vcpu: Vcpu) -> None:
+        """`hlt`: an interrupt already latched (or due by now) makes it fall through; else the vCPU sleeps."""
+        _skip(vcpu, 1)
+        now = vcpu.current_time_ps()
+        while vcpu.arrivals and vcpu.arrivals[0][0] <= now:
+            vcpu.pending_vectors.add(heapq.heappop(vcpu.arrivals)[2])
+        if vcpu.pending_vectors:
+            vcpu.pending_vectors.clear()
+            return
+        vcpu.stop(StopReason.HALT)
+
+    def _serialise(self, vcpu: Vcpu) -> None:
+        if self.machine.serialise(vcpu):
+            vcpu.stop(StopReason.HOOK)  # before the instruction: it runs on fresh translations
+
+    # -- the host's stand-ins -------------------------------------------------------------------------------------
+    def _stand_in(self, vcpu: Vcpu, function: HostFunction) -> None:
+        """Answer a call of a Xen function at its entry and return to its caller."""
+        result = function(vcpu)
+        if result is not None:
+            vcpu.write(UC_X86_REG_RAX, result & (2**64 - 1))
+        sp = vcpu.read(vcpu.arch.registers.sp)
+        vcpu.write(vcpu.arch.registers.pc, self.machine.memory.read_u64(sp))
+        vcpu.write(vcpu.arch.registers.sp, sp + 8)
+
+    def _slot(self, vcpu: Vcpu, address: int) -> None:
+        handler = self.slot_handlers.get(address)
+        if handler is not None:
+            handler(vcpu)
+
+    def _schedule(self, vcpu: Vcpu) -> None:
+        """SCHEDULE_SOFTIRQ on an idle CPU: what `sched_tasklet_check_cpu` does with its tasklet work flags."""
+        memory = self.machine.memory
+        flags = self.machine.platform.per_cpu("tasklet_work_to_do", vcpu.index)
+        work = memory.read_u64(flags)
+        if work == TASKLET_ENQUEUED:
+            memory.write_u64(flags, TASKLET_ENQUEUED | TASKLET_SCHEDULED)
+        elif work == TASKLET_SCHEDULED:
+            memory.write_u64(flags, 0)
+
+    # -- Unicorn's lost page faults ------------------------------------------------------------------------------
+    def surface_lost_fault(self, vcpu: Vcpu) -> None:
+        """A slice that made no progress: Unicorn 2.1.4 may have lost a fault raised in the first block after a
+        slice that `emu_stop` ended (docs/unicorn-lost-page-fault.md). Running on to the next instruction with
+        an `until` bound raises it as it should (the exception hook then stops the machine); a spinning loop
+        just runs a little further (at most SURFACE_BUDGET instructions: `count=` must not be used, Unicorn
+        2.1.4 never returns from `count=1` started inside a `pause` loop)."""
+        pc = vcpu.pc
+        length = next(vcpu.arch.instructions(self.machine.memory.read(pc, 16), pc, limit=1))[1]
+        budget = vcpu.budget
+        budget.budget, budget.executed = SURFACE_BUDGET, 0
+        try:
+            vcpu.uc.emu_start(pc, pc + length)
+        except UcError as exc:
+            raise self.machine.fault(vcpu, vcpu.guard_fault or str(exc), pc) from None
+        finally:
+            executed, budget.executed = max(budget.executed, 1), 0
+            vcpu.pc = vcpu.current_pc()
+        vcpu.clock_ps += executed * vcpu.ps_per_instruction
+        vcpu.instructions += executed
+        error = vcpu.take_hook_error()
+        if error is not None:
+            raise error
+
+
+def _skip(vcpu: Vcpu, length: int) -> None:
+    vcpu.write(vcpu.arch.registers.pc, vcpu.current_pc() + length)

@@ -1,0 +1,83 @@
+"""Where things are for Xen's own code: the physical memory map of the xen engine and the structure offsets of
+one Xen build.
+
+Structure offsets are what the platform writes into Xen's objects (its `cpu_info`, vCPUs, domains, per-CPU time);
+Debian's xen-syms has no debug information, so they come from a table keyed by build-id, read once from the
+disassembly of that build (the functions named beside each field).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import ConfigError
+from ...image import Image
+
+# -- the physical memory map ---------------------------------------------------------------------------------
+RAM_SIZE = 256 << 20
+PAGE_TABLES = 0x100000
+"""Page tables the platform makes beside Xen's own (L1 of the image's first 2 MiB, directmap, low identity)."""
+PAGE_TABLES_END = 0x180000
+HOST_PAGE = 0x180000
+"""A page of `ret` instructions the host answers (stand-ins Xen calls through pointers, the return sentinel)."""
+DOM0_BUFFERS = 0x200000
+"""Dom0's memory the hypercall bridge hands Xen: the sysctl, names and lists (identity-mapped, low)."""
+DOM0_PAYLOAD = 0x400000
+"""Where the bridge puts a payload's ELF for UPLOAD (2 MiB, Xen's LIVEPATCH_MAX_SIZE)."""
+XEN_PHYSICAL = 0x1000000
+"""Where Xen's image (from its lowest 2 MiB boundary) lies in RAM; its payload area follows."""
+PAYLOAD_AREA_SIZE = 16 << 20
+DIRECTMAP = 0xFFFF830000000000
+"""Xen's direct map of all RAM (DIRECTMAP_VIRT_START): `__va()` of a physical address."""
+XEN_VIRT_START = 0xFFFF82D040000000
+
+# -- x86 facts Xen relies on -----------------------------------------------------------------------------------
+STACK_SIZE = 0x8000
+"""Xen's STACK_SIZE: stacks are 32 KiB and 32 KiB-aligned, `cpu_info` at the top."""
+SYS_STATE_ACTIVE = 3
+IDLE_DOMAIN_ID = 0x7FFF
+X2APIC_ICR = 0x830
+CR0 = 0x80010033  # PG | WP | NE | ET | MP | PE: Xen runs with write protection on
+CR4 = 0x6A0 | 0x80  # OSXMMEXCPT | OSFXSR | PAE | PGE
+EFER = 0x500  # LMA | LME
+
+
+@dataclass(frozen=True, kw_only=True)
+class StructOffsets:
+    """Byte offsets of the fields the platform fills, for one Xen build."""
+
+    cpu_info_size: int  # from the stack top down to struct cpu_info (get_cpu_info)
+    cpu_info_processor_id: int  # from the stack top (negative)
+    cpu_info_current_vcpu: int
+    cpu_info_per_cpu_offset: int
+    cpu_info_cr4: int
+    vcpu_id: int
+    vcpu_processor: int
+    vcpu_info: int  # the shared vcpu_info pointer: hypercall_preempt_check reads evtchn_upcall_pending there
+    vcpu_domain: int
+    vcpu_sched_unit: int  # check_for_livepatch_work: current->sched_unit->domain->domain_id
+    sched_unit_domain: int
+    domain_id: int
+    cpu_time_scale_shift: int  # per_cpu(cpu_time).tsc_scale (get_s_time)
+    cpu_time_scale_mul_frac: int
+
+
+XEN_4_17_X86 = StructOffsets(
+    cpu_info_size=0x108, cpu_info_processor_id=-0x40, cpu_info_current_vcpu=-0x38, cpu_info_per_cpu_offset=-0x30,
+    cpu_info_cr4=-0x28, vcpu_id=0x0, vcpu_processor=0x4, vcpu_info=0x8, vcpu_domain=0x10, vcpu_sched_unit=0xC8,
+    sched_unit_domain=0x0, domain_id=0x0, cpu_time_scale_shift=0x18, cpu_time_scale_mul_frac=0x1C)
+"""Debian's 4.17.7 build (read from check_for_livepatch_work, livepatch_op's hypercall_preempt_check, users of
+get_cpu_info and get_s_time)."""
+
+OFFSETS_BY_BUILD_ID = {
+    "151b373fd64b321593bf987fd923cd10dabadac4": XEN_4_17_X86,  # Debian 4.17.7+13-g2445b30a44-0+deb12u1
+}
+
+
+def struct_offsets(image: Image) -> StructOffsets:
+    """The offsets for `image`'s build (ConfigError, one line, for a build the table lacks)."""
+    found = OFFSETS_BY_BUILD_ID.get(image.build_id.hex())
+    if found is None:
+        raise ConfigError(f"{image.path}: the xen engine has no structure offsets for build-id "
+                          f"{image.build_id.hex() or '(none)'} (known: Debian's pinned 4.17.7 build)")
+    return found

@@ -1,0 +1,330 @@
+"""The xen engine's machine: N vCPUs running Xen's own compiled code over one RAM.
+
+It builds the platform Xen's boot would have left (`platform.py`), answers the instructions Unicorn cannot
+(`devices.py`), and runs the vCPUs with the testbed's seeded, virtual-time scheduler and block-budget slices
+(`machine/`). Every vCPU sits in Xen's `idle_loop`; the host runs a function on one (`call`) as a dom0 vCPU
+scheduled there would: when that vCPU is idle, from the bottom of its stack, and back to `idle_loop` after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UcError
+from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR4
+
+from ...errors import GuestFault, MachineError
+from ...image import Image
+from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
+from ...machine.hooks import guarded
+from ...machine.memory import Window
+from ...machine.scheduler import Alarm, Scheduler
+from ...machine.spec import NEVER, PS_PER_SECOND
+from ...machine.vcpu import StopReason
+from ...platform import EXCEPTION_NAMES, RAM_BASE
+from ...tracing.kinds import EventKind
+from ...tracing.trace import Trace
+from .devices import Devices
+from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
+from .platform import Platform
+
+CALL_TIMEOUT_NS = 500_000_000
+"""How long a host call may run (virtual time) before it is an error: unload waits on RCU, which needs every
+vCPU."""
+XEN_PREFIX = "(XEN) "
+"""What printk puts before each line."""
+IDLE_WAIT_NS = 100_000_000
+"""How long a call waits for its vCPU to go idle first."""
+
+
+@dataclass
+class HostCall:
+    """A function the host runs on one vCPU; `result` is rax once it returned; then the vCPU goes back to
+    `idle_loop`, or (`then_idle` False: a boot call) waits for the next."""
+
+    function: int
+    then_idle: bool
+    result: int | None = None
+
+
+class XenMachine:
+    """Xen's image on N vCPUs, deterministic by seed; the surface `Session` and the xen engine use."""
+
+    engine = "xen"
+
+    def __init__(self, hypervisor: Image, *, config: MachineConfig):
+        config.validate()
+        self.image = self.hypervisor = hypervisor
+        self.arch = hypervisor.arch
+        self.config = config
+        self.offsets = struct_offsets(hypervisor)
+        large = self.arch.large_page_size
+        base = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
+        payload_begin = -(-hypervisor.end // large) * large
+        window = Window(base, XEN_PHYSICAL, payload_begin + PAYLOAD_AREA_SIZE - base)
+        self.memory = GuestMemory(RAM_SIZE, (window, Window(DIRECTMAP, 0, RAM_SIZE)))
+        self.payload_space = (payload_begin, window.end)
+        for seg in hypervisor.segments:
+            self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
+        self.trace = Trace({"seed": config.seed, "options": asdict(config), "engine": "xen",
+                            "hypervisor_build_id": hypervisor.build_id.hex(), "vcpus": config.vcpus,
+                            "clock_hz": config.clock_hz})
+        self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, RAM_SIZE - RAM_BASE,
+                                       disassembler=self.arch.disassembler)
+        self.table.add_range(self.memory.host_address + window.physical, window.virtual, window.size)
+        self.platform = Platform(self.memory, hypervisor, self.offsets, vcpus=config.vcpus,
+                                 clock_hz=config.clock_hz)
+        ps_per_instruction = PS_PER_SECOND // config.clock_hz
+        mappings = [(RAM_BASE, self.memory.host_address + RAM_BASE, RAM_SIZE - RAM_BASE, UC_PROT_ALL)]
+        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings,
+                           paging_root=self.platform.page_table_root, ps_per_instruction=ps_per_instruction)
+                      for i in range(config.vcpus)]
+        self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
+                                   slice_max=config.slice_max)
+        self.console = Console(config.vcpus)
+        self.log: list[str] = []
+        """Xen's console lines, without its "(XEN) " prefix."""
+        self._console_seen = 0
+        self.calls: dict[int, HostCall] = {}
+        self.code_generation = 0
+        """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
+        self.seen_generation = [0] * config.vcpus
+        self.flush_due: set[int] = set()
+        self.devices = Devices(self)
+        for vcpu in self.vcpus:
+            self._install(vcpu)
+        self.now_ps = 0
+        self.platform.boot(self)
+
+    def _install(self, vcpu: Vcpu) -> None:
+        uc = vcpu.uc
+        uc.reg_write(UC_X86_REG_CR4, CR4)
+        uc.reg_write(UC_X86_REG_CR0, CR0)
+        self.devices.install(vcpu)
+        uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
+            vcpu, address), False))
+        for begin, end in self.platform.code_physical:
+            uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
+                vcpu)), None, begin, end - 1)
+
+    # -- the surface Session and the engine use ----------------------------------------------------------------
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return (self.hypervisor,)
+
+    @property
+    def now_ns(self) -> int:
+        return self.now_ps // PS_PER_NS
+
+    def describe(self, address: int) -> str:
+        return self.hypervisor.describe(address)
+
+    def address(self, name: str) -> int:
+        return self.hypervisor.address(name)
+
+    def time_of(self, vcpu: Vcpu) -> int:
+        return vcpu.current_time_ps()
+
+    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
+        return self.scheduler.add_alarm(time_ps, callback)
+
+    def emit(self, vcpu: Vcpu, kind: EventKind, **fields) -> None:
+        self.trace.emit(vcpu.current_time_ps() // PS_PER_NS, vcpu.index, kind, **fields)
+
+    def vcpu(self, index: int) -> Vcpu:
+        if not 0 <= index < len(self.vcpus):
+            raise MachineError(f"no vCPU {index} (the machine has {len(self.vcpus)})")
+        return self.vcpus[index]
+
+    def preempt(self, index: int, ns: int, *, at_ps: int) -> None:
+        """From `at_ps`, the host does not schedule vCPU `index` for `ns`."""
+        vcpu = self.vcpu(index)
+
+        def start() -> None:
+            vcpu.preempted_until_ps = max(vcpu.preempted_until_ps, at_ps + ns * PS_PER_NS)
+            self.trace.emit(at_ps // PS_PER_NS, index, EventKind.PREEMPT, ns=ns)
+            self.scheduler.queue(vcpu)
+        self.add_alarm(at_ps, start)
+
+    def send_ipi(self, sender: Vcpu | None, index: int, vector: int) -> None:
+        """An interrupt to vCPU `index` from `sender` (None: the host), arriving at the sender's time."""
+        target = self.vcpu(index)
+        sent_ps = self.now_ps if sender is None else sender.current_time_ps()
+        target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector,
+                    None if sender is None else sender.index)
+        self.trace.emit(sent_ps // PS_PER_NS, None if sender is None else sender.index, EventKind.IPI,
+                        to=index, vector=vector)
+        if target is not sender:
+            self.scheduler.queue(target)
+
+    # -- calls ---------------------------------------------------------------------------------------------------
+    def call(self, index: int, function: str | int, *arguments: int, as_dom0: bool = False,
+             timeout_ns: int = CALL_TIMEOUT_NS) -> int:
+        """Run `function(arguments)` on vCPU `index` once it is idle (as dom0's vCPU with `as_dom0`: a
+        hypercall), the other vCPUs running meanwhile; its rax. On a vCPU not started yet (boot) it runs
+        alone, and the vCPU waits again after."""
+        vcpu = self.vcpu(index)
+        entry = self.address(function) if isinstance(function, str) else function
+        name = self.describe(entry)
+        booting = vcpu.state is VcpuState.WAITING_FOR_START
+        if not booting:
+            self.run(until_ps=self.now_ps + IDLE_WAIT_NS * PS_PER_NS,
+                     stop_when=lambda: vcpu.state is VcpuState.HALTED)
+            if vcpu.state is not VcpuState.HALTED:
+                raise MachineError(f"vCPU {index} did not go idle within {IDLE_WAIT_NS // 1_000_000} ms to run "
+                                   f"{name}")
+        vcpu.sleep_until(self.now_ps)  # it idled until now: the call starts now
+        call = self.calls[index] = HostCall(entry, then_idle=not booting)
+        self.platform.enter(vcpu, entry, arguments, as_dom0=as_dom0)
+        self.scheduler.queue(vcpu)
+        self.run(until_ps=self.now_ps + timeout_ns * PS_PER_NS, stop_when=lambda: call.result is not None)
+        self.drain_console()
+        if call.result is None:
+            raise MachineError(f"{name} on vCPU {index} did not return within {timeout_ns / 1e6:g} ms")
+        return call.result
+
+    def call_all(self, function: str | int, *arguments: int) -> list[int]:
+        """`function(arguments)` on each vCPU in turn; their results in vCPU order."""
+        return [self.call(index, function, *arguments) for index in range(len(self.vcpus))]
+
+    def returned(self, vcpu: Vcpu) -> None:
+        """A host call returned into the sentinel: note rax and stop the slice (`_run_slice` moves the vCPU
+        on)."""
+        call = self.calls.get(vcpu.index)
+        if call is None:
+            raise self.fault(vcpu, "returned into the host's sentinel with no call running", vcpu.current_pc())
+        if call.result is None:  # the hook may fire again before the slice ends (Unicorn stops after the block)
+            call.result = vcpu.read(self.arch.registers.result)
+        vcpu.stop(StopReason.HOOK)
+
+    def _after_call(self, vcpu: Vcpu) -> None:
+        call = self.calls.pop(vcpu.index)
+        if call.then_idle:
+            self.platform.to_idle(vcpu)
+        else:
+            vcpu.state = VcpuState.WAITING_FOR_START
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
+        self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
+
+    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
+        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()`."""
+        scheduler = self.scheduler
+        while not (stop_when and stop_when()):
+            vcpu_time, vcpu = scheduler.peek()
+            alarm_time = scheduler.next_alarm_ps()
+            if min(vcpu_time, alarm_time) >= until_ps:
+                self.now_ps = max(self.now_ps, until_ps)
+                break
+            if alarm_time <= vcpu_time:
+                alarm = scheduler.take_alarm()
+                self.now_ps = max(self.now_ps, alarm_time)
+                if not alarm.cancelled:
+                    alarm.callback()
+                continue
+            assert vcpu is not None
+            scheduler.take()
+            self.now_ps = max(self.now_ps, vcpu_time)
+            self._step(vcpu, vcpu_time, until_ps)
+        self.drain_console()
+
+    def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
+            vcpu.sit_out(ready_ps)
+            self.scheduler.queue(vcpu)
+            return
+        if vcpu.state is VcpuState.HALTED:
+            vcpu.sleep_until(ready_ps)
+            vcpu.latch_due(NEVER)
+            if not vcpu.pending_vectors:
+                self.scheduler.queue(vcpu)
+                return
+            vcpu.pending_vectors.clear()  # the event-check IPI: hlt returns (Xen's handler only acks it)
+            self.serialise(vcpu)  # taking an interrupt and its iret serialise
+            vcpu.wake()
+            self.emit(vcpu, EventKind.WAKE)
+            self.scheduler.forget(vcpu)
+        self._run_slice(vcpu, until_ps)
+        self.scheduler.queue(vcpu)
+
+    def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
+        scheduler = self.scheduler
+        budget = scheduler.slice_budget(vcpu)
+        arrival = vcpu.next_arrival_ps()
+        horizon = min(until_ps, NEVER if arrival is None else arrival, scheduler.next_wake_ps(),
+                      scheduler.next_alarm_ps()) - vcpu.clock_ps
+        if horizon < budget * vcpu.ps_per_instruction:
+            budget = max(1, -(-horizon // vcpu.ps_per_instruction))
+        if vcpu.index in self.flush_due:
+            vcpu.uc.ctl_flush_tb()
+            self.flush_due.discard(vcpu.index)
+        start_pc = vcpu.pc
+        try:
+            reason = vcpu.run_slice(budget)
+        except UcError as exc:
+            raise self.fault(vcpu, vcpu.guard_fault or str(exc), vcpu.pc) from None
+        error = vcpu.take_hook_error()
+        if error is not None:
+            raise error
+        call = self.calls.get(vcpu.index)
+        if call is not None and call.result is not None:
+            self._after_call(vcpu)
+        elif reason is StopReason.HALT and vcpu.stop_reason is StopReason.HALT:
+            vcpu.settle(VcpuState.HALTED)
+            self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
+        elif reason is StopReason.BUDGET and vcpu.pc == start_pc:
+            self.devices.surface_lost_fault(vcpu)
+
+    def drain_console(self) -> None:
+        """Xen's console ring's new bytes, as lines."""
+        for byte in self.platform.console_bytes(self._console_seen):
+            self._console_seen += 1
+            line = self.console.put(0, byte, self.now_ns)
+            if line is not None:
+                self.log.append(line.text.removeprefix(XEN_PREFIX))
+                self.trace.emit(self.now_ns, None, EventKind.CONSOLE, text=line.text)
+
+    # -- faults ---------------------------------------------------------------------------------------------------
+    def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
+        """The error that stops the run: vCPU, address with Xen's symbol, instruction, Xen's last console line."""
+        try:
+            insn = self.arch.first_instruction(self.memory.read(pc, 16), pc)
+        except MachineError:
+            insn = "(outside RAM)"
+        self.drain_console()
+        self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
+        return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
+                          f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, rip=pc)
+
+    def _exception(self, vcpu: Vcpu, intno: int) -> None:
+        pc = vcpu.current_pc()
+        what = EXCEPTION_NAMES.get(intno, f"vector {intno}")
+        if intno == 14:
+            what += f" (cr2 {vcpu.uc.reg_read(UC_X86_REG_CR2):#x})"
+        raise self.fault(vcpu, what, pc)
+
+    def _unmapped(self, vcpu: Vcpu, address: int) -> bool:
+        vcpu.guard_fault = f"access to {address:#x}, outside RAM"
+        return False
+
+    def _code_store(self, vcpu: Vcpu) -> None:
+        """A store into Xen's text or the payload area: the other vCPUs must drop what they translated when
+        they next serialise; the writer's own translations Unicorn keeps right."""
+        self.code_generation += 1
+        self.seen_generation[vcpu.index] = self.code_generation
+
+    def serialise(self, vcpu: Vcpu) -> bool:
+        """`vcpu` serialises: if code was written since it last did, it drops its translations before its next
+        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again)."""
+        if self.seen_generation[vcpu.index] == self.code_generation:
+            return False
+        self.seen_generation[vcpu.index] = self.code_generation
+        self.flush_due.add(vcpu.index)
+        return True
+
+    @property
+    def instructions(self) -> int:
+        return sum(v.instructions for v in self.vcpus)
