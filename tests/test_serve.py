@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_livepatch
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.operator import ERR, OUT
-from xsplice_emu.server import Client, Op, Request
+from xsplice_emu.server import Client, Op, Reply, Request
 from xsplice_emu.session import Session
 from xsplice_emu.verbs import parse
 from xsplice_emu.xenctrl import xenctrl_dir
@@ -212,3 +213,63 @@ def test_serve_refuses_a_socket_path_that_is_an_existing_file(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {precious}: exists and is not a socket (refusing to replace it)"
     assert precious.read_text() == "keep me"
+
+
+def _records(caplog, op: str) -> list[tuple[str, str]]:
+    """(level name, message) of the server's log lines about `op` requests."""
+    return [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "xsplice_emu.server.server" and r.getMessage().startswith(f"{op} ")]
+
+
+def test_a_refused_upload_says_why_to_the_client_and_in_the_log(served, caplog):
+    """An upload that is not an ELF file: the reply carries Xen's -EINVAL and the reason, the log a warning with
+    that reason; the connection then answers LIST as before."""
+    caplog.set_level(logging.INFO)
+    one = served()
+    with Client(one.path) as client:
+        reply = client.call(Request(Op.UPLOAD, "junk", data=b"not an ELF"))
+        assert reply.rc == -errno.EINVAL and reply.entries == ()
+        assert reply.reason == "junk: not an ELF file: shorter than its header (EINVAL)"
+        assert client.call(Request(Op.LIST)) == Reply(state=0)
+    assert _records(caplog, "UPLOAD") == [("WARNING", "UPLOAD junk refused: not an ELF file: shorter than its "
+                                                      "header (EINVAL)")]
+
+
+def test_an_actions_unknown_flags_are_refused_with_a_reason(served, caplog):
+    """ACTION with a flag Xen does not define: -EINVAL, and the reply and the log name the flags."""
+    caplog.set_level(logging.INFO)
+    one = served()
+    with Client(one.path) as client:
+        reply = client.call(Request(Op.ACTION, "nobody", cmd=Action.APPLY, flags=6))
+    assert reply.rc == -errno.EINVAL and reply.reason == "nobody: flags 0x6: only NODEPS (0x1) is defined (EINVAL)"
+    assert _records(caplog, "ACTION") == [("WARNING", "ACTION nobody refused: flags 0x6: only NODEPS (0x1) is "
+                                                      "defined (EINVAL)")]
+
+
+def test_the_get_after_an_unload_is_an_answer_not_a_refusal(served, payloads, caplog):
+    """xen-livepatch's unload: ACTION UNLOAD, then GET until ENOENT. That GET is logged as information (no such
+    payload), and nothing in the unload is logged as a warning or an error."""
+    caplog.set_level(logging.INFO)
+    one = served()
+    with Client(one.path) as client:
+        data = (payloads / "xen_hello_world.livepatch").read_bytes()
+        assert client.call(Request(Op.UPLOAD, "hello", data=data)).rc == 0
+        caplog.clear()
+        assert client.call(Request(Op.ACTION, "hello", cmd=Action.UNLOAD)).rc == 0
+        assert client.call(Request(Op.GET, "hello")).rc == -errno.ENOENT
+    assert _records(caplog, "GET") == [("INFO", "GET hello: no such payload (ENOENT)")]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_the_real_tool_ignores_a_refusals_reason_and_the_log_gives_it(served, payloads, real_tool, tmp_path,
+                                                                      caplog):
+    """xen-livepatch uploading a file that is not a payload prints Xen's strerror alone, as before (the library
+    ignores the reason sent with it); the server's log says why it was refused."""
+    caplog.set_level(logging.INFO)
+    one = served()
+    junk = tmp_path / "junk.livepatch"
+    junk.write_bytes(b"not an ELF")
+    assert _run_real(real_tool, f"upload junk {junk}", one.path, payloads) == (
+        f"Uploading {junk}... failed\n", "Error 22: Invalid argument\n", 1)
+    assert _records(caplog, "UPLOAD") == [("WARNING", "UPLOAD junk refused: not an ELF file: shorter than its "
+                                                      "header (EINVAL)")]

@@ -11,6 +11,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 from helpers import ROOT, hello_uploaded
+from textual.binding import Binding
 from textual.geometry import Region
 from textual.widgets import DataTable
 
@@ -23,12 +24,14 @@ from xsplice_emu.viewer import app as app_module
 from xsplice_emu.viewer import frame as frame_module
 from xsplice_emu.viewer.actions import actions
 from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, SCAN_REDRAW_S, TraceViewer
+from xsplice_emu.viewer.canvas import MARKERS, STATE_COLOURS, STATE_GLYPHS
+from xsplice_emu.viewer.figures import ARRIVALS_SHOWN, LABELS, figures
 from xsplice_emu.viewer.help_screen import HelpScreen
 from xsplice_emu.viewer.ruler import Ruler
 from xsplice_emu.viewer.status import StatusBar
 from xsplice_emu.viewer.summary_screen import SummaryScreen
 from xsplice_emu.viewer.timeline import LABEL_WIDTH, Timeline
-from xsplice_emu.viewer.times import duration
+from xsplice_emu.viewer.times import duration, instant
 from xsplice_emu.viewer.viewport import Viewport
 
 SIZE = (120, 40)
@@ -175,12 +178,14 @@ def test_summary_screen_lists_each_action(apply_trace):
     others."""
     async def check(pilot):
         await pilot.press("s")
+        await pilot.pause()
         screen = pilot.app.screen
         assert isinstance(screen, SummaryScreen)
         row = screen.query_one(DataTable).get_row_at(0)
         assert row[1:4] == ["apply hello", "0", "cpu0"]
         assert row[9] == "0"
-        assert sorted(row[11].split()) == sorted(f"cpu{i}" for i in range(1, 8))
+        order = shown(screen.query_one("#more")).split("arrival order")[1].split()
+        assert sorted(order) == sorted(f"cpu{i}" for i in range(1, 8))
         await pilot.press("escape")
         assert not isinstance(pilot.app.screen, SummaryScreen)
     drive(apply_trace, check)
@@ -269,7 +274,8 @@ def test_a_view_with_too_many_events_asks_to_zoom_in(apply_trace, monkeypatch):
 
 
 def test_256_lanes_scroll_to_the_selected_event(apply_trace, tmp_path):
-    """In a 256-vCPU trace, jumping to a patch on cpu250 scrolls its lane into view and highlights it."""
+    """In a 256-vCPU trace (two vCPUs a row), jumping to a patch on cpu250 scrolls its row into view; one a row (c),
+    its lane is there with the patch marked."""
     header = json.loads(apply_trace.read_text().splitlines()[0])
     events = [{"t": cpu, "vcpu": cpu, "kind": EventKind.CPU_START, "by": None if cpu == 0 else 0}
               for cpu in range(256)]
@@ -281,8 +287,12 @@ def test_256_lanes_scroll_to_the_selected_event(apply_trace, tmp_path):
 
     async def check(pilot):
         app = pilot.app
-        assert len(app.query_one(Timeline).rows) == 257 and "cpu250" not in shown(app.query_one(Timeline))
+        assert len(app.query_one(Timeline).rows) == 257 and "250+251" not in shown(app.query_one(Timeline))
         await pilot.press("p")
+        await pilot.pause()
+        assert any(line.startswith("250+251") for line in lanes(app))
+        await pilot.press("c")
+        await pilot.pause()
         lane = next(line for line in lanes(app) if line.startswith("cpu250"))
         assert "P" in lane
     drive(path, check)
@@ -530,22 +540,93 @@ def test_run_view_opens_on_the_failing_step(payloads, tmp_path, monkeypatch):
     assert 'step 4 failed: expect extra_version = "Hello World"' in line
 
 
-def test_72_vcpus_fit_at_120x40_with_compact_lanes(image, payloads, tmp_path):
-    """At 72 vCPUs and 120x40 the empty detail pane is closed (35 lanes show, the status line says how many are
-    off screen); c puts two vCPUs a row, and 69 lanes show."""
+@pytest.fixture(scope="module")
+def trace_72(image, payloads, tmp_path_factory):
+    """72 vCPUs (seed 1) apply xen_hello_world: the trace file."""
     machine, livepatch = hello_uploaded(image, vcpus=72, seed=1)
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
-    path = tmp_path / "72.jsonl"
+    path = tmp_path_factory.mktemp("viewer") / "72.jsonl"
     machine.trace.write(path)
+    return path
 
+
+def test_72_vcpus_open_two_a_row_at_120x40(trace_72):
+    """At 72 vCPUs and 120x40 one lane a row would not fit: the viewer opens with two vCPUs a row, 69 lanes in
+    view and the status line saying so; c gives one a row (35 lanes, 38 off screen) and back."""
     def visible(app) -> int:
         rows = lanes(app)
         return sum(2 if re.match(r"\d+\+\d+ ", row) else 1 for row in rows)
 
     async def check(pilot):
         app = pilot.app
-        assert visible(app) == 35 and "lanes 38 off screen" in status(app)
+        assert visible(app) == 69 and "lanes two vCPUs a row, 4 off screen (c: one a row)" in status(app)
         await pilot.press("c")
         await pilot.pause()
-        assert visible(app) == 69 and "lanes 4 off screen" in status(app)  # the host and vCPUs 0..67
-    drive(path, check, size=(120, 40))
+        assert visible(app) == 35 and "lanes 38 off screen (scroll, or c: two a row)" in status(app)
+        await pilot.press("c")
+        await pilot.pause()
+        assert visible(app) == 69
+    drive(trace_72, check, size=(120, 40))
+
+
+def test_8_vcpus_stay_one_a_row(apply_trace):
+    """Lanes that fit one a row are drawn one a row, markers and all, and the status line says nothing of them."""
+    async def check(pilot):
+        assert [line.split()[0] for line in lanes(pilot.app)] == ["host"] + [f"cpu{i}" for i in range(8)]
+        assert "lanes" not in status(pilot.app)
+    drive(apply_trace, check)
+
+
+def screen_text(app) -> str:
+    """A text capture of the whole screen, as the terminal shows it."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def whole(item: str, text: str) -> bool:
+    """Whether `item` is on one line of `text` (its words as far apart as the layout puts them)."""
+    pattern = " +".join(map(re.escape, item.split()))
+    return any(re.search(pattern, line) for line in text.splitlines())
+
+
+def cut(items, text: str) -> list[str]:
+    """The items that are not whole on a line of `text`."""
+    return [item for item in items if not whole(item, text)]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
+def test_every_screen_keeps_its_items_whole(trace_72, size):
+    """At 80x24, 120x40 and 200x60, on the lanes, the detail pane, the summary (s) and the keys (?): the footer's
+    keys, every figure of the action (label and value), every event field, every key and legend entry is on one
+    line, neither wrapped in the middle nor cut."""
+    bindings = [b for b in TraceViewer.BINDINGS if isinstance(b, Binding)]
+    keys = [f"{b.key_display or b.key} {b.description}" for b in bindings]
+    legend = [*(f"{STATE_GLYPHS[state]} {state.value}" for state in STATE_COLOURS),
+              *(f"{char} {kind}" for kind, char in MARKERS.items()),
+              "│ action request and release", "┆ deadline (master's kick + timeout)", "· state unknown"]
+
+    async def check(pilot):
+        app = pilot.app
+        assert cut([key for key, b in zip(keys, bindings, strict=True) if b.show], screen_text(app)) == []
+        await pilot.press("p")
+        event, action = app.trace.event(app.selected), actions(app.trace).__next__()
+        text = screen_text(app) + "\n" + detail(app)
+        arrived = [f"cpu{arrival.vcpu}" for arrival in action.arrivals]
+        assert cut([f"patch cpu0 {instant(event.time_ns)}", f"event {app.selected}, line",
+                    *(f"{name} {event.fields[name]}" for name in ("payload", "function", "old", "new")),
+                    *(f"{label} {value}" for label, value in figures(action).items()),
+                    f"arrival order {arrived[0]}", *arrived[:ARRIVALS_SHOWN]], text) == []
+        await pilot.press("s")
+        await pilot.pause()
+        screen = app.screen
+        table, more = shown(screen.query_one(DataTable)), shown(screen.query_one("#more"))
+        in_table = [label for label in LABELS if whole(label, table.splitlines()[0])]
+        assert in_table == list(LABELS[:len(in_table)]) and len(in_table) >= 6
+        assert cut(in_table, table) == [] and cut([figures(action)[label] for label in in_table], table) == []
+        left_out = [f"{label} {value}" for label, value in figures(action).items() if label not in in_table]
+        assert cut(left_out, more) == []
+        assert cut([f"arrival order {arrived[0]}", *arrived], more) == []
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        help_text = "\n".join(shown(static) for static in app.screen.query("Static"))
+        assert cut(keys + legend, help_text) == []
+    drive(trace_72, check, size=size)

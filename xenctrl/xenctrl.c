@@ -101,7 +101,8 @@ static int recv_all(int fd, void *buf, size_t len)
 
 /*
  * One request and its reply. *data (malloc'd, for the caller to free) gets
- * the reply's data when asked for. The reply's rc becomes errno.
+ * the reply's data when asked for. The reply's rc becomes errno; a refusal's
+ * data (the server's reason) is read and dropped.
  */
 static int call(xc_interface *xch, uint8_t op, const char *name, uint32_t cmd,
                 uint32_t timeout, uint32_t flags, const void *payload,
@@ -140,17 +141,16 @@ static int call(xc_interface *xch, uint8_t op, const char *name, uint32_t cmd,
             return -1;
         }
     }
+    if ( reply->rc < 0 )
+    {
+        free(body);     /* a refusal's reason: Xen answers with the errno alone */
+        errno = -reply->rc;
+        return -1;
+    }
     if ( data )
         *data = body;
     else
         free(body);
-    if ( reply->rc < 0 )
-    {
-        if ( data )
-            free(*data);
-        errno = -reply->rc;
-        return -1;
-    }
     return 0;
 }
 

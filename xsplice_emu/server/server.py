@@ -19,7 +19,8 @@ reply left without progress for `stall_s` wall seconds closes its connection
 `max_connections` the connection idle longest is closed. Bytes that are not a
 request, and clients that go away, cost one log line and that connection;
 the machine does not see them. A request that raises is answered with an
-errno and logged; the server keeps serving. Log lines escape what is not
+errno and why (the reply's reason) and logged, a refusal as a warning; the
+server keeps serving. Log lines escape what is not
 printable, so a payload name cannot forge lines or drive the terminal.
 """
 
@@ -246,14 +247,14 @@ class SysctlServer:
         try:
             return self._logged(self._sysctl(request))
         except LivepatchError as exc:
-            log.info("%s %s: %s", request.op.name, request.name, exc)
-            return self._logged(Reply(rc=-exc.errno))
+            _log_refusal(request, exc)
+            return self._logged(Reply(rc=-exc.errno, reason=str(exc)))
         except GuestFault as exc:
-            log.warning("%s %s: %s (EFAULT)", request.op.name, request.name, exc)
-            return self._logged(Reply(rc=-errno.EFAULT))
+            log.warning("%s: %s (EFAULT)", _subject(request), exc)
+            return self._logged(Reply(rc=-errno.EFAULT, reason=f"{exc} (EFAULT)"))
         except Exception as exc:  # one bad request must not end the server
-            log.error("%s %s: internal error: %s: %s (EIO)", request.op.name, request.name, type(exc).__name__, exc)
-            return self._logged(Reply(rc=-errno.EIO))
+            log.error("%s: internal error: %s: %s (EIO)", _subject(request), type(exc).__name__, exc)
+            return self._logged(Reply(rc=-errno.EIO, reason="internal error of the server, in its log (EIO)"))
 
     def _sysctl(self, request: Request) -> Reply:
         livepatch = self.session.livepatch
@@ -274,11 +275,12 @@ class SysctlServer:
 
     def _action(self, request: Request) -> Reply:
         if request.flags & ~NODEPS:
-            return Reply(rc=-errno.EINVAL)
+            raise LivepatchError(errno.EINVAL, f"{request.name}: flags {request.flags:#x}: only NODEPS ({NODEPS:#x}) "
+                                               "is defined")
         try:
             action = Action(request.cmd)
         except ValueError:
-            return Reply(rc=-errno.EOPNOTSUPP)
+            raise LivepatchError(errno.EOPNOTSUPP, f"{request.name}: unknown action {request.cmd}") from None
         timeout_ns = request.timeout
         if timeout_ns > ACTION_TIMEOUT_MAX_NS:
             log.info("ACTION %s: timeout %d ns bounded to %d ns (xen-livepatch's)", request.name, timeout_ns,
@@ -295,6 +297,21 @@ class SysctlServer:
             log.info("(XEN) %s", line)
         self._log_seen = len(lines)
         return reply
+
+
+def _subject(request: Request) -> str:
+    """`UPLOAD hello` (`LIST` alone) as the log names a request."""
+    return f"{request.op.name} {request.name}" if request.name else request.op.name
+
+
+def _log_refusal(request: Request, refusal: LivepatchError) -> None:
+    """A warning with the reason, what xen-livepatch cannot show (it prints strerror); but GET's ENOENT is an
+    answer, not a refusal (xen-livepatch asks it after each unload): information."""
+    reason = str(refusal).removeprefix(f"{printable(request.name)}: ")
+    if request.op is Op.GET and refusal.errno == errno.ENOENT:
+        log.info("%s: %s", _subject(request), reason)
+    else:
+        log.warning("%s refused: %s", _subject(request), reason)
 
 
 def _missing(connection: _Connection) -> int:

@@ -17,8 +17,11 @@ GET fills state and status_rc (Xen's `xen_livepatch_status`); LIST gives the
 number of payloads in `state` and, as data, one `state u32 | rc i32 |
 name_len u16 | metadata_len u32 | name | metadata` entry per payload in
 upload order (metadata: its `.modinfo`, NUL-terminated strings, as Xen's
-LIST gives them). The C library in
-xenctrl/xenctrl.c speaks the same format.
+LIST gives them). A refused request (rc < 0) carries, as data, why: one
+printable UTF-8 line of at most REASON_MAX bytes, for the clients that can
+show it (Xen's own answer is the errno alone: the C library in
+xenctrl/xenctrl.c, which speaks the same format, reads and drops it, so
+xen-livepatch prints strerror as with Xen).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ REQUEST_MAGIC, REPLY_MAGIC, VERSION = b"XSLP", b"XSLR", 2
 NODEPS = 1 << 0
 DATA_MAX = 2 * PAYLOAD_MAX_SIZE
 """Larger uploads are refused on the wire; up to this, the hypervisor gives its own verdict."""
+REASON_MAX = 1024
+"""Bytes of a refusal's reason sent; the rest is cut."""
 
 
 class Op(enum.IntEnum):
@@ -77,16 +82,21 @@ class Entry:
 
 @dataclass(frozen=True)
 class Reply:
-    """One reply: Xen's rc, and the status or list it carries."""
+    """One reply: Xen's rc, and the status or list it carries, or why it was refused."""
 
     rc: int = 0
     state: int = 0
     status_rc: int = 0
     entries: tuple[Entry, ...] = ()
+    reason: str = ""
+    """Why the request was refused (rc < 0), or nothing."""
 
     def encode(self) -> bytes:
-        data = b"".join(ENTRY.pack(e.state, e.rc, len(name), len(e.metadata)) + name + e.metadata
-                        for e in self.entries for name in [e.name.encode(errors="surrogateescape")])
+        if self.rc < 0:
+            data = self.reason.encode(errors="backslashreplace")[:REASON_MAX]
+        else:
+            data = b"".join(ENTRY.pack(e.state, e.rc, len(name), len(e.metadata)) + name + e.metadata
+                            for e in self.entries for name in [e.name.encode(errors="surrogateescape")])
         return REPLY.pack(REPLY_MAGIC, self.rc, self.state, self.status_rc, len(data)) + data
 
 
@@ -116,6 +126,8 @@ def decode_reply(header: bytes, data: bytes) -> Reply:
     magic, rc, state, status_rc, _ = REPLY.unpack(header)
     if magic != REPLY_MAGIC:
         raise WireError(f"bad reply magic {magic!r}")
+    if rc < 0:
+        return Reply(rc, state, status_rc, reason=data.decode(errors="replace"))
     entries, offset = [], 0
     while offset < len(data):
         entry_state, entry_rc, name_len, metadata_len = ENTRY.unpack_from(data, offset)

@@ -6,7 +6,8 @@ keys), `timeline` (the lanes), `ruler`, `detail`, `status`, `help_screen`,
 never import Textual: `viewport` (time <-> columns), `frame` (the events,
 states and actions of a viewport), `canvas` (lanes and ruler as styled
 cells), `query` and `search` (filter and jumps), `bookmarks`, `actions`,
-`figures`, `patch_site` and `symbols` (disassembly with names), `times`.
+`figures`, `flow` (rich items side by side while they fit, never split),
+`patch_site` and `symbols` (disassembly with names), `times`.
 Nothing is imported here, so that importing a model module does not load
 Textual.
 """

@@ -74,7 +74,7 @@ class TraceViewer(App[TraceFormatError | None]):
     CSS = "Screen { layout: vertical; }"
     BINDINGS = [
         Binding("plus,equals_sign", "zoom(0.5)", "zoom in", key_display="+/="),
-        Binding("minus", "zoom(2)", "zoom out", key_display="-"),
+        Binding("minus", "zoom(2)", "zoom out", key_display="-", show=False),
         Binding("left,h", "pan(-1)", "pan back", key_display="←/h", show=False),
         Binding("right,l", "pan(1)", "pan on", key_display="→/l", show=False),
         Binding("f", "fit", "fit"),
@@ -127,7 +127,7 @@ class TraceViewer(App[TraceFormatError | None]):
         yield Timeline()
         yield Detail()
         yield StatusBar()
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one(Detail).display = False  # until an event is selected: its rows go to the lanes
@@ -170,7 +170,7 @@ class TraceViewer(App[TraceFormatError | None]):
             f"scanning the trace for exact lanes: {self.source.checkpoints.progress:.0%} (lanes may start blank)"
         self.query_one(StatusBar).show(frame, filter_text=str(self.query_filter), selected=self._selected_text(),
                                        bookmarks=len(self.bookmarks), message=self.message or scanning,
-                                       lanes_hidden=timeline.lanes_hidden)
+                                       lanes_hidden=timeline.lanes_hidden, paired=timeline.paired)
         if not self._checkpoints_scheduled:
             self._checkpoints_scheduled = True
             self.set_timer(CHECKPOINT_DELAY_S, self._start_checkpoints)
@@ -291,10 +291,12 @@ class TraceViewer(App[TraceFormatError | None]):
         self.call_after_refresh(self.redraw)
 
     def action_toggle_compact(self) -> None:
-        """Two vCPU lanes a row, or one."""
+        """Two vCPU lanes a row, or one (from then on, whatever fits); the selection's lane stays in view."""
         timeline = self.query_one(Timeline)
-        timeline.compact = not timeline.compact
-        self._update(message="compact lanes: two vCPUs a row (c: one a row)" if timeline.compact else "")
+        timeline.compact = not timeline.paired
+        self._update()
+        if self.selected is not None:
+            self.call_after_refresh(self._show_lane, self.trace.event(self.selected).vcpu)
 
     @_reading
     def action_summary(self) -> None:

@@ -11,7 +11,8 @@ from textual.widgets import Static
 from ..text import printable
 from ..tracing import ActionSummary, EventKind
 from ..tracing.trace import Event
-from .figures import figures
+from .figures import ARRIVALS_SHOWN, arrivals, figures
+from .flow import Flow, whole
 from .patch_site import PatchSite
 from .symbols import Symbols
 from .times import instant
@@ -36,18 +37,20 @@ class Detail(VerticalScroll):
         left: list[RenderableType] = [_fields(event, symbols)]
         if event.kind == EventKind.PATCH:
             left.append(_patch(event, symbols))
-        columns = Table.grid(padding=(0, 4))
-        columns.add_column(no_wrap=True)
-        columns.add_column()
-        columns.add_row(Group(*left), _action(action) if action is not None else "")
-        self.query_one("#detail-body", Static).update(Group(_title(index, line, event, lost), columns))
+        body: list[RenderableType] = [_title(index, line, event, lost)]
+        if action is None:
+            body.append(Group(*left))
+        else:  # the figures beside the fields when both fit, else under them
+            body += [Flow([Group(*left), _action(action)], gap=4), arrivals(action, shown=ARRIVALS_SHOWN)]
+        self.query_one("#detail-body", Static).update(Group(*body))
 
 
-def _title(index: int, line: int, event: Event, lost: bool) -> Text:
+def _title(index: int, line: int, event: Event, lost: bool) -> Flow:
     where = "host" if event.vcpu is None else f"cpu{event.vcpu}"
     meaning = EventKind.NMI_LOST.meaning if lost else event.kind.meaning
-    return Text.assemble((f"{event.kind} (lost)" if lost else event.kind, "bold"),
-                         f"  {where}  {instant(event.time_ns)}  ", (f"event {index}, line {line}: {meaning}", "dim"))
+    what = Text.assemble((f"{event.kind} (lost)" if lost else event.kind, "bold"),
+                         f"  {where}  {instant(event.time_ns)}")
+    return Flow([what, Text(f"event {index}, line {line}: {meaning}", "dim")], gap=2)
 
 
 def _fields(event: Event, symbols: Symbols) -> Table:
@@ -82,6 +85,7 @@ def _patch(event: Event, symbols: Symbols) -> RenderableType:
 
 def _action(action: ActionSummary) -> Table:
     table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
     for name, value in figures(action).items():
-        table.add_row(Text(name, "magenta"), Text(value))
+        table.add_row(Text(name, "magenta"), whole(value))
     return table

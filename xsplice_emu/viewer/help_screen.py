@@ -18,7 +18,8 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [("escape,q,question_mark", "dismiss", "close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 80; height: auto; max-height: 90%; border: thick $primary; padding: 0 1; }
+    HelpScreen > VerticalScroll { width: 80; max-width: 100%; height: auto; max-height: 90%;
+                                  border: thick $primary; padding: 0 1; }
     """
 
     def __init__(self, keys: list[tuple[str, str]]):
@@ -36,7 +37,8 @@ class HelpScreen(ModalScreen[None]):
         for kind, char in MARKERS.items():
             legend.append(f"\n  {char} {kind}")
         legend.append(f"\n  {RECEIVED_IPI} ipi received")
-        legend.append("\n│ action request and release, ┆ deadline (master's kick + timeout), · state unknown")
+        for edge in ("│ action request and release", "┆ deadline (master's kick + timeout)", "· state unknown"):
+            legend.append(f"\n{edge}")
         with VerticalScroll():
             yield Static(table)
             yield Static(legend)

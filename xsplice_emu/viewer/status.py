@@ -17,12 +17,11 @@ class StatusBar(Static):
     """
 
     def show(self, frame: Frame, *, filter_text: str, selected: str, bookmarks: int, message: str,
-             lanes_hidden: int = 0) -> None:
+             lanes_hidden: int = 0, paired: bool = False) -> None:
         """Each line fits the width (80 to 200 columns): facts that matter least go first, then it is cut.
-        `lanes_hidden`: lanes scrolled out of view, said first."""
+        `lanes_hidden` (lanes scrolled out of view) and `paired` (two vCPUs a row) are said first."""
         viewport = frame.viewport
-        off_screen = [("lanes", f"{lanes_hidden} off screen (scroll, or c: compact)")] if lanes_hidden else []
-        facts = [*off_screen, ("view", f"{instant(viewport.start_ns)} .. {instant(viewport.end_ns)}"),
+        facts = [*_lanes(lanes_hidden, paired), ("view", f"{instant(viewport.start_ns)} .. {instant(viewport.end_ns)}"),
                  ("span", duration(viewport.span_ns)), ("filter", filter_text), ("selected", selected),
                  ("bookmarks", str(bookmarks))]
         width = max(20, self.content_region.width or 118)
@@ -38,6 +37,14 @@ class StatusBar(Static):
         shown = Text(message, "yellow")
         shown.truncate(width, overflow="ellipsis")
         self.update(Text.assemble(line, "\n", shown))
+
+
+def _lanes(hidden: int, paired: bool) -> list[tuple[str, str]]:
+    """The `lanes` fact: how they are drawn and how many are off screen, with the key that changes it."""
+    off_screen = f"{hidden} off screen" if hidden else ""
+    if paired:
+        return [("lanes", ", ".join(filter(None, ["two vCPUs a row", off_screen])) + " (c: one a row)")]
+    return [("lanes", f"{off_screen} (scroll, or c: two a row)")] if hidden else []
 
 
 LEAST_USEFUL = ("bookmarks", "filter", "view")

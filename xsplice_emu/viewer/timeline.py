@@ -47,8 +47,11 @@ class Timeline(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.frame: Frame | None = None
         self.rows: tuple[int | None, ...] = ()
-        self.compact = False
-        """Two vCPU lanes a row (half-blocks, colours only), so that 72 vCPUs fit on 40 rows."""
+        self.compact: bool | None = None
+        """Two vCPU lanes a row (half-blocks, colours only), so that 72 vCPUs fit on 40 rows; None: automatic, two
+        a row when one a row would leave lanes off screen."""
+        self.paired = False
+        """Whether the lanes are drawn two a row now."""
         self.lines: tuple[tuple[int | None, ...], ...] = ()  # the lanes of each screen row
         self.marks = canvas.Marks(frozenset(), None)
         self._by_lane: dict[int | None, list[tuple[int, Event]]] = {}
@@ -74,7 +77,8 @@ class Timeline(ScrollView, can_focus=True):
                 self._by_lane.setdefault(event.fields["to"], []).append((index, event))
             if index == marks.selected:
                 self._selected_lane = event.vcpu
-        self.lines = _paired(rows) if self.compact else tuple((row,) for row in rows)
+        self.paired = self.compact if self.compact is not None else len(rows) > self.scrollable_content_region.height
+        self.lines = _paired(rows) if self.paired else tuple((row,) for row in rows)
         self.virtual_size = Size(self.scrollable_content_region.width, len(self.lines))
         self.refresh()
 
