@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_64
@@ -15,12 +16,15 @@ from unicorn.x86_const import (
     UC_X86_INS_IN,
     UC_X86_INS_OUT,
     UC_X86_REG_CR0,
+    UC_X86_REG_CR2,
     UC_X86_REG_CR3,
     UC_X86_REG_CR4,
     UC_X86_REG_EFLAGS,
     UC_X86_REG_IDTR,
+    UC_X86_REG_R8,
     UC_X86_REG_RAX,
     UC_X86_REG_RBP,
+    UC_X86_REG_RCX,
     UC_X86_REG_RDI,
     UC_X86_REG_RDX,
     UC_X86_REG_RIP,
@@ -242,3 +246,24 @@ class X86_64(Architecture):
 
     def relocation_name(self, reloc_type: int) -> str:
         return _RELOCATION_NAMES.get(reloc_type, f"R_X86_64 type {reloc_type}")
+
+
+@dataclass(frozen=True)
+class PlatformRegisters:
+    """The x86-64 registers a platform for a real hypervisor (the xen engine) uses beyond the roles every
+    architecture has: a C function's first integer arguments, what rdtsc/rdmsr/wrmsr pass in EDX:EAX and ECX, and
+    the control registers it sets up and reads."""
+
+    arguments: tuple[int, ...]
+    low: int
+    high: int
+    counter: int
+    cr0: int
+    cr2: int
+    cr4: int
+
+
+PLATFORM_REGISTERS = PlatformRegisters(
+    arguments=(UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X86_REG_R8),
+    low=UC_X86_REG_RAX, high=UC_X86_REG_RDX, counter=UC_X86_REG_RCX,
+    cr0=UC_X86_REG_CR0, cr2=UC_X86_REG_CR2, cr4=UC_X86_REG_CR4)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE, UcError
-from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX
 
+from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...machine import Vcpu
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
@@ -80,15 +80,15 @@ class Devices:
 
     def _rdtsc(self, vcpu: Vcpu, length: int) -> None:
         tsc = self.tsc(vcpu)
-        vcpu.write(UC_X86_REG_RAX, tsc & 0xFFFFFFFF)
-        vcpu.write(UC_X86_REG_RDX, tsc >> 32)
+        vcpu.write(REGS.low, tsc & 0xFFFFFFFF)
+        vcpu.write(REGS.high, tsc >> 32)
         if length == 3:  # rdtscp: TSC_AUX, which Xen sets to the CPU number
-            vcpu.write(UC_X86_REG_RCX, vcpu.index)
+            vcpu.write(REGS.counter, vcpu.index)
         _skip(vcpu, length)
 
     def _wrmsr(self, vcpu: Vcpu) -> None:
-        msr = vcpu.read(UC_X86_REG_RCX) & 0xFFFFFFFF
-        value = (vcpu.read(UC_X86_REG_RDX) & 0xFFFFFFFF) << 32 | vcpu.read(UC_X86_REG_RAX) & 0xFFFFFFFF
+        msr = vcpu.read(REGS.counter) & 0xFFFFFFFF
+        value = (vcpu.read(REGS.high) & 0xFFFFFFFF) << 32 | vcpu.read(REGS.low) & 0xFFFFFFFF
         _skip(vcpu, 2)
         if msr != X2APIC_ICR:
             return  # no other MSR is modelled: the write has no effect
@@ -121,7 +121,7 @@ class Devices:
         """Answer a call of a Xen function at its entry and return to its caller."""
         result = function(vcpu)
         if result is not None:
-            vcpu.write(UC_X86_REG_RAX, result & (2**64 - 1))
+            vcpu.write(REGS.low, result & (2**64 - 1))
         sp = vcpu.read(vcpu.arch.registers.sp)
         vcpu.write(vcpu.arch.registers.pc, self.machine.memory.read_u64(sp))
         vcpu.write(vcpu.arch.registers.sp, sp + 8)

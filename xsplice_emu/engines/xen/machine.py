@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UcError
-from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR4
 
+from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...errors import GuestFault, MachineError
 from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
@@ -99,8 +99,8 @@ class XenMachine:
 
     def _install(self, vcpu: Vcpu) -> None:
         uc = vcpu.uc
-        uc.reg_write(UC_X86_REG_CR4, CR4)
-        uc.reg_write(UC_X86_REG_CR0, CR0)
+        uc.reg_write(REGS.cr4, CR4)
+        uc.reg_write(REGS.cr0, CR0)
         self.devices.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
@@ -303,7 +303,7 @@ class XenMachine:
         pc = vcpu.current_pc()
         what = EXCEPTION_NAMES.get(intno, f"vector {intno}")
         if intno == 14:
-            what += f" (cr2 {vcpu.uc.reg_read(UC_X86_REG_CR2):#x})"
+            what += f" (cr2 {vcpu.uc.reg_read(REGS.cr2):#x})"
         raise self.fault(vcpu, what, pc)
 
     def _unmapped(self, vcpu: Vcpu, address: int) -> bool:

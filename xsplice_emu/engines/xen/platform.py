@@ -12,8 +12,7 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from unicorn.x86_const import UC_X86_REG_R8, UC_X86_REG_RCX, UC_X86_REG_RDI, UC_X86_REG_RDX, UC_X86_REG_RSI
-
+from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...errors import MachineError
 from ...image import Image
 from ...machine import GuestMemory, Vcpu, VcpuState
@@ -53,7 +52,6 @@ DOMAIN_SIZE = VCPU_SIZE = 0x2000
 SCHED_UNIT_SIZE = 0x100
 VCPU_INFO_SIZE = 64
 """struct vcpu_info: no event pending, no upcall masked."""
-ARGUMENT_REGISTERS = (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X86_REG_R8)
 """The SysV ABI's first integer arguments."""
 SLOT = 16
 """Bytes of each host stand-in's slot in the host page."""
@@ -250,7 +248,7 @@ class Platform:
         frame = top - self.offsets.cpu_info_size - 2 * 8
         self.memory.write_u64(frame, self.sentinel)
         arch = vcpu.arch
-        for register, value in zip(ARGUMENT_REGISTERS, arguments, strict=False):
+        for register, value in zip(REGS.arguments, arguments, strict=False):
             vcpu.write(register, value & (2**64 - 1))
         vcpu.write(arch.registers.sp, frame)
         vcpu.write(arch.registers.flags, 0x202)
