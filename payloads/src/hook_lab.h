@@ -99,3 +99,14 @@ static const char *hook_lab_extra(void)
 {
     return "Hook lab";
 }
+
+/* The one record of a hook_lab payload: xen_extra_version -> hook_lab_extra. */
+#define HOOK_LAB_RECORD(var)                                                    \
+    LIVEPATCH_FUNC(var) = {                                                     \
+        .version = LIVEPATCH_PAYLOAD_VERSION,                                   \
+        .name = hook_lab_patch_this_fnc,                                        \
+        .new_addr = hook_lab_extra,                                             \
+        .old_addr = xen_extra_version,                                          \
+        .new_size = XSPLICE_NEW_SIZE(hook_lab_extra),                           \
+        .old_size = XSPLICE_OLD_SIZE(xen_extra_version),                        \
+    }

@@ -18,11 +18,4 @@ static int revert_hook(livepatch_payload_t *payload)
 LIVEPATCH_APPLY_HOOK(apply_hook);
 LIVEPATCH_REVERT_HOOK(revert_hook);
 
-LIVEPATCH_FUNC(livepatch_hook_lab_actions) = {
-    .version = LIVEPATCH_PAYLOAD_VERSION,
-    .name = hook_lab_patch_this_fnc,
-    .new_addr = hook_lab_extra,
-    .old_addr = xen_extra_version,
-    .new_size = XSPLICE_NEW_SIZE(hook_lab_extra),
-    .old_size = XSPLICE_OLD_SIZE(xen_extra_version),
-};
+HOOK_LAB_RECORD(livepatch_hook_lab_actions);

@@ -10,11 +10,4 @@ static void unload_hook(void) { misbehave(UNLOAD); }
 LIVEPATCH_LOAD_HOOK(load_hook);
 LIVEPATCH_UNLOAD_HOOK(unload_hook);
 
-LIVEPATCH_FUNC(livepatch_hook_lab_load) = {
-    .version = LIVEPATCH_PAYLOAD_VERSION,
-    .name = hook_lab_patch_this_fnc,
-    .new_addr = hook_lab_extra,
-    .old_addr = xen_extra_version,
-    .new_size = XSPLICE_NEW_SIZE(hook_lab_extra),
-    .old_size = XSPLICE_OLD_SIZE(xen_extra_version),
-};
+HOOK_LAB_RECORD(livepatch_hook_lab_load);
