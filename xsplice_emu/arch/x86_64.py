@@ -26,6 +26,7 @@ from unicorn.x86_const import (
     UC_X86_REG_RIP,
     UC_X86_REG_RSI,
     UC_X86_REG_RSP,
+    UC_X86_REG_TR,
 )
 
 from ..errors import MachineError
@@ -43,6 +44,9 @@ IDT_GATE = Layout("idt_entry", (("offset_low", "H"), ("selector", "H"), ("ist", 
                                 ("offset_mid", "H"), ("offset_high", "I"), ("reserved", "I")))
 """A 64-bit IDT gate (`struct idt_entry` of firmware/arch/x86/traps.c)."""
 GATE_PRESENT = 0x80
+GATE_IST_MASK = 0x07
+TSS_IST = 0x24
+"""Offset of the 64-bit TSS's `ist[0]`: a gate with IST n switches to the stack `ist[n - 1]`."""
 GATE_TYPE_MASK = 0x0F
 INTERRUPT_GATE = 0x0E
 """Type of a gate that clears IF on entry (a trap gate, 0xF, leaves it)."""
@@ -148,7 +152,7 @@ class X86_64(Architecture):
         _, idt_base, idt_limit, _ = vcpu.uc.reg_read(UC_X86_REG_IDTR)
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
             raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
-        low, _, _, attributes, mid, high, _ = IDT_GATE.struct.unpack(
+        low, _, ist, attributes, mid, high, _ = IDT_GATE.struct.unpack(
             vcpu.memory.read(idt_base + vector * IDT_GATE.size, IDT_GATE.size))
         if not attributes & GATE_PRESENT:
             raise MachineError(f"vCPU {vcpu.index}: IDT gate for vector {vector:#x} is not present")
@@ -157,7 +161,11 @@ class X86_64(Architecture):
         regs = self.registers
         rsp = vcpu.read(regs.sp)
         rflags = vcpu.read(regs.flags)
-        frame = (rsp & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
+        stack = rsp
+        if ist & GATE_IST_MASK:
+            tss = vcpu.uc.reg_read(UC_X86_REG_TR)[1]
+            stack = vcpu.memory.read_u64(tss + TSS_IST + 8 * ((ist & GATE_IST_MASK) - 1))
+        frame = (stack & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
         vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, CODE_SELECTOR, rflags, rsp, DATA_SELECTOR))
         vcpu.write(regs.sp, frame)
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)

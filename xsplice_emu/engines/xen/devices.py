@@ -6,7 +6,6 @@ and the host's stand-ins for what Xen's boot never set up (its allocators, the s
 from __future__ import annotations
 
 import functools
-import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -92,25 +91,24 @@ class Devices:
         _skip(vcpu, 2)
         if msr != X2APIC_ICR:
             return  # no other MSR is modelled: the write has no effect
-        if (value >> 8) & 7 == ICR_DELIVERY_NMI:
-            return  # NMIs through Xen's IDT are later work (issue 21, item 3)
+        vector = vcpu.arch.nmi_vector if (value >> 8) & 7 == ICR_DELIVERY_NMI else value & 0xFF
         shorthand, destination, count = (value >> 18) & 3, value >> 32, len(self.machine.vcpus)
         targets = {0: [destination], 1: [vcpu.index], 2: list(range(count)),
                    3: [i for i in range(count) if i != vcpu.index]}[shorthand]
         for target in targets:
             if target < count:
-                self.machine.send_ipi(vcpu, target, value & 0xFF)
+                self.machine.send_ipi(vcpu, target, vector)
 
     def _hlt(self, vcpu: Vcpu) -> None:
-        """`hlt`: an interrupt already latched (or due by now) makes it fall through; else the vCPU sleeps."""
+        """`hlt`: with an interrupt latched or due by now that it may take, the slice ends past the `hlt` (the
+        machine delivers it there); else the vCPU sleeps."""
         _skip(vcpu, 1)
-        now = vcpu.current_time_ps()
-        while vcpu.arrivals and vcpu.arrivals[0][0] <= now:
-            vcpu.pending_vectors.add(heapq.heappop(vcpu.arrivals)[2])
-        if vcpu.pending_vectors:
-            vcpu.pending_vectors.clear()
-            return
-        vcpu.stop(StopReason.HALT)
+        due = bool(vcpu.arrivals) and vcpu.arrivals[0][0] <= vcpu.current_time_ps()
+        takes_interrupts = vcpu.read_interrupt_flag()
+        if vcpu.nmi_pending and not vcpu.nmi_blocked or takes_interrupts and (due or vcpu.pending_vectors):
+            vcpu.stop(StopReason.HOOK)
+        else:
+            vcpu.stop(StopReason.HALT)
 
     def _serialise(self, vcpu: Vcpu) -> None:
         if self.machine.serialise(vcpu):

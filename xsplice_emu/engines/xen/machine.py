@@ -26,6 +26,7 @@ from ...platform import EXCEPTION_NAMES, RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
 from .devices import Devices
+from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
 
@@ -91,6 +92,7 @@ class XenMachine:
         """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
         self.seen_generation = [0] * config.vcpus
         self.flush_due: set[int] = set()
+        self.interrupts = Interrupts(self)
         self.devices = Devices(self)
         for vcpu in self.vcpus:
             self._install(vcpu)
@@ -102,6 +104,7 @@ class XenMachine:
         uc.reg_write(UC_X86_REG_CR4, CR4)
         uc.reg_write(UC_X86_REG_CR0, CR0)
         self.devices.install(vcpu)
+        self.interrupts.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
             vcpu, address), False))
@@ -148,15 +151,18 @@ class XenMachine:
             self.scheduler.queue(vcpu)
         self.add_alarm(at_ps, start)
 
-    def send_ipi(self, sender: Vcpu | None, index: int, vector: int) -> None:
-        """An interrupt to vCPU `index` from `sender` (None: the host), arriving at the sender's time."""
+    def send_ipi(self, sender: Vcpu, index: int, vector: int) -> None:
+        """An interrupt (the NMI vector: an NMI) to vCPU `index` from `sender`, arriving at the sender's time."""
+        self.send_interrupt(index, vector, at_ps=sender.current_time_ps(), sender=sender.index)
+
+    def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
+        """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now) from
+        vCPU `sender` (None: the host); Xen's IDT handler takes it at the target's next slice boundary."""
         target = self.vcpu(index)
-        sent_ps = self.now_ps if sender is None else sender.current_time_ps()
-        target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector,
-                    None if sender is None else sender.index)
-        self.trace.emit(sent_ps // PS_PER_NS, None if sender is None else sender.index, EventKind.IPI,
-                        to=index, vector=vector)
-        if target is not sender:
+        sent_ps = self.now_ps if at_ps is None else at_ps
+        target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector, sender)
+        self.trace.emit(sent_ps // PS_PER_NS, sender, EventKind.IPI, to=index, vector=vector)
+        if index != sender:
             self.scheduler.queue(target)
 
     # -- calls ---------------------------------------------------------------------------------------------------
@@ -239,14 +245,16 @@ class XenMachine:
         if vcpu.state is VcpuState.HALTED:
             vcpu.sleep_until(ready_ps)
             vcpu.latch_due(NEVER)
-            if not vcpu.pending_vectors:
+            if not vcpu.deliverable():
                 self.scheduler.queue(vcpu)
                 return
-            vcpu.pending_vectors.clear()  # the event-check IPI: hlt returns (Xen's handler only acks it)
-            self.serialise(vcpu)  # taking an interrupt and its iret serialise
             vcpu.wake()
             self.emit(vcpu, EventKind.WAKE)
             self.scheduler.forget(vcpu)
+        else:
+            vcpu.latch_due(NEVER)
+        if self.interrupts.deliver(vcpu):
+            self.serialise(vcpu)  # taking an interrupt serialises
         self._run_slice(vcpu, until_ps)
         self.scheduler.queue(vcpu)
 

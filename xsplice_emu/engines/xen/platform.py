@@ -232,6 +232,7 @@ class Platform:
         for cpu in range(self.vcpus):
             for unit in CPU_NOTIFIERS:
                 machine.call(0, f"{unit}#cpu_callback", self.sym(f"{unit}#cpu_nfb"), CPU_UP_PREPARE, cpu)
+        machine.interrupts.boot()
         for threshold in XENLOG_THRESHOLDS:  # the reference's `loglvl=all guest_loglvl=all`, once the console's
             self.memory.write_u32(self.sym(threshold), XENLOG_ALL)  # tasklets exist
         for vcpu in machine.vcpus:
