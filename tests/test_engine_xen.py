@@ -15,12 +15,15 @@ from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.scenario import load_scenario, run_scenario
 from xsplice_emu.session import Session
+from xsplice_emu.tracing.kinds import EventKind
 from xsplice_emu.verbs import parse
 from xsplice_emu.xen_tests import xen_tests_for
 
 SEQUENCE = ROOT / "scenarios" / "xen417" / "xen_test_sequence.toml"
 TESTBED_LINE = "(testbed) "
 TIMEOUT = ROOT / "scenarios" / "xen417" / "timeout_preempted.toml"
+XEN417 = ROOT / "scenarios" / "xen417"
+NMI_VECTOR, EVENT_CHECK_VECTOR = 2, 0xFC
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +85,65 @@ def test_a_preempted_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing
     """1 ms timeout, vCPU 1 preempted for 5 ms: Xen prints "Timed out on semaphore", the apply is EBUSY, every
     vCPU still runs ".7"; once vCPU 1 runs again the apply succeeds (the scenario checks each)."""
     assert run_scenario(load_scenario(TIMEOUT)).ok
+
+
+def _nmi_counts(session: Session) -> list[int]:
+    """Xen's own per-CPU count of the NMIs its do_nmi handled."""
+    machine = session.machine
+    return [machine.memory.read_u32(machine.platform.per_cpu("nmi_count", cpu)) for cpu in range(2)]
+
+
+def test_an_nmi_from_the_host_and_one_from_xens_self_nmi_run_xens_own_do_nmi(xen):
+    """An NMI to idle vCPU 1, then Xen's own self_nmi on vCPU 0 (an x2APIC ICR write in NMI mode): each goes
+    through Xen's IDT into its do_nmi (its per-CPU nmi_count says 1 each), its iretq ends NMI blocking and the
+    vCPU is back idle."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    seen = len(machine.trace.events)
+    session.nmi(1)
+    session.call(0, "self_nmi", ())
+    session.advance(10_000)
+    assert _nmi_counts(session) == [1, 1]
+    kinds = {vcpu: [e.kind for e in machine.trace.events[seen:] if e.vcpu == vcpu and e.kind in (
+        EventKind.NMI, EventKind.IRET, EventKind.NMI_UNBLOCKED, EventKind.HALT)] for vcpu in (0, 1)}
+    assert kinds[0][-4:] == kinds[1][-4:] == [EventKind.NMI, EventKind.IRET, EventKind.NMI_UNBLOCKED,
+                                               EventKind.HALT]
+
+
+def test_xens_rendezvous_kicks_the_other_vcpu_through_its_idt(xen, payloads):
+    """During an apply vCPU 1 takes Xen's event-check IPI (vector 0xfc) through Xen's IDT and returns from it
+    with iretq; the apply succeeds."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    seen = len(session.machine.trace.events)
+    assert session.command(parse(["load", "xen_hello_world.livepatch"])).exit_code == 0
+    events = [(e.kind, e.fields.get("vector")) for e in session.machine.trace.events[seen:] if e.vcpu == 1]
+    assert (EventKind.INTERRUPT, EVENT_CHECK_VECTOR) in events
+    assert (EventKind.IRET, EVENT_CHECK_VECTOR) in events
+
+
+def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(xen, payloads):
+    """vCPU 1 in Xen's own __udelay with IRQs off for 2 ms, 1 ms timeout: Xen prints "Timed out on semaphore",
+    the apply is EBUSY, nothing changed; after the stall it succeeds (the scenario checks each)."""
+    assert run_scenario(load_scenario(XEN417 / "timeout_stalled.toml")).ok
+
+
+def test_an_nmi_in_xens_wait_is_swallowed_by_its_mask_and_the_callback_is_back_after_the_timeout(xen, payloads):
+    """c5ed88110c on 4.17.7: the NMI that lands while Xen's master waits is lost to mask_nmi_callback (nmis_lost
+    1, a nmi_lost event on vCPU 0), and after the timeout Xen's set_nmi_callback finds no callback set."""
+    result = run_scenario(load_scenario(XEN417 / "nmi_callback_restored_after_timeout.toml"))
+    assert result.ok
+    session = result.session
+    assert [e.vcpu for e in session.machine.trace.events if e.kind is EventKind.NMI_LOST] == [0]
+    assert session.machine.memory.read_u64(xen.address("arch/x86/traps.c#nmi_callback")) == 0
+
+
+def test_an_nmi_storm_during_an_apply_runs_through_xens_idt(xen, payloads):
+    """NMIs at 1 MHz to both vCPUs while Xen applies: the apply succeeds, those in the window are lost to Xen's
+    mask (nmis_lost 56), and every NMI sent by then was handled by Xen's do_nmi."""
+    result = run_scenario(load_scenario(XEN417 / "nmi_storm_during_apply.toml"))
+    assert result.ok
+    delivered = sum(1 for e in result.session.machine.trace.events if e.kind is EventKind.NMI)
+    assert sum(_nmi_counts(result.session)) == delivered > 56
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ class _Pending:
     requested_ps: int
     timeout_ns: int
     host_started: float
+    nmis_lost_before: int
 
 
 class XenLivepatch:
@@ -146,7 +147,8 @@ class XenLivepatch:
             self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=name)
             return rc
         if rc == 0:
-            self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter())
+            self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter(),
+                                     self.machine.interrupts.nmis_lost)
         return rc
 
     def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
@@ -177,7 +179,8 @@ class XenLivepatch:
         result = ActionResult(
             name=pending.name, action=pending.action.name.lower(), rc=payload.rc, master=None, parked_ns=None,
             release_ns=(done_ps - pending.requested_ps) // PS_PER_NS,
-            host_ms=(time.perf_counter() - pending.host_started) * 1000, nmis_lost=0, bytes_written=0,
+            host_ms=(time.perf_counter() - pending.host_started) * 1000,
+            nmis_lost=self.machine.interrupts.nmis_lost - pending.nmis_lost_before, bytes_written=0,
             violations=Counter())
         self.results.append(result)
         return result

@@ -49,6 +49,15 @@ class HostCall:
     result: int | None = None
 
 
+@dataclass(frozen=True)
+class PostedCall:
+    """A call the host posted for a vCPU's next idle moment."""
+
+    function: int
+    arguments: tuple[int, ...]
+    interrupts: bool
+
+
 class XenMachine:
     """Xen's image on N vCPUs, deterministic by seed; the surface `Session` and the xen engine use."""
 
@@ -88,6 +97,7 @@ class XenMachine:
         """Xen's console lines, without its "(XEN) " prefix."""
         self._console_seen = 0
         self.calls: dict[int, HostCall] = {}
+        self.posted: list[list[PostedCall]] = [[] for _ in range(config.vcpus)]
         self.code_generation = 0
         """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
         self.seen_generation = [0] * config.vcpus
@@ -191,6 +201,29 @@ class XenMachine:
             raise MachineError(f"{name} on vCPU {index} did not return within {timeout_ns / 1e6:g} ms")
         return call.result
 
+    def post_call(self, index: int, function: str | int, *arguments: int, at_ps: int,
+                  interrupts: bool = True) -> None:
+        """From `at_ps`, run `function(arguments)` on vCPU `index` as soon as it is idle (with interrupts on or
+        off) without waiting for it: a stall, a delayed call. Its result is not kept."""
+        vcpu = self.vcpu(index)
+        entry = self.address(function) if isinstance(function, str) else function
+
+        def post() -> None:
+            self.posted[index].append(PostedCall(entry, arguments, interrupts))
+            self._start_posted(vcpu)
+        self.add_alarm(at_ps, post)
+
+    def _start_posted(self, vcpu: Vcpu) -> None:
+        """An idle vCPU starts the first call posted for it, if any."""
+        posted = self.posted[vcpu.index]
+        if not posted or vcpu.state is not VcpuState.HALTED or vcpu.index in self.calls:
+            return
+        call = posted.pop(0)
+        vcpu.sleep_until(self.now_ps)
+        self.calls[vcpu.index] = HostCall(call.function, then_idle=True)
+        self.platform.enter(vcpu, call.function, call.arguments, as_dom0=False, interrupts=call.interrupts)
+        self.scheduler.queue(vcpu)
+
     def call_all(self, function: str | int, *arguments: int) -> list[int]:
         """`function(arguments)` on each vCPU in turn; their results in vCPU order."""
         return [self.call(index, function, *arguments) for index in range(len(self.vcpus))]
@@ -283,6 +316,7 @@ class XenMachine:
         elif reason is StopReason.HALT and vcpu.stop_reason is StopReason.HALT:
             vcpu.settle(VcpuState.HALTED)
             self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
+            self._start_posted(vcpu)
         elif reason is StopReason.BUDGET and vcpu.pc == start_pc:
             self.devices.surface_lost_fault(vcpu)
 
