@@ -121,6 +121,20 @@ def test_xens_rendezvous_kicks_the_other_vcpu_through_its_idt(xen, payloads):
     assert (EventKind.IRET, EVENT_CHECK_VECTOR) in events
 
 
+def test_xens_d_debug_key_dumps_both_cpus_through_its_own_exception_and_ipi_handlers(xen):
+    """Xen's 'd' key: its run_in_exception_handler (a #UD bug frame through Xen's IDT) dumps CPU0 from
+    dump_registers, and its state-dump IPI (the spurious vector, acknowledged through the x2APIC's in-service
+    register) makes CPU1 dump itself from its idle loop; the call returns."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    seen = len(session.machine.log)
+    session.call(0, "handle_keypress", (ord("d"), 0))
+    log = session.machine.log[seen:]
+    dumps = [log.index(f"*** Dumping CPU{cpu} host state: ***") for cpu in (0, 1)]
+    assert log[dumps[0] + 3].startswith("RIP:    e008:[<") and "common/keyhandler.c#dump_registers" in log[dumps[0] + 3]
+    assert "arch/x86/domain.c#default_idle" in log[dumps[1] + 3]
+    assert not [line for line in log if "spurious APIC interrupt" in line]
+
+
 def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(xen, payloads):
     """vCPU 1 in Xen's own __udelay with IRQs off for 2 ms, 1 ms timeout: Xen prints "Timed out on semaphore",
     the apply is EBUSY, nothing changed; after the stall it succeeds (the scenario checks each)."""

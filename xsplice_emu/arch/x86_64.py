@@ -17,6 +17,7 @@ from unicorn.x86_const import (
     UC_X86_REG_CR0,
     UC_X86_REG_CR3,
     UC_X86_REG_CR4,
+    UC_X86_REG_CS,
     UC_X86_REG_EFLAGS,
     UC_X86_REG_IDTR,
     UC_X86_REG_RAX,
@@ -26,12 +27,13 @@ from unicorn.x86_const import (
     UC_X86_REG_RIP,
     UC_X86_REG_RSI,
     UC_X86_REG_RSP,
+    UC_X86_REG_SS,
     UC_X86_REG_TR,
 )
 
 from ..errors import MachineError
 from ..layout import Layout
-from ..platform import CODE_SELECTOR, DATA_SELECTOR, NMI_VECTOR
+from ..platform import NMI_VECTOR
 from .base import Architecture, HandlerEntry, PageTables, Registers
 from .relocations import Absolute, Ignored, Overflow, PCRelative
 
@@ -166,7 +168,8 @@ class X86_64(Architecture):
             tss = vcpu.uc.reg_read(UC_X86_REG_TR)[1]
             stack = vcpu.memory.read_u64(tss + TSS_IST + 8 * ((ist & GATE_IST_MASK) - 1))
         frame = (stack & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
-        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, CODE_SELECTOR, rflags, rsp, DATA_SELECTOR))
+        selectors = vcpu.uc.reg_read(UC_X86_REG_CS), vcpu.uc.reg_read(UC_X86_REG_SS)
+        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, selectors[0], rflags, rsp, selectors[1]))
         vcpu.write(regs.sp, frame)
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)
         vcpu.write(regs.flags, rflags & ~cleared)

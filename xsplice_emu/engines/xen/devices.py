@@ -15,7 +15,7 @@ from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX
 from ...machine import Vcpu
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
-from .layout import HOST_PAGE, X2APIC_ICR
+from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
 from .sites import InstructionSites
 
@@ -63,6 +63,7 @@ class Devices:
 
         at(sites.rdtsc, lambda: self._rdtsc(vcpu, 2))
         at(sites.rdtscp, lambda: self._rdtsc(vcpu, 3))
+        at(sites.rdmsr, lambda: self._rdmsr(vcpu))
         at(sites.wrmsr, lambda: self._wrmsr(vcpu))
         at(sites.hlt, lambda: self._hlt(vcpu))
         at(sites.serialising, lambda: self._serialise(vcpu))
@@ -84,6 +85,21 @@ class Devices:
         if length == 3:  # rdtscp: TSC_AUX, which Xen sets to the CPU number
             vcpu.write(UC_X86_REG_RCX, vcpu.index)
         _skip(vcpu, length)
+
+    def _rdmsr(self, vcpu: Vcpu) -> None:
+        """The x2APIC's ID and in-service registers (the maskable vectors whose handlers run: Xen's
+        `apic_isr_read`); any other MSR is left to Unicorn."""
+        msr = vcpu.read(UC_X86_REG_RCX) & 0xFFFFFFFF
+        if msr == X2APIC_ID:
+            value = vcpu.index
+        elif X2APIC_ISR <= msr < X2APIC_ISR + 8:
+            first = (msr - X2APIC_ISR) * 32
+            value = sum(1 << (vector - first) for vector in set(vcpu.handlers) if first <= vector < first + 32)
+        else:
+            return
+        vcpu.write(UC_X86_REG_RAX, value)
+        vcpu.write(UC_X86_REG_RDX, 0)
+        _skip(vcpu, 2)
 
     def _wrmsr(self, vcpu: Vcpu) -> None:
         msr = vcpu.read(UC_X86_REG_RCX) & 0xFFFFFFFF

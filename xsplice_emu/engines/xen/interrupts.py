@@ -14,7 +14,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE
-from unicorn.x86_const import UC_X86_REG_GDTR, UC_X86_REG_IDTR, UC_X86_REG_TR
+from unicorn.x86_const import UC_X86_REG_CS, UC_X86_REG_GDTR, UC_X86_REG_IDTR, UC_X86_REG_SS, UC_X86_REG_TR
 
 from ...machine import Vcpu
 from ...machine.hooks import guarded
@@ -32,8 +32,9 @@ HYPERVISOR_CS = 0xE008
 INTERRUPT_GATE_ATTRIBUTES = 0x8E
 """Present, DPL 0, 64-bit interrupt gate (`set_intr_gate`)."""
 DIRECT_IPIS = ((0xFC, "event_check_interrupt"), (0xFD, "invalidate_interrupt"),
-               (0xFB, "call_function_interrupt"))
-"""EVENT_CHECK_VECTOR, INVALIDATE_TLB_VECTOR, CALL_FUNCTION_VECTOR and their handlers (`smp_intr_init`)."""
+               (0xFB, "call_function_interrupt"), (0xFF, "spurious_interrupt"), (0xFE, "error_interrupt"))
+"""EVENT_CHECK_VECTOR, INVALIDATE_TLB_VECTOR, CALL_FUNCTION_VECTOR (`smp_intr_init`), SPURIOUS_APIC_VECTOR (which
+Xen overloads for its state-dump IPI) and ERROR_APIC_VECTOR (`apic_intr_init`) and their handlers."""
 NO_IRQ = 0x80000000
 """INT_MIN: a vector no IRQ is bound to (`init_irq_data`)."""
 TSS_IST = 0x24
@@ -41,8 +42,10 @@ TSS_IST = 0x24
 IST_STACKS = 4
 """#MC, NMI, #DB, #DF: IST n's stack tops the page `1 + n` of the CPU's stack (`load_system_tables`)."""
 PAGE = 4096
-GDT = struct.pack("<3Q", 0, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
-"""Null, 64-bit ring-0 code (CODE_SELECTOR), data: what `iretq` reloads the frame's selectors from."""
+HYPERVISOR_DS = 0xE010
+FIRST_RESERVED_GDT_BYTE = 0xE000
+"""Xen's `boot_gdt` holds the descriptors from this selector on (its GDT's reserved pages)."""
+GDT_LIMIT = 0xFFFF
 
 
 def gate(handler: int) -> bytes:
@@ -58,17 +61,19 @@ class Interrupts:
         self.machine = machine
         platform = machine.platform
         self.idt = platform.sym("idt_table")
-        self.gdt = platform.heap.heap.take(PAGE, PAGE)
-        machine.memory.write(self.gdt, GDT)
+        self.gdt = platform.sym("boot_gdt") - FIRST_RESERVED_GDT_BYTE
         self.mask_callback = platform.sym("arch/x86/livepatch.c#mask_nmi_callback")
         self.nmis_lost = 0
         """NMIs Xen's `mask_nmi_callback` swallowed since boot."""
 
     def install(self, vcpu: Vcpu) -> None:
-        """Point `vcpu`'s IDTR at Xen's `idt_table`, its TR at its CPU's TSS, its GDTR at the host's GDT."""
+        """Point `vcpu`'s IDTR at Xen's `idt_table`, its TR at its CPU's TSS, its GDTR where Xen's `boot_gdt`
+        gives its selectors (what `iretq` reloads them from), and run it in Xen's code and data segments."""
         uc, platform = vcpu.uc, self.machine.platform
         uc.reg_write(UC_X86_REG_IDTR, (0, self.idt, IDT_ENTRIES * GATE_SIZE - 1, 0))
-        uc.reg_write(UC_X86_REG_GDTR, (0, self.gdt, len(GDT) - 1, 0))
+        uc.reg_write(UC_X86_REG_GDTR, (0, self.gdt, GDT_LIMIT, 0))
+        uc.reg_write(UC_X86_REG_CS, HYPERVISOR_CS)
+        uc.reg_write(UC_X86_REG_SS, HYPERVISOR_DS)
         uc.reg_write(UC_X86_REG_TR, (0, platform.per_cpu("tss_page", vcpu.index), 0x67, 0x8B))
         on_iret = guarded(vcpu, lambda address, size: self.interrupt_return(vcpu))
         for address in self.machine.devices.sites.iretq:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UcError
+from unicorn import UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UcError
 from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR4
 
 from ...errors import GuestFault, MachineError
@@ -35,6 +35,7 @@ CALL_TIMEOUT_NS = 500_000_000
 vCPU."""
 XEN_PREFIX = "(XEN) "
 """What printk puts before each line."""
+INVALID_OPCODE = 6
 IDLE_WAIT_NS = 100_000_000
 """How long a call waits for its vCPU to go idle first."""
 
@@ -116,6 +117,7 @@ class XenMachine:
         self.devices.install(vcpu)
         self.interrupts.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
+        uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
             vcpu, address), False))
         for begin, end in self.platform.code_physical:
@@ -340,6 +342,14 @@ class XenMachine:
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
         return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
                           f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, rip=pc)
+
+    def _invalid_opcode(self, vcpu: Vcpu) -> bool:
+        """#UD (Unicorn reports it apart from other exceptions): Xen's BUG and WARN frames and
+        `run_in_exception_handler` raise it on purpose; it goes through Xen's IDT to its own handler."""
+        pc = vcpu.current_pc()
+        vcpu.inject(INVALID_OPCODE, return_pc=pc)
+        self.emit(vcpu, EventKind.EXCEPTION, vector=INVALID_OPCODE, rip=pc)
+        return True
 
     def _exception(self, vcpu: Vcpu, intno: int) -> None:
         pc = vcpu.current_pc()

@@ -22,6 +22,7 @@ class InstructionSites:
 
     rdtsc: tuple[int, ...]
     rdtscp: tuple[int, ...]
+    rdmsr: tuple[int, ...]
     wrmsr: tuple[int, ...]
     hlt: tuple[int, ...]
     iretq: tuple[int, ...]
@@ -30,7 +31,7 @@ class InstructionSites:
     @classmethod
     def of(cls, image: Image) -> InstructionSites:
         """Every site in `image`'s code between `_stext` and `_etext`."""
-        found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "wrmsr": [], "hlt": [], "iretq": [],
+        found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "rdmsr": [], "wrmsr": [], "hlt": [], "iretq": [],
                                            "serialising": []}
         disassembler = image.arch.disassembler
         for begin, end in _code_spans(image):
