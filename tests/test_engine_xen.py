@@ -23,7 +23,9 @@ SEQUENCE = ROOT / "scenarios" / "xen417" / "xen_test_sequence.toml"
 TESTBED_LINE = "(testbed) "
 TIMEOUT = ROOT / "scenarios" / "xen417" / "timeout_preempted.toml"
 XEN417 = ROOT / "scenarios" / "xen417"
-NMI_VECTOR, EVENT_CHECK_VECTOR = 2, 0xFC
+EVENT_CHECK_VECTOR, CALL_FUNCTION_VECTOR, INVALIDATE_TLB_VECTOR = 0xFC, 0xFB, 0xFD
+FLUSH_TLB = 0x100
+"""Xen 4.17's flush flag for the non-global TLB (asm/flushtlb.h)."""
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,25 @@ def test_xens_rendezvous_kicks_the_other_vcpu_through_its_idt(xen, payloads):
     events = [(e.kind, e.fields.get("vector")) for e in session.machine.trace.events[seen:] if e.vcpu == 1]
     assert (EventKind.INTERRUPT, EVENT_CHECK_VECTOR) in events
     assert (EventKind.IRET, EVENT_CHECK_VECTOR) in events
+
+
+def test_xens_call_function_and_tlb_flush_ipis_run_their_handlers_on_the_other_vcpu(xen):
+    """Xen's own on_selected_cpus(cpu 1, clear_page_sse2, page, wait) returns with the page zeroed by vCPU 1
+    (vector 0xfb through Xen's IDT), and its flush_area_mask(online, FLUSH_TLB) returns once vCPU 1's
+    invalidate_interrupt (0xfd) answered."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    page, mask = (machine.platform.heap.heap.take(PAGE, PAGE) for _ in range(2))
+    machine.memory.write(page, b"\xff" * PAGE)
+    machine.memory.write(mask, bytes([0b10]))
+    seen = len(machine.trace.events)
+    session.call(0, "on_selected_cpus", (mask, "clear_page_sse2", page, 1))
+    assert machine.memory.read(page, PAGE) == bytes(PAGE)
+    session.call(0, "flush_area_mask", ("cpu_online_map", 0, FLUSH_TLB))
+    taken = [e.fields["vector"] for e in machine.trace.events[seen:] if e.kind is EventKind.INTERRUPT]
+    assert [(e.vcpu, e.fields["vector"]) for e in machine.trace.events[seen:] if e.kind is EventKind.IRET] == [
+        (1, CALL_FUNCTION_VECTOR), (1, INVALIDATE_TLB_VECTOR)] and taken == [CALL_FUNCTION_VECTOR,
+                                                                          INVALIDATE_TLB_VECTOR]
 
 
 def test_xens_d_debug_key_dumps_both_cpus_through_its_own_exception_and_ipi_handlers(xen):
