@@ -181,6 +181,18 @@ def test_an_nmi_storm_during_an_apply_runs_through_xens_idt(xen, payloads):
     assert sum(_nmi_counts(result.session)) == delivered > 56
 
 
+def test_a_dropped_flush_leaves_one_vcpu_running_the_code_it_translated_before_xens_apply(xen, payloads):
+    """drop_flush on vCPU 1, then Xen applies hello world: vCPU 0 says "Hello World", vCPU 1 still runs the
+    xen_extra_version it translated before (".7"), even after it serialised again taking an NMI."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    assert [v.extra for v in session.versions()] == [PINNED_BUILD.extra] * 2
+    session.drop_flush(1)
+    assert session.command(parse(["load", "xen_hello_world.livepatch"])).exit_code == 0
+    session.nmi(1)
+    session.advance(10_000)
+    assert [v.extra for v in session.versions()] == ["Hello World", PINNED_BUILD.extra]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("vcpus", [8, 72])
 def test_xens_test_sequence_passes_on_many_vcpus(xen, payloads, vcpus):

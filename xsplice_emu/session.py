@@ -133,7 +133,6 @@ class Session:
 
     def drop_flush(self, vcpu: int) -> None:
         """The next action does not drop `vcpu`'s translated code (a missing serialisation)."""
-        self.controller_machine("drop_flush")
         self.livepatch.drop_flush.add(vcpu)
 
     @property

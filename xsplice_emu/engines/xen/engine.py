@@ -72,6 +72,7 @@ class XenLivepatch:
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
         self.drop_flush: set[int] = set()
+        """vCPUs that do not drop their translated code during the next action (a missing serialisation)."""
         self._pending: _Pending | None = None
         self._work = machine.address("common/livepatch.c#livepatch_work") + LIVEPATCH_WORK_DO_WORK
 
@@ -147,6 +148,7 @@ class XenLivepatch:
             self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=name)
             return rc
         if rc == 0:
+            self.machine.keep_stale(frozenset(self.drop_flush))
             self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter(),
                                      self.machine.interrupts.nmis_lost)
         return rc
@@ -173,6 +175,8 @@ class XenLivepatch:
         if pending is None or not self._done():
             return None
         self._pending = None
+        self.machine.keep_stale(frozenset())
+        self.drop_flush.clear()
         done_ps = self.machine.now_ps
         payload = self.get(pending.name)
         self.list()  # REPLACE moves other payloads too

@@ -103,6 +103,8 @@ class XenMachine:
         """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
         self.seen_generation = [0] * config.vcpus
         self.flush_due: set[int] = set()
+        self.keep_translations: frozenset[int] = frozenset()
+        """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
         self.interrupts = Interrupts(self)
         self.devices = Devices(self)
         for vcpu in self.vcpus:
@@ -370,12 +372,20 @@ class XenMachine:
 
     def serialise(self, vcpu: Vcpu) -> bool:
         """`vcpu` serialises: if code was written since it last did, it drops its translations before its next
-        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again)."""
-        if self.seen_generation[vcpu.index] == self.code_generation:
+        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again). A vCPU
+        in `keep_translations` keeps them (the drop_flush fault: a missing serialisation)."""
+        if self.seen_generation[vcpu.index] == self.code_generation or vcpu.index in self.keep_translations:
             return False
         self.seen_generation[vcpu.index] = self.code_generation
         self.flush_due.add(vcpu.index)
         return True
+
+    def keep_stale(self, vcpus: frozenset[int]) -> None:
+        """From now until `keep_stale` again, `vcpus` drop nothing when they serialise; those no longer kept never
+        drop what was written meanwhile (the drop_flush fault: the flushes an action owed them are lost)."""
+        for index in self.keep_translations - vcpus:
+            self.seen_generation[index] = self.code_generation
+        self.keep_translations = vcpus
 
     @property
     def instructions(self) -> int:
