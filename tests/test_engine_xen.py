@@ -12,7 +12,7 @@ from helpers import ROOT, debian_file
 from xsplice_emu.debian import load_xen_syms, xen_syms
 from xsplice_emu.debian_builds import PINNED_BUILD
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
-from xsplice_emu.errors import ConfigError
+from xsplice_emu.errors import ConfigError, GuestFault
 from xsplice_emu.scenario import load_scenario, run_scenario
 from xsplice_emu.session import Session
 from xsplice_emu.tracing.kinds import EventKind
@@ -154,6 +154,19 @@ def test_xens_d_debug_key_dumps_both_cpus_through_its_own_exception_and_ipi_hand
     assert log[dumps[0] + 3].startswith("RIP:    e008:[<") and "common/keyhandler.c#dump_registers" in log[dumps[0] + 3]
     assert "arch/x86/domain.c#default_idle" in log[dumps[1] + 3]
     assert not [line for line in log if "spurious APIC interrupt" in line]
+
+
+def test_a_bug_in_xen_is_reported_by_xen_itself_and_stops_the_run_with_its_reason(xen):
+    """set_direct_apic_vector for a vector already set hits Xen's BUG_ON: through Xen's IDT its do_invalid_op
+    prints "Xen BUG at arch/x86/irq.c:986" with its call trace and panics; the run stops with one line giving
+    that reason."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    seen = len(session.machine.log)
+    with pytest.raises(GuestFault, match="^vCPU 0 fault: Xen panicked: Xen BUG at arch/x86/irq.c:986 at "):
+        session.call(0, "set_direct_apic_vector", (EVENT_CHECK_VECTOR, "event_check_interrupt"))
+    log = session.machine.log[seen:]
+    assert log[0] == "Xen BUG at arch/x86/irq.c:986"
+    assert "   [<ffff82d04030a290>] R set_direct_apic_vector+0x20/0x30" in log
 
 
 def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(xen, payloads):

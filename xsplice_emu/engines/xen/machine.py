@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from unicorn import UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UcError
+from unicorn import (
+    UC_HOOK_CODE,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
+    UC_PROT_ALL,
+    UcError,
+)
 from unicorn.x86_const import UC_X86_REG_CR0, UC_X86_REG_CR2, UC_X86_REG_CR4
 
 from ...errors import GuestFault, MachineError
@@ -36,6 +44,9 @@ vCPU."""
 XEN_PREFIX = "(XEN) "
 """What printk puts before each line."""
 INVALID_OPCODE = 6
+PANIC_ENDS = ("machine_restart", "machine_halt")
+"""Where Xen's `panic` goes once it printed its report."""
+PANIC_HEADER = "Panic on CPU"
 IDLE_WAIT_NS = 100_000_000
 """How long a call waits for its vCPU to go idle first."""
 
@@ -122,6 +133,10 @@ class XenMachine:
         uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
             vcpu, address), False))
+        on_panic = guarded(vcpu, lambda address, size: self._panicked(vcpu))
+        for function in PANIC_ENDS:
+            address = self.address(function)
+            uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
                 vcpu)), None, begin, end - 1)
@@ -344,6 +359,14 @@ class XenMachine:
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
         return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
                           f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, rip=pc)
+
+    def _panicked(self, vcpu: Vcpu) -> None:
+        """Xen's `panic` printed its report and would now restart or halt the machine: the run stops there,
+        with the reason Xen gave."""
+        self.drain_console()
+        header = next((k for k in range(len(self.log) - 1, -1, -1) if self.log[k].startswith(PANIC_HEADER)), None)
+        reason = self.log[header + 1] if header is not None and header + 1 < len(self.log) else "no reason printed"
+        raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
 
     def _invalid_opcode(self, vcpu: Vcpu) -> bool:
         """#UD (Unicorn reports it apart from other exceptions): Xen's BUG and WARN frames and
