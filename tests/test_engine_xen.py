@@ -186,12 +186,17 @@ def test_an_nmi_in_xens_wait_is_swallowed_by_its_mask_and_the_callback_is_back_a
 
 
 def test_an_nmi_storm_during_an_apply_runs_through_xens_idt(xen, payloads):
-    """NMIs at 1 MHz to both vCPUs while Xen applies: the apply succeeds, those in the window are lost to Xen's
-    mask (nmis_lost 56), and every NMI sent by then was handled by Xen's do_nmi."""
+    """NMIs at 1 MHz to both vCPUs while Xen applies: the apply succeeds, every NMI sent by then was handled by
+    Xen's do_nmi, and the 56 lost to Xen's mask all come between its arch_livepatch_mask and unmask."""
     result = run_scenario(load_scenario(XEN417 / "nmi_storm_during_apply.toml"))
     assert result.ok
-    delivered = sum(1 for e in result.session.machine.trace.events if e.kind is EventKind.NMI)
+    events = result.session.machine.trace.events
+    delivered = sum(1 for e in events if e.kind is EventKind.NMI)
     assert sum(_nmi_counts(result.session)) == delivered > 56
+    masked, unmasked = (next(k for k, e in enumerate(events) if e.kind is kind)
+                        for kind in (EventKind.NMI_MASKED, EventKind.NMI_UNMASKED))
+    assert events[unmasked].fields == {"lost": 56}
+    assert all(masked < k < unmasked for k, e in enumerate(events) if e.kind is EventKind.NMI_LOST)
 
 
 def test_a_dropped_flush_leaves_one_vcpu_running_the_code_it_translated_before_xens_apply(xen, payloads):

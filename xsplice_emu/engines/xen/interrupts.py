@@ -10,7 +10,9 @@ blocking until `iretq`), taken at slice boundaries; Xen's handlers then run: `do
 
 from __future__ import annotations
 
+import functools
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE
@@ -63,8 +65,10 @@ class Interrupts:
         self.idt = platform.sym("idt_table")
         self.gdt = platform.sym("boot_gdt") - FIRST_RESERVED_GDT_BYTE
         self.mask_callback = platform.sym("arch/x86/livepatch.c#mask_nmi_callback")
+        self.mask, self.unmask = platform.sym("arch_livepatch_mask"), platform.sym("arch_livepatch_unmask")
         self.nmis_lost = 0
         """NMIs Xen's `mask_nmi_callback` swallowed since boot."""
+        self._lost_when_masked = 0
 
     def install(self, vcpu: Vcpu) -> None:
         """Point `vcpu`'s IDTR at Xen's `idt_table`, its TR at its CPU's TSS, its GDTR where Xen's `boot_gdt`
@@ -78,8 +82,10 @@ class Interrupts:
         on_iret = guarded(vcpu, lambda address, size: self.interrupt_return(vcpu))
         for address in self.machine.devices.sites.iretq:
             uc.hook_add(UC_HOOK_CODE, on_iret, None, address, address)
-        uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self.swallowed(vcpu)), None,
-                    self.mask_callback, self.mask_callback)
+        for address, observer in ((self.mask_callback, self.swallowed), (self.mask, self.masked),
+                                  (self.unmask, self.unmasked)):
+            uc.hook_add(UC_HOOK_CODE, guarded(vcpu, functools.partial(_at_entry, observer, vcpu)), None, address,
+                        address)
 
     def boot(self) -> None:
         """What Xen's trap and IRQ init leave, the parts that matter run for real on vCPU 0."""
@@ -123,7 +129,20 @@ class Interrupts:
             if vcpu.nmi_pending:
                 vcpu.end_slice_after_block()
 
+    def masked(self, vcpu: Vcpu) -> None:
+        """Xen's rendezvous master swaps its NMI callback for `mask_nmi_callback`."""
+        self._lost_when_masked = self.nmis_lost
+        self.machine.emit(vcpu, EventKind.NMI_MASKED)
+
+    def unmasked(self, vcpu: Vcpu) -> None:
+        """Xen's master puts its NMI callback back (on success and on abort)."""
+        self.machine.emit(vcpu, EventKind.NMI_UNMASKED, lost=self.nmis_lost - self._lost_when_masked)
+
     def swallowed(self, vcpu: Vcpu) -> None:
         """Xen's `mask_nmi_callback` runs: the NMI being handled is lost to the patching window."""
         self.nmis_lost += 1
         self.machine.emit(vcpu, EventKind.NMI_LOST)
+
+
+def _at_entry(observer: Callable[[Vcpu], None], vcpu: Vcpu, address: int, size: int) -> None:
+    observer(vcpu)
