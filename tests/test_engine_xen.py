@@ -169,6 +169,15 @@ def test_a_bug_in_xen_is_reported_by_xen_itself_and_stops_the_run_with_its_reaso
     assert "   [<ffff82d04030a290>] R set_direct_apic_vector+0x20/0x30" in log
 
 
+def test_a_fault_in_xens_assembly_code_is_named_by_its_entry_s_label(xen):
+    """restore_all_xen run with no interrupt frame: the #GP at its iretq is reported with Xen's label for it,
+    "x86_64/entry.S#restore_all_xen+0xa4" (entry.S's labels have no size)."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    with pytest.raises(GuestFault, match=r"^vCPU 0 fault: #GP general protection at 0xffff82d0402017e4 "
+                                         r"<x86_64/entry.S#restore_all_xen\+0xa4>: iretq;"):
+        session.call(0, "restore_all_xen", ())
+
+
 def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(xen, payloads):
     """vCPU 1 in Xen's own __udelay with IRQs off for 2 ms, 1 ms timeout: Xen prints "Timed out on semaphore",
     the apply is EBUSY, nothing changed; after the stall it succeeds (the scenario checks each)."""

@@ -37,6 +37,7 @@ from .devices import Devices
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
+from .sites import AssemblyLabels
 
 CALL_TIMEOUT_NS = 500_000_000
 """How long a host call may run (virtual time) before it is an error: unload waits on RCU, which needs every
@@ -81,6 +82,7 @@ class XenMachine:
         self.arch = hypervisor.arch
         self.config = config
         self.offsets = struct_offsets(hypervisor)
+        self.assembly_labels = AssemblyLabels.of(hypervisor)
         large = self.arch.large_page_size
         base = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
         payload_begin = -(-hypervisor.end // large) * large
@@ -151,7 +153,8 @@ class XenMachine:
         return self.now_ps // PS_PER_NS
 
     def describe(self, address: int) -> str:
-        return self.hypervisor.describe(address)
+        """Xen's symbol for `address`: its function, or the assembly label it follows (entry.S)."""
+        return self.assembly_labels.describe(address) or self.hypervisor.describe(address)
 
     def address(self, name: str) -> int:
         return self.hypervisor.address(name)

@@ -6,6 +6,7 @@ the platform hooks each such instruction where it is: every function of the imag
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from ...image import Image
@@ -34,7 +35,7 @@ class InstructionSites:
         found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "rdmsr": [], "wrmsr": [], "hlt": [], "iretq": [],
                                            "serialising": []}
         disassembler = image.arch.disassembler
-        for begin, end in _code_spans(image):
+        for begin, end, _ in _code_spans(image):
             code = image.read(begin, end - begin)
             if code is None:
                 continue
@@ -46,17 +47,39 @@ class InstructionSites:
         return cls(**{kind: tuple(sorted(set(addresses))) for kind, addresses in found.items()})
 
 
-def _code_spans(image: Image) -> list[tuple[int, int]]:
-    """`[begin, end)` of each function in `_stext.._etext`, and of the assembly code (entry.S: its labels have
-    no size) from each such label to the next symbol."""
+@dataclass(frozen=True)
+class AssemblyLabels:
+    """The labels of Xen's assembly code (entry.S: no size, so `Image.describe` cannot name what follows them)."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, image: Image) -> AssemblyLabels:
+        labels = [(begin, end, name) for begin, end, name in _code_spans(image) if name is not None]
+        return cls(*(tuple(column) for column in zip(*labels, strict=True)))
+
+    def describe(self, address: int) -> str | None:
+        """`label+0xoff` for an address in assembly code, else None."""
+        k = bisect.bisect_right(self.starts, address) - 1
+        if k < 0 or address >= self.ends[k]:
+            return None
+        offset = address - self.starts[k]
+        return f"{self.names[k]}+{offset:#x}" if offset else self.names[k]
+
+
+def _code_spans(image: Image) -> list[tuple[int, int, str | None]]:
+    """`[begin, end)` of each function in `_stext.._etext` (name None), and of the assembly code (entry.S: its
+    labels have no size) from each such label to the next symbol (with the label's name)."""
     text_begin, text_end = image.address("_stext"), image.address("_etext")
-    in_text = sorted({(sym.address, sym.size, sym.kind) for sym in image.symbols
-                      if text_begin <= sym.address < text_end})
-    starts = sorted({address for address, _, _ in in_text} | {text_end})
-    spans = []
-    for address, size, kind in in_text:
+    in_text = sorted((sym.address, sym.size, sym.kind, sym.qualified_name) for sym in image.symbols
+                     if text_begin <= sym.address < text_end)
+    starts = sorted({address for address, _, _, _ in in_text} | {text_end})
+    spans: list[tuple[int, int, str | None]] = []
+    for address, size, kind, name in in_text:
         if kind == "func" and size:
-            spans.append((address, address + size))
+            spans.append((address, address + size, None))
         elif kind == "notype" and not size:
-            spans.append((address, starts[starts.index(address) + 1]))
+            spans.append((address, starts[bisect.bisect_right(starts, address)], name))
     return spans
