@@ -7,10 +7,14 @@ the platform hooks each such instruction where it is: every function of the imag
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 
 from ...image import Image
 
+X2APIC_MSRS = range(0x800, 0x900)
+"""The x2APIC's registers: a rdmsr of one is answered by the platform."""
+HEX_NUMBER = re.compile(r"0x([0-9a-f]+)")
 SERIALISING = ("cpuid", "wbinvd", "invd", "lgdt", "lidt", "ltr")
 """Instructions after which a vCPU runs what other vCPUs wrote into code (Intel SDM 9.1.3); `mov` to a control
 register is found apart (its mnemonic is `mov`), `iretq` too (it also returns from an interrupt). A write to an
@@ -23,7 +27,7 @@ class InstructionSites:
 
     rdtsc: tuple[int, ...]
     rdtscp: tuple[int, ...]
-    rdmsr: tuple[int, ...]
+    rdmsr: tuple[int, ...]  # in code that names an x2APIC MSR
     wrmsr: tuple[int, ...]
     hlt: tuple[int, ...]
     iretq: tuple[int, ...]
@@ -39,12 +43,21 @@ class InstructionSites:
             code = image.read(begin, end - begin)
             if code is None:
                 continue
-            for address, _, mnemonic, operands in disassembler.disasm_lite(code, begin):
-                if mnemonic in found:
+            instructions = list(disassembler.disasm_lite(code, begin))
+            reads_x2apic = any(mnemonic == "rdmsr" for _, _, mnemonic, _ in instructions) and any(
+                _names_x2apic_msr(operands) for _, _, _, operands in instructions)
+            for address, _, mnemonic, operands in instructions:
+                if mnemonic in found and (mnemonic != "rdmsr" or reads_x2apic):
                     found[mnemonic].append(address)
                 if mnemonic in SERIALISING or mnemonic == "mov" and operands.startswith("cr"):
                     found["serialising"].append(address)
         return cls(**{kind: tuple(sorted(set(addresses))) for kind, addresses in found.items()})
+
+
+def _names_x2apic_msr(operands: str) -> bool:
+    """Whether an instruction's operands hold a number in the x2APIC's MSR range (a constant MSR, or the base
+    an MSR number is computed from): the code around may read the x2APIC."""
+    return "0x8" in operands and any(int(number, 16) in X2APIC_MSRS for number in HEX_NUMBER.findall(operands))
 
 
 @dataclass(frozen=True)
