@@ -112,6 +112,21 @@ def test_an_nmi_from_the_host_and_one_from_xens_self_nmi_run_xens_own_do_nmi(xen
                                                EventKind.HALT]
 
 
+def test_a_delayed_call_runs_on_its_vcpu_once_the_delay_passed(xen):
+    """A call of Xen's self_nmi posted for vCPU 1 in 50 us returns None at once; vCPU 1 takes its NMI (Xen's
+    nmi_count 1) at 50 us or later, and nothing before."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    posted_ns = machine.now_ns
+    assert session.call(1, "self_nmi", (), delay_ns=50_000) is None
+    session.advance(20_000)
+    assert _nmi_counts(session) == [0, 0]
+    session.advance(80_000)
+    assert _nmi_counts(session) == [0, 1]
+    nmi = next(e for e in machine.trace.events if e.kind is EventKind.NMI)
+    assert (nmi.vcpu, nmi.time_ns >= posted_ns + 50_000) == (1, True)
+
+
 def test_xens_rendezvous_kicks_the_other_vcpu_through_its_idt(xen, payloads):
     """During an apply vCPU 1 takes Xen's event-check IPI (vector 0xfc) through Xen's IDT and returns from it
     with iretq; the apply succeeds."""
