@@ -19,6 +19,7 @@ from unicorn.x86_const import (
     UC_X86_REG_CR4,
     UC_X86_REG_CS,
     UC_X86_REG_EFLAGS,
+    UC_X86_REG_GDTR,
     UC_X86_REG_IDTR,
     UC_X86_REG_RAX,
     UC_X86_REG_RBP,
@@ -49,6 +50,11 @@ GATE_PRESENT = 0x80
 GATE_IST_MASK = 0x07
 TSS_IST = 0x24
 """Offset of the 64-bit TSS's `ist[0]`: a gate with IST n switches to the stack `ist[n - 1]`."""
+TSS_LIMIT = 0x67
+TSS_BUSY_64 = 0x8B
+"""Present, busy 64-bit TSS: what `ltr` leaves in TR's attributes."""
+IDT_ENTRIES = 256
+GDT_LIMIT = 0xFFFF
 GATE_TYPE_MASK = 0x0F
 INTERRUPT_GATE = 0x0E
 """Type of a gate that clears IF on entry (a trap gate, 0xF, leaves it)."""
@@ -102,6 +108,17 @@ MOV_IMM32_EAX = 0xB8
 
 _RELOCATION_NAMES = {value: name for name, value in ENUM_RELOC_TYPE_x64.items() if isinstance(value, int)}
 _RELOCATION_NAMES.setdefault(41, "R_X86_64_GOTPCRELX")  # missing from pyelftools' table
+
+
+def load_system_tables(uc: Uc, *, idt: int, gdt: int, tss: int, code_selector: int, data_selector: int) -> None:
+    """Point `uc`'s IDTR at the 256 gates at `idt`, its GDTR at `gdt` (as far as a selector reaches), its TR at the
+    64-bit TSS at `tss` (where a gate's IST stacks are), and run it in `code_selector` and `data_selector`, whose
+    descriptors are at `gdt` (what `iretq` reloads the frame's selectors from)."""
+    uc.reg_write(UC_X86_REG_IDTR, (0, idt, IDT_ENTRIES * IDT_GATE.size - 1, 0))
+    uc.reg_write(UC_X86_REG_GDTR, (0, gdt, GDT_LIMIT, 0))
+    uc.reg_write(UC_X86_REG_TR, (0, tss, TSS_LIMIT, TSS_BUSY_64))
+    uc.reg_write(UC_X86_REG_CS, code_selector)
+    uc.reg_write(UC_X86_REG_SS, data_selector)
 
 
 class X86_64(Architecture):

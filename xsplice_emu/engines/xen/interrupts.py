@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE
-from unicorn.x86_const import UC_X86_REG_CS, UC_X86_REG_GDTR, UC_X86_REG_IDTR, UC_X86_REG_SS, UC_X86_REG_TR
 
+from ...arch.x86_64 import load_system_tables
 from ...machine import Vcpu
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
@@ -47,7 +47,6 @@ PAGE = 4096
 HYPERVISOR_DS = 0xE010
 FIRST_RESERVED_GDT_BYTE = 0xE000
 """Xen's `boot_gdt` holds the descriptors from this selector on (its GDT's reserved pages)."""
-GDT_LIMIT = 0xFFFF
 
 
 def gate(handler: int) -> bytes:
@@ -73,12 +72,9 @@ class Interrupts:
     def install(self, vcpu: Vcpu) -> None:
         """Point `vcpu`'s IDTR at Xen's `idt_table`, its TR at its CPU's TSS, its GDTR where Xen's `boot_gdt`
         gives its selectors (what `iretq` reloads them from), and run it in Xen's code and data segments."""
-        uc, platform = vcpu.uc, self.machine.platform
-        uc.reg_write(UC_X86_REG_IDTR, (0, self.idt, IDT_ENTRIES * GATE_SIZE - 1, 0))
-        uc.reg_write(UC_X86_REG_GDTR, (0, self.gdt, GDT_LIMIT, 0))
-        uc.reg_write(UC_X86_REG_CS, HYPERVISOR_CS)
-        uc.reg_write(UC_X86_REG_SS, HYPERVISOR_DS)
-        uc.reg_write(UC_X86_REG_TR, (0, platform.per_cpu("tss_page", vcpu.index), 0x67, 0x8B))
+        uc = vcpu.uc
+        load_system_tables(uc, idt=self.idt, gdt=self.gdt, tss=self.machine.platform.per_cpu("tss_page", vcpu.index),
+                           code_selector=HYPERVISOR_CS, data_selector=HYPERVISOR_DS)
         on_iret = guarded(vcpu, lambda address, size: self.interrupt_return(vcpu))
         for address in self.machine.devices.sites.iretq:
             uc.hook_add(UC_HOOK_CODE, on_iret, None, address, address)
