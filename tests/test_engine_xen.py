@@ -12,15 +12,20 @@ from helpers import ROOT, debian_file
 from xsplice_emu.debian import load_xen_syms, xen_syms
 from xsplice_emu.debian_builds import PINNED_BUILD
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
-from xsplice_emu.errors import ConfigError
+from xsplice_emu.errors import ConfigError, GuestFault
 from xsplice_emu.scenario import load_scenario, run_scenario
 from xsplice_emu.session import Session
+from xsplice_emu.tracing.kinds import EventKind
 from xsplice_emu.verbs import parse
 from xsplice_emu.xen_tests import xen_tests_for
 
 SEQUENCE = ROOT / "scenarios" / "xen417" / "xen_test_sequence.toml"
 TESTBED_LINE = "(testbed) "
 TIMEOUT = ROOT / "scenarios" / "xen417" / "timeout_preempted.toml"
+XEN417 = ROOT / "scenarios" / "xen417"
+EVENT_CHECK_VECTOR, CALL_FUNCTION_VECTOR, INVALIDATE_TLB_VECTOR = 0xFC, 0xFB, 0xFD
+FLUSH_TLB = 0x100
+"""Xen 4.17's flush flag for the non-global TLB (asm/flushtlb.h)."""
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +87,152 @@ def test_a_preempted_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing
     """1 ms timeout, vCPU 1 preempted for 5 ms: Xen prints "Timed out on semaphore", the apply is EBUSY, every
     vCPU still runs ".7"; once vCPU 1 runs again the apply succeeds (the scenario checks each)."""
     assert run_scenario(load_scenario(TIMEOUT)).ok
+
+
+def _nmi_counts(session: Session) -> list[int]:
+    """Xen's own per-CPU count of the NMIs its do_nmi handled."""
+    machine = session.machine
+    return [machine.memory.read_u32(machine.platform.per_cpu("nmi_count", cpu)) for cpu in range(2)]
+
+
+def test_an_nmi_from_the_host_and_one_from_xens_self_nmi_run_xens_own_do_nmi(xen):
+    """An NMI to idle vCPU 1, then Xen's own self_nmi on vCPU 0 (an x2APIC ICR write in NMI mode): each goes
+    through Xen's IDT into its do_nmi (its per-CPU nmi_count says 1 each), its iretq ends NMI blocking and the
+    vCPU is back idle."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    seen = len(machine.trace.events)
+    session.nmi(1)
+    session.call(0, "self_nmi", ())
+    session.advance(10_000)
+    assert _nmi_counts(session) == [1, 1]
+    kinds = {vcpu: [e.kind for e in machine.trace.events[seen:] if e.vcpu == vcpu and e.kind in (
+        EventKind.NMI, EventKind.IRET, EventKind.NMI_UNBLOCKED, EventKind.HALT)] for vcpu in (0, 1)}
+    assert kinds[0][-4:] == kinds[1][-4:] == [EventKind.NMI, EventKind.IRET, EventKind.NMI_UNBLOCKED,
+                                               EventKind.HALT]
+
+
+def test_a_delayed_call_runs_on_its_vcpu_once_the_delay_passed(xen):
+    """A call of Xen's self_nmi posted for vCPU 1 in 50 us returns None at once; vCPU 1 takes its NMI (Xen's
+    nmi_count 1) at 50 us or later, and nothing before."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    posted_ns = machine.now_ns
+    assert session.call(1, "self_nmi", (), delay_ns=50_000) is None
+    session.advance(20_000)
+    assert _nmi_counts(session) == [0, 0]
+    session.advance(80_000)
+    assert _nmi_counts(session) == [0, 1]
+    nmi = next(e for e in machine.trace.events if e.kind is EventKind.NMI)
+    assert (nmi.vcpu, nmi.time_ns >= posted_ns + 50_000) == (1, True)
+
+
+def test_xens_rendezvous_kicks_the_other_vcpu_through_its_idt(xen, payloads):
+    """During an apply vCPU 1 takes Xen's event-check IPI (vector 0xfc) through Xen's IDT and returns from it
+    with iretq; the apply succeeds."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    seen = len(session.machine.trace.events)
+    assert session.command(parse(["load", "xen_hello_world.livepatch"])).exit_code == 0
+    events = [(e.kind, e.fields.get("vector")) for e in session.machine.trace.events[seen:] if e.vcpu == 1]
+    assert (EventKind.INTERRUPT, EVENT_CHECK_VECTOR) in events
+    assert (EventKind.IRET, EVENT_CHECK_VECTOR) in events
+
+
+def test_xens_call_function_and_tlb_flush_ipis_run_their_handlers_on_the_other_vcpu(xen):
+    """Xen's own on_selected_cpus(cpu 1, clear_page_sse2, page, wait) returns with the page zeroed by vCPU 1
+    (vector 0xfb through Xen's IDT), and its flush_area_mask(online, FLUSH_TLB) returns once vCPU 1's
+    invalidate_interrupt (0xfd) answered."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    page, mask = (machine.platform.heap.heap.take(PAGE, PAGE) for _ in range(2))
+    machine.memory.write(page, b"\xff" * PAGE)
+    machine.memory.write(mask, bytes([0b10]))
+    seen = len(machine.trace.events)
+    session.call(0, "on_selected_cpus", (mask, "clear_page_sse2", page, 1))
+    assert machine.memory.read(page, PAGE) == bytes(PAGE)
+    session.call(0, "flush_area_mask", ("cpu_online_map", 0, FLUSH_TLB))
+    taken = [e.fields["vector"] for e in machine.trace.events[seen:] if e.kind is EventKind.INTERRUPT]
+    assert [(e.vcpu, e.fields["vector"]) for e in machine.trace.events[seen:] if e.kind is EventKind.IRET] == [
+        (1, CALL_FUNCTION_VECTOR), (1, INVALIDATE_TLB_VECTOR)] and taken == [CALL_FUNCTION_VECTOR,
+                                                                          INVALIDATE_TLB_VECTOR]
+
+
+def test_xens_d_debug_key_dumps_both_cpus_through_its_own_exception_and_ipi_handlers(xen):
+    """Xen's 'd' key: its run_in_exception_handler (a #UD bug frame through Xen's IDT) dumps CPU0 from
+    dump_registers, and its state-dump IPI (the spurious vector, acknowledged through the x2APIC's in-service
+    register) makes CPU1 dump itself from its idle loop; the call returns."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    seen = len(session.machine.log)
+    session.call(0, "handle_keypress", (ord("d"), 0))
+    log = session.machine.log[seen:]
+    dumps = [log.index(f"*** Dumping CPU{cpu} host state: ***") for cpu in (0, 1)]
+    assert log[dumps[0] + 3].startswith("RIP:    e008:[<") and "common/keyhandler.c#dump_registers" in log[dumps[0] + 3]
+    assert "arch/x86/domain.c#default_idle" in log[dumps[1] + 3]
+    assert not [line for line in log if "spurious APIC interrupt" in line]
+
+
+def test_a_bug_in_xen_is_reported_by_xen_itself_and_stops_the_run_with_its_reason(xen):
+    """set_direct_apic_vector for a vector already set hits Xen's BUG_ON: through Xen's IDT its do_invalid_op
+    prints "Xen BUG at arch/x86/irq.c:986" with its call trace and panics; the run stops with one line giving
+    that reason."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    seen = len(session.machine.log)
+    with pytest.raises(GuestFault, match="^vCPU 0 fault: Xen panicked: Xen BUG at arch/x86/irq.c:986 at "):
+        session.call(0, "set_direct_apic_vector", (EVENT_CHECK_VECTOR, "event_check_interrupt"))
+    log = session.machine.log[seen:]
+    assert log[0] == "Xen BUG at arch/x86/irq.c:986"
+    assert "   [<ffff82d04030a290>] R set_direct_apic_vector+0x20/0x30" in log
+
+
+def test_a_fault_in_xens_assembly_code_is_named_by_its_entry_s_label(xen):
+    """restore_all_xen run with no interrupt frame: the #GP at its iretq is reported with Xen's label for it,
+    "x86_64/entry.S#restore_all_xen+0xa4" (entry.S's labels have no size)."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    with pytest.raises(GuestFault, match=r"^vCPU 0 fault: #GP general protection at 0xffff82d0402017e4 "
+                                         r"<x86_64/entry.S#restore_all_xen\+0xa4>: iretq;"):
+        session.call(0, "restore_all_xen", ())
+
+
+def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(xen, payloads):
+    """vCPU 1 in Xen's own __udelay with IRQs off for 2 ms, 1 ms timeout: Xen prints "Timed out on semaphore",
+    the apply is EBUSY, nothing changed; after the stall it succeeds (the scenario checks each)."""
+    assert run_scenario(load_scenario(XEN417 / "timeout_stalled.toml")).ok
+
+
+def test_an_nmi_in_xens_wait_is_swallowed_by_its_mask_and_the_callback_is_back_after_the_timeout(xen, payloads):
+    """c5ed88110c on 4.17.7: the NMI that lands while Xen's master waits is lost to mask_nmi_callback (nmis_lost
+    1, a nmi_lost event on vCPU 0), and after the timeout Xen's set_nmi_callback finds no callback set."""
+    result = run_scenario(load_scenario(XEN417 / "nmi_callback_restored_after_timeout.toml"))
+    assert result.ok
+    session = result.session
+    assert [e.vcpu for e in session.machine.trace.events if e.kind is EventKind.NMI_LOST] == [0]
+    assert session.machine.memory.read_u64(xen.address("arch/x86/traps.c#nmi_callback")) == 0
+
+
+def test_an_nmi_storm_during_an_apply_runs_through_xens_idt(xen, payloads):
+    """NMIs at 1 MHz to both vCPUs while Xen applies: the apply succeeds, every NMI sent by then was handled by
+    Xen's do_nmi, and the 56 lost to Xen's mask all come between its arch_livepatch_mask and unmask."""
+    result = run_scenario(load_scenario(XEN417 / "nmi_storm_during_apply.toml"))
+    assert result.ok
+    events = result.session.machine.trace.events
+    delivered = sum(1 for e in events if e.kind is EventKind.NMI)
+    assert sum(_nmi_counts(result.session)) == delivered > 56
+    masked, unmasked = (next(k for k, e in enumerate(events) if e.kind is kind)
+                        for kind in (EventKind.NMI_MASKED, EventKind.NMI_UNMASKED))
+    assert events[unmasked].fields == {"lost": 56}
+    assert all(masked < k < unmasked for k, e in enumerate(events) if e.kind is EventKind.NMI_LOST)
+
+
+def test_a_dropped_flush_leaves_one_vcpu_running_the_code_it_translated_before_xens_apply(xen, payloads):
+    """drop_flush on vCPU 1, then Xen applies hello world: vCPU 0 says "Hello World", vCPU 1 still runs the
+    xen_extra_version it translated before (".7"), even after it serialised again taking an NMI."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    assert [v.extra for v in session.versions()] == [PINNED_BUILD.extra] * 2
+    session.drop_flush(1)
+    assert session.command(parse(["load", "xen_hello_world.livepatch"])).exit_code == 0
+    session.nmi(1)
+    session.advance(10_000)
+    assert [v.extra for v in session.versions()] == ["Hello World", PINNED_BUILD.extra]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .debian import load_xen_syms
-from .duration import NS_PER_MS
+from .duration import NS_PER_MS, NS_PER_US
 from .engines import ENGINES, LivepatchEngine
 from .engines.xen import XenLivepatch, XenMachine
 from .errors import ConfigError
@@ -90,11 +90,16 @@ class Session:
         self.machine.run_for(ns)
 
     def stall(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
-        """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off (a `stall` event marks it)."""
-        machine = self.controller_machine("stall")
+        """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off (a `stall` event marks it): the
+        firmware's stall function through a call IPI, or on the xen engine Xen's own `__udelay` once the vCPU is
+        idle (whole microseconds)."""
+        machine = self.machine
         at_ps = self._at(delay_ns)
         machine.trace.emit(at_ps // PS_PER_NS, vcpu, EventKind.STALL, ns=ns)
-        machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
+        if isinstance(machine, XenMachine):
+            machine.post_call(vcpu, "__udelay", -(-ns // NS_PER_US), at_ps=at_ps, interrupts=False)
+        else:
+            machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
 
     def call(self, vcpu: int, function: str, arguments: tuple[int | str, ...], *, delay_ns: int = 0) -> int | None:
         """Run `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give its result;
@@ -103,17 +108,17 @@ class Session:
         machine = self.machine
         values = [machine.address(arg) if isinstance(arg, str) else arg for arg in arguments]
         if delay_ns:
-            self.controller_machine("a delayed call").post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
+            machine.post_call(vcpu, function, *values, at_ps=self._at(delay_ns))
             return None
         return machine.call(vcpu, function, *values)
 
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
-        self.controller_machine("an NMI").send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
+        self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
 
     def nmi_storm(self, vcpus: list[int], *, rate_khz: float, ns: int, delay_ns: int = 0) -> int:
         """NMIs to each of `vcpus` at `rate_khz` for `ns` from now (+ `delay_ns`); how many were sent."""
-        machine = self.controller_machine("an NMI storm")
+        machine = self.machine
         period_ps = round(PS_PER_NS * NS_PER_MS / rate_khz)
         count = max(1, ns * PS_PER_NS // period_ps)
         start = self._at(delay_ns)
@@ -128,7 +133,6 @@ class Session:
 
     def drop_flush(self, vcpu: int) -> None:
         """The next action does not drop `vcpu`'s translated code (a missing serialisation)."""
-        self.controller_machine("drop_flush")
         self.livepatch.drop_flush.add(vcpu)
 
     @property

@@ -19,7 +19,9 @@ from unicorn.x86_const import (
     UC_X86_REG_CR2,
     UC_X86_REG_CR3,
     UC_X86_REG_CR4,
+    UC_X86_REG_CS,
     UC_X86_REG_EFLAGS,
+    UC_X86_REG_GDTR,
     UC_X86_REG_IDTR,
     UC_X86_REG_R8,
     UC_X86_REG_RAX,
@@ -30,11 +32,13 @@ from unicorn.x86_const import (
     UC_X86_REG_RIP,
     UC_X86_REG_RSI,
     UC_X86_REG_RSP,
+    UC_X86_REG_SS,
+    UC_X86_REG_TR,
 )
 
 from ..errors import MachineError
 from ..layout import Layout
-from ..platform import CODE_SELECTOR, DATA_SELECTOR, NMI_VECTOR
+from ..platform import NMI_VECTOR
 from .base import Architecture, HandlerEntry, PageTables, Registers
 from .relocations import Absolute, Ignored, Overflow, PCRelative
 
@@ -47,6 +51,14 @@ IDT_GATE = Layout("idt_entry", (("offset_low", "H"), ("selector", "H"), ("ist", 
                                 ("offset_mid", "H"), ("offset_high", "I"), ("reserved", "I")))
 """A 64-bit IDT gate (`struct idt_entry` of firmware/arch/x86/traps.c)."""
 GATE_PRESENT = 0x80
+GATE_IST_MASK = 0x07
+TSS_IST = 0x24
+"""Offset of the 64-bit TSS's `ist[0]`: a gate with IST n switches to the stack `ist[n - 1]`."""
+TSS_LIMIT = 0x67
+TSS_BUSY_64 = 0x8B
+"""Present, busy 64-bit TSS: what `ltr` leaves in TR's attributes."""
+IDT_ENTRIES = 256
+GDT_LIMIT = 0xFFFF
 GATE_TYPE_MASK = 0x0F
 INTERRUPT_GATE = 0x0E
 """Type of a gate that clears IF on entry (a trap gate, 0xF, leaves it)."""
@@ -102,6 +114,17 @@ _RELOCATION_NAMES = {value: name for name, value in ENUM_RELOC_TYPE_x64.items() 
 _RELOCATION_NAMES.setdefault(41, "R_X86_64_GOTPCRELX")  # missing from pyelftools' table
 
 
+def load_system_tables(uc: Uc, *, idt: int, gdt: int, tss: int, code_selector: int, data_selector: int) -> None:
+    """Point `uc`'s IDTR at the 256 gates at `idt`, its GDTR at `gdt` (as far as a selector reaches), its TR at the
+    64-bit TSS at `tss` (where a gate's IST stacks are), and run it in `code_selector` and `data_selector`, whose
+    descriptors are at `gdt` (what `iretq` reloads the frame's selectors from)."""
+    uc.reg_write(UC_X86_REG_IDTR, (0, idt, IDT_ENTRIES * IDT_GATE.size - 1, 0))
+    uc.reg_write(UC_X86_REG_GDTR, (0, gdt, GDT_LIMIT, 0))
+    uc.reg_write(UC_X86_REG_TR, (0, tss, TSS_LIMIT, TSS_BUSY_64))
+    uc.reg_write(UC_X86_REG_CS, code_selector)
+    uc.reg_write(UC_X86_REG_SS, data_selector)
+
+
 class X86_64(Architecture):
     """The x86-64 guest."""
 
@@ -152,7 +175,7 @@ class X86_64(Architecture):
         _, idt_base, idt_limit, _ = vcpu.uc.reg_read(UC_X86_REG_IDTR)
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
             raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
-        low, _, _, attributes, mid, high, _ = IDT_GATE.struct.unpack(
+        low, _, ist, attributes, mid, high, _ = IDT_GATE.struct.unpack(
             vcpu.memory.read(idt_base + vector * IDT_GATE.size, IDT_GATE.size))
         if not attributes & GATE_PRESENT:
             raise MachineError(f"vCPU {vcpu.index}: IDT gate for vector {vector:#x} is not present")
@@ -161,8 +184,13 @@ class X86_64(Architecture):
         regs = self.registers
         rsp = vcpu.read(regs.sp)
         rflags = vcpu.read(regs.flags)
-        frame = (rsp & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
-        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, CODE_SELECTOR, rflags, rsp, DATA_SELECTOR))
+        stack = rsp
+        if ist & GATE_IST_MASK:
+            tss = vcpu.uc.reg_read(UC_X86_REG_TR)[1]
+            stack = vcpu.memory.read_u64(tss + TSS_IST + 8 * ((ist & GATE_IST_MASK) - 1))
+        frame = (stack & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
+        selectors = vcpu.uc.reg_read(UC_X86_REG_CS), vcpu.uc.reg_read(UC_X86_REG_SS)
+        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, selectors[0], rflags, rsp, selectors[1]))
         vcpu.write(regs.sp, frame)
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)
         vcpu.write(regs.flags, rflags & ~cleared)

@@ -6,7 +6,6 @@ and the host's stand-ins for what Xen's boot never set up (its allocators, the s
 from __future__ import annotations
 
 import functools
-import heapq
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...machine import Vcpu
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
-from .layout import HOST_PAGE, X2APIC_ICR
+from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
 from .sites import InstructionSites
 
@@ -64,6 +63,7 @@ class Devices:
 
         at(sites.rdtsc, lambda: self._rdtsc(vcpu, 2))
         at(sites.rdtscp, lambda: self._rdtsc(vcpu, 3))
+        at(sites.rdmsr, lambda: self._rdmsr(vcpu))
         at(sites.wrmsr, lambda: self._wrmsr(vcpu))
         at(sites.hlt, lambda: self._hlt(vcpu))
         at(sites.serialising, lambda: self._serialise(vcpu))
@@ -86,31 +86,45 @@ class Devices:
             vcpu.write(REGS.counter, vcpu.index)
         _skip(vcpu, length)
 
+    def _rdmsr(self, vcpu: Vcpu) -> None:
+        """The x2APIC's ID and in-service registers (the maskable vectors whose handlers run: Xen's
+        `apic_isr_read`); any other MSR is left to Unicorn."""
+        msr = vcpu.read(REGS.counter) & 0xFFFFFFFF
+        if msr == X2APIC_ID:
+            value = vcpu.index
+        elif X2APIC_ISR <= msr < X2APIC_ISR + 8:
+            first = (msr - X2APIC_ISR) * 32
+            value = sum(1 << (vector - first) for vector in set(vcpu.handlers) if first <= vector < first + 32)
+        else:
+            return
+        vcpu.write(REGS.low, value)
+        vcpu.write(REGS.high, 0)
+        _skip(vcpu, 2)
+
     def _wrmsr(self, vcpu: Vcpu) -> None:
         msr = vcpu.read(REGS.counter) & 0xFFFFFFFF
         value = (vcpu.read(REGS.high) & 0xFFFFFFFF) << 32 | vcpu.read(REGS.low) & 0xFFFFFFFF
         _skip(vcpu, 2)
         if msr != X2APIC_ICR:
             return  # no other MSR is modelled: the write has no effect
-        if (value >> 8) & 7 == ICR_DELIVERY_NMI:
-            return  # NMIs through Xen's IDT are later work (issue 21, item 3)
+        vector = vcpu.arch.nmi_vector if (value >> 8) & 7 == ICR_DELIVERY_NMI else value & 0xFF
         shorthand, destination, count = (value >> 18) & 3, value >> 32, len(self.machine.vcpus)
         targets = {0: [destination], 1: [vcpu.index], 2: list(range(count)),
                    3: [i for i in range(count) if i != vcpu.index]}[shorthand]
         for target in targets:
             if target < count:
-                self.machine.send_ipi(vcpu, target, value & 0xFF)
+                self.machine.send_ipi(vcpu, target, vector)
 
     def _hlt(self, vcpu: Vcpu) -> None:
-        """`hlt`: an interrupt already latched (or due by now) makes it fall through; else the vCPU sleeps."""
+        """`hlt`: with an interrupt latched or due by now that it may take, the slice ends past the `hlt` (the
+        machine delivers it there); else the vCPU sleeps."""
         _skip(vcpu, 1)
-        now = vcpu.current_time_ps()
-        while vcpu.arrivals and vcpu.arrivals[0][0] <= now:
-            vcpu.pending_vectors.add(heapq.heappop(vcpu.arrivals)[2])
-        if vcpu.pending_vectors:
-            vcpu.pending_vectors.clear()
-            return
-        vcpu.stop(StopReason.HALT)
+        due = bool(vcpu.arrivals) and vcpu.arrivals[0][0] <= vcpu.current_time_ps()
+        takes_interrupts = vcpu.read_interrupt_flag()
+        if vcpu.nmi_pending and not vcpu.nmi_blocked or takes_interrupts and (due or vcpu.pending_vectors):
+            vcpu.stop(StopReason.HOOK)
+        else:
+            vcpu.stop(StopReason.HALT)
 
     def _serialise(self, vcpu: Vcpu) -> None:
         if self.machine.serialise(vcpu):

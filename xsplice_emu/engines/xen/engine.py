@@ -54,6 +54,7 @@ class _Pending:
     requested_ps: int
     timeout_ns: int
     host_started: float
+    nmis_lost_before: int
 
 
 class XenLivepatch:
@@ -71,6 +72,7 @@ class XenLivepatch:
         self.applied: list[str] = []
         self.results: list[ActionResult] = []
         self.drop_flush: set[int] = set()
+        """vCPUs that do not drop their translated code during the next action (a missing serialisation)."""
         self._pending: _Pending | None = None
         self._work = machine.address("common/livepatch.c#livepatch_work") + LIVEPATCH_WORK_DO_WORK
 
@@ -146,7 +148,9 @@ class XenLivepatch:
             self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=name)
             return rc
         if rc == 0:
-            self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter())
+            self.machine.keep_stale(frozenset(self.drop_flush))
+            self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter(),
+                                     self.machine.interrupts.nmis_lost)
         return rc
 
     def run_action(self, name: str, action: Action, **options) -> ActionResult | None:
@@ -171,13 +175,16 @@ class XenLivepatch:
         if pending is None or not self._done():
             return None
         self._pending = None
+        self.machine.keep_stale(frozenset())
+        self.drop_flush.clear()
         done_ps = self.machine.now_ps
         payload = self.get(pending.name)
         self.list()  # REPLACE moves other payloads too
         result = ActionResult(
             name=pending.name, action=pending.action.name.lower(), rc=payload.rc, master=None, parked_ns=None,
             release_ns=(done_ps - pending.requested_ps) // PS_PER_NS,
-            host_ms=(time.perf_counter() - pending.host_started) * 1000, nmis_lost=0, bytes_written=0,
+            host_ms=(time.perf_counter() - pending.host_started) * 1000,
+            nmis_lost=self.machine.interrupts.nmis_lost - pending.nmis_lost_before, bytes_written=0,
             violations=Counter())
         self.results.append(result)
         return result

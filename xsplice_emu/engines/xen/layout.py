@@ -37,6 +37,9 @@ STACK_SIZE = 0x8000
 SYS_STATE_ACTIVE = 3
 IDLE_DOMAIN_ID = 0x7FFF
 X2APIC_ICR = 0x830
+X2APIC_ID = 0x802
+X2APIC_ISR = 0x810
+"""The first of the eight in-service registers (32 vectors each)."""
 CR0 = 0x80010033  # PG | WP | NE | ET | MP | PE: Xen runs with write protection on
 CR4 = 0x6A0 | 0x80  # OSXMMEXCPT | OSFXSR | PAE | PGE
 EFER = 0x500  # LMA | LME

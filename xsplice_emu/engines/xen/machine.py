@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from unicorn import UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UcError
+from unicorn import (
+    UC_HOOK_CODE,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE,
+    UC_PROT_ALL,
+    UcError,
+)
 
 from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...errors import GuestFault, MachineError
@@ -26,14 +34,20 @@ from ...platform import EXCEPTION_NAMES, RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
 from .devices import Devices
+from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
+from .sites import AssemblyLabels
 
 CALL_TIMEOUT_NS = 500_000_000
 """How long a host call may run (virtual time) before it is an error: unload waits on RCU, which needs every
 vCPU."""
 XEN_PREFIX = "(XEN) "
 """What printk puts before each line."""
+INVALID_OPCODE = 6
+PANIC_ENDS = ("machine_restart", "machine_halt")
+"""Where Xen's `panic` goes once it printed its report."""
+PANIC_HEADER = "Panic on CPU"
 IDLE_WAIT_NS = 100_000_000
 """How long a call waits for its vCPU to go idle first."""
 
@@ -48,6 +62,15 @@ class HostCall:
     result: int | None = None
 
 
+@dataclass(frozen=True)
+class PostedCall:
+    """A call the host posted for a vCPU's next idle moment."""
+
+    function: int
+    arguments: tuple[int, ...]
+    interrupts: bool
+
+
 class XenMachine:
     """Xen's image on N vCPUs, deterministic by seed; the surface `Session` and the xen engine use."""
 
@@ -59,6 +82,7 @@ class XenMachine:
         self.arch = hypervisor.arch
         self.config = config
         self.offsets = struct_offsets(hypervisor)
+        self.assembly_labels = AssemblyLabels.of(hypervisor)
         large = self.arch.large_page_size
         base = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
         payload_begin = -(-hypervisor.end // large) * large
@@ -87,10 +111,14 @@ class XenMachine:
         """Xen's console lines, without its "(XEN) " prefix."""
         self._console_seen = 0
         self.calls: dict[int, HostCall] = {}
+        self.posted: list[list[PostedCall]] = [[] for _ in range(config.vcpus)]
         self.code_generation = 0
         """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
         self.seen_generation = [0] * config.vcpus
         self.flush_due: set[int] = set()
+        self.keep_translations: frozenset[int] = frozenset()
+        """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
+        self.interrupts = Interrupts(self)
         self.devices = Devices(self)
         for vcpu in self.vcpus:
             self._install(vcpu)
@@ -102,9 +130,15 @@ class XenMachine:
         uc.reg_write(REGS.cr4, CR4)
         uc.reg_write(REGS.cr0, CR0)
         self.devices.install(vcpu)
+        self.interrupts.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
+        uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
             vcpu, address), False))
+        on_panic = guarded(vcpu, lambda address, size: self._panicked(vcpu))
+        for function in PANIC_ENDS:
+            address = self.address(function)
+            uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
                 vcpu)), None, begin, end - 1)
@@ -119,7 +153,8 @@ class XenMachine:
         return self.now_ps // PS_PER_NS
 
     def describe(self, address: int) -> str:
-        return self.hypervisor.describe(address)
+        """Xen's symbol for `address`: its function, or the assembly label it follows (entry.S)."""
+        return self.assembly_labels.describe(address) or self.hypervisor.describe(address)
 
     def address(self, name: str) -> int:
         return self.hypervisor.address(name)
@@ -148,15 +183,18 @@ class XenMachine:
             self.scheduler.queue(vcpu)
         self.add_alarm(at_ps, start)
 
-    def send_ipi(self, sender: Vcpu | None, index: int, vector: int) -> None:
-        """An interrupt to vCPU `index` from `sender` (None: the host), arriving at the sender's time."""
+    def send_ipi(self, sender: Vcpu, index: int, vector: int) -> None:
+        """An interrupt (the NMI vector: an NMI) to vCPU `index` from `sender`, arriving at the sender's time."""
+        self.send_interrupt(index, vector, at_ps=sender.current_time_ps(), sender=sender.index)
+
+    def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
+        """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now) from
+        vCPU `sender` (None: the host); Xen's IDT handler takes it at the target's next slice boundary."""
         target = self.vcpu(index)
-        sent_ps = self.now_ps if sender is None else sender.current_time_ps()
-        target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector,
-                    None if sender is None else sender.index)
-        self.trace.emit(sent_ps // PS_PER_NS, None if sender is None else sender.index, EventKind.IPI,
-                        to=index, vector=vector)
-        if target is not sender:
+        sent_ps = self.now_ps if at_ps is None else at_ps
+        target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector, sender)
+        self.trace.emit(sent_ps // PS_PER_NS, sender, EventKind.IPI, to=index, vector=vector)
+        if index != sender:
             self.scheduler.queue(target)
 
     # -- calls ---------------------------------------------------------------------------------------------------
@@ -184,6 +222,29 @@ class XenMachine:
         if call.result is None:
             raise MachineError(f"{name} on vCPU {index} did not return within {timeout_ns / 1e6:g} ms")
         return call.result
+
+    def post_call(self, index: int, function: str | int, *arguments: int, at_ps: int,
+                  interrupts: bool = True) -> None:
+        """From `at_ps`, run `function(arguments)` on vCPU `index` as soon as it is idle (with interrupts on or
+        off) without waiting for it: a stall, a delayed call. Its result is not kept."""
+        vcpu = self.vcpu(index)
+        entry = self.address(function) if isinstance(function, str) else function
+
+        def post() -> None:
+            self.posted[index].append(PostedCall(entry, arguments, interrupts))
+            self._start_posted(vcpu)
+        self.add_alarm(at_ps, post)
+
+    def _start_posted(self, vcpu: Vcpu) -> None:
+        """An idle vCPU starts the first call posted for it, if any."""
+        posted = self.posted[vcpu.index]
+        if not posted or vcpu.state is not VcpuState.HALTED or vcpu.index in self.calls:
+            return
+        call = posted.pop(0)
+        vcpu.sleep_until(self.now_ps)
+        self.calls[vcpu.index] = HostCall(call.function, then_idle=True)
+        self.platform.enter(vcpu, call.function, call.arguments, as_dom0=False, interrupts=call.interrupts)
+        self.scheduler.queue(vcpu)
 
     def call_all(self, function: str | int, *arguments: int) -> list[int]:
         """`function(arguments)` on each vCPU in turn; their results in vCPU order."""
@@ -239,14 +300,16 @@ class XenMachine:
         if vcpu.state is VcpuState.HALTED:
             vcpu.sleep_until(ready_ps)
             vcpu.latch_due(NEVER)
-            if not vcpu.pending_vectors:
+            if not vcpu.deliverable():
                 self.scheduler.queue(vcpu)
                 return
-            vcpu.pending_vectors.clear()  # the event-check IPI: hlt returns (Xen's handler only acks it)
-            self.serialise(vcpu)  # taking an interrupt and its iret serialise
             vcpu.wake()
             self.emit(vcpu, EventKind.WAKE)
             self.scheduler.forget(vcpu)
+        else:
+            vcpu.latch_due(NEVER)
+        if self.interrupts.deliver(vcpu):
+            self.serialise(vcpu)  # taking an interrupt serialises
         self._run_slice(vcpu, until_ps)
         self.scheduler.queue(vcpu)
 
@@ -275,6 +338,7 @@ class XenMachine:
         elif reason is StopReason.HALT and vcpu.stop_reason is StopReason.HALT:
             vcpu.settle(VcpuState.HALTED)
             self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
+            self._start_posted(vcpu)
         elif reason is StopReason.BUDGET and vcpu.pc == start_pc:
             self.devices.surface_lost_fault(vcpu)
 
@@ -299,6 +363,22 @@ class XenMachine:
         return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
                           f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, rip=pc)
 
+    def _panicked(self, vcpu: Vcpu) -> None:
+        """Xen's `panic` printed its report and would now restart or halt the machine: the run stops there,
+        with the reason Xen gave."""
+        self.drain_console()
+        header = next((k for k in range(len(self.log) - 1, -1, -1) if self.log[k].startswith(PANIC_HEADER)), None)
+        reason = self.log[header + 1] if header is not None and header + 1 < len(self.log) else "no reason printed"
+        raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
+
+    def _invalid_opcode(self, vcpu: Vcpu) -> bool:
+        """#UD (Unicorn reports it apart from other exceptions): Xen's BUG and WARN frames and
+        `run_in_exception_handler` raise it on purpose; it goes through Xen's IDT to its own handler."""
+        pc = vcpu.current_pc()
+        vcpu.inject(INVALID_OPCODE, return_pc=pc)
+        self.emit(vcpu, EventKind.EXCEPTION, vector=INVALID_OPCODE, rip=pc)
+        return True
+
     def _exception(self, vcpu: Vcpu, intno: int) -> None:
         pc = vcpu.current_pc()
         what = EXCEPTION_NAMES.get(intno, f"vector {intno}")
@@ -318,12 +398,20 @@ class XenMachine:
 
     def serialise(self, vcpu: Vcpu) -> bool:
         """`vcpu` serialises: if code was written since it last did, it drops its translations before its next
-        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again)."""
-        if self.seen_generation[vcpu.index] == self.code_generation:
+        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again). A vCPU
+        in `keep_translations` keeps them (the drop_flush fault: a missing serialisation)."""
+        if self.seen_generation[vcpu.index] == self.code_generation or vcpu.index in self.keep_translations:
             return False
         self.seen_generation[vcpu.index] = self.code_generation
         self.flush_due.add(vcpu.index)
         return True
+
+    def keep_stale(self, vcpus: frozenset[int]) -> None:
+        """From now until `keep_stale` again, `vcpus` drop nothing when they serialise; those no longer kept never
+        drop what was written meanwhile (the drop_flush fault: the flushes an action owed them are lost)."""
+        for index in self.keep_translations - vcpus:
+            self.seen_generation[index] = self.code_generation
+        self.keep_translations = vcpus
 
     @property
     def instructions(self) -> int:

@@ -54,6 +54,7 @@ VCPU_INFO_SIZE = 64
 """struct vcpu_info: no event pending, no upcall masked."""
 """The SysV ABI's first integer arguments."""
 SLOT = 16
+RFLAGS_RESERVED, RFLAGS_IF = 0x2, 0x200
 """Bytes of each host stand-in's slot in the host page."""
 
 
@@ -167,6 +168,7 @@ class Platform:
             memory.write(self.sym(name), mask)
         memory.write_u8(self.sym("tasklets_initialised"), 1)
         memory.write_u8(self.sym("x2apic_enabled"), 1)
+        memory.write_u32(self.sym("cpu_khz"), self.clock_hz // 1000)  # __udelay's TSC ticks per ms
         x2apic = self.image.symbol("apic_x2apic_phys")
         memory.write(self.sym("genapic"), memory.read(x2apic.address, x2apic.size))
         idle_domain, dom0 = self._domain(IDLE_DOMAIN_ID), self._domain(0)
@@ -230,6 +232,7 @@ class Platform:
         for cpu in range(self.vcpus):
             for unit in CPU_NOTIFIERS:
                 machine.call(0, f"{unit}#cpu_callback", self.sym(f"{unit}#cpu_nfb"), CPU_UP_PREPARE, cpu)
+        machine.interrupts.boot()
         for threshold in XENLOG_THRESHOLDS:  # the reference's `loglvl=all guest_loglvl=all`, once the console's
             self.memory.write_u32(self.sym(threshold), XENLOG_ALL)  # tasklets exist
         for vcpu in machine.vcpus:
@@ -241,9 +244,10 @@ class Platform:
             busy = [machine.describe(v.pc) for v in machine.vcpus if v.state is not VcpuState.HALTED]
             raise MachineError(f"Xen's idle loops did not settle within 1 ms: {busy}")
 
-    def enter(self, vcpu: Vcpu, entry: int, arguments: tuple[int, ...], *, as_dom0: bool) -> None:
-        """Start `entry(arguments)` on `vcpu` from the bottom of its stack, returning into the sentinel;
-        `current` is its dom0 vCPU (a hypercall) or its idle vCPU."""
+    def enter(self, vcpu: Vcpu, entry: int, arguments: tuple[int, ...], *, as_dom0: bool,
+              interrupts: bool = True) -> None:
+        """Start `entry(arguments)` on `vcpu` from the bottom of its stack, returning into the sentinel, with
+        interrupts on or off; `current` is its dom0 vCPU (a hypercall) or its idle vCPU."""
         top = self.stack_tops[vcpu.index]
         frame = top - self.offsets.cpu_info_size - 2 * 8
         self.memory.write_u64(frame, self.sentinel)
@@ -251,7 +255,7 @@ class Platform:
         for register, value in zip(REGS.arguments, arguments, strict=False):
             vcpu.write(register, value & (2**64 - 1))
         vcpu.write(arch.registers.sp, frame)
-        vcpu.write(arch.registers.flags, 0x202)
+        vcpu.write(arch.registers.flags, RFLAGS_IF | RFLAGS_RESERVED if interrupts else RFLAGS_RESERVED)
         vcpu.pc = entry
         current = (self.dom0_vcpus if as_dom0 else self.idle_vcpus)[vcpu.index]
         self.memory.write_u64(top + self.offsets.cpu_info_current_vcpu, current)
@@ -261,7 +265,7 @@ class Platform:
         """`reset_stack_and_jump(idle_loop)` with its idle vCPU current."""
         top = self.stack_tops[vcpu.index]
         vcpu.write(vcpu.arch.registers.sp, top - self.offsets.cpu_info_size)
-        vcpu.write(vcpu.arch.registers.flags, 0x2)
+        vcpu.write(vcpu.arch.registers.flags, RFLAGS_RESERVED)
         vcpu.pc = self.sym("idle_loop")
         self.memory.write_u64(top + self.offsets.cpu_info_current_vcpu, self.idle_vcpus[vcpu.index])
 

@@ -6,13 +6,19 @@ the platform hooks each such instruction where it is: every function of the imag
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass
 
 from ...image import Image
 
-SERIALISING = ("cpuid", "iretq", "wbinvd", "invd", "lgdt", "lidt", "ltr")
+X2APIC_MSRS = range(0x800, 0x900)
+"""The x2APIC's registers: a rdmsr of one is answered by the platform."""
+HEX_NUMBER = re.compile(r"0x([0-9a-f]+)")
+SERIALISING = ("cpuid", "wbinvd", "invd", "lgdt", "lidt", "ltr")
 """Instructions after which a vCPU runs what other vCPUs wrote into code (Intel SDM 9.1.3); `mov` to a control
-register is found apart (its mnemonic is `mov`). A write to an x2APIC MSR is not serialising."""
+register is found apart (its mnemonic is `mov`), `iretq` too (it also returns from an interrupt). A write to an
+x2APIC MSR is not serialising."""
 
 
 @dataclass(frozen=True)
@@ -21,25 +27,72 @@ class InstructionSites:
 
     rdtsc: tuple[int, ...]
     rdtscp: tuple[int, ...]
+    rdmsr: tuple[int, ...]  # in code that names an x2APIC MSR
     wrmsr: tuple[int, ...]
     hlt: tuple[int, ...]
-    serialising: tuple[int, ...]  # the above, and mov to CR0/CR3/CR4
+    iretq: tuple[int, ...]
+    serialising: tuple[int, ...]  # the above but iretq, and mov to CR0/CR3/CR4
 
     @classmethod
     def of(cls, image: Image) -> InstructionSites:
-        """Every site in `image`'s functions between `_stext` and `_etext`."""
-        found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "wrmsr": [], "hlt": [], "serialising": []}
-        end = image.address("_etext")
+        """Every site in `image`'s code between `_stext` and `_etext`."""
+        found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "rdmsr": [], "wrmsr": [], "hlt": [], "iretq": [],
+                                           "serialising": []}
         disassembler = image.arch.disassembler
-        for func in image.functions():
-            if not func.size or func.address >= end:
-                continue
-            code = image.read(func.address, func.size)
+        for begin, end, _ in _code_spans(image):
+            code = image.read(begin, end - begin)
             if code is None:
                 continue
-            for address, _, mnemonic, operands in disassembler.disasm_lite(code, func.address):
-                if mnemonic in found:
+            instructions = list(disassembler.disasm_lite(code, begin))
+            reads_x2apic = any(mnemonic == "rdmsr" for _, _, mnemonic, _ in instructions) and any(
+                _names_x2apic_msr(operands) for _, _, _, operands in instructions)
+            for address, _, mnemonic, operands in instructions:
+                if mnemonic in found and (mnemonic != "rdmsr" or reads_x2apic):
                     found[mnemonic].append(address)
                 if mnemonic in SERIALISING or mnemonic == "mov" and operands.startswith("cr"):
                     found["serialising"].append(address)
         return cls(**{kind: tuple(sorted(set(addresses))) for kind, addresses in found.items()})
+
+
+def _names_x2apic_msr(operands: str) -> bool:
+    """Whether an instruction's operands hold a number in the x2APIC's MSR range (a constant MSR, or the base
+    an MSR number is computed from): the code around may read the x2APIC."""
+    return "0x8" in operands and any(int(number, 16) in X2APIC_MSRS for number in HEX_NUMBER.findall(operands))
+
+
+@dataclass(frozen=True)
+class AssemblyLabels:
+    """The labels of Xen's assembly code (entry.S: no size, so `Image.describe` cannot name what follows them)."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, image: Image) -> AssemblyLabels:
+        labels = [(begin, end, name) for begin, end, name in _code_spans(image) if name is not None]
+        return cls(*(tuple(column) for column in zip(*labels, strict=True)))
+
+    def describe(self, address: int) -> str | None:
+        """`label+0xoff` for an address in assembly code, else None."""
+        k = bisect.bisect_right(self.starts, address) - 1
+        if k < 0 or address >= self.ends[k]:
+            return None
+        offset = address - self.starts[k]
+        return f"{self.names[k]}+{offset:#x}" if offset else self.names[k]
+
+
+def _code_spans(image: Image) -> list[tuple[int, int, str | None]]:
+    """`[begin, end)` of each function in `_stext.._etext` (name None), and of the assembly code (entry.S: its
+    labels have no size) from each such label to the next symbol (with the label's name)."""
+    text_begin, text_end = image.address("_stext"), image.address("_etext")
+    in_text = sorted((sym.address, sym.size, sym.kind, sym.qualified_name) for sym in image.symbols
+                     if text_begin <= sym.address < text_end)
+    starts = sorted({address for address, _, _, _ in in_text} | {text_end})
+    spans: list[tuple[int, int, str | None]] = []
+    for address, size, kind, name in in_text:
+        if kind == "func" and size:
+            spans.append((address, address + size, None))
+        elif kind == "notype" and not size:
+            spans.append((address, starts[bisect.bisect_right(starts, address)], name))
+    return spans
