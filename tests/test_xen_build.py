@@ -1,0 +1,97 @@
+"""`xsplice-emu xen build`'s refusals, each one line before anything is built, and the xen engine's refusal of an
+image that has neither a table row nor DWARF. (Building itself takes minutes: tests/test_xen_bugs.py, `make
+xen-bugs`.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import debian_file
+
+from xsplice_emu.cli import main
+from xsplice_emu.debian import xen_syms
+from xsplice_emu.debian_builds import DEBIAN_XEN_BUILDS
+from xsplice_emu.errors import ConfigError
+from xsplice_emu.session import Session
+from xsplice_emu.xen_build import BUILD_TOOLS
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty build cache of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A directory that looks like a Xen tree to the build (xen/Makefile) but builds nothing."""
+    (tmp_path / "xen-src" / "xen").mkdir(parents=True)
+    (tmp_path / "xen-src" / "xen" / "Makefile").write_text("all:\n\tfalse\n")
+    return tmp_path / "xen-src"
+
+
+def _build(*arguments: str):
+    return CliRunner().invoke(main, ["xen", "build", *arguments])
+
+
+def _entries(cache: Path) -> list[str]:
+    return sorted(path.name for path in (cache / "xsplice-emu").glob("*")) if cache.exists() else []
+
+
+def test_xen_build_needs_exactly_one_source(cache, tree):
+    """Neither or both of --source and --debian: exit 2 and one line saying what to give."""
+    for arguments in ([], ["--source", str(tree), "--debian", "debian"]):
+        result = _build(*arguments)
+        assert (result.exit_code, result.output) == (2, "error: give one source: --source DIR or --debian VERSION\n")
+
+
+def test_a_directory_that_is_not_a_xen_tree_is_refused(cache, tmp_path):
+    """--source of a directory without xen/Makefile: exit 2, one line naming it, nothing cached."""
+    result = _build("--source", str(tmp_path))
+    assert (result.exit_code, result.output) == (2, f"error: {tmp_path}: not a Xen source tree (no xen/Makefile)\n")
+    assert _entries(cache) == []
+
+
+def test_a_missing_bison_is_named_with_its_debian_package(cache, tree, tmp_path, monkeypatch):
+    """Without bison on PATH: exit 1 and the one line naming Debian's package, like the toolchain's for gcc."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in BUILD_TOOLS:
+        found = shutil.which(program)
+        if program != "bison" and found:
+            os.symlink(found, bin_dir / program)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    result = _build("--source", str(tree))
+    assert (result.exit_code, result.output) == (
+        1, "error: cannot build Xen: bison is not installed (Debian: apt-get install bison)\n")
+
+
+def test_a_patch_that_does_not_apply_is_refused_naming_it(cache, tree, tmp_path):
+    """A patch of a file the tree lacks: exit 2, one line naming the patch and the tree, nothing cached."""
+    if missing := [program for program in BUILD_TOOLS if shutil.which(program) is None]:
+        pytest.skip(f"{missing[0]} is not installed")
+    patch = tmp_path / "fix.patch"
+    patch.write_text("--- a/xen/common/livepatch.c\n+++ b/xen/common/livepatch.c\n@@ -1 +1 @@\n-old\n+new\n")
+    result = _build("--source", str(tree), "--patch", str(patch))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {patch}: does not apply to {tree}: ") and result.output.count("\n") == 1
+    assert _entries(cache) == []
+
+
+def test_debian_version_unknown_is_refused(cache):
+    """--debian of a version the table lacks: exit 2 and the one line listing those it knows."""
+    result = _build("--debian", "4.99")
+    assert result.exit_code == 2 and result.output.startswith("error: debian:4.99: not a Debian Xen build")
+
+
+def test_the_xen_engine_refuses_an_image_with_neither_a_table_row_nor_dwarf():
+    """Debian's 4.17.5 xen-syms (no DWARF, no row in the offset table): a ConfigError saying to build one."""
+    older = debian_file(lambda: xen_syms(DEBIAN_XEN_BUILDS[1]))
+    with pytest.raises(ConfigError, match=r"the Xen image has no DWARF \(build it with debug information: "
+                                          r"`xsplice-emu xen build`\)$"):
+        Session(vcpus=2, seed=1, xen_syms=older, engine="xen")
