@@ -68,13 +68,7 @@ recipes: $(INSTALLED)
 	$(PY) -m pytest -q tests/test_docs_recipes.py --slow-recipes
 
 # The exploration campaigns at full size (make test runs them smaller): figures in the README.
-explore-# Xen 4.17.7 built from source three times (as released, and with each of patches/xen-bugs: minutes each, cached),
-# then each scenario of scenarios/bugs fails on its buggy build and passes on 4.17.7. XEN_SOURCE=DIR builds a
-# Xen 4.17.7 tree; else Debian's source package of the pinned build (apt-get source). Needs flex and bison.
-xen-bugs: $(INSTALLED)
-	$(PY) -m pytest -q -s tests/test_xen_bugs.py --xen-build
-
-demo: $(INSTALLED) payloads
+explore-demo: $(INSTALLED) payloads
 	$(VENV)/bin/xsplice-emu explore scenarios/explore/unsafe_patch.toml --runs 200 --jobs 2
 	$(VENV)/bin/xsplice-emu explore scenarios/explore/safe_apply.toml --runs 2000 --strategy chaos --jobs 2 \
 		--plot explore-safe-apply.png

@@ -32,9 +32,10 @@ pytestmark = pytest.mark.skipif("not config.getoption('--xen-build')", reason="b
 def _built(*patches: Path) -> Path:
     """Xen 4.17.7 with `patches`, from XEN_SOURCE or Debian's source (a skip saying why it cannot be fetched)."""
     source = os.environ.get("XEN_SOURCE")
+    print(f"xen build of {source or 'Debian source'} with {[patch.name for patch in patches]} (minutes, once)")
     try:
         return build_xen(source=Path(source) if source else None, debian=None if source else "debian",
-                         patches=patches, progress=print)
+                         patches=patches)
     except ToolchainError as exc:
         pytest.skip(str(exc))
 
@@ -62,14 +63,6 @@ def test_the_self_built_images_dwarf_gives_the_offsets_read_from_debians_disasse
     assert struct_offsets(load_image(xen_4_17_7, what="Xen image")) == XEN_4_17_X86
 
 
-def test_every_bug_scenario_passes_on_xen_4_17_7(xen_4_17_7):
-    """On 4.17.7 as released, REPLACE fails with EINVAL and the NOP patch makes the function return -EIO."""
-    _put_under_test(xen_4_17_7)
-    for name in ("replace_rc", "nop_endbr"):
-        result = _run(name)
-        assert result.ok, [(step.command, step.error) for step in result.steps if not step.ok]
-
-
 def test_replace_checking_the_wrong_rc_panics_xen():
     """0dd9268808 reverted: REPLACE over a payload whose revert hook refuses makes Xen panic "partially reverted
     payload" instead of failing with EINVAL."""
@@ -86,3 +79,13 @@ def test_a_nop_patch_ignoring_the_endbr64_offset_breaks_the_function():
     result = _run("nop_endbr")
     failed = [step for step in result.steps if not step.ok]
     assert failed and failed[0].kind == "call"
+    assert "vtd_flush_context_noop+0xa>: (undecodable bytes ff e9" in (failed[0].error or "")
+
+
+def test_every_bug_scenario_passes_on_xen_4_17_7(xen_4_17_7):
+    """On 4.17.7 as released, REPLACE fails with EINVAL and the NOP patch makes the function return -EIO (run
+    last: payloads/build-xen-bugs is left holding 4.17.7, where the scenarios pass by hand)."""
+    _put_under_test(xen_4_17_7)
+    for name in ("replace_rc", "nop_endbr"):
+        result = _run(name)
+        assert result.ok, [(step.command, step.error) for step in result.steps if not step.ok]

@@ -114,7 +114,7 @@ def _debian_source(version: str, tree: Path) -> None:
     _private_deb_src(parts)
     private = ["-o", f"Dir::Etc::SourceList={parts / 'none.list'}", "-o", f"Dir::Etc::SourceParts={parts}",
                "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={downloads / 'apt-cache'}"]
-    what = f"Xen {version}'s source"
+    what = f"Xen {version} source package"
     try:
         for step in (["apt-get", "update", "-q", "--error-on=any", *private],
                      ["apt-get", "source", "--download-only", "-q", *private, f"xen={version}"]):
