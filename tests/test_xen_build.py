@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from helpers import debian_file
 from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_syms
 from xsplice_emu.debian_builds import DEBIAN_XEN_BUILDS
+from xsplice_emu.engines.xen.dwarf import SIZE, struct_layouts
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.session import Session
 from xsplice_emu.xen_build import BUILD_TOOLS
@@ -95,3 +97,43 @@ def test_the_xen_engine_refuses_an_image_with_neither_a_table_row_nor_dwarf():
     with pytest.raises(ConfigError, match=r"the Xen image has no DWARF \(build it with debug information: "
                                           r"`xsplice-emu xen build`\)$"):
         Session(vcpus=2, seed=1, xen_syms=older, engine="xen")
+
+
+STRUCTS_C = """
+struct vcpu;
+struct time_scale { int shift; unsigned int mul_frac; };
+struct cpu_time { unsigned long stamp[3]; struct time_scale tsc_scale; };
+struct domain { unsigned short domain_id; };
+struct sched_unit { struct domain *domain; };
+struct vcpu { int vcpu_id; int processor; void *vcpu_info; struct domain *domain; char pad[0xb0];
+              struct sched_unit *sched_unit; };
+struct cpu_info { char regs[0xc8]; unsigned int processor_id; unsigned int verw_sel; struct vcpu *current_vcpu;
+                  unsigned long per_cpu_offset; unsigned long cr4; char rest[%d]; };
+struct cpu_info a; struct cpu_time b; struct sched_unit c; struct vcpu d;
+"""
+
+
+def _object_with_dwarf(tmp_path: Path, source: str) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "structs.c").write_text(source)
+    subprocess.run(["gcc", "-g", "-c", "-o", str(tmp_path / "structs.o"), str(tmp_path / "structs.c")], check=True)
+    return tmp_path / "structs.o"
+
+
+def test_the_dwarf_reader_gives_the_offsets_gcc_laid_out(tmp_path):
+    """Structures laid out as Xen 4.17's: the reader gives the members' offsets and the sizes gcc chose."""
+    layouts = struct_layouts(_object_with_dwarf(tmp_path, STRUCTS_C % 0x28))
+    assert layouts["cpu_info"] == {"processor_id": 0xC8, "current_vcpu": 0xD0, "per_cpu_offset": 0xD8, "cr4": 0xE0,
+                                   "regs": 0, "verw_sel": 0xCC, "rest": 0xE8, SIZE: 0x110}
+    assert (layouts["vcpu"]["sched_unit"], layouts["cpu_time"]["tsc_scale"], layouts["time_scale"]["mul_frac"]) == (
+        0xC8, 0x18, 4)
+
+
+def test_dwarf_without_a_member_the_engine_needs_names_it(tmp_path):
+    """A struct cpu_info without current_vcpu: one line naming the structure and the member."""
+    source = STRUCTS_C.replace("struct vcpu *current_vcpu;", "") % 0
+    path = _object_with_dwarf(tmp_path, source)
+    with pytest.raises(ConfigError, match=r"structs.o: the Xen image's DWARF has no struct cpu_info member "
+                                          r"current_vcpu$"):
+        struct_layouts(path)
