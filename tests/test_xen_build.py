@@ -19,7 +19,7 @@ from xsplice_emu.debian_builds import DEBIAN_XEN_BUILDS
 from xsplice_emu.engines.xen.dwarf import SIZE, struct_layouts
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.session import Session
-from xsplice_emu.xen_build import BUILD_TOOLS
+from xsplice_emu.xen_build import BUILD_TOOLS, CONFIG_LINES, build_xen
 
 
 @pytest.fixture
@@ -71,6 +71,16 @@ def test_a_missing_bison_is_named_with_its_debian_package(cache, tree, tmp_path,
     result = _build("--source", str(tree))
     assert (result.exit_code, result.output) == (
         1, "error: cannot build Xen: bison is not installed (Debian: apt-get install bison)\n")
+
+
+def test_a_make_that_leaves_no_xen_syms_is_one_line(cache, tree):
+    """A tree whose make succeeds without a xen-syms: exit 1, one line saying so, nothing cached."""
+    if missing := [program for program in BUILD_TOOLS if shutil.which(program) is None]:
+        pytest.skip(f"{missing[0]} is not installed")
+    (tree / "xen" / "Makefile").write_text("all defconfig olddefconfig:\n\ttrue\n")
+    result = _build("--source", str(tree))
+    assert (result.exit_code, result.output) == (1, f"error: cannot build {tree}: make left no xen/xen-syms\n")
+    assert _entries(cache) == []
 
 
 def test_a_patch_that_does_not_apply_is_refused_naming_it(cache, tree, tmp_path):
@@ -137,3 +147,36 @@ def test_dwarf_without_a_member_the_engine_needs_names_it(tmp_path):
     with pytest.raises(ConfigError, match=r"structs.o: the Xen image's DWARF has no struct cpu_info member "
                                           r"current_vcpu$"):
         struct_layouts(path)
+
+
+FAKE_XEN_MAKEFILE = """\
+all:
+\t@echo "  CC      common/livepatch.o"
+\t@echo "  CC      arch/x86/livepatch.o"
+\tcat .config common/livepatch.c > xen-syms
+defconfig:
+\techo CONFIG_LIVEPATCH=y > .config
+olddefconfig:
+\tsort -u .config -o .config
+"""
+
+
+def test_a_tree_is_patched_configured_and_built_into_the_cache_once(cache, tmp_path):
+    """A stand-in tree whose make copies its patched source and .config into xen-syms: the entry holds them, the
+    progress names each compiled file, and a second build of the same tree and patch is the same entry, not rebuilt."""
+    if missing := [program for program in BUILD_TOOLS if shutil.which(program) is None]:
+        pytest.skip(f"{missing[0]} is not installed")
+    tree = tmp_path / "xen-src"
+    (tree / "xen" / "common").mkdir(parents=True)
+    (tree / "xen" / "Makefile").write_text(FAKE_XEN_MAKEFILE)
+    (tree / "xen" / "common" / "livepatch.c").write_text("int rc;\n")
+    patch = tmp_path / "bug.patch"
+    patch.write_text("--- a/xen/common/livepatch.c\n+++ b/xen/common/livepatch.c\n@@ -1 +1 @@\n-int rc;\n+int bug;\n")
+    lines: list[str] = []
+    built = build_xen(source=tree, patches=[patch], progress=lines.append)
+    assert built.read_text().splitlines() == [*sorted(CONFIG_LINES), "int bug;"]
+    assert [line.split(": ")[-1] for line in lines if "compiled" in line] == [
+        "common/livepatch.o", "arch/x86/livepatch.o"]
+    assert (tree / "xen" / "common" / "livepatch.c").read_text() == "int rc;\n"  # the user's tree is untouched
+    again: list[str] = []
+    assert build_xen(source=tree, patches=[patch], progress=again.append) == built and again == []

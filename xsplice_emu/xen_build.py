@@ -161,6 +161,8 @@ def _build(work: Path, fill: Callable[[Path], None], what: str, patches: Sequenc
             config.write("".join(f"{line}\n" for line in CONFIG_LINES))
         _make(tree, ["olddefconfig"], what)
         _make(tree, [f"-j{os.cpu_count() or 1}"], what, progress=progress)
+        if not (tree / "xen" / XEN_SYMS).is_file():
+            raise ToolchainError(f"cannot build {what}: make left no xen/{XEN_SYMS}")
         shutil.copy2(tree / "xen" / XEN_SYMS, work / XEN_SYMS)
         shutil.copy2(tree / "xen" / ".config", work / "xen.config")
     finally:
