@@ -45,7 +45,7 @@ reference: $(INSTALLED) payloads-xen417
 reference-install: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu reference --install
 
-# Xen 4.17.7 built from source three times (as released, and with each of patches/xen-bugs: minutes each, cached),
+# Xen 4.17.7 built from source four times (as released, and with each of patches/xen-bugs: minutes each, cached),
 # then each scenario of scenarios/bugs fails on its buggy build and passes on 4.17.7. XEN_SOURCE=DIR builds a
 # Xen 4.17.7 tree; else Debian's source package of the pinned build (apt-get source). Needs flex and bison.
 xen-bugs: $(INSTALLED)

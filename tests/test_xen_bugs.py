@@ -82,10 +82,21 @@ def test_a_nop_patch_ignoring_the_endbr64_offset_breaks_the_function():
     assert "vtd_flush_context_noop+0xa>: (undecodable bytes ff e9" in (failed[0].error or "")
 
 
+
+def test_alternatives_checks_that_cannot_fail_let_a_payload_write_xens_text():
+    """e74360e4ba reverted: the upload of a payload whose alternative aims at xen_extra_version is not refused:
+    Xen's text_poke writes its own read-only text and page-faults."""
+    _put_under_test(_built(BUGS / "altinstr_checks.patch"))
+    result = _run("altinstr_checks")
+    failed = [step for step in result.steps if not step.ok]
+    assert failed and failed[0].command.startswith("upload alt_outside")
+    assert "#PF page fault" in (failed[0].error or "") and "alternative.c#text_poke" in (failed[0].error or "")
+
 def test_every_bug_scenario_passes_on_xen_4_17_7(xen_4_17_7):
-    """On 4.17.7 as released, REPLACE fails with EINVAL and the NOP patch makes the function return -EIO (run
+    """On 4.17.7 as released, REPLACE fails with EINVAL, the NOP patch makes the function return -EIO and an
+    alternative aimed at Xen's text is refused at upload (run
     last: payloads/build-xen-bugs is left holding 4.17.7, where the scenarios pass by hand)."""
     _put_under_test(xen_4_17_7)
-    for name in ("replace_rc", "nop_endbr"):
+    for name in ("replace_rc", "nop_endbr", "altinstr_checks"):
         result = _run(name)
         assert result.ok, [(step.command, step.error) for step in result.steps if not step.ok]
