@@ -18,13 +18,15 @@ from xsplice_emu.xen_tests import xen_test_payloads
 def pytest_addoption(parser):
     """--fuzz-cases and --fuzz-seed for tests/test_fuzz.py (`make fuzz` runs 10,000), --fuzz-axis-cases for
     tests/test_fuzz_*.py (`make fuzz` runs 2,000 each), --slow-recipes for tests/test_docs_recipes.py (`make
-    recipes`)."""
+    recipes`), --xen-build for tests/test_xen_bugs.py (`make xen-bugs`: builds Xen, minutes)."""
     parser.addoption("--fuzz-cases", type=int, default=300, help="mutated payloads to try")
     parser.addoption("--fuzz-seed", type=int, default=1, help="seed of the mutator")
     parser.addoption("--fuzz-axis-cases", type=int, default=200,
                      help="cases for each of the other fuzz axes (tests/test_fuzz_*.py: names, hooks, sessions)")
     parser.addoption("--slow-recipes", action="store_true",
                      help="also run the README's and docs' blocks marked slow (downloads, QEMU, long runs)")
+    parser.addoption("--xen-build", action="store_true",
+                     help="build Xen 4.17.7 and its buggy variants from source (XEN_SOURCE, else Debian's source)")
 
 
 def pytest_configure(config):

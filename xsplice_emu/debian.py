@@ -97,7 +97,7 @@ def _fetch(packages: Sequence[DebianPackage], what: str, work: Path) -> None:
             found = hashlib.sha256(deb.read_bytes()).hexdigest()
             if found != package.sha256:
                 raise _failure(what, f"{deb.name} has sha256 {found}, not the pinned {package.sha256}")
-            _apt(what, ["dpkg-deb", "-x", str(deb), str(work)], downloads, check=True)
+            run_apt(what, ["dpkg-deb", "-x", str(deb), str(work)], downloads, check=True)
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
 
@@ -105,36 +105,39 @@ def _fetch(packages: Sequence[DebianPackage], what: str, work: Path) -> None:
 def _download(packages: Sequence[DebianPackage], what: str, downloads: Path) -> None:
     """Every .deb at exactly its version, by the system's package lists or else by freshly updated private ones."""
     wanted = [f"{package.name}={package.version}" for package in packages]
-    system = _apt(what, ["apt-get", "download", "-q", *wanted], downloads)
+    system = run_apt(what, ["apt-get", "download", "-q", *wanted], downloads)
     if not system.returncode:
         return
     lists = downloads / "apt-lists"
     (lists / "partial").mkdir(parents=True)
     private = ["-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={downloads / 'apt-cache'}"]
-    update = _apt(what, ["apt-get", "update", "-q", "--error-on=any", *private], downloads)
-    download = _apt(what, ["apt-get", "download", "-q", *private, *wanted], downloads)
+    update = run_apt(what, ["apt-get", "update", "-q", "--error-on=any", *private], downloads)
+    download = run_apt(what, ["apt-get", "download", "-q", *private, *wanted], downloads)
     if not download.returncode:
         return
     if update.returncode:
-        raise _failure(what, f"apt-get download: {_first_error(system)}; then `apt-get update` of the system's "
-                             f"sources into the cache: {_first_error(update)}")
+        raise _failure(what, f"apt-get download: {apt_error(system)}; then `apt-get update` of the system's "
+                             f"sources into the cache: {apt_error(update)}")
     if "was not found" in download.stderr or "Unable to locate" in download.stderr:
         raise _failure(what, "apt's sources do not offer this version (not the system's package lists, nor a fresh "
                              "`apt-get update` of its sources)")
-    raise _failure(what, f"apt-get download: {_first_error(download)}")
+    raise _failure(what, f"apt-get download: {apt_error(download)}")
 
 
-def _apt(what: str, command: list[str], cwd: Path, *, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_apt(what: str, command: list[str], cwd: Path, *, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run an apt or dpkg `command` in `cwd` (ToolchainError about `what` when it cannot start, or fails and
+    `check`)."""
     try:
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     except OSError as exc:
         raise _failure(what, f"{command[0]}: {exc.strerror}") from None
     if check and result.returncode:
-        raise _failure(what, f"{command[0]}: {_first_error(result)}")
+        raise _failure(what, f"{command[0]}: {apt_error(result)}")
     return result
 
 
-def _first_error(result: subprocess.CompletedProcess[str]) -> str:
+def apt_error(result: subprocess.CompletedProcess[str]) -> str:
+    """apt's first error line (its stderr's first line, else the exit status)."""
     errors = [line.removeprefix("E: ") for line in result.stderr.splitlines() if line.startswith("E:")]
     return (errors or result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
 

@@ -13,6 +13,7 @@ from .serve import serve, xen_tools, xenctrl_path
 from .shell import shell
 from .trace import trace
 from .view import view
+from .xen import xen
 
 
 @click.group()
@@ -22,5 +23,5 @@ def main():
 
 
 for command in (boot, demo, explore_command, payload, livepatch, reference, run, serve, shell, trace, view,
-                xen_tools, xenctrl_path):
+                xen, xen_tools, xenctrl_path):
     main.add_command(command)

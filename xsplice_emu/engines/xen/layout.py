@@ -3,15 +3,19 @@ one Xen build.
 
 Structure offsets are what the platform writes into Xen's objects (its `cpu_info`, vCPUs, domains, per-CPU time);
 Debian's xen-syms has no debug information, so they come from a table keyed by build-id, read once from the
-disassembly of that build (the functions named beside each field).
+disassembly of that build (the functions named beside each field); any other build's come from its DWARF
+(`dwarf.py`: a self-built xen-syms has it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from ...errors import ConfigError
+from ...cache import cached, digest
 from ...image import Image
+from .dwarf import SIZE, struct_layouts
 
 # -- the physical memory map ---------------------------------------------------------------------------------
 RAM_SIZE = 256 << 20
@@ -78,9 +82,31 @@ OFFSETS_BY_BUILD_ID = {
 
 
 def struct_offsets(image: Image) -> StructOffsets:
-    """The offsets for `image`'s build (ConfigError, one line, for a build the table lacks)."""
+    """The offsets for `image`'s build: the table's, else its DWARF's (ConfigError, one line, when it has none)."""
     found = OFFSETS_BY_BUILD_ID.get(image.build_id.hex())
-    if found is None:
-        raise ConfigError(f"{image.path}: the xen engine has no structure offsets for build-id "
-                          f"{image.build_id.hex() or '(none)'} (known: Debian's pinned 4.17.7 build)")
-    return found
+    if found is not None:
+        return found
+    def read(work: Path) -> None:
+        (work / OFFSETS_FILE).write_text(json.dumps(asdict(_dwarf_offsets(image.path))))
+
+    entry = cached("xen-offsets", digest(image.build_id.hex(), image.path), read)
+    return StructOffsets(**json.loads((entry / OFFSETS_FILE).read_text()))
+
+
+OFFSETS_FILE = "offsets.json"
+"""A build's offsets read from its DWARF, cached by its build-id and contents (reading takes seconds)."""
+
+
+def _dwarf_offsets(path: Path) -> StructOffsets:
+    """The offsets the DWARF of the xen-syms at `path` gives."""
+    layouts = struct_layouts(path)
+    cpu_info, vcpu, cpu_time, time_scale = (layouts[name] for name in ("cpu_info", "vcpu", "cpu_time", "time_scale"))
+    top = cpu_info[SIZE]  # cpu_info sits at the very top of the stack: offsets below the top are negative
+    return StructOffsets(
+        cpu_info_size=top, cpu_info_processor_id=cpu_info["processor_id"] - top,
+        cpu_info_current_vcpu=cpu_info["current_vcpu"] - top, cpu_info_per_cpu_offset=cpu_info["per_cpu_offset"] - top,
+        cpu_info_cr4=cpu_info["cr4"] - top, vcpu_id=vcpu["vcpu_id"], vcpu_processor=vcpu["processor"],
+        vcpu_info=vcpu["vcpu_info"], vcpu_domain=vcpu["domain"], vcpu_sched_unit=vcpu["sched_unit"],
+        sched_unit_domain=layouts["sched_unit"]["domain"], domain_id=layouts["domain"]["domain_id"],
+        cpu_time_scale_shift=cpu_time["tsc_scale"] + time_scale["shift"],
+        cpu_time_scale_mul_frac=cpu_time["tsc_scale"] + time_scale["mul_frac"])
