@@ -160,7 +160,7 @@ def booted(scenario: Scenario) -> Booted:
     if key not in _BOOTED:
         session = boot(scenario)
         prefix = run_steps(replace(scenario, steps=scenario.steps[:static_prefix(scenario)]), session, 0.0)
-        session.controller_machine("explore").translate_ahead()
+        session.machine.translate_ahead()
         _BOOTED[key] = Booted(session, prefix.steps)
     return _BOOTED[key]
 

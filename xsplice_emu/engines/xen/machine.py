@@ -268,6 +268,10 @@ class XenMachine:
             vcpu.state = VcpuState.WAITING_FOR_START
 
     # -- running -------------------------------------------------------------------------------------------------
+    def translate_ahead(self) -> None:
+        """What explore asks of a machine before it forks runs from it: nothing to do here (Xen's code is
+        translated as each run runs it; the controller engine translates its firmware ahead)."""
+
     def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
         self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
 
