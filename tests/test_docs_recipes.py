@@ -75,6 +75,7 @@ def checkout(tmp_path, payloads):
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_every_recipe_on_the_page_runs(page, checkout, request):
     """Each shell and Python block of the page exits 0 when run in order in a fresh checkout-like directory."""

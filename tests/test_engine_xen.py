@@ -84,7 +84,7 @@ def test_a_preempted_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing
     assert run_scenario(load_scenario(TIMEOUT)).ok
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("vcpus", [8, 72])
 def test_xens_test_sequence_passes_on_many_vcpus(xen, payloads, vcpus):
     """The sequence on 8 and 72 vCPUs of Xen's own rendezvous."""
