@@ -49,8 +49,9 @@ demo: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu demo
 
 # The tiers (README: Tests). test-fast: the inner loop, no test marked slow or long. test: the static checks
-# and every test but the long ones, with the slowest ten named. test-long: the long tier and the docs' slow
-# recipes (QEMU, Debian downloads, many-vCPU Xen, full campaigns); CI runs it after make test.
+# and every test but the long ones, with the slowest ten named. test-long: the long tier (QEMU, many-vCPU Xen,
+# full campaigns, docs/ci.md), then the other pages with their slow recipes (Debian downloads); CI runs it
+# after make test.
 test-fast: $(INSTALLED)
 	$(PY) -m pytest -q -m "not slow"
 
@@ -59,7 +60,7 @@ test: $(INSTALLED) lint
 
 test-long: $(INSTALLED) payloads-xen417
 	$(PY) -m pytest -q -m long --durations=10
-	$(MAKE) recipes
+	$(PY) -m pytest -q tests/test_docs_recipes.py --slow-recipes -m "not long"
 
 # 10,000 mutated payloads (make test runs 300) and 2,000 cases on each other axis (make test runs 200);
 # FUZZ_SEED=N for another set.
