@@ -4,8 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: all demo test fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools reference \
-	reference-install recipes xen-bugs clean
+.PHONY: all demo test test-fast test-long fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools \
+	reference reference-install recipes xen-bugs clean
 
 all: $(INSTALLED) payloads
 
@@ -54,8 +54,19 @@ xen-bugs: $(INSTALLED)
 demo: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu demo
 
+# The tiers (README: Tests). test-fast: the inner loop, no test marked slow or long. test: the static checks
+# and every test but the long ones, with the slowest ten named. test-long: the long tier (QEMU, many-vCPU Xen,
+# full campaigns, docs/ci.md), then the other pages with their slow recipes (Debian downloads); CI runs it
+# after make test.
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -q -m "not slow"
+
 test: $(INSTALLED) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not long" --durations=10
+
+test-long: $(INSTALLED) payloads-xen417
+	$(PY) -m pytest -q -m long --durations=10
+	$(PY) -m pytest -q tests/test_docs_recipes.py --slow-recipes -m "not long"
 
 # 10,000 mutated payloads (make test runs 300) and 2,000 cases on each other axis (make test runs 200);
 # FUZZ_SEED=N for another set.

@@ -207,12 +207,18 @@ def valid(tmp_path_factory, payloads) -> dict[str, str]:
     return {"trace": str(trace), "scenario": str(scenario)}
 
 
+@pytest.fixture(scope="module")
+def random_bytes() -> bytes:
+    """3 MiB of seeded random bytes, drawn once: drawing them took half of each case's time."""
+    return random.Random(12).randbytes(3 << 20)
+
+
 @pytest.fixture
-def inputs(tmp_path, valid) -> dict[str, str]:
+def inputs(tmp_path, valid, random_bytes) -> dict[str, str]:
     """Fresh bad files for each case (a case may overwrite one), and an output folder."""
     (tmp_path / "directory").mkdir()
     (tmp_path / "empty").write_bytes(b"")
-    (tmp_path / "random").write_bytes(random.Random(12).randbytes(3 << 20))
+    (tmp_path / "random").write_bytes(random_bytes)
     (tmp_path / "out").mkdir()
     os.mkfifo(tmp_path / "fifo")  # no writer: opening it to read would wait for ever
     return {"missing": str(tmp_path / "missing" / "x"), "directory": str(tmp_path / "directory"),
@@ -235,6 +241,7 @@ def test_every_command_is_swept():
     assert {path for path, _ in _leaves(main)} == set(BASELINES)
 
 
+@pytest.mark.slow  # the sweep of every option with every bad value: 600 cases, 15 s of CPU, like a fuzz axis
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_is_one_line_and_a_clear_exit(case: Case, inputs, tmp_path):
     """No traceback, exit 2 (bad input) or 1 (failed), within 30 s; 0 only for a value that is valid."""

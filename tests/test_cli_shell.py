@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 from click.testing import CliRunner
 from helpers import PAYLOADS, ROOT
 from prompt_toolkit.completion import CompleteEvent
@@ -97,6 +98,7 @@ def test_expect_at_the_shell_prints_pass_and_fail_per_check():
     assert "pass minor_version on all 2 vCPUs" in result.stdout
 
 
+@pytest.mark.slow
 def test_help_of_each_command_shows_its_syntax_and_summary():
     """`help CMD` for every command prints that command's syntax, summary and details, and nothing else."""
     for command in COMMANDS.values():
@@ -156,6 +158,7 @@ def test_call_prints_the_value_help_of_a_verb_shows_both_forms_and_a_typo_sugges
     assert result.exit_code == 2
 
 
+@pytest.mark.slow
 def test_tab_completes_a_unique_word_and_history_is_kept_under_xdg_cache_home(payloads, tmp_path, monkeypatch):
     """At the prompt, `hel` Tab becomes `help` (`re` Tab, revert or replace, stays); the line goes to
     $XDG_CACHE_HOME/xsplice-emu/shell_history."""

@@ -35,6 +35,7 @@ def test_each_build_is_what_the_table_says(build):
     assert {(v.major, v.minor, v.extra) for v in session.versions()} == {(build.major, build.minor, build.extra)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("built", "other"), [DEBIAN_XEN_BUILDS[:2], DEBIAN_XEN_BUILDS[1::-1]],
                          ids=lambda build: build.version)
 def test_a_payload_built_against_one_build_is_refused_by_the_other(built, other, tmp_path):
@@ -82,6 +83,7 @@ def _system_lists() -> list[tuple[str, int, int]]:
                   for file in SYSTEM_LISTS.iterdir() if file.is_file())
 
 
+@pytest.mark.slow
 def test_a_version_apt_does_not_offer_is_one_line_and_the_systems_lists_stay_as_they_were(tmp_path, monkeypatch):
     """A row whose version Debian never made: not in the system's lists, so apt's lists are updated into the
     cache and it is not there either: one line naming the version and `apt-get update`; the cache holds

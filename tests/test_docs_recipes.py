@@ -32,6 +32,7 @@ RUNNABLE = {"sh": ["bash", "-euo", "pipefail", "-c"], "python": [sys.executable,
 MARKER = re.compile(r"<!-- recipe: (slow|skip|file) (.+?) -->")
 LINKED = ("Makefile", "pyproject.toml", "setup.py", "firmware", "xenctrl", "xsplice_emu", "README.md", "docs")
 BLOCK_TIMEOUT_S = 300
+LONG_PAGES = {"ci.md"}  # runs every scenario twice more (run and pytest), as test_scenarios does: make test-long
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ def checkout(tmp_path, payloads):
     return tmp_path
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+@pytest.mark.slow
+@pytest.mark.parametrize("page", [pytest.param(page, marks=pytest.mark.long) if page.name in LONG_PAGES else page
+                                  for page in PAGES], ids=lambda page: page.name)
 def test_every_recipe_on_the_page_runs(page, checkout, request):
     """Each shell and Python block of the page exits 0 when run in order in a fresh checkout-like directory."""
     slow = request.config.getoption("--slow-recipes")

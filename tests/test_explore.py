@@ -39,6 +39,7 @@ def _classes(result) -> list[dict]:
     return json.loads(result.stdout)["classes"]
 
 
+@pytest.mark.slow
 def test_random_finds_a_torn_unsafe_patch_and_its_command_replays_it(payloads, tmp_path):
     """Within 200 runs: a class with the torn violation; its reproduce command fails the same way, the passing
     class's command passes; --out holds each class's replay file and trace."""
@@ -55,6 +56,7 @@ def test_random_finds_a_torn_unsafe_patch_and_its_command_replays_it(payloads, t
     assert len(list(out.glob("class*.toml"))) == len(classes) == len(list(out.glob("class*.jsonl")))
 
 
+@pytest.mark.slow
 def test_chaos_on_xens_rendezvous_finds_no_violation(payloads):
     """safe_apply under chaos: every class passes or fails on an action's EBUSY (stalls/preemptions past the
     deadline), never a violation, a guest fault or a timeout."""
@@ -70,6 +72,7 @@ def test_a_dropped_flush_is_found_stale(payloads):
     assert [c["outcome"] for c in classes] == ["pass: violation stale at xen_extra_version"]
 
 
+@pytest.mark.long
 def test_pct_finds_the_atomicity_bug_that_random_misses(payloads):
     """The lost update of call_racy_add over runs 0-299 of seed 0: PCT finds it (14 runs); random, whose
     slices never end inside the read-modify-write, does not."""
@@ -82,6 +85,7 @@ def test_pct_finds_the_atomicity_bug_that_random_misses(payloads):
     assert (found_by_pct, found_by_random) == (14, 0)  # the figures the README quotes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["random", "pct", "chaos"])
 def test_a_forked_run_is_the_run_started_fresh(payloads, strategy):
     """Same run seed, same outcome and same trace digest, forked from the booted machine or booted anew."""
@@ -92,6 +96,7 @@ def test_a_forked_run_is_the_run_started_fresh(payloads, strategy):
         assert fresh == outcome and fresh.digest
 
 
+@pytest.mark.long
 def test_jobs_and_a_dask_cluster_give_the_same_classes(payloads):
     """--jobs 1, --jobs 2 and a LocalCluster of two worker processes: byte-identical classes."""
     distributed = pytest.importorskip("distributed")
@@ -108,6 +113,7 @@ def test_jobs_and_a_dask_cluster_give_the_same_classes(payloads):
     assert one == two == dask and len(one) == 2
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png(payloads, tmp_path):
     path = tmp_path / "mix.png"
     _classes(_explore(EXPLORE / "unsafe_patch.toml", "--runs", "10", "--json", "--plot", path))
@@ -116,7 +122,8 @@ def test_plot_writes_a_png(payloads, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--runs", "0"], "error: --runs must be 1..10,000,000, not 0"),
-    (["--runs", "5", "--dask", "tcp://127.0.0.1:9"], "error: --dask tcp://127.0.0.1:9: cannot reach a Dask scheduler"),
+    pytest.param(["--runs", "5", "--dask", "tcp://127.0.0.1:9"],
+                 "error: --dask tcp://127.0.0.1:9: cannot reach a Dask scheduler", marks=pytest.mark.slow),
 ])
 def test_bad_runs_and_an_unreachable_cluster_are_one_line(payloads, args, message):
     result = _explore(EXPLORE / "unsafe_patch.toml", *args)
@@ -174,6 +181,7 @@ def test_a_master_preempted_inside_a_hook_is_not_timed_out(payloads, tmp_path):
     assert "│    6 │ apply hello" in result.output and "37.5257 ms" in result.output
 
 
+@pytest.mark.slow
 def test_a_campaign_left_early_leaves_no_child_behind(payloads):
     """Stop reading the outcomes after the first: the running children are killed and reaped, and the garbage
     collector is as before."""
@@ -200,6 +208,7 @@ def _children() -> set[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_chaos_replay_file_holds_its_faults_and_replays_its_class(payloads, tmp_path):
     """--out: each class's replay file writes the drawn faults as steps; `run --replay` gives that class's
     action rcs again."""
@@ -214,6 +223,7 @@ def test_a_chaos_replay_file_holds_its_faults_and_replays_its_class(payloads, tm
         assert ("got 'EBUSY'" in result.output) == ("EBUSY" in outcome_class["outcome"])
 
 
+@pytest.mark.slow
 def test_a_campaign_without_out_leaves_nothing_in_tmp(payloads, tmp_path, monkeypatch):
     """Without --out, the replay files go to one folder of the cache that the next campaign replaces, and the
     temporary directory stays empty."""
@@ -246,6 +256,7 @@ def test_a_replay_keeps_the_scenarios_step_numbers(payloads, tmp_path):
     assert json.loads(result.stdout)[0]["host_seconds"] >= 0
 
 
+@pytest.mark.slow
 def test_a_class_says_what_failed(payloads):
     """The lost update of racy_counter under PCT is named by the check that saw it (the value vCPU 0's call
     returned), not by the actions' rcs."""
@@ -254,6 +265,7 @@ def test_a_class_says_what_failed(payloads):
         ("pass", 58), ("FAIL: call_racy_count on vCPU 0: got 3", 2)]
 
 
+@pytest.mark.slow
 def test_json_gives_each_class_its_share_and_the_faults_drawn(payloads):
     """--json under chaos: each class's share is its count over the runs, and the faults drawn in its runs,
     by kind, add up to every fault the campaign's plans hold."""
@@ -265,6 +277,7 @@ def test_json_gives_each_class_its_share_and_the_faults_drawn(payloads):
     assert sum((Counter(c["faults"]) for c in classes), Counter()) == drawn and drawn.total() > 6
 
 
+@pytest.mark.slow
 def test_a_campaign_away_from_a_terminal_prints_a_line_every_tenth(payloads):
     """Piped (no terminal), 20 runs: stderr has one progress line at each 10% up to 90%, and stdout only the
     table."""
@@ -274,6 +287,7 @@ def test_a_campaign_away_from_a_terminal_prints_a_line_every_tenth(payloads):
     assert lines[0].startswith("explored 10% (2 of 20 runs, ") and "explored" not in result.stdout
 
 
+@pytest.mark.slow
 def test_the_plot_has_counts_ranges_and_a_panel_per_class_without_faults(payloads):
     """Chaos: bins named by their range in us or ms, each bar's total written on it, the totals adding up to the
     runs. Random (no fault drawn): one bar per class, each with its count, not one bar named 'none'."""

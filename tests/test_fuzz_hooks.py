@@ -12,6 +12,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
 from fuzzing import booted, check_hello
 from helpers import PAYLOADS, machine_free, upload
 
@@ -144,6 +145,7 @@ class HookFuzzer:
             raise AssertionError(f"{name} {plan}: an action is still pending")
 
 
+@pytest.mark.slow
 def test_misbehaving_hooks(image, payloads, request):
     """Every case: no host exception, every vCPU released with IRQs and NMIs back, nothing pending, a failed
     action's code unchanged, and hello_world applies and reverts afterwards."""

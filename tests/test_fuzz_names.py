@@ -8,6 +8,7 @@ import logging
 import random
 from collections import Counter
 
+import pytest
 from fuzzing import check_hello, observable
 from helpers import PAYLOADS, Served, name_in_guest
 
@@ -146,6 +147,7 @@ class NameFuzzer:
             self.findings.append(f"the tool printed {text!r}")
 
 
+@pytest.mark.slow
 def test_payload_names_of_random_bytes(payloads, request, caplog):
     """Names of 0..300 random bytes through the library, argv and the socket: Xen's verdict (1..127 bytes, no
     NUL); refused ones change nothing; accepted ones come back byte for byte and unload to where they began;

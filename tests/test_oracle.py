@@ -60,7 +60,7 @@ def test_each_fault_scenario_shows_its_violation_in_the_trace(payloads, name, tm
     assert first["walk"] == "frame pointers"  # the firmware keeps them: its stacks are walked exactly
 
 
-@pytest.mark.parametrize("vcpus", [1, 8, 72])
+@pytest.mark.parametrize("vcpus", [1, 8, pytest.param(72, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", FAULTS)
 def test_the_same_scenario_without_its_fault_is_safe(payloads, name, vcpus, tmp_path):
     """Fault taken out, on 1, 8 and 72 vCPUs: every expectation holds, and no violation at all."""
@@ -74,6 +74,7 @@ def test_the_same_scenario_without_its_fault_is_safe(payloads, name, vcpus, tmp_
     assert not result.session.machine.trace.of_kind(EventKind.VIOLATION)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vcpus", [72, 256])
 def test_xens_sequence_on_busy_vcpus_has_no_violation(payloads, vcpus):
     """Xen's test sequence with every vCPU running the busy load: rendezvous on empty stacks, zero violations."""
@@ -110,6 +111,7 @@ def test_a_jump_written_in_the_wrong_order_is_reported(payloads):
     assert all(event.fields["symbol"].startswith("schedule.c#busy_chunk") for event in violations)
 
 
+@pytest.mark.slow
 def test_an_active_violation_names_the_frame_it_found(payloads):
     """From an interrupt handler, the busy vCPUs' stacks go back through the interrupt into busy_chunk (a leaf
     with no frame record of its own) and on into busy_task, walked by frame pointers."""
@@ -134,6 +136,7 @@ def test_without_the_oracle_nothing_is_checked(payloads):
     assert report["violations"] is None and report["reproduce"].endswith("--no-oracle")
 
 
+@pytest.mark.slow
 def test_an_unsafe_patch_is_caught_as_torn_on_every_seed_tried(payloads):
     """The naive text_poke on the busy machine: torn on each of seeds 1-5 (not one lucky schedule)."""
     for seed in range(1, 6):

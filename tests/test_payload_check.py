@@ -103,6 +103,7 @@ def _check_against(xen_syms, path) -> tuple[int, list[str]]:
     return result.exit_code, result.output.splitlines()
 
 
+@pytest.mark.slow
 def test_a_payload_built_against_real_xen_patches_its_real_xen_extra_version(xen_syms, tmp_path):
     """hello world built --against xen-syms: accepted; the site is the real function's `lea rax, [rip + ..]`,
     the jump goes to where Xen 4.17 puts payloads (the 2 MB boundary after its image), in rel32 reach; the trial
@@ -125,6 +126,7 @@ def test_a_payload_built_against_real_xen_patches_its_real_xen_extra_version(xen
                           "verdict: OK, 1 warning (xen_extra_version: it is reached from do_nmi)"]
 
 
+@pytest.mark.slow
 def test_expectations_built_against_real_xen_hold_on_its_real_bytes(xen_syms, tmp_path):
     _build_against(xen_syms, "xen_expectations", tmp_path / "expect.livepatch")
     code, lines = _check_against(xen_syms, tmp_path / "expect.livepatch")
@@ -132,6 +134,7 @@ def test_expectations_built_against_real_xen_hold_on_its_real_bytes(xen_syms, tm
     assert "    expect met" in lines
 
 
+@pytest.mark.slow
 def test_real_xen_refuses_a_payload_built_for_the_firmware(xen_syms, payloads):
     """Its xen_depends is the firmware's build-id: -EINVAL, naming the real one."""
     code, lines = _check_against(xen_syms, payloads / "xen_hello_world.livepatch")
@@ -140,6 +143,7 @@ def test_real_xen_refuses_a_payload_built_for_the_firmware(xen_syms, payloads):
     assert lines[1].endswith(f"is not the hypervisor's build-id {load_image(xen_syms).build_id.hex()}")
 
 
+@pytest.mark.slow
 def test_real_xens_do_nmi_is_accepted_as_xen_would_with_a_warning(xen_syms, tmp_path):
     """Xen 4.17 does not refuse an NMI-path target (the testbed's firmware does): the verdict is Xen's, the
     hazard a warning on the site, counted in the verdict line."""

@@ -26,6 +26,7 @@ def test_the_plugin_is_registered_as_a_pytest11_entry_point():
     assert "xsplice_emu.pytest_plugin" in {point.value for point in entry_points(group="pytest11")}
 
 
+@pytest.mark.slow
 def test_each_scenario_is_an_item_with_its_own_verdict(pytester, payloads):
     """A passing and a failing scenario: one pass, one failure naming the expectation and the reproduce line."""
     pytester.makefile(".toml", good=PASSING, bad=PASSING.replace('"Hello World"', '"Goodbye"'))
@@ -37,6 +38,7 @@ def test_each_scenario_is_an_item_with_its_own_verdict(pytester, payloads):
                                  "*reproduce: xsplice-emu run *bad.toml*"])
 
 
+@pytest.mark.slow
 def test_a_malformed_scenario_is_a_collection_error_with_its_one_line_error(pytester, payloads):
     """A scenario file with a bad value is a collection error giving the file's line; pytest reports it."""
     pytester.makefile(".toml", good=PASSING, broken="[[step]]\nrun_ms = 'soon'\n")
@@ -58,6 +60,7 @@ def test_a_step_typo_or_a_file_without_steps_is_a_collection_error(pytester, tex
     assert message in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_seeds_and_vcpus_options_parametrise_every_scenario(pytester, payloads):
     """--xsplice-seeds 1-2 --xsplice-vcpus 1,2: four items per scenario, each run on that seed and vCPU count."""
     pytester.makefile(".toml", good=PASSING)

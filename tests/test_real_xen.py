@@ -20,6 +20,9 @@ from xsplice_emu.livepatch.states import Action
 from xsplice_emu.session import Session
 from xsplice_emu.xen_tests import xen_tests_for
 
+# Each test runs Debian's real Xen 4.17 image in the machine: most of a second each.
+pytestmark = pytest.mark.slow
+
 XEN_TEXT = 0xffff82d040200000
 EXTRA = PINNED_BUILD.extra  # what the real xen_extra_version returns, as built
 

@@ -21,6 +21,9 @@ from xsplice_emu.session import Session
 from xsplice_emu.xen_tests import xen_tests_for
 
 ENDBR64 = bytes.fromhex("f30f1efa")
+# Each test runs Debian's real Xen 4.17 image in the machine: most of a second each.
+pytestmark = pytest.mark.slow
+
 TARGET = "nvmx_ept_enabled"
 """A 16-byte function of the pinned build that starts with ENDBR64 and that nothing runs here."""
 

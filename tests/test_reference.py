@@ -105,6 +105,7 @@ def test_reference_without_a_scenario_is_one_line():
     assert (result.exit_code, result.output) == (2, "error: reference needs a SCENARIO (or --install)\n")
 
 
+@pytest.mark.long
 def test_the_maintainers_sequence_on_real_xen_matches_the_testbeds_tool_output(tmp_path):
     """On Debian's Xen under QEMU every step runs and the tool's output, exit status, errno and payload states
     equal the testbed's; the differences are only Xen's log wording and the 16-byte extraversion reading."""

@@ -92,6 +92,7 @@ def _run_emulated(session: Session, command: str) -> tuple[str, str, int]:
     return text[OUT], text[ERR], outcome.exit_code
 
 
+@pytest.mark.slow
 def test_real_xen_livepatch_and_the_emulated_tool_agree_on_xens_sequence(served, payloads, real_tool):
     """Xen's maintainers' sequence: the real tool on a served machine and `xsplice-emu livepatch`'s tool on an
     identical one print the same stdout and stderr, exit alike, and leave every vCPU with the same versions."""
@@ -189,6 +190,7 @@ def test_garbage_on_the_socket_changes_nothing_and_the_server_keeps_serving(serv
         assert client.call(Request(Op.UPLOAD, "hello", data=data)).rc == 0
 
 
+@pytest.mark.slow
 def test_serve_command_answers_and_writes_its_trace_on_sigterm(payloads, real_tool, tmp_path):
     """`xsplice-emu serve --trace FILE`: the real tool lists nothing; SIGTERM ends it with exit 0 and the trace."""
     with tempfile.TemporaryDirectory(prefix="xs") as directory:

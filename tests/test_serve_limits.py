@@ -119,6 +119,7 @@ def _written_trace(one: Subprocess) -> bool:
     return one.trace.exists() and one.trace.read_text().startswith('{"format"')
 
 
+@pytest.mark.slow
 def test_idle_connections_past_the_descriptor_limit_do_not_end_the_server(serving):
     """With 96 file descriptors, 200 idle connections: the oldest are closed with a log line, a new client's LIST
     is answered, and SIGTERM still ends it with exit 0, its trace and the socket removed."""
@@ -137,6 +138,7 @@ def test_idle_connections_past_the_descriptor_limit_do_not_end_the_server(servin
     assert "closed to make room (64 connections at most)" in log and "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_a_guest_fault_is_answered_with_an_errno_and_the_trace_is_still_written(serving, tmp_path):
     """A payload whose new function faults, applied then reverted: the GET that runs the machine into the fault is
     answered (not a dropped connection), LIST still answers, and SIGTERM ends it with exit 0 and its trace."""
@@ -153,6 +155,7 @@ def test_a_guest_fault_is_answered_with_an_errno_and_the_trace_is_still_written(
     assert status == 0 and _written_trace(one) and "Traceback" not in log
 
 
+@pytest.mark.slow
 def test_partial_uploads_hold_a_bounded_amount_of_memory(serving):
     """40 connections each holding 3.5 MiB of a 4 MiB upload: the server's RSS grows by under 64 MiB (it held
     all 140 MiB before), the ones past its budget are closed with a log line, and LIST still answers."""
@@ -237,6 +240,7 @@ def test_names_are_escaped_in_the_log(served, caplog):
     assert "\x1b" not in caplog.text and "\n(XEN) forged" not in caplog.text
 
 
+@pytest.mark.slow
 def test_a_spooled_trace_holds_few_events_in_memory_and_writes_the_same_bytes(tmp_path):
     """30,000 events out of time order: spooled every 1,500 its peak memory is under a quarter of the trace kept
     in memory, and it writes the same file with the same digest."""

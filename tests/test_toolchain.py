@@ -38,6 +38,7 @@ def test_cross_compile_prefix_names_the_cross_packages(tmp_path, monkeypatch):
                              "(Debian: apt-get install gcc-x86-64-linux-gnu)\n")
 
 
+@pytest.mark.slow
 def test_cross_compile_builds_the_same_firmware(tmp_path, monkeypatch, image):
     """Built with the x86_64-linux-gnu- tools into a new cache, the firmware has the native build's build-id."""
     if shutil.which("x86_64-linux-gnu-gcc") is None:

@@ -132,6 +132,7 @@ def _summary_with_at_most(path, address_space: int) -> subprocess.CompletedProce
                            str(path)], capture_output=True, text=True, preexec_fn=limit, timeout=60)
 
 
+@pytest.mark.slow
 def test_a_small_trace_is_read_in_a_process_limited_to_4_gib(good):
     """Opening a trace allocates what the file holds, not its 8 GiB size limit."""
     result = _summary_with_at_most(good, 4 << 30)
@@ -139,6 +140,7 @@ def test_a_small_trace_is_read_in_a_process_limited_to_4_gib(good):
     assert "#1 apply hello" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_5_gb_file_with_a_garbage_first_line_fails_at_line_1_in_bounded_memory(tmp_path):
     """5 GB (sparse) whose first line is not a header: `:1:` at once, within 4 GiB of address space."""
     path = tmp_path / "huge.jsonl"
@@ -150,6 +152,7 @@ def test_a_5_gb_file_with_a_garbage_first_line_fails_at_line_1_in_bounded_memory
     assert result.stderr.startswith(f"error: {path}:1: bad JSON")
 
 
+@pytest.mark.slow
 def test_a_bad_line_early_in_a_huge_file_is_named_before_the_rest_is_read(good, tmp_path):
     """A valid header, a garbage line 2, then 5 GB of NULs: `:2: not an event line` within 4 GiB."""
     path = tmp_path / "huge.jsonl"

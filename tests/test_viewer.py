@@ -110,6 +110,7 @@ def test_next_patch_shows_the_old_and_new_instructions(apply_trace):
     drive(apply_trace, check)
 
 
+@pytest.mark.slow
 def test_an_action_request_shows_its_latencies(apply_trace):
     """Searching for action_requested selects it; the detail gives rc, master and request -> parked -> release."""
     async def check(pilot):
@@ -122,6 +123,7 @@ def test_an_action_request_shows_its_latencies(apply_trace):
     drive(apply_trace, check)
 
 
+@pytest.mark.slow
 def test_search_for_a_vcpu_keeps_only_its_lane(apply_trace):
     """/ cpu5 leaves the host lane and cpu5's, and n steps through cpu5's events only."""
     async def check(pilot):
@@ -155,6 +157,7 @@ def test_zoom_shrinks_and_fit_restores_the_visible_span(apply_trace):
     drive(apply_trace, check)
 
 
+@pytest.mark.slow
 def test_jumps_by_kind_and_bookmarks(apply_trace):
     """i and I step through the IPIs, p to the patch after them; b bookmarks an IPI and ' comes back to it."""
     async def check(pilot):
@@ -342,6 +345,7 @@ LOADED_DELAY_S = 3.0
 show the first screen."""
 
 
+@pytest.mark.slow
 def test_viewer_builds_checkpoints_in_the_background(apply_trace, monkeypatch):
     """A trace over WHOLE events: a worker builds the checkpoints, then no lane of a quiet stretch is blank."""
     monkeypatch.setattr(frame_module, "WHOLE", 100)
@@ -432,6 +436,7 @@ def test_the_status_line_fits_on_one_line(apply_trace, size):
     drive(apply_trace, check, size=size)
 
 
+@pytest.mark.slow
 def test_the_background_scan_shows_its_progress(apply_trace, monkeypatch):
     """While the scan for exact lanes runs, the status line says how far it got."""
     monkeypatch.setattr(frame_module, "WHOLE", 100)
@@ -550,6 +555,7 @@ def trace_72(image, payloads, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_72_vcpus_open_two_a_row_at_120x40(trace_72):
     """At 72 vCPUs and 120x40 one lane a row would not fit: the viewer opens with two vCPUs a row, 69 lanes in
     view and the status line saying so; c gives one a row (35 lanes, 38 off screen) and back."""
@@ -593,6 +599,7 @@ def cut(items, text: str) -> list[str]:
     return [item for item in items if not whole(item, text)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
 def test_every_screen_keeps_its_items_whole(trace_72, size):
     """At 80x24, 120x40 and 200x60, on the lanes, the detail pane, the summary (s) and the keys (?): the footer's
