@@ -160,13 +160,16 @@ class Machine:
         return Window(begin, physical, end - begin)
 
     def _load(self, image: Image) -> None:
+        """Copy the image's file bytes into fresh RAM. RAM reads zero until written, so a segment's zero tail
+        (.bss: every CPU's stack) is left alone: its pages cost nothing until a vCPU uses them (boot, and each
+        fork of the machine, copy only what is used)."""
         for seg in image.segments:
             try:
                 self.memory.physical(seg.address, seg.memory_size)
             except MachineError:
                 raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in "
                                   f"{self.config.ram_mib} MiB of RAM") from None
-            self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
+            self.memory.write(seg.address, seg.data)
 
     def _physical_segments(self) -> list[tuple[int, int, Segment]]:
         """Every loaded segment as (physical begin, physical end, segment), by address."""
