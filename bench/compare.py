@@ -1,6 +1,6 @@
 """Run benchmarks side by side on this tree and on another git revision.
 
-    python bench/compare.py --against HEAD~1 [--rounds 3] [--same-bench] bench/machine.py bench/livepatch.py
+    python bench/compare.py --against HEAD~1 [--rounds 3] [--same-bench] [--args "--runs 200"] bench/machine.py
 
 The other revision is checked out into a temporary git worktree with its own
 firmware and payloads (built by that revision's own code); each round runs
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -41,9 +42,9 @@ def prepare(tree: Path) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=tree)  # `python -c` imports from the cwd first
 
 
-def run(tree: Path, bench: str) -> dict[str, float]:
-    """One `--json` run of `bench` in `tree`, flattened to {"a.b.c": number}."""
-    done = subprocess.run([sys.executable, str(tree / bench), "--json"], capture_output=True, text=True,
+def run(tree: Path, bench: str, arguments: list[str]) -> dict[str, float]:
+    """One `--json` run of `bench` (with `arguments`) in `tree`, flattened to {"a.b.c": number}."""
+    done = subprocess.run([sys.executable, str(tree / bench), "--json", *arguments], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree)
     if done.returncode:
         sys.exit(f"{tree / bench} failed (exit {done.returncode}):\n{done.stderr.strip()}")
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--against", required=True, help="git revision to compare with")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--same-bench", action="store_true", help="run this tree's benchmark scripts on both")
+    parser.add_argument("--args", default="", help="more arguments for every benchmark, as one string")
     parser.add_argument("benches", nargs="+", help="benchmark scripts, relative to the tree")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="xsplice-bench-") as tmp:
@@ -79,7 +81,7 @@ def main() -> None:
                 theirs: dict[str, list[float]] = {}
                 for _ in range(args.rounds):
                     for tree, sink in ((ROOT, mine), (other, theirs)):
-                        for key, number in run(tree, bench).items():
+                        for key, number in run(tree, bench, shlex.split(args.args)).items():
                             sink.setdefault(key, []).append(number)
                 print(f"{bench}: median of {args.rounds} rounds, this tree vs {args.against}")
                 for key in [k for k in mine if k in theirs]:

@@ -1,9 +1,10 @@
 """Benchmark of exploration campaigns.
 
-Runs per second of an 8-vCPU apply scenario (upload + apply of
-xen_hello_world), side by side in one run: each run on a freshly booted
-machine (the baseline), forked from one booted machine with --jobs 1 and 2,
-and on a Dask LocalCluster of two worker processes; the same at 72 vCPUs.
+Runs per second of two 8-vCPU scenarios, side by side in one run: "apply"
+(upload, then apply xen_hello_world) and "load" (the natural way: load it,
+then expect its extra version). Each on a freshly booted machine (the
+baseline), forked from one booted machine with --jobs 1 and 2, and on a Dask
+LocalCluster of two worker processes; the same at 72 vCPUs.
 
     python bench/explore.py [--runs N] [--json]
 """
@@ -24,23 +25,34 @@ from xsplice_emu.explore.campaign import Campaign, explore, run_fresh  # noqa: E
 from xsplice_emu.scenario import load_scenario  # noqa: E402
 from xsplice_emu.xen_tests import xen_test_payloads  # noqa: E402
 
-SCENARIO = """
+MACHINE = """
 [machine]
 vcpus = {vcpus}
 seed = 1
-
+"""
+SCENARIOS = {
+    "apply": """
 [[step]]
 livepatch = "upload hello {payload}"
 
 [[step]]
 livepatch = "apply hello"
-"""
+""",
+    "load": """
+[[step]]
+livepatch = "load {payload}"
+
+[[step]]
+expect = {{ extra_version = "Hello World" }}
+""",
+}
 FRESH_RUNS = 10
 
 
-def campaign(vcpus: int, folder: Path) -> Campaign:
-    path = folder / f"apply{vcpus}.toml"
-    path.write_text(SCENARIO.format(vcpus=vcpus, payload=xen_test_payloads() / "xen_hello_world.livepatch"))
+def campaign(name: str, vcpus: int, folder: Path) -> Campaign:
+    path = folder / f"{name}{vcpus}.toml"
+    payload = xen_test_payloads() / "xen_hello_world.livepatch"
+    path.write_text(MACHINE.format(vcpus=vcpus) + SCENARIOS[name].format(payload=payload))
     return Campaign.of(load_scenario(path), "random", 0)
 
 
@@ -67,19 +79,21 @@ def main() -> None:
     report = {}
     with tempfile.TemporaryDirectory() as folder:
         for vcpus, runs in ((8, args.runs), (72, max(20, args.runs // 5))):
-            chosen = campaign(vcpus, Path(folder))
-            row = {"fresh": fresh_rate(chosen)}
-            for jobs in (1, 2):
-                row[f"jobs {jobs}"] = explore(chosen, runs, jobs=jobs).runs_per_s
-            row["dask 2 workers"] = dask_rate(chosen, runs)
-            report[f"{vcpus} vCPUs"] = {key: round(value, 1) for key, value in row.items()}
+            for name in SCENARIOS:
+                chosen = campaign(name, vcpus, Path(folder))
+                row = {"fresh": fresh_rate(chosen)}
+                for jobs in (1, 2):
+                    row[f"jobs {jobs}"] = explore(chosen, runs, jobs=jobs).runs_per_s
+                row["dask 2 workers"] = dask_rate(chosen, runs)
+                report[f"{vcpus} vCPUs {name}" if name != "apply" else f"{vcpus} vCPUs"] = {
+                    key: round(value, 1) for key, value in row.items()}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{'runs/s':10} {'fresh':>8} {'jobs 1':>8} {'jobs 2':>8} {'dask 2':>8} {'jobs 2 / fresh':>15} "
+    print(f"{'runs/s':15} {'fresh':>8} {'jobs 1':>8} {'jobs 2':>8} {'dask 2':>8} {'jobs 2 / fresh':>15} "
           f"{'jobs 2 / jobs 1':>16}")
     for name, row in report.items():
-        print(f"{name:10} {row['fresh']:>8.1f} {row['jobs 1']:>8.1f} {row['jobs 2']:>8.1f} "
+        print(f"{name:15} {row['fresh']:>8.1f} {row['jobs 1']:>8.1f} {row['jobs 2']:>8.1f} "
               f"{row['dask 2 workers']:>8.1f} {row['jobs 2'] / row['fresh']:>15.1f} "
               f"{row['jobs 2'] / row['jobs 1']:>16.2f}")
 

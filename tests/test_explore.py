@@ -96,6 +96,31 @@ def test_a_forked_run_is_the_run_started_fresh(payloads, strategy):
         assert fresh == outcome and fresh.digest
 
 
+LOADS = {
+    "applied": ("xen_hello_world.livepatch", 'expect_output = """completed\nApplying xen_hello_world... completed\n'
+                '(XEN) livepatch: xen_hello_world: Verifying"""'),
+    "refused": ("junk.livepatch", 'expect_rc = "EINVAL"\nexpect_output = """Uploading junk.livepatch... failed\n'
+                'Error 22: Invalid argument\n(XEN) livepatch: junk: Section header"""'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOADS))
+def test_a_forked_load_prints_and_does_what_a_fresh_one_does(payloads, tmp_path, case):
+    """A leading load, whose upload the booted machine runs ahead for every run: the same output (upload's, then
+    apply's), outcome and trace digest as the run started fresh."""
+    file, expectations = LOADS[case]
+    (tmp_path / "junk.livepatch").write_bytes(b"junk")
+    (tmp_path / "xen_hello_world.livepatch").write_bytes((payloads / "xen_hello_world.livepatch").read_bytes())
+    path = tmp_path / "load.toml"
+    path.write_text(f'[machine]\nvcpus = 4\nseed = 2\n\n[[step]]\nlivepatch = "load {file}"\n{expectations}\n\n'
+                    '[[step]]\nrun_ms = 1\n')
+    campaign = Campaign.of(load_scenario(path), "random", 5, digests=True)
+    forked = explore(campaign, 3, jobs=2).outcomes
+    for outcome in forked:
+        fresh, _ = run_fresh(campaign, outcome.number)
+        assert outcome.passed and fresh == outcome and fresh.digest
+
+
 @pytest.mark.long
 def test_jobs_and_a_dask_cluster_give_the_same_classes(payloads):
     """--jobs 1, --jobs 2 and a LocalCluster of two worker processes: byte-identical classes."""

@@ -129,6 +129,16 @@ class Image:
         return self._functions[1]
 
     @cached_property
+    def decoded(self) -> tuple[tuple[int, str], ...]:
+        """(address, text) of each instruction of its functions as built, decoded once per image."""
+        found = []
+        for func in self.functions():
+            code = self.read(func.address, func.size) if func.size else None
+            if code is not None:
+                found += [(address, text) for address, _, text in self.arch.instructions(code, func.address)]
+        return tuple(found)
+
+    @cached_property
     def _by_name(self) -> dict[str, Symbol]:
         index: dict[str, Symbol] = {}
         for sym in self.symbols:

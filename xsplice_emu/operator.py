@@ -110,12 +110,18 @@ class _Printer:
         return Outcome(exit_code, code, tuple(self.chunks + self.hypervisor), tuple(self.results))
 
 
+def _load_name(file: str) -> str:
+    """The name `load` uploads `file` under: its base name up to the last dot."""
+    return Path(file).name.rsplit(".", 1)[0]
+
+
 class OperatorTool:
     """`xen-livepatch` against one machine's livepatch controller."""
 
     def __init__(self, livepatch: LivepatchEngine, *, base: Path = Path(".")):
         self.livepatch = livepatch
         self.base = base
+        self._uploaded_ahead: tuple[str, bool, _Printer, int] | None = None
 
     def path(self, file: str) -> Path:
         """`file` as the tool sees it: relative paths start at `base`."""
@@ -123,12 +129,14 @@ class OperatorTool:
 
     # -- verbs -------------------------------------------------------------
     def upload(self, name: str, file: str, *, allow_unsafe: bool = False) -> Outcome:
+        self._uploaded_ahead = None
         printer = _Printer()
         return printer.outcome(self._upload(printer, name, file, allow_unsafe=allow_unsafe))
 
     def list(self) -> Outcome:
         """As xen-livepatch 4.17: "Nothing to list", or a header and a row per payload, its metadata column the
         payload's .modinfo strings joined by ';'."""
+        self._uploaded_ahead = None
         printer = _Printer()
         payloads = self.livepatch.list()
         if not payloads:
@@ -144,20 +152,34 @@ class OperatorTool:
 
     def action(self, verb: str, name: str, **options) -> Outcome:
         """apply, revert, replace or unload `name` (options: `_action`'s), waiting for the result."""
+        self._uploaded_ahead = None
         printer = _Printer()
         code = self._action(printer, ACTION_VERBS[verb], name, **options)
         return printer.outcome(code)
 
     def load(self, file: str, *, allow_unsafe: bool = False, **options) -> Outcome:
-        """Upload `file` under its base name (up to the last dot) and apply it; unload it again if that fails."""
-        printer = _Printer()
-        name = Path(file).name.rsplit(".", 1)[0]
-        code = self._upload(printer, name, file, allow_unsafe=allow_unsafe)
+        """Upload `file` under its base name (up to the last dot) and apply it; unload it again if that fails.
+        The upload is the one `upload_ahead` ran if this is the command it was run for."""
+        ahead, self._uploaded_ahead = self._uploaded_ahead, None
+        name = _load_name(file)
+        if ahead is not None and ahead[:2] == (file, allow_unsafe):
+            _, _, printer, code = ahead
+        else:
+            printer = _Printer()
+            code = self._upload(printer, name, file, allow_unsafe=allow_unsafe)
         if code == 0:
             code = self._action(printer, ACTION_VERBS["apply"], name, **options)
             if code:
                 self._action(printer, ACTION_VERBS["unload"], name)
         return printer.outcome(code)
+
+    def upload_ahead(self, file: str, *, allow_unsafe: bool = False) -> None:
+        """Run the upload that the next command, `load file`, starts with, now: an upload neither runs the machine
+        nor draws from its scheduler, so an exploration does it once in the machine every run forks from. The
+        load then prints what it would have; any other command next forgets it (the payload stays uploaded)."""
+        printer = _Printer()
+        code = self._upload(printer, _load_name(file), file, allow_unsafe=allow_unsafe)
+        self._uploaded_ahead = (file, allow_unsafe, printer, code)
 
     # -- the tool's logic ----------------------------------------------------
     def _upload(self, printer: _Printer, name: str, file: str, *, allow_unsafe: bool) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..errors import XspliceEmuError
 from ..scenario import Scenario, ScenarioResult, StepResult, run_scenario
 from ..scenario.runner import boot, run_steps, static_prefix
+from ..scenario.steps import LivepatchStep
 from ..session import Session
 from .outcome import OutcomeClass, RunOutcome, classes_of, outcome_of
 from .plan import RunPlan, Settings, plan_run, settings_of, with_plan, write_replay
@@ -93,7 +94,7 @@ def fork_runs(campaign: Campaign, numbers: Iterable[int], *, jobs: int, stop_on:
     """The outcomes of runs `numbers`, each in a child forked from this process's booted machine (in the order
     they finish); after a run that `stops`, no new run starts. Only this process's own children are waited for
     (a Dask worker has others)."""
-    parent = booted(campaign.scenario)
+    parent = booted(campaign.scenario, upload_ahead=campaign.strategy != "chaos")
     if any(not step.ok for step in parent.prefix):
         failed = next(step for step in parent.prefix if not step.ok)
         why = failed.error or "; ".join(f"{check.what}: expected {check.expected!r}, got {check.got!r}"
@@ -153,13 +154,19 @@ class Booted:
 _BOOTED: dict[tuple, Booted] = {}
 
 
-def booted(scenario: Scenario) -> Booted:
+def booted(scenario: Scenario, *, upload_ahead: bool) -> Booted:
     """The scenario's machine ready to fork runs from, made once per process. The leading steps that do not run
-    the machine (uploads: `static_prefix`) run here, once, not in every run."""
-    key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps))
+    the machine (uploads: `static_prefix`) run here, once, not in every run; with `upload_ahead` (no run inserts
+    a fault before the next step), so does the upload of a `load` that follows them."""
+    key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps), upload_ahead)
     if key not in _BOOTED:
         session = boot(scenario)
-        prefix = run_steps(replace(scenario, steps=scenario.steps[:static_prefix(scenario)]), session, 0.0)
+        count = static_prefix(scenario)
+        prefix = run_steps(replace(scenario, steps=scenario.steps[:count]), session, 0.0)
+        following = scenario.steps[count] if count < len(scenario.steps) else None
+        if upload_ahead and isinstance(following, LivepatchStep) and following.request.verb == "load":
+            params = following.request.params
+            session.tool.upload_ahead(params["file"], allow_unsafe=params["allow_unsafe"])
         session.machine.translate_ahead()
         _BOOTED[key] = Booted(session, prefix.steps)
     return _BOOTED[key]

@@ -137,8 +137,8 @@ class Machine:
         self.unseen_code_observers: list[VcpuObserver] = []
         self.watch_observers: list[WatchObserver] = []
         self.crash_observers: list[CrashObserver] = []
-        returns = _instructions(image, self.memory, self.arch.interrupt_return)
-        serialising = _instructions(image, self.memory, *self.arch.serialising)
+        returns = _instructions(image, self.arch.interrupt_return)
+        serialising = _instructions(image, *self.arch.serialising)
         for vcpu in self.vcpus:
             install(vcpu, self, interrupt_returns=returns, serialising=serialising)
         self.now_ps = 0
@@ -160,13 +160,16 @@ class Machine:
         return Window(begin, physical, end - begin)
 
     def _load(self, image: Image) -> None:
+        """Copy the image's file bytes into fresh RAM. RAM reads zero until written, so a segment's zero tail
+        (.bss: every CPU's stack) is left alone: its pages cost nothing until a vCPU uses them (boot, and each
+        fork of the machine, copy only what is used)."""
         for seg in image.segments:
             try:
                 self.memory.physical(seg.address, seg.memory_size)
             except MachineError:
                 raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in "
                                   f"{self.config.ram_mib} MiB of RAM") from None
-            self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
+            self.memory.write(seg.address, seg.data)
 
     def _physical_segments(self) -> list[tuple[int, int, Segment]]:
         """Every loaded segment as (physical begin, physical end, segment), by address."""
@@ -675,13 +678,7 @@ def _call_name(function: str | int) -> str:
     return function if isinstance(function, str) else f"{function:#x}"
 
 
-def _instructions(image: Image, memory: GuestMemory, *mnemonics: str) -> list[int]:
+def _instructions(image: Image, *mnemonics: str) -> list[int]:
     """Where the firmware's functions hold an instruction of one of `mnemonics` (hooked by address: an
     instruction hook on all code would slow every action by ~10%)."""
-    found = []
-    for func in image.functions():
-        if func.size:
-            for address, _, text in image.arch.instructions(memory.read(func.address, func.size), func.address):
-                if text.split(" ", 1)[0] in mnemonics:
-                    found.append(address)
-    return sorted(set(found))
+    return sorted({address for address, text in image.decoded if text.split(" ", 1)[0] in mnemonics})
