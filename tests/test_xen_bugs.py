@@ -15,6 +15,8 @@ from helpers import ROOT
 
 from xsplice_emu.engines.xen.layout import XEN_4_17_X86, struct_offsets
 from xsplice_emu.errors import ToolchainError
+from xsplice_emu.explore import campaign as campaign_module
+from xsplice_emu.explore.campaign import Campaign, explore
 from xsplice_emu.image import load_image
 from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.scenario import load_scenario, run_scenario
@@ -25,6 +27,8 @@ UNDER_TEST = ROOT / "payloads" / "build-xen-bugs"
 BUG_PAYLOADS = ROOT / "payloads" / "xen-bugs"
 BUGS = ROOT / "patches" / "xen-bugs"
 SCENARIOS = ROOT / "scenarios" / "bugs"
+EXPLORE_RUNS = 20
+"""Runs of each exploration (the issue asks for each bug to be found within 1,000)."""
 
 pytestmark = pytest.mark.skipif("not config.getoption('--xen-build')", reason="builds Xen (minutes): --xen-build")
 
@@ -53,6 +57,14 @@ def _run(name: str):
     return run_scenario(load_scenario(SCENARIOS / f"{name}.toml"))
 
 
+def _explored(name: str, runs: int = EXPLORE_RUNS) -> int:
+    """How many of `runs` seeded random schedules of the scenario fail: explore, told nothing of the bug. (The
+    booted machines explore keeps per process are dropped first: each test puts another image at the same path.)"""
+    campaign_module._BOOTED.clear()
+    outcomes = explore(Campaign.of(load_scenario(SCENARIOS / f"{name}.toml"), "random", 1), runs, jobs=1).outcomes
+    return sum(not outcome.passed for outcome in outcomes)
+
+
 @pytest.fixture(scope="module")
 def xen_4_17_7() -> Path:
     return _built()
@@ -65,22 +77,26 @@ def test_the_self_built_images_dwarf_gives_the_offsets_read_from_debians_disasse
 
 def test_replace_checking_the_wrong_rc_panics_xen():
     """0dd9268808 reverted: REPLACE over a payload whose revert hook refuses makes Xen panic "partially reverted
-    payload" instead of failing with EINVAL."""
+    payload" instead of failing with EINVAL; explore, told nothing, finds it."""
     _put_under_test(_built(BUGS / "replace_rc.patch"))
     result = _run("replace_rc")
     failed = [step for step in result.steps if not step.ok]
     assert failed and failed[0].command == "replace xen_replace_world"
     assert "livepatch: partially reverted payload 'revert_refused'!" in "\n".join(result.session.machine.log)
+    assert _explored("replace_rc") > 0
 
 
 def test_a_nop_patch_ignoring_the_endbr64_offset_breaks_the_function():
-    """8a87b9a0fb reverted: the NOPs run 4 bytes past the ud2, over the mov: the call no longer returns -EIO."""
+    """8a87b9a0fb reverted: the NOPs run 4 bytes past the ud2, over the mov: the call no longer returns -EIO, Xen
+    takes an invalid opcode at vtd_flush_context_noop+0xa through its own IDT and panics; explore, told nothing,
+    finds it."""
     _put_under_test(_built(BUGS / "nop_endbr.patch"))
     result = _run("nop_endbr")
     failed = [step for step in result.steps if not step.ok]
     assert failed and failed[0].kind == "call"
-    assert "vtd_flush_context_noop+0xa>: (undecodable bytes ff e9" in (failed[0].error or "")
-
+    assert "Xen panicked: FATAL TRAP: vector = 6 (invalid opcode)" in (failed[0].error or "")
+    assert any("vtd_flush_context_noop+0xa/" in line for line in result.session.machine.log)
+    assert _explored("nop_endbr") > 0
 
 
 def test_alternatives_checks_that_cannot_fail_let_a_payload_write_xens_text():
@@ -92,6 +108,7 @@ def test_alternatives_checks_that_cannot_fail_let_a_payload_write_xens_text():
     assert failed and failed[0].command.startswith("upload alt_outside")
     assert "#PF page fault" in (failed[0].error or "") and "alternative.c#text_poke" in (failed[0].error or "")
 
+
 def test_every_bug_scenario_passes_on_xen_4_17_7(xen_4_17_7):
     """On 4.17.7 as released, REPLACE fails with EINVAL, the NOP patch makes the function return -EIO and an
     alternative aimed at Xen's text is refused at upload (run
@@ -100,3 +117,4 @@ def test_every_bug_scenario_passes_on_xen_4_17_7(xen_4_17_7):
     for name in ("replace_rc", "nop_endbr", "altinstr_checks"):
         result = _run(name)
         assert result.ok, [(step.command, step.error) for step in result.steps if not step.ok]
+    assert _explored("replace_rc") == _explored("nop_endbr") == 0
