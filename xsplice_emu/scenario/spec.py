@@ -113,20 +113,9 @@ def load_scenario(path: str | Path, *, vcpus: int | None = None, seed: int | Non
     document = where.read(document, DOCUMENT_KEYS)
     at_machine = where.at("[machine]", header="machine")
     machine = _machine(at_machine, document.get("machine", {}), path.parent)
-    if vcpus is not None:
-        machine = replace(machine, vcpus=vcpus)
-    if seed is not None:
-        machine = replace(machine, seed=seed)
-    if xen_syms is not None:
-        machine = replace(machine, xen_syms=xen_syms)
-    if oracle is not None:
-        machine = replace(machine, oracle=oracle)
-    if clock_mhz is not None:
-        machine = replace(machine, clock_mhz=clock_mhz)
-    if timer_hz is not None:
-        machine = replace(machine, timer_hz=timer_hz)
-    if engine is not None:
-        machine = replace(machine, engine=engine)
+    overrides: dict[str, Any] = {"vcpus": vcpus, "seed": seed, "xen_syms": xen_syms, "oracle": oracle,
+                                 "clock_mhz": clock_mhz, "timer_hz": timer_hz, "engine": engine}
+    machine = replace(machine, **{key: value for key, value in overrides.items() if value is not None})
     if machine.engine == "xen" and machine.xen_syms is None:
         raise where.at("[machine]").error("engine \"xen\" runs a real Xen image: give xen_syms too")
     if not 1 <= machine.vcpus <= NR_CPUS:
