@@ -34,6 +34,7 @@ from .devices import PortReader, Ports
 from .hooks import install
 from .memory import GuestMemory, Window
 from .paging import PagePermissions
+from .runner import SliceRunner
 from .scheduler import Alarm, Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
@@ -78,7 +79,7 @@ Xen 4.17 puts them (x86 arch_livepatch_init gives payloads the vmap range from x
 rounded up to 2 MiB, on to XEN_VIRT_END), within rel32 reach of its text, which jump patches need."""
 
 
-class Machine:
+class Machine(SliceRunner):
     """N vCPUs over one RAM running a firmware image, deterministic by seed.
 
     With a `hypervisor` image (a real Xen's xen-syms), that image is mapped at its link addresses through page
@@ -226,38 +227,9 @@ class Machine:
         return self.scheduler.add_alarm(time_ps, callback)
 
     # -- running ---------------------------------------------------------
-    def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
-        """Advance virtual time by `ns` (or until `stop_when()` holds)."""
-        self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
-
-    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
-        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()` (checked after each slice
-        and alarm; when a slice makes it hold, the time is that slice's end)."""
-        scheduler = self.scheduler
-        while not (stop_when and stop_when()):
-            vcpu_time, vcpu = scheduler.peek()
-            alarm_time = scheduler.next_alarm_ps()
-            if min(vcpu_time, alarm_time) >= until_ps:
-                self.now_ps = max(self.now_ps, until_ps)
-                return
-            if alarm_time <= vcpu_time:
-                alarm = scheduler.take_alarm()
-                self.now_ps = max(self.now_ps, alarm_time)
-                if not alarm.cancelled:
-                    alarm.callback()
-                continue
-            assert vcpu is not None
-            scheduler.take()
-            self.now_ps = max(self.now_ps, vcpu_time)
-            try:
-                self._step(vcpu, vcpu_time, until_ps)
-            except GuestFault as fault:
-                for observer in self.crash_observers:
-                    observer(fault)
-                raise
-            if stop_when and stop_when():  # seen at the end of the slice that made it hold, not at its start
-                self.now_ps = max(self.now_ps, min(vcpu.clock_ps, until_ps))
-                return
+    def _crashed(self, fault: GuestFault) -> None:
+        for observer in self.crash_observers:
+            observer(fault)
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):

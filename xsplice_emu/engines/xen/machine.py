@@ -27,6 +27,7 @@ from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
 from ...machine.hooks import guarded
 from ...machine.memory import Window
+from ...machine.runner import SliceRunner
 from ...machine.scheduler import Alarm, Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
 from ...machine.vcpu import StopReason
@@ -71,10 +72,12 @@ class PostedCall:
     interrupts: bool
 
 
-class XenMachine:
+class XenMachine(SliceRunner):
     """Xen's image on N vCPUs, deterministic by seed; the surface `Session` and the xen engine use."""
 
     engine = "xen"
+    STOPS_AT_SLICE_END = False
+    """A condition a slice made true stops the run at the next slice's start, as this engine has always run."""
 
     def __init__(self, hypervisor: Image, *, config: MachineConfig):
         config.validate()
@@ -272,28 +275,7 @@ class XenMachine:
         """What explore asks of a machine before it forks runs from it: nothing to do here (Xen's code is
         translated as each run runs it; the controller engine translates its firmware ahead)."""
 
-    def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
-        self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
-
-    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
-        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()`."""
-        scheduler = self.scheduler
-        while not (stop_when and stop_when()):
-            vcpu_time, vcpu = scheduler.peek()
-            alarm_time = scheduler.next_alarm_ps()
-            if min(vcpu_time, alarm_time) >= until_ps:
-                self.now_ps = max(self.now_ps, until_ps)
-                break
-            if alarm_time <= vcpu_time:
-                alarm = scheduler.take_alarm()
-                self.now_ps = max(self.now_ps, alarm_time)
-                if not alarm.cancelled:
-                    alarm.callback()
-                continue
-            assert vcpu is not None
-            scheduler.take()
-            self.now_ps = max(self.now_ps, vcpu_time)
-            self._step(vcpu, vcpu_time, until_ps)
+    def _ran(self) -> None:
         self.drain_console()
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:

@@ -1,0 +1,67 @@
+"""Running a machine's vCPUs in virtual time: the loop both engines' machines share.
+
+The vCPU or alarm with the least virtual time goes next; `run` stops at a time or when a condition holds.
+A machine says how to run one vCPU's slice (`_step`) and may add to the loop: what to tell when a slice
+ends in a guest fault (`_crashed`), what to do once the loop stops (`_ran`), and whether a condition that
+a slice made true stops the run at that slice's end (`STOPS_AT_SLICE_END`) or at the next slice's start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import GuestFault
+from .scheduler import Scheduler
+from .spec import PS_PER_NS
+from .vcpu import Vcpu
+
+
+class SliceRunner:
+    """`run_for` and `run` over `self.scheduler`, for a machine that defines `_step`."""
+
+    STOPS_AT_SLICE_END = True
+    scheduler: Scheduler
+    now_ps: int
+
+    def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
+        """Advance virtual time by `ns` (or until `stop_when()` holds)."""
+        self.run(until_ps=self.now_ps + ns * PS_PER_NS, stop_when=stop_when)
+
+    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
+        """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()` (checked after each slice
+        and alarm; with STOPS_AT_SLICE_END, when a slice makes it hold, the time is that slice's end)."""
+        scheduler = self.scheduler
+        while not (stop_when and stop_when()):
+            vcpu_time, vcpu = scheduler.peek()
+            alarm_time = scheduler.next_alarm_ps()
+            if min(vcpu_time, alarm_time) >= until_ps:
+                self.now_ps = max(self.now_ps, until_ps)
+                break
+            if alarm_time <= vcpu_time:
+                alarm = scheduler.take_alarm()
+                self.now_ps = max(self.now_ps, alarm_time)
+                if not alarm.cancelled:
+                    alarm.callback()
+                continue
+            assert vcpu is not None
+            scheduler.take()
+            self.now_ps = max(self.now_ps, vcpu_time)
+            try:
+                self._step(vcpu, vcpu_time, until_ps)
+            except GuestFault as fault:
+                self._crashed(fault)
+                raise
+            if self.STOPS_AT_SLICE_END and stop_when and stop_when():
+                self.now_ps = max(self.now_ps, min(vcpu.clock_ps, until_ps))
+                break
+        self._ran()
+
+    def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        """Run `vcpu`, ready at `ready_ps`, for one slice that ends by `until_ps`."""
+        raise NotImplementedError
+
+    def _crashed(self, fault: GuestFault) -> None:
+        """A slice ended in `fault` (raised next)."""
+
+    def _ran(self) -> None:
+        """The loop stopped (not by a fault)."""
