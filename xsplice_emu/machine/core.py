@@ -35,7 +35,7 @@ from .hooks import install
 from .memory import GuestMemory, Window
 from .paging import PagePermissions
 from .runner import SliceRunner
-from .scheduler import Alarm, Scheduler
+from .scheduler import Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
 
@@ -221,10 +221,6 @@ class Machine(SliceRunner):
     def time_of(self, vcpu: Vcpu) -> int:
         """Virtual time (ps) of `vcpu`, exact also from inside its hooks."""
         return vcpu.current_time_ps()
-
-    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
-        """Call `callback` when virtual time reaches `time_ps`."""
-        return self.scheduler.add_alarm(time_ps, callback)
 
     # -- running ---------------------------------------------------------
     def _crashed(self, fault: GuestFault) -> None:
@@ -484,17 +480,6 @@ class Machine(SliceRunner):
         self.trace.emit(sent_ps // PS_PER_NS, sender, EventKind.IPI, to=index, vector=vector)
         self.scheduler.queue(target)
 
-    def preempt(self, index: int, ns: int, *, at_ps: int) -> None:
-        """From `at_ps`, the host does not schedule vCPU `index` for `ns` (its IRQ state is untouched:
-        interrupts that arrive meanwhile are taken after)."""
-        vcpu = self._vcpu(index)
-
-        def start() -> None:
-            vcpu.preempted_until_ps = max(vcpu.preempted_until_ps, at_ps + ns * PS_PER_NS)
-            self.trace.emit(at_ps // PS_PER_NS, index, EventKind.PREEMPT, ns=ns)
-            self.scheduler.queue(vcpu)
-        self.add_alarm(at_ps, start)
-
     def park(self, vcpu: Vcpu) -> None:
         """From inside `vcpu`'s own port hook: stop it until released or interrupted."""
         vcpu.stop(StopReason.PARK)
@@ -601,11 +586,6 @@ class Machine(SliceRunner):
         width = array.size // NR_CPUS
         data = self.memory.read(array.address, array.size)
         return [int.from_bytes(data[i:i + width], "little") for i in range(0, width * NR_CPUS, width)]
-
-    def _vcpu(self, index: int) -> Vcpu:
-        if not 0 <= index < len(self.vcpus):
-            raise MachineError(f"no vCPU {index} (the machine has {len(self.vcpus)})")
-        return self.vcpus[index]
 
     # -- figures ---------------------------------------------------------
     @property

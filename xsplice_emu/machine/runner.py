@@ -10,18 +10,42 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import GuestFault
-from .scheduler import Scheduler
+from ..errors import GuestFault, MachineError
+from ..tracing.kinds import EventKind
+from ..tracing.trace import Trace
+from .scheduler import Alarm, Scheduler
 from .spec import PS_PER_NS
 from .vcpu import Vcpu
 
 
 class SliceRunner:
-    """`run_for` and `run` over `self.scheduler`, for a machine that defines `_step`."""
+    """`run_for` and `run` over `self.scheduler`, alarms and preemption, for a machine that defines `_step`."""
 
     STOPS_AT_SLICE_END = True
     scheduler: Scheduler
     now_ps: int
+    vcpus: list[Vcpu]
+    trace: Trace
+
+    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
+        """Call `callback` when virtual time reaches `time_ps`."""
+        return self.scheduler.add_alarm(time_ps, callback)
+
+    def preempt(self, index: int, ns: int, *, at_ps: int) -> None:
+        """From `at_ps`, the host does not schedule vCPU `index` for `ns` (its IRQ state is untouched:
+        interrupts that arrive meanwhile are taken after)."""
+        vcpu = self._vcpu(index)
+
+        def start() -> None:
+            vcpu.preempted_until_ps = max(vcpu.preempted_until_ps, at_ps + ns * PS_PER_NS)
+            self.trace.emit(at_ps // PS_PER_NS, index, EventKind.PREEMPT, ns=ns)
+            self.scheduler.queue(vcpu)
+        self.add_alarm(at_ps, start)
+
+    def _vcpu(self, index: int) -> Vcpu:
+        if not 0 <= index < len(self.vcpus):
+            raise MachineError(f"no vCPU {index} (the machine has {len(self.vcpus)})")
+        return self.vcpus[index]
 
     def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None:
         """Advance virtual time by `ns` (or until `stop_when()` holds)."""

@@ -8,7 +8,6 @@ scheduled there would: when that vCPU is idle, from the bottom of its stack, and
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from unicorn import (
@@ -28,7 +27,7 @@ from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, Vcp
 from ...machine.hooks import guarded
 from ...machine.memory import Window
 from ...machine.runner import SliceRunner
-from ...machine.scheduler import Alarm, Scheduler
+from ...machine.scheduler import Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
 from ...machine.vcpu import StopReason
 from ...platform import EXCEPTION_NAMES, RAM_BASE
@@ -165,26 +164,8 @@ class XenMachine(SliceRunner):
     def time_of(self, vcpu: Vcpu) -> int:
         return vcpu.current_time_ps()
 
-    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
-        return self.scheduler.add_alarm(time_ps, callback)
-
     def emit(self, vcpu: Vcpu, kind: EventKind, **fields) -> None:
         self.trace.emit(vcpu.current_time_ps() // PS_PER_NS, vcpu.index, kind, **fields)
-
-    def vcpu(self, index: int) -> Vcpu:
-        if not 0 <= index < len(self.vcpus):
-            raise MachineError(f"no vCPU {index} (the machine has {len(self.vcpus)})")
-        return self.vcpus[index]
-
-    def preempt(self, index: int, ns: int, *, at_ps: int) -> None:
-        """From `at_ps`, the host does not schedule vCPU `index` for `ns`."""
-        vcpu = self.vcpu(index)
-
-        def start() -> None:
-            vcpu.preempted_until_ps = max(vcpu.preempted_until_ps, at_ps + ns * PS_PER_NS)
-            self.trace.emit(at_ps // PS_PER_NS, index, EventKind.PREEMPT, ns=ns)
-            self.scheduler.queue(vcpu)
-        self.add_alarm(at_ps, start)
 
     def send_ipi(self, sender: Vcpu, index: int, vector: int) -> None:
         """An interrupt (the NMI vector: an NMI) to vCPU `index` from `sender`, arriving at the sender's time."""
@@ -193,7 +174,7 @@ class XenMachine(SliceRunner):
     def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
         """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now) from
         vCPU `sender` (None: the host); Xen's IDT handler takes it at the target's next slice boundary."""
-        target = self.vcpu(index)
+        target = self._vcpu(index)
         sent_ps = self.now_ps if at_ps is None else at_ps
         target.post(max(sent_ps, target.clock_ps), self.scheduler.next_seq(), vector, sender)
         self.trace.emit(sent_ps // PS_PER_NS, sender, EventKind.IPI, to=index, vector=vector)
@@ -206,7 +187,7 @@ class XenMachine(SliceRunner):
         """Run `function(arguments)` on vCPU `index` once it is idle (as dom0's vCPU with `as_dom0`: a
         hypercall), the other vCPUs running meanwhile; its rax. On a vCPU not started yet (boot) it runs
         alone, and the vCPU waits again after."""
-        vcpu = self.vcpu(index)
+        vcpu = self._vcpu(index)
         entry = self.address(function) if isinstance(function, str) else function
         name = self.describe(entry)
         booting = vcpu.state is VcpuState.WAITING_FOR_START
@@ -230,7 +211,7 @@ class XenMachine(SliceRunner):
                   interrupts: bool = True) -> None:
         """From `at_ps`, run `function(arguments)` on vCPU `index` as soon as it is idle (with interrupts on or
         off) without waiting for it: a stall, a delayed call. Its result is not kept."""
-        vcpu = self.vcpu(index)
+        vcpu = self._vcpu(index)
         entry = self.address(function) if isinstance(function, str) else function
 
         def post() -> None:
