@@ -1,4 +1,4 @@
-"""Puts the checkout's C sources into the wheel as package data (see xsplice_emu/sources.py)."""
+"""Puts the checkout's C sources into the wheel as package data (see xsplice_emu/provision/sources.py)."""
 
 import runpy
 import shutil
@@ -8,7 +8,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SOURCES = runpy.run_path(str(ROOT / "xsplice_emu" / "sources.py"))
+SOURCES = runpy.run_path(str(ROOT / "xsplice_emu" / "provision" / "sources.py"))
 
 
 class BuildPyWithSources(build_py):

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from xsplice_emu.control.session import Session
 from xsplice_emu.livepatch.states import Action
-from xsplice_emu.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "payloads" / "build-xen417" / "xen_hello_world.livepatch"

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from xsplice_emu.authoring.xen_tests import xen_test_payloads  # noqa: E402
 from xsplice_emu.explore.campaign import Campaign, explore, run_fresh  # noqa: E402
 from xsplice_emu.scenario import load_scenario  # noqa: E402
-from xsplice_emu.xen_tests import xen_test_payloads  # noqa: E402
 
 MACHINE = """
 [machine]

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 from side_by_side import busy_with_payload, compare, show  # noqa: E402
 
 from xsplice_emu import builtin_firmware, load_image  # noqa: E402
+from xsplice_emu.authoring.xen_tests import xen_test_payloads  # noqa: E402
 from xsplice_emu.livepatch import Action  # noqa: E402
-from xsplice_emu.xen_tests import xen_test_payloads  # noqa: E402
 
 PAYLOAD = xen_test_payloads() / "xen_hello_world.livepatch"
 

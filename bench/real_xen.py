@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 from side_by_side import booted, busy_with_payload, compare, show  # noqa: E402
 
 from xsplice_emu import builtin_firmware, load_image  # noqa: E402
-from xsplice_emu.debian import load_xen_syms  # noqa: E402
+from xsplice_emu.authoring.xen_tests import xen_test_payloads, xen_tests_for  # noqa: E402
 from xsplice_emu.livepatch import Action  # noqa: E402
-from xsplice_emu.xen_tests import xen_test_payloads, xen_tests_for  # noqa: E402
+from xsplice_emu.provision.debian import load_xen_syms  # noqa: E402
 
 CALLS = 1000
 

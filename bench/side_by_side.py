@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xsplice_emu import Image, Machine, MachineConfig
-from xsplice_emu.livepatch import Livepatch
+from xsplice_emu.engines.controller import Livepatch
 
 
 def booted(image: Image, vcpus: int, *, hypervisor: Image | None = None) -> tuple[Machine, float]:

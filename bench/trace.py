@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image  # noqa: E402
-from xsplice_emu.livepatch import Action, Livepatch  # noqa: E402
+from xsplice_emu.engines.controller import Livepatch  # noqa: E402
+from xsplice_emu.livepatch import Action  # noqa: E402
 from xsplice_emu.tracing import TraceFile, export_chrome, lane_spans  # noqa: E402
 
 PAYLOAD = ROOT / "payloads" / "build" / "xen_hello_world.livepatch"

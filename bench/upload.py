@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image  # noqa: E402
-from xsplice_emu.livepatch import Action, Livepatch  # noqa: E402
-from xsplice_emu.livepatch.build import payload_build_id  # noqa: E402
+from xsplice_emu.authoring.build import payload_build_id  # noqa: E402
+from xsplice_emu.engines.controller import Livepatch  # noqa: E402
+from xsplice_emu.livepatch import Action  # noqa: E402
 
 PAYLOAD = ROOT / "payloads" / "build" / "xen_hello_world.livepatch"
 NEW_SYMBOL = b"livepatch_xen_hello_world"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from xsplice_emu.debian import load_xen_syms
+from xsplice_emu.authoring.xen_tests import xen_test_payloads, xen_tests_for
 from xsplice_emu.errors import ToolchainError
-from xsplice_emu.xen_tests import xen_test_payloads, xen_tests_for
+from xsplice_emu.provision.debian import load_xen_syms
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "payloads"
 collect_ignore = [] if (PAYLOADS / "build-xen-bugs" / "xen-syms").is_file() else ["bugs"]

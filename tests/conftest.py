@@ -12,9 +12,9 @@ import pytest
 from helpers import PAYLOADS
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image
-from xsplice_emu.livepatch import Livepatch
+from xsplice_emu.authoring.xen_tests import xen_test_payloads
+from xsplice_emu.engines.controller import Livepatch
 from xsplice_emu.tracing.trace import CHECK_EVENTS
-from xsplice_emu.xen_tests import xen_test_payloads
 
 OUTSIDE_LONG_BUDGET_S = 10  # no test outside the long tier takes longer on an idle machine (README: Tests)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from helpers import PAYLOADS
 
 from xsplice_emu import GuestFault, LivepatchError, Machine, MachineConfig
-from xsplice_emu.livepatch import Action, Livepatch, PayloadState
+from xsplice_emu.engines.controller import Livepatch
+from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.platform import RAM_BASE
 
 BASES = ("xen_hello_world", "xen_bye_world", "xen_nop", "xen_prepost_hooks", "xen_action_hooks",

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from xsplice_emu import Machine, MachineConfig, builtin_firmware
+from xsplice_emu.authoring.build import build_payload
+from xsplice_emu.control.session import Session
+from xsplice_emu.engines.controller import Livepatch
 from xsplice_emu.errors import ToolchainError
-from xsplice_emu.livepatch import Action, Livepatch
+from xsplice_emu.livepatch import Action
 from xsplice_emu.livepatch.abi import NAME_MAX, PAYLOAD_DESCRIPTOR
-from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.server import SysctlServer
-from xsplice_emu.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "payloads" / "build"

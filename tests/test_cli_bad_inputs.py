@@ -20,10 +20,10 @@ from helpers import PAYLOADS, ROOT
 
 from xsplice_emu.cli import main
 from xsplice_emu.cli.shell import COMMANDS as SHELL
+from xsplice_emu.control.verbs import VERBS
 from xsplice_emu.scenario.keys import Value
 from xsplice_emu.scenario.spec import MACHINE_KEYS
 from xsplice_emu.scenario.steps import STEP_KINDS
-from xsplice_emu.verbs import VERBS
 
 SECONDS = 30
 FILES = ("missing", "directory", "/dev/zero", "empty", "random", "fifo")

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from helpers import PAYLOADS
 
 from xsplice_emu.cli import main
+from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import VERBS, parse, parse_chain
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.livepatch import Action
-from xsplice_emu.session import Session
-from xsplice_emu.verbs import VERBS, parse, parse_chain
 
 HEADER = (" ID                                     | status     | metadata\n"
           "----------------------------------------+------------+---------------\n")

@@ -15,8 +15,8 @@ from prompt_toolkit.output import DummyOutput
 
 from xsplice_emu.cli import main
 from xsplice_emu.cli.shell import COMMANDS, ShellCompleter, prompt_session
+from xsplice_emu.control.session import Session
 from xsplice_emu.scenario import STEP_KINDS
-from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
 
 

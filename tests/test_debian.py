@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from helpers import ROOT, debian_file
 
 from xsplice_emu.cli import main
-from xsplice_emu.debian import load_xen_syms, unpacked, xen_syms, xen_syms_path
-from xsplice_emu.debian_builds import DEBIAN_XEN_BUILDS, PINNED_BUILD, XEN_UTILS, DebianXenBuild
+from xsplice_emu.control.session import Session
 from xsplice_emu.errors import ToolchainError
-from xsplice_emu.session import Session
+from xsplice_emu.provision.debian import load_xen_syms, unpacked, xen_syms, xen_syms_path
+from xsplice_emu.provision.debian_builds import DEBIAN_XEN_BUILDS, PINNED_BUILD, XEN_UTILS, DebianXenBuild
 
 SYSTEM_LISTS = Path("/var/lib/apt/lists")
 

@@ -12,16 +12,16 @@ import pytest
 from click.testing import CliRunner
 from helpers import ROOT, debian_file
 
+from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
-from xsplice_emu.debian import load_xen_syms, xen_syms
-from xsplice_emu.debian_builds import PINNED_BUILD
+from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import parse
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError, GuestFault
+from xsplice_emu.provision.debian import load_xen_syms, xen_syms
+from xsplice_emu.provision.debian_builds import PINNED_BUILD
 from xsplice_emu.scenario import load_scenario, run_scenario
-from xsplice_emu.session import Session
 from xsplice_emu.tracing.kinds import EventKind
-from xsplice_emu.verbs import parse
-from xsplice_emu.xen_tests import xen_tests_for
 
 SEQUENCE = ROOT / "scenarios" / "xen417" / "xen_test_sequence.toml"
 TESTBED_LINE = "(testbed) "

@@ -17,9 +17,10 @@ from fuzzing import booted, check_hello
 from helpers import PAYLOADS, machine_free, upload
 
 from xsplice_emu import LivepatchError
-from xsplice_emu.livepatch import Action, Livepatch, PayloadState
+from xsplice_emu.control.session import text_digest
+from xsplice_emu.engines.controller import Livepatch
+from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.payload import RegionKind
-from xsplice_emu.session import text_digest
 
 KINDS = ("load", "unload", "preapply", "apply", "postapply", "prerevert", "revert", "postrevert")  # enum hook_kind
 BEHAVIOURS = ("behave", "veto", "loop", "recurse", "reenter", "sti", "softirqs", "fault", "poke_and_fault",

@@ -12,14 +12,14 @@ import pytest
 from fuzzing import check_hello, observable
 from helpers import PAYLOADS, Served, name_in_guest
 
+from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import parse_chain
 from xsplice_emu.errors import ConfigError, LivepatchError, WireError
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.livepatch.abi import NAME_MAX
 from xsplice_emu.livepatch.names import ENCODING, ERRORS
 from xsplice_emu.server import Client, Op, Request
-from xsplice_emu.session import Session
 from xsplice_emu.text import printable
-from xsplice_emu.verbs import parse_chain
 
 HELLO = "xen_hello_world.livepatch"
 DOORS = ("library", "argv", "socket")

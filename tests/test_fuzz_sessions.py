@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import pytest
 from helpers import Served
 
+from xsplice_emu.control.session import Session
 from xsplice_emu.livepatch import Action, PayloadState
 from xsplice_emu.server import Client, Op, Request
 from xsplice_emu.server.wire import DATA_MAX, REPLY, REQUEST, REQUEST_MAGIC, VERSION, decode_reply
-from xsplice_emu.session import Session
 
 # Requests the machine refuses without changing anything, and the rc each gets.
 REFUSED = [

@@ -9,10 +9,10 @@ import pytest
 from helpers import built, extra_versions, hello_still_applies
 
 from xsplice_emu import LivepatchError, builtin_firmware
+from xsplice_emu.authoring.build import build_payload
+from xsplice_emu.control.session import text_digest
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.machine import VcpuState
-from xsplice_emu.session import text_digest
 from xsplice_emu.tracing import EventKind
 
 # Two records; the apply hook patches the first by hand through Xen's helpers, then does what BEHAVIOUR says.

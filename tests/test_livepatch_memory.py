@@ -7,8 +7,9 @@ import time
 from helpers import PAYLOADS, bench_module, upload
 
 from xsplice_emu import GuestFault, Machine, MachineConfig, builtin_firmware
-from xsplice_emu.livepatch import Action, Livepatch
-from xsplice_emu.livepatch.build import build_payload, payload_build_id
+from xsplice_emu.authoring.build import build_payload, payload_build_id
+from xsplice_emu.engines.controller import Livepatch
+from xsplice_emu.livepatch import Action
 from xsplice_emu.livepatch.payload import RegionKind
 
 

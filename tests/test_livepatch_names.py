@@ -10,13 +10,13 @@ from click.testing import CliRunner
 from fuzzing import observable
 from helpers import PAYLOADS, Served, extra_versions, name_in_guest, upload
 
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.cli import main
+from xsplice_emu.control.session import Session
 from xsplice_emu.errors import LivepatchError, MachineError
-from xsplice_emu.firmware import builtin_firmware
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.livepatch.build import build_payload
+from xsplice_emu.provision.firmware import builtin_firmware
 from xsplice_emu.server import Client, Op, Request
-from xsplice_emu.session import Session
 from xsplice_emu.tracing.kinds import EventKind
 from xsplice_emu.tracing.reader import TraceFile
 

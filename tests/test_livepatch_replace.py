@@ -8,9 +8,9 @@ import pytest
 from helpers import extra_versions, upload
 
 from xsplice_emu import LivepatchError
+from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import parse
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.session import Session
-from xsplice_emu.verbs import parse
 
 
 def test_replace_checks_expectations_after_reverting_the_stack(patching):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from helpers import PAYLOADS
 
+from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import parse
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.scenario.steps import LivepatchStep
-from xsplice_emu.session import Session
-from xsplice_emu.verbs import parse
 
 WARNING = "nmi: WARNING: patching do_nmi although it handles NMIs (allow-unsafe)"
 

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from helpers import PAYLOADS, built, extra_versions, hello_still_applies, machine_free, upload
 
 from xsplice_emu import GuestFault, LivepatchError, builtin_firmware
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.cli import main
+from xsplice_emu.control.session import text_digest
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.livepatch.build import build_payload
-from xsplice_emu.session import text_digest
 from xsplice_emu.tracing.kinds import EventKind
 
 

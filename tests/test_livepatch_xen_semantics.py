@@ -9,10 +9,10 @@ import pytest
 from helpers import built, extra_versions, upload
 
 from xsplice_emu import LivepatchError
+from xsplice_emu.control.session import Session, text_digest
+from xsplice_emu.control.verbs import parse
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.session import Session, text_digest
 from xsplice_emu.tracing.kinds import EventKind
-from xsplice_emu.verbs import parse
 
 VETO_THREE = """
 #include <xsplice_payload.h>

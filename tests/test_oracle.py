@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from helpers import PAYLOADS, ROOT
 
 from xsplice_emu.cli import main
+from xsplice_emu.control.session import Session
 from xsplice_emu.livepatch import Action
 from xsplice_emu.scenario import load_scenario, run_scenario
-from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
 
 FAULTS = {  # scenario -> the check its fault makes fire

@@ -15,8 +15,8 @@ from elftools.elf.descriptions import describe_reloc_type
 from elftools.elf.elffile import ELFFile
 
 from xsplice_emu import ToolchainError, builtin_firmware, load_image
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.cli import main
-from xsplice_emu.livepatch.build import build_payload
 
 SRC = Path(__file__).resolve().parent.parent / "payloads" / "src"
 SUPPORTED_RELOCATIONS = {"R_X86_64_NONE", "R_X86_64_64", "R_X86_64_PC32", "R_X86_64_PLT32"}

@@ -7,10 +7,10 @@ from click.testing import CliRunner
 from helpers import ROOT, debian_file
 
 from xsplice_emu.cli import main
-from xsplice_emu.debian import xen_syms as xen_syms_path
-from xsplice_emu.debian_builds import PINNED_BUILD
 from xsplice_emu.image import load_image
 from xsplice_emu.livepatch.unsafe import unsafe_functions
+from xsplice_emu.provision.debian import xen_syms as xen_syms_path
+from xsplice_emu.provision.debian_builds import PINNED_BUILD
 
 
 def _check(path) -> tuple[int, list[str]]:

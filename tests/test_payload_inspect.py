@@ -12,9 +12,9 @@ from fuzzing import BASES, mutate
 from helpers import PAYLOADS
 
 from xsplice_emu import LivepatchError, builtin_firmware, load_image
+from xsplice_emu.authoring.build import payload_build_id
+from xsplice_emu.authoring.inspection import inspect_payload
 from xsplice_emu.cli import main
-from xsplice_emu.livepatch.build import payload_build_id
-from xsplice_emu.livepatch.inspection import inspect_payload
 
 SH_INFO = 44
 """Offset of sh_info in an ELF64 section header."""

@@ -12,13 +12,13 @@ from helpers import ROOT, Served, debian_file
 from test_serve import _run_real
 
 from xsplice_emu import Machine, MachineConfig
+from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
-from xsplice_emu.debian import load_xen_syms, xen_livepatch, xen_syms
-from xsplice_emu.debian_builds import PINNED_BUILD
+from xsplice_emu.control.session import Session
 from xsplice_emu.errors import ConfigError, GuestFault, MachineError
 from xsplice_emu.livepatch.states import Action
-from xsplice_emu.session import Session
-from xsplice_emu.xen_tests import xen_tests_for
+from xsplice_emu.provision.debian import load_xen_syms, xen_livepatch, xen_syms
+from xsplice_emu.provision.debian_builds import PINNED_BUILD
 
 # Each test runs Debian's real Xen 4.17 image in the machine: most of a second each.
 pytestmark = pytest.mark.slow

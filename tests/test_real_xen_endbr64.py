@@ -11,14 +11,14 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from helpers import debian_file
 
-from xsplice_emu.debian import load_xen_syms, xen_syms
+from xsplice_emu.authoring.xen_tests import xen_tests_for
+from xsplice_emu.control.session import Session
 from xsplice_emu.errors import LivepatchError
-from xsplice_emu.firmware import builtin_firmware
 from xsplice_emu.image import load_image
 from xsplice_emu.livepatch.payload import UploadOrder
 from xsplice_emu.livepatch.states import Action
-from xsplice_emu.session import Session
-from xsplice_emu.xen_tests import xen_tests_for
+from xsplice_emu.provision.debian import load_xen_syms, xen_syms
+from xsplice_emu.provision.firmware import builtin_firmware
 
 ENDBR64 = bytes.fromhex("f30f1efa")
 # Each test runs Debian's real Xen 4.17 image in the machine: most of a second each.

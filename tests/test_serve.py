@@ -19,13 +19,13 @@ from click.testing import CliRunner
 from helpers import Served, debian_file
 
 from xsplice_emu.cli import main
-from xsplice_emu.debian import xen_livepatch
+from xsplice_emu.control.operator import ERR, OUT
+from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import parse
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.operator import ERR, OUT
+from xsplice_emu.provision.debian import xen_livepatch
+from xsplice_emu.provision.xenctrl import xenctrl_dir
 from xsplice_emu.server import Client, Op, Reply, Request
-from xsplice_emu.session import Session
-from xsplice_emu.verbs import parse
-from xsplice_emu.xenctrl import xenctrl_dir
 
 # Xen's maintainers' sequence (reference section 6), one xen-livepatch command a line.
 SEQUENCE = """

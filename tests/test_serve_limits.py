@@ -21,11 +21,11 @@ import pytest
 from helpers import Served
 
 from xsplice_emu import builtin_firmware
+from xsplice_emu.authoring.build import build_payload
+from xsplice_emu.control.session import Session
 from xsplice_emu.livepatch import Action
-from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.server import Client, Op, Request
 from xsplice_emu.server.wire import DATA_MAX, REQUEST, REQUEST_MAGIC, VERSION
-from xsplice_emu.session import Session
 from xsplice_emu.tracing import EventKind
 from xsplice_emu.tracing.trace import Trace
 

@@ -10,8 +10,8 @@ import pytest
 from helpers import hello_still_applies
 
 from xsplice_emu import GuestFault, LivepatchError, builtin_firmware
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.livepatch import Action
-from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.machine import Machine
 from xsplice_emu.platform import STACK_GUARD_SIZE, STACK_SIZE
 

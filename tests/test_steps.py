@@ -62,6 +62,6 @@ def test_what_is_not_a_duration_is_a_config_error(text):
 
 def test_the_library_parsers_do_not_import_click():
     """Importing the verbs and the scenario package leaves click out of sys.modules: it belongs to cli/."""
-    code = "import sys, xsplice_emu.verbs, xsplice_emu.scenario; print('click' in sys.modules)"
+    code = "import sys, xsplice_emu.control.verbs, xsplice_emu.scenario; print('click' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

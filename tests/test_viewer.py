@@ -10,7 +10,7 @@ import threading
 
 import pytest
 from click.testing import CliRunner
-from helpers import ROOT, hello_uploaded
+from helpers import ROOT, debian_file, hello_uploaded
 from textual.binding import Binding
 from textual.geometry import Region
 from textual.widgets import DataTable
@@ -18,7 +18,9 @@ from textual.widgets import DataTable
 from xsplice_emu.cli import main
 from xsplice_emu.cli.view import view
 from xsplice_emu.errors import TraceFormatError
+from xsplice_emu.image import load_image
 from xsplice_emu.livepatch import Action
+from xsplice_emu.provision.debian import xen_syms_path
 from xsplice_emu.tracing import EventKind, TraceFile
 from xsplice_emu.viewer import app as app_module
 from xsplice_emu.viewer import frame as frame_module
@@ -30,6 +32,7 @@ from xsplice_emu.viewer.help_screen import HelpScreen
 from xsplice_emu.viewer.ruler import Ruler
 from xsplice_emu.viewer.status import StatusBar
 from xsplice_emu.viewer.summary_screen import SummaryScreen
+from xsplice_emu.viewer.symbols import Symbols
 from xsplice_emu.viewer.timeline import LABEL_WIDTH, Timeline
 from xsplice_emu.viewer.times import duration, instant
 from xsplice_emu.viewer.viewport import Viewport
@@ -302,17 +305,16 @@ def test_256_lanes_scroll_to_the_selected_event(apply_trace, tmp_path):
 
 
 def test_another_firmware_shows_bare_addresses_and_says_why(apply_trace, tmp_path):
-    """When the trace's firmware build-id is not the built-in firmware's, the patch site has no names and a note."""
+    """When no image in the build cache has the trace's build-id, the patch site has no names and a note."""
     path = _variant(tmp_path, apply_trace, "other.jsonl",
-                    lambda lines: [re.sub(r'"firmware_build_id":"\w+"', '"firmware_build_id":"00ff"', lines[0]),
-                                   *lines[1:]])
+                    lambda lines: [re.sub(r'_build_id":"\w+"', '_build_id":"00ff"', lines[0]), *lines[1:]])
 
     async def check(pilot):
         await pilot.press("p")
         text = detail(pilot.app)
         before = next(line for line in text.splitlines() if line.startswith("before"))
         assert "mov eax" in before and "<" not in before
-        assert "is not the trace's (00ff): addresses without names" in text
+        assert "no image with build-id 00ff in the build cache: addresses without names" in text
     drive(path, check)
 
 
@@ -637,3 +639,11 @@ def test_every_screen_keeps_its_items_whole(trace_72, size):
         help_text = "\n".join(shown(static) for static in app.screen.query("Static"))
         assert cut(keys + legend, help_text) == []
     drive(trace_72, check, size=size)
+
+
+def test_a_real_xen_traces_addresses_are_named_from_its_image():
+    """A trace of Debian's Xen (its build-id in the header) gets Xen's own function names, without building anything."""
+    xen = load_image(debian_file(lambda: xen_syms_path("debian")))
+    symbols = Symbols.for_header({"hypervisor_build_id": xen.build_id.hex(), "firmware_build_id": "00ff"})
+    address = xen.address("xen_extra_version") + 3
+    assert symbols.describe(address) == f"{address:#x} <xen_extra_version+0x3>"

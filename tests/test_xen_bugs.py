@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.engines.xen.layout import XEN_4_17_X86, struct_offsets
 from xsplice_emu.errors import ToolchainError
 from xsplice_emu.explore import campaign as campaign_module
 from xsplice_emu.explore.campaign import Campaign, explore
 from xsplice_emu.image import load_image
-from xsplice_emu.livepatch.build import build_payload
+from xsplice_emu.provision.xen_build import build_xen
 from xsplice_emu.scenario import load_scenario, run_scenario
-from xsplice_emu.xen_build import build_xen
 
 UNDER_TEST = ROOT / "payloads" / "build-xen-bugs"
 """The image the scenarios of scenarios/bugs run, and their payloads built against it."""

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from helpers import debian_file
 
 from xsplice_emu.cli import main
-from xsplice_emu.debian import xen_syms
-from xsplice_emu.debian_builds import DEBIAN_XEN_BUILDS
+from xsplice_emu.control.session import Session
 from xsplice_emu.engines.xen.dwarf import SIZE, struct_layouts
 from xsplice_emu.errors import ConfigError
-from xsplice_emu.session import Session
-from xsplice_emu.xen_build import BUILD_TOOLS, CONFIG_LINES, build_xen
+from xsplice_emu.provision.debian import xen_syms
+from xsplice_emu.provision.debian_builds import DEBIAN_XEN_BUILDS
+from xsplice_emu.provision.xen_build import BUILD_TOOLS, CONFIG_LINES, build_xen
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from .errors import (
     TraceFormatError,
     XspliceEmuError,
 )
-from .firmware import builtin_firmware
 from .image import Image, Symbol, load_image
 from .machine import ConsoleLine, Machine, MachineConfig
+from .provision.firmware import builtin_firmware
 from .tracing.trace import Event, Trace
 
 __all__ = [

@@ -9,12 +9,12 @@ import click
 from rich.progress import Progress, TimeElapsedColumn
 from rich.table import Table
 
-from ..debian import load_xen_syms
 from ..duration import NS_PER_MS
 from ..files import check_destination
-from ..firmware import builtin_firmware
 from ..image import load_image
 from ..machine import Machine, MachineConfig
+from ..provision.debian import load_xen_syms
+from ..provision.firmware import builtin_firmware
 from .common import (
     DIGEST_SHOWN,
     SEED,

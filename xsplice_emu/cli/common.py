@@ -14,14 +14,14 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ..debian import DEBIAN_XEN_SYMS
+from ..control.operator import ERR, PREFIXES, Outcome
+from ..control.session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
 from ..duration import MAX_MS
 from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
-from ..operator import ERR, PREFIXES, Outcome
 from ..platform import NR_CPUS
-from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
+from ..provision.debian import DEBIAN_XEN_SYMS
 
 out = Console(highlight=False, soft_wrap=True)
 VCPU_COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]

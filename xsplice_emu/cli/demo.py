@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..xen_tests import DEMO_SCENARIO, xen_tests
+from ..authoring.xen_tests import DEMO_SCENARIO, xen_tests
 from .common import reports_errors
 from .run import run
 

@@ -12,12 +12,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..cache import cache_dir
 from ..errors import ConfigError
 from ..explore.campaign import STOP_ON, Campaign, CampaignResult, explore, write_class_files
 from ..explore.outcome import RunOutcome
 from ..explore.plan import STRATEGIES
 from ..files import check_destination, check_new_directory, file_errors
+from ..provision.cache import cache_dir
 from ..scenario import load_scenario
 from .common import SEED, Range, out, reports_errors
 

@@ -10,10 +10,10 @@ import sys
 
 import click
 
+from ..control.session import Session
+from ..control.verbs import VERBS, Verb, parse_chain
 from ..engines import ENGINES
 from ..files import check_destination
-from ..session import Session
-from ..verbs import VERBS, Verb, parse_chain
 from .common import machine_options, print_outcome, reports_errors
 
 VERB_OPTIONS = {option.flag: option for verb in VERBS.values() for option in verb.options}

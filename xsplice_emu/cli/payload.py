@@ -9,16 +9,16 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..debian import DEBIAN_XEN_SYMS, load_xen_syms, xen_syms_path
+from ..authoring.build import build_payload, payload_build_id, read_note
+from ..authoring.inspection import PayloadReport, inspect_payload
+from ..authoring.preflight import Preflight, preflight
+from ..authoring.xen_tests import xen_test_payloads, xen_tests_for
 from ..errors import errno_name
 from ..files import check_destination, check_new_directory, file_errors, read_file
-from ..firmware import builtin_firmware
 from ..image import load_image
 from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
-from ..livepatch.build import build_payload, payload_build_id, read_note
-from ..livepatch.inspection import PayloadReport, inspect_payload
-from ..livepatch.preflight import Preflight, preflight
-from ..xen_tests import xen_test_payloads, xen_tests_for
+from ..provision.debian import DEBIAN_XEN_SYMS, load_xen_syms, xen_syms_path
+from ..provision.firmware import builtin_firmware
 from .common import out, reports_errors, xen_syms_option
 
 

@@ -12,10 +12,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from ..debian import load_xen_syms
 from ..errors import ConfigError
 from ..explore.plan import load_replay
 from ..files import check_destination, check_new_directory, file_errors, write_file
+from ..provision.debian import load_xen_syms
 from ..scenario import Scenario, ScenarioResult, junit_xml, load_scenario, report_names, run_scenario
 from ..scenario.discovery import scenario_files
 from .common import (

@@ -12,12 +12,12 @@ import signal
 
 import click
 
-from ..debian import DEBIAN_XEN_SYMS, debian_build, xen_livepatch, xen_syms
+from ..control.session import Session
 from ..engines import ENGINES
 from ..files import check_destination
+from ..provision.debian import DEBIAN_XEN_SYMS, debian_build, xen_livepatch, xen_syms
+from ..provision.xenctrl import xenctrl_dir
 from ..server import SysctlServer
-from ..session import Session
-from ..xenctrl import xenctrl_dir
 from .common import Range, machine_options, reports_errors
 
 

@@ -23,18 +23,18 @@ from prompt_toolkit.history import FileHistory
 from rich.markup import escape
 from rich.table import Table
 
-from ..cache import cache_dir
+from ..control.session import Session
+from ..control.verbs import VERBS
 from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..files import check_destination, file_errors, write_file
+from ..provision.cache import cache_dir
 from ..scenario import STEP_KINDS, Step
 from ..scenario.spec import MachineSpec
 from ..scenario.steps import ExpectStep
 from ..scenario.writer import scenario_toml
-from ..session import Session
 from ..suggest import did_you_mean
 from ..text import printable
-from ..verbs import VERBS
 from .common import machine_options, out, print_console_line, print_outcome, reports_errors
 
 HISTORY = "shell_history"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..xen_build import build_xen
+from ..provision.xen_build import build_xen
 from .common import reports_errors
 
 

@@ -1,5 +1,5 @@
 """The engines that run livepatching on the machine: `controller` (the Python rendezvous over the built-in
-firmware, `xsplice_emu.livepatch.Livepatch`) and `xen` (Xen's own compiled livepatch code on every vCPU,
+firmware, `engines.controller.Livepatch`) and `xen` (Xen's own compiled livepatch code on every vCPU,
 `engines.xen.XenLivepatch`). `LivepatchEngine` is the surface the session, the operator tool, scenarios and
 `serve` use of either."""
 
@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..livepatch.oracle import Oracle
-    from ..livepatch.states import Action, PayloadState
-    from ..livepatch.sysctl import ActionResult
+    from ..livepatch.states import Action, ActionResult, PayloadState
 
 ENGINES = ("controller", "xen")
 """What `[machine] engine` and `--engine` accept; the first is the default."""

@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+from ..control.session import Session
 from ..errors import XspliceEmuError
 from ..scenario import Scenario, ScenarioResult, StepResult, run_scenario
 from ..scenario.runner import boot, run_steps, static_prefix
 from ..scenario.steps import LivepatchStep
-from ..session import Session
 from .outcome import OutcomeClass, RunOutcome, classes_of, outcome_of
 from .plan import RunPlan, Settings, plan_run, settings_of, with_plan, write_replay
 

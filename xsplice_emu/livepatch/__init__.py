@@ -1,20 +1,15 @@
-"""Xen's xSplice live patching on the emulated machine: payloads, rendezvous, actions."""
+"""Xen's livepatch as both engines see it: the payload format and ABI, names, states and action
+results, and the safety oracle that judges either engine's patching."""
 
 from .payload import FuncRecord, Host, LoadedPayload, load_payload
-from .rendezvous import Rendezvous, Work
-from .states import Action, PayloadState
-from .sysctl import ActionResult, Livepatch, Payload
+from .states import Action, ActionResult, PayloadState
 
 __all__ = [
     "Action",
     "ActionResult",
     "FuncRecord",
     "Host",
-    "Livepatch",
     "LoadedPayload",
-    "Payload",
     "PayloadState",
-    "Rendezvous",
-    "Work",
     "load_payload",
 ]

@@ -12,6 +12,9 @@ PAGE_SIZE = 4096
 PAYLOAD_MAX_SIZE = 2 * 1024 * 1024
 """Largest payload Xen accepts at upload (LIVEPATCH_MAX_SIZE)."""
 
+DEFAULT_TIMEOUT_NS = 30_000_000
+"""The action timeout when the request gives none (Xen's default: 30 ms)."""
+
 NAME_MAX = 128
 """XEN_LIVEPATCH_NAME_SIZE: room for a payload or function name, NUL included."""
 

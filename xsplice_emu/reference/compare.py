@@ -15,13 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..debian import DEBIAN_XEN_SYMS
+from ..control.operator import ERR, OUT, XEN
+from ..control.session import Session
 from ..errors import GuestFault, MachineError
-from ..operator import ERR, OUT, XEN
+from ..provision.debian import DEBIAN_XEN_SYMS
 from ..scenario import Scenario, load_scenario
 from ..scenario.runner import boot
 from ..scenario.steps import ExpectStep, LivepatchStep
-from ..session import Session
 from .dom0 import initrd, vmlinux
 from .packages import reference_files
 from .plan import PlannedStep, payload_files, place, plan, working_directory

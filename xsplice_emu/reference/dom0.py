@@ -17,9 +17,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..cache import cached, digest
 from ..errors import ToolchainError
 from ..files import read_file
+from ..provision.cache import cached, digest
 from .packages import DYNAMIC_LOADER, ReferenceFiles
 from .plan import PlannedStep
 

@@ -22,9 +22,12 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
-from ..cache import cached, digest
-from ..debian import XEN_LIVEPATCH, unpacked_packages
-from ..debian_builds import (
+from ..errors import ToolchainError
+from ..files import read_file
+from ..image import elf_build_id
+from ..provision.cache import cached, digest
+from ..provision.debian import XEN_LIVEPATCH, unpacked_packages
+from ..provision.debian_builds import (
     DOM0_KERNEL,
     DOM0_PACKAGES,
     PINNED_BUILD,
@@ -35,9 +38,6 @@ from ..debian_builds import (
     DebianPackage,
     DebianXenBuild,
 )
-from ..errors import ToolchainError
-from ..files import read_file
-from ..image import elf_build_id
 
 XEN_BOOT_IMAGE = Path("boot/xen-4.17-amd64.gz")
 DYNAMIC_LOADER = "ld-linux-x86-64.so.2"

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..control.verbs import VERBS, Request
 from ..scenario import Scenario, Step
 from ..scenario.steps import ExpectStep, LivepatchStep, RunStep
-from ..verbs import VERBS, Request
 
 SKIP_REASONS = {
     "stall": "a stall needs the testbed's control of a vCPU",

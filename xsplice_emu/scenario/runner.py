@@ -10,9 +10,9 @@ import shlex
 import time
 from dataclasses import dataclass
 
+from ..control.session import Session
 from ..engines import ENGINES
 from ..errors import GuestFault, MachineError
-from ..session import Session
 from .spec import MachineSpec, Scenario
 from .steps import Check, LivepatchStep
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..debian import is_debian_build, load_xen_syms
+from ..control.session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
 from ..engines import ENGINES
 from ..errors import ConfigError, ImageError, ToolchainError
 from ..files import read_toml_and_text
 from ..image import load_image
 from ..platform import NR_CPUS
-from ..session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
+from ..provision.debian import is_debian_build, load_xen_syms
 from ..suggest import did_you_mean
 from .keys import Key, KeyProblem, Value, read_keys
 from .steps import STEP_KINDS, ExpectStep, Step

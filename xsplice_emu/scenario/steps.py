@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..control.operator import Outcome
+from ..control.session import Session
+from ..control.verbs import VERBS, Request, parse
 from ..duration import NS_PER_MS, NS_PER_US, parse_duration
 from ..errors import ConfigError, errno_name
-from ..operator import Outcome
-from ..session import Session
-from ..verbs import VERBS, Request, parse
 from .keys import ABSENT, Key, Value, read_keys
 
 

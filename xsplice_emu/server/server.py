@@ -36,10 +36,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..control.session import Session
 from ..errors import ConfigError, GuestFault, LivepatchError, WireError
 from ..files import file_errors
 from ..livepatch import Action
-from ..session import Session
 from ..text import printable
 from .wire import NODEPS, REQUEST, Entry, Op, Reply, Request, decode_request, request_size
 

@@ -119,8 +119,8 @@ class TraceViewer(App[TraceFormatError | None]):
 
     @cached_property
     def symbols(self) -> Symbols:
-        """Names from the built-in firmware, loaded when a detail first needs them."""
-        return Symbols.for_build_id(self.trace.header.get("firmware_build_id"))
+        """Names from the trace's image, loaded when a detail first needs them."""
+        return Symbols.for_header(self.trace.header)
 
     def compose(self) -> ComposeResult:
         yield Ruler()

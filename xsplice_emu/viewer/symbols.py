@@ -1,32 +1,36 @@
-"""Names for guest addresses, from the firmware image a trace was recorded with."""
+"""Names for guest addresses, from the image a trace was recorded with (the firmware, or a real Xen)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..errors import XspliceEmuError
-from ..firmware import builtin_firmware
 from ..image import Image, load_image
+from ..provision.images import cached_images
 
 
 @dataclass(frozen=True)
 class Symbols:
-    """Function names when the built-in firmware is the trace's; else bare addresses and a `note` saying why."""
+    """Function names when the trace's image is in the build cache; else bare addresses and a `note` saying why."""
 
     image: Image | None
     note: str = ""
 
     @classmethod
-    def for_build_id(cls, build_id: str | None) -> Symbols:
-        """Symbols of the built-in firmware if its build-id is `build_id` (hex)."""
-        try:
-            image = load_image(builtin_firmware())
-        except XspliceEmuError as exc:
-            return cls(None, f"no firmware image ({exc}): addresses without names")
-        if image.build_id.hex() != build_id:
-            return cls(None, f"the built-in firmware (build-id {image.build_id.hex()[:12]}) is not the trace's "
-                             f"({(build_id or 'none')[:12]}): addresses without names")
-        return cls(image)
+    def for_header(cls, header: dict[str, object]) -> Symbols:
+        """Symbols of the image the trace patched (a real Xen's, else the firmware's), found among the images the
+        build cache already holds; the viewer never builds one."""
+        build_id = header.get("hypervisor_build_id") or header.get("firmware_build_id")
+        if not isinstance(build_id, str):
+            return cls(None, "the trace names no image: addresses without names")
+        for path in cached_images():
+            try:
+                image = load_image(path)
+            except XspliceEmuError:
+                continue
+            if image.build_id.hex() == build_id:
+                return cls(image)
+        return cls(None, f"no image with build-id {build_id[:12]} in the build cache: addresses without names")
 
     def name(self, address: int) -> str | None:
         """`function+0xoff` for an address inside a known function, else None."""

@@ -12,11 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ...errors import LivepatchError
-from ...livepatch.abi import PAYLOAD_MAX_SIZE
+from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAYLOAD_MAX_SIZE
 from ...livepatch.names import name_bytes
-from ...livepatch.rendezvous import DEFAULT_TIMEOUT_NS
-from ...livepatch.states import Action, PayloadState
-from ...livepatch.sysctl import ActionResult
+from ...livepatch.states import Action, ActionResult, PayloadState
 from ...machine import PS_PER_NS
 from ...text import printable
 from ...tracing.kinds import EventKind

@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ...cache import cached, digest
 from ...image import Image
+from ...provision.cache import cached, digest
 from .dwarf import SIZE, struct_layouts
 
 # -- the physical memory map ---------------------------------------------------------------------------------

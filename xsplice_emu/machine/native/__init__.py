@@ -16,8 +16,8 @@ from pathlib import Path
 import capstone
 from unicorn.unicorn_py3.unicorn import uclib
 
-from ...cache import cached, digest
 from ...errors import ToolchainError
+from ...provision.cache import cached, digest
 
 SOURCE = Path(__file__).with_name("block_budget.c")
 LIBRARY = "block_budget.so"

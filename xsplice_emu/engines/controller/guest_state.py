@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..machine import GuestMemory
-from .abi import (
+from ...livepatch.abi import (
     FSTATE,
     HOOK_POINTER,
     LIVEPATCH_FUNC_APPLIED,
@@ -25,8 +24,9 @@ from .abi import (
     PAYLOAD_DESCRIPTOR,
     TAIL_NONE,
 )
-from .names import name_bytes
-from .payload import LoadedPayload
+from ...livepatch.names import name_bytes
+from ...livepatch.payload import LoadedPayload
+from ...machine import GuestMemory
 
 _TAIL = PAYLOAD_DESCRIPTOR.offset("tail")
 _APPLIED = FSTATE.offset("applied")

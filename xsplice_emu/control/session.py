@@ -10,18 +10,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .debian import load_xen_syms
-from .duration import NS_PER_MS, NS_PER_US
-from .engines import ENGINES, LivepatchEngine
-from .engines.xen import XenLivepatch, XenMachine
-from .errors import ConfigError
-from .firmware import builtin_firmware
-from .image import load_image
-from .livepatch import Livepatch
-from .machine import PS_PER_NS, Machine, MachineConfig
+from ..duration import NS_PER_MS, NS_PER_US
+from ..engines import ENGINES, LivepatchEngine
+from ..engines.controller import Livepatch
+from ..engines.xen import XenLivepatch, XenMachine
+from ..errors import ConfigError
+from ..image import load_image
+from ..machine import PS_PER_NS, Machine, MachineConfig
+from ..platform import NMI_VECTOR, int_result
+from ..provision.debian import load_xen_syms
+from ..provision.firmware import builtin_firmware
+from ..tracing import EventKind
 from .operator import OperatorTool, Outcome
-from .platform import NMI_VECTOR, int_result
-from .tracing import EventKind
 from .verbs import Request
 
 DEFAULT_BOOT_MS = 2.0

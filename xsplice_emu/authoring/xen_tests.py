@@ -23,10 +23,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .cache import cached, digest
-from .firmware import builtin_firmware
-from .livepatch.build import build_payload
-from .sources import sources_dir
+from ..provision.cache import cached, digest
+from ..provision.firmware import builtin_firmware
+from ..provision.sources import sources_dir
+from .build import build_payload
 
 DEMO_SCENARIO = "xen_test_sequence.toml"
 

@@ -13,8 +13,8 @@ import platform
 import shutil
 from dataclasses import dataclass
 
-from .arch import DEFAULT_ARCH, Architecture
-from .errors import ToolchainError
+from ..arch import DEFAULT_ARCH, Architecture
+from ..errors import ToolchainError
 
 _DEBIAN_PACKAGES = {"gcc": "gcc", "ld": "binutils", "make": "make"}
 

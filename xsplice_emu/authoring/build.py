@@ -37,9 +37,9 @@ from ..arch import Architecture
 from ..errors import ConfigError, ToolchainError
 from ..files import TEXT_LIMIT, check_destination, read_file
 from ..image import Image, load_image
-from ..sources import sources_dir
-from ..toolchain import Toolchain, toolchain
-from .abi import BUILD_ID_NOTE, DEPENDS, EXPECT_MAX, NT_GNU_BUILD_ID, XEN_DEPENDS
+from ..livepatch.abi import BUILD_ID_NOTE, DEPENDS, EXPECT_MAX, NT_GNU_BUILD_ID, XEN_DEPENDS
+from ..provision.sources import sources_dir
+from ..provision.toolchain import Toolchain, toolchain
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -10,7 +10,7 @@ import errno
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import LivepatchError
+from ...errors import LivepatchError
 
 T = TypeVar("T")
 

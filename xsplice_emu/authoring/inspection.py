@@ -14,7 +14,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from ..arch import Architecture
 from ..image import Image
-from .payload import FuncRecord, LoadedPayload, Region, load_beside
+from ..livepatch.payload import FuncRecord, LoadedPayload, Region, load_beside
 
 
 @dataclass(frozen=True)

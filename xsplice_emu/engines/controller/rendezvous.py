@@ -29,9 +29,10 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from ..errors import GuestFault, LivepatchError
-from ..machine import PS_PER_NS, Alarm, Machine, Vcpu, VcpuState
-from ..platform import (
+from ...errors import GuestFault, LivepatchError
+from ...livepatch.abi import DEFAULT_TIMEOUT_NS
+from ...machine import PS_PER_NS, Alarm, Machine, Vcpu, VcpuState
+from ...platform import (
     PORT_XSPLICE,
     XSPLICE_CALL,
     XSPLICE_IRQ_OFF,
@@ -40,11 +41,10 @@ from ..platform import (
     XSPLICE_SERIALISE,
     XSPLICE_WAIT,
 )
-from ..text import printable
-from ..tracing.kinds import EventKind
+from ...text import printable
+from ...tracing.kinds import EventKind
 from .printk import PrintkTap
 
-DEFAULT_TIMEOUT_NS = 30_000_000
 TRACED_ANSWERS = {XSPLICE_IRQ_OFF: EventKind.IRQ_MASKED, XSPLICE_IRQ_ON: EventKind.IRQ_UNMASKED}
 
 Program = Generator[int, int, None]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .arch import DEFAULT_ARCH, Architecture
+from ..arch import DEFAULT_ARCH, Architecture
+from ..errors import ToolchainError
 from .cache import cached, digest
-from .errors import ToolchainError
 from .sources import sources_dir
 from .toolchain import Toolchain, toolchain
 

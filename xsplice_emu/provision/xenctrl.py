@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from ..errors import ToolchainError
 from .cache import cached, digest
-from .errors import ToolchainError
 from .sources import sources_dir
 from .toolchain import Toolchain
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..machine import Machine
+from ...machine import Machine
 
 XEN_PREFIX = "(XEN) "
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 SHIPPED = ("firmware", "payloads/include", "payloads/src", "scenarios", "xenctrl")
 BUILD_OUTPUTS = frozenset({"build", "__pycache__"})
-PACKAGED = Path(__file__).resolve().parent / "_sources"
-CHECKOUT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent.parent  # xsplice_emu/
+PACKAGED = PACKAGE / "_sources"
+CHECKOUT = PACKAGE.parent
 
 
 def sources_dir() -> Path:

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
+from ..errors import ConfigError, ToolchainError
+from ..files import read_file
 from .cache import cached, digest
 from .debian import DEBIAN_XEN_SYMS, apt_error, debian_build, is_debian_build, run_apt
-from .errors import ConfigError, ToolchainError
-from .files import read_file
 
 XEN_SYMS = "xen-syms"
 """The built image's name in its cache entry."""

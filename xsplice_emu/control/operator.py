@@ -17,17 +17,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engines import LivepatchEngine
-from .errors import FileError, LivepatchError, errno_name
-from .files import read_file
-from .livepatch import Action, PayloadState
-from .livepatch.abi import NAME_MAX, PAYLOAD_MAX_SIZE
-from .livepatch.names import name_bytes
-from .livepatch.payload import metadata_strings
-from .livepatch.rendezvous import DEFAULT_TIMEOUT_NS
-from .livepatch.states import TARGET_STATE
-from .livepatch.sysctl import ActionResult
-from .text import printable
+from ..engines import LivepatchEngine
+from ..errors import FileError, LivepatchError, errno_name
+from ..files import read_file
+from ..livepatch import Action, PayloadState
+from ..livepatch.abi import DEFAULT_TIMEOUT_NS, NAME_MAX, PAYLOAD_MAX_SIZE
+from ..livepatch.names import name_bytes
+from ..livepatch.payload import metadata_strings
+from ..livepatch.states import TARGET_STATE, ActionResult
+from ..text import printable
 
 OUT, ERR, XEN, NOTE = "out", "err", "xen", "note"
 PREFIXES = {XEN: "(XEN) ", NOTE: "(testbed) "}

@@ -24,10 +24,10 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import ConfigError, ToolchainError
+from ..image import Image, load_image
 from .cache import cached, digest
 from .debian_builds import DEBIAN_XEN_BUILDS, PINNED_BUILD, DebianPackage, DebianXenBuild
-from .errors import ConfigError, ToolchainError
-from .image import Image, load_image
 
 XEN_LIVEPATCH = Path("usr/lib/xen-4.17/bin/xen-livepatch")
 XEN_SYMS = Path("usr/lib/debug/boot/xen-syms-4.17-amd64")

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..arch import Architecture
+from ..control.session import Session, Versions
 from ..errors import LivepatchError
 from ..image import CodeReader
-from ..session import Session, Versions
-from .payload import FuncRecord
-from .states import Action
+from ..livepatch.payload import FuncRecord
+from ..livepatch.states import Action
 
 
 @dataclass(frozen=True)

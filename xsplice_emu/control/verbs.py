@@ -12,11 +12,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from .duration import MAX_MS
-from .errors import ConfigError
+from ..duration import MAX_MS
+from ..errors import ConfigError
+from ..platform import NR_CPUS
+from ..suggest import did_you_mean
 from .operator import OperatorTool, Outcome
-from .platform import NR_CPUS
-from .suggest import did_you_mean
 
 
 @dataclass(frozen=True)

@@ -54,3 +54,9 @@ def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return entry
+
+
+def built(name: str, file: Path | str) -> list[Path]:
+    """`file` in every entry `NAME-*` the cache already holds, newest first (nothing is built)."""
+    found = [entry / file for entry in cache_dir().glob(f"{name}-*") if (entry / file).is_file()]
+    return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)

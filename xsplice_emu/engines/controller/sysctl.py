@@ -24,19 +24,19 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
-from ..errors import GuestFault, LivepatchError, MachineError
-from ..machine import PS_PER_NS, Machine, Vcpu
-from ..platform import int_result
-from ..tracing.kinds import EventKind
-from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
+from ...errors import GuestFault, LivepatchError, MachineError
+from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
+from ...livepatch.names import checked_name
+from ...livepatch.oracle import Oracle
+from ...livepatch.payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload, metadata_strings
+from ...livepatch.states import Action, ActionResult, PayloadState
+from ...livepatch.unsafe import unsafe_functions
+from ...machine import PS_PER_NS, Machine, Vcpu
+from ...platform import int_result
+from ...tracing.kinds import EventKind
 from .arena import Arena
 from .guest_state import GuestState, block_size
-from .names import checked_name
-from .oracle import Oracle
-from .payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload, metadata_strings
-from .rendezvous import DEFAULT_TIMEOUT_NS, Rendezvous, Work
-from .states import Action, PayloadState
-from .unsafe import unsafe_functions
+from .rendezvous import Rendezvous, Work
 
 _Targets = list[tuple[str, int]]
 UNSAFE_BYTE_GAP_NS = 2_000
@@ -104,23 +104,6 @@ class _Journal:
     before: _Before | None = None
     """The states as its window opened (None: it did not open)."""
     recording: bool = True
-
-
-@dataclass(frozen=True)
-class ActionResult:
-    """What one action did and cost."""
-
-    name: str
-    action: str
-    rc: int
-    master: int | None
-    parked_ns: int | None
-    release_ns: int | None
-    host_ms: float
-    nmis_lost: int
-    bytes_written: int
-    violations: Counter[str] = field(default_factory=Counter)
-    """The safety oracle's checks that fired for this action (stale ones may still come, after the release)."""
 
 
 class Livepatch:
