@@ -16,7 +16,7 @@ from xsplice_emu.authoring.xen_tests import xen_test_payloads
 from xsplice_emu.engines.controller import Livepatch
 from xsplice_emu.tracing.trace import CHECK_EVENTS
 
-OUTSIDE_LONG_BUDGET_S = 10  # no test outside the long tier takes longer on an idle machine (README: Tests)
+INNER_LOOP_BUDGET_S = 10  # no test outside the slow tier takes longer on an idle machine (README: Tests)
 
 
 def pytest_addoption(parser):
@@ -46,18 +46,19 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Name each test outside the long tier whose call took over OUTSIDE_LONG_BUDGET_S, with the load average.
+    """Name each test of the inner loop (not slow, not long) whose call took over INNER_LOOP_BUDGET_S, with the load
+    average.
 
     A report, not a failure: on the 2 shared cores the same test takes 2-3 times longer under load, so a
     timing check would fail runs for what other jobs do. The rule is kept by reading this section."""
     over = [report for reports in terminalreporter.stats.values() for report in reports
-            if getattr(report, "when", None) == "call" and report.duration > OUTSIDE_LONG_BUDGET_S
-            and "long" not in report.keywords]
+            if getattr(report, "when", None) == "call" and report.duration > INNER_LOOP_BUDGET_S
+            and "slow" not in report.keywords]
     if over:
         load = ", ".join(f"{figure:.2f}" for figure in os.getloadavg())
-        terminalreporter.section(f"over {OUTSIDE_LONG_BUDGET_S} s outside the long tier (load average {load})")
+        terminalreporter.section(f"over {INNER_LOOP_BUDGET_S} s outside the slow tier (load average {load})")
         for report in sorted(over, key=lambda report: -report.duration):
-            terminalreporter.write_line(f"{report.duration:6.2f}s {report.nodeid}: speed it up or mark it long")
+            terminalreporter.write_line(f"{report.duration:6.2f}s {report.nodeid}: speed it up or mark it slow")
 
 
 @pytest.fixture(scope="session")
