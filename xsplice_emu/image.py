@@ -222,6 +222,15 @@ def _symbols(elf: ELFFile, path: Path):
         )
 
 
+def image_build_id(path: Path) -> bytes:
+    """The GNU build-id of the ELF at `path`, read without its symbols (empty when it has none or is no ELF)."""
+    try:
+        with path.open("rb") as stream:
+            return elf_build_id(ELFFile(stream))
+    except (OSError, ELFError):
+        return b""
+
+
 def elf_build_id(elf: ELFFile) -> bytes:
     """The ELF's GNU build-id (empty when it has none)."""
     for section in elf.iter_sections():

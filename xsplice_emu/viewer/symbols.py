@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import XspliceEmuError
-from ..image import Image, load_image
+from ..image import Image, image_build_id, load_image
 from ..provision.images import cached_images
 
 
@@ -24,12 +24,11 @@ class Symbols:
         if not isinstance(build_id, str):
             return cls(None, "the trace names no image: addresses without names")
         for path in cached_images():
-            try:
-                image = load_image(path)
-            except XspliceEmuError:
-                continue
-            if image.build_id.hex() == build_id:
-                return cls(image)
+            if image_build_id(path).hex() == build_id:
+                try:
+                    return cls(load_image(path))
+                except XspliceEmuError as exc:
+                    return cls(None, f"{exc}: addresses without names")
         return cls(None, f"no image with build-id {build_id[:12]} in the build cache: addresses without names")
 
     def name(self, address: int) -> str | None:
