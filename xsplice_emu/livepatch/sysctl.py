@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 from ..errors import GuestFault, LivepatchError, MachineError
 from ..machine import PS_PER_NS, Machine, Vcpu
-from ..platform import int_result
 from ..tracing.kinds import EventKind
 from .abi import PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
 from .arena import Arena
@@ -378,10 +377,10 @@ class Livepatch:
             for line in self.rendezvous.printk.since(printed, vcpu):
                 self.rendezvous.log_line(line)
 
-    def _veto(self, payload: Payload, kind: str, rax: int) -> int:
+    def _veto(self, payload: Payload, kind: str, result: int) -> int:
         """A pre-action hook's result as Xen takes it: 0 goes on; a negative rc is refused with its errno; a
         positive one is given back as is (the sysctl returns it). Either is the payload's rc."""
-        rc = int_result(rax)
+        rc = self.machine.arch.int_result(result)
         if not rc:
             return 0
         line = f"livepatch: {payload.name}: {HOOK_WORDS[kind]} hook failed (rc={rc}), aborting!"
@@ -582,7 +581,8 @@ class Livepatch:
             return (yield from built_in(vcpu, payload))
         self.rendezvous.log_line(f"livepatch: {payload.name}: Calling {kind} action hook function", vcpu)
         for hook in hooks:
-            rc = int_result((yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)))
+            result = yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
+            rc = self.machine.arch.int_result(result)
             if rc:
                 return rc
         return 0

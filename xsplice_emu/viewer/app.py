@@ -120,7 +120,7 @@ class TraceViewer(App[TraceFormatError | None]):
     @cached_property
     def symbols(self) -> Symbols:
         """Names from the built-in firmware, loaded when a detail first needs them."""
-        return Symbols.for_build_id(self.trace.header.get("firmware_build_id"))
+        return Symbols.for_build_id(self.trace.header.get("firmware_build_id"), arch=self.trace.arch)
 
     def compose(self) -> ComposeResult:
         yield Ruler()

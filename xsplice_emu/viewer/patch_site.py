@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..arch import DEFAULT_ARCH
 from .symbols import Symbols
 
 
@@ -23,7 +22,7 @@ class PatchSite:
 
 
 def _listing(code: bytes, address: int, symbols: Symbols, payload: str) -> tuple[str, ...]:
-    decoded_list = list(DEFAULT_ARCH.instructions(code, address))
+    decoded_list = list(symbols.arch.instructions(code, address))
     width = max((size for _, size, _ in decoded_list), default=0) * 3
     lines = []
     decoded = 0
