@@ -28,6 +28,7 @@ from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..files import check_destination, file_errors, write_file
 from ..scenario import STEP_KINDS, Step
+from ..scenario.faults import step_kinds
 from ..scenario.spec import MachineSpec
 from ..scenario.steps import ExpectStep
 from ..scenario.writer import scenario_toml
@@ -69,6 +70,7 @@ SHELL_COMMANDS = (
     Command("quit", "Leave the shell (also exit, or Ctrl-D)."),
 )
 STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
+"""The built-in step kinds' shell commands (the help lists them); `_dispatch` also takes a fault kind's."""
 COMMANDS = {command.name: command for command in (
     *(Command(verb.usage, verb.help, (*(f"{option.form:<16} {option.described}" for option in verb.options),
                                       f"e.g. {verb.example}", f'in a scenario: livepatch = "{verb.example}"'))
@@ -182,8 +184,9 @@ class Shell:
     def _dispatch(self, words: list[str]) -> None:
         name, args = words[0], words[1:]
         session = self.session
-        if name in STEP_COMMANDS:
-            self._step(STEP_COMMANDS[name].from_words(words, vcpus=len(session.machine.vcpus)))
+        steps = {command: kind for kind in step_kinds() for command in kind.commands()}
+        if name in steps:
+            self._step(steps[name].from_words(words, vcpus=len(session.machine.vcpus)))
         elif name == "info":
             if args:
                 raise self._usage(name)
