@@ -96,11 +96,12 @@ def test_a_new_fault_kind_runs_from_a_scenario_toml(nmi_pair, tmp_path):
 
 
 def test_a_new_fault_kind_runs_from_its_shell_words(nmi_pair, tmp_path):
-    """`nmi_pair 1 5us` at the shell delivers two NMIs to vCPU 1."""
+    """`help nmi_pair` shows its syntax; `nmi_pair 1 5us` at the shell delivers two NMIs to vCPU 1."""
     trace = tmp_path / "t.jsonl"
-    lines = ["nmi_pair 1 5us", "run 1ms", f"trace save {trace}"]
+    lines = ["help nmi_pair", "nmi_pair 1 5us", "run 1ms", f"trace save {trace}"]
     result = CliRunner().invoke(main, ["shell", "--vcpus", "2", "--boot-ms", "1"], input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
+    assert "nmi_pair VCPU GAP\n  Two NMIs to that vCPU, GAP apart." in result.output
     assert _nmis(trace) == [1, 1]
 
 
