@@ -50,30 +50,15 @@ Draw = Callable[[Drawn], tuple[dict[str, Any], float]]
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault kind: a scenario step (`step`) or an action option (`option`), on `engines`; `draw`: how
-    `explore` draws one (None: it never does)."""
+    """One fault kind, on `engines`: a scenario step (`step`: its TOML key and keys, its shell syntax, the same
+    example in both, how it runs) or an option of apply and revert (`option`: `--NAME` at the shell and in a
+    livepatch line, the engine's `action(NAME=True)`); `draw`: how `explore` draws one (None: it never does)."""
 
     name: str
     engines: tuple[str, ...]
     step: type[Step] | None = None
     option: Option | None = None
     draw: Draw | None = None
-
-    @property
-    def toml(self) -> str:
-        """Its shape in a scenario."""
-        if self.step is not None:
-            return self.step.example[0]
-        assert self.option is not None
-        return f'livepatch = "apply NAME {self.option.form}"'
-
-    @property
-    def words(self) -> str:
-        """Its shell words."""
-        if self.step is not None:
-            return self.step.syntax
-        assert self.option is not None
-        return f"apply|revert NAME {self.option.form}"
 
 
 def _preempt(drawn: Drawn) -> tuple[dict[str, Any], float]:
