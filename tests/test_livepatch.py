@@ -10,10 +10,10 @@ from helpers import extra_versions as _extra
 from helpers import upload as _upload
 
 from xsplice_emu import LivepatchError, Machine, MachineConfig
+from xsplice_emu.arch.x86_64 import NMI_VECTOR
 from xsplice_emu.control.session import text_digest
 from xsplice_emu.engines.controller import Livepatch
 from xsplice_emu.livepatch import Action, PayloadState
-from xsplice_emu.platform import NMI_VECTOR
 from xsplice_emu.tracing import EventKind
 
 

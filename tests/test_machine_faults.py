@@ -25,7 +25,7 @@ def test_guest_fault_names_vcpu_rip_instruction_and_console(boot, image, kind, w
     assert caught.value.vcpu == 1
     assert message.startswith("vCPU 1 fault: ")
     assert what in message
-    assert f"{caught.value.rip:#x} <call_fault" in message
+    assert f"{caught.value.pc:#x} <call_fault" in message
     assert insn in message.split(">: ", 1)[1]
     assert "last console line: " in message
     assert "\n" not in message
@@ -37,7 +37,7 @@ def test_executing_data_faults_where_it_jumped(boot, image):
     with pytest.raises(GuestFault) as caught:
         machine.call(1, "call_fault", 5)
     assert "UC_ERR_FETCH_PROT" in str(caught.value)
-    assert caught.value.rip == image.address("busy_flag")
+    assert caught.value.pc == image.address("busy_flag")
 
 
 def test_call_returns_a_guest_functions_value(boot, image):

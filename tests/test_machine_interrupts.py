@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from xsplice_emu.arch.x86_64 import NMI_VECTOR
 from xsplice_emu.machine import VcpuState
-from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, NMI_VECTOR
+from xsplice_emu.platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR
 from xsplice_emu.tracing import EventKind
 
 

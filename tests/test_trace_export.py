@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from helpers import hello_uploaded
 
 from xsplice_emu import Machine, MachineConfig
+from xsplice_emu.arch.x86_64 import NMI_VECTOR
 from xsplice_emu.cli import main
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
-from xsplice_emu.platform import NMI_VECTOR
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from helpers import hello_uploaded, upload
 
 from xsplice_emu import Machine, Trace
+from xsplice_emu.arch.x86_64 import NMI_VECTOR
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.livepatch import Action
-from xsplice_emu.platform import NMI_VECTOR
 from xsplice_emu.tracing import HEADER, EventKind
 from xsplice_emu.tracing.reader import TraceFile
 from xsplice_emu.tracing.spans import State, lane_spans, state_spans

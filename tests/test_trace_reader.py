@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import hello_uploaded
 
+from xsplice_emu import Trace
+from xsplice_emu.arch import ARCHITECTURES, X86_64
 from xsplice_emu.cli.trace import trace
 from xsplice_emu.errors import TraceFormatError
 from xsplice_emu.livepatch import Action
@@ -163,3 +165,46 @@ def test_a_bad_line_early_in_a_huge_file_is_named_before_the_rest_is_read(good, 
     result = _summary_with_at_most(path, 4 << 30)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: {path}:2: not an event line")
+
+
+class _Renamed(X86_64):
+    """An architecture that names #UD its own way: which one a reader took shows in the names."""
+
+    name = "x86_64_renamed"
+    exception_names = {6: "undefined instruction"}
+
+
+def _exception_trace(path, arch: str | None):
+    """A one-vCPU trace holding an #UD and its return, its header naming `arch` (None: no `arch`, as before)."""
+    header = {"seed": 1, "options": {}, "firmware_build_id": "00", "hypervisor_build_id": "00", "vcpus": 1,
+              "clock_hz": 1_000_000_000}
+    trace = Trace(header if arch is None else {**header, "arch": arch})
+    trace.emit(10, 0, EventKind.EXCEPTION, vector=6, rip=0x1000)
+    trace.emit(20, 0, EventKind.IRET, vector=6)
+    trace.write(path)
+    return path
+
+
+@pytest.mark.parametrize("arch, name", [("x86_64_renamed", "undefined instruction"), ("x86_64", "#UD invalid opcode"),
+                                        (None, "#UD invalid opcode")])
+def test_the_exporter_names_exceptions_as_the_trace_header_architecture_does(tmp_path, monkeypatch, arch, name):
+    """The Chrome export labels an exception slice by the header's `arch`; a trace without one (older) is x86-64's."""
+    monkeypatch.setitem(ARCHITECTURES, "EM_RENAMED", _Renamed())
+    path = _exception_trace(tmp_path / "run.jsonl", arch)
+    result = CliRunner().invoke(trace, ["export", str(path), "-o", str(tmp_path / "out.json")])
+    assert result.exit_code == 0, result.output
+    slices = [r["name"] for r in json.loads((tmp_path / "out.json").read_text())["traceEvents"] if r["ph"] == "X"]
+    assert name in slices
+
+
+def test_a_trace_of_an_unknown_architecture_is_refused_in_one_line(tmp_path):
+    """A header naming an architecture this reader lacks: one line naming it and the known ones."""
+    path = _exception_trace(tmp_path / "run.jsonl", "aarch64")
+    result = CliRunner().invoke(trace, ["summary", str(path)])
+    assert result.exit_code not in (0, None) and result.stderr.count("\n") == 1
+    assert result.stderr == f"error: {path}:1: trace of architecture 'aarch64', this reader knows x86_64\n"
+
+
+def test_a_machine_writes_its_architecture_into_the_trace_header(good):
+    """The header of a trace the controller's machine wrote names x86_64."""
+    assert TraceFile.open(good).header["arch"] == "x86_64"

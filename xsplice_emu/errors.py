@@ -64,12 +64,12 @@ class WireError(XspliceEmuError):
 
 
 class GuestFault(XspliceEmuError):
-    """The guest faulted or gave up; the run stopped at that point."""
+    """The guest faulted or gave up on vCPU `vcpu` at program counter `pc`; the run stopped at that point."""
 
-    def __init__(self, message: str, *, vcpu: int, rip: int):
+    def __init__(self, message: str, *, vcpu: int, pc: int):
         super().__init__(message)
         self.vcpu = vcpu
-        self.rip = rip
+        self.pc = pc
 
 
 class LivepatchError(XspliceEmuError):

@@ -1,7 +1,8 @@
 """The numbers the firmware and the machine agree on (see firmware/ABI.md).
 
 `firmware/include/platform.h` holds the same values for C; a test checks
-that the two agree.
+that the two agree. Its ISA facts (the NMI vector, the GDT selectors, the
+saved-register offsets) are the architecture's: `arch/x86_64.py`.
 """
 
 NR_CPUS = 256
@@ -20,8 +21,6 @@ PORT_CALL_DONE = 0xF3
 PORT_XSPLICE = 0xF4
 PORT_TASK = 0xF5
 
-NMI_VECTOR = 2
-PAGE_FAULT_VECTOR = 14  # how a touch of a guard page is named
 LOCAL_TIMER_VECTOR = 0xF9
 CALL_FUNCTION_VECTOR = 0xFB
 EVENT_CHECK_VECTOR = 0xFC
@@ -34,42 +33,9 @@ XSPLICE_IRQ_ON = 3
 XSPLICE_SERIALISE = 4
 XSPLICE_CALL = 5
 
-UREGS_rbp = 32
-UREGS_rip = 128
-UREGS_rsp = 152
-
 CALL_SLOTS = 8
 CALL_SLOT_SIZE = 48
 CALL_SLOT_FREE = 0
 CALL_SLOT_PENDING = 1
 CALL_SLOT_RUNNING = 2
 CALL_SLOT_DONE = 3
-
-CODE_SELECTOR = 0x08
-DATA_SELECTOR = 0x10
-
-EXCEPTION_NAMES = {
-    0: "#DE divide error",
-    1: "#DB debug",
-    3: "#BP breakpoint",
-    4: "#OF overflow",
-    5: "#BR bound range",
-    6: "#UD invalid opcode",
-    7: "#NM device not available",
-    8: "#DF double fault",
-    10: "#TS invalid TSS",
-    11: "#NP segment not present",
-    12: "#SS stack fault",
-    13: "#GP general protection",
-    14: "#PF page fault",
-    16: "#MF x87 error",
-    17: "#AC alignment check",
-    18: "#MC machine check",
-    19: "#XM SIMD error",
-}
-
-
-def int_result(rax: int) -> int:
-    """A guest function's C `int` result from the rax it left: the low 32 bits, signed."""
-    value = rax & 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value

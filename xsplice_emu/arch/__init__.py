@@ -10,7 +10,7 @@ from .base import Architecture, HandlerEntry, Registers
 from .x86_64 import X86_64
 
 DEFAULT_ARCH: Architecture = X86_64()
-"""The architecture of what does not name one (a trace file, today)."""
+"""The architecture of what does not name one (a trace file written before its header named it)."""
 
 ARCHITECTURES: dict[str, Architecture] = {arch.elf_machine: arch for arch in (DEFAULT_ARCH,)}
 """Every supported architecture, keyed by its ELF `e_machine` name."""
@@ -22,4 +22,10 @@ def for_elf(e_machine: str, elf_class: int) -> Architecture | None:
     return arch if arch is not None and arch.elf_class == elf_class else None
 
 
-__all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "HandlerEntry", "Registers", "X86_64", "for_elf"]
+def for_name(name: str) -> Architecture | None:
+    """The architecture called `name` (`Architecture.name`: what a trace header says), or None."""
+    return next((arch for arch in ARCHITECTURES.values() if arch.name == name), None)
+
+
+__all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "Architecture", "HandlerEntry", "Registers", "X86_64", "for_elf",
+           "for_name"]

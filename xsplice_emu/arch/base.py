@@ -3,9 +3,11 @@
 An `Architecture` is one object per ISA: the engines' modes, the registers
 the machine and the hook calling convention use, how an interrupt enters
 and leaves a handler, how a port access reaches the host, how page tables map
-a high-half image, how a patch is encoded, which relocations a payload may carry, and where the firmware's
-sources are. Nothing outside `xsplice_emu/arch/` names an ISA; porting the
-testbed is a subclass of this plus a firmware tree (docs/architecture.md).
+a high-half image, how a patch is encoded, which relocations a payload may carry, how a stack is walked, what
+its exceptions are called, how a function's result reads, and where the firmware's sources are. Nothing outside
+`xsplice_emu/arch/` names an ISA (tests/test_architecture.py checks it); porting the testbed is a subclass of this
+plus a firmware tree (docs/architecture.md). This package imports nothing of the machine: a vCPU is the small
+`CpuState` protocol below.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import capstone
 
@@ -25,7 +27,32 @@ from .relocations import Relocation
 if TYPE_CHECKING:
     from unicorn import Uc
 
-    from ..machine.vcpu import Vcpu
+
+class GuestRam(Protocol):
+    """The guest memory an architecture reads and writes (interrupt frames, descriptor tables)."""
+
+    def read(self, address: int, length: int) -> bytes: ...
+
+    def write(self, address: int, data: bytes) -> None: ...
+
+    def read_u64(self, address: int) -> int: ...
+
+
+class CpuState(Protocol):
+    """What an architecture is handed of a vCPU: its number, its Unicorn instance, registers, and guest memory."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def uc(self) -> Uc: ...
+
+    @property
+    def memory(self) -> GuestRam: ...
+
+    def read(self, register: int) -> int: ...
+
+    def write(self, register: int, value: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +70,22 @@ class Registers:
     """Where the controller puts the address of a payload hook for the firmware to call."""
     frame: int
     """The frame pointer: it points at a frame record (the caller's frame pointer, then the return address)."""
+
+
+@dataclass(frozen=True)
+class FrameWalk:
+    """What a stack walk by frame records needs of the ISA and of the firmware's conventions (the safety oracle's
+    unwinder)."""
+
+    prologue: bytes
+    """The first instruction of a function that keeps a frame record: it pushes the caller's frame pointer."""
+    saved_pc: int
+    """Offset of the interrupted program counter in the register block the firmware's interrupt entry saves
+    (the frame pointer in a handler points at that block)."""
+    saved_sp: int
+    """Offset of the interrupted stack pointer in that block."""
+    saved_frame: int
+    """Offset of the interrupted frame pointer in that block."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +120,15 @@ class Architecture(ABC):
     keystone_mode: tuple[int, int]
     registers: Registers
     nmi_vector: int
+    """The vector an NMI is delivered on (the machine's NMI model: masked from delivery until the handler's
+    `interrupt_return`)."""
+    exception_names: dict[int, str]
+    """How messages and the viewer name the CPU exceptions, by vector (#UD invalid opcode)."""
+    page_fault_vector: int
+    """The exception a touch of an unmapped page raises (how a stack guard hit is named)."""
+    invalid_opcode_vector: int
+    """The exception an undefined instruction raises (Xen's BUG and WARN frames raise it on purpose)."""
+    frame_walk: FrameWalk
     halt_instruction: bytes
     interrupt_return: str
     """Mnemonic of the instruction that returns from an interrupt handler (ends NMI blocking; it serialises)."""
@@ -129,7 +181,7 @@ class Architecture(ABC):
         """Whether the flags register value lets maskable interrupts in."""
 
     @abstractmethod
-    def enter_handler(self, vcpu: Vcpu, vector: int, return_pc: int) -> HandlerEntry:
+    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int) -> HandlerEntry:
         """Take `vector` on `vcpu` as the CPU would: find its handler in the guest's
         table, save the interrupted state for the return instruction, and point the
         registers at the handler. MachineError when the table has no such handler."""
@@ -138,6 +190,11 @@ class Architecture(ABC):
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
         """Route the guest's port writes to `on_out(port, size, value)` and reads to `on_in(port, size)`."""
 
+
+    # -- calling convention --------------------------------------------------
+    @abstractmethod
+    def int_result(self, value: int) -> int:
+        """A guest function's C `int` result from the value its result register holds once it returned."""
 
     # -- patching ------------------------------------------------------------
     @abstractmethod

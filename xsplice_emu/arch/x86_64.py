@@ -38,14 +38,45 @@ from unicorn.x86_const import (
 
 from ..errors import MachineError
 from ..layout import Layout
-from ..platform import NMI_VECTOR
-from .base import Architecture, HandlerEntry, PageTables, Registers
+from .base import Architecture, CpuState, FrameWalk, HandlerEntry, PageTables, Registers
 from .relocations import Absolute, Ignored, Overflow, PCRelative
 
 if TYPE_CHECKING:
     from unicorn import Uc
 
-    from ..machine.vcpu import Vcpu
+NMI_VECTOR = 2
+PAGE_FAULT_VECTOR = 14
+INVALID_OPCODE_VECTOR = 6
+EXCEPTION_NAMES = {
+    0: "#DE divide error",
+    1: "#DB debug",
+    3: "#BP breakpoint",
+    4: "#OF overflow",
+    5: "#BR bound range",
+    INVALID_OPCODE_VECTOR: "#UD invalid opcode",
+    7: "#NM device not available",
+    8: "#DF double fault",
+    10: "#TS invalid TSS",
+    11: "#NP segment not present",
+    12: "#SS stack fault",
+    13: "#GP general protection",
+    PAGE_FAULT_VECTOR: "#PF page fault",
+    16: "#MF x87 error",
+    17: "#AC alignment check",
+    18: "#MC machine check",
+    19: "#XM SIMD error",
+}
+
+CODE_SELECTOR = 0x08
+DATA_SELECTOR = 0x10
+"""The firmware's GDT selectors (firmware/include/platform.h)."""
+
+UREGS_rbp = 32
+UREGS_rip = 128
+UREGS_rsp = 152
+"""Offsets in `struct cpu_user_regs` (firmware/include/asm/regs.h), the block the firmware's interrupt entry saves."""
+PUSH_RBP = b"\x55"
+"""The firmware's functions start with it (frame pointers, no CET)."""
 
 IDT_GATE = Layout("idt_entry", (("offset_low", "H"), ("selector", "H"), ("ist", "B"), ("type_attr", "B"),
                                 ("offset_mid", "H"), ("offset_high", "I"), ("reserved", "I")))
@@ -139,6 +170,10 @@ class X86_64(Architecture):
                           arguments=(UC_X86_REG_RDI, UC_X86_REG_RSI), result=UC_X86_REG_RAX,
                           hook_target=UC_X86_REG_RDX, frame=UC_X86_REG_RBP)
     nmi_vector = NMI_VECTOR
+    exception_names = EXCEPTION_NAMES
+    page_fault_vector = PAGE_FAULT_VECTOR
+    invalid_opcode_vector = INVALID_OPCODE_VECTOR
+    frame_walk = FrameWalk(prologue=PUSH_RBP, saved_pc=UREGS_rip, saved_sp=UREGS_rsp, saved_frame=UREGS_rbp)
     halt_instruction = b"\xf4"
     interrupt_return = "iretq"
     serialising = ("cpuid",)  # the firmware's others (lgdt, lidt) run once, at _start
@@ -171,7 +206,7 @@ class X86_64(Architecture):
     def interrupts_enabled(self, flags: int) -> bool:
         return bool(flags & RFLAGS_IF)
 
-    def enter_handler(self, vcpu: Vcpu, vector: int, return_pc: int) -> HandlerEntry:
+    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int) -> HandlerEntry:
         _, idt_base, idt_limit, _ = vcpu.uc.reg_read(UC_X86_REG_IDTR)
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
             raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
@@ -200,6 +235,11 @@ class X86_64(Architecture):
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
         uc.hook_add(UC_HOOK_INSN, on_out, None, 1, 0, UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INSN, on_in, None, 1, 0, UC_X86_INS_IN)
+
+    def int_result(self, value: int) -> int:
+        """The low 32 bits of rax, signed."""
+        value &= 0xFFFFFFFF
+        return value - (1 << 32) if value >= 1 << 31 else value
 
     def jump(self, old_addr: int, new_addr: int) -> bytes:
         return bytes([JMP_REL32]) + struct.pack("<i", new_addr - (old_addr + self.jump_size))

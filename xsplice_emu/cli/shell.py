@@ -30,6 +30,7 @@ from ..errors import ConfigError, XspliceEmuError
 from ..files import check_destination, file_errors, write_file
 from ..provision.cache import cache_dir
 from ..scenario import STEP_KINDS, Step
+from ..scenario.faults import step_kinds
 from ..scenario.spec import MachineSpec
 from ..scenario.steps import ExpectStep
 from ..scenario.writer import scenario_toml
@@ -68,15 +69,28 @@ SHELL_COMMANDS = (
     Command("help [COMMAND]", "The commands, or one command's syntax and options."),
     Command("quit", "Leave the shell (also exit, or Ctrl-D)."),
 )
+
+
+def step_command(kind: type[Step]) -> Command:
+    """A step kind's command as `help` shows it."""
+    return Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
+
+
 STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
 COMMANDS = {command.name: command for command in (
     *(Command(verb.usage, verb.help, (*(f"{option.form:<16} {option.described}" for option in verb.options),
                                       f"e.g. {verb.example}", f'in a scenario: livepatch = "{verb.example}"'))
       for verb in VERBS.values()),
-    *(Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
-      for kind in STEP_KINDS if kind.kind in STEP_COMMANDS),  # the livepatch kind's commands are the verbs
+    *(step_command(kind) for kind in STEP_KINDS if kind.kind in STEP_COMMANDS),  # the livepatch kind's are the verbs
     *SHELL_COMMANDS,
 )}
+"""The built-in commands; `commands()` adds those of fault kinds registered beside them."""
+
+
+def commands() -> dict[str, Command]:
+    """`COMMANDS`, then the command of each fault kind's step registered beside the built-in steps (`FAULTS`)."""
+    added = [step_command(kind) for kind in step_kinds() if kind not in STEP_KINDS]
+    return {**COMMANDS, **{command.name: command for command in added}}
 
 
 @click.command()
@@ -182,8 +196,9 @@ class Shell:
     def _dispatch(self, words: list[str]) -> None:
         name, args = words[0], words[1:]
         session = self.session
-        if name in STEP_COMMANDS:
-            self._step(STEP_COMMANDS[name].from_words(words, vcpus=len(session.machine.vcpus)))
+        steps = {command: kind for kind in step_kinds() for command in kind.commands()}
+        if name in steps:
+            self._step(steps[name].from_words(words, vcpus=len(session.machine.vcpus)))
         elif name == "info":
             if args:
                 raise self._usage(name)
@@ -207,7 +222,7 @@ class Shell:
         elif name == "help":
             self._help(args)
         else:
-            raise ConfigError(f"unknown command {name!r}{did_you_mean(name, COMMANDS)}; `help` lists the commands")
+            raise ConfigError(f"unknown command {name!r}{did_you_mean(name, commands())}; `help` lists the commands")
 
     def _step(self, step: Step) -> None:
         """Run one step; an operator command prints what Xen's tool prints, an expectation each check."""
@@ -234,7 +249,7 @@ class Shell:
 
     @staticmethod
     def _usage(name: str) -> ConfigError:
-        command = COMMANDS[name]
+        command = commands()[name]
         return ConfigError(f"usage: {command.syntax}: {command.summary}")
 
     def _info(self) -> None:
@@ -259,14 +274,15 @@ class Shell:
             print_console_line(line)
 
     def _help(self, args: list[str]) -> None:
+        known = commands()
         if not args:
-            for command in COMMANDS.values():
+            for command in known.values():
                 out.print(f"  {escape(command.name):<8} {escape(command.summary)}")
             return
-        if args[0] not in COMMANDS:
-            raise ConfigError(f"unknown command {args[0]!r}{did_you_mean(args[0], COMMANDS)}; `help` lists the "
+        if args[0] not in known:
+            raise ConfigError(f"unknown command {args[0]!r}{did_you_mean(args[0], known)}; `help` lists the "
                               "commands")
-        command = COMMANDS[args[0]]
+        command = known[args[0]]
         out.print(escape(command.syntax))
         for line in (command.summary, *command.details):
             out.print(f"  {escape(line)}")
@@ -282,11 +298,12 @@ class ShellCompleter(Completer):
     def get_completions(self, document: Document, complete_event):
         text = document.text_before_cursor
         words = text.split()
+        known = commands()
         if not words or (len(words) == 1 and not text.endswith(" ")):
-            yield from self._words(words[0] if words else "", COMMANDS)
+            yield from self._words(words[0] if words else "", known)
             return
         position = len(words) - 1 if not text.endswith(" ") else len(words)
-        command = COMMANDS.get(words[0])
+        command = known.get(words[0])
         arguments = command.arguments if command else []
         if position - 1 >= len(arguments):
             return
@@ -295,7 +312,7 @@ class ShellCompleter(Completer):
         if argument == "NAME":
             yield from self._words(current, [p.name for p in self.session.livepatch.list()])
         elif argument == "COMMAND":
-            yield from self._words(current, COMMANDS)
+            yield from self._words(current, known)
         elif argument == "FILE":
             yield from self.paths.get_completions(Document(current, len(current)), complete_event)
         elif argument.islower():

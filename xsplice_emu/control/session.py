@@ -17,7 +17,6 @@ from ..engines.xen import XenLivepatch, XenMachine
 from ..errors import ConfigError
 from ..image import load_image
 from ..machine import PS_PER_NS, Machine, MachineConfig
-from ..platform import NMI_VECTOR, int_result
 from ..provision.debian import load_xen_syms
 from ..provision.firmware import builtin_firmware
 from ..tracing import EventKind
@@ -114,7 +113,7 @@ class Session:
 
     def nmi(self, vcpu: int, *, delay_ns: int = 0) -> None:
         """An NMI to `vcpu` now (+ `delay_ns`)."""
-        self.machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=self._at(delay_ns))
+        self.machine.send_interrupt(vcpu, self.machine.arch.nmi_vector, at_ps=self._at(delay_ns))
 
     def nmi_storm(self, vcpus: list[int], *, rate_khz: float, ns: int, delay_ns: int = 0) -> int:
         """NMIs to each of `vcpus` at `rate_khz` for `ns` from now (+ `delay_ns`); how many were sent."""
@@ -124,7 +123,7 @@ class Session:
         start = self._at(delay_ns)
         for k in range(count):
             for vcpu in vcpus:
-                machine.send_interrupt(vcpu, NMI_VECTOR, at_ps=start + k * period_ps)
+                machine.send_interrupt(vcpu, machine.arch.nmi_vector, at_ps=start + k * period_ps)
         return count * len(vcpus)
 
     def preempt(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
@@ -151,6 +150,7 @@ class Session:
         extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
         if self.livepatch.real_xen:
             extras = [extra.encode()[:XEN_EXTRAVERSION_LEN - 1].decode(errors="replace") for extra in extras]
+        int_result = machine.arch.int_result
         return [Versions(int_result(major), int_result(minor), extra)
                 for major, minor, extra in zip(majors, minors, extras, strict=True)]
 

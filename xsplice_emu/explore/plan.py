@@ -3,8 +3,9 @@
 A run's seed comes from the campaign's seed and the run's number. `random`
 reseeds the scheduler (slice lengths, tie order); `pct` gives it PCT
 priorities (`Priorities` in machine/scheduler.py); `chaos` is `random` plus
-faults (preempt, stall, nmi_storm) drawn around each action, with
-log-uniform durations, within the scenario's `[explore]` limits. A run is
+faults drawn around each action (the fault kinds with a `draw` in
+scenario/faults.py: preempt, stall, nmi_storm), with log-uniform durations,
+within the scenario's `[explore]` limits. A run is
 written out as a replay file (`[schedule]` and `[[fault]]` tables, the
 faults as ordinary steps) that `xsplice-emu run SCENARIO --replay RUN.toml`
 runs again exactly.
@@ -22,22 +23,21 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..files import read_toml, write_file
-from ..scenario import STEP_KINDS, Scenario, Step
+from ..scenario import Scenario, Step
+from ..scenario.faults import FAULTS, Drawn, drawn_faults, fault_step
 from ..scenario.keys import Key, Value, read_keys
 from ..scenario.spec import Schedule
-from ..scenario.steps import MAX_STORM_NMIS, LivepatchStep
+from ..scenario.steps import LivepatchStep
 
 STRATEGIES = ("random", "pct", "chaos")
-FAULT_KINDS = ("preempt", "stall", "nmi_storm")
 ACTIONS = ("apply", "revert", "replace", "load")
-MAX_STORM_NMIS_PER_VCPU = 1_000
 
 
 @dataclass(frozen=True)
 class Settings:
     """A scenario's `[explore]` table: the limits of what chaos draws, and PCT's parameters."""
 
-    faults: tuple[str, ...] = FAULT_KINDS
+    faults: tuple[str, ...] = drawn_faults()
     min_us: float = 1.0
     max_us: float = 50_000.0
     window_us: float = 100.0
@@ -61,9 +61,13 @@ def settings_of(scenario: Scenario) -> Settings:
     if "faults" in table:
         table["faults"] = tuple(table["faults"])
     settings = Settings(**table)
-    unknown = set(settings.faults) - set(FAULT_KINDS)
+    drawn = drawn_faults()
+    unknown = set(settings.faults) - set(drawn)
+    engine = scenario.machine.engine
+    missing = [name for name in settings.faults if name in drawn and engine not in FAULTS[name].engines]
     problems = [
-        (bool(unknown), f"faults: {', '.join(sorted(unknown))} is not one of {', '.join(FAULT_KINDS)}"),
+        (bool(unknown), f"faults: {', '.join(sorted(unknown))} is not one of {', '.join(drawn)}"),
+        (bool(missing), f"faults: {', '.join(missing)} does not exist on the {engine} engine"),
         (not 0 < settings.min_us <= settings.max_us,
          f"need 0 < min_us <= max_us, not {settings.min_us}..{settings.max_us}"),
         (not 1 <= settings.pct_depth <= 16, f"pct_depth must be 1..16, not {settings.pct_depth}"),
@@ -130,16 +134,11 @@ def _draw_faults(scenario: Scenario, settings: Settings, rng: random.Random) -> 
         us = math.exp(rng.uniform(math.log(settings.min_us), math.log(settings.max_us)))
         delay = rng.uniform(0, settings.window_us)
         vcpu = rng.randrange(vcpus)
-        if kind == "preempt":
-            values: dict[str, Any] = {"vcpu": vcpu, "us": round(us, 3), "delay_us": round(delay, 3)}
-        elif kind == "stall":
-            values = {"vcpu": vcpu, "ms": round(us / 1000, 6), "delay_us": round(delay, 3)}
-        else:
-            per_vcpu = min(MAX_STORM_NMIS_PER_VCPU, MAX_STORM_NMIS // vcpus)
-            us = min(us, per_vcpu * 1000 / settings.nmi_rate_khz)
-            values = {"vcpus": "all", "rate_khz": settings.nmi_rate_khz, "us": round(us, 3),
-                      "delay_us": round(delay, 3)}
-        faults.append(Fault(number, kind, values, _step(kind, values, vcpus, scenario.path.parent), round(us, 3)))
+        draw = FAULTS[kind].draw
+        assert draw is not None, "settings_of admits only drawn kinds"
+        values, size_us = draw(Drawn(us, delay, vcpu, vcpus, settings.nmi_rate_khz))
+        faults.append(Fault(number, fault_step(kind).key, values, _step(kind, values, vcpus, scenario.path.parent),
+                            size_us))
     return tuple(faults)
 
 
@@ -147,8 +146,8 @@ def _is_action(step: Step) -> bool:
     return isinstance(step, LivepatchStep) and step.request.verb in ACTIONS
 
 
-def _step(key: str, values: dict[str, Any], vcpus: int, base: Path) -> Step:
-    step_kind = next(k for k in STEP_KINDS if k.key == key)
+def _step(name: str, values: dict[str, Any], vcpus: int, base: Path) -> Step:
+    step_kind = fault_step(name)
     return step_kind.from_toml(read_keys(values, step_kind.keys), vcpus=vcpus, base=base)
 
 
@@ -219,12 +218,13 @@ def _fault(raw: Any, scenario: Scenario, number: int) -> Fault:
     before = raw["before_step"]
     if type(before) is not int or not 1 <= before <= len(scenario.steps):
         raise ConfigError(f"{where}before_step must be 1..{len(scenario.steps)}, got {before!r}")
-    kinds = [kind for kind in STEP_KINDS if kind.key in raw and kind.kind in FAULT_KINDS]
+    drawn = drawn_faults()
+    kinds = [name for name in drawn if fault_step(name).key in raw]
     if len(kinds) != 1 or len(raw) != 2:
-        raise ConfigError(f"{where}needs exactly one of {', '.join(FAULT_KINDS)} beside before_step")
-    key = kinds[0].key
+        raise ConfigError(f"{where}needs exactly one of {', '.join(drawn)} beside before_step")
+    key = fault_step(kinds[0]).key
     try:
-        step = _step(key, raw[key], scenario.machine.vcpus, scenario.path.parent)
+        step = _step(kinds[0], raw[key], scenario.machine.vcpus, scenario.path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
     return Fault(before, key, raw[key], step, 0.0)

@@ -36,15 +36,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
-from ..platform import STACK_SIZE, UREGS_rbp, UREGS_rip, UREGS_rsp
+from ..platform import STACK_SIZE
 from ..tracing.kinds import EventKind
 from .unsafe import on_nmi_path
 
 CHECKS = ("torn", "active", "stale", "nmi_path", "residue")
 BACKTRACE_DEPTH = 6
 WORD = 8
-PROLOGUE_PUSH = b"\x55"  # push rbp: the firmware's functions start with it (frame pointers, no CET)
-PROLOGUE_PUSH_SIZE = len(PROLOGUE_PUSH)
 LEAF_SCAN_WORDS = 64  # words between a frameless function's RSP and its caller's frame record, at most
 
 
@@ -214,7 +212,7 @@ class Oracle:
         (its RBP points at the saved registers: the interrupted RIP, RSP and RBP are there); None if the chain
         leaves the stack before its end (a zero frame pointer or return address, as reset_stack_and_jump leaves).
         The innermost function of each context may have no frame record yet (`_innermost`)."""
-        machine, registers = self.machine, self.machine.arch.registers
+        machine, registers, walk = self.machine, self.machine.arch.registers, self.machine.arch.frame_walk
         memory = machine.memory
         pc, frame = vcpu.read(registers.pc), vcpu.read(registers.frame)
         found = [pc, *self._innermost(pc, vcpu.read(registers.sp), frame, top)]
@@ -226,11 +224,11 @@ class Oracle:
                 break
             found.append(returns)
             if self._interrupt_entry is not None and self._interrupt_entry[0] <= returns < self._interrupt_entry[1]:
-                if not bottom <= saved <= top - UREGS_rsp - WORD:
+                if not bottom <= saved <= top - walk.saved_sp - WORD:
                     return None
                 regs = saved
-                interrupted, saved = memory.read_u64(regs + UREGS_rip), memory.read_u64(regs + UREGS_rbp)
-                found += [interrupted, *self._innermost(interrupted, memory.read_u64(regs + UREGS_rsp), saved, top)]
+                interrupted, saved = memory.read_u64(regs + walk.saved_pc), memory.read_u64(regs + walk.saved_frame)
+                found += [interrupted, *self._innermost(interrupted, memory.read_u64(regs + walk.saved_sp), saved, top)]
             elif saved and saved <= frame:
                 return None
             frame = saved
@@ -241,12 +239,12 @@ class Oracle:
         instruction, or after its `push rbp`, the one on the stack; in a function with no frame record (gcc
         leaves them out of leaf functions, assembly has none), the code addresses between its RSP and its
         caller's frame record."""
-        memory = self.machine.memory
+        memory, prologue = self.machine.memory, self.machine.arch.frame_walk.prologue
         found = self.machine.describe_function(pc)
-        if found is not None and memory.read(found[0], PROLOGUE_PUSH_SIZE) == PROLOGUE_PUSH:
+        if found is not None and memory.read(found[0], len(prologue)) == prologue:
             if found[1] == 0:
                 return [memory.read_u64(sp)]
-            return [memory.read_u64(sp + WORD)] if found[1] == PROLOGUE_PUSH_SIZE else []
+            return [memory.read_u64(sp + WORD)] if found[1] == len(prologue) else []
         end = frame if sp < frame <= top else min(top, sp + LEAF_SCAN_WORDS * WORD)
         words = [memory.read_u64(address) for address in range(sp, min(end, sp + LEAF_SCAN_WORDS * WORD), WORD)]
         return [word for word in words if self._is_code(word)]

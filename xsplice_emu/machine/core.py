@@ -17,9 +17,7 @@ from ..image import Image, Segment
 from ..platform import (
     CALL_FUNCTION_VECTOR,
     CLOCK_PAGE,
-    EXCEPTION_NAMES,
     NR_CPUS,
-    PAGE_FAULT_VECTOR,
     RAM_BASE,
     STACK_GUARD_SIZE,
     STACK_SIZE,
@@ -110,8 +108,8 @@ class Machine(SliceRunner):
         self.timer_period_ps = PS_PER_SECOND // config.timer_hz
         self.trace = Trace({"seed": config.seed, "options": asdict(config),
                             "firmware_build_id": image.build_id.hex(),
-                            "hypervisor_build_id": self.hypervisor.build_id.hex(), "vcpus": config.vcpus,
-                            "clock_hz": config.clock_hz})
+                            "hypervisor_build_id": self.hypervisor.build_id.hex(), "arch": self.arch.name,
+                            "vcpus": config.vcpus, "clock_hz": config.clock_hz})
         self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, self.memory.size - RAM_BASE,
                                        disassembler=self.arch.disassembler)
         for window in self.memory.windows:
@@ -317,7 +315,7 @@ class Machine(SliceRunner):
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
         message = (f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
                    f"last console line: {self.console.last_line(vcpu.index)!r}")
-        return GuestFault(message, vcpu=vcpu.index, rip=pc)
+        return GuestFault(message, vcpu=vcpu.index, pc=pc)
 
     def exception(self, vcpu: Vcpu, intno: int) -> None:
         """A CPU exception or `int n`: deliver it through the guest's handler table."""
@@ -325,7 +323,7 @@ class Machine(SliceRunner):
         try:
             vcpu.inject(intno, return_pc=pc)
         except MachineError as exc:
-            what = f"exception {EXCEPTION_NAMES.get(intno, intno)} with no handler ({exc})"
+            what = f"exception {self.arch.exception_names.get(intno, intno)} with no handler ({exc})"
             raise self.fault(vcpu, what, pc) from None
         self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
 
@@ -362,7 +360,8 @@ class Machine(SliceRunner):
         """`vcpu` touched its own guard page: its stack ran over. The access faults (False), named as the
         page fault it is."""
         kind = {UC_MEM_READ_UNMAPPED: "read", UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
-        vcpu.guard_fault = (f"{EXCEPTION_NAMES[PAGE_FAULT_VECTOR]}: {kind} of {address:#x}, in the guard page below "
+        page_fault = self.arch.exception_names[self.arch.page_fault_vector]
+        vcpu.guard_fault = (f"{page_fault}: {kind} of {address:#x}, in the guard page below "
                             f"vCPU {vcpu.index}'s stack (a stack overflow)")
         return False
 

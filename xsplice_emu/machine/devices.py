@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..platform import (
-    EXCEPTION_NAMES,
     FATAL_PANIC,
     PORT_CALL_DONE,
     PORT_CONSOLE,
@@ -81,5 +80,5 @@ class Ports:
             vcpu.stop(StopReason.HOOK)
 
     def _fatal(self, vcpu: Vcpu, value: int) -> None:
-        what = "panic" if value == FATAL_PANIC else f"exception {EXCEPTION_NAMES.get(value, value)}"
+        what = "panic" if value == FATAL_PANIC else f"exception {self.machine.arch.exception_names.get(value, value)}"
         raise self.machine.fault(vcpu, what, vcpu.argument(0))

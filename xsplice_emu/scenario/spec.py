@@ -38,8 +38,9 @@ from ..image import load_image
 from ..platform import NR_CPUS
 from ..provision.debian import is_debian_build, load_xen_syms
 from ..suggest import did_you_mean
+from .faults import step_kinds
 from .keys import Key, KeyProblem, Value, read_keys
-from .steps import STEP_KINDS, ExpectStep, Step
+from .steps import ExpectStep, Step
 
 
 class ScenarioUnavailable(ConfigError):
@@ -215,8 +216,8 @@ def _machine(where: _Where, table: dict, base: Path) -> MachineSpec:
 def _step(where: _Where, raw: Any, *, vcpus: int, base: Path) -> Step:
     if not isinstance(raw, dict):
         raise where.error("a step must be a table")
-    kinds = [kind for kind in STEP_KINDS if kind.key in raw]
-    known = [kind.key for kind in STEP_KINDS]
+    kinds = [kind for kind in step_kinds() if kind.key in raw]
+    known = [kind.key for kind in step_kinds()]
     if not kinds:
         found = next(iter(raw), None)
         if found is None:

@@ -5,7 +5,10 @@ the TOML key that marks it and the keys it reads, its shell syntax and
 one-line summary, the same example step in TOML and at the shell, how shell
 words parse, how a report line describes it and how it runs on a `Session`.
 The TOML loader, the runner and the shell all go through this table: a new
-kind is one class here and its entry in `STEP_KINDS`.
+kind is one class here and its entry in `STEP_KINDS`. A step that is a fault
+(stall, nmi, preempt, nmi_storm, drop_flush) is also an entry of the fault
+registry (`faults.FAULTS`), which says where it exists and how `explore`
+draws it; a new fault kind's step needs only that entry.
 """
 
 from __future__ import annotations

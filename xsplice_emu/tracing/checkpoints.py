@@ -41,7 +41,7 @@ class StateCheckpoints:
     def build(self, *, cancelled: Callable[[], bool] = lambda: False) -> None:
         """Scan the trace once and keep the checkpoints (safe in a thread: readers see whole entries only).
         A bad line ends the scan there: what lies beyond stays without checkpoints."""
-        tracker, total = StateTracker(lanes=False), len(self.trace)
+        tracker, total = StateTracker(arch=self.trace.arch, lanes=False), len(self.trace)
         for start in range(0, total, self.every):
             if cancelled():
                 return

@@ -20,8 +20,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..arch import Architecture
 from ..files import check_destination, file_errors
-from ..platform import CALL_FUNCTION_VECTOR, NMI_VECTOR
+from ..platform import CALL_FUNCTION_VECTOR
 from .kinds import EventKind
 from .reader import TraceFile
 from .spans import VECTOR_NAMES, StateTracker
@@ -37,7 +38,7 @@ def export_chrome(trace: TraceFile, path: str | Path) -> int:
     """Write `trace` to `path` as Chrome Trace Event JSON; return how many Chrome events it wrote.
     Every event is read and checked first: a bad trace leaves no file behind."""
     check_destination(path, inputs=[trace.path])
-    builder = _Builder()
+    builder = _Builder(trace.arch)
     for event in trace.checked():
         builder.feed(event)
     with file_errors(path, "write"), Path(path).open("w") as out:
@@ -74,17 +75,21 @@ _Slice = tuple[int, int, str, str, dict]  # start ns, end ns, name, category, ar
 
 @dataclass
 class _Builder:
-    """Reads events once, keeping what the records need."""
+    """Reads events once, keeping what the records need (`arch`: the trace's)."""
 
+    arch: Architecture
     count: int = 0
     last_ns: int = 0
-    states: StateTracker = field(default_factory=lambda: StateTracker(lanes=False))
+    states: StateTracker = field(init=False)
     action_events: list[Event] = field(default_factory=list)
     marks: list[dict[str, Any]] = field(default_factory=list)  # instants, flows, counters
     _kicks: dict[int, tuple[int, int]] = field(default_factory=dict)  # vCPU -> (master, kick time)
     _master: int | None = None
     _parked: int = 0
     _last_nmi: dict[str, Any] | None = None  # the last NMI's instant, renamed if `nmi_lost` follows
+
+    def __post_init__(self) -> None:
+        self.states = StateTracker(arch=self.arch, lanes=False)
 
     def feed(self, event: Event) -> None:
         self.count += 1
@@ -125,7 +130,7 @@ class _Builder:
 
     def _ipi(self, event: Event) -> None:
         to, vector = event.fields["to"], event.fields["vector"]
-        what = "NMI" if vector == NMI_VECTOR else f"IPI {VECTOR_NAMES.get(vector, hex(vector))}"
+        what = "NMI" if vector == self.arch.nmi_vector else f"IPI {VECTOR_NAMES.get(vector, hex(vector))}"
         self._instant(event, f"{what} -> vCPU {to}", "ipi", event.fields)
         if self._master is not None and event.vcpu == self._master and vector == CALL_FUNCTION_VECTOR:
             self._kicks[to] = (self._master, event.time_ns)

@@ -31,6 +31,7 @@ from itertools import accumulate, islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..arch import DEFAULT_ARCH, Architecture, for_name
 from ..errors import FileError, TraceFormatError
 from ..files import file_errors, open_regular
 from .kinds import BY_NAME, EventKind
@@ -76,6 +77,13 @@ class TraceFile:
     # -- the index ---------------------------------------------------------
     def __len__(self) -> int:
         return len(self._times)
+
+    @property
+    def arch(self) -> Architecture:
+        """The guest architecture the trace was recorded on (its header's `arch`; the default's when it has none)."""
+        arch = for_name(self.header.get("arch", DEFAULT_ARCH.name))
+        assert arch is not None, "check_header admits only known architectures"
+        return arch
 
     @property
     def vcpus(self) -> int:

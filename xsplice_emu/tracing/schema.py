@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..arch import ARCHITECTURES, DEFAULT_ARCH, for_name
 from .kinds import EventKind, Field
 
 FORMAT = "xsplice-emu-trace"
@@ -49,6 +50,7 @@ HEADER: tuple[Field, ...] = (
     Field("firmware_build_id", "hex", "the firmware's GNU build-id"),
     Field("hypervisor_build_id", "hex", "the patched hypervisor's build-id: a real Xen's (--xen-syms), else the "
           "firmware's"),
+    Field("arch", "str", f"the guest architecture's name; optional: a trace without it is {DEFAULT_ARCH.name}'s"),
     Field("vcpus", "int", "number of vCPUs"),
     Field("clock_hz", "int", "virtual instructions per second"),
     Field("events", "int", "number of event lines that follow"),
@@ -65,6 +67,10 @@ def check_header(header: Any) -> str | None:
         return f"not an xsplice-emu trace (the first line has no \"format\": {FORMAT!r})"
     if header.get("version") != VERSION:
         return f"trace format version {header.get('version')}, this reader knows {VERSION}"
+    header = {"arch": DEFAULT_ARCH.name, **header}
+    if type(header["arch"]) is str and for_name(header["arch"]) is None:
+        return (f"trace of architecture {header['arch']!r}, this reader knows "
+                f"{', '.join(arch.name for arch in ARCHITECTURES.values())}")
     return _check(header, HEADER, "header")
 
 

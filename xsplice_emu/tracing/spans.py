@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from ..platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, EXCEPTION_NAMES, LOCAL_TIMER_VECTOR
+from ..arch import DEFAULT_ARCH, Architecture
+from ..platform import CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, LOCAL_TIMER_VECTOR
 from .kinds import EventKind
 from .trace import Event
 
@@ -72,9 +73,10 @@ OpenStates = dict[int, tuple[_Open, ...]]
 class StateTracker:
     """Per-vCPU state stacks fed one event at a time (`feed`, then `finish`);
     closed spans collect in `nested` and, with `lanes`, in `lanes` (see the
-    module docstring)."""
+    module docstring); `arch` names the exceptions."""
 
-    def __init__(self, *, lanes: bool = True, resume: OpenStates | None = None):
+    def __init__(self, *, arch: Architecture, lanes: bool = True, resume: OpenStates | None = None):
+        self.arch = arch
         self.stacks: dict[int, list[_Open]] = {vcpu: list(stack) for vcpu, stack in (resume or {}).items()}
         self.nested: list[Span] = []
         self.lanes: list[Span] = []
@@ -164,7 +166,8 @@ class StateTracker:
             stack[-1] = _Open(State.NMI, "NMI (lost)", stack[-1].start_ns)
 
     def _exception(self, vcpu, t, fields):
-        self._push(vcpu, t, State.EXCEPTION, EXCEPTION_NAMES.get(fields["vector"], f"exception {fields['vector']}"))
+        self._push(vcpu, t, State.EXCEPTION, self.arch.exception_names.get(fields["vector"],
+                                                                       f"exception {fields['vector']}"))
 
     def _iret(self, vcpu, t, fields):
         self._pop_state(vcpu, HANDLERS, t)
@@ -198,25 +201,27 @@ _RULES = {kind: getattr(StateTracker, f"_{kind}") for kind in (
     EventKind.QUIESCED, EventKind.IRQ_UNMASKED, EventKind.PARK, EventKind.UNPARK, EventKind.LEFT)}
 
 
-def _track(events: Iterable[Event], end_ns: int | None, resume: OpenStates | None = None) -> StateTracker:
-    tracker = StateTracker(resume=resume)
+def _track(events: Iterable[Event], end_ns: int | None, arch: Architecture,
+           resume: OpenStates | None = None) -> StateTracker:
+    tracker = StateTracker(arch=arch, resume=resume)
     for event in events:
         tracker.feed(event)
     tracker.finish(tracker.last_ns if end_ns is None else end_ns)
     return tracker
 
 
-def state_spans(events: Iterable[Event], *, end_ns: int | None = None) -> list[Span]:
+def state_spans(events: Iterable[Event], *, end_ns: int | None = None,
+                arch: Architecture = DEFAULT_ARCH) -> list[Span]:
     """Every state of every vCPU, nested by `depth`, sorted by (vcpu, start, depth).
-    States still open at the end close at `end_ns` (default: the last event's time)."""
-    return sorted(_track(events, end_ns).nested, key=lambda s: (s.vcpu, s.start_ns, s.depth))
+    States still open at the end close at `end_ns` (default: the last event's time). `arch`: the trace's."""
+    return sorted(_track(events, end_ns, arch).nested, key=lambda s: (s.vcpu, s.start_ns, s.depth))
 
 
-def lane_spans(events: Iterable[Event], *, end_ns: int | None = None,
-               resume: OpenStates | None = None) -> dict[int, list[Span]]:
+def lane_spans(events: Iterable[Event], *, end_ns: int | None = None, resume: OpenStates | None = None,
+               arch: Architecture = DEFAULT_ARCH) -> dict[int, list[Span]]:
     """Per vCPU, the innermost state at each moment: spans in time order, not overlapping.
-    `resume`: the states open before the first event (`StateTracker.open_states`)."""
+    `resume`: the states open before the first event (`StateTracker.open_states`); `arch`: the trace's."""
     lanes: dict[int, list[Span]] = {}
-    for span in _track(events, end_ns, resume).lanes:
+    for span in _track(events, end_ns, arch, resume).lanes:
         lanes.setdefault(span.vcpu, []).append(span)
     return lanes

@@ -120,7 +120,7 @@ class TraceViewer(App[TraceFormatError | None]):
     @cached_property
     def symbols(self) -> Symbols:
         """Names from the trace's image, loaded when a detail first needs them."""
-        return Symbols.for_header(self.trace.header)
+        return Symbols.for_header(self.trace.header, arch=self.trace.arch)
 
     def compose(self) -> ComposeResult:
         yield Ruler()

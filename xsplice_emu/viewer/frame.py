@@ -154,5 +154,5 @@ class FrameSource:
     def _parse_range(self, start: int, end: int):
         events = self.trace.events(start, end)
         end_ns = self.trace.time_of(end) if end < len(self.trace) else self.trace.end_ns
-        lanes = lane_spans(events, end_ns=end_ns, resume=self.checkpoints.at(start))
+        lanes = lane_spans(events, end_ns=end_ns, resume=self.checkpoints.at(start), arch=self.trace.arch)
         return tuple(events), lanes, tuple(summarize(events))

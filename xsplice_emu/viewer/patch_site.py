@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..arch import DEFAULT_ARCH
 from .symbols import Symbols
 
 
@@ -23,25 +22,24 @@ class PatchSite:
 
 
 def _listing(code: bytes, address: int, symbols: Symbols, payload: str) -> tuple[str, ...]:
-    decoded_list = list(DEFAULT_ARCH.instructions(code, address))
+    decoded_list = list(symbols.arch.instructions(code, address))
     width = max((size for _, size, _ in decoded_list), default=0) * 3
     lines = []
     decoded = 0
     for at, size, text in decoded_list:
-        raw = code[at - address:at - address + size].hex(" ")
-        lines.append(f"{symbols.describe(at)}  {raw:<{width}}{text}{_target(text, symbols, payload)}")
+        instruction = code[at - address:at - address + size]
+        targets = list(symbols.arch.direct_branch_targets(instruction, at))
+        target = _target(targets[0], symbols, payload) if targets else ""
+        lines.append(f"{symbols.describe(at)}  {instruction.hex(' '):<{width}}{text}{target}")
         decoded += size
     if decoded < len(code):
         lines.append(f"{symbols.describe(address + decoded)}  (undecodable bytes {code[decoded:].hex(' ')})")
     return tuple(lines)
 
 
-def _target(text: str, symbols: Symbols, payload: str) -> str:
-    """` <name>` after a direct jmp/call: the firmware's function, or the payload's code."""
-    mnemonic, _, operand = text.partition(" ")
-    if mnemonic not in ("jmp", "call") or not operand.startswith("0x"):
-        return ""
-    name = symbols.name(int(operand, 16))
+def _target(address: int, symbols: Symbols, payload: str) -> str:
+    """` <name>` after a direct branch or call to `address`: the firmware's function, or the payload's code."""
+    name = symbols.name(address)
     if name:
         return f"  <{name}>"
     return f"  <payload {payload}>" if symbols.image is not None else ""

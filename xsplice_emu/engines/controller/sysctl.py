@@ -32,7 +32,6 @@ from ...livepatch.payload import FuncRecord, Host, LoadedPayload, RegionKind, lo
 from ...livepatch.states import Action, ActionResult, PayloadState
 from ...livepatch.unsafe import unsafe_functions
 from ...machine import PS_PER_NS, Machine, Vcpu
-from ...platform import int_result
 from ...tracing.kinds import EventKind
 from .arena import Arena
 from .guest_state import GuestState, block_size
@@ -361,10 +360,10 @@ class Livepatch:
             for line in self.rendezvous.printk.since(printed, vcpu):
                 self.rendezvous.log_line(line)
 
-    def _veto(self, payload: Payload, kind: str, rax: int) -> int:
+    def _veto(self, payload: Payload, kind: str, result: int) -> int:
         """A pre-action hook's result as Xen takes it: 0 goes on; a negative rc is refused with its errno; a
         positive one is given back as is (the sysctl returns it). Either is the payload's rc."""
-        rc = int_result(rax)
+        rc = self.machine.arch.int_result(result)
         if not rc:
             return 0
         line = f"livepatch: {payload.name}: {HOOK_WORDS[kind]} hook failed (rc={rc}), aborting!"
@@ -565,7 +564,8 @@ class Livepatch:
             return (yield from built_in(vcpu, payload))
         self.rendezvous.log_line(f"livepatch: {payload.name}: Calling {kind} action hook function", vcpu)
         for hook in hooks:
-            rc = int_result((yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)))
+            result = yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
+            rc = self.machine.arch.int_result(result)
             if rc:
                 return rc
         return 0

@@ -11,7 +11,6 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...platform import int_result
 from .layout import DOM0_BUFFERS, DOM0_PAYLOAD
 
 if TYPE_CHECKING:
@@ -60,8 +59,8 @@ class Bridge:
     def _op(self, command: str, body: bytes, *, vcpu: int | None = None) -> int:
         memory = self.machine.memory
         memory.write(OP, OP_HEADER.pack(COMMANDS[command], 0) + body + bytes(64 - len(body)))
-        rax = self.machine.call(self.vcpu if vcpu is None else vcpu, "livepatch_op", OP, as_dom0=True)
-        return int_result(rax)
+        result = self.machine.call(self.vcpu if vcpu is None else vcpu, "livepatch_op", OP, as_dom0=True)
+        return self.machine.arch.int_result(result)
 
     def _name(self, name: bytes) -> bytes:
         data = name + b"\0"

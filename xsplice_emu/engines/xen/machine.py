@@ -30,7 +30,7 @@ from ...machine.runner import SliceRunner
 from ...machine.scheduler import Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
 from ...machine.vcpu import StopReason
-from ...platform import EXCEPTION_NAMES, RAM_BASE
+from ...platform import RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
 from .devices import Devices
@@ -44,7 +44,6 @@ CALL_TIMEOUT_NS = 500_000_000
 vCPU."""
 XEN_PREFIX = "(XEN) "
 """What printk puts before each line."""
-INVALID_OPCODE = 6
 PANIC_ENDS = ("machine_restart", "machine_halt")
 """Where Xen's `panic` goes once it printed its report."""
 PANIC_HEADER = "Panic on CPU"
@@ -94,8 +93,8 @@ class XenMachine(SliceRunner):
         for seg in hypervisor.segments:
             self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
         self.trace = Trace({"seed": config.seed, "options": asdict(config), "engine": "xen",
-                            "hypervisor_build_id": hypervisor.build_id.hex(), "vcpus": config.vcpus,
-                            "clock_hz": config.clock_hz})
+                            "hypervisor_build_id": hypervisor.build_id.hex(), "arch": self.arch.name,
+                            "vcpus": config.vcpus, "clock_hz": config.clock_hz})
         self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, RAM_SIZE - RAM_BASE,
                                        disassembler=self.arch.disassembler)
         self.table.add_range(self.memory.host_address + window.physical, window.virtual, window.size)
@@ -328,7 +327,7 @@ class XenMachine(SliceRunner):
         self.drain_console()
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
         return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
-                          f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, rip=pc)
+                          f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, pc=pc)
 
     def _panicked(self, vcpu: Vcpu) -> None:
         """Xen's `panic` printed its report and would now restart or halt the machine: the run stops there,
@@ -342,14 +341,14 @@ class XenMachine(SliceRunner):
         """#UD (Unicorn reports it apart from other exceptions): Xen's BUG and WARN frames and
         `run_in_exception_handler` raise it on purpose; it goes through Xen's IDT to its own handler."""
         pc = vcpu.current_pc()
-        vcpu.inject(INVALID_OPCODE, return_pc=pc)
-        self.emit(vcpu, EventKind.EXCEPTION, vector=INVALID_OPCODE, rip=pc)
+        vcpu.inject(self.arch.invalid_opcode_vector, return_pc=pc)
+        self.emit(vcpu, EventKind.EXCEPTION, vector=self.arch.invalid_opcode_vector, rip=pc)
         return True
 
     def _exception(self, vcpu: Vcpu, intno: int) -> None:
         pc = vcpu.current_pc()
-        what = EXCEPTION_NAMES.get(intno, f"vector {intno}")
-        if intno == 14:
+        what = self.arch.exception_names.get(intno, f"vector {intno}")
+        if intno == self.arch.page_fault_vector:
             what += f" (cr2 {vcpu.uc.reg_read(REGS.cr2):#x})"
         raise self.fault(vcpu, what, pc)
 
