@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from ..arch.base import Architecture
 from ..image import Image
 from ..machine import PS_PER_NS, GuestMemory, Machine, Vcpu, VcpuState
 from ..platform import STACK_SIZE, UREGS_rbp, UREGS_rip, UREGS_rsp
@@ -81,6 +82,7 @@ class WatchedMachine(Protocol):
     vcpus: list[Vcpu]
     trace: Trace
     memory: GuestMemory
+    arch: Architecture
 
     def time_of(self, vcpu: Vcpu) -> int: ...
 
@@ -200,10 +202,16 @@ class Oracle:
         if site is not None:
             pending.remove(site)
             fresh = self.machine.fresh_block_size(address)
-            if size != fresh:
+            if size != fresh and size not in self._instruction_ends(address, fresh):
                 self._report(vcpu, "stale", address, site.action, f"it runs a block of {size} bytes translated "
                                                                   f"before the patch; memory there now makes {fresh}")
         self.sync(vcpu)
+
+    def _instruction_ends(self, address: int, size: int) -> set[int]:
+        """Where the instructions memory holds in `[address, address + size)` end, from `address`: a block cut
+        short at one of them (Unicorn may translate one instruction alone) was translated from these bytes."""
+        code = self.machine.memory.read(address, size)
+        return {at + length - address for at, length, _ in self.machine.arch.instructions(code, address)}
 
     def _on_nmi(self, vcpu: Vcpu) -> None:
         window = self._window
