@@ -260,6 +260,34 @@ def test_xens_own_apply_and_revert_give_no_violation(xen, payloads):
     assert code == 0 and "violations 0  digest" in line, line
 
 
+RENDEZVOUS_PATCH = """#include <xsplice_payload.h>
+void check_for_livepatch_work(void);
+unsigned int calls __payload_data;
+void new_check_for_livepatch_work(void) { ++calls; }
+LIVEPATCH_FUNC(livepatch_rendezvous) = {
+    .version = LIVEPATCH_PAYLOAD_VERSION, .name = "check_for_livepatch_work",
+    .new_addr = new_check_for_livepatch_work, .old_addr = check_for_livepatch_work,
+    .new_size = XSPLICE_NEW_SIZE(new_check_for_livepatch_work), .old_size = XSPLICE_OLD_SIZE(check_for_livepatch_work),
+};
+"""
+
+
+def test_the_oracle_sees_every_vcpu_in_the_function_xen_patches_under_its_own_rendezvous(xen, tmp_path):
+    """A payload patching check_for_livepatch_work, where Xen's rendezvous holds every CPU while it writes: one
+    `active` violation per vCPU (each stack, read by return addresses, returns into it); `run` passes on it."""
+    source = tmp_path / "rendezvous.c"
+    source.write_text(RENDEZVOUS_PATCH)
+    built = CliRunner().invoke(main, ["payload", "build", str(source), "--against", str(xen.path), "-o",
+                                      str(tmp_path / "rendezvous.livepatch")])
+    assert built.exit_code == 0, built.output
+    scenario = tmp_path / "rendezvous.toml"
+    scenario.write_text(f'name = "rendezvous"\n[machine]\nvcpus = 3\nseed = 1\nxen_syms = "{xen.path}"\n'
+                        'engine = "xen"\n[[step]]\nlivepatch = "load rendezvous.livepatch"\n'
+                        '[[step]]\nexpect = { violations = { active = 3 } }\n')
+    code, line = _run(scenario)
+    assert code == 0 and "violations active 3  digest" in line, line
+
+
 def test_the_oracle_sees_xens_revert_leave_the_first_records_jump(xen, payloads):
     """Two records on one function reverted by Xen's own code: the leftover jump is the same one `residue` as on
     the controller engine, so forward_revert passes on both."""
