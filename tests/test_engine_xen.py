@@ -242,6 +242,72 @@ def test_a_dropped_flush_leaves_one_vcpu_running_the_code_it_translated_before_x
     assert [v.extra for v in session.versions()] == ["Hello World", PINNED_BUILD.extra]
 
 
+def _run(scenario: Path, *options: str) -> tuple[int, str]:
+    """`xsplice-emu run SCENARIO OPTIONS`: its exit code and its PASS or FAIL line."""
+    result = CliRunner().invoke(main, ["run", str(scenario), *options])
+    return result.exit_code, next(line for line in result.output.splitlines() if line.startswith(("PASS", "FAIL")))
+
+
+def test_the_oracle_sees_the_stale_code_a_dropped_flush_leaves_on_xens_own_engine(xen, payloads):
+    """drop_flush through Xen's apply: `run` passes on the scenario's stale = 1 and says `violations stale 1`."""
+    code, line = _run(XEN417 / "drop_flush_stale.toml")
+    assert code == 0 and "violations stale 1  digest" in line, line
+
+
+def test_xens_own_apply_and_revert_give_no_violation(xen, payloads):
+    """Xen's clean apply and revert of hello world: `run` passes and says `violations 0` (not `oracle off`)."""
+    code, line = _run(XEN417 / "clean_apply.toml")
+    assert code == 0 and "violations 0  digest" in line, line
+
+
+RENDEZVOUS_PATCH = """#include <xsplice_payload.h>
+void check_for_livepatch_work(void);
+unsigned int calls __payload_data;
+void new_check_for_livepatch_work(void) { ++calls; }
+LIVEPATCH_FUNC(livepatch_rendezvous) = {
+    .version = LIVEPATCH_PAYLOAD_VERSION, .name = "check_for_livepatch_work",
+    .new_addr = new_check_for_livepatch_work, .old_addr = check_for_livepatch_work,
+    .new_size = XSPLICE_NEW_SIZE(new_check_for_livepatch_work), .old_size = XSPLICE_OLD_SIZE(check_for_livepatch_work),
+};
+"""
+
+
+def test_the_oracle_sees_every_vcpu_in_the_function_xen_patches_under_its_own_rendezvous(xen, tmp_path):
+    """A payload patching check_for_livepatch_work, where Xen's rendezvous holds every CPU while it writes: one
+    `active` violation per vCPU (each stack, read by return addresses, returns into it); `run` passes on it."""
+    source = tmp_path / "rendezvous.c"
+    source.write_text(RENDEZVOUS_PATCH)
+    built = CliRunner().invoke(main, ["payload", "build", str(source), "--against", str(xen.path), "-o",
+                                      str(tmp_path / "rendezvous.livepatch")])
+    assert built.exit_code == 0, built.output
+    scenario = tmp_path / "rendezvous.toml"
+    scenario.write_text(f'name = "rendezvous"\n[machine]\nvcpus = 3\nseed = 1\nxen_syms = "{xen.path}"\n'
+                        'engine = "xen"\n[[step]]\nlivepatch = "load rendezvous.livepatch"\n'
+                        '[[step]]\nexpect = { violations = { active = 3 } }\n')
+    code, line = _run(scenario)
+    assert code == 0 and "violations active 3  digest" in line, line
+
+
+def test_the_oracle_sees_xens_revert_leave_the_first_records_jump(xen, payloads):
+    """Two records on one function reverted by Xen's own code: the leftover jump is the same one `residue` as on
+    the controller engine, so forward_revert passes on both."""
+    for engine in ("xen", "controller"):
+        code, line = _run(XEN417 / "forward_revert.toml", "--engine", engine)
+        assert code == 0 and "violations residue 1  digest" in line, (engine, line)
+
+
+def test_an_nmi_in_xens_patching_window_is_on_the_nmi_path_with_its_stack_read_through_the_ist(xen, payloads):
+    """The NMI storm on hello world's apply: 22 `nmi_path` violations, each backtrace from Xen's `nmi` entry
+    through the interrupted context (read across the IST stack) down to idle_loop."""
+    result = run_scenario(load_scenario(XEN417 / "nmi_storm_during_apply.toml"))
+    assert result.ok
+    events = [e for e in result.session.machine.trace.events if e.kind is EventKind.VIOLATION]
+    assert len(events) == 22 and {e.fields["check"] for e in events} == {"nmi_path"}
+    first = events[0].fields
+    assert first["walk"] == "return addresses" and first["backtrace"].startswith("nmi < ")
+    assert "check_for_livepatch_work" in first["backtrace"] and first["backtrace"].endswith("#idle_loop+0xea")
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("vcpus", [8, 72])
 def test_xens_test_sequence_passes_on_many_vcpus(xen, payloads, vcpus):

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import ROOT, debian_file
 
+from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
 from xsplice_emu.image import load_image
 from xsplice_emu.livepatch.unsafe import unsafe_functions
@@ -98,8 +99,8 @@ def _build_against(xen_syms, source: str, output) -> None:
     assert f"depends {PINNED_BUILD.build_id})" in result.output
 
 
-def _check_against(xen_syms, path) -> tuple[int, list[str]]:
-    result = CliRunner().invoke(main, ["payload", "check", str(path), "--xen-syms", str(xen_syms)])
+def _check_against(xen_syms, path, *options: str) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(main, ["payload", "check", str(path), "--xen-syms", str(xen_syms), *options])
     return result.exit_code, result.output.splitlines()
 
 
@@ -154,6 +155,21 @@ def test_real_xens_do_nmi_is_accepted_as_xen_would_with_a_warning(xen_syms, tmp_
     assert "    UNSAFE it handles NMIs (a warning: Xen accepts it)" in lines
     assert "  apply    rc 0 on 1 vCPU" in lines  # the machine's NMIs are the firmware's: the real do_nmi never runs
     assert lines[-1] == "verdict: OK, 1 warning (do_nmi: it handles NMIs)"  # one verdict, the warning counted in it
+
+
+def test_on_the_xen_engine_the_upload_and_trial_apply_are_xens_own(xen_syms):
+    """--engine xen: hello world is uploaded and applied by the real image's own livepatch code (rc 0, its
+    xen_extra_version then says "Hello World"); a record of version 3 is refused with Xen's own printk line."""
+    built = xen_tests_for(xen_syms)
+    code, lines = _check_against(xen_syms, built / "xen_hello_world.livepatch", "--engine", "xen")
+    assert code == 0, lines
+    assert lines[-4:] == ["  xen_major_version  4", "  xen_minor_version  17",
+                          f"  xen_extra_version  '{PINNED_BUILD.extra}' -> 'Hello World'",
+                          "verdict: OK, 1 warning (xen_extra_version: it is reached from do_nmi)"]
+    code, lines = _check_against(xen_syms, built / "bad" / "bad_version.livepatch", "--engine", "xen")
+    assert code == 1
+    assert lines[1:] == ["  upload   refused: -EOPNOTSUPP: livepatch: bad_version: Wrong version (3). Expected 2",
+                         "  apply    not tried (the upload was refused)", "verdict: NOT OK"]
 
 
 def test_the_nmi_path_of_real_xen_follows_its_calls(xen_syms):

@@ -644,6 +644,7 @@ def test_every_screen_keeps_its_items_whole(trace_72, size):
 def test_a_real_xen_traces_addresses_are_named_from_its_image():
     """A trace of Debian's Xen (its build-id in the header) gets Xen's own function names, without building anything."""
     xen = load_image(debian_file(lambda: xen_syms_path("debian")))
-    symbols = Symbols.for_header({"hypervisor_build_id": xen.build_id.hex(), "firmware_build_id": "00ff"})
+    symbols = Symbols.for_header({"hypervisor_build_id": xen.build_id.hex(), "firmware_build_id": "00ff"},
+                                 arch=xen.arch)
     address = xen.address("xen_extra_version") + 3
     assert symbols.describe(address) == f"{address:#x} <xen_extra_version+0x3>"

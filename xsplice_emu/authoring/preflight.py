@@ -8,7 +8,10 @@ the real image's version functions called before and after. For each
 function record it shows the patch site, the bytes there before and after
 the patch, whether the jump reaches, whether the expectation holds against
 the real bytes, and whether the target is on the NMI path or in the patching
-code (on a real Xen a warning: Xen 4.17 does not refuse it).
+code (on a real Xen a warning: Xen 4.17 does not refuse it). On the xen
+engine the upload and the trial apply are Xen's own: its livepatch_op and
+rendezvous on a one-vCPU machine running the real image (the sites are still
+read by the testbed's loader).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from ..arch import Architecture
 from ..control.session import Session, Versions
+from ..engines import ENGINES
 from ..errors import LivepatchError
 from ..image import CodeReader
 from ..livepatch.payload import FuncRecord
@@ -66,32 +70,41 @@ class Preflight:
 
 
 def preflight(name: str, data: bytes, *, firmware: str | Path | None = None,
-              xen_syms: str | Path | None = None) -> Preflight:
+              xen_syms: str | Path | None = None, engine: str = ENGINES[0]) -> Preflight:
     """Upload `data` as payload `name` on a fresh one-vCPU machine (with the real Xen image `xen_syms` when
-    given), describe its patch sites, and apply it."""
+    given), describe its patch sites, and apply it; `engine` "xen": the upload and the apply on a machine
+    running `xen_syms`, by Xen's own code."""
     session = Session(vcpus=1, seed=0, firmware=firmware, xen_syms=xen_syms)
     livepatch, machine = session.controller_livepatch("preflight"), session.controller_machine("preflight")
     versions_before = session.versions()[0]
-    try:
-        livepatch.upload(name, data)
-        refused = None
-    except LivepatchError as error:
-        refused = error
+    refused = _uploaded(session, name, data)
     if refused is not None and refused.errno == errno.EPERM:
         livepatch.upload(name, data, allow_unsafe=True)  # refused for its target only: still show the sites
     payload = livepatch.payloads.get(name)
-    if payload is None:
-        return Preflight(name, refused, (), None, versions_before, None)
-    sites = tuple(_site(machine.arch, livepatch.read_code, machine.describe, livepatch.unsafe_reason, func)
-                  for func in payload.loaded.funcs)
+    sites = () if payload is None else tuple(
+        _site(machine.arch, livepatch.read_code, machine.describe, livepatch.unsafe_reason, func)
+        for func in payload.loaded.funcs)
+    if engine != ENGINES[0]:
+        session = Session(vcpus=1, seed=0, xen_syms=xen_syms, engine=engine)
+        versions_before = session.versions()[0]
+        refused = _uploaded(session, name, data)
     if refused is not None:
         return Preflight(name, refused, sites, None, versions_before, None)
     try:
-        result = livepatch.run_action(name, Action.APPLY)
+        result = session.livepatch.run_action(name, Action.APPLY)
         applied: LivepatchError | int = result.rc if result is not None else -errno.ETIMEDOUT
     except LivepatchError as error:
         applied = error
     return Preflight(name, None, sites, applied, versions_before, session.versions()[0])
+
+
+def _uploaded(session: Session, name: str, data: bytes) -> LivepatchError | None:
+    """Upload `data` as `name` on `session`: None when accepted, else the refusal."""
+    try:
+        session.livepatch.upload(name, data)
+    except LivepatchError as error:
+        return error
+    return None
 
 
 def _site(arch: Architecture, read: CodeReader, describe: Callable[[int], str],

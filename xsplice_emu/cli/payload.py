@@ -13,13 +13,14 @@ from ..authoring.build import build_payload, payload_build_id, read_note
 from ..authoring.inspection import PayloadReport, inspect_payload
 from ..authoring.preflight import Preflight, preflight
 from ..authoring.xen_tests import xen_test_payloads, xen_tests_for
+from ..engines import ENGINES
 from ..errors import errno_name
 from ..files import check_destination, check_new_directory, file_errors, read_file
 from ..image import load_image
 from ..livepatch.abi import DEPENDS, PAYLOAD_MAX_SIZE
 from ..provision.debian import DEBIAN_XEN_SYMS, load_xen_syms, xen_syms_path
 from ..provision.firmware import builtin_firmware
-from .common import out, reports_errors, xen_syms_option
+from .common import engine_option, out, reports_errors, xen_syms_option
 
 
 @click.group()
@@ -114,14 +115,15 @@ def payload_inspect(file, firmware):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--firmware", type=click.Path(dir_okay=False), help="Firmware ELF (default: the built-in one).")
 @xen_syms_option
+@engine_option
 @reports_errors
-def payload_check(file, firmware, xen_syms):
+def payload_check(file, firmware, xen_syms, engine):
     """Pre-flight FILE: Xen's verdict at upload and at a trial apply on a fresh machine (against --xen-syms:
-    on that real Xen image), and each patch site before and after. Exit 0 only when it is accepted, applies
-    with rc 0, and every jump and expectation holds."""
+    on that real Xen image; with --engine xen, by that image's own livepatch code), and each patch site before
+    and after. Exit 0 only when it is accepted, applies with rc 0, and every jump and expectation holds."""
     path = Path(file)
     data = read_file(path, limit=PAYLOAD_MAX_SIZE, what="payload")
-    report = preflight(path.stem, data, firmware=firmware, xen_syms=xen_syms)
+    report = preflight(path.stem, data, firmware=firmware, xen_syms=xen_syms, engine=engine or ENGINES[0])
     _print_preflight(path, report)
     raise SystemExit(0 if report.ok else 1)
 

@@ -69,7 +69,7 @@ class Session:
                 raise ConfigError("the xen engine runs a real Xen image: give one (xen_syms, --xen-syms debian)")
             self.machine = XenMachine(hypervisor, config=config)
             self.text_as_built = text_digest(self.machine)
-            self.livepatch = XenLivepatch(self.machine)
+            self.livepatch = XenLivepatch(self.machine, oracle=oracle)
         elif engine == ENGINES[0]:
             self.machine = Machine(load_image(firmware or builtin_firmware()), config=config, hypervisor=hypervisor)
             self.text_as_built = text_digest(self.machine)

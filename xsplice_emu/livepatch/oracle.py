@@ -22,22 +22,29 @@ per action in its `ActionResult`:
   first to last: with two records on one function the first one's jump
   stays, while the payload reads CHECKED).
 
-Stacks are walked by their frame records (the firmware keeps frame
-pointers; the walk crosses its interrupt entry through the saved registers)
-when the chain runs from the RIP to the outermost frame, conservatively
-(every word from RSP to the top of the stack that is a code address)
-elsewhere; the event says which in `walk`.
+The judge is the same for both engines: each feeds it what its patching
+writes (`open`, `writing`, `released`, `reverted`) and reads stacks its own
+way (a `StackReader`). The controller engine's firmware keeps frame
+pointers (`FirmwareStacks`: its frame records when the chain runs from the
+RIP to the outermost frame, the walk crossing its interrupt entry through
+the saved registers; conservatively, every word from RSP to the top of the
+stack that is a code address, elsewhere); the xen engine reads Xen's
+(engines/xen/patching.py). The event says which in `walk`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from ..machine import PS_PER_NS, Machine, Vcpu, VcpuState
+from ..arch.base import Architecture
+from ..image import Image
+from ..machine import PS_PER_NS, GuestMemory, Machine, Vcpu, VcpuState
 from ..platform import STACK_SIZE
 from ..tracing.kinds import EventKind
+from ..tracing.trace import Trace
 from .unsafe import on_nmi_path
 
 CHECKS = ("torn", "active", "stale", "nmi_path", "residue")
@@ -63,11 +70,38 @@ class _Window:
     nmi_reachable: tuple[str, ...]  # the functions it patches that do_nmi reaches
 
 
-class Oracle:
-    """Watches one machine's patching; `Livepatch` tells it what is written, when, and when it is released."""
+StackReader = Callable[[Vcpu], tuple[str, list[int]]]
+"""How a vCPU's stack was read (the event's `walk`) and the code addresses on it, innermost first."""
 
-    def __init__(self, machine: Machine, firmware_unsafe: dict[int, str]):
-        """`firmware_unsafe`: `unsafe_functions` of the firmware (what this machine's NMIs run is its do_nmi)."""
+
+class WatchedMachine(Protocol):
+    """What the oracle needs of a machine, either engine's."""
+
+    vcpus: list[Vcpu]
+    trace: Trace
+    memory: GuestMemory
+    arch: Architecture
+
+    def time_of(self, vcpu: Vcpu) -> int: ...
+
+    def describe(self, address: int) -> str: ...
+
+    def watch(self, index: int, ranges: list[tuple[int, int]]) -> None: ...
+
+    def fresh_block_size(self, address: int) -> int: ...
+
+    def observe_watch_hits(self, observer: Callable[[Vcpu, int, int], None]) -> None: ...
+
+    def observe_nmis(self, observer: Callable[[Vcpu], None]) -> None: ...
+
+
+class Oracle:
+    """Watches one machine's patching; the engine tells it what is written, when, and when it is released."""
+
+    def __init__(self, machine: WatchedMachine, *, nmi_path: list[tuple[int, int]], stack: StackReader):
+        """`nmi_path`: `[begin, end)` of the functions this machine's NMIs run (`nmi_reach`); `stack` reads a
+        vCPU's stack. A machine that tracks the code each vCPU has not serialised on tells `sync` when it
+        changes."""
         self.machine = machine
         self.counts: Counter[str] = Counter()  # over the whole run
         self._window: _Window | None = None
@@ -76,11 +110,8 @@ class Oracle:
         self._labels: dict[int, str] = {}  # vCPU -> action label of its unseen code
         self._last_label = "-"
         self._counts_of: dict[str, Counter[str]] = {}  # action label -> its counts (the latest of that label)
-        self._nmi_path = self._do_nmi_reach(firmware_unsafe)
-        self._stacks = machine.image.resolve("cpu_stacks")
-        entry = machine.image.lookup("common_interrupt") or machine.image.lookup("entry.o#common_interrupt")
-        self._interrupt_entry = None if entry is None else (entry.address, entry.address + max(entry.size, 1))
-        machine.observe_unseen_code(self._sync)
+        self._nmi_path = nmi_path
+        self._stack = stack
         machine.observe_watch_hits(self._on_watch_hit)
         machine.observe_nmis(self._on_nmi)
 
@@ -91,6 +122,15 @@ class Oracle:
         self._window = _Window(label, tuple(sorted({name for name, address in targets if self._reaches_nmi(address)})))
         self._last_label = label
         self._counts_of[label] = counts
+
+    def also_patches(self, targets: list[tuple[str, int]]) -> None:
+        """The action under way patches `targets` (function, address) too: an engine that learns them as they
+        are written (the xen engine) says so before each write."""
+        window = self._window
+        if window is not None:
+            reachable = {name for name, address in targets if self._reaches_nmi(address)}
+            if not reachable <= set(window.nmi_reachable):
+                self._window = replace(window, nmi_reachable=tuple(sorted({*window.nmi_reachable, *reachable})))
 
     def writing(self, writer: Vcpu | None, address: int, length: int, body: tuple[int, int] | None,
                 function: str) -> None:
@@ -122,7 +162,7 @@ class Oracle:
             pending = self._stale.setdefault(vcpu.index, [])
             pending[:] = [site for site in pending if all(site.address != a for a, _ in sites)]
             pending += [_Site(address, end, label) for address, end in sites]
-            self._sync(vcpu)
+            self.sync(vcpu)
 
     def reverted(self, vcpu: Vcpu, payload: str, sites: list[tuple[str, int, bytes]]) -> None:
         """`payload` was reverted on `vcpu`: each site (function, address, the bytes there before the payload was
@@ -135,7 +175,7 @@ class Oracle:
                              "before it was applied")
 
     # -- what the machine tells it ----------------------------------------------------------------------------------
-    def _sync(self, vcpu: Vcpu) -> None:
+    def sync(self, vcpu: Vcpu) -> None:
         """Watch the sites this vCPU must enter afresh and the code written that it has not serialised on."""
         reported = self._reported_unseen.setdefault(vcpu.index, set())
         reported &= set(vcpu.unseen_code)
@@ -160,10 +200,16 @@ class Oracle:
         if site is not None:
             pending.remove(site)
             fresh = self.machine.fresh_block_size(address)
-            if size != fresh:
+            if size != fresh and size not in self._instruction_ends(address, fresh):
                 self._report(vcpu, "stale", address, site.action, f"it runs a block of {size} bytes translated "
                                                                   f"before the patch; memory there now makes {fresh}")
-        self._sync(vcpu)
+        self.sync(vcpu)
+
+    def _instruction_ends(self, address: int, size: int) -> set[int]:
+        """Where the instructions memory holds in `[address, address + size)` end, from `address`: a block cut
+        short at one of them (Unicorn may translate one instruction alone) was translated from these bytes."""
+        code = self.machine.memory.read(address, size)
+        return {at + length - address for at, length, _ in self.machine.arch.instructions(code, address)}
 
     def _on_nmi(self, vcpu: Vcpu) -> None:
         window = self._window
@@ -195,7 +241,20 @@ class Oracle:
             if vcpu.state is not VcpuState.WAITING_FOR_START:
                 yield vcpu
 
-    def _stack(self, vcpu: Vcpu) -> tuple[str, list[int]]:
+    def _reaches_nmi(self, address: int) -> bool:
+        return any(begin <= address < end for begin, end in self._nmi_path)
+
+
+class FirmwareStacks:
+    """The controller engine's `StackReader`: the firmware's stacks (`cpu_stacks`, one per vCPU)."""
+
+    def __init__(self, machine: Machine):
+        self.machine = machine
+        self._stacks = machine.image.resolve("cpu_stacks")
+        entry = machine.image.lookup("common_interrupt") or machine.image.lookup("entry.o#common_interrupt")
+        self._interrupt_entry = None if entry is None else (entry.address, entry.address + max(entry.size, 1))
+
+    def __call__(self, vcpu: Vcpu) -> tuple[str, list[int]]:
         """How `vcpu`'s stack was read and the code addresses on it, innermost first: its frame records
         ("frame pointers"), when they chain from its RIP to the outermost frame; else every word from RSP to the
         top that is an address in some function ("conservative")."""
@@ -265,16 +324,13 @@ class Oracle:
         """Whether `word` is an address inside a function of the firmware or the hypervisor."""
         return bool(word) and self.machine.describe_function(word) is not None
 
-    def _do_nmi_reach(self, unsafe: dict[int, str]) -> list[tuple[int, int]]:
-        """`[begin, end)` of every firmware function its do_nmi reaches (what this machine's NMIs run)."""
-        image = self.machine.image
-        ranges = []
-        for address, why in unsafe.items():
-            if on_nmi_path(why):
-                found = image.function_at(address)
-                if found is not None:
-                    ranges.append((address, address + max(found[0].size, 1)))
-        return ranges
 
-    def _reaches_nmi(self, address: int) -> bool:
-        return any(begin <= address < end for begin, end in self._nmi_path)
+def nmi_reach(image: Image, unsafe: dict[int, str]) -> list[tuple[int, int]]:
+    """`[begin, end)` of every function of `image` its do_nmi reaches (`unsafe`: its `unsafe_functions`)."""
+    ranges = []
+    for address, why in unsafe.items():
+        if on_nmi_path(why):
+            found = image.function_at(address)
+            if found is not None:
+                ranges.append((address, address + max(found[0].size, 1)))
+    return ranges

@@ -233,18 +233,19 @@ class Vcpu:
         self.budget.skip_address = self.pc
 
     # -- running -------------------------------------------------------
-    def run_slice(self, budget: int) -> StopReason:
-        """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped."""
+    def run_slice(self, budget: int, *, already: int = 0) -> StopReason:
+        """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped. `already`: what
+        this slice ran before a watch stopped it (counted towards `budget`, not again on the clock)."""
         b = self.budget
         b.budget = budget
-        b.executed = 0
+        b.executed = already
         b.stopped = 0
         self.stop_reason = None
         try:
             self.uc.emu_start(self.pc, UNTIL_NEVER)
         finally:
             self.pc = self.current_pc()
-            executed, b.executed = b.executed, 0
+            executed, b.executed = b.executed - already, 0
             self.clock_ps += executed * self.ps_per_instruction
             self.instructions += executed
         if self.stop_reason is not None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ...errors import GuestFault, LivepatchError, MachineError
 from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
 from ...livepatch.names import checked_name
-from ...livepatch.oracle import Oracle
+from ...livepatch.oracle import FirmwareStacks, Oracle, nmi_reach
 from ...livepatch.payload import FuncRecord, Host, LoadedPayload, RegionKind, load_payload, metadata_strings
 from ...livepatch.states import Action, ActionResult, PayloadState
 from ...livepatch.unsafe import unsafe_functions
@@ -114,8 +114,10 @@ class Livepatch:
         self._unsafe = unsafe_functions(machine.hypervisor, machine.memory.read)
         self.oracle = None
         if oracle:  # its NMI path is the firmware's: the same graph unless a real Xen image is what is patched
-            self.oracle = Oracle(machine, unsafe_functions(machine.image, machine.memory.read) if self.real_xen
-                                 else self._unsafe)
+            firmware_unsafe = unsafe_functions(machine.image, machine.memory.read) if self.real_xen else self._unsafe
+            self.oracle = Oracle(machine, nmi_path=nmi_reach(machine.image, firmware_unsafe),
+                                 stack=FirmwareStacks(machine))
+            machine.observe_unseen_code(self.oracle.sync)
         self._irq_fault = False
         self.drop_flush: set[int] = set()
         """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from ...errors import LivepatchError
 from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAYLOAD_MAX_SIZE
 from ...livepatch.names import name_bytes
+from ...livepatch.oracle import Oracle, nmi_reach
 from ...livepatch.states import Action, ActionResult, PayloadState
+from ...livepatch.unsafe import unsafe_functions
 from ...machine import PS_PER_NS
 from ...text import printable
 from ...tracing.kinds import EventKind
 from .hypercall import Bridge
 from .machine import XenMachine
+from .patching import ActionUnderWay, PatchingFeed, XenStacks
 
 LIVEPATCH_WORK_DO_WORK = 16
 """Offset of `do_work` in Xen 4.17's `struct livepatch_work` (common/livepatch.c: semaphore, timeout, data,
@@ -53,16 +56,16 @@ class _Pending:
     timeout_ns: int
     host_started: float
     nmis_lost_before: int
+    violations: Counter[str] = field(default_factory=Counter)  # the safety oracle's checks that fired
 
 
 class XenLivepatch:
     """Livepatching by Xen's own code on a `XenMachine`."""
 
     real_xen = True
-    oracle = None
-    """The safety oracle does not run on this engine yet (issue 21, item 4)."""
 
-    def __init__(self, machine: XenMachine):
+    def __init__(self, machine: XenMachine, *, oracle: bool = True):
+        """With `oracle`, the safety oracle judges what Xen's own patching code does (`patching.py`)."""
         self.machine = machine
         self.bridge = Bridge(machine)
         self.rendezvous = XenConsoleLog(machine.log)
@@ -73,6 +76,12 @@ class XenLivepatch:
         """vCPUs that do not drop their translated code during the next action (a missing serialisation)."""
         self._pending: _Pending | None = None
         self._work = machine.address("common/livepatch.c#livepatch_work") + LIVEPATCH_WORK_DO_WORK
+        self.oracle: Oracle | None = None
+        if oracle:
+            hypervisor = machine.hypervisor
+            self.oracle = Oracle(machine, nmi_path=nmi_reach(hypervisor, unsafe_functions(hypervisor, hypervisor.read)),
+                                 stack=XenStacks(machine))
+            PatchingFeed(machine, self.oracle, self._under_way)
 
     # -- UPLOAD / GET / LIST ------------------------------------------------------------------------------------
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> XenPayload:
@@ -164,6 +173,13 @@ class XenLivepatch:
         self.machine.run_for(2 * pending.timeout_ns if ns is None else ns, stop_when=self._done)
         return self.collect()
 
+    def _under_way(self) -> ActionUnderWay | None:
+        """The action Xen's rendezvous is running, for the oracle."""
+        pending = self._pending
+        if pending is None:
+            return None
+        return ActionUnderWay(f"{pending.action.name.lower()} {pending.name}", pending.name, pending.violations)
+
     def _done(self) -> bool:
         return not self.machine.memory.read(self._work, 1)[0]
 
@@ -183,7 +199,7 @@ class XenLivepatch:
             release_ns=(done_ps - pending.requested_ps) // PS_PER_NS,
             host_ms=(time.perf_counter() - pending.host_started) * 1000,
             nmis_lost=self.machine.interrupts.nmis_lost - pending.nmis_lost_before, bytes_written=0,
-            violations=Counter())
+            violations=pending.violations)
         self.results.append(result)
         return result
 

@@ -109,8 +109,12 @@ class Interrupts:
         if taken is None:
             return False
         vector, sender = taken
-        kind = EventKind.NMI if vector == vcpu.arch.nmi_vector else EventKind.INTERRUPT
-        self.machine.emit(vcpu, kind, vector=vector, sender=sender)
+        if vector == vcpu.arch.nmi_vector:
+            self.machine.emit(vcpu, EventKind.NMI, vector=vector, sender=sender)
+            for observer in self.machine.nmi_observers:
+                observer(vcpu)
+        else:
+            self.machine.emit(vcpu, EventKind.INTERRUPT, vector=vector, sender=sender)
         return True
 
     def interrupt_return(self, vcpu: Vcpu) -> None:

@@ -8,6 +8,7 @@ scheduled there would: when that vCPU is idle, from the bottom of its stack, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from unicorn import (
@@ -24,8 +25,10 @@ from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...errors import GuestFault, MachineError
 from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
+from ...machine.core import NmiObserver, WatchObserver
 from ...machine.hooks import guarded
 from ...machine.memory import Window
+from ...machine.paging import Mapping
 from ...machine.runner import SliceRunner
 from ...machine.scheduler import Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
@@ -102,9 +105,11 @@ class XenMachine(SliceRunner):
                                  clock_hz=config.clock_hz)
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
         mappings = [(RAM_BASE, self.memory.host_address + RAM_BASE, RAM_SIZE - RAM_BASE, UC_PROT_ALL)]
-        self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, mappings=mappings,
-                           paging_root=self.platform.page_table_root, ps_per_instruction=ps_per_instruction)
-                      for i in range(config.vcpus)]
+        self.vcpus = [self._new_vcpu(i, mappings, ps_per_instruction) for i in range(config.vcpus)]
+        self._new_spare = lambda: self._new_vcpu(config.vcpus, mappings, ps_per_instruction)
+        self._spare: Vcpu | None = None  # never runs: what fresh_block_size translates on
+        self.nmi_observers: list[NmiObserver] = []
+        self.watch_observers: list[WatchObserver] = []
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.console = Console(config.vcpus)
@@ -126,10 +131,15 @@ class XenMachine(SliceRunner):
         self.now_ps = 0
         self.platform.boot(self)
 
+    def _new_vcpu(self, index: int, mappings: list[Mapping], ps_per_instruction: int) -> Vcpu:
+        vcpu = Vcpu(index, self.arch, self.memory, self.table, mappings=mappings,
+                    paging_root=self.platform.page_table_root, ps_per_instruction=ps_per_instruction)
+        vcpu.uc.reg_write(REGS.cr4, CR4)
+        vcpu.uc.reg_write(REGS.cr0, CR0)
+        return vcpu
+
     def _install(self, vcpu: Vcpu) -> None:
         uc = vcpu.uc
-        uc.reg_write(REGS.cr4, CR4)
-        uc.reg_write(REGS.cr0, CR0)
         self.devices.install(vcpu)
         self.interrupts.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
@@ -165,6 +175,35 @@ class XenMachine(SliceRunner):
 
     def emit(self, vcpu: Vcpu, kind: EventKind, **fields) -> None:
         self.trace.emit(vcpu.current_time_ps() // PS_PER_NS, vcpu.index, kind, **fields)
+
+    def observe_entry(self, function: str, observer: Callable[[Vcpu], None]) -> None:
+        """Call `observer(vcpu)` whenever a vCPU is about to run the first instruction of Xen's `function`."""
+        address = self.address(function)
+        for vcpu in self.vcpus:
+            vcpu.uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda at, size, vcpu=vcpu: observer(vcpu)), None, address,
+                             address)
+
+    def observe_nmis(self, observer: NmiObserver) -> None:
+        """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
+        self.nmi_observers.append(observer)
+
+    def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
+        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the watch observers;
+        the block then runs. An empty list watches nothing (and costs nothing)."""
+        self._vcpu(index).watch(ranges)
+
+    def observe_watch_hits(self, observer: WatchObserver) -> None:
+        """Call `observer(vcpu, address, size)` when a vCPU is about to run a watched block."""
+        self.watch_observers.append(observer)
+
+    def fresh_block_size(self, address: int) -> int:
+        """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
+        instance that never ran: what a vCPU whose translated code was dropped runs)."""
+        if self._spare is None:
+            self._spare = self._new_spare()
+        uc = self._spare.uc
+        uc.ctl_remove_cache(address, address + 1)
+        return uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
 
     def send_ipi(self, sender: Vcpu, index: int, vector: int) -> None:
         """An interrupt (the NMI vector: an NMI) to vCPU `index` from `sender`, arriving at the sender's time."""
@@ -291,13 +330,7 @@ class XenMachine(SliceRunner):
             vcpu.uc.ctl_flush_tb()
             self.flush_due.discard(vcpu.index)
         start_pc = vcpu.pc
-        try:
-            reason = vcpu.run_slice(budget)
-        except UcError as exc:
-            raise self.fault(vcpu, vcpu.guard_fault or str(exc), vcpu.pc) from None
-        error = vcpu.take_hook_error()
-        if error is not None:
-            raise error
+        reason = self._run_watched(vcpu, budget)
         call = self.calls.get(vcpu.index)
         if call is not None and call.result is not None:
             self._after_call(vcpu)
@@ -307,6 +340,26 @@ class XenMachine(SliceRunner):
             self._start_posted(vcpu)
         elif reason is StopReason.BUDGET and vcpu.pc == start_pc:
             self.devices.surface_lost_fault(vcpu)
+
+    def _run_watched(self, vcpu: Vcpu, budget: int) -> StopReason:
+        """Run `vcpu`'s slice; a watched block tells the watch observers and the slice goes on as if none were
+        watched (the same budget: the oracle does not change what runs when)."""
+        ran = 0
+        while True:
+            before = vcpu.instructions
+            try:
+                reason = vcpu.run_slice(budget, already=ran)
+            except UcError as exc:
+                raise self.fault(vcpu, vcpu.guard_fault or str(exc), vcpu.pc) from None
+            error = vcpu.take_hook_error()
+            if error is not None:
+                raise error
+            if reason is not StopReason.WATCH:
+                return reason
+            ran += vcpu.instructions - before
+            for observer in self.watch_observers:
+                observer(vcpu, *vcpu.hit)
+            vcpu.pass_watch()
 
     def drain_console(self) -> None:
         """Xen's console ring's new bytes, as lines."""
