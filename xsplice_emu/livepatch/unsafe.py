@@ -3,7 +3,8 @@
 Xen warns that patching do_nmi, anything on the NMI path or the patching
 code itself ends in disaster. The roots are those entry points; everything
 they reach by direct calls and jumps (found with capstone) is unsafe too, as
-are the NMI callbacks the controller installs or restores.
+are the NMI callbacks the controller installs or restores; the walk does not
+go through functions that never return (the machine is dying there).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ ROOTS = {
 
 NMI_ENTRY = "do_nmi"
 
+NEVER_RETURN = frozenset({"panic", "fatal_trap"})
+"""What only these reach runs while the machine dies (Xen's do_nmi -> fatal_trap -> show_execution_state ->
+print_xen_info -> xen_extra_version): not on the NMI path a patch can tear, so the walk stops at them."""
+
 
 def on_nmi_path(why: str) -> bool:
     """Whether an unsafe function is so because NMIs run it (do_nmi, or reached from it)."""
@@ -59,7 +64,8 @@ def unsafe_functions(image: Image, read: CodeReader) -> dict[int, str]:
                 continue
             unsafe[func.address] = reason
             for callee in _direct_callees(image, read, func):
-                stack.append((callee, _reached_from(root)))
+                if callee.name not in NEVER_RETURN:
+                    stack.append((callee, _reached_from(root)))
     return unsafe
 
 
