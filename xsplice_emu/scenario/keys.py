@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ..duration import UNIT_NS, parse_duration, to_ns
+from ..duration import MAX_MS, UNIT_NS, parse_duration, to_ns
 from ..errors import ERRNO_BY_NAME, ConfigError
 from ..livepatch import PayloadState
 from ..livepatch.oracle import CHECKS
@@ -69,7 +69,7 @@ class Value(Enum):
         matches = isinstance(raw, _PYTHON_TYPES[self])
         if isinstance(raw, bool) and self is not Value.FLAG or not matches:
             raise ConfigError(f"{key} must be {self.value}, got {raw!r}")
-        if self is Value.INTEGER and not 0 <= raw < 2**63:
+        if self is Value.INTEGER and not self.bounds[0] <= raw <= self.bounds[1]:
             raise ConfigError(f"{key} must be an integer 0..2^63-1, got {raw!r}")
         if self in (Value.MS, Value.US):
             to_ns(raw, self.name.lower(), what=key)
@@ -79,6 +79,12 @@ class Value(Enum):
             if state not in PAYLOAD_STATES:
                 raise ConfigError(f"{key} of {name} must be one of {', '.join(PAYLOAD_STATES)}, got {state!r}")
         return raw
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The least and the most an integer or a duration in ms may be; a command-line option that takes such a
+        value takes the same range (cli/common.py)."""
+        return {Value.INTEGER: (0, 2**63 - 1), Value.MS: (0, MAX_MS)}[self]
 
     def from_word(self, key: str, word: str) -> Any:
         """The value a shell word stands for: `5`, `true`, `hello,bye` (empty: none), text as it is."""
