@@ -95,6 +95,18 @@ def test_a_new_fault_kind_runs_from_its_shell_words(nmi_pair, tmp_path):
     assert _nmis(trace) == [1, 1]
 
 
+def test_a_shell_session_with_a_new_fault_kind_saves_as_a_scenario(nmi_pair, tmp_path):
+    """`nmi_pair 1 5us` then `save FILE` at the shell: the file holds its TOML and `run` of it sends two NMIs."""
+    saved = tmp_path / "saved.toml"
+    result = CliRunner().invoke(main, ["shell", "--vcpus", "2", "--boot-ms", "1", "-q"],
+                                input=f"nmi_pair 1 5us\nrun 1ms\nsave {saved}\n")
+    assert result.exit_code == 0, result.output
+    assert "nmi_pair = { vcpu = 1, gap_us = 5.0 }" in saved.read_text()
+    run = CliRunner().invoke(main, ["run", str(saved), "--trace", str(tmp_path / "t.jsonl")])
+    assert run.exit_code == 0, run.output
+    assert _nmis(tmp_path / "t.jsonl") == [1, 1]
+
+
 def test_explore_draws_a_new_fault_kind_and_replays_it(nmi_pair, tmp_path):
     """Chaos draws the new kind before an action when `[explore] faults` names it; its replay file holds it."""
     path = tmp_path / "pair.toml"

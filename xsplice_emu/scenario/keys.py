@@ -10,6 +10,7 @@ parameters once as `Param`s: each is a TOML key and a shell word.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -115,6 +116,13 @@ class Value(Enum):
             return tuple(checked)
         return checked
 
+    def written(self, kept: Any) -> Any:
+        """The TOML value that `kept` reads back to: a duration in ns as the shortest float in this unit that `kept`
+        reads back to the same ns, a tuple as a list."""
+        if self in (Value.MS, Value.US):
+            return _in_unit(kept, UNIT_NS[self.name.lower()])
+        return list(kept) if isinstance(kept, tuple) else kept
+
     def kept_from_word(self, key: str, word: str, *, vcpus: int) -> Any:
         """What a step keeps of a shell word, as `kept` does of a TOML value: a duration (5ms, 20us; a bare
         number is ms) in ns, a vCPU number in range, `0,1` or `all`, a rate in kHz, a call argument (a number or
@@ -160,6 +168,14 @@ def _violations(key: str, raw: Any) -> Any:
         else:
             Value.INTEGER.check(f"{key}.{check}", wanted)
     return raw
+
+
+def _in_unit(ns: int, unit_ns: int) -> float:
+    """`ns` in units of `unit_ns`, the shortest float that `kept` (`int(value * unit_ns)`) turns back into `ns`."""
+    value = ns / unit_ns
+    while int(value * unit_ns) < ns:
+        value = math.nextafter(value, math.inf)
+    return value
 
 
 def _vcpu(vcpu: int, vcpus: int) -> int:

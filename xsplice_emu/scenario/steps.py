@@ -19,7 +19,7 @@ import json
 import shlex
 from abc import ABC, abstractmethod
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -137,6 +137,13 @@ class Step(ABC):
     def made(cls, **fields: Any) -> Step:
         """The step of these fields, once the parameters are read; a kind checks here what no one value says."""
         return cls(**fields)
+
+    def toml_values(self) -> dict[str, Any]:
+        """The TOML values that read back to this step (its keys; an optional one left out at its default)."""
+        defaults = {each.name: each.default for each in fields(self) if each.default is not MISSING}
+        kept = {param: getattr(self, param.field) for param in self.params}
+        return {param.name: param.value.written(value) for param, value in kept.items()
+                if not (param.optional and param.field in defaults and value == defaults[param.field])}
 
     @abstractmethod
     def describe(self) -> str:
@@ -463,6 +470,9 @@ class ExpectStep(Step):
             value = key.value.from_word(name, text)
             table[name] = {"not": value} if negated else value
         return cls.from_toml(read_keys(table, cls.keys), vcpus=vcpus, base=Path("."))
+
+    def toml_values(self):
+        return dict(self.checks)
 
     def describe(self):
         return "expect " + ", ".join(f"{key} = {toml_value(value)}" for key, value in self.checks.items())
