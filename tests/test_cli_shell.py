@@ -111,11 +111,12 @@ class BurstStep(Step):
 
 
 def test_a_parameter_declared_once_is_a_toml_key_a_shell_word_help_and_completion(monkeypatch):
-    """`count` declared once: a TOML key, the shell word `count=N` (same check, same message), a line of
-    `help burst` and a completion after `burst 1 `."""
+    """`count` declared once: a TOML key (read and written), the shell word `count=N` (same check, same message),
+    a line of `help burst` and a completion after `burst 1 `."""
     monkeypatch.setitem(FAULTS, "burst", Fault("burst", ("controller", "xen"), step=BurstStep))
     assert BurstStep.from_toml(read_keys({"vcpu": 1, "count": 3}, BurstStep.keys), vcpus=2, base=Path(".")) == \
         BurstStep.from_words(["burst", "1", "count=3"], vcpus=2) == BurstStep(1, 3)
+    assert (BurstStep(1, 3).toml_values(), BurstStep(1).toml_values()) == ({"vcpu": 1, "count": 3}, {"vcpu": 1})
     with pytest.raises(ConfigError, match="^count must be an integer, got 'x'$"):
         read_keys({"vcpu": 1, "count": "x"}, BurstStep.keys)
     with pytest.raises(ConfigError, match="^count must be an integer, got 'x'$"):
