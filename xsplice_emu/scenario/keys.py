@@ -27,7 +27,7 @@ PAYLOAD_STATES = tuple(state.name for state in PayloadState) + (ABSENT,)
 
 
 class Value(Enum):
-    """What the value of a TOML key (or the word after `KEY=` in a shell `expect`) must be."""
+    """What the value of a TOML key or a shell word must be, and what a step keeps of it."""
 
     TEXT = "a string"
     TABLE = "a table"
@@ -116,13 +116,6 @@ class Value(Enum):
             return tuple(checked)
         return checked
 
-    def written(self, kept: Any) -> Any:
-        """The TOML value that `kept` reads back to: a duration in ns as the shortest float in this unit that `kept`
-        reads back to the same ns, a tuple as a list."""
-        if self in (Value.MS, Value.US):
-            return _in_unit(kept, UNIT_NS[self.name.lower()])
-        return list(kept) if isinstance(kept, tuple) else kept
-
     def kept_from_word(self, key: str, word: str, *, vcpus: int) -> Any:
         """What a step keeps of a shell word, as `kept` does of a TOML value: a duration (5ms, 20us; a bare
         number is ms) in ns, a vCPU number in range, `0,1` or `all`, a rate in kHz, a call argument (a number or
@@ -147,6 +140,13 @@ class Value(Enum):
             except ValueError:
                 raise ConfigError(f"{key}: {word!r} is neither a number nor a symbol") from None
         return self.from_word(key, word)
+
+    def written(self, kept: Any) -> Any:
+        """The TOML value that `kept` reads back from: a duration in ns as the shortest float in this unit that
+        gives the same ns, a tuple as a list."""
+        if self in (Value.MS, Value.US):
+            return _in_unit(kept, UNIT_NS[self.name.lower()])
+        return list(kept) if isinstance(kept, tuple) else kept
 
 
 _PYTHON_TYPES: dict[Value, type | tuple[type, ...]] = {

@@ -61,12 +61,14 @@ class Done:
 
 
 VCPU = Param("vcpu", Value.VCPU, "vcpu", "VCPU", "a vCPU of the machine, from 0")
+DELAY = Param("delay_us", Value.US, "delay_ns", "DELAY", "from this much later (default: now)", optional=True)
+
+
 def _duration(name: str, value: Value) -> Param:
     """How long a step lasts: the TOML key `name` (in ms or us), DURATION at the shell; the step keeps ns."""
     return Param(name, value, "ns", "DURATION", "how long (5ms, 20us; a bare number is ms)")
 
 
-DELAY = Param("delay_us", Value.US, "delay_ns", "DELAY", "from this much later (default: now)", optional=True)
 _SPELLED = {1: "one", 2: "two", 3: "three"}
 
 
@@ -74,8 +76,9 @@ _SPELLED = {1: "one", 2: "two", 3: "three"}
 class Step(ABC):
     """Base of the step kinds; each subclass declares its kind in these class attributes.
 
-    A kind that declares `params` gets its `keys`, its `syntax`, `from_toml` and `from_words` from them; `made`
-    then checks what concerns several parameters at once."""
+    A kind that declares `params` gets its `keys`, its `syntax`, `from_toml`, `from_words` and `toml_values`
+    from them (and the shell its help and completion); `made` then checks what concerns several parameters at
+    once."""
 
     kind: ClassVar[str]                  # its name in reports, and its command at the shell
     key: ClassVar[str]                   # the TOML key that makes a [[step]] this kind
@@ -111,7 +114,7 @@ class Step(ABC):
         keywords = {param.keyword: param for param in cls.params if param.keyword is not None}
         least = sum(param.many for param in positional if not param.optional)
         most = sum(param.many for param in positional) + len(keywords)
-        fields: dict[str, Any] = {}
+        found: dict[str, Any] = {}
         bare = []
         for word in _arguments(cls, words, least, most):
             name, equals, text = word.partition("=")
@@ -119,19 +122,19 @@ class Step(ABC):
             if param is None:
                 bare.append(word)
             else:
-                fields[param.field] = param.value.kept_from_word(param.name, text, vcpus=vcpus)
+                found[param.field] = param.value.kept_from_word(param.name, text, vcpus=vcpus)
         if len(bare) < least:
             raise _count_error(cls, least, most)
         for param in positional:
             taken, bare = bare[:param.many], bare[param.many:]
             kept = tuple(param.value.kept_from_word(param.name, word, vcpus=vcpus) for word in taken)
             if kept:
-                fields[param.field] = kept if param.many > 1 else kept[0]
+                found[param.field] = kept if param.many > 1 else kept[0]
         if bare:
             last = positional[-1]
-            raise ConfigError(f"{cls.kind} takes at most {_SPELLED[last.many]} argument{'s' if last.many > 1 else ''}: "
-                              f"{cls.syntax}")
-        return cls.made(**fields)
+            raise ConfigError(f"{cls.kind} takes at most {_SPELLED.get(last.many, last.many)} "
+                              f"argument{'s' if last.many > 1 else ''}: {cls.syntax}")
+        return cls.made(**found)
 
     @classmethod
     def made(cls, **fields: Any) -> Step:
