@@ -171,7 +171,7 @@ def _scenario_text(machine: dict, step_key: str, step: dict) -> str:
 
 def _scenario_cases() -> Iterator[Case]:
     """Every number a scenario file takes, and the files it names."""
-    numeric = (Value.MS, Value.US, Value.INTEGER, Value.ERRNO, Value.KHZ, Value.VIOLATIONS)
+    numeric = (Value.MS, Value.US, Value.INTEGER, Value.VCPU, Value.ERRNO, Value.KHZ, Value.VIOLATIONS)
     for key in MACHINE_KEYS:
         if key.value in numeric:
             for number in NUMBERS:

@@ -53,3 +53,14 @@ def test_no_benchmark_help_speaks_of_issues(bench):
     shown = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--help"], capture_output=True, text=True,
                            check=True, timeout=60).stdout
     assert "issue" not in shown.lower()
+
+
+@pytest.mark.parametrize("seed, taken", [(2**63 - 1, True), (2**63, False)])
+def test_a_seed_option_and_a_scenarios_seed_take_the_same_range(tmp_path, seed, taken):
+    """`run --seed N` and `[machine] seed = N` both take 2^63-1 and both refuse 2^63 (one range: Value.INTEGER)."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[machine]\nvcpus = 1\nboot_ms = 0\n[[step]]\nrun_ms = 0\n")
+    by_option = CliRunner().invoke(main, ["run", str(scenario), "--seed", str(seed), "-q"])
+    scenario.write_text(f"[machine]\nvcpus = 1\nboot_ms = 0\nseed = {seed}\n[[step]]\nrun_ms = 0\n")
+    by_key = CliRunner().invoke(main, ["run", str(scenario), "-q"])
+    assert (by_option.exit_code, by_key.exit_code) == ((0, 0) if taken else (2, 2)), by_option.output + by_key.output

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +19,11 @@ from prompt_toolkit.output import DummyOutput
 from xsplice_emu.cli import main
 from xsplice_emu.cli.shell import COMMANDS, ShellCompleter, prompt_session
 from xsplice_emu.control.session import Session
+from xsplice_emu.errors import ConfigError
 from xsplice_emu.scenario import STEP_KINDS
+from xsplice_emu.scenario.faults import FAULTS, Fault
+from xsplice_emu.scenario.keys import Param, Value, read_keys
+from xsplice_emu.scenario.steps import VCPU, Done, Step
 from xsplice_emu.tracing import EventKind
 
 
@@ -78,7 +85,53 @@ def test_completion_of_commands_payload_names_and_files(payloads):
     assert complete(f"load {PAYLOADS}/xen_hello_w") == ["orld.livepatch", "orld_v1.livepatch"]  # the rest of each name
     assert complete("trace ") == ["save"]
     assert complete("help st") == ["stall"]
-    assert complete("stall ") == []
+    assert complete("stall ") == ["0"]  # the vCPUs of the machine
+
+
+@dataclass(frozen=True)
+class BurstStep(Step):
+    """NMIs to one vCPU, `count` of them: a kind whose `count` is declared once, as one Param."""
+
+    vcpu: int
+    count: int = 1
+
+    kind: ClassVar = "burst"
+    key: ClassVar = "burst"
+    params: ClassVar = (VCPU, Param("count", Value.INTEGER, "count", "count=N", "how many NMIs", optional=True))
+    summary: ClassVar = "NMIs to that vCPU, N of them."
+    example: ClassVar = ("burst = { vcpu = 1, count = 3 }", "burst 1 count=3")
+
+    def describe(self):
+        return f"{self.count} NMIs to vCPU {self.vcpu}"
+
+    def run(self, session):
+        for _ in range(self.count):
+            session.nmi(self.vcpu)
+        return Done()
+
+
+def test_a_parameter_declared_once_is_a_toml_key_a_shell_word_help_and_completion(monkeypatch):
+    """`count` declared once: a TOML key (read and written), the shell word `count=N` (same check, same message),
+    a line of `help burst` and a completion after `burst 1 `."""
+    monkeypatch.setitem(FAULTS, "burst", Fault("burst", ("controller", "xen"), step=BurstStep))
+    assert BurstStep.from_toml(read_keys({"vcpu": 1, "count": 3}, BurstStep.keys), vcpus=2, base=Path(".")) == \
+        BurstStep.from_words(["burst", "1", "count=3"], vcpus=2) == BurstStep(1, 3)
+    assert (BurstStep(1, 3).toml_values(), BurstStep(1).toml_values()) == ({"vcpu": 1, "count": 3}, {"vcpu": 1})
+    with pytest.raises(ConfigError, match="^count must be an integer, got 'x'$"):
+        read_keys({"vcpu": 1, "count": "x"}, BurstStep.keys)
+    with pytest.raises(ConfigError, match="^count must be an integer, got 'x'$"):
+        BurstStep.from_words(["burst", "1", "count=x"], vcpus=2)
+    help_lines = _shell("help burst", vcpus=2).stdout.splitlines()
+    assert help_lines[2:5] == ["burst VCPU [count=N]", "  NMIs to that vCPU, N of them.",
+                               "  VCPU             a vCPU of the machine, from 0; in a scenario: vcpu"]
+    assert "  count=N          how many NMIs; in a scenario: count" in help_lines
+    completer = ShellCompleter(Session(vcpus=2, seed=0, boot_ms=0.5))
+
+    def complete(text: str) -> list[str]:
+        return [c.text for c in completer.get_completions(Document(text, len(text)), CompleteEvent())]
+
+    assert (complete("bu"), complete("burst "), complete("burst 1 "), complete("burst 1 c")) == \
+        (["burst"], ["count=", "0", "1"], ["count="], ["count="])
 
 
 def test_each_kind_runs_at_the_shell_prompt():

@@ -16,15 +16,14 @@ from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
 from xsplice_emu.control.session import Session
 from xsplice_emu.control.verbs import parse
-from xsplice_emu.duration import NS_PER_US, parse_duration
 from xsplice_emu.engines import ENGINES
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.explore.plan import load_replay, plan_run, settings_of, with_plan, write_replay
 from xsplice_emu.provision.debian import load_xen_syms, xen_syms
 from xsplice_emu.scenario import load_scenario
 from xsplice_emu.scenario.faults import FAULTS, Drawn, Fault
-from xsplice_emu.scenario.keys import Key, Value
-from xsplice_emu.scenario.steps import Done, Step
+from xsplice_emu.scenario.keys import Param, Value
+from xsplice_emu.scenario.steps import VCPU, Done, Step
 
 
 @dataclass(frozen=True)
@@ -36,18 +35,9 @@ class NmiPairStep(Step):
 
     kind: ClassVar = "nmi_pair"
     key: ClassVar = "nmi_pair"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("gap_us", Value.US))
-    syntax: ClassVar = "nmi_pair VCPU GAP"
+    params: ClassVar = (VCPU, Param("gap_us", Value.US, "gap_ns", "GAP", "the time between them"))
     summary: ClassVar = "Two NMIs to that vCPU, GAP apart."
     example: ClassVar = ("nmi_pair = { vcpu = 1, gap_us = 5 }", "nmi_pair 1 5us")
-
-    @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        return cls(values["vcpu"], int(values["gap_us"] * NS_PER_US))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        return cls(int(words[1]), parse_duration(words[2]))
 
     def describe(self):
         return f"two NMIs to vCPU {self.vcpu}, {self.gap_ns} ns apart"
@@ -103,6 +93,18 @@ def test_a_new_fault_kind_runs_from_its_shell_words(nmi_pair, tmp_path):
     assert result.exit_code == 0, result.output
     assert "nmi_pair VCPU GAP\n  Two NMIs to that vCPU, GAP apart." in result.output
     assert _nmis(trace) == [1, 1]
+
+
+def test_a_shell_session_with_a_new_fault_kind_saves_as_a_scenario(nmi_pair, tmp_path):
+    """`nmi_pair 1 5us` then `save FILE` at the shell: the file holds its TOML and `run` of it sends two NMIs."""
+    saved = tmp_path / "saved.toml"
+    result = CliRunner().invoke(main, ["shell", "--vcpus", "2", "--boot-ms", "1", "-q"],
+                                input=f"nmi_pair 1 5us\nrun 1ms\nsave {saved}\n")
+    assert result.exit_code == 0, result.output
+    assert "nmi_pair = { vcpu = 1, gap_us = 5.0 }" in saved.read_text()
+    run = CliRunner().invoke(main, ["run", str(saved), "--trace", str(tmp_path / "t.jsonl")])
+    assert run.exit_code == 0, run.output
+    assert _nmis(tmp_path / "t.jsonl") == [1, 1]
 
 
 def test_explore_draws_a_new_fault_kind_and_replays_it(nmi_pair, tmp_path):

@@ -38,6 +38,9 @@ def test_each_kind_reads_the_same_from_toml_and_from_the_shell(kind, tmp_path):
     ("expect state.x=GONE", "state of x must be one of CHECKED, APPLIED, UNLOADED, got 'GONE'"),
     ("expect text_unchanged!=true", "expect has no check 'text_unchanged!'"),
     ("stall 1", "stall takes 2 to 3 arguments: stall VCPU DURATION [DELAY]"),
+    ("call 1 f 0xZZ", "args: '0xZZ' is neither a number nor a symbol"),
+    ("call 1 f 1 2 3", "call takes at most two arguments: call VCPU FUNCTION [ARG [ARG]] [expect=N] [delay=DURATION]"),
+    ("nmi_storm 0,1 fast 10us", "rate_khz must be a rate in kHz, more than 0 and at most 10000, got 'fast'"),
 ])
 def test_bad_shell_steps_are_one_clear_error(line, message):
     """A malformed step at the shell names what is wrong, the same way TOML would."""

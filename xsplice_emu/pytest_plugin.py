@@ -23,9 +23,10 @@ from .errors import XspliceEmuError
 from .platform import NR_CPUS
 from .scenario import load_scenario, run_scenario
 from .scenario.discovery import is_scenario
+from .scenario.keys import Value
 from .scenario.spec import ScenarioUnavailable
 
-SEED_MAX = 2**63 - 1
+SEED_MAX = Value.INTEGER.bounds[1]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

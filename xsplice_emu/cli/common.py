@@ -16,12 +16,12 @@ from rich.markup import escape
 
 from ..control.operator import ERR, PREFIXES, Outcome
 from ..control.session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
-from ..duration import MAX_MS
 from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
 from ..machine import ConsoleLine
 from ..platform import NR_CPUS
 from ..provision.debian import DEBIAN_XEN_SYMS
+from ..scenario.keys import Value
 
 out = Console(highlight=False, soft_wrap=True)
 VCPU_COLOURS = ["cyan", "green", "yellow", "magenta", "blue", "red", "bright_cyan", "bright_green"]
@@ -41,7 +41,7 @@ def _bound(value: float | None) -> str:
     return f"2^{power}-1" if value > 1_000_000 and value == 2**power - 1 else f"{value}"
 
 
-SEED = Range(0, 2**63 - 1)
+SEED = Range(*Value.INTEGER.bounds)
 VCPUS = Range(1, NR_CPUS)
 RATE = Range(1, RATE_MAX)
 DIGEST_SHOWN = 16
@@ -49,15 +49,15 @@ DIGEST_SHOWN = 16
 
 
 class Milliseconds(click.FloatRange):
-    """A duration option in virtual ms: finite, 0 to duration.MAX_MS."""
+    """A duration option in virtual ms: finite, in the range of a scenario's duration in ms (Value.MS)."""
 
     def __init__(self) -> None:
-        super().__init__(min=0, max=MAX_MS)
+        super().__init__(*Value.MS.bounds)
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
-            self.fail(f"{number} is not a duration in ms (0 to {MAX_MS}).", param, ctx)
+            self.fail(f"{number} is not a duration in ms ({self.min} to {self.max}).", param, ctx)
         return number
 
 

@@ -3,8 +3,9 @@
 It takes every scenario step kind (the xen-livepatch verbs, `run 5ms`,
 `stall 2 50ms`, `nmi 1`, `expect extra_version="Hello World"`) and its own
 commands (`info`, `console`, `trace save FILE`, `help`, `quit`). At a
-terminal it has history and completion of commands, payload names and
-files; with piped input it reads one command a line.
+terminal it has history and completion of commands, payload names, vCPUs,
+keyword words (`expect=`) and files; with piped input it reads one command a
+line.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ class Command:
     @property
     def arguments(self) -> list[str]:
         """The syntax's positional words after the name, brackets off."""
+        return [word for word in self._words if "=" not in word]
+
+    @property
+    def keywords(self) -> list[str]:
+        """The syntax's keyword words, as typed before their value: `expect=` for `[expect=N]`."""
+        return [word.partition("=")[0] + "=" for word in self._words if "=" in word and word[:1].islower()]
+
+    @property
+    def _words(self) -> list[str]:
         return [word.strip("[]") for word in re.sub(r"\[-[^]]*\]", "", self.syntax).split()[1:]]
 
 
@@ -72,8 +82,10 @@ SHELL_COMMANDS = (
 
 
 def step_command(kind: type[Step]) -> Command:
-    """A step kind's command as `help` shows it."""
-    return Command(kind.syntax, kind.summary, (f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
+    """A step kind's command as `help` shows it: each parameter's word, help and TOML key, then its example."""
+    params = tuple(f"{param.word:<16} {param.help}; in a scenario: {param.name}" for param in kind.params)
+    return Command(kind.syntax, kind.summary,
+                   (*params, f"e.g. {kind.example[1]}", f"in a scenario: {kind.example[0]}"))
 
 
 STEP_COMMANDS = {command: kind for kind in STEP_KINDS for command in kind.commands()}
@@ -289,7 +301,8 @@ class Shell:
 
 
 class ShellCompleter(Completer):
-    """Completes command names, then payload names or files by the command's arguments."""
+    """Completes command names, then payload names, vCPU numbers or files by the command's arguments, and the
+    keyword words (`expect=`) of a step kind not given yet."""
 
     def __init__(self, session: Session):
         self.session = session
@@ -302,15 +315,20 @@ class ShellCompleter(Completer):
         if not words or (len(words) == 1 and not text.endswith(" ")):
             yield from self._words(words[0] if words else "", known)
             return
-        position = len(words) - 1 if not text.endswith(" ") else len(words)
+        current = "" if text.endswith(" ") else words[-1]
         command = known.get(words[0])
-        arguments = command.arguments if command else []
+        arguments, keywords = (command.arguments, command.keywords) if command else ([], [])
+        before = words[1:-1] if current else words[1:]
+        given = {word.partition("=")[0] + "=" for word in before}
+        yield from self._words(current, [keyword for keyword in keywords if keyword not in given])
+        position = len([word for word in before if word.partition("=")[0] + "=" not in keywords]) + 1
         if position - 1 >= len(arguments):
             return
         argument = arguments[position - 1]
-        current = "" if text.endswith(" ") else words[-1]
         if argument == "NAME":
             yield from self._words(current, [p.name for p in self.session.livepatch.list()])
+        elif argument == "VCPU":
+            yield from self._words(current, [str(vcpu) for vcpu in range(len(self.session.machine.vcpus))])
         elif argument == "COMMAND":
             yield from self._words(current, known)
         elif argument == "FILE":

@@ -1,4 +1,4 @@
-"""The operator's command lines: one `Verb` spec per `xen-livepatch` verb.
+"""The operator's command lines: one `Verb` spec per `xen-livepatch` verb, and how each runs.
 
 The same specs parse a verb in a scenario's `livepatch = "..."` step and at
 the shell prompt, and the `xsplice-emu livepatch` command line is built from
@@ -9,6 +9,7 @@ running it on an `OperatorTool` gives an `Outcome`.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,19 +33,15 @@ class Request:
         return [self.params["file"]] if "file" in self.params else []
 
     def run(self, tool: OperatorTool) -> Outcome:
-        params = dict(self.params)
-        if self.verb == "upload":
-            return tool.upload(params["name"], params["file"], allow_unsafe=params["allow_unsafe"])
-        if self.verb == "list":
-            return tool.list()
-        if self.verb == "load":
-            return tool.load(params.pop("file"), **params)
-        return tool.action(self.verb, params.pop("name"), **params)
+        return VERBS[self.verb].runs(tool, dict(self.params))
 
 
 @dataclass(frozen=True)
 class Option:
-    """`--NAME VALUE` (a number, at least or above `minimum`), or `--NAME` alone when `type` is bool."""
+    """`--NAME VALUE` (a number, at least or above `minimum`), or `--NAME` alone when `type` is bool.
+
+    Its value is not yet a `scenario.keys.Value` (the one grammar of TOML values and step words): that layer sits
+    above this one, so Value (without its payload states and oracle checks) would first move down here."""
 
     name: str
     help: str
@@ -95,10 +92,12 @@ EXAMPLE_ARGUMENTS = {"name": "hello", "file": "payloads/build/xen_hello_world.li
 
 @dataclass(frozen=True)
 class Verb:
-    """One verb: its positional arguments (parameter names, in order), its options and its help."""
+    """One verb: its positional arguments (parameter names, in order), its options, its help, and how it runs on
+    the operator's tool (`runs`: given the tool and the parsed parameters)."""
 
     name: str
     help: str
+    runs: Callable[[OperatorTool, dict[str, Any]], Outcome]
     arguments: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
 
@@ -185,17 +184,27 @@ FAULT_OPTIONS = (  # faults for the safety oracle (docs/oracle.md)
 )
 ALLOW_UNSAFE = Option("allow_unsafe", "Accept a payload that patches an unsafe target (NMI path, patching code), "
                       "with a warning, to show the hazard.", default=False)
+
+
+def _action(verb: str) -> Callable[[OperatorTool, dict[str, Any]], Outcome]:
+    """How the action `verb` runs: `tool.action(verb, NAME, **options)`."""
+    return lambda tool, params: tool.action(verb, params.pop("name"), **params)
+
+
 VERBS = {verb.name: verb for verb in (
-    Verb("upload", "Upload FILE as payload NAME.", ("name", "file"), (ALLOW_UNSAFE,)),
-    Verb("list", "List the uploaded payloads and their states."),
-    Verb("load", "Upload FILE (named after it) and apply it; unload it if that fails.", ("file",),
-         (*ACTION_OPTIONS, ALLOW_UNSAFE)),
-    Verb("apply", "Apply payload NAME (CHECKED -> APPLIED).", ("name",), (*ACTION_OPTIONS, *FAULT_OPTIONS)),
-    Verb("revert", "Revert payload NAME, the top of the applied stack (APPLIED -> CHECKED).", ("name",),
+    Verb("upload", "Upload FILE as payload NAME.",
+         lambda tool, params: tool.upload(params["name"], params["file"], allow_unsafe=params["allow_unsafe"]),
+         ("name", "file"), (ALLOW_UNSAFE,)),
+    Verb("list", "List the uploaded payloads and their states.", lambda tool, params: tool.list()),
+    Verb("load", "Upload FILE (named after it) and apply it; unload it if that fails.",
+         lambda tool, params: tool.load(params.pop("file"), **params), ("file",), (*ACTION_OPTIONS, ALLOW_UNSAFE)),
+    Verb("apply", "Apply payload NAME (CHECKED -> APPLIED).", _action("apply"), ("name",),
          (*ACTION_OPTIONS, *FAULT_OPTIONS)),
-    Verb("unload", "Unload payload NAME (CHECKED only).", ("name",)),
-    Verb("replace", "Revert every applied payload and apply NAME, in one quiesced window.", ("name",),
-         ACTION_OPTIONS),
+    Verb("revert", "Revert payload NAME, the top of the applied stack (APPLIED -> CHECKED).", _action("revert"),
+         ("name",), (*ACTION_OPTIONS, *FAULT_OPTIONS)),
+    Verb("unload", "Unload payload NAME (CHECKED only).", _action("unload"), ("name",)),
+    Verb("replace", "Revert every applied payload and apply NAME, in one quiesced window.", _action("replace"),
+         ("name",), ACTION_OPTIONS),
 )}
 
 

@@ -1,9 +1,11 @@
 """Every kind of scenario step, in one table: `STEP_KINDS`.
 
 A kind is a frozen dataclass (the parsed step) whose class declares the rest:
-the TOML key that marks it and the keys it reads, its shell syntax and
-one-line summary, the same example step in TOML and at the shell, how shell
-words parse, how a report line describes it and how it runs on a `Session`.
+the TOML key that marks it, its parameters (`params`: each one TOML key and
+one shell word, with its value and help, from which its TOML keys, its shell
+syntax and both parsers follow), its one-line summary, the same example step
+in TOML and at the shell, how a report line describes it and how it runs on
+a `Session`.
 The TOML loader, the runner and the shell all go through this table: a new
 kind is one class here and its entry in `STEP_KINDS`. A step that is a fault
 (stall, nmi, preempt, nmi_storm, drop_flush) is also an entry of the fault
@@ -17,16 +19,16 @@ import json
 import shlex
 from abc import ABC, abstractmethod
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..control.operator import Outcome
 from ..control.session import Session
 from ..control.verbs import VERBS, Request, parse
-from ..duration import NS_PER_MS, NS_PER_US, parse_duration
+from ..duration import NS_PER_MS, NS_PER_US
 from ..errors import ConfigError, errno_name
-from .keys import ABSENT, Key, Value, read_keys
+from .keys import ABSENT, Key, Param, Value, read_keys
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,40 @@ class Done:
         return self.outcome.errno_name if self.outcome else None
 
 
+VCPU = Param("vcpu", Value.VCPU, "vcpu", "VCPU", "a vCPU of the machine, from 0")
+DELAY = Param("delay_us", Value.US, "delay_ns", "DELAY", "from this much later (default: now)", optional=True)
+
+
+def _duration(name: str, value: Value) -> Param:
+    """How long a step lasts: the TOML key `name` (in ms or us), DURATION at the shell; the step keeps ns."""
+    return Param(name, value, "ns", "DURATION", "how long (5ms, 20us; a bare number is ms)")
+
+
+_SPELLED = {1: "one", 2: "two", 3: "three"}
+
+
 @dataclass(frozen=True)
 class Step(ABC):
-    """Base of the step kinds; each subclass declares its kind in these class attributes."""
+    """Base of the step kinds; each subclass declares its kind in these class attributes.
+
+    A kind that declares `params` gets its `keys`, its `syntax`, `from_toml`, `from_words` and `toml_values`
+    from them (and the shell its help and completion); `made` then checks what concerns several parameters at
+    once."""
 
     kind: ClassVar[str]                  # its name in reports, and its command at the shell
     key: ClassVar[str]                   # the TOML key that makes a [[step]] this kind
+    params: ClassVar[tuple[Param, ...]] = ()  # each parameter once: its TOML key, shell word, value and help
     keys: ClassVar[tuple[Key, ...]]      # what it reads: the [[step]] table's keys, or those of the table at `key`
     nested: ClassVar[bool] = True        # whether its keys are in a table at `key`
     syntax: ClassVar[str]
     summary: ClassVar[str]
     example: ClassVar[tuple[str, str]]   # the same step as a TOML [[step]] and as a shell line
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "params" in cls.__dict__:
+            cls.keys = tuple(param.key for param in cls.params)
+            cls.syntax = " ".join((cls.kind, *(param.syntax for param in cls.params)))
 
     @classmethod
     def commands(cls) -> tuple[str, ...]:
@@ -76,14 +101,52 @@ class Step(ABC):
         return (cls.kind,)
 
     @classmethod
-    @abstractmethod
     def from_toml(cls, values: dict[str, Any], *, vcpus: int, base: Path) -> Step:
         """The step from its checked TOML values, on a machine of `vcpus`; relative files from `base`."""
+        return cls.made(**{param.field: param.value.kept(values[param.name], vcpus=vcpus)
+                           for param in cls.params if param.name in values})
 
     @classmethod
-    @abstractmethod
     def from_words(cls, words: list[str], *, vcpus: int) -> Step:
-        """The step from a shell line's words (the command first), on a machine of `vcpus`."""
+        """The step from a shell line's words (the command first), on a machine of `vcpus`: its positional
+        parameters in order, its keyword ones (`expect=5`) anywhere."""
+        positional = [param for param in cls.params if param.keyword is None]
+        keywords = {param.keyword: param for param in cls.params if param.keyword is not None}
+        least = sum(param.many for param in positional if not param.optional)
+        most = sum(param.many for param in positional) + len(keywords)
+        found: dict[str, Any] = {}
+        bare = []
+        for word in _arguments(cls, words, least, most):
+            name, equals, text = word.partition("=")
+            param = keywords.get(name) if equals else None
+            if param is None:
+                bare.append(word)
+            else:
+                found[param.field] = param.value.kept_from_word(param.name, text, vcpus=vcpus)
+        if len(bare) < least:
+            raise _count_error(cls, least, most)
+        for param in positional:
+            taken, bare = bare[:param.many], bare[param.many:]
+            kept = tuple(param.value.kept_from_word(param.name, word, vcpus=vcpus) for word in taken)
+            if kept:
+                found[param.field] = kept if param.many > 1 else kept[0]
+        if bare:
+            last = positional[-1]
+            raise ConfigError(f"{cls.kind} takes at most {_SPELLED.get(last.many, last.many)} "
+                              f"argument{'s' if last.many > 1 else ''}: {cls.syntax}")
+        return cls.made(**found)
+
+    @classmethod
+    def made(cls, **fields: Any) -> Step:
+        """The step of these fields, once the parameters are read; a kind checks here what no one value says."""
+        return cls(**fields)
+
+    def toml_values(self) -> dict[str, Any]:
+        """The TOML values that read back to this step (its keys; an optional one left out at its default)."""
+        defaults = {each.name: each.default for each in fields(self) if each.default is not MISSING}
+        kept = {param: getattr(self, param.field) for param in self.params}
+        return {param.name: param.value.written(value) for param, value in kept.items()
+                if not (param.optional and param.field in defaults and value == defaults[param.field])}
 
     @abstractmethod
     def describe(self) -> str:
@@ -119,6 +182,8 @@ class LivepatchStep(Step):
     def commands(cls) -> tuple[str, ...]:
         return tuple(VERBS)
 
+    # Its own parsers: its shell words are an xen-livepatch command line, which the verbs' grammar
+    # (control/verbs.py) reads; its TOML is that line as one string, with what it must give beside it.
     @classmethod
     def from_toml(cls, values, *, vcpus, base):
         line = values["livepatch"]
@@ -167,20 +232,10 @@ class RunStep(Step):
 
     kind: ClassVar = "run"
     key: ClassVar = "run_ms"
-    keys: ClassVar = (Key("run_ms", Value.MS),)
+    params: ClassVar = (_duration("run_ms", Value.MS),)
     nested: ClassVar = False
-    syntax: ClassVar = "run DURATION"
     summary: ClassVar = "Advance virtual time (5ms, 20us, 1s; a bare number is ms)."
     example: ClassVar = ("run_ms = 2.5", "run 2500us")
-
-    @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        return cls(int(values["run_ms"] * NS_PER_MS))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        (duration,) = _arguments(cls, words, 1)
-        return cls(parse_duration(duration))
 
     def describe(self):
         return f"run {self.ns / NS_PER_MS:g} ms"
@@ -202,16 +257,6 @@ class VcpuForAWhile(Step):
     unit: ClassVar[str]
     unit_ns: ClassVar[int]
 
-    @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        return cls(_vcpu(values["vcpu"], vcpus), int(values[cls.unit] * cls.unit_ns),
-                   int(values.get("delay_us", 0) * NS_PER_US))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        vcpu, duration, *delay = _arguments(cls, words, 2, 3)
-        return cls(_vcpu_word(vcpu, vcpus), parse_duration(duration), parse_duration(delay[0]) if delay else 0)
-
     def describe(self):
         return f"{self.kind} vCPU {self.vcpu} for {self.ns / self.unit_ns:g} {self.unit}{_after(self.delay_ns)}"
 
@@ -224,8 +269,7 @@ class StallStep(VcpuForAWhile):
     key: ClassVar = "stall"
     unit: ClassVar = "ms"
     unit_ns: ClassVar = NS_PER_MS
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("ms", Value.MS), Key("delay_us", Value.US, optional=True))
-    syntax: ClassVar = "stall VCPU DURATION [DELAY]"
+    params: ClassVar = (VCPU, _duration("ms", Value.MS), DELAY)
     summary: ClassVar = "That vCPU spins with IRQs off for DURATION, from now (or DELAY from now)."
     example: ClassVar = ("stall = { vcpu = 2, ms = 50, delay_us = 10 }", "stall 2 50ms 10us")
 
@@ -243,19 +287,9 @@ class NmiStep(Step):
 
     kind: ClassVar = "nmi"
     key: ClassVar = "nmi"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("delay_us", Value.US, optional=True))
-    syntax: ClassVar = "nmi VCPU [DELAY]"
+    params: ClassVar = (VCPU, DELAY)
     summary: ClassVar = "An NMI to that vCPU now (or DELAY from now)."
     example: ClassVar = ("nmi = { vcpu = 1, delay_us = 1 }", "nmi 1 1us")
-
-    @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        return cls(_vcpu(values["vcpu"], vcpus), int(values.get("delay_us", 0) * NS_PER_US))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        vcpu, *delay = _arguments(cls, words, 1, 2)
-        return cls(_vcpu_word(vcpu, vcpus), parse_duration(delay[0]) if delay else 0)
 
     def describe(self):
         return f"NMI to vCPU {self.vcpu}{_after(self.delay_ns)}"
@@ -277,44 +311,22 @@ class CallStep(Step):
 
     kind: ClassVar = "call"
     key: ClassVar = "call"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("function", Value.TEXT),
-                      Key("args", Value.LIST, optional=True), Key("expect", Value.INTEGER, optional=True),
-                      Key("delay_us", Value.US, optional=True))
-    syntax: ClassVar = "call VCPU FUNCTION [ARG [ARG]] [expect=N] [delay=DURATION]"
+    params: ClassVar = (VCPU, Param("function", Value.TEXT, "function", "FUNCTION", "the firmware function"),
+                        Param("args", Value.ARGS, "arguments", "ARG", "a number or a symbol, up to two", optional=True,
+                              many=2),
+                        Param("expect", Value.INTEGER, "expect", "expect=N", "the result it must give", optional=True),
+                        Param("delay_us", Value.US, "delay_ns", "delay=DURATION", "post it for this much later",
+                              optional=True))
     summary: ClassVar = ("Run the firmware's FUNCTION(ARG, ARG) on that vCPU (an ARG is a number or a symbol) and "
                          "check its result; with a delay, post it for then and go on.")
     example: ClassVar = ('call = { vcpu = 1, function = "call_watch", args = ["answer_a", 1000], expect = 0 }',
                          "call 1 call_watch answer_a 1000 expect=0")
 
     @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        arguments = values.get("args", [])
-        if len(arguments) > 2 or not all(isinstance(a, str) or type(a) is int and a >= 0 for a in arguments):
-            raise ConfigError(f"args must be at most two numbers (>= 0) or symbols, got {arguments!r}")
-        return cls._checked(_vcpu(values["vcpu"], vcpus), values["function"], tuple(arguments),
-                            values.get("expect"), int(values.get("delay_us", 0) * NS_PER_US))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        vcpu, function, *rest = _arguments(cls, words, 2, 6)
-        arguments: list[int | str] = []
-        expect, delay = None, 0
-        for word in rest:
-            if word.startswith("expect="):
-                expect = Value.INTEGER.from_word("expect", word.removeprefix("expect="))
-            elif word.startswith("delay="):
-                delay = parse_duration(word.removeprefix("delay="))
-            else:
-                arguments.append(int(word, 0) if word[:1].isdigit() else word)
-        if len(arguments) > 2:
-            raise ConfigError(f"call takes at most two arguments: {cls.syntax}")
-        return cls._checked(_vcpu_word(vcpu, vcpus), function, tuple(arguments), expect, delay)
-
-    @classmethod
-    def _checked(cls, vcpu, function, arguments, expect, delay_ns) -> CallStep:
-        if delay_ns and expect is not None:
+    def made(cls, **fields):
+        if fields.get("delay_ns") and fields.get("expect") is not None:
             raise ConfigError("call: a posted call (delay) gives no result to expect")
-        return cls(vcpu, function, arguments, expect, delay_ns)
+        return cls(**fields)
 
     def describe(self):
         arguments = ", ".join(str(a) for a in self.arguments)
@@ -336,8 +348,7 @@ class PreemptStep(VcpuForAWhile):
     key: ClassVar = "preempt"
     unit: ClassVar = "us"
     unit_ns: ClassVar = NS_PER_US
-    keys: ClassVar = (Key("vcpu", Value.INTEGER), Key("us", Value.US), Key("delay_us", Value.US, optional=True))
-    syntax: ClassVar = "preempt VCPU DURATION [DELAY]"
+    params: ClassVar = (VCPU, _duration("us", Value.US), DELAY)
     summary: ClassVar = ("The host does not schedule that vCPU for DURATION, from now (or DELAY from now); unlike "
                          "stall, its IRQ state is untouched.")
     example: ClassVar = ("preempt = { vcpu = 2, us = 500, delay_us = 10 }", "preempt 2 500us 10us")
@@ -361,38 +372,20 @@ class NmiStormStep(Step):
 
     kind: ClassVar = "nmi_storm"
     key: ClassVar = "nmi_storm"
-    keys: ClassVar = (Key("vcpus", Value.VCPUS), Key("rate_khz", Value.KHZ), Key("us", Value.US),
-                      Key("delay_us", Value.US, optional=True))
-    syntax: ClassVar = "nmi_storm VCPU,VCPU|all RATE_KHZ DURATION [DELAY]"
+    params: ClassVar = (Param("vcpus", Value.VCPUS, "vcpus", "VCPU,VCPU|all", "the vCPUs it reaches"),
+                        Param("rate_khz", Value.KHZ, "rate_khz", "RATE_KHZ", "NMIs per ms to each"),
+                        _duration("us", Value.US), DELAY)
     summary: ClassVar = (f"NMIs to those vCPUs at RATE_KHZ for DURATION, from now (or DELAY from now); at most "
                          f"{MAX_STORM_NMIS:,} in all.")
     example: ClassVar = ('nmi_storm = { vcpus = [0, 1], rate_khz = 100, us = 200, delay_us = 5 }',
                          "nmi_storm 0,1 100 200us 5us")
 
     @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        chosen = values["vcpus"]
-        chosen = tuple(range(vcpus)) if chosen == "all" else tuple(_vcpu(vcpu, vcpus) for vcpu in chosen)
-        return cls._checked(chosen, values["rate_khz"], int(values["us"] * NS_PER_US),
-                            int(values.get("delay_us", 0) * NS_PER_US))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        chosen, rate, duration, *delay = _arguments(cls, words, 3, 4)
-        picked = tuple(range(vcpus)) if chosen == "all" else tuple(_vcpu_word(w, vcpus) for w in chosen.split(","))
-        try:
-            khz = float(rate)
-        except ValueError:
-            raise ConfigError(f"rate_khz must be {Value.KHZ.value}, got {rate!r}") from None
-        return cls._checked(picked, Value.KHZ.check("rate_khz", khz), parse_duration(duration),
-                            parse_duration(delay[0]) if delay else 0)
-
-    @classmethod
-    def _checked(cls, vcpus, rate_khz, ns, delay_ns) -> NmiStormStep:
-        count = len(vcpus) * max(1, int(ns * rate_khz / (NS_PER_MS * 1.0)))
+    def made(cls, **fields):
+        count = len(fields["vcpus"]) * max(1, int(fields["ns"] * fields["rate_khz"] / (NS_PER_MS * 1.0)))
         if count > MAX_STORM_NMIS:
             raise ConfigError(f"nmi_storm would send {count:,} NMIs, more than {MAX_STORM_NMIS:,}")
-        return cls(vcpus, rate_khz, ns, delay_ns)
+        return cls(**fields)
 
     def describe(self):
         return (f"NMI storm at {self.rate_khz:g} kHz to {_vcpu_list(list(self.vcpus))} for "
@@ -411,20 +404,11 @@ class DropFlushStep(Step):
 
     kind: ClassVar = "drop_flush"
     key: ClassVar = "drop_flush"
-    keys: ClassVar = (Key("vcpu", Value.INTEGER),)
-    syntax: ClassVar = "drop_flush VCPU"
+    params: ClassVar = (VCPU,)
     summary: ClassVar = ("The next action does not drop that vCPU's translated code (a missing serialisation): "
                          "the oracle's stale check sees what it then runs.")
     example: ClassVar = ("drop_flush = { vcpu = 1 }", "drop_flush 1")
 
-    @classmethod
-    def from_toml(cls, values, *, vcpus, base):
-        return cls(_vcpu(values["vcpu"], vcpus))
-
-    @classmethod
-    def from_words(cls, words, *, vcpus):
-        (vcpu,) = _arguments(cls, words, 1)
-        return cls(_vcpu_word(vcpu, vcpus))
 
     def describe(self):
         return f"drop the next action's flush on vCPU {self.vcpu}"
@@ -462,6 +446,8 @@ class ExpectStep(Step):
                          'expect "extra_version=Hello World" major_version!=7 state.hello=APPLIED state.bye=UNLOADED '
                          'applied=hello "console_contains=cpu1: NMI" text_unchanged=false nmis_lost=0 violations=0')
 
+    # Its own parsers: it takes any of its keys, each at most once, in any order and some negated (`KEY!=VALUE`,
+    # `{ not = X }`), and `state.NAME=` words that gather into one table; it keeps them as they are.
     @classmethod
     def from_toml(cls, values, *, vcpus, base):
         if not values:
@@ -487,6 +473,9 @@ class ExpectStep(Step):
             value = key.value.from_word(name, text)
             table[name] = {"not": value} if negated else value
         return cls.from_toml(read_keys(table, cls.keys), vcpus=vcpus, base=Path("."))
+
+    def toml_values(self):
+        return dict(self.checks)
 
     def describe(self):
         return "expect " + ", ".join(f"{key} = {toml_value(value)}" for key, value in self.checks.items())
@@ -536,26 +525,16 @@ def _violation_checks(wanted: Any, counts: Counter[str]) -> list[Check]:
     return checks
 
 
-def _arguments(kind: type[Step], words: list[str], least: int, most: int | None = None) -> list[str]:
+def _arguments(kind: type[Step], words: list[str], least: int, most: int) -> list[str]:
     """The words after the command, `least` to `most` of them."""
-    most = least if most is None else most
     if not least <= len(words) - 1 <= most:
-        count = f"{least}" if least == most else f"{least} to {most}"
-        raise ConfigError(f"{kind.kind} takes {count} argument{'s' if most != 1 else ''}: "
-                          f"{kind.syntax}: {kind.summary}")
+        raise _count_error(kind, least, most)
     return words[1:]
 
 
-def _vcpu(vcpu: int, vcpus: int) -> int:
-    if not 0 <= vcpu < vcpus:
-        raise ConfigError(f"vcpu {vcpu} is out of range: the machine has {vcpus} vCPUs (0..{vcpus - 1})")
-    return vcpu
-
-
-def _vcpu_word(word: str, vcpus: int) -> int:
-    if not word.isdigit() or int(word) >= vcpus:
-        raise ConfigError(f"vCPU {word!r} is out of range: the machine has {vcpus} (0..{vcpus - 1})")
-    return int(word)
+def _count_error(kind: type[Step], least: int, most: int) -> ConfigError:
+    count = f"{least}" if least == most else f"{least} to {most}"
+    return ConfigError(f"{kind.kind} takes {count} argument{'s' if most != 1 else ''}: {kind.syntax}: {kind.summary}")
 
 
 def _after(delay_ns: int) -> str:
