@@ -257,14 +257,16 @@ class Machine(SliceRunner):
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
         scheduler = self.scheduler
-        budget = 1 if vcpu.open_code_pages else scheduler.slice_budget(vcpu)  # one block writes code, then it is seen
+        open_code = bool(vcpu.open_code_pages)
+        budget = 1 if open_code else scheduler.slice_budget(vcpu)  # one block writes code, then it is seen
         arrival = vcpu.next_arrival_ps()
         horizon = min(until_ps, NEVER if arrival is None else arrival, scheduler.next_wake_ps(),
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
         if horizon < budget * vcpu.ps_per_instruction:
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
         self.memory.write_u64(CLOCK_PAGE + 8 * vcpu.index, vcpu.clock_ps // PS_PER_NS)
-        self._open_alias(vcpu, writable=True)
+        if open_code:
+            self._open_alias(vcpu, writable=True)
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
@@ -280,9 +282,11 @@ class Machine(SliceRunner):
             if vcpu.on_fault is not None and vcpu.on_fault(fault):
                 return
             raise fault from None
-        self._after_slice(vcpu)
-        error = vcpu.take_hook_error()
-        if error is not None:
+        if vcpu.open_code_pages or vcpu.to_flush:
+            self._after_slice(vcpu)
+        if vcpu.hook_error is not None:  # (take_hook_error is dearer than this check, and seldom needed)
+            error = vcpu.take_hook_error()
+            assert error is not None
             if isinstance(error, GuestFault) and vcpu.on_fault is not None and vcpu.on_fault(error):
                 return
             raise error

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_BLOCK, Uc
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_CTL_TLB_FLUSH, UC_HOOK_BLOCK, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 from ..arch import Architecture
@@ -24,6 +24,10 @@ UNTIL_NEVER = 1  # `until` address for emu_start: page 0 is never mapped
 TCG_BUFFER_SIZE = 32 << 20
 UC_CTL_IO_SHIFT = 30
 """Where uc_ctl's request number holds its direction (UC_CTL_IO_*): the binding has no TLB flush of its own."""
+UC_CTL_NARGS_SHIFT = 26
+"""Where uc_ctl's request number holds how many arguments follow."""
+REMOVE_CACHE = UC_CTL_TB_REMOVE_CACHE | 2 << UC_CTL_NARGS_SHIFT | UC_CTL_IO_WRITE << UC_CTL_IO_SHIFT
+"""uc_ctl's request to drop translated code in [begin, end) (the binding's ctl_remove_cache costs ~4x more)."""
 
 
 class VcpuState(Enum):
@@ -64,6 +68,7 @@ class Vcpu:
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
+        self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         for guest, host, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, host)
@@ -200,7 +205,9 @@ class Vcpu:
 
     def flush(self, begin: int, end: int) -> None:
         """Drop this vCPU's translated code overlapping `[begin, end)`."""
-        self.uc.ctl_remove_cache(begin, end)
+        status = uclib.uc_ctl(self._uch, REMOVE_CACHE, ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        if status:
+            raise UcError(status)
 
     def flush_pending(self) -> None:
         """Drop what `to_flush` names (asked for from inside a hook, done between slices)."""
@@ -237,16 +244,20 @@ class Vcpu:
         """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped."""
         b = self.budget
         b.budget = budget
-        b.executed = 0
-        b.stopped = 0
+        b.stopped = 0  # b.executed is 0 between slices
         self.stop_reason = None
-        try:
-            self.uc.emu_start(self.pc, UNTIL_NEVER)
-        finally:
-            self.pc = self.current_pc()
-            executed, b.executed = b.executed, 0
-            self.clock_ps += executed * self.ps_per_instruction
-            self.instructions += executed
+        uc = self.uc
+        uc._hook_exception = None  # what the binding's emu_start does, for a hook that escapes `guarded`
+        status = uclib.uc_emu_start(self._uch, self.pc, UNTIL_NEVER, 0, 0)
+        uclib.uc_reg_read(self._uch, self.arch.registers.pc, self._register_buffer_pointer)
+        self.pc = self._register_buffer.value
+        executed, b.executed = b.executed, 0
+        self.clock_ps += executed * self.ps_per_instruction
+        self.instructions += executed
+        if status:
+            raise UcError(status)
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
         if self.stop_reason is not None:
             return self.stop_reason
         if b.hit_size:
@@ -305,12 +316,10 @@ class Vcpu:
 
     def next_arrival_ps(self) -> int | None:
         """When the next interrupt not yet latched arrives (timer included)."""
-        times = []
         if self.arrivals:
-            times.append(self.arrivals[0][0])
-        if self.timer_vector:
-            times.append(self.next_tick_ps)
-        return min(times) if times else None
+            first = self.arrivals[0][0]
+            return min(first, self.next_tick_ps) if self.timer_vector else first
+        return self.next_tick_ps if self.timer_vector else None
 
     def deliverable(self) -> bool:
         """Whether a latched interrupt could be taken now."""
