@@ -142,6 +142,8 @@ class Machine(SliceRunner):
         serialising = _instructions(image, *self.arch.serialising)
         for vcpu in self.vcpus:
             install(vcpu, self, interrupt_returns=returns, serialising=serialising)
+        self._clock_page = self.memory.u64_array(CLOCK_PAGE, config.vcpus)
+        """What each vCPU's clock read (ns) at the start of its slice (firmware/ABI.md)."""
         self.now_ps = 0
         self.vcpus[0].start(image.entry, at_ps=0, arguments=(0, config.vcpus))
         self.emit(self.vcpus[0], EventKind.CPU_START, by=None)
@@ -264,7 +266,7 @@ class Machine(SliceRunner):
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
         if horizon < budget * vcpu.ps_per_instruction:
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
-        self.memory.write_u64(CLOCK_PAGE + 8 * vcpu.index, vcpu.clock_ps // PS_PER_NS)
+        self._clock_page[vcpu.index] = vcpu.clock_ps // PS_PER_NS
         if open_code:
             self._open_alias(vcpu, writable=True)
         try:

@@ -77,7 +77,9 @@ class Vcpu:
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
-        self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address())
+        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc)
+        self._budget_pointer = ctypes.addressof(self.budget)
+        self._run_slice = native.run_slice_function()
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
                                    ctypes.c_void_p(native.on_block_address()),
@@ -243,14 +245,11 @@ class Vcpu:
     def run_slice(self, budget: int) -> StopReason:
         """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped."""
         b = self.budget
-        b.budget = budget
-        b.stopped = 0  # b.executed is 0 between slices
         self.stop_reason = None
         uc = self.uc
         uc._hook_exception = None  # what the binding's emu_start does, for a hook that escapes `guarded`
-        status = uclib.uc_emu_start(self._uch, self.pc, UNTIL_NEVER, 0, 0)
-        uclib.uc_reg_read(self._uch, self.arch.registers.pc, self._register_buffer_pointer)
-        self.pc = self._register_buffer.value
+        status = self._run_slice(self._budget_pointer, self.pc, budget)  # b.executed is 0 between slices
+        self.pc = b.pc
         executed, b.executed = b.executed, 0
         self.clock_ps += executed * self.ps_per_instruction
         self.instructions += executed
