@@ -37,7 +37,7 @@ from .paging import PagePermissions
 from .runner import SliceRunner
 from .scheduler import Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
-from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
+from .vcpu import BUDGET, RUNNING, Snapshot, StopReason, Vcpu, VcpuState
 
 NmiObserver = Callable[[Vcpu], None]
 VcpuObserver = Callable[[Vcpu], None]
@@ -234,10 +234,10 @@ class Machine(SliceRunner):
             vcpu.sit_out(ready_ps)
             self.scheduler.queue(vcpu)
             return
-        if vcpu.state is not VcpuState.RUNNING:
+        if vcpu.state is not RUNNING:
             vcpu.sleep_until(ready_ps)
         vcpu.latch_due(self.timer_period_ps)
-        if vcpu.state is not VcpuState.RUNNING:
+        if vcpu.state is not RUNNING:
             if not vcpu.deliverable():
                 self.scheduler.queue(vcpu)
                 return
@@ -292,6 +292,8 @@ class Machine(SliceRunner):
             if isinstance(error, GuestFault) and vcpu.on_fault is not None and vcpu.on_fault(error):
                 return
             raise error
+        if reason is BUDGET:
+            return
         if reason is StopReason.HALT:
             halt = self.arch.halt_instruction
             if self.memory.read(vcpu.pc - len(halt), len(halt)) != halt:
