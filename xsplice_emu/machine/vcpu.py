@@ -184,7 +184,9 @@ class Vcpu:
     def stop(self, reason: StopReason) -> None:
         """From inside this vCPU's own hook: end the slice at the current instruction's block."""
         self.stop_reason = reason
-        self.uc.emu_stop()
+        status = uclib.uc_emu_stop(self._uch)  # (the binding's emu_stop costs ~1 us more)
+        if status:
+            raise UcError(status)
 
     def end_slice_after_block(self) -> None:
         """From inside this vCPU's own hook: end the slice once the current block has run."""
