@@ -35,7 +35,7 @@ from .paging import PagePermissions
 from .runner import SliceRunner
 from .scheduler import Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
-from .vcpu import Snapshot, StopReason, Vcpu, VcpuState
+from .vcpu import BUDGET, RUNNING, Snapshot, StopReason, Vcpu, VcpuState
 
 NmiObserver = Callable[[Vcpu], None]
 VcpuObserver = Callable[[Vcpu], None]
@@ -140,6 +140,8 @@ class Machine(SliceRunner):
         serialising = _instructions(image, *self.arch.serialising)
         for vcpu in self.vcpus:
             install(vcpu, self, interrupt_returns=returns, serialising=serialising)
+        self._clock_page = self.memory.u64_array(CLOCK_PAGE, config.vcpus)
+        """What each vCPU's clock read (ns) at the start of its slice (firmware/ABI.md)."""
         self.now_ps = 0
         self.vcpus[0].start(image.entry, at_ps=0, arguments=(0, config.vcpus))
         self.emit(self.vcpus[0], EventKind.CPU_START, by=None)
@@ -230,10 +232,10 @@ class Machine(SliceRunner):
             vcpu.sit_out(ready_ps)
             self.scheduler.queue(vcpu)
             return
-        if vcpu.state is not VcpuState.RUNNING:
+        if vcpu.state is not RUNNING:
             vcpu.sleep_until(ready_ps)
         vcpu.latch_due(self.timer_period_ps)
-        if vcpu.state is not VcpuState.RUNNING:
+        if vcpu.state is not RUNNING:
             if not vcpu.deliverable():
                 self.scheduler.queue(vcpu)
                 return
@@ -255,14 +257,16 @@ class Machine(SliceRunner):
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
         scheduler = self.scheduler
-        budget = 1 if vcpu.open_code_pages else scheduler.slice_budget(vcpu)  # one block writes code, then it is seen
+        open_code = bool(vcpu.open_code_pages)
+        budget = 1 if open_code else scheduler.slice_budget(vcpu)  # one block writes code, then it is seen
         arrival = vcpu.next_arrival_ps()
         horizon = min(until_ps, NEVER if arrival is None else arrival, scheduler.next_wake_ps(),
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
         if horizon < budget * vcpu.ps_per_instruction:
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
-        self.memory.write_u64(CLOCK_PAGE + 8 * vcpu.index, vcpu.clock_ps // PS_PER_NS)
-        self._open_alias(vcpu, writable=True)
+        self._clock_page[vcpu.index] = vcpu.clock_ps // PS_PER_NS
+        if open_code:
+            self._open_alias(vcpu, writable=True)
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
@@ -278,12 +282,16 @@ class Machine(SliceRunner):
             if vcpu.on_fault is not None and vcpu.on_fault(fault):
                 return
             raise fault from None
-        self._after_slice(vcpu)
-        error = vcpu.take_hook_error()
-        if error is not None:
+        if vcpu.open_code_pages or vcpu.to_flush:
+            self._after_slice(vcpu)
+        if vcpu.hook_error is not None:  # (take_hook_error is dearer than this check, and seldom needed)
+            error = vcpu.take_hook_error()
+            assert error is not None
             if isinstance(error, GuestFault) and vcpu.on_fault is not None and vcpu.on_fault(error):
                 return
             raise error
+        if reason is BUDGET:
+            return
         if reason is StopReason.HALT:
             halt = self.arch.halt_instruction
             if self.memory.read(vcpu.pc - len(halt), len(halt)) != halt:

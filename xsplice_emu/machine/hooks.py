@@ -27,20 +27,35 @@ def guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Callab
         try:
             return body(*args[:-1])
         except BaseException as exc:  # re-raised by the machine after emu_start
-            vcpu.hook_error = exc
-            vcpu.stop(StopReason.HOOK)
+            _keep(vcpu, exc)
             return default
     return hook
+
+
+def _keep(vcpu: Vcpu, error: BaseException) -> None:
+    """A hook of `vcpu` raised `error`: stop the slice; the machine re-raises it after emu_start."""
+    vcpu.hook_error = error
+    vcpu.stop(StopReason.HOOK)
 
 
 def install(vcpu: Vcpu, machine: Machine, *, interrupt_returns: list[int], serialising: list[int]) -> None:
     """Register the port, exception, code-write, interrupt-return and serialising hooks of `vcpu` on `machine`."""
     uc = vcpu.uc
     ports = machine.ports
-    vcpu.arch.add_port_hooks(
-        uc,
-        guarded(vcpu, lambda port, size, value: ports.write(vcpu, port, value)),
-        guarded(vcpu, lambda port, size: ports.read(vcpu, port), NO_DEVICE))
+
+    def port_write(port: int, size: int, value: int) -> None:
+        try:
+            ports.write(vcpu, port, value)
+        except BaseException as exc:
+            _keep(vcpu, exc)
+
+    def port_read(port: int, size: int) -> int:
+        try:
+            return ports.read(vcpu, port)
+        except BaseException as exc:
+            _keep(vcpu, exc)
+            return NO_DEVICE
+    vcpu.arch.add_port_hooks(uc, port_write, port_read)
     uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
     uc.hook_add(UC_HOOK_MEM_WRITE_PROT,
                 guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .spec import NEVER
-from .vcpu import Vcpu, VcpuState
+from .vcpu import RUNNING, Vcpu, VcpuState
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Scheduler:
         """(Re)compute when `vcpu` next needs the host and queue it."""
         self._generation[vcpu.index] += 1
         generation = self._generation[vcpu.index]
-        if vcpu.state is VcpuState.RUNNING:
+        if vcpu.state is RUNNING:
             when = vcpu.clock_ps
         elif vcpu.state is VcpuState.WAITING_FOR_START:
             return

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_BLOCK, Uc
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TB_REMOVE_CACHE, UC_CTL_TLB_FLUSH, UC_HOOK_BLOCK, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 from ..arch import Architecture
@@ -24,6 +24,10 @@ UNTIL_NEVER = 1  # `until` address for emu_start: page 0 is never mapped
 TCG_BUFFER_SIZE = 32 << 20
 UC_CTL_IO_SHIFT = 30
 """Where uc_ctl's request number holds its direction (UC_CTL_IO_*): the binding has no TLB flush of its own."""
+UC_CTL_NARGS_SHIFT = 26
+"""Where uc_ctl's request number holds how many arguments follow."""
+REMOVE_CACHE = UC_CTL_TB_REMOVE_CACHE | 2 << UC_CTL_NARGS_SHIFT | UC_CTL_IO_WRITE << UC_CTL_IO_SHIFT
+"""uc_ctl's request to drop translated code in [begin, end) (the binding's ctl_remove_cache costs ~4x more)."""
 
 
 class VcpuState(Enum):
@@ -39,6 +43,13 @@ class StopReason(Enum):
     PARK = "park"
     HOOK = "hook"
     WATCH = "watch"
+
+
+RUNNING = VcpuState.RUNNING
+"""VcpuState.RUNNING as a module name, for the slice loop: in Python 3.11 an Enum member looked up on its class
+costs ~0.2 us (EnumType's __getattr__ slows every class attribute lookup), a module name ~0.01 us."""
+BUDGET = StopReason.BUDGET
+"""StopReason.BUDGET as a module name, for the slice loop (see RUNNING)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class Vcpu:
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
+        self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
         for guest, host, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, host)
@@ -72,7 +84,9 @@ class Vcpu:
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
-        self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address())
+        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc)
+        self._budget_pointer = ctypes.addressof(self.budget)
+        self._run_slice = native.run_slice_function()
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
                                    ctypes.c_void_p(native.on_block_address()),
@@ -170,7 +184,9 @@ class Vcpu:
     def stop(self, reason: StopReason) -> None:
         """From inside this vCPU's own hook: end the slice at the current instruction's block."""
         self.stop_reason = reason
-        self.uc.emu_stop()
+        status = uclib.uc_emu_stop(self._uch)  # (the binding's emu_stop costs ~1 us more)
+        if status:
+            raise UcError(status)
 
     def end_slice_after_block(self) -> None:
         """From inside this vCPU's own hook: end the slice once the current block has run."""
@@ -200,7 +216,9 @@ class Vcpu:
 
     def flush(self, begin: int, end: int) -> None:
         """Drop this vCPU's translated code overlapping `[begin, end)`."""
-        self.uc.ctl_remove_cache(begin, end)
+        status = uclib.uc_ctl(self._uch, REMOVE_CACHE, ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        if status:
+            raise UcError(status)
 
     def flush_pending(self) -> None:
         """Drop what `to_flush` names (asked for from inside a hook, done between slices)."""
@@ -237,24 +255,26 @@ class Vcpu:
         """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped. `already`: what
         this slice ran before a watch stopped it (counted towards `budget`, not again on the clock)."""
         b = self.budget
-        b.budget = budget
-        b.executed = already
-        b.stopped = 0
         self.stop_reason = None
-        try:
-            self.uc.emu_start(self.pc, UNTIL_NEVER)
-        finally:
-            self.pc = self.current_pc()
-            executed, b.executed = b.executed - already, 0
-            self.clock_ps += executed * self.ps_per_instruction
-            self.instructions += executed
+        uc = self.uc
+        uc._hook_exception = None  # what the binding's emu_start does, for a hook that escapes `guarded`
+        b.executed = already  # 0 between slices
+        status = self._run_slice(self._budget_pointer, self.pc, budget)
+        self.pc = b.pc
+        executed, b.executed = b.executed - already, 0
+        self.clock_ps += executed * self.ps_per_instruction
+        self.instructions += executed
+        if status:
+            raise UcError(status)
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
         if self.stop_reason is not None:
             return self.stop_reason
         if b.hit_size:
             self.hit = (b.hit_address, b.hit_size)
             b.hit_size = 0
             return StopReason.WATCH
-        return StopReason.BUDGET if b.stopped else StopReason.HALT
+        return BUDGET if b.stopped else StopReason.HALT
 
     def take_hook_error(self) -> BaseException | None:
         """The exception a hook raised during the last slice, once."""
@@ -306,12 +326,10 @@ class Vcpu:
 
     def next_arrival_ps(self) -> int | None:
         """When the next interrupt not yet latched arrives (timer included)."""
-        times = []
         if self.arrivals:
-            times.append(self.arrivals[0][0])
-        if self.timer_vector:
-            times.append(self.next_tick_ps)
-        return min(times) if times else None
+            first = self.arrivals[0][0]
+            return min(first, self.next_tick_ps) if self.timer_vector else first
+        return self.next_tick_ps if self.timer_vector else None
 
     def deliverable(self) -> bool:
         """Whether a latched interrupt could be taken now."""

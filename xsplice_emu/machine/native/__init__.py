@@ -10,6 +10,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class VcpuBudget(ctypes.Structure):
         ("hit_address", ctypes.c_uint64),
         ("hit_size", ctypes.c_uint64),
         ("skip_address", ctypes.c_uint64),
+        ("uc", ctypes.c_void_p),
+        ("emu_start", ctypes.c_void_p),
+        ("reg_read", ctypes.c_void_p),
+        ("until", ctypes.c_uint64),
+        ("pc_register", ctypes.c_uint64),
+        ("pc", ctypes.c_uint64),
     ]
 
 
@@ -53,6 +60,7 @@ def library() -> ctypes.CDLL:
     lib.block_table_add_range.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_free.argtypes = [ctypes.c_void_p]
+    lib.run_slice.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     return lib
 
 
@@ -72,9 +80,17 @@ def on_block_address() -> int:
     return _address(library().on_block)
 
 
-def emu_stop_address() -> int:
-    """Address of libunicorn's uc_emu_stop, which the hook calls."""
-    return _address(uclib.uc_emu_stop)
+def new_budget(table: BlockTable, uc_handle: int, *, until: int, pc_register: int) -> VcpuBudget:
+    """The slice state of one vCPU (Unicorn instance `uc_handle`) counting blocks in `table`; its slices run
+    to `until` (an address never reached) and leave the program counter (`pc_register`) in `pc`."""
+    return VcpuBudget(table=table.pointer, emu_stop=_address(uclib.uc_emu_stop), uc=uc_handle,
+                      emu_start=_address(uclib.uc_emu_start), reg_read=_address(uclib.uc_reg_read), until=until,
+                      pc_register=pc_register)
+
+
+def run_slice_function() -> Callable[[int, int, int], int]:
+    """run_slice(budget pointer, begin, budget) of block_budget.c: uc_emu_start's status."""
+    return library().run_slice
 
 
 def _address(function) -> int:

@@ -7,6 +7,8 @@
  * shared by all vCPUs of one machine, filled by capstone on a miss) and calls
  * uc_emu_stop() when the next block would exceed the slice's budget, so a
  * slice ends on a block boundary after at most `budget` instructions.
+ * run_slice() starts a slice and reads the program counter after it: one
+ * call from Python instead of two through the binding.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +16,8 @@
 #include <string.h>
 
 typedef int (*emu_stop_fn)(void *uc);
+typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count);
+typedef int (*reg_read_fn)(void *uc, int regid, void *value);
 typedef size_t (*disasm_fn)(size_t handle, const uint8_t *code, size_t size,
                             uint64_t address, size_t count, void **insn);
 typedef void (*free_insn_fn)(void *insn, size_t count);
@@ -62,6 +66,14 @@ struct vcpu_budget {
     uint64_t hit_address;
     uint64_t hit_size;
     uint64_t skip_address;
+    /* What run_slice() needs: the instance, libunicorn's functions, the `until` address that is never
+     * reached, the program counter's register id, and where it leaves the program counter. */
+    void *uc;
+    emu_start_fn emu_start;
+    reg_read_fn reg_read;
+    uint64_t until;
+    uint64_t pc_register;
+    uint64_t pc;
 };
 
 static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
@@ -208,4 +220,15 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
         return;
     }
     v->executed += insns;
+}
+
+/* Run a slice of at most `budget` instructions from `begin`: uc_emu_start's status; v->pc is where it stopped. */
+int run_slice(struct vcpu_budget *v, uint64_t begin, uint64_t budget)
+{
+    int status;
+    v->budget = budget;
+    v->stopped = 0;
+    status = v->emu_start(v->uc, begin, v->until, 0, 0);
+    v->reg_read(v->uc, (int)v->pc_register, &v->pc);
+    return status;
 }
