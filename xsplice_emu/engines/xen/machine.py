@@ -37,6 +37,7 @@ from .devices import Devices
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
+from .rendezvous import RendezvousObserver
 from .sites import AssemblyLabels
 
 CALL_TIMEOUT_NS = 500_000_000
@@ -93,7 +94,7 @@ class XenMachine(SliceRunner):
         self.payload_space = (payload_begin, window.end)
         for seg in hypervisor.segments:
             self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
-        self.trace = Trace({"seed": config.seed, "options": asdict(config), "engine": "xen",
+        self.trace = Trace({"seed": config.seed, "options": asdict(config), "firmware_build_id": "",
                             "hypervisor_build_id": hypervisor.build_id.hex(), "vcpus": config.vcpus,
                             "clock_hz": config.clock_hz})
         self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, RAM_SIZE - RAM_BASE,
@@ -122,6 +123,7 @@ class XenMachine(SliceRunner):
         """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
         self.interrupts = Interrupts(self)
         self.devices = Devices(self)
+        self.rendezvous = RendezvousObserver(self)
         for vcpu in self.vcpus:
             self._install(vcpu)
         self.now_ps = 0
@@ -133,6 +135,7 @@ class XenMachine(SliceRunner):
         uc.reg_write(REGS.cr0, CR0)
         self.devices.install(vcpu)
         self.interrupts.install(vcpu)
+        self.rendezvous.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
         uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
@@ -143,7 +146,7 @@ class XenMachine(SliceRunner):
             uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
-                vcpu)), None, begin, end - 1)
+                vcpu, address, size)), None, begin, end - 1)
 
     # -- the surface Session and the engine use ----------------------------------------------------------------
     @property
@@ -357,9 +360,10 @@ class XenMachine(SliceRunner):
         vcpu.guard_fault = f"access to {address:#x}, outside RAM"
         return False
 
-    def _code_store(self, vcpu: Vcpu) -> None:
+    def _code_store(self, vcpu: Vcpu, address: int, size: int) -> None:
         """A store into Xen's text or the payload area: the other vCPUs must drop what they translated when
         they next serialise; the writer's own translations Unicorn keeps right."""
+        self.rendezvous.code_store(vcpu, address, size)
         self.code_generation += 1
         self.seen_generation[vcpu.index] = self.code_generation
 
