@@ -64,12 +64,14 @@ class WireError(XspliceEmuError):
 
 
 class GuestFault(XspliceEmuError):
-    """The guest faulted or gave up; the run stopped at that point."""
+    """The guest faulted or gave up; the run stopped at that point. `xen_log`: the report a real Xen printed
+    about it (its panic's lines, without the "(XEN) " prefix), if any."""
 
-    def __init__(self, message: str, *, vcpu: int, rip: int):
+    def __init__(self, message: str, *, vcpu: int, rip: int, xen_log: tuple[str, ...] = ()):
         super().__init__(message)
         self.vcpu = vcpu
         self.rip = rip
+        self.xen_log = xen_log
 
 
 class LivepatchError(XspliceEmuError):

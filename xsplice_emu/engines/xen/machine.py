@@ -30,10 +30,11 @@ from ...machine.runner import SliceRunner
 from ...machine.scheduler import Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
 from ...machine.vcpu import StopReason
-from ...platform import EXCEPTION_NAMES, RAM_BASE
+from ...platform import RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
 from .devices import Devices
+from .faults import XenFaults
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
@@ -122,6 +123,7 @@ class XenMachine(SliceRunner):
         self.keep_translations: frozenset[int] = frozenset()
         """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
         self.interrupts = Interrupts(self)
+        self.faults = XenFaults(self)
         self.devices = Devices(self)
         self.rendezvous = RendezvousObserver(self)
         for vcpu in self.vcpus:
@@ -322,24 +324,31 @@ class XenMachine(SliceRunner):
                 self.trace.emit(self.now_ns, None, EventKind.CONSOLE, text=line.text)
 
     # -- faults ---------------------------------------------------------------------------------------------------
-    def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
-        """The error that stops the run: vCPU, address with Xen's symbol, instruction, Xen's last console line."""
+    def fault(self, vcpu: Vcpu, what: str, pc: int, *, panic: str | None = None,
+              report: tuple[str, ...] = ()) -> GuestFault:
+        """The error that stops the run: vCPU, address with Xen's symbol, instruction, then the reason Xen's
+        `panic` gave for it, else Xen's last console line; `report`: the lines Xen printed about it."""
         try:
             insn = self.arch.first_instruction(self.memory.read(pc, 16), pc)
         except MachineError:
             insn = "(outside RAM)"
         self.drain_console()
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
-        return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
-                          f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, rip=pc)
+        then = f"Xen panicked: {panic}" if panic is not None else \
+            f"Xen's last console line: {self.console.last_line()!r}"
+        return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; {then}",
+                          vcpu=vcpu.index, rip=pc, xen_log=report)
 
     def _panicked(self, vcpu: Vcpu) -> None:
         """Xen's `panic` printed its report and would now restart or halt the machine: the run stops there,
-        with the reason Xen gave."""
+        with the reason Xen gave, at the fault Xen was handling if any."""
         self.drain_console()
         header = next((k for k in range(len(self.log) - 1, -1, -1) if self.log[k].startswith(PANIC_HEADER)), None)
         reason = self.log[header + 1] if header is not None and header + 1 < len(self.log) else "no reason printed"
-        raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
+        fault = self.faults.handling.get(vcpu.index)
+        if fault is None:
+            raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
+        raise self.fault(vcpu, fault.what, fault.pc, panic=reason, report=tuple(self.log[fault.log_seen:]))
 
     def _invalid_opcode(self, vcpu: Vcpu) -> bool:
         """#UD (Unicorn reports it apart from other exceptions): Xen's BUG and WARN frames and
@@ -350,11 +359,11 @@ class XenMachine(SliceRunner):
         return True
 
     def _exception(self, vcpu: Vcpu, intno: int) -> None:
-        pc = vcpu.current_pc()
-        what = EXCEPTION_NAMES.get(intno, f"vector {intno}")
-        if intno == 14:
-            what += f" (cr2 {vcpu.uc.reg_read(REGS.cr2):#x})"
-        raise self.fault(vcpu, what, pc)
+        """A CPU exception Unicorn reports: #PF and #GP go to Xen's handlers (`faults.py`); any other stops the
+        run."""
+        stops = self.faults.take(vcpu, intno)
+        if stops is not None:
+            raise self.fault(vcpu, stops, vcpu.current_pc())
 
     def _unmapped(self, vcpu: Vcpu, address: int) -> bool:
         vcpu.guard_fault = f"access to {address:#x}, outside RAM"
