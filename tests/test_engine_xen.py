@@ -304,3 +304,13 @@ def test_trace_summary_names_the_vcpu_xens_timeout_waited_for(xen, payloads, tmp
     assert (first["rc"], first["abort_reason"], first["bytes_patched"], first["all_parked_ns"]) == (
         -16, "timeout in CPU phase (missing: cpu1)", 0, None)
     assert (second["rc"], second["bytes_patched"]) == (0, 5)
+
+
+@pytest.mark.long
+def test_trace_summary_counts_every_one_of_72_vcpus_in_xens_rendezvous(xen, payloads, tmp_path):
+    """72 vCPUs (past one word of Xen's cpu_online_map): Xen's master waits for 71 others, and each arrives."""
+    first = _summaries(tmp_path, SEQUENCE, 72)[0]
+    assert (first["rc"], sorted(arrival["vcpu"] for arrival in first["arrivals"])) == (0, list(range(1, 72)))
+    events = [json.loads(line) for line in (tmp_path / f"{SEQUENCE.stem}-72.jsonl").read_text().splitlines()[1:]]
+    assert {event["cpus"] for event in events if event["kind"] == "master_elected"} == {71}
+    assert first["release_latency_ns"] > _summaries(tmp_path, SEQUENCE, 8)[0]["release_latency_ns"]

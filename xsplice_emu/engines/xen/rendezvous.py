@@ -137,12 +137,17 @@ class RendezvousObserver:
         count = struct.unpack("<i", self.machine.memory.read(self.work + SEMAPHORE, 4))[0] + 1
         if count == 0:
             action.master = vcpu.index
-            action.cpus = bin(self.machine.memory.read_u64(self.online_map)).count("1") - 1
+            action.cpus = self._online() - 1
             self.machine.emit(vcpu, EventKind.MASTER_ELECTED, cpus=action.cpus)
             return
         phase = "IRQ" if self.machine.memory.read(self.work + READY, 1)[0] else "CPU"
         action.arrived[phase].append(vcpu.index)
         self.machine.emit(vcpu, EventKind.ARRIVED, phase=phase, count=count, of=action.cpus)
+
+    def _online(self) -> int:
+        """How many CPUs Xen's `cpu_online_map` holds (the words that can hold the machine's vCPUs)."""
+        words = -(-len(self.machine.vcpus) // 64)
+        return int.from_bytes(self.machine.memory.read(self.online_map, 8 * words), "little").bit_count()
 
     def _ready(self, vcpu: Vcpu) -> None:
         if self.action is not None:
