@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import debian_file
+from helpers import ROOT, debian_file
 
 from xsplice_emu.cli import main
 from xsplice_emu.debian import xen_syms
 from xsplice_emu.debian_builds import DEBIAN_XEN_BUILDS
 from xsplice_emu.engines.xen.dwarf import SIZE, struct_layouts
 from xsplice_emu.errors import ConfigError, ToolchainError
+from xsplice_emu.livepatch.build import build_payload
 from xsplice_emu.session import Session
+from xsplice_emu.verbs import parse
 from xsplice_emu.xen_build import BUILD_TOOLS, CONFIG_LINES, build_xen, debian_source, source_failure
 
 
@@ -221,3 +223,19 @@ def test_a_tree_is_patched_configured_and_built_into_the_cache_once(cache, tmp_p
     assert (tree / "xen" / "common" / "livepatch.c").read_text() == "int rc;\n"  # the user's tree is untouched
     again: list[str] = []
     assert build_xen(source=tree, patches=[patch], progress=again.append) == built and again == []
+
+
+@pytest.mark.skipif("not config.getoption('--xen-build')", reason="builds Xen from Debian's source (minutes): "
+                                                                   "--xen-build")
+def test_debians_bookworm_build_is_built_from_its_source_package_and_livepatches_itself(tmp_path):
+    """`xen build --debian` of bookworm's build: a xen-syms with DWARF whose own code says ".5" on every vCPU of
+    the xen engine, and applies hello world built against it."""
+    result = _build("--debian", BOOKWORM)
+    assert result.exit_code == 0, result.output
+    xen = Path(result.stdout.strip())
+    payload = build_payload(ROOT / "payloads" / "src" / "xen_hello_world.c", tmp_path / "hello.livepatch",
+                            firmware=xen)
+    session = Session(vcpus=2, seed=1, xen_syms=xen, engine="xen", base=tmp_path)
+    assert {v.extra for v in session.versions()} == {".5"}
+    assert session.command(parse(["load", payload.name])).exit_code == 0
+    assert {v.extra for v in session.versions()} == {"Hello World"}
