@@ -354,3 +354,58 @@ def test_explore_runs_its_campaigns_on_xens_own_engine(xen, payloads):
         assert result.exit_code == 0, result.output
         classes = json.loads(result.stdout)["classes"]
         assert [(c["outcome"], c["count"]) for c in classes] == [("pass", 4)], classes
+
+
+def _summaries(tmp_path: Path, scenario: Path, vcpus: int) -> list[dict]:
+    """`trace summary --json` of `scenario` run on the xen engine with `vcpus`."""
+    trace = tmp_path / f"{scenario.stem}-{vcpus}.jsonl"
+    ran = CliRunner().invoke(main, ["run", str(scenario), "--engine", "xen", "--vcpus", str(vcpus), "--trace",
+                                    str(trace), "-q"])
+    assert ran.exit_code == 0, ran.output
+    summary = CliRunner().invoke(main, ["trace", "summary", str(trace), "--json"])
+    assert summary.exit_code == 0, summary.output
+    return json.loads(summary.stdout)
+
+
+def test_trace_summary_of_the_xen_engine_shows_xens_own_rendezvous_per_vcpu(xen, payloads, tmp_path):
+    """xen_test_sequence on 8 vCPUs: each of the six actions Xen ran has its master (vCPU 0), its seven other
+    vCPUs' arrivals, both phases, the patch window, its release with rc 0 and the 5 bytes Xen wrote into
+    xen_extra_version per function."""
+    actions = _summaries(tmp_path, SEQUENCE, 8)
+    assert [(a["action"], a["payload"], a["rc"], a["master"]) for a in actions] == [
+        ("apply", "xen_hello_world", 0, 0), ("revert", "xen_hello_world", 0, 0), ("apply", "xen_hello_world", 0, 0),
+        ("apply", "xen_bye_world", 0, 0), ("replace", "xen_replace", 0, 0), ("revert", "xen_replace", 0, 0)]
+    for action in actions:
+        assert sorted(arrival["vcpu"] for arrival in action["arrivals"]) == list(range(1, 8))
+        assert action["requested_ns"] < action["elected_ns"] < action["cpu_phase_ns"] < action["irq_phase_ns"] \
+            <= action["all_parked_ns"] < action["window_closed_ns"] < action["released_ns"]
+        assert action["bytes_patched"] == 5 * len(action["functions_patched"]) > 0
+        assert set(action["functions_patched"]) == {"xen_extra_version"}
+
+
+def test_xens_rendezvous_takes_longer_on_more_vcpus(xen, payloads, tmp_path):
+    """The first apply of xen_test_sequence: Xen's master waits longer for 7 other vCPUs than for 1, and the
+    release comes later (virtual time)."""
+    two, eight = (_summaries(tmp_path, SEQUENCE, vcpus)[0] for vcpus in (2, 8))
+    assert eight["slowest_arrival_ns"] > two["slowest_arrival_ns"]
+    assert eight["parked_latency_ns"] > two["parked_latency_ns"]
+    assert eight["release_latency_ns"] > two["release_latency_ns"]
+
+
+def test_trace_summary_names_the_vcpu_xens_timeout_waited_for(xen, payloads, tmp_path):
+    """timeout_preempted: the first apply is aborted by Xen in the CPU phase with rc -EBUSY, cpu1 missing and
+    nothing patched; the second one completes."""
+    first, second = _summaries(tmp_path, TIMEOUT, 4)
+    assert (first["rc"], first["abort_reason"], first["bytes_patched"], first["all_parked_ns"]) == (
+        -16, "timeout in CPU phase (missing: cpu1)", 0, None)
+    assert (second["rc"], second["bytes_patched"]) == (0, 5)
+
+
+@pytest.mark.long
+def test_trace_summary_counts_every_one_of_72_vcpus_in_xens_rendezvous(xen, payloads, tmp_path):
+    """72 vCPUs (past one word of Xen's cpu_online_map): Xen's master waits for 71 others, and each arrives."""
+    first = _summaries(tmp_path, SEQUENCE, 72)[0]
+    assert (first["rc"], sorted(arrival["vcpu"] for arrival in first["arrivals"])) == (0, list(range(1, 72)))
+    events = [json.loads(line) for line in (tmp_path / f"{SEQUENCE.stem}-72.jsonl").read_text().splitlines()[1:]]
+    assert {event["cpus"] for event in events if event["kind"] == "master_elected"} == {71}
+    assert first["release_latency_ns"] > _summaries(tmp_path, SEQUENCE, 8)[0]["release_latency_ns"]

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import debian_file
+from helpers import ROOT, debian_file
 
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.cli import main
 from xsplice_emu.control.session import Session
+from xsplice_emu.control.verbs import parse
 from xsplice_emu.engines.xen.dwarf import SIZE, struct_layouts
-from xsplice_emu.errors import ConfigError
+from xsplice_emu.errors import ConfigError, ToolchainError
 from xsplice_emu.provision.debian import xen_syms
 from xsplice_emu.provision.debian_builds import DEBIAN_XEN_BUILDS
-from xsplice_emu.provision.xen_build import BUILD_TOOLS, CONFIG_LINES, build_xen
+from xsplice_emu.provision.xen_build import BUILD_TOOLS, CONFIG_LINES, build_xen, debian_source, source_failure
 
 
 @pytest.fixture
@@ -101,6 +103,47 @@ def test_debian_version_unknown_is_refused(cache):
     assert result.exit_code == 2 and result.output.startswith("error: debian:4.99: not a Debian Xen build")
 
 
+APT_404 = ("W: Download is performed unsandboxed as root as file 'xen_4.17.7+13-g2445b30a44-0+deb12u1.dsc' "
+           "couldn't be accessed by user '_apt'. - pkgAcquire::Run (13: Permission denied)\n"
+           "E: Failed to fetch http://deb.debian.org/debian-security/pool/updates/main/x/xen/"
+           "xen_4.17.7%2b13-g2445b30a44-0%2bdeb12u1.dsc  404  Not Found [IP: 203.0.113.80 80]\n"
+           "E: Failed to fetch some archives.\n")
+"""What `apt-get source xen=4.17.7+13-g2445b30a44-0+deb12u1` printed on the testbed's machine: Debian's security
+archive, through the package mirror it reaches, lists the source package but serves none of its files."""
+BOOKWORM = "4.17.5+72-g01140da4e8-1"
+"""The build in bookworm itself, whose source package the main archive serves."""
+
+
+def test_a_source_package_the_archive_lists_but_does_not_serve_says_to_build_a_tree_instead():
+    """apt's 404 for the .dsc becomes one line naming the file and what to run instead (--source DIR); any other
+    apt error is apt's own first line."""
+    what, step = "Xen 4.17.7+13-g2445b30a44-0+deb12u1 source package", ["apt-get", "source"]
+    not_served = subprocess.CompletedProcess(step, 100, "", APT_404)
+    assert str(source_failure(what, step, not_served)) == (
+        "cannot fetch Debian's Xen 4.17.7+13-g2445b30a44-0+deb12u1 source package: the Debian archive reached lists "
+        "it but does not serve xen_4.17.7+13-g2445b30a44-0+deb12u1.dsc (404); build a Xen tree you have instead: "
+        "xsplice-emu xen build --source DIR")
+    unknown = subprocess.CompletedProcess(step, 100, "", "E: Unable to find a source package for xen\n")
+    assert str(source_failure(what, step, unknown)) == (
+        f"cannot fetch Debian's {what}: apt-get source: Unable to find a source package for xen")
+
+
+@pytest.mark.long
+def test_debians_bookworm_source_package_is_fetched_checked_and_unpacked_with_nothing_left_beside(tmp_path):
+    """`debian_source` of bookworm's build: its .dsc has the pinned sha256, dpkg-source unpacks Xen 4.17.5 with
+    Debian's patches into the tree, and nothing else is left in the directory around it (skipped, with apt's
+    reason, where Debian's archive cannot be reached)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    try:
+        debian_source(BOOKWORM, tree)
+    except ToolchainError as exc:
+        pytest.skip(str(exc))
+    assert "export XEN_EXTRAVERSION ?= .5$(XEN_VENDORVERSION)" in (tree / "xen" / "Makefile").read_text()
+    assert (tree / "debian" / "patches" / "series").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tree"]
+
+
 def test_the_xen_engine_refuses_an_image_with_neither_a_table_row_nor_dwarf():
     """Debian's 4.17.5 xen-syms (no DWARF, no row in the offset table): a ConfigError saying to build one."""
     older = debian_file(lambda: xen_syms(DEBIAN_XEN_BUILDS[1]))
@@ -180,3 +223,19 @@ def test_a_tree_is_patched_configured_and_built_into_the_cache_once(cache, tmp_p
     assert (tree / "xen" / "common" / "livepatch.c").read_text() == "int rc;\n"  # the user's tree is untouched
     again: list[str] = []
     assert build_xen(source=tree, patches=[patch], progress=again.append) == built and again == []
+
+
+@pytest.mark.skipif("not config.getoption('--xen-build')", reason="builds Xen from Debian's source (minutes): "
+                                                                   "--xen-build")
+def test_debians_bookworm_build_is_built_from_its_source_package_and_livepatches_itself(tmp_path):
+    """`xen build --debian` of bookworm's build: a xen-syms with DWARF whose own code says ".5" on every vCPU of
+    the xen engine, and applies hello world built against it."""
+    result = _build("--debian", BOOKWORM)
+    assert result.exit_code == 0, result.output
+    xen = Path(result.stdout.strip())
+    payload = build_payload(ROOT / "payloads" / "src" / "xen_hello_world.c", tmp_path / "hello.livepatch",
+                            firmware=xen)
+    session = Session(vcpus=2, seed=1, xen_syms=xen, engine="xen", base=tmp_path)
+    assert {v.extra for v in session.versions()} == {".5"}
+    assert session.command(parse(["load", payload.name])).exit_code == 0
+    assert {v.extra for v in session.versions()} == {"Hello World"}

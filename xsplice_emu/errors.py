@@ -64,12 +64,14 @@ class WireError(XspliceEmuError):
 
 
 class GuestFault(XspliceEmuError):
-    """The guest faulted or gave up on vCPU `vcpu` at program counter `pc`; the run stopped at that point."""
+    """The guest faulted or gave up on vCPU `vcpu` at program counter `pc`; the run stopped at that point.
+    `xen_log`: the report a real Xen printed about it (its panic's lines, without the "(XEN) " prefix), if any."""
 
-    def __init__(self, message: str, *, vcpu: int, pc: int):
+    def __init__(self, message: str, *, vcpu: int, pc: int, xen_log: tuple[str, ...] = ()):
         super().__init__(message)
         self.vcpu = vcpu
         self.pc = pc
+        self.xen_log = xen_log
 
 
 class LivepatchError(XspliceEmuError):

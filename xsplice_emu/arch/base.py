@@ -37,6 +37,8 @@ class GuestRam(Protocol):
 
     def read_u64(self, address: int) -> int: ...
 
+    def write_u64(self, address: int, value: int) -> None: ...
+
 
 class CpuState(Protocol):
     """What an architecture is handed of a vCPU: its number, its Unicorn instance, registers, and guest memory."""
@@ -159,6 +161,11 @@ class Architecture(ABC):
         cs.detail = True
         return cs
 
+    @abstractmethod
+    def instruction_access(self, code: bytes, address: int) -> tuple[int, bool] | None:
+        """(length, whether it writes memory: an operand it writes, or the stack it pushes on) of the instruction
+        `code` starts with at `address`; None when it is not one."""
+
     def instructions(self, code: bytes, address: int, *, limit: int = 0) -> Iterator[tuple[int, int, str]]:
         """(address, size, text) of each instruction decoded from `code` (capstone's lite decoder: no instruction
         objects, a tenth of the time)."""
@@ -181,9 +188,11 @@ class Architecture(ABC):
         """Whether the flags register value lets maskable interrupts in."""
 
     @abstractmethod
-    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int) -> HandlerEntry:
+    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *,
+                      error_code: int | None = None) -> HandlerEntry:
         """Take `vector` on `vcpu` as the CPU would: find its handler in the guest's
-        table, save the interrupted state for the return instruction, and point the
+        table, save the interrupted state for the return instruction (and the
+        exception's `error_code`, for the vectors that have one), and point the
         registers at the handler. MachineError when the table has no such handler."""
 
     @abstractmethod

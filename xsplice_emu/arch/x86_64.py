@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_64
-from capstone.x86 import X86_OP_IMM
+from capstone.x86 import X86_OP_IMM, X86_OP_MEM
 from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 from keystone import KS_ARCH_X86, KS_MODE_64
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UcError
@@ -100,6 +100,10 @@ INTERRUPT_GATE = 0x0E
 INTERRUPT_FRAME = Layout("iret frame", (("rip", "Q"), ("cs", "Q"), ("rflags", "Q"), ("rsp", "Q"), ("ss", "Q")))
 """What the CPU pushes on interrupt entry without an error code: the tail of `struct cpu_user_regs`."""
 FRAME_ALIGN = 16
+ACCESS_WRITE = 2
+"""capstone's CS_AC_WRITE: an operand the instruction writes."""
+IMPLICIT_STACK_WRITES = ("push", "call")
+"""Instructions that write the stack without naming it."""
 ADDRESS_MASK = (1 << 64) - 1
 """Virtual addresses are 64-bit unsigned."""
 
@@ -206,10 +210,18 @@ class X86_64(Architecture):
                 # capstone gives immediates signed: a high-half target (Xen's 0xffff82d0...) would be negative
                 yield from (op.imm & ADDRESS_MASK for op in insn.operands if op.type == X86_OP_IMM)
 
+    def instruction_access(self, code: bytes, address: int) -> tuple[int, bool] | None:
+        for insn in self.detailed_disassembler.disasm(code, address, 1):
+            writes = insn.mnemonic.startswith(IMPLICIT_STACK_WRITES) or any(
+                op.type == X86_OP_MEM and op.access & ACCESS_WRITE for op in insn.operands)
+            return insn.size, writes
+        return None
+
     def interrupts_enabled(self, flags: int) -> bool:
         return bool(flags & RFLAGS_IF)
 
-    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int) -> HandlerEntry:
+    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *,
+                      error_code: int | None = None) -> HandlerEntry:
         idtr = _read_register(vcpu, UC_X86_REG_IDTR, UcRegMMR())
         idt_base, idt_limit = idtr.base, idtr.limit
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
@@ -231,6 +243,9 @@ class X86_64(Architecture):
         selectors = [_read_register(vcpu, register, ctypes.c_uint64()).value
                      for register in (UC_X86_REG_CS, UC_X86_REG_SS)]
         vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, selectors[0], rflags, rsp, selectors[1]))
+        if error_code is not None:
+            frame -= 8
+            vcpu.memory.write_u64(frame, error_code)
         vcpu.write(regs.sp, frame)
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)
         vcpu.write(regs.flags, rflags & ~cleared)
@@ -341,13 +356,14 @@ class PlatformRegisters:
     counter: int
     cr0: int
     cr2: int
+    cr3: int
     cr4: int
 
 
 PLATFORM_REGISTERS = PlatformRegisters(
     arguments=(UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X86_REG_R8),
     low=UC_X86_REG_RAX, high=UC_X86_REG_RDX, counter=UC_X86_REG_RCX,
-    cr0=UC_X86_REG_CR0, cr2=UC_X86_REG_CR2, cr4=UC_X86_REG_CR4)
+    cr0=UC_X86_REG_CR0, cr2=UC_X86_REG_CR2, cr3=UC_X86_REG_CR3, cr4=UC_X86_REG_CR4)
 
 
 _Register = TypeVar("_Register", UcRegMMR, ctypes.c_uint64)

@@ -14,10 +14,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ..control.operator import ERR, PREFIXES, Outcome
+from ..control.operator import ERR, PREFIXES, XEN, Outcome
 from ..control.session import DEFAULT_BOOT_MS, DEFAULT_CLOCK_MHZ, DEFAULT_TIMER_HZ, RATE_MAX
 from ..engines import ENGINES
-from ..errors import ConfigError, XspliceEmuError
+from ..errors import ConfigError, GuestFault, XspliceEmuError
 from ..machine import ConsoleLine
 from ..platform import NR_CPUS
 from ..provision.debian import DEBIAN_XEN_SYMS
@@ -71,6 +71,8 @@ def reports_errors(command):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except XspliceEmuError as exc:
+            for line in exc.xen_log if isinstance(exc, GuestFault) else ():
+                click.secho(PREFIXES[XEN] + line, err=True, dim=True)
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
     return wrapper

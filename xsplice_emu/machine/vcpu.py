@@ -337,9 +337,11 @@ class Vcpu:
             return True
         return bool(self.pending_vectors) and self.interrupts_enabled
 
-    def inject(self, vector: int, *, return_pc: int | None = None) -> int:
-        """Enter the guest's handler of `vector` (the arch's interrupt model); returns its address."""
-        entry = self.arch.enter_handler(self, vector, self.pc if return_pc is None else return_pc)
+    def inject(self, vector: int, *, return_pc: int | None = None, error_code: int | None = None) -> int:
+        """Enter the guest's handler of `vector` (the arch's interrupt model; an exception's `error_code`);
+        returns its address."""
+        entry = self.arch.enter_handler(self, vector, self.pc if return_pc is None else return_pc,
+                                        error_code=error_code)
         self.pc = entry.handler
         self.interrupts_enabled = self.interrupts_enabled and not entry.masks_interrupts
         self.handlers.append(vector)

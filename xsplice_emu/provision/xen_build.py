@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from urllib.parse import unquote
 
 from ..errors import ConfigError, ToolchainError
 from ..files import read_file
@@ -44,6 +45,8 @@ DSC_SHA256 = {
 PATCH_LIMIT = 16 << 20
 """Largest patch read (bytes)."""
 APT_SOURCES = Path("/etc/apt")
+NOT_SERVED = " 404  Not Found"
+"""How apt reports a file the archive does not have."""
 
 Progress = Callable[[str], None]
 
@@ -75,7 +78,7 @@ def _tree(source: Path) -> tuple[Callable[[Path], None], str, str]:
 def _debian(value: str) -> tuple[Callable[[Path], None], str, str]:
     """How to fetch the source of the Debian build `value` names into a build directory, its key and its name."""
     version = debian_build(value if is_debian_build(value) else f"{DEBIAN_XEN_SYMS}:{value}").version
-    return partial(_debian_source, version), digest("debian", version, DSC_SHA256[version]), f"Debian's xen {version}"
+    return partial(debian_source, version), digest("debian", version, DSC_SHA256[version]), f"Debian's xen {version}"
 
 
 def _require_tools() -> None:
@@ -105,7 +108,7 @@ def _copy_tree(source: Path, files: Sequence[str], tree: Path) -> None:
         shutil.copy2(source / name, tree / name)
 
 
-def _debian_source(version: str, tree: Path) -> None:
+def debian_source(version: str, tree: Path) -> None:
     """Debian's source package of `version`, fetched through private deb-src lists and unpacked into `tree`."""
     downloads = tree.parent / f"{tree.name}.dsc"
     lists, parts = downloads / "lists", downloads / "sources.list.d"
@@ -120,16 +123,29 @@ def _debian_source(version: str, tree: Path) -> None:
                      ["apt-get", "source", "--download-only", "-q", *private, f"xen={version}"]):
             result = run_apt(what, step, downloads)
             if result.returncode:
-                raise ToolchainError(f"cannot fetch Debian's {what}: {step[0]} {step[1]}: {apt_error(result)}")
+                raise source_failure(what, step, result)
         dsc = downloads / f"xen_{re.sub(r'^[0-9]+:', '', version)}.dsc"
         found = hashlib.sha256(dsc.read_bytes()).hexdigest()
         if found != DSC_SHA256[version]:
             raise ToolchainError(f"cannot fetch Debian's {what}: {dsc.name} has sha256 {found}, not the pinned "
                                  f"{DSC_SHA256[version]}")
         tree.rmdir()
-        run_apt(what, ["dpkg-source", "-x", str(dsc), str(tree)], downloads, check=True)
+        run_apt(what, ["dpkg-source", "--no-copy", "-x", str(dsc), str(tree)], downloads, check=True)
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
+
+
+def source_failure(what: str, step: Sequence[str], result: subprocess.CompletedProcess[str]) -> ToolchainError:
+    """Why apt could not fetch Debian's source package `what`, in one line; when the archive lists it but serves
+    none of its files (404: so far Debian's security archive, which holds the pinned build, through the package
+    mirror this testbed reaches), what to build instead."""
+    error = apt_error(result)
+    if NOT_SERVED in error:
+        missing = error.split()[3].rsplit("/", 1)[-1] if error.startswith("Failed to fetch ") else "its files"
+        return ToolchainError(f"cannot fetch Debian's {what}: the Debian archive reached lists it but does not serve "
+                              f"{unquote(missing)} (404); build a Xen tree you have instead: xsplice-emu xen build "
+                              f"--source DIR")
+    return ToolchainError(f"cannot fetch Debian's {what}: {step[0]} {step[1]}: {error}")
 
 
 def _private_deb_src(parts: Path) -> None:

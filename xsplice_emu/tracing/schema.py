@@ -47,7 +47,7 @@ HEADER: tuple[Field, ...] = (
     Field("version", "int", f"format version ({VERSION})"),
     Field("seed", "int", "the scheduler's seed"),
     Field("options", "object", "every MachineConfig field"),
-    Field("firmware_build_id", "hex", "the firmware's GNU build-id"),
+    Field("firmware_build_id", "hex", "the firmware's GNU build-id; empty on the xen engine (no firmware)"),
     Field("hypervisor_build_id", "hex", "the patched hypervisor's build-id: a real Xen's (--xen-syms), else the "
           "firmware's"),
     Field("arch", "str", f"the guest architecture's name; optional: a trace without it is {DEFAULT_ARCH.name}'s"),

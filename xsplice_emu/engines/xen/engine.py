@@ -23,10 +23,7 @@ from ...tracing.kinds import EventKind
 from .hypercall import Bridge
 from .machine import XenMachine
 from .patching import ActionUnderWay, PatchingFeed, XenStacks
-
-LIVEPATCH_WORK_DO_WORK = 16
-"""Offset of `do_work` in Xen 4.17's `struct livepatch_work` (common/livepatch.c: semaphore, timeout, data,
-do_work): set while an action is scheduled or under way."""
+from .rendezvous import DO_WORK, WORK
 
 
 @dataclass
@@ -75,7 +72,8 @@ class XenLivepatch:
         self.drop_flush: set[int] = set()
         """vCPUs that do not drop their translated code during the next action (a missing serialisation)."""
         self._pending: _Pending | None = None
-        self._work = machine.address("common/livepatch.c#livepatch_work") + LIVEPATCH_WORK_DO_WORK
+        self._work = machine.address(WORK) + DO_WORK
+        """Xen's `livepatch_work.do_work`: set while an action is scheduled or under way."""
         self.oracle: Oracle | None = None
         if oracle:
             hypervisor = machine.hypervisor
@@ -155,6 +153,9 @@ class XenLivepatch:
             self.machine.trace.emit(self.machine.now_ns, None, EventKind.UNLOAD, payload=name)
             return rc
         if rc == 0:
+            if not self._done():  # Xen scheduled the work (it may refuse with rc 0, setting only the payload's)
+                self.machine.rendezvous.requested(name, action.name.lower(), from_vcpu=from_vcpu,
+                                                  at_ns=requested // PS_PER_NS)
             self.machine.keep_stale(frozenset(self.drop_flush))
             self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter(),
                                      self.machine.interrupts.nmis_lost)

@@ -123,6 +123,7 @@ class Interrupts:
             vcpu.stop(StopReason.HOOK)  # before the iretq: it runs, and this hook comes, again
             return
         vector, ended_nmi_blocking = vcpu.interrupt_return()
+        self.machine.faults.returned(vcpu, vector)
         self.machine.emit(vcpu, EventKind.IRET, vector=vector)
         if ended_nmi_blocking:
             self.machine.emit(vcpu, EventKind.NMI_UNBLOCKED)

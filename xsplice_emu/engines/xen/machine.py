@@ -37,9 +37,11 @@ from ...platform import RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
 from .devices import Devices
+from .faults import XenFaults
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
+from .rendezvous import RendezvousObserver
 from .sites import AssemblyLabels
 
 CALL_TIMEOUT_NS = 500_000_000
@@ -95,7 +97,7 @@ class XenMachine(SliceRunner):
         self.payload_space = (payload_begin, window.end)
         for seg in hypervisor.segments:
             self.memory.write(seg.address, seg.data + bytes(seg.memory_size - len(seg.data)))
-        self.trace = Trace({"seed": config.seed, "options": asdict(config), "engine": "xen",
+        self.trace = Trace({"seed": config.seed, "options": asdict(config), "firmware_build_id": "",
                             "hypervisor_build_id": hypervisor.build_id.hex(), "arch": self.arch.name,
                             "vcpus": config.vcpus, "clock_hz": config.clock_hz})
         self.table = native.BlockTable(self.memory.host_address + RAM_BASE, RAM_BASE, RAM_SIZE - RAM_BASE,
@@ -125,7 +127,9 @@ class XenMachine(SliceRunner):
         self.keep_translations: frozenset[int] = frozenset()
         """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
         self.interrupts = Interrupts(self)
+        self.faults = XenFaults(self)
         self.devices = Devices(self)
+        self.rendezvous = RendezvousObserver(self)
         for vcpu in self.vcpus:
             self._install(vcpu)
         self.now_ps = 0
@@ -142,6 +146,7 @@ class XenMachine(SliceRunner):
         uc = vcpu.uc
         self.devices.install(vcpu)
         self.interrupts.install(vcpu)
+        self.rendezvous.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
         uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
@@ -152,7 +157,7 @@ class XenMachine(SliceRunner):
             uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
-                vcpu)), None, begin, end - 1)
+                vcpu, address, size)), None, begin, end - 1)
 
     # -- the surface Session and the engine use ----------------------------------------------------------------
     @property
@@ -371,24 +376,31 @@ class XenMachine(SliceRunner):
                 self.trace.emit(self.now_ns, None, EventKind.CONSOLE, text=line.text)
 
     # -- faults ---------------------------------------------------------------------------------------------------
-    def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
-        """The error that stops the run: vCPU, address with Xen's symbol, instruction, Xen's last console line."""
+    def fault(self, vcpu: Vcpu, what: str, pc: int, *, panic: str | None = None,
+              report: tuple[str, ...] = ()) -> GuestFault:
+        """The error that stops the run: vCPU, address with Xen's symbol, instruction, then the reason Xen's
+        `panic` gave for it, else Xen's last console line; `report`: the lines Xen printed about it."""
         try:
             insn = self.arch.first_instruction(self.memory.read(pc, 16), pc)
         except MachineError:
             insn = "(outside RAM)"
         self.drain_console()
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
-        return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
-                          f"Xen's last console line: {self.console.last_line()!r}", vcpu=vcpu.index, pc=pc)
+        then = f"Xen panicked: {panic}" if panic is not None else \
+            f"Xen's last console line: {self.console.last_line()!r}"
+        return GuestFault(f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; {then}",
+                          vcpu=vcpu.index, pc=pc, xen_log=report)
 
     def _panicked(self, vcpu: Vcpu) -> None:
         """Xen's `panic` printed its report and would now restart or halt the machine: the run stops there,
-        with the reason Xen gave."""
+        with the reason Xen gave, at the fault Xen was handling if any."""
         self.drain_console()
         header = next((k for k in range(len(self.log) - 1, -1, -1) if self.log[k].startswith(PANIC_HEADER)), None)
         reason = self.log[header + 1] if header is not None and header + 1 < len(self.log) else "no reason printed"
-        raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
+        fault = self.faults.handling.get(vcpu.index)
+        if fault is None:
+            raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
+        raise self.fault(vcpu, fault.what, fault.pc, panic=reason, report=tuple(self.log[fault.log_seen:]))
 
     def _invalid_opcode(self, vcpu: Vcpu) -> bool:
         """#UD (Unicorn reports it apart from other exceptions): Xen's BUG and WARN frames and
@@ -399,19 +411,20 @@ class XenMachine(SliceRunner):
         return True
 
     def _exception(self, vcpu: Vcpu, intno: int) -> None:
-        pc = vcpu.current_pc()
-        what = self.arch.exception_names.get(intno, f"vector {intno}")
-        if intno == self.arch.page_fault_vector:
-            what += f" (cr2 {vcpu.uc.reg_read(REGS.cr2):#x})"
-        raise self.fault(vcpu, what, pc)
+        """A CPU exception Unicorn reports: #PF and #GP go to Xen's handlers (`faults.py`); any other stops the
+        run."""
+        stops = self.faults.take(vcpu, intno)
+        if stops is not None:
+            raise self.fault(vcpu, stops, vcpu.current_pc())
 
     def _unmapped(self, vcpu: Vcpu, address: int) -> bool:
         vcpu.guard_fault = f"access to {address:#x}, outside RAM"
         return False
 
-    def _code_store(self, vcpu: Vcpu) -> None:
+    def _code_store(self, vcpu: Vcpu, address: int, size: int) -> None:
         """A store into Xen's text or the payload area: the other vCPUs must drop what they translated when
         they next serialise; the writer's own translations Unicorn keeps right."""
+        self.rendezvous.code_store(vcpu, address, size)
         self.code_generation += 1
         self.seen_generation[vcpu.index] = self.code_generation
 
