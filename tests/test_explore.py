@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from helpers import ROOT
 
 from xsplice_emu.cli import main
-from xsplice_emu.explore.campaign import Campaign, explore, fork_runs, run_fresh
+from xsplice_emu.explore.campaign import Campaign, booted, explore, fork_runs, run_fresh
 from xsplice_emu.scenario import load_scenario
 
 EXPLORE = ROOT / "scenarios" / "explore"
@@ -119,6 +119,22 @@ def test_a_forked_load_prints_and_does_what_a_fresh_one_does(payloads, tmp_path,
     for outcome in forked:
         fresh, _ = run_fresh(campaign, outcome.number)
         assert outcome.passed and fresh == outcome and fresh.digest
+
+
+def test_runs_rewound_in_one_child_are_the_runs_forked_alone(payloads, tmp_path):
+    """Six runs that each load a patch (text changed), check it, then fault, all made by one child rewinding the
+    machine between them: the same outcomes, failure lines and trace digests as six children of one run each."""
+    path = tmp_path / "load_then_fault.toml"
+    path.write_text(f'[machine]\nvcpus = 4\nseed = 3\n\n[[step]]\nlivepatch = "load '
+                    f'{payloads / "xen_hello_world.livepatch"}"\n\n[[step]]\nexpect = {{ extra_version = '
+                    '"Hello World" }\n\n[[step]]\ncall = { vcpu = 1, function = "call_fault", args = [4] }\n')
+    campaign = Campaign.of(load_scenario(path), "random", 9, digests=True)
+    rewound = explore(campaign, 6, runs_per_child=6).outcomes
+    alone = explore(campaign, 6, runs_per_child=1).outcomes
+    assert booted(campaign.scenario, upload_ahead=True).rewind is not None  # the first six were rewound
+    assert rewound == alone and len({outcome.digest for outcome in alone}) == 6
+    assert all(outcome.failure.startswith("call call_fault(4) on vCPU 1: vCPU 1 fault: Write to write-protected "
+                                          "memory (UC_ERR_WRITE_PROT)") for outcome in alone)  # steps 1-2 passed
 
 
 @pytest.mark.long
