@@ -10,13 +10,16 @@ In a child, `start()` has the kernel watch those mappings for stores
 every recorded container back to its recorded contents (whatever the run
 made and hung off them is dropped with them), restores the contexts,
 flushes every TLB and drops every instance's translated code, and the
-block table's sizes of the code pages written. Dropping only the translations
-of the code pages written (their bytes changed under them) is not enough:
-measured on safe_apply.toml, a run after a rewind that did so counted 10
-more instructions on vCPU 0 between the same two program counters than the
-same run forked afresh, and dropping everything makes them equal (what
-translations a run leaves behind changes Unicorn's block boundaries there;
-the next run retranslates what it runs, ~2 us a block). Something it cannot put back (a
+block table's counts for the code pages written.
+
+Dropping only the translations of the code pages written (their bytes
+changed under them) is not enough, for a reason not found: on
+safe_apply.toml the run after such a rewind counted 10 more instructions on
+a vCPU taking a call IPI (same blocks, same program counters) than the same
+run forked afresh, from the first slice of that handler; dropping every
+translation makes them equal, and so did a Python block hook on that vCPU.
+The next run then translates again what it runs (most of a rewind's cost
+at 72 vCPUs). Something it cannot put back (a
 generator, an iterator, another C object holding state) makes `of` raise
 NotRewindable: such a session keeps one fork per run.
 """
@@ -121,7 +124,7 @@ class Rewind:
             uc.context_restore(context)
         for vcpu in machine._instances():
             vcpu.flush_tlb()
-            vcpu.uc.ctl_flush_tb()  # dropping only the code pages written is not enough (see the docstring)
+            vcpu.uc.ctl_flush_tb()  # not only the code pages written (the module docstring)
         for begin, end in code:
             for virtual in _addresses(machine, begin):
                 machine.table.forget(virtual, virtual + end - begin)
