@@ -13,13 +13,17 @@ flushes every TLB and drops every instance's translated code, and the
 block table's counts for the code pages written.
 
 Dropping only the translations of the code pages written (their bytes
-changed under them) is not enough, for a reason not found: on
-safe_apply.toml the run after such a rewind counted 10 more instructions on
-a vCPU taking a call IPI (same blocks, same program counters) than the same
-run forked afresh, from the first slice of that handler; dropping every
-translation makes them equal, and so did a Python block hook on that vCPU.
-The next run then translates again what it runs (most of a rewind's cost
-at 72 vCPUs). Something it cannot put back (a
+changed under them) is not enough: what a translation does depends on how
+it was made. Unicorn leaves the exit-request check out of the first block it
+translates after each `emu_start` (gen_tb_start, `uc->first_tb`), and that
+block stays cached without it, so a stop asked for in the block before it
+takes effect one block later. A run translates blocks the forked run would
+find cached, or not, in other orders: measured on safe_apply.toml, the run
+after such a rewind counted 10 more instructions on a vCPU taking a call
+IPI than the same run forked afresh. With every translation dropped the
+runs after a rewind give the outcomes and digests of forked runs
+(tests/test_explore.py); each then translates again what it runs, most of
+a rewind's cost at 72 vCPUs. Something it cannot put back (a
 generator, an iterator, another C object holding state) makes `of` raise
 NotRewindable: such a session keeps one fork per run.
 """
