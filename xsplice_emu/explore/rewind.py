@@ -6,7 +6,7 @@ attributes, lists, dicts, sets, byte arrays, closure cells, random number
 generators, ctypes structures the C hooks share), each vCPU's Unicorn
 context, and a copy of the host mappings under the guest (RAM, page tables).
 In a child, `start()` has the kernel watch those mappings for stores
-(dirty.py); `rewind()` after a run copies back only the pages written, puts
+(dirty.py) and drops every translation; `rewind()` after a run copies back only the pages written, puts
 every recorded container back to its recorded contents (whatever the run
 made and hung off them is dropped with them), restores the contexts,
 flushes every TLB and drops every instance's translated code, and the
@@ -20,10 +20,11 @@ block stays cached without it, so a stop asked for in the block before it
 takes effect one block later. A run translates blocks the forked run would
 find cached, or not, in other orders: measured on safe_apply.toml, the run
 after such a rewind counted 10 more instructions on a vCPU taking a call
-IPI than the same run forked afresh. With every translation dropped the
-runs after a rewind give the outcomes and digests of forked runs
-(tests/test_explore.py); each then translates again what it runs, most of
-a rewind's cost at 72 vCPUs. Something it cannot put back (a
+IPI than the same run forked afresh. So every run of a child starts with
+no translation at all, its first as those after a rewind; they give the
+outcomes and digests of runs forked from the machine's translated-ahead
+code, as fresh runs do (tests/test_explore.py). Each run translates again
+what it runs: most of a rewind's cost at 72 vCPUs. Something it cannot put back (a
 generator, an iterator, another C object holding state) makes `of` raise
 NotRewindable: such a session keeps one fork per run.
 """
@@ -99,7 +100,7 @@ class Rewind:
 
     def start(self) -> None:
         """In the process that runs: have the kernel note the pages written from now (MachineError: it
-        cannot)."""
+        cannot), and drop every translation, as each rewind does."""
         written = WrittenPages()
         try:
             for mapping in self._mappings:
@@ -108,6 +109,7 @@ class Rewind:
             written.close()
             raise
         self._written = written
+        self._drop_translations()
 
     def rewind(self) -> None:
         """Put the session back as it was when recorded (after `start`)."""
@@ -126,13 +128,17 @@ class Rewind:
             restore()
         for uc, context in self._contexts:
             uc.context_restore(context)
-        for vcpu in machine._instances():
-            vcpu.flush_tlb()
-            vcpu.uc.ctl_flush_tb()  # not only the code pages written (the module docstring)
+        self._drop_translations()
         for begin, end in code:
             for virtual in _addresses(machine, begin):
                 machine.table.forget(virtual, virtual + end - begin)
         self._written.take()  # the copying back wrote them: clean again
+
+    def _drop_translations(self) -> None:
+        """Every instance's TLB and translated code (not only the code pages written: the module docstring)."""
+        for vcpu in self._machine._instances():
+            vcpu.flush_tlb()
+            vcpu.uc.ctl_flush_tb()
 
     def close(self) -> None:
         if self._written is not None:
