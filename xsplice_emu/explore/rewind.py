@@ -43,7 +43,7 @@ from pathlib import PurePath
 from typing import Any
 
 import capstone
-from unicorn import UC_PROT_EXEC, Uc
+from unicorn import Uc
 
 from ..errors import MachineError
 from ..machine import Machine
@@ -78,7 +78,6 @@ class Rewind:
         self._restorers = restorers
         self._mappings = mappings
         self._contexts = [(vcpu.uc, vcpu.uc.context_save()) for vcpu in machine._instances()]
-        self._executable = bytes(machine.paging._permissions)
         self._written: WrittenPages | None = None
 
     @classmethod
@@ -115,17 +114,17 @@ class Rewind:
         """Put the session back as it was when recorded (after `start`)."""
         assert self._written is not None, "start() first"
         machine = self._machine
-        memory = machine.memory
-        code: list[tuple[int, int]] = []
-        now_executable = machine.paging._permissions
+        ram: list[tuple[int, int]] = []  # RAM offsets written
         for begin, end in self._written.take():
             mapping = next(m for m in self._mappings if m.host_address <= begin < m.host_address + m.size)
             low, high = begin - mapping.host_address, end - mapping.host_address
             mapping.view[low:high] = mapping.saved[low:high]
-            if mapping.host_address == memory.host_address:
-                code += _code_runs(low, high, self._executable, now_executable)
+            if mapping.host_address == machine.memory.host_address:
+                ram.append((low, high))
+        code = [run for low, high in ram for run in machine.paging.executable(low, high)]  # executable now...
         for restore in self._restorers:
             restore()
+        code += [run for low, high in ram for run in machine.paging.executable(low, high)]  # ...or when recorded
         for uc, context in self._contexts:
             uc.context_restore(context)
         self._drop_translations()
@@ -144,19 +143,6 @@ class Rewind:
         if self._written is not None:
             self._written.close()
             self._written = None
-
-
-def _code_runs(begin: int, end: int, before: bytes, now: bytearray) -> list[tuple[int, int]]:
-    """The runs of pages in `[begin, end)` (RAM offsets) executable when recorded or now."""
-    from ..machine.spec import PAGE_SIZE
-    runs: list[tuple[int, int]] = []
-    for page in range(begin, end, PAGE_SIZE):
-        if (before[page // PAGE_SIZE] | now[page // PAGE_SIZE]) & UC_PROT_EXEC:
-            if runs and runs[-1][1] == page:
-                runs[-1] = (runs[-1][0], page + PAGE_SIZE)
-            else:
-                runs.append((page, page + PAGE_SIZE))
-    return runs
 
 
 def _addresses(machine: Machine, physical: int) -> list[int]:
@@ -212,17 +198,13 @@ def _record(thing: Any, restorers: list[Callable[[], object]], mappings: list[_M
         saved_bytes = bytes(thing)
         restorers.append(lambda: thing.__setitem__(slice(None), saved_bytes))
         return []
+    has_dict = hasattr(thing, "__dict__")
     slots = [name for cls in type(thing).__mro__ for name in getattr(cls, "__slots__", ())
              if name not in ("__dict__", "__weakref__")]
-    if hasattr(thing, "__dict__") and type(thing).__module__.split(".")[0] in ("xsplice_emu", "pathlib") \
-            or slots and not hasattr(thing, "__dict__"):
-        followed: list[Any] = []
-        if hasattr(thing, "__dict__"):
-            followed.append(vars(thing))
-        if slots:
-            values = {name: getattr(thing, name) for name in slots if hasattr(thing, name)}
-            restorers += [lambda name=name, value=value: object.__setattr__(thing, name, value)  # type: ignore[misc]
-                          for name, value in values.items()]
-            followed += values.values()
-        return followed
+    if has_dict and type(thing).__module__.split(".")[0] == "xsplice_emu" or slots and not has_dict:
+        followed: list[Any] = [vars(thing)] if has_dict else []
+        values = {name: getattr(thing, name) for name in slots if hasattr(thing, name)}
+        restorers += [lambda name=name, value=value: object.__setattr__(thing, name, value)  # type: ignore[misc]
+                      for name, value in values.items()]
+        return followed + list(values.values())
     raise NotRewindable(f"cannot put back a {type(thing).__module__}.{type(thing).__qualname__}")
