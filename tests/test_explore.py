@@ -3,8 +3,10 @@ of jobs or on a Dask cluster; a run forked from the booted machine is the run st
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
+import mmap
 import os
 import re
 import shlex
@@ -17,7 +19,8 @@ from click.testing import CliRunner
 from helpers import ROOT
 
 from xsplice_emu.cli import main
-from xsplice_emu.explore.campaign import Campaign, explore, fork_runs, run_fresh
+from xsplice_emu.explore.campaign import Campaign, booted, explore, fork_runs, run_fresh
+from xsplice_emu.explore.dirty import PAGE_SIZE, WrittenPages
 from xsplice_emu.scenario import load_scenario
 
 EXPLORE = ROOT / "scenarios" / "explore"
@@ -119,6 +122,39 @@ def test_a_forked_load_prints_and_does_what_a_fresh_one_does(payloads, tmp_path,
     for outcome in forked:
         fresh, _ = run_fresh(campaign, outcome.number)
         assert outcome.passed and fresh == outcome and fresh.digest
+
+
+def test_runs_rewound_in_one_child_are_the_runs_forked_alone(payloads, tmp_path):
+    """Six runs that each load a patch (text changed), check it, then fault, all made by one child rewinding the
+    machine between them: the same outcomes, failure lines and trace digests as six children of one run each."""
+    path = tmp_path / "load_then_fault.toml"
+    path.write_text(f'[machine]\nvcpus = 4\nseed = 3\n\n[[step]]\nlivepatch = "load '
+                    f'{payloads / "xen_hello_world.livepatch"}"\n\n[[step]]\nexpect = {{ extra_version = '
+                    '"Hello World" }\n\n[[step]]\ncall = { vcpu = 1, function = "call_fault", args = [4] }\n')
+    campaign = Campaign.of(load_scenario(path), "random", 9, digests=True)
+    rewound = explore(campaign, 6, runs_per_child=6).outcomes
+    alone = explore(campaign, 6, runs_per_child=1).outcomes
+    assert booted(campaign.scenario, upload_ahead=True).rewind is not None  # the first six were rewound
+    assert rewound == alone and len({outcome.digest for outcome in alone}) == 6
+    assert all(outcome.failure.startswith("call call_fault(4) on vCPU 1: vCPU 1 fault: Write to write-protected "
+                                          "memory (UC_ERR_WRITE_PROT)") for outcome in alone)  # steps 1-2 passed
+
+
+def test_the_kernel_reports_exactly_the_pages_written_since_it_was_last_asked():
+    """WrittenPages over a 1 MiB mapping: the runs of pages stored into (one byte is enough), then none."""
+    mapping = mmap.mmap(-1, 256 * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    written = WrittenPages()
+    try:
+        written.track(address, len(mapping))
+        assert written.take() == []
+        for page in (3, 4, 200):
+            mapping[page * PAGE_SIZE + 7] = 1
+        assert written.take() == [(address + 3 * PAGE_SIZE, address + 5 * PAGE_SIZE),
+                                  (address + 200 * PAGE_SIZE, address + 201 * PAGE_SIZE)]
+        assert written.take() == []
+    finally:
+        written.close()
 
 
 @pytest.mark.long

@@ -11,7 +11,6 @@ carries its generation: re-queueing a vCPU makes its older entries stale.
 from __future__ import annotations
 
 import heapq
-import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,11 +83,12 @@ class Scheduler:
         self._ready: list[tuple[int, int, int, int]] = []  # (time, seeded tie-break, vCPU, generation)
         self._sleepers: list[tuple[int, int, int]] = []  # (wake time, vCPU, generation) of halted/parked vCPUs
         self._alarms: list[tuple[int, int, Alarm]] = []
-        self._seq = itertools.count()
+        self._seq = 0  # a plain number, not an iterator: explore's rewind puts it back
 
     def next_seq(self) -> int:
         """A number that orders things posted at the same virtual time (also a call slot's tag)."""
-        return next(self._seq)
+        self._seq += 1
+        return self._seq - 1
 
     # -- vCPUs -------------------------------------------------------------
     def queue(self, vcpu: Vcpu) -> None:

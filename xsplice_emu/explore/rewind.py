@@ -1,0 +1,210 @@
+"""Put a booted session back as it was, in the same process: many runs per forked child instead of one.
+
+`Rewind.of(session)` (in the fork server, once) records what a run can
+change: every mutable Python container reachable from the session (object
+attributes, lists, dicts, sets, byte arrays, closure cells, random number
+generators, ctypes structures the C hooks share), each vCPU's Unicorn
+context, and a copy of the host mappings under the guest (RAM, page tables).
+In a child, `start()` has the kernel watch those mappings for stores
+(dirty.py) and drops every translation; `rewind()` after a run copies back only the pages written, puts
+every recorded container back to its recorded contents (whatever the run
+made and hung off them is dropped with them), restores the contexts,
+flushes every TLB and drops every instance's translated code, and the
+block table's counts for the code pages written.
+
+Dropping only the translations of the code pages written (their bytes
+changed under them) is not enough: what a translation does depends on how
+it was made. Unicorn leaves the exit-request check out of the first block it
+translates after each `emu_start` (gen_tb_start, `uc->first_tb`), and that
+block stays cached without it, so a stop asked for in the block before it
+takes effect one block later. A run translates blocks the forked run would
+find cached, or not, in other orders: measured on safe_apply.toml, the run
+after such a rewind counted 10 more instructions on a vCPU taking a call
+IPI than the same run forked afresh. So every run of a child starts with
+no translation at all, its first as those after a rewind; they give the
+outcomes and digests of runs forked from the machine's translated-ahead
+code, as fresh runs do (tests/test_explore.py). Each run translates again
+what it runs: most of a rewind's cost at 72 vCPUs. Something it cannot put back (a
+generator, an iterator, another C object holding state) makes `of` raise
+NotRewindable: such a session keeps one fork per run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import gc
+import mmap
+import random
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import capstone
+from unicorn import Uc
+
+from ..control.session import Session
+from ..errors import MachineError
+from ..machine import Machine
+from .dirty import WrittenPages
+
+STATELESS = (type(None), bool, int, float, complex, str, bytes, range, type, types.ModuleType,
+             types.BuiltinFunctionType, types.MethodWrapperType, types.CodeType, enum.Enum, PurePath, memoryview,
+             capstone.Cs, capstone.CsInsn, ctypes.CDLL)
+"""Kinds of object with no state of their own a run could change (nor any worth following)."""
+FOLLOWED = (tuple, frozenset, types.MethodType)
+"""Immutable containers: what they hold is followed, they are not saved."""
+
+
+class NotRewindable(MachineError):
+    """A session holds state `Rewind` cannot record and put back."""
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    host_address: int
+    size: int
+    saved: bytes
+    view: memoryview
+
+
+class Rewind:
+    """What a run of one booted session can change, recorded, and how to put it back (the module docstring)."""
+
+    def __init__(self, machine: Machine, restorers: list[Callable[[], object]], mappings: list[_Mapping]):
+        self._machine = machine
+        self._restorers = restorers
+        self._mappings = mappings
+        self._contexts = [(vcpu.uc, vcpu.uc.context_save()) for vcpu in machine._instances()]
+        self._written: WrittenPages | None = None
+
+    @classmethod
+    def of(cls, session: Session) -> Rewind:
+        """Record `session` now (NotRewindable: it holds something that cannot be put back)."""
+        if not isinstance(session.machine, Machine):
+            raise NotRewindable("only the controller engine's machine can be rewound")
+        restorers: list[Callable[[], object]] = []
+        mappings: list[_Mapping] = []
+        seen: set[int] = set()
+        pending: list[Any] = [session]
+        while pending:
+            thing = pending.pop()
+            if id(thing) in seen or isinstance(thing, STATELESS):
+                continue
+            seen.add(id(thing))
+            pending += _record(thing, restorers, mappings)
+        return cls(session.machine, restorers, mappings)
+
+    def start(self) -> None:
+        """In the process that runs: have the kernel note the pages written from now (MachineError: it
+        cannot), and drop every translation, as each rewind does."""
+        written = WrittenPages()
+        try:
+            for mapping in self._mappings:
+                written.track(mapping.host_address, mapping.size)
+        except MachineError:
+            written.close()
+            raise
+        self._written = written
+        self._drop_translations()
+
+    def rewind(self) -> None:
+        """Put the session back as it was when recorded (after `start`)."""
+        assert self._written is not None, "start() first"
+        machine = self._machine
+        ram: list[tuple[int, int]] = []  # RAM offsets written
+        for begin, end in self._written.take():
+            mapping = next(m for m in self._mappings if m.host_address <= begin < m.host_address + m.size)
+            low, high = begin - mapping.host_address, end - mapping.host_address
+            mapping.view[low:high] = mapping.saved[low:high]
+            if mapping.host_address == machine.memory.host_address:
+                ram.append((low, high))
+        code = [run for low, high in ram for run in machine.paging.executable(low, high)]  # executable now...
+        for restore in self._restorers:
+            restore()
+        code += [run for low, high in ram for run in machine.paging.executable(low, high)]  # ...or when recorded
+        for uc, context in self._contexts:
+            uc.context_restore(context)
+        self._drop_translations()
+        for begin, end in code:
+            for virtual in _addresses(machine, begin):
+                machine.table.forget(virtual, virtual + end - begin)
+        self._written.take()  # the copying back wrote them: clean again
+
+    def _drop_translations(self) -> None:
+        """Every instance's TLB and translated code (not only the code pages written: the module docstring)."""
+        for vcpu in self._machine._instances():
+            vcpu.flush_tlb()
+            vcpu.uc.ctl_flush_tb()
+
+    def close(self) -> None:
+        if self._written is not None:
+            self._written.close()
+            self._written = None
+
+
+def _addresses(machine: Machine, physical: int) -> list[int]:
+    """The guest addresses of RAM offset `physical`: itself, and where a window maps it."""
+    return [physical] + [window.virtual + physical - window.physical for window in machine.memory.windows
+                         if window.physical <= physical < window.physical + window.size]
+
+
+def _record(thing: Any, restorers: list[Callable[[], object]], mappings: list[_Mapping]) -> list[Any]:
+    """Add what puts `thing` back to `restorers` (or its host mapping to `mappings`); what it holds, to follow."""
+    if isinstance(thing, FOLLOWED):
+        return list(gc.get_referents(thing))
+    if isinstance(thing, Uc):  # its context is restored, its hooks and regions never change after boot
+        return []
+    if isinstance(thing, types.FunctionType):  # its closure's cells; not its globals
+        return list(thing.__closure__ or ())
+    if isinstance(thing, types.CellType):
+        try:
+            value = thing.cell_contents
+        except ValueError:
+            return []
+        restorers.append(lambda: setattr(thing, "cell_contents", value))
+        return [value]
+    if isinstance(thing, mmap.mmap):
+        view = memoryview(thing)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(thing))
+        mappings.append(_Mapping(address, len(thing), bytes(thing), view))
+        return []
+    if isinstance(thing, ctypes._SimpleCData | ctypes.Structure | ctypes.Array):
+        saved = ctypes.string_at(ctypes.addressof(thing), ctypes.sizeof(thing))
+        address = ctypes.addressof(thing)
+        restorers.append(lambda: ctypes.memmove(address, saved, len(saved)))
+        return []
+    if isinstance(thing, ctypes._Pointer | ctypes._CFuncPtr):  # type: ignore[attr-defined]
+        return []
+    if isinstance(thing, random.Random):
+        state = thing.getstate()
+        restorers.append(lambda: thing.setstate(state))
+        return [vars(thing)]
+    if isinstance(thing, dict):  # Counter and defaultdict too: their other attributes do not change
+        saved_dict = dict(thing)
+        restorers.append(lambda: (dict.clear(thing), dict.update(thing, saved_dict)))
+        return [*saved_dict.keys(), *saved_dict.values()]
+    if isinstance(thing, list):
+        saved_list = list(thing)
+        restorers.append(lambda: list.__setitem__(thing, slice(None), saved_list))
+        return saved_list
+    if isinstance(thing, set):
+        saved_set = set(thing)
+        restorers.append(lambda: (set.clear(thing), set.update(thing, saved_set)))
+        return list(saved_set)
+    if type(thing) is bytearray:
+        saved_bytes = bytes(thing)
+        restorers.append(lambda: thing.__setitem__(slice(None), saved_bytes))
+        return []
+    has_dict = hasattr(thing, "__dict__")
+    slots = [name for cls in type(thing).__mro__ for name in getattr(cls, "__slots__", ())
+             if name not in ("__dict__", "__weakref__")]
+    if has_dict and type(thing).__module__.split(".")[0] == "xsplice_emu" or slots and not has_dict:
+        followed: list[Any] = [vars(thing)] if has_dict else []
+        values = {name: getattr(thing, name) for name in slots if hasattr(thing, name)}
+        restorers += [lambda name=name, value=value: object.__setattr__(thing, name, value)  # type: ignore[misc]
+                      for name, value in values.items()]
+        return followed + list(values.values())
+    raise NotRewindable(f"cannot put back a {type(thing).__module__}.{type(thing).__qualname__}")
