@@ -23,6 +23,7 @@ from ...tracing.kinds import EventKind
 from .hypercall import Bridge
 from .machine import XenMachine
 from .patching import ActionUnderWay, PatchingFeed, XenStacks
+from .rendezvous import RendezvousPresence
 
 LIVEPATCH_WORK_DO_WORK = 16
 """Offset of `do_work` in Xen 4.17's `struct livepatch_work` (common/livepatch.c: semaphore, timeout, data,
@@ -76,6 +77,7 @@ class XenLivepatch:
         """vCPUs that do not drop their translated code during the next action (a missing serialisation)."""
         self._pending: _Pending | None = None
         self._work = machine.address("common/livepatch.c#livepatch_work") + LIVEPATCH_WORK_DO_WORK
+        self._rendezvous = RendezvousPresence(machine)
         self.oracle: Oracle | None = None
         if oracle:
             hypervisor = machine.hypervisor
@@ -181,7 +183,8 @@ class XenLivepatch:
         return ActionUnderWay(f"{pending.action.name.lower()} {pending.name}", pending.name, pending.violations)
 
     def _done(self) -> bool:
-        return not self.machine.memory.read(self._work, 1)[0]
+        """Xen has no action scheduled or under way and every vCPU is out of its rendezvous."""
+        return not self.machine.memory.read(self._work, 1)[0] and not self._rendezvous.inside
 
     def collect(self) -> ActionResult | None:
         """Settle a finished action: Xen's GET gives its rc and the payload's state."""
