@@ -86,6 +86,17 @@ def test_a_revert_right_after_an_apply_through_the_python_api_is_taken_by_xen(xe
         0, "livepatch: xen_hello_world finished REVERT with rc=0")
 
 
+def test_xens_refusal_is_shown_once_as_its_own_line_with_no_testbed_echo(xen, payloads):
+    """apply of a payload built on another: Error 22 and Xen's build-id line, printed once (the testbed adds no
+    (testbed) line repeating it)."""
+    session = Session(vcpus=1, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    session.command(parse(["upload", "xen_bye_world", "xen_bye_world.livepatch"]))
+    refused = session.command(parse(["apply", "xen_bye_world"]))
+    assert (refused.exit_code, refused.text) == (1, "Applying xen_bye_world... failed\nError 22: Invalid argument\n"
+                                                    "(XEN) livepatch: xen_bye_world: check against hypervisor build-id "
+                                                    "failed\n")
+
+
 def test_the_xen_engine_needs_a_real_image_said_in_one_line():
     """engine = "xen" without xen_syms is a ConfigError naming what is missing."""
     with pytest.raises(ConfigError, match="xen engine runs a real Xen image"):
