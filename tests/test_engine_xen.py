@@ -18,6 +18,7 @@ from xsplice_emu.control.session import Session
 from xsplice_emu.control.verbs import parse
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError, GuestFault
+from xsplice_emu.livepatch import Action
 from xsplice_emu.provision.debian import load_xen_syms, xen_syms
 from xsplice_emu.provision.debian_builds import PINNED_BUILD
 from xsplice_emu.scenario import load_scenario, run_scenario
@@ -69,6 +70,31 @@ def test_xen_applies_and_reverts_hello_world_with_its_own_code_on_two_vcpus(xen,
     assert {v.extra for v in session.versions()} == {PINNED_BUILD.extra} and session.text_unchanged()
     assert session.command(parse(["unload", "xen_hello_world"])).exit_code == 0
     assert session.command(parse(["list"])).text == "Nothing to list\n"
+
+
+def test_a_revert_right_after_an_apply_through_the_python_api_is_taken_by_xen(xen, payloads):
+    """run_action returns once every vCPU left Xen's rendezvous (the master's "finished" line printed, its CPU
+    maps lock dropped): the revert asked for right after is Xen's rc 0, not -EBUSY from a slave still waiting."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    livepatch = session.livepatch
+    livepatch.upload("xen_hello_world", (payloads / "xen_hello_world.livepatch").read_bytes())
+    applied = livepatch.run_action("xen_hello_world", Action.APPLY)
+    assert applied is not None and applied.rc == 0
+    assert session.machine.log[-1] == "livepatch: xen_hello_world finished APPLY with rc=0"
+    reverted = livepatch.run_action("xen_hello_world", Action.REVERT)
+    assert reverted is not None and (reverted.rc, session.machine.log[-1]) == (
+        0, "livepatch: xen_hello_world finished REVERT with rc=0")
+
+
+def test_xens_refusal_is_shown_once_as_its_own_line_with_no_testbed_echo(xen, payloads):
+    """apply of a payload built on another: Error 22 and Xen's build-id line, printed once (the testbed adds no
+    (testbed) line repeating it)."""
+    session = Session(vcpus=1, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    session.command(parse(["upload", "xen_bye_world", "xen_bye_world.livepatch"]))
+    refused = session.command(parse(["apply", "xen_bye_world"]))
+    assert (refused.exit_code, refused.text) == (1, "Applying xen_bye_world... failed\nError 22: Invalid argument\n"
+                                                    "(XEN) livepatch: xen_bye_world: check against hypervisor build-id "
+                                                    "failed\n")
 
 
 def test_the_xen_engine_needs_a_real_image_said_in_one_line():

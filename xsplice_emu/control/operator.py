@@ -275,11 +275,13 @@ class OperatorTool:
         return len(rendezvous.log), len(rendezvous.notes)
 
     def _failed(self, printer: _Printer, exc: LivepatchError, seen: tuple[int, int]) -> int:
-        """A refused request, as the tool shows it: `failed`, its errno; Xen's lines, and the testbed's reason."""
+        """A refused request, as the tool shows it: `failed`, its errno; Xen's lines, and the testbed's reason
+        unless it is one of those lines (on the xen engine, Xen's own line is the reason)."""
         printer.out("failed\n")
         printer.error(exc.errno)
         printer.logged(self.livepatch, seen)
-        printer.note(exc.reason)
+        if exc.reason not in (exc.xen_log or ()):
+            printer.note(exc.reason)
         return exc.errno
 
     @staticmethod

@@ -23,7 +23,7 @@ from ...tracing.kinds import EventKind
 from .hypercall import Bridge
 from .machine import XenMachine
 from .patching import ActionUnderWay, PatchingFeed, XenStacks
-from .rendezvous import DO_WORK, WORK
+from .rendezvous import DO_WORK, WORK, RendezvousPresence
 
 
 @dataclass
@@ -74,6 +74,7 @@ class XenLivepatch:
         self._pending: _Pending | None = None
         self._work = machine.address(WORK) + DO_WORK
         """Xen's `livepatch_work.do_work`: set while an action is scheduled or under way."""
+        self._rendezvous = RendezvousPresence(machine)
         self.oracle: Oracle | None = None
         if oracle:
             hypervisor = machine.hypervisor
@@ -182,7 +183,8 @@ class XenLivepatch:
         return ActionUnderWay(f"{pending.action.name.lower()} {pending.name}", pending.name, pending.violations)
 
     def _done(self) -> bool:
-        return not self.machine.memory.read(self._work, 1)[0]
+        """Xen has no action scheduled or under way and every vCPU is out of its rendezvous."""
+        return not self.machine.memory.read(self._work, 1)[0] and not self._rendezvous.inside
 
     def collect(self) -> ActionResult | None:
         """Settle a finished action: Xen's GET gives its rc and the payload's state."""

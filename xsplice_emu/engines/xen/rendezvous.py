@@ -8,7 +8,10 @@ of `ready` (the CPU phase complete), each `cli` and `popfq` of `local_irq_save`/
 opens the patch window: the IRQ phase complete, `quiesced`), and each store of `do_work = 0` there (the release,
 with the payload's rc; an abort first if the window never opened). `arch_livepatch_apply` and
 `arch_livepatch_revert` open a patch record: the stores into code at that function's start until the release
-are its `patch` event.
+are its `patch` event. `RendezvousPresence` tells which vCPUs are inside `check_for_livepatch_work`: an action
+is over only when Xen cleared `do_work` and every vCPU is out (the master still prints its "finished" line and
+drops the CPU maps lock after clearing it, and a slave whose slice ran ahead has not seen it cleared yet: a
+request before then meets a busy lock, EBUSY, or a slave still waiting in the last action's loop).
 """
 
 from __future__ import annotations
@@ -218,3 +221,19 @@ class RendezvousObserver:
         self.machine.trace.emit(patch.time_ns, vcpu.index, EventKind.PATCH, payload=action.payload,
                                 function=patch.function, address=patch.address + begin - patch.begin, old=old.hex(),
                                 new=memory.read(begin, end - begin).hex())
+
+
+class RendezvousPresence:
+    """The vCPUs inside `check_for_livepatch_work` on one xen-engine machine: from entering it until `idle_loop`
+    calls `do_softirq` right after it returns."""
+
+    def __init__(self, machine: XenMachine):
+        self.inside: set[int] = set()
+        machine.observe_entry("check_for_livepatch_work", self._entered)
+        machine.observe_entry("do_softirq", self._left)
+
+    def _entered(self, vcpu: Vcpu) -> None:
+        self.inside.add(vcpu.index)
+
+    def _left(self, vcpu: Vcpu) -> None:
+        self.inside.discard(vcpu.index)
