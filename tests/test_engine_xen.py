@@ -15,6 +15,7 @@ from helpers import ROOT, debian_file
 from xsplice_emu.cli import main
 from xsplice_emu.debian import load_xen_syms, xen_syms
 from xsplice_emu.debian_builds import PINNED_BUILD
+from xsplice_emu.engines.xen.code_writes import CodeWrites
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError, GuestFault
 from xsplice_emu.scenario import load_scenario, run_scenario
@@ -259,3 +260,17 @@ def test_explore_runs_its_campaigns_on_xens_own_engine(xen, payloads):
         assert result.exit_code == 0, result.output
         classes = json.loads(result.stdout)["classes"]
         assert [(c["outcome"], c["count"]) for c in classes] == [("pass", 4)], classes
+
+
+def test_a_vcpu_that_stored_into_code_itself_still_drops_what_another_stored_before():
+    """vCPU 1 writes a range, vCPU 0 writes another: vCPU 0's serialisation drops vCPU 1's range (not its own),
+    vCPU 2's both, merged where they touch; a second serialisation drops nothing."""
+    writes = CodeWrites(3)
+    writes.stored(1, 0x1000, 0x1004)
+    writes.stored(1, 0x1004, 0x1008)
+    writes.stored(0, 0x1008, 0x1010)
+    writes.stored(0, 0x3000, 0x3001)
+    assert writes.serialise(0) == [(0x1000, 0x1008)]
+    assert writes.serialise(2) == [(0x1000, 0x1010), (0x3000, 0x3001)]
+    assert writes.serialise(0) == writes.serialise(2) == []
+    assert writes.serialise(1) == [(0x1008, 0x1010), (0x3000, 0x3001)]

@@ -33,6 +33,7 @@ from ...machine.vcpu import StopReason
 from ...platform import EXCEPTION_NAMES, RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
+from .code_writes import CodeWrites
 from .devices import Devices
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
@@ -114,12 +115,7 @@ class XenMachine(SliceRunner):
         self._console_seen = 0
         self.calls: dict[int, HostCall] = {}
         self.posted: list[list[PostedCall]] = [[] for _ in range(config.vcpus)]
-        self.code_generation = 0
-        """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
-        self.seen_generation = [0] * config.vcpus
-        self.flush_due: set[int] = set()
-        self.keep_translations: frozenset[int] = frozenset()
-        """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
+        self.code_writes = CodeWrites(config.vcpus)
         self.interrupts = Interrupts(self)
         self.devices = Devices(self)
         for vcpu in self.vcpus:
@@ -143,7 +139,7 @@ class XenMachine(SliceRunner):
             uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
-                vcpu)), None, begin, end - 1)
+                vcpu, address, size)), None, begin, end - 1)
 
     # -- the surface Session and the engine use ----------------------------------------------------------------
     @property
@@ -288,9 +284,8 @@ class XenMachine(SliceRunner):
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
         if horizon < budget * vcpu.ps_per_instruction:
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
-        if vcpu.index in self.flush_due:
-            vcpu.uc.ctl_flush_tb()
-            self.flush_due.discard(vcpu.index)
+        if vcpu.to_flush:
+            vcpu.flush_pending()
         start_pc = vcpu.pc
         try:
             reason = vcpu.run_slice(budget)
@@ -357,28 +352,25 @@ class XenMachine(SliceRunner):
         vcpu.guard_fault = f"access to {address:#x}, outside RAM"
         return False
 
-    def _code_store(self, vcpu: Vcpu) -> None:
-        """A store into Xen's text or the payload area: the other vCPUs must drop what they translated when
-        they next serialise; the writer's own translations Unicorn keeps right."""
-        self.code_generation += 1
-        self.seen_generation[vcpu.index] = self.code_generation
+    def _code_store(self, vcpu: Vcpu, physical: int, size: int) -> None:
+        """A store into Xen's text or the payload area (a memory hook: physical addresses): the other vCPUs must
+        drop what they translated of it when they next serialise."""
+        window = self.memory.windows[0]
+        begin = physical - window.physical + window.virtual
+        self.code_writes.stored(vcpu.index, begin, begin + size)
 
     def serialise(self, vcpu: Vcpu) -> bool:
-        """`vcpu` serialises: if code was written since it last did, it drops its translations before its next
-        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again). A vCPU
-        in `keep_translations` keeps them (the drop_flush fault: a missing serialisation)."""
-        if self.seen_generation[vcpu.index] == self.code_generation or vcpu.index in self.keep_translations:
-            return False
-        self.seen_generation[vcpu.index] = self.code_generation
-        self.flush_due.add(vcpu.index)
-        return True
+        """`vcpu` serialises: the code others wrote since it last did, it drops from its translations before its
+        next slice. Whether it had to (a hook then stops before the serialising instruction, which runs again). A
+        vCPU kept by `keep_stale` drops nothing (the drop_flush fault: a missing serialisation)."""
+        ranges = self.code_writes.serialise(vcpu.index)
+        vcpu.to_flush += ranges
+        return bool(ranges)
 
     def keep_stale(self, vcpus: frozenset[int]) -> None:
         """From now until `keep_stale` again, `vcpus` drop nothing when they serialise; those no longer kept never
         drop what was written meanwhile (the drop_flush fault: the flushes an action owed them are lost)."""
-        for index in self.keep_translations - vcpus:
-            self.seen_generation[index] = self.code_generation
-        self.keep_translations = vcpus
+        self.code_writes.keep(vcpus)
 
     @property
     def instructions(self) -> int:
