@@ -106,6 +106,9 @@ class Vcpu:
         self.hook_error: BaseException | None = None
         self.on_fault: Callable[[BaseException], bool] | None = None
         """Asked first when this vCPU faults; True: it recovered the vCPU, the run goes on."""
+        self.on_trap: Callable[[int, int], None] | None = None
+        """Called with (address, size) when a block holding a trap address (`BlockTable.set_traps`) is about to
+        run; the slice then goes on from that block, which must no longer hold one."""
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
@@ -241,7 +244,7 @@ class Vcpu:
         b.stopped = 0
         self.stop_reason = None
         try:
-            self.uc.emu_start(self.pc, UNTIL_NEVER)
+            self.emulate(self.pc, UNTIL_NEVER)
         finally:
             self.pc = self.current_pc()
             executed, b.executed = b.executed, 0
@@ -254,6 +257,20 @@ class Vcpu:
             b.hit_size = 0
             return StopReason.WATCH
         return StopReason.BUDGET if b.stopped else StopReason.HALT
+
+    def emulate(self, begin: int, until: int) -> None:
+        """`emu_start(begin, until)`, going on past each trap `on_trap` dealt with (the budget's count runs
+        on)."""
+        b = self.budget
+        b.trap_size = 0
+        self.uc.emu_start(begin, until)
+        while b.trap_size and self.stop_reason is None:
+            address, size = b.trap_address, b.trap_size
+            b.trap_size = 0
+            if self.on_trap is None:
+                raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
+            self.on_trap(address, size)
+            self.uc.emu_start(self.current_pc(), until)
 
     def take_hook_error(self) -> BaseException | None:
         """The exception a hook raised during the last slice, once."""

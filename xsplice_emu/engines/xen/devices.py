@@ -5,7 +5,6 @@ and the host's stand-ins for what Xen's boot never set up (its allocators, the s
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
+from .site_hooks import SiteHooks, running
 from .sites import InstructionSites
 
 if TYPE_CHECKING:
@@ -53,23 +53,23 @@ class Devices:
         self.schedule_softirq = platform.slot("softirq SCHEDULE (the tasklet check of an idle CPU)")
         self.slot_handlers[self.schedule_softirq] = self._schedule
 
+    def hook_sites(self, site_hooks: SiteHooks) -> None:
+        """Have the instructions the devices answer hooked once a vCPU is about to run them."""
+        sites = self.sites
+        for addresses, body in ((sites.rdtsc, lambda vcpu: self._rdtsc(vcpu, 2)),
+                                (sites.rdtscp, lambda vcpu: self._rdtsc(vcpu, 3)), (sites.rdmsr, self._rdmsr),
+                                (sites.wrmsr, self._wrmsr), (sites.hlt, self._hlt),
+                                (sites.serialising, self._serialise)):
+            site_hooks.add(addresses, running(body))
+
     def install(self, vcpu: Vcpu) -> None:
-        uc, sites = vcpu.uc, self.sites
-
-        def at(addresses: tuple[int, ...], body: Callable[[], None]) -> None:
-            hook = guarded(vcpu, lambda address, size: body())
-            for address in addresses:
-                uc.hook_add(UC_HOOK_CODE, hook, None, address, address)
-
-        at(sites.rdtsc, lambda: self._rdtsc(vcpu, 2))
-        at(sites.rdtscp, lambda: self._rdtsc(vcpu, 3))
-        at(sites.rdmsr, lambda: self._rdmsr(vcpu))
-        at(sites.wrmsr, lambda: self._wrmsr(vcpu))
-        at(sites.hlt, lambda: self._hlt(vcpu))
-        at(sites.serialising, lambda: self._serialise(vcpu))
+        """Hook the host's stand-ins and slots on `vcpu`."""
+        uc = vcpu.uc
         image = self.machine.hypervisor
         for name, function in self.stand_ins.items():
-            at((image.address(name),), functools.partial(self._stand_in, vcpu, function))
+            hook = guarded(vcpu, lambda address, size, function=function: self._stand_in(vcpu, function))
+            address = image.address(name)
+            uc.hook_add(UC_HOOK_CODE, hook, None, address, address)
         uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self._slot(vcpu, address)), None,
                     HOST_PAGE, HOST_PAGE + PAGE - 1)
 
@@ -167,7 +167,7 @@ class Devices:
         budget = vcpu.budget
         budget.budget, budget.executed = SURFACE_BUDGET, 0
         try:
-            vcpu.uc.emu_start(pc, pc + length)
+            vcpu.emulate(pc, pc + length)
         except UcError as exc:
             raise self.machine.fault(vcpu, vcpu.guard_fault or str(exc), pc) from None
         finally:

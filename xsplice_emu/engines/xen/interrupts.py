@@ -23,6 +23,7 @@ from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from ...tracing.kinds import EventKind
 from .layout import STACK_SIZE
+from .site_hooks import SiteHooks, running
 
 if TYPE_CHECKING:
     from .machine import XenMachine
@@ -75,13 +76,14 @@ class Interrupts:
         uc = vcpu.uc
         load_system_tables(uc, idt=self.idt, gdt=self.gdt, tss=self.machine.platform.per_cpu("tss_page", vcpu.index),
                            code_selector=HYPERVISOR_CS, data_selector=HYPERVISOR_DS)
-        on_iret = guarded(vcpu, lambda address, size: self.interrupt_return(vcpu))
-        for address in self.machine.devices.sites.iretq:
-            uc.hook_add(UC_HOOK_CODE, on_iret, None, address, address)
         for address, observer in ((self.mask_callback, self.swallowed), (self.mask, self.masked),
                                   (self.unmask, self.unmasked)):
             uc.hook_add(UC_HOOK_CODE, guarded(vcpu, functools.partial(_at_entry, observer, vcpu)), None, address,
                         address)
+
+    def hook_sites(self, site_hooks: SiteHooks) -> None:
+        """Have Xen's `iretq`s hooked once a vCPU is about to run one."""
+        site_hooks.add(self.machine.devices.sites.iretq, running(self.interrupt_return))
 
     def boot(self) -> None:
         """What Xen's trap and IRQ init leave, the parts that matter run for real on vCPU 0."""

@@ -38,6 +38,7 @@ from .devices import Devices
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
+from .site_hooks import SiteHooks
 from .sites import AssemblyLabels
 
 CALL_TIMEOUT_NS = 500_000_000
@@ -118,8 +119,12 @@ class XenMachine(SliceRunner):
         self.code_writes = CodeWrites(config.vcpus)
         self.interrupts = Interrupts(self)
         self.devices = Devices(self)
+        self.site_hooks = SiteHooks(self)
+        self.devices.hook_sites(self.site_hooks)
+        self.interrupts.hook_sites(self.site_hooks)
         for vcpu in self.vcpus:
             self._install(vcpu)
+        self.site_hooks.arm()
         self.now_ps = 0
         self.platform.boot(self)
 

@@ -40,6 +40,8 @@ class VcpuBudget(ctypes.Structure):
         ("hit_address", ctypes.c_uint64),
         ("hit_size", ctypes.c_uint64),
         ("skip_address", ctypes.c_uint64),
+        ("trap_address", ctypes.c_uint64),
+        ("trap_size", ctypes.c_uint64),
     ]
 
 
@@ -52,6 +54,7 @@ def library() -> ctypes.CDLL:
                                     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
     lib.block_table_add_range.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+    lib.block_table_set_traps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     return lib
 
@@ -105,6 +108,12 @@ class BlockTable:
     def forget(self, begin: int, end: int) -> None:
         """Drop the counts of blocks overlapping `[begin, end)` (their code changed)."""
         if self._lib.block_table_forget(self.pointer, begin, end):
+            raise MemoryError("block table rehash failed")
+
+    def set_traps(self, addresses: list[int]) -> None:
+        """From now on a block holding one of `addresses` stops a slice before it runs (`VcpuBudget.trap_*`)."""
+        self._traps = (ctypes.c_uint64 * len(addresses))(*sorted(addresses))  # the C table reads it: keep it
+        if self._lib.block_table_set_traps(self.pointer, self._traps, len(addresses)):
             raise MemoryError("block table rehash failed")
 
     def __del__(self):

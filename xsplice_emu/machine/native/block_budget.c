@@ -7,6 +7,10 @@
  * shared by all vCPUs of one machine, filled by capstone on a miss) and calls
  * uc_emu_stop() when the next block would exceed the slice's budget, so a
  * slice ends on a block boundary after at most `budget` instructions.
+ *
+ * A machine may also name trap addresses (sorted): a block holding one stops
+ * the slice before it runs (trap_address/trap_size say which), so the host
+ * can hook those instructions, drop the block's translation and go on.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +26,7 @@ struct block_entry {
     uint64_t address; /* 0: empty slot */
     uint32_t size;
     uint32_t insns;
+    uint32_t trap; /* 1: the block holds a trap address */
 };
 
 /* Guest addresses [guest_base, guest_base + guest_size) are host bytes at host_base. */
@@ -42,6 +47,8 @@ struct block_table {
     size_t cs_handle;
     disasm_fn disasm;
     free_insn_fn free_insn;
+    const uint64_t *traps; /* sorted; owned by the caller */
+    size_t nr_traps;
 };
 
 #define MAX_WATCHES 8
@@ -62,12 +69,28 @@ struct vcpu_budget {
     uint64_t hit_address;
     uint64_t hit_size;
     uint64_t skip_address;
+    /* A block holding a trap address stopped the slice before it ran (trap_size 0: none). */
+    uint64_t trap_address;
+    uint64_t trap_size;
 };
 
 static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
 {
     uint64_t h = (address ^ ((uint64_t)size << 48)) * 0x9E3779B97F4A7C15ull;
     return (size_t)(h >> 17) & (t->capacity - 1);
+}
+
+static uint32_t holds_trap(const struct block_table *t, uint64_t address, uint32_t size)
+{
+    size_t low = 0, high = t->nr_traps;
+    while (low < high) { /* the first trap at or after address */
+        size_t middle = low + (high - low) / 2;
+        if (t->traps[middle] < address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low < t->nr_traps && t->traps[low] < address + size;
 }
 
 static void insert(struct block_table *t, uint64_t address, uint32_t size, uint32_t insns)
@@ -78,6 +101,7 @@ static void insert(struct block_table *t, uint64_t address, uint32_t size, uint3
     t->slots[i].address = address;
     t->slots[i].size = size;
     t->slots[i].insns = insns;
+    t->slots[i].trap = holds_trap(t, address, size);
     t->used++;
 }
 
@@ -119,7 +143,8 @@ static uint32_t count_insns(struct block_table *t, uint64_t address, uint32_t si
     return 1;
 }
 
-static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
+/* The block's instruction count; *trap set when it holds a trap address. */
+static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size, uint32_t *trap)
 {
     size_t i = slot_of(t, address, size);
     uint32_t insns;
@@ -127,11 +152,14 @@ static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
         struct block_entry *e = &t->slots[i];
         if (!e->address)
             break;
-        if (e->address == address && e->size == size)
+        if (e->address == address && e->size == size) {
+            *trap = e->trap;
             return e->insns;
+        }
         i = (i + 1) & (t->capacity - 1);
     }
     insns = count_insns(t, address, size);
+    *trap = holds_trap(t, address, size);
     if ((t->used + 1) * 2 > t->capacity && rehash(t, t->capacity * 2, 0, 0))
         return insns;
     insert(t, address, size, insns);
@@ -175,6 +203,15 @@ int block_table_forget(struct block_table *t, uint64_t begin, uint64_t end)
     return rehash(t, t->capacity, begin, end);
 }
 
+/* From now on a block holding one of traps[0..n) (sorted; kept alive by the caller) stops a slice before it
+ * runs; blocks counted already are looked at again. -1 when the rehash fails. */
+int block_table_set_traps(struct block_table *t, const uint64_t *traps, size_t n)
+{
+    t->traps = traps;
+    t->nr_traps = n;
+    return rehash(t, t->capacity, 1, 0);
+}
+
 void block_table_free(struct block_table *t)
 {
     if (!t)
@@ -186,7 +223,7 @@ void block_table_free(struct block_table *t)
 void on_block(void *uc, uint64_t address, uint32_t size, void *user)
 {
     struct vcpu_budget *v = user;
-    uint32_t insns;
+    uint32_t insns, trap;
     if (v->nr_watches) {
         if (address == v->skip_address) {
             v->skip_address = 0;
@@ -201,7 +238,13 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
             }
         }
     }
-    insns = lookup(v->table, address, size ? size : 1);
+    insns = lookup(v->table, address, size ? size : 1, &trap);
+    if (trap) {
+        v->trap_address = address;
+        v->trap_size = size ? size : 1;
+        v->emu_stop(uc);
+        return;
+    }
     if (v->executed && v->executed + insns > v->budget) {
         v->stopped = 1;
         v->emu_stop(uc);

@@ -1,0 +1,69 @@
+"""The instructions the platform answers (`sites.py`), hooked on the vCPUs once one is about to run them.
+
+Unicorn looks through every code hook of an instance for each instruction it translates, and code hooks slow
+the blocks it runs: Xen's ~780 sites hooked from the start made each translation about 25 times dearer. Each
+site is a trap of the machine's block table instead (`BlockTable.set_traps`): the first block holding one
+stops before it runs, the sites it holds get their hooks on every vCPU, every vCPU drops what it translated of
+them, and the slice goes on from that block (the same instructions in the same slices: the schedule is the
+same as with every hook in place from the start).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from unicorn import UC_HOOK_CODE
+
+from ...machine import Vcpu
+from ...machine.hooks import guarded
+
+if TYPE_CHECKING:
+    from .machine import XenMachine
+
+HookFactory = Callable[[Vcpu], Callable[..., Any]]
+"""Given a vCPU, its UC_HOOK_CODE callback for a kind of site."""
+
+
+def running(body: Callable[[Vcpu], None]) -> HookFactory:
+    """The factory of hooks that run `body(vcpu)` at a site (an exception it raises stops the slice)."""
+    return lambda vcpu: guarded(vcpu, lambda address, size: body(vcpu))
+
+
+class SiteHooks:
+    """The sites of one machine not hooked yet, and how to hook each."""
+
+    def __init__(self, machine: XenMachine):
+        self.machine = machine
+        self._factories: dict[int, HookFactory] = {}
+        self._unhooked: list[int] = []  # sorted
+        self._hooks: dict[tuple[HookFactory, int], Callable[..., Any]] = {}  # one callback per kind and vCPU
+
+    def add(self, addresses: tuple[int, ...], factory: HookFactory) -> None:
+        """Hook each of `addresses` with `factory(vcpu)`'s callback once a vCPU is about to run it."""
+        for address in addresses:
+            self._factories[address] = factory
+
+    def arm(self) -> None:
+        """Make every site added a trap (before the vCPUs first run)."""
+        self._unhooked = sorted(self._factories)
+        self.machine.table.set_traps(self._unhooked)
+        for vcpu in self.machine.vcpus:
+            vcpu.on_trap = self._trapped
+
+    def _trapped(self, address: int, size: int) -> None:
+        """A block `[address, address + size)` holding sites not hooked yet is about to run: hook them."""
+        low = bisect.bisect_left(self._unhooked, address)
+        high = bisect.bisect_left(self._unhooked, address + size)
+        sites = self._unhooked[low:high]
+        del self._unhooked[low:high]
+        for vcpu in self.machine.vcpus:
+            for site in sites:
+                factory = self._factories[site]
+                hook = self._hooks.get((factory, vcpu.index))
+                if hook is None:
+                    hook = self._hooks[factory, vcpu.index] = factory(vcpu)
+                vcpu.uc.hook_add(UC_HOOK_CODE, hook, None, site, site)
+                vcpu.flush(site, site + 1)
+        self.machine.table.set_traps(self._unhooked)
