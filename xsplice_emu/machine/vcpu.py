@@ -31,6 +31,7 @@ class VcpuState(Enum):
     RUNNING = "running"
     HALTED = "halted"
     PARKED = "parked"
+    SPINNING = "spinning"
 
 
 class StopReason(Enum):
@@ -39,6 +40,7 @@ class StopReason(Enum):
     PARK = "park"
     HOOK = "hook"
     WATCH = "watch"
+    SPIN = "spin"
 
 
 @dataclass(frozen=True)

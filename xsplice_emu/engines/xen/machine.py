@@ -8,6 +8,7 @@ scheduled there would: when that vCPU is idle, from the bottom of its stack, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from unicorn import (
@@ -27,7 +28,7 @@ from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, Vcp
 from ...machine.hooks import guarded
 from ...machine.memory import Window
 from ...machine.runner import SliceRunner
-from ...machine.scheduler import Scheduler
+from ...machine.scheduler import Alarm, Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
 from ...machine.vcpu import StopReason
 from ...platform import EXCEPTION_NAMES, RAM_BASE
@@ -40,6 +41,7 @@ from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSIC
 from .platform import Platform
 from .site_hooks import SiteHooks
 from .sites import AssemblyLabels
+from .spins import Spins
 
 CALL_TIMEOUT_NS = 500_000_000
 """How long a host call may run (virtual time) before it is an error: unload waits on RCU, which needs every
@@ -122,6 +124,8 @@ class XenMachine(SliceRunner):
         self.site_hooks = SiteHooks(self)
         self.devices.hook_sites(self.site_hooks)
         self.interrupts.hook_sites(self.site_hooks)
+        self.spins = Spins(self)
+        self.spins.hook_sites(self.site_hooks)
         for vcpu in self.vcpus:
             self._install(vcpu)
         self.site_hooks.arm()
@@ -260,7 +264,24 @@ class XenMachine(SliceRunner):
     def _ran(self) -> None:
         self.drain_console()
 
+    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
+        """Call `callback` when virtual time reaches `time_ps` (a vCPU spinning on what it wrote then wakes)."""
+        def ring() -> None:
+            callback()
+            self.spins.wake_changed(self.now_ps)
+        return super().add_alarm(time_ps, ring)
+
+    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
+        self.spins.wake_changed(self.now_ps)  # the host may have written what a vCPU spins on
+        super().run(until_ps=until_ps, stop_when=stop_when)
+
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        self._run_step(vcpu, ready_ps, until_ps)
+        self.spins.wake_changed(vcpu.clock_ps)
+
+    def _run_step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        if vcpu.state is VcpuState.SPINNING:  # an interrupt it may take arrived
+            self.spins.wake(vcpu, ready_ps)
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
             vcpu.sit_out(ready_ps)
             self.scheduler.queue(vcpu)
@@ -292,6 +313,7 @@ class XenMachine(SliceRunner):
         if vcpu.to_flush:
             vcpu.flush_pending()
         start_pc = vcpu.pc
+        self.spins.slices += 1
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
@@ -306,6 +328,8 @@ class XenMachine(SliceRunner):
             vcpu.settle(VcpuState.HALTED)
             self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
             self._start_posted(vcpu)
+        elif reason is StopReason.SPIN:
+            vcpu.settle(VcpuState.SPINNING)
         elif reason is StopReason.BUDGET and vcpu.pc == start_pc:
             self.devices.surface_lost_fault(vcpu)
 
