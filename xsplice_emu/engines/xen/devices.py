@@ -5,6 +5,7 @@ and the host's stand-ins for what Xen's boot never set up (its allocators, the s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -61,16 +62,13 @@ class Devices:
                                 (sites.wrmsr, self._wrmsr), (sites.hlt, self._hlt),
                                 (sites.serialising, self._serialise)):
             site_hooks.add(addresses, running(body))
-
-    def install(self, vcpu: Vcpu) -> None:
-        """Hook the host's stand-ins and slots on `vcpu`."""
-        uc = vcpu.uc
         image = self.machine.hypervisor
         for name, function in self.stand_ins.items():
-            hook = guarded(vcpu, lambda address, size, function=function: self._stand_in(vcpu, function))
-            address = image.address(name)
-            uc.hook_add(UC_HOOK_CODE, hook, None, address, address)
-        uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self._slot(vcpu, address)), None,
+            site_hooks.add((image.address(name),), running(functools.partial(self._stand_in, function=function)))
+
+    def install(self, vcpu: Vcpu) -> None:
+        """Hook the host's slots on `vcpu`."""
+        vcpu.uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self._slot(vcpu, address)), None,
                     HOST_PAGE, HOST_PAGE + PAGE - 1)
 
     # -- instructions -------------------------------------------------------------------------------------------
@@ -131,7 +129,7 @@ class Devices:
             vcpu.stop(StopReason.HOOK)  # before the instruction: it runs on fresh translations
 
     # -- the host's stand-ins -------------------------------------------------------------------------------------
-    def _stand_in(self, vcpu: Vcpu, function: HostFunction) -> None:
+    def _stand_in(self, vcpu: Vcpu, *, function: HostFunction) -> None:
         """Answer a call of a Xen function at its entry and return to its caller."""
         result = function(vcpu)
         if result is not None:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from unicorn import (
-    UC_HOOK_CODE,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
     UC_HOOK_MEM_UNMAPPED,
@@ -39,7 +38,7 @@ from .devices import Devices
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
-from .site_hooks import SiteHooks
+from .site_hooks import SiteHooks, running
 from .sites import AssemblyLabels
 from .spins import Spins
 
@@ -126,6 +125,7 @@ class XenMachine(SliceRunner):
         self.interrupts.hook_sites(self.site_hooks)
         self.spins = Spins(self)
         self.spins.hook_sites(self.site_hooks)
+        self.site_hooks.add(tuple(self.address(function) for function in PANIC_ENDS), running(self._panicked))
         for vcpu in self.vcpus:
             self._install(vcpu)
         self.site_hooks.arm()
@@ -142,10 +142,6 @@ class XenMachine(SliceRunner):
         uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
             vcpu, address), False))
-        on_panic = guarded(vcpu, lambda address, size: self._panicked(vcpu))
-        for function in PANIC_ENDS:
-            address = self.address(function)
-            uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
                 vcpu, address, size)), None, begin, end - 1)
