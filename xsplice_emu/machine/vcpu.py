@@ -108,9 +108,9 @@ class Vcpu:
         self.hook_error: BaseException | None = None
         self.on_fault: Callable[[BaseException], bool] | None = None
         """Asked first when this vCPU faults; True: it recovered the vCPU, the run goes on."""
-        self.on_trap: Callable[[int, int], None] | None = None
-        """Called with (address, size) when a block holding a trap address (`BlockTable.set_traps`) is about to
-        run; the slice then goes on from that block, which must no longer hold one."""
+        self.on_trap: Callable[[Vcpu, int, int], None] | None = None
+        """Called with (this vCPU, address, size) when a block holding a trap address (`BlockTable.set_traps`) is
+        about to run; the slice then goes on from that block, which must no longer hold one."""
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
@@ -271,7 +271,7 @@ class Vcpu:
             b.trap_size = 0
             if self.on_trap is None:
                 raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
-            self.on_trap(address, size)
+            self.on_trap(self, address, size)
             self.uc.emu_start(self.current_pc(), until)
 
     def take_hook_error(self) -> BaseException | None:

@@ -3,9 +3,10 @@
 Unicorn looks through every code hook of an instance for each instruction it translates, and code hooks slow
 the blocks it runs: Xen's ~780 sites hooked from the start made each translation about 25 times dearer. Each
 site is a trap of the machine's block table instead (`BlockTable.set_traps`): the first block holding one
-stops before it runs, the sites it holds get their hooks on every vCPU, every vCPU drops what it translated of
-them, and the slice goes on from that block (the same instructions in the same slices: the schedule is the
-same as with every hook in place from the start).
+stops before it runs, the sites it holds get their hooks on every vCPU, the vCPU that stopped drops its
+translation of the block (no other vCPU can have one: it would have stopped first), and the slice goes on
+from that block (the same instructions in the same slices: the schedule is the same as with every hook in
+place from the start).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class SiteHooks:
         for vcpu in self.machine.vcpus:
             vcpu.on_trap = self._trapped
 
-    def _trapped(self, address: int, size: int) -> None:
+    def _trapped(self, trapped: Vcpu, address: int, size: int) -> None:
         """A block `[address, address + size)` holding sites not hooked yet is about to run: hook them."""
         low = bisect.bisect_left(self._unhooked, address)
         high = bisect.bisect_left(self._unhooked, address + size)
@@ -74,5 +75,5 @@ class SiteHooks:
                                            ctypes.c_uint64(site), ctypes.c_uint64(site))
                 if status:
                     raise MachineError(f"vCPU {vcpu.index}: uc_hook_add at {site:#x} failed ({status})")
-                vcpu.flush(site, site + 1)
+        trapped.flush(address, address + size)
         self.machine.table.set_traps(self._unhooked)

@@ -55,6 +55,7 @@ def library() -> ctypes.CDLL:
     lib.block_table_add_range.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_set_traps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    lib.block_table_set_traps.restype = None
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     return lib
 
@@ -113,8 +114,7 @@ class BlockTable:
     def set_traps(self, addresses: list[int]) -> None:
         """From now on a block holding one of `addresses` stops a slice before it runs (`VcpuBudget.trap_*`)."""
         self._traps = (ctypes.c_uint64 * len(addresses))(*sorted(addresses))  # the C table reads it: keep it
-        if self._lib.block_table_set_traps(self.pointer, self._traps, len(addresses)):
-            raise MemoryError("block table rehash failed")
+        self._lib.block_table_set_traps(self.pointer, self._traps, len(addresses))
 
     def __del__(self):
         if getattr(self, "pointer", None):
