@@ -112,7 +112,8 @@ class BlockTable:
             raise MemoryError("block table rehash failed")
 
     def set_traps(self, addresses: list[int]) -> None:
-        """From now on a block holding one of `addresses` stops a slice before it runs (`VcpuBudget.trap_*`)."""
+        """From now on a block holding one of `addresses` stops a slice before it runs (`VcpuBudget.trap_*`); the
+        first call names them all, later ones fewer (blocks already counted are only cleared)."""
         self._traps = (ctypes.c_uint64 * len(addresses))(*sorted(addresses))  # the C table reads it: keep it
         self._lib.block_table_set_traps(self.pointer, self._traps, len(addresses))
 

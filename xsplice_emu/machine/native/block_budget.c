@@ -204,14 +204,14 @@ int block_table_forget(struct block_table *t, uint64_t begin, uint64_t end)
 }
 
 /* From now on a block holding one of traps[0..n) (sorted; kept alive by the caller) stops a slice before it
- * runs; blocks counted already are looked at again. */
+ * runs. The traps may only shrink (a block counted already may lose its trap, never gain one). */
 void block_table_set_traps(struct block_table *t, const uint64_t *traps, size_t n)
 {
     t->traps = traps;
     t->nr_traps = n;
     for (size_t i = 0; i < t->capacity; i++) {
         struct block_entry *e = &t->slots[i];
-        if (e->address)
+        if (e->address && e->trap)
             e->trap = holds_trap(t, e->address, e->size);
     }
 }
