@@ -75,6 +75,7 @@ class Vcpu:
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
         self.budget = native.VcpuBudget(table.pointer, native.emu_stop_address())
+        self.budget.ps_per_instruction = ps_per_instruction
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
                                    ctypes.c_void_p(native.on_block_address()),
@@ -265,6 +266,7 @@ class Vcpu:
         on)."""
         b = self.budget
         b.trap_size = 0
+        b.clock_ps = self.clock_ps
         self.uc.emu_start(begin, until)
         while b.trap_size and self.stop_reason is None:
             address, size = b.trap_address, b.trap_size

@@ -5,6 +5,7 @@ and the host's stand-ins for what Xen's boot never set up (its allocators, the s
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,12 +13,12 @@ from typing import TYPE_CHECKING
 from unicorn import UC_HOOK_CODE, UcError
 
 from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
-from ...machine import Vcpu
+from ...machine import Vcpu, native
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
-from .site_hooks import SiteHooks, running
+from .site_hooks import NativeHook, SiteHooks, running
 from .sites import InstructionSites
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ class Devices:
     def hook_sites(self, site_hooks: SiteHooks) -> None:
         """Have the instructions the devices answer hooked once a vCPU is about to run them."""
         sites = self.sites
-        for addresses, body in ((sites.rdtsc, lambda vcpu: self._rdtsc(vcpu, 2)),
-                                (sites.rdtscp, lambda vcpu: self._rdtsc(vcpu, 3)), (sites.rdmsr, self._rdmsr),
+        site_hooks.add(sites.rdtsc, _native_rdtsc)
+        for addresses, body in ((sites.rdtscp, self._rdtscp), (sites.rdmsr, self._rdmsr),
                                 (sites.wrmsr, self._wrmsr), (sites.hlt, self._hlt),
                                 (sites.serialising, self._serialise)):
             site_hooks.add(addresses, running(body))
@@ -76,13 +77,14 @@ class Devices:
         """The TSC: virtual time in ticks of the machine's clock (Xen's per-CPU time scale turns it into ns)."""
         return vcpu.current_time_ps() // vcpu.ps_per_instruction
 
-    def _rdtsc(self, vcpu: Vcpu, length: int) -> None:
+    def _rdtscp(self, vcpu: Vcpu) -> None:
+        """`rdtscp`: the TSC (as `rdtsc` gets it, in C: `native.on_rdtsc`) and TSC_AUX, which Xen sets to the
+        CPU number."""
         tsc = self.tsc(vcpu)
         vcpu.write(REGS.low, tsc & 0xFFFFFFFF)
         vcpu.write(REGS.high, tsc >> 32)
-        if length == 3:  # rdtscp: TSC_AUX, which Xen sets to the CPU number
-            vcpu.write(REGS.counter, vcpu.index)
-        _skip(vcpu, length)
+        vcpu.write(REGS.counter, vcpu.index)
+        _skip(vcpu, 3)
 
     def _rdmsr(self, vcpu: Vcpu) -> None:
         """The x2APIC's ID and in-service registers (the maskable vectors whose handlers run: Xen's
@@ -176,6 +178,15 @@ class Devices:
         error = vcpu.take_hook_error()
         if error is not None:
             raise error
+
+
+def _native_rdtsc(vcpu: Vcpu) -> NativeHook:
+    """`native.on_rdtsc` on `vcpu`: the TSC from its VcpuBudget, with no Python on the way (Xen's time loops
+    read it every turn)."""
+    budget = vcpu.budget
+    budget.reg_write = native.reg_write_address()
+    budget.rax, budget.rdx, budget.rip = REGS.low, REGS.high, vcpu.arch.registers.pc
+    return ctypes.c_void_p(native.on_rdtsc_address()), ctypes.cast(ctypes.byref(budget), ctypes.c_void_p)
 
 
 def _skip(vcpu: Vcpu, length: int) -> None:

@@ -25,7 +25,7 @@ from ...image import Image
 from ...machine import Vcpu, VcpuState
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
-from .site_hooks import SiteHooks
+from .site_hooks import SiteHooks, python_hook
 from .sites import code_spans
 
 if TYPE_CHECKING:
@@ -180,8 +180,8 @@ class Spins:
 
     def hook_sites(self, site_hooks: SiteHooks) -> None:
         """Have each pure loop's `pause` hooked once a vCPU is about to run it."""
-        site_hooks.add(tuple(self.loops), lambda vcpu: guarded(
-            vcpu, lambda address, size: self.paused(vcpu, address)))
+        site_hooks.add(tuple(self.loops), lambda vcpu: python_hook(guarded(
+            vcpu, lambda address, size: self.paused(vcpu, address))))
 
     def paused(self, vcpu: Vcpu, pause: int) -> None:
         """`vcpu` is at the `pause` of a pure loop: the second time within one slice with the same registers,

@@ -42,6 +42,12 @@ class VcpuBudget(ctypes.Structure):
         ("skip_address", ctypes.c_uint64),
         ("trap_address", ctypes.c_uint64),
         ("trap_size", ctypes.c_uint64),
+        ("clock_ps", ctypes.c_uint64),
+        ("ps_per_instruction", ctypes.c_uint64),
+        ("reg_write", ctypes.c_void_p),
+        ("rax", ctypes.c_int32),
+        ("rdx", ctypes.c_int32),
+        ("rip", ctypes.c_int32),
     ]
 
 
@@ -74,6 +80,16 @@ def _compile(work: Path) -> None:
 def on_block_address() -> int:
     """Address of the C UC_HOOK_BLOCK callback."""
     return _address(library().on_block)
+
+
+def on_rdtsc_address() -> int:
+    """Address of the C UC_HOOK_CODE callback answering a `rdtsc` from the vCPU's VcpuBudget."""
+    return _address(library().on_rdtsc)
+
+
+def reg_write_address() -> int:
+    """Address of libunicorn's uc_reg_write, which on_rdtsc calls."""
+    return _address(uclib.uc_reg_write)
 
 
 def emu_stop_address() -> int:

@@ -18,6 +18,7 @@
 #include <string.h>
 
 typedef int (*emu_stop_fn)(void *uc);
+typedef int (*reg_write_fn)(void *uc, int regid, const void *value);
 typedef size_t (*disasm_fn)(size_t handle, const uint8_t *code, size_t size,
                             uint64_t address, size_t count, void **insn);
 typedef void (*free_insn_fn)(void *insn, size_t count);
@@ -72,6 +73,12 @@ struct vcpu_budget {
     /* A block holding a trap address stopped the slice before it ran (trap_size 0: none). */
     uint64_t trap_address;
     uint64_t trap_size;
+    /* For on_rdtsc: virtual time when the slice started and per instruction (ps), and how to set registers
+     * (libunicorn's uc_reg_write and its ids of rax, rdx and rip). */
+    uint64_t clock_ps;
+    uint64_t ps_per_instruction;
+    reg_write_fn reg_write;
+    int32_t rax, rdx, rip;
 };
 
 static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
@@ -255,4 +262,17 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
         return;
     }
     v->executed += insns;
+}
+
+/* A UC_HOOK_CODE callback at a two-byte `rdtsc`: edx:eax = the TSC, the vCPU's virtual time in instructions
+ * (the blocks counted so far this slice included), and the vCPU goes on after the instruction. */
+void on_rdtsc(void *uc, uint64_t address, uint32_t size, void *user)
+{
+    struct vcpu_budget *v = user;
+    uint64_t tsc = (v->clock_ps + v->executed * v->ps_per_instruction) / v->ps_per_instruction;
+    uint64_t low = tsc & 0xffffffffu, high = tsc >> 32, next = address + 2;
+    (void)size;
+    v->reg_write(uc, v->rax, &low);
+    v->reg_write(uc, v->rdx, &high);
+    v->reg_write(uc, v->rip, &next);
 }
