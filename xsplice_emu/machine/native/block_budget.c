@@ -26,9 +26,10 @@ typedef void (*free_insn_fn)(void *insn, size_t count);
 struct block_entry {
     uint64_t address; /* 0: empty slot */
     uint32_t size;
-    uint32_t insns;
-    uint32_t trap; /* 1: the block holds a trap address */
+    uint32_t insns; /* with TRAP when the block holds a trap address */
 };
+
+#define TRAP 0x80000000u
 
 /* Guest addresses [guest_base, guest_base + guest_size) are host bytes at host_base. */
 struct code_range {
@@ -107,8 +108,7 @@ static void insert(struct block_table *t, uint64_t address, uint32_t size, uint3
         i = (i + 1) & (t->capacity - 1);
     t->slots[i].address = address;
     t->slots[i].size = size;
-    t->slots[i].insns = insns;
-    t->slots[i].trap = holds_trap(t, address, size);
+    t->slots[i].insns = insns | (holds_trap(t, address, size) ? TRAP : 0);
     t->used++;
 }
 
@@ -128,7 +128,7 @@ static int rehash(struct block_table *t, size_t capacity, uint64_t drop_begin, u
             continue;
         if (e->address < drop_end && e->address + e->size > drop_begin)
             continue;
-        insert(t, e->address, e->size, e->insns);
+        insert(t, e->address, e->size, e->insns & ~TRAP);
     }
     free(old);
     return 0;
@@ -150,8 +150,8 @@ static uint32_t count_insns(struct block_table *t, uint64_t address, uint32_t si
     return 1;
 }
 
-/* The block's instruction count; *trap set when it holds a trap address. */
-static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size, uint32_t *trap)
+/* The block's instruction count, with TRAP when it holds a trap address. */
+static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
 {
     size_t i = slot_of(t, address, size);
     uint32_t insns;
@@ -159,18 +159,14 @@ static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size, u
         struct block_entry *e = &t->slots[i];
         if (!e->address)
             break;
-        if (e->address == address && e->size == size) {
-            *trap = e->trap;
+        if (e->address == address && e->size == size)
             return e->insns;
-        }
         i = (i + 1) & (t->capacity - 1);
     }
     insns = count_insns(t, address, size);
-    *trap = holds_trap(t, address, size);
-    if ((t->used + 1) * 2 > t->capacity && rehash(t, t->capacity * 2, 0, 0))
-        return insns;
-    insert(t, address, size, insns);
-    return insns;
+    if ((t->used + 1) * 2 <= t->capacity || !rehash(t, t->capacity * 2, 0, 0))
+        insert(t, address, size, insns);
+    return insns | (holds_trap(t, address, size) ? TRAP : 0);
 }
 
 struct block_table *block_table_new(const uint8_t *host_base, uint64_t guest_base,
@@ -218,8 +214,8 @@ void block_table_set_traps(struct block_table *t, const uint64_t *traps, size_t 
     t->nr_traps = n;
     for (size_t i = 0; i < t->capacity; i++) {
         struct block_entry *e = &t->slots[i];
-        if (e->address && e->trap)
-            e->trap = holds_trap(t, e->address, e->size);
+        if (e->address && (e->insns & TRAP) && !holds_trap(t, e->address, e->size))
+            e->insns &= ~TRAP;
     }
 }
 
@@ -234,7 +230,7 @@ void block_table_free(struct block_table *t)
 void on_block(void *uc, uint64_t address, uint32_t size, void *user)
 {
     struct vcpu_budget *v = user;
-    uint32_t insns, trap;
+    uint32_t insns;
     if (v->nr_watches) {
         if (address == v->skip_address) {
             v->skip_address = 0;
@@ -249,8 +245,8 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
             }
         }
     }
-    insns = lookup(v->table, address, size ? size : 1, &trap);
-    if (trap) {
+    insns = lookup(v->table, address, size ? size : 1);
+    if (insns & TRAP) {
         v->trap_address = address;
         v->trap_size = size ? size : 1;
         v->emu_stop(uc);
