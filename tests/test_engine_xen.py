@@ -16,9 +16,11 @@ from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
 from xsplice_emu.control.session import Session
 from xsplice_emu.control.verbs import parse
+from xsplice_emu.engines.xen.code_writes import CodeWrites
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError, GuestFault
 from xsplice_emu.livepatch import Action
+from xsplice_emu.machine import VcpuState
 from xsplice_emu.provision.debian import load_xen_syms, xen_syms
 from xsplice_emu.provision.debian_builds import PINNED_BUILD
 from xsplice_emu.scenario import load_scenario, run_scenario
@@ -435,3 +437,40 @@ def test_trace_summary_counts_every_one_of_72_vcpus_in_xens_rendezvous(xen, payl
     events = [json.loads(line) for line in (tmp_path / f"{SEQUENCE.stem}-72.jsonl").read_text().splitlines()[1:]]
     assert {event["cpus"] for event in events if event["kind"] == "master_elected"} == {71}
     assert first["release_latency_ns"] > _summaries(tmp_path, SEQUENCE, 8)[0]["release_latency_ns"]
+
+
+def test_a_vcpu_that_stored_into_code_itself_still_drops_what_another_stored_before():
+    """vCPU 1 writes a range, vCPU 0 writes another: vCPU 0's serialisation drops vCPU 1's range (not its own),
+    vCPU 2's both, merged where they touch; a second serialisation drops nothing."""
+    writes = CodeWrites(3)
+    writes.stored(1, 0x1000, 0x1004)
+    writes.stored(1, 0x1004, 0x1008)
+    writes.stored(0, 0x1008, 0x1010)
+    writes.stored(0, 0x3000, 0x3001)
+    assert writes.serialise(0) == [(0x1000, 0x1008)]
+    assert writes.serialise(2) == [(0x1000, 0x1010), (0x3000, 0x3001)]
+    assert writes.serialise(0) == writes.serialise(2) == []
+    assert writes.serialise(1) == [(0x1008, 0x1010), (0x3000, 0x3001)]
+
+
+def test_a_vcpu_waiting_on_a_held_xen_spinlock_sleeps_until_it_is_released_then_takes_it(xen):
+    """vCPU 1 calls Xen's _spin_lock on a lock whose ticket 0 is held: for 200 us it sleeps in the wait (it runs
+    no instruction); once the host releases ticket 0 it takes the lock (head 1, tail 2) and goes back to idle,
+    its clock past the release and the time it waited counted as instructions spun."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    lock = machine.platform.heap.heap.take(64)
+    machine.memory.write(lock, struct.pack("<HH", 0, 1) + bytes(60))
+    session.call(1, "_spin_lock", (lock,), delay_ns=1_000)
+    session.advance(10_000)
+    waiting = machine.vcpus[1]
+    executed = waiting.instructions
+    session.advance(200_000)
+    assert (waiting.state, waiting.instructions) == (VcpuState.SPINNING, executed)
+    released_ps = machine.now_ps
+    machine.memory.write(lock, struct.pack("<H", 1))
+    session.advance(10_000)
+    assert struct.unpack("<HH", machine.memory.read(lock, 4)) == (1, 2)
+    assert waiting.state is VcpuState.HALTED
+    assert waiting.clock_ps > released_ps
+    assert waiting.instructions - executed > 200_000

@@ -35,6 +35,7 @@ class VcpuState(Enum):
     RUNNING = "running"
     HALTED = "halted"
     PARKED = "parked"
+    SPINNING = "spinning"
 
 
 class StopReason(Enum):
@@ -43,6 +44,7 @@ class StopReason(Enum):
     PARK = "park"
     HOOK = "hook"
     WATCH = "watch"
+    SPIN = "spin"
 
 
 RUNNING = VcpuState.RUNNING
@@ -85,6 +87,7 @@ class Vcpu:
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
         self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc)
+        self.budget.ps_per_instruction = ps_per_instruction
         self._budget_pointer = ctypes.addressof(self.budget)
         self._run_slice = native.run_slice_function()
         handle = ctypes.c_size_t()
@@ -120,6 +123,9 @@ class Vcpu:
         self.hook_error: BaseException | None = None
         self.on_fault: Callable[[BaseException], bool] | None = None
         """Asked first when this vCPU faults; True: it recovered the vCPU, the run goes on."""
+        self.on_trap: Callable[[Vcpu, int, int], None] | None = None
+        """Called with (this vCPU, address, size) when a block holding a trap address (`BlockTable.set_traps`) is
+        about to run; the slice then goes on from that block, which must no longer hold one."""
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
@@ -259,7 +265,16 @@ class Vcpu:
         uc = self.uc
         uc._hook_exception = None  # what the binding's emu_start does, for a hook that escapes `guarded`
         b.executed = already  # 0 between slices
+        b.clock_ps = self.clock_ps - already * self.ps_per_instruction
+        b.trap_size = 0
         status = self._run_slice(self._budget_pointer, self.pc, budget)
+        while not status and b.trap_size and self.stop_reason is None and uc._hook_exception is None:
+            address, size = b.trap_address, b.trap_size
+            b.trap_size = 0
+            if self.on_trap is None:
+                raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
+            self.on_trap(self, address, size)
+            status = self._run_slice(self._budget_pointer, self.current_pc(), budget)
         self.pc = b.pc
         executed, b.executed = b.executed - already, 0
         self.clock_ps += executed * self.ps_per_instruction
@@ -275,6 +290,21 @@ class Vcpu:
             b.hit_size = 0
             return StopReason.WATCH
         return BUDGET if b.stopped else StopReason.HALT
+
+    def emulate(self, begin: int, until: int) -> None:
+        """`emu_start(begin, until)`, going on past each trap `on_trap` dealt with (the budget's count runs
+        on)."""
+        b = self.budget
+        b.trap_size = 0
+        b.clock_ps = self.clock_ps
+        self.uc.emu_start(begin, until)
+        while b.trap_size and self.stop_reason is None:
+            address, size = b.trap_address, b.trap_size
+            b.trap_size = 0
+            if self.on_trap is None:
+                raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
+            self.on_trap(self, address, size)
+            self.uc.emu_start(self.current_pc(), until)
 
     def take_hook_error(self) -> BaseException | None:
         """The exception a hook raised during the last slice, once."""

@@ -5,6 +5,7 @@ and the host's stand-ins for what Xen's boot never set up (its allocators, the s
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,11 +13,12 @@ from typing import TYPE_CHECKING
 from unicorn import UC_HOOK_CODE, UcError
 
 from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
-from ...machine import Vcpu
+from ...machine import Vcpu, native
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
+from .site_hooks import NativeHook, SiteHooks, running
 from .sites import InstructionSites
 
 if TYPE_CHECKING:
@@ -53,24 +55,21 @@ class Devices:
         self.schedule_softirq = platform.slot("softirq SCHEDULE (the tasklet check of an idle CPU)")
         self.slot_handlers[self.schedule_softirq] = self._schedule
 
-    def install(self, vcpu: Vcpu) -> None:
-        uc, sites = vcpu.uc, self.sites
-
-        def at(addresses: tuple[int, ...], body: Callable[[], None]) -> None:
-            hook = guarded(vcpu, lambda address, size: body())
-            for address in addresses:
-                uc.hook_add(UC_HOOK_CODE, hook, None, address, address)
-
-        at(sites.rdtsc, lambda: self._rdtsc(vcpu, 2))
-        at(sites.rdtscp, lambda: self._rdtsc(vcpu, 3))
-        at(sites.rdmsr, lambda: self._rdmsr(vcpu))
-        at(sites.wrmsr, lambda: self._wrmsr(vcpu))
-        at(sites.hlt, lambda: self._hlt(vcpu))
-        at(sites.serialising, lambda: self._serialise(vcpu))
+    def hook_sites(self, site_hooks: SiteHooks) -> None:
+        """Have the instructions the devices answer hooked once a vCPU is about to run them."""
+        sites = self.sites
+        site_hooks.add(sites.rdtsc, _native_rdtsc)
+        for addresses, body in ((sites.rdtscp, self._rdtscp), (sites.rdmsr, self._rdmsr),
+                                (sites.wrmsr, self._wrmsr), (sites.hlt, self._hlt),
+                                (sites.serialising, self._serialise)):
+            site_hooks.add(addresses, running(body))
         image = self.machine.hypervisor
         for name, function in self.stand_ins.items():
-            at((image.address(name),), functools.partial(self._stand_in, vcpu, function))
-        uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self._slot(vcpu, address)), None,
+            site_hooks.add((image.address(name),), running(functools.partial(self._stand_in, function=function)))
+
+    def install(self, vcpu: Vcpu) -> None:
+        """Hook the host's slots on `vcpu`."""
+        vcpu.uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda address, size: self._slot(vcpu, address)), None,
                     HOST_PAGE, HOST_PAGE + PAGE - 1)
 
     # -- instructions -------------------------------------------------------------------------------------------
@@ -78,13 +77,14 @@ class Devices:
         """The TSC: virtual time in ticks of the machine's clock (Xen's per-CPU time scale turns it into ns)."""
         return vcpu.current_time_ps() // vcpu.ps_per_instruction
 
-    def _rdtsc(self, vcpu: Vcpu, length: int) -> None:
+    def _rdtscp(self, vcpu: Vcpu) -> None:
+        """`rdtscp`: the TSC (as `rdtsc` gets it, in C: `native.on_rdtsc`) and TSC_AUX, which Xen sets to the
+        CPU number."""
         tsc = self.tsc(vcpu)
         vcpu.write(REGS.low, tsc & 0xFFFFFFFF)
         vcpu.write(REGS.high, tsc >> 32)
-        if length == 3:  # rdtscp: TSC_AUX, which Xen sets to the CPU number
-            vcpu.write(REGS.counter, vcpu.index)
-        _skip(vcpu, length)
+        vcpu.write(REGS.counter, vcpu.index)
+        _skip(vcpu, 3)
 
     def _rdmsr(self, vcpu: Vcpu) -> None:
         """The x2APIC's ID and in-service registers (the maskable vectors whose handlers run: Xen's
@@ -131,7 +131,7 @@ class Devices:
             vcpu.stop(StopReason.HOOK)  # before the instruction: it runs on fresh translations
 
     # -- the host's stand-ins -------------------------------------------------------------------------------------
-    def _stand_in(self, vcpu: Vcpu, function: HostFunction) -> None:
+    def _stand_in(self, vcpu: Vcpu, *, function: HostFunction) -> None:
         """Answer a call of a Xen function at its entry and return to its caller."""
         result = function(vcpu)
         if result is not None:
@@ -167,7 +167,7 @@ class Devices:
         budget = vcpu.budget
         budget.budget, budget.executed = SURFACE_BUDGET, 0
         try:
-            vcpu.uc.emu_start(pc, pc + length)
+            vcpu.emulate(pc, pc + length)
         except UcError as exc:
             raise self.machine.fault(vcpu, vcpu.guard_fault or str(exc), pc) from None
         finally:
@@ -178,6 +178,15 @@ class Devices:
         error = vcpu.take_hook_error()
         if error is not None:
             raise error
+
+
+def _native_rdtsc(vcpu: Vcpu) -> NativeHook:
+    """`native.on_rdtsc` on `vcpu`: the TSC from its VcpuBudget, with no Python on the way (Xen's time loops
+    read it every turn)."""
+    budget = vcpu.budget
+    budget.reg_write = native.reg_write_address()
+    budget.rax, budget.rdx, budget.rip = REGS.low, REGS.high, vcpu.arch.registers.pc
+    return ctypes.c_void_p(native.on_rdtsc_address()), ctypes.cast(ctypes.byref(budget), ctypes.c_void_p)
 
 
 def _skip(vcpu: Vcpu, length: int) -> None:

@@ -10,19 +10,15 @@ blocking until `iretq`), taken at slice boundaries; Xen's handlers then run: `do
 
 from __future__ import annotations
 
-import functools
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from unicorn import UC_HOOK_CODE
 
 from ...arch.x86_64 import load_system_tables
 from ...machine import Vcpu
-from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from ...tracing.kinds import EventKind
 from .layout import STACK_SIZE
+from .site_hooks import SiteHooks, running
 
 if TYPE_CHECKING:
     from .machine import XenMachine
@@ -72,16 +68,17 @@ class Interrupts:
     def install(self, vcpu: Vcpu) -> None:
         """Point `vcpu`'s IDTR at Xen's `idt_table`, its TR at its CPU's TSS, its GDTR where Xen's `boot_gdt`
         gives its selectors (what `iretq` reloads them from), and run it in Xen's code and data segments."""
-        uc = vcpu.uc
-        load_system_tables(uc, idt=self.idt, gdt=self.gdt, tss=self.machine.platform.per_cpu("tss_page", vcpu.index),
-                           code_selector=HYPERVISOR_CS, data_selector=HYPERVISOR_DS)
-        on_iret = guarded(vcpu, lambda address, size: self.interrupt_return(vcpu))
-        for address in self.machine.devices.sites.iretq:
-            uc.hook_add(UC_HOOK_CODE, on_iret, None, address, address)
+        tss = self.machine.platform.per_cpu("tss_page", vcpu.index)
+        load_system_tables(vcpu.uc, idt=self.idt, gdt=self.gdt, tss=tss, code_selector=HYPERVISOR_CS,
+                           data_selector=HYPERVISOR_DS)
+
+    def hook_sites(self, site_hooks: SiteHooks) -> None:
+        """Have Xen's `iretq`s and the entries of its NMI mask functions hooked once a vCPU is about to run
+        one."""
+        site_hooks.add(self.machine.devices.sites.iretq, running(self.interrupt_return))
         for address, observer in ((self.mask_callback, self.swallowed), (self.mask, self.masked),
                                   (self.unmask, self.unmasked)):
-            uc.hook_add(UC_HOOK_CODE, guarded(vcpu, functools.partial(_at_entry, observer, vcpu)), None, address,
-                        address)
+            site_hooks.add((address,), running(observer))
 
     def boot(self) -> None:
         """What Xen's trap and IRQ init leave, the parts that matter run for real on vCPU 0."""
@@ -144,6 +141,3 @@ class Interrupts:
         self.nmis_lost += 1
         self.machine.emit(vcpu, EventKind.NMI_LOST)
 
-
-def _at_entry(observer: Callable[[Vcpu], None], vcpu: Vcpu, address: int, size: int) -> None:
-    observer(vcpu)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from unicorn import (
-    UC_HOOK_CODE,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
     UC_HOOK_MEM_UNMAPPED,
@@ -30,19 +29,22 @@ from ...machine.hooks import guarded
 from ...machine.memory import Window
 from ...machine.paging import Mapping
 from ...machine.runner import SliceRunner
-from ...machine.scheduler import Scheduler
+from ...machine.scheduler import Alarm, Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
 from ...machine.vcpu import StopReason
 from ...platform import RAM_BASE
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
+from .code_writes import CodeWrites
 from .devices import Devices
 from .faults import XenFaults
 from .interrupts import Interrupts
 from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
 from .rendezvous import RendezvousObserver
+from .site_hooks import SiteHooks, running
 from .sites import AssemblyLabels
+from .spins import Spins
 
 CALL_TIMEOUT_NS = 500_000_000
 """How long a host call may run (virtual time) before it is an error: unload waits on RCU, which needs every
@@ -120,18 +122,21 @@ class XenMachine(SliceRunner):
         self._console_seen = 0
         self.calls: dict[int, HostCall] = {}
         self.posted: list[list[PostedCall]] = [[] for _ in range(config.vcpus)]
-        self.code_generation = 0
-        """Bumped by every store into code; a vCPU that serialises drops its translations when it lags."""
-        self.seen_generation = [0] * config.vcpus
-        self.flush_due: set[int] = set()
-        self.keep_translations: frozenset[int] = frozenset()
-        """vCPUs whose serialisations drop nothing for now (the drop_flush fault, for one action)."""
+        self.code_writes = CodeWrites(config.vcpus)
         self.interrupts = Interrupts(self)
         self.faults = XenFaults(self)
         self.devices = Devices(self)
+        self.site_hooks = SiteHooks(self)
+        self.devices.hook_sites(self.site_hooks)
+        self.interrupts.hook_sites(self.site_hooks)
+        self.spins = Spins(self)
+        self.spins.hook_sites(self.site_hooks)
+        self.site_hooks.add(tuple(self.address(function) for function in PANIC_ENDS), running(self._panicked))
         self.rendezvous = RendezvousObserver(self)
+        self.rendezvous.hook_sites(self.site_hooks)
         for vcpu in self.vcpus:
             self._install(vcpu)
+        self.site_hooks.arm()
         self.now_ps = 0
         self.platform.boot(self)
 
@@ -146,15 +151,10 @@ class XenMachine(SliceRunner):
         uc = vcpu.uc
         self.devices.install(vcpu)
         self.interrupts.install(vcpu)
-        self.rendezvous.install(vcpu)
         uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: self._exception(vcpu, intno)))
         uc.hook_add(UC_HOOK_INSN_INVALID, guarded(vcpu, lambda: self._invalid_opcode(vcpu), False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, guarded(vcpu, lambda access, address, size, value: self._unmapped(
             vcpu, address), False))
-        on_panic = guarded(vcpu, lambda address, size: self._panicked(vcpu))
-        for function in PANIC_ENDS:
-            address = self.address(function)
-            uc.hook_add(UC_HOOK_CODE, on_panic, None, address, address)
         for begin, end in self.platform.code_physical:
             uc.hook_add(UC_HOOK_MEM_WRITE, guarded(vcpu, lambda access, address, size, value: self._code_store(
                 vcpu, address, size)), None, begin, end - 1)
@@ -183,10 +183,7 @@ class XenMachine(SliceRunner):
 
     def observe_entry(self, function: str, observer: Callable[[Vcpu], None]) -> None:
         """Call `observer(vcpu)` whenever a vCPU is about to run the first instruction of Xen's `function`."""
-        address = self.address(function)
-        for vcpu in self.vcpus:
-            vcpu.uc.hook_add(UC_HOOK_CODE, guarded(vcpu, lambda at, size, vcpu=vcpu: observer(vcpu)), None, address,
-                             address)
+        self.site_hooks.add((self.address(function),), running(observer))
 
     def observe_nmis(self, observer: NmiObserver) -> None:
         """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
@@ -302,7 +299,24 @@ class XenMachine(SliceRunner):
     def _ran(self) -> None:
         self.drain_console()
 
+    def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
+        """Call `callback` when virtual time reaches `time_ps` (a vCPU spinning on what it wrote then wakes)."""
+        def ring() -> None:
+            callback()
+            self.spins.wake_changed(self.now_ps)
+        return super().add_alarm(time_ps, ring)
+
+    def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
+        self.spins.wake_changed(self.now_ps)  # the host may have written what a vCPU spins on
+        super().run(until_ps=until_ps, stop_when=stop_when)
+
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        self._run_step(vcpu, ready_ps, until_ps)
+        self.spins.wake_changed(vcpu.clock_ps)
+
+    def _run_step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
+        if vcpu.state is VcpuState.SPINNING:  # an interrupt it may take arrived
+            self.spins.wake(vcpu, ready_ps)
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
             vcpu.sit_out(ready_ps)
             self.scheduler.queue(vcpu)
@@ -331,10 +345,10 @@ class XenMachine(SliceRunner):
                       scheduler.next_alarm_ps()) - vcpu.clock_ps
         if horizon < budget * vcpu.ps_per_instruction:
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
-        if vcpu.index in self.flush_due:
-            vcpu.uc.ctl_flush_tb()
-            self.flush_due.discard(vcpu.index)
+        if vcpu.to_flush:
+            vcpu.flush_pending()
         start_pc = vcpu.pc
+        self.spins.slices += 1
         reason = self._run_watched(vcpu, budget)
         call = self.calls.get(vcpu.index)
         if call is not None and call.result is not None:
@@ -343,6 +357,8 @@ class XenMachine(SliceRunner):
             vcpu.settle(VcpuState.HALTED)
             self.emit(vcpu, EventKind.HALT, interrupts_enabled=vcpu.interrupts_enabled)
             self._start_posted(vcpu)
+        elif reason is StopReason.SPIN:
+            vcpu.settle(VcpuState.SPINNING)
         elif reason is StopReason.BUDGET and vcpu.pc == start_pc:
             self.devices.surface_lost_fault(vcpu)
 
@@ -421,29 +437,26 @@ class XenMachine(SliceRunner):
         vcpu.guard_fault = f"access to {address:#x}, outside RAM"
         return False
 
-    def _code_store(self, vcpu: Vcpu, address: int, size: int) -> None:
-        """A store into Xen's text or the payload area: the other vCPUs must drop what they translated when
-        they next serialise; the writer's own translations Unicorn keeps right."""
-        self.rendezvous.code_store(vcpu, address, size)
-        self.code_generation += 1
-        self.seen_generation[vcpu.index] = self.code_generation
+    def _code_store(self, vcpu: Vcpu, physical: int, size: int) -> None:
+        """A store into Xen's text or the payload area (a memory hook: physical addresses): the other vCPUs must
+        drop what they translated of it when they next serialise."""
+        self.rendezvous.code_store(vcpu, physical, size)
+        window = self.memory.windows[0]
+        begin = physical - window.physical + window.virtual
+        self.code_writes.stored(vcpu.index, begin, begin + size)
 
     def serialise(self, vcpu: Vcpu) -> bool:
-        """`vcpu` serialises: if code was written since it last did, it drops its translations before its next
-        slice. Whether it had to (a hook then stops before the serialising instruction, which runs again). A vCPU
-        in `keep_translations` keeps them (the drop_flush fault: a missing serialisation)."""
-        if self.seen_generation[vcpu.index] == self.code_generation or vcpu.index in self.keep_translations:
-            return False
-        self.seen_generation[vcpu.index] = self.code_generation
-        self.flush_due.add(vcpu.index)
-        return True
+        """`vcpu` serialises: the code others wrote since it last did, it drops from its translations before its
+        next slice. Whether it had to (a hook then stops before the serialising instruction, which runs again). A
+        vCPU kept by `keep_stale` drops nothing (the drop_flush fault: a missing serialisation)."""
+        ranges = self.code_writes.serialise(vcpu.index)
+        vcpu.to_flush += ranges
+        return bool(ranges)
 
     def keep_stale(self, vcpus: frozenset[int]) -> None:
         """From now until `keep_stale` again, `vcpus` drop nothing when they serialise; those no longer kept never
         drop what was written meanwhile (the drop_flush fault: the flushes an action owed them are lost)."""
-        for index in self.keep_translations - vcpus:
-            self.seen_generation[index] = self.code_generation
-        self.keep_translations = vcpus
+        self.code_writes.keep(vcpus)
 
     @property
     def instructions(self) -> int:

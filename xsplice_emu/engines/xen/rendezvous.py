@@ -21,12 +21,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from unicorn import UC_HOOK_CODE
-
 from ...image import Image
 from ...machine import PS_PER_NS, Vcpu
-from ...machine.hooks import guarded
 from ...tracing.kinds import EventKind
+from .site_hooks import SiteHooks, running
 
 if TYPE_CHECKING:
     from .machine import XenMachine
@@ -114,14 +112,12 @@ class RendezvousObserver:
         self.patchers = (image.address("arch_livepatch_apply"), image.address("arch_livepatch_revert"))
         self.action: _Action | None = None
 
-    def install(self, vcpu: Vcpu) -> None:
-        uc = vcpu.uc
+    def hook_sites(self, sites: SiteHooks) -> None:
+        """Observe the rendezvous's instructions on every vCPU (hooked once one is about to run them)."""
         for addresses, observer in ((self.sites.arrivals, self._arrival), (self.sites.ready, self._ready),
                                     (self.sites.releases, self._release), (self.sites.irq_off, self._irq_off),
                                     (self.sites.irq_on, self._irq_on), (self.patchers, self._patching)):
-            hook = guarded(vcpu, lambda address, size, observe=observer: observe(vcpu))
-            for address in addresses:
-                uc.hook_add(UC_HOOK_CODE, hook, None, address, address)
+            sites.add(addresses, running(observer))
 
     def requested(self, payload: str, action: str, *, from_vcpu: int, at_ns: int) -> None:
         """Xen accepted `action` on `payload` from dom0 on `from_vcpu` at `at_ns`: trace the request, with the

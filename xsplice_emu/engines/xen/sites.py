@@ -39,7 +39,7 @@ class InstructionSites:
         found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "rdmsr": [], "wrmsr": [], "hlt": [], "iretq": [],
                                            "serialising": []}
         disassembler = image.arch.disassembler
-        for begin, end, _ in _code_spans(image):
+        for begin, end, _ in code_spans(image):
             code = image.read(begin, end - begin)
             if code is None:
                 continue
@@ -70,7 +70,7 @@ class AssemblyLabels:
 
     @classmethod
     def of(cls, image: Image) -> AssemblyLabels:
-        labels = [(begin, end, name) for begin, end, name in _code_spans(image) if name is not None]
+        labels = [(begin, end, name) for begin, end, name in code_spans(image) if name is not None]
         return cls(*(tuple(column) for column in zip(*labels, strict=True)))
 
     def describe(self, address: int) -> str | None:
@@ -82,7 +82,7 @@ class AssemblyLabels:
         return f"{self.names[k]}+{offset:#x}" if offset else self.names[k]
 
 
-def _code_spans(image: Image) -> list[tuple[int, int, str | None]]:
+def code_spans(image: Image) -> list[tuple[int, int, str | None]]:
     """`[begin, end)` of each function in `_stext.._etext` (name None), and of the assembly code (entry.S: its
     labels have no size) from each such label to the next symbol (with the label's name)."""
     text_begin, text_end = image.address("_stext"), image.address("_etext")

@@ -47,6 +47,14 @@ class VcpuBudget(ctypes.Structure):
         ("until", ctypes.c_uint64),
         ("pc_register", ctypes.c_uint64),
         ("pc", ctypes.c_uint64),
+        ("trap_address", ctypes.c_uint64),
+        ("trap_size", ctypes.c_uint64),
+        ("clock_ps", ctypes.c_uint64),
+        ("ps_per_instruction", ctypes.c_uint64),
+        ("reg_write", ctypes.c_void_p),
+        ("rax", ctypes.c_int32),
+        ("rdx", ctypes.c_int32),
+        ("rip", ctypes.c_int32),
     ]
 
 
@@ -59,6 +67,8 @@ def library() -> ctypes.CDLL:
                                     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
     lib.block_table_add_range.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.block_table_forget.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+    lib.block_table_set_traps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    lib.block_table_set_traps.restype = None
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     lib.run_slice.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     return lib
@@ -93,6 +103,16 @@ def run_slice_function() -> Callable[[int, int, int], int]:
     return library().run_slice
 
 
+def on_rdtsc_address() -> int:
+    """Address of the C UC_HOOK_CODE callback answering a `rdtsc` from the vCPU's VcpuBudget."""
+    return _address(library().on_rdtsc)
+
+
+def reg_write_address() -> int:
+    """Address of libunicorn's uc_reg_write, which on_rdtsc calls."""
+    return _address(uclib.uc_reg_write)
+
+
 def _address(function) -> int:
     address = ctypes.cast(function, ctypes.c_void_p).value
     if address is None:
@@ -122,6 +142,12 @@ class BlockTable:
         """Drop the counts of blocks overlapping `[begin, end)` (their code changed)."""
         if self._lib.block_table_forget(self.pointer, begin, end):
             raise MemoryError("block table rehash failed")
+
+    def set_traps(self, addresses: list[int]) -> None:
+        """From now on a block holding one of `addresses` stops a slice before it runs (`VcpuBudget.trap_*`); the
+        first call names them all, later ones fewer (blocks already counted are only cleared)."""
+        self._traps = (ctypes.c_uint64 * len(addresses))(*sorted(addresses))  # the C table reads it: keep it
+        self._lib.block_table_set_traps(self.pointer, self._traps, len(addresses))
 
     def __del__(self):
         if getattr(self, "pointer", None):

@@ -9,6 +9,10 @@
  * slice ends on a block boundary after at most `budget` instructions.
  * run_slice() starts a slice and reads the program counter after it: one
  * call from Python instead of two through the binding.
+ *
+ * A machine may also name trap addresses (sorted): a block holding one stops
+ * the slice before it runs (trap_address/trap_size say which), so the host
+ * can hook those instructions, drop the block's translation and go on.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +22,7 @@
 typedef int (*emu_stop_fn)(void *uc);
 typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count);
 typedef int (*reg_read_fn)(void *uc, int regid, void *value);
+typedef int (*reg_write_fn)(void *uc, int regid, const void *value);
 typedef size_t (*disasm_fn)(size_t handle, const uint8_t *code, size_t size,
                             uint64_t address, size_t count, void **insn);
 typedef void (*free_insn_fn)(void *insn, size_t count);
@@ -25,8 +30,10 @@ typedef void (*free_insn_fn)(void *insn, size_t count);
 struct block_entry {
     uint64_t address; /* 0: empty slot */
     uint32_t size;
-    uint32_t insns;
+    uint32_t insns; /* with TRAP when the block holds a trap address */
 };
+
+#define TRAP 0x80000000u
 
 /* Guest addresses [guest_base, guest_base + guest_size) are host bytes at host_base. */
 struct code_range {
@@ -46,6 +53,8 @@ struct block_table {
     size_t cs_handle;
     disasm_fn disasm;
     free_insn_fn free_insn;
+    const uint64_t *traps; /* sorted; owned by the caller */
+    size_t nr_traps;
 };
 
 #define MAX_WATCHES 8
@@ -74,12 +83,34 @@ struct vcpu_budget {
     uint64_t until;
     uint64_t pc_register;
     uint64_t pc;
+    /* A block holding a trap address stopped the slice before it ran (trap_size 0: none). */
+    uint64_t trap_address;
+    uint64_t trap_size;
+    /* For on_rdtsc: virtual time when the slice started and per instruction (ps), and how to set registers
+     * (libunicorn's uc_reg_write and its ids of rax, rdx and rip). */
+    uint64_t clock_ps;
+    uint64_t ps_per_instruction;
+    reg_write_fn reg_write;
+    int32_t rax, rdx, rip;
 };
 
 static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
 {
     uint64_t h = (address ^ ((uint64_t)size << 48)) * 0x9E3779B97F4A7C15ull;
     return (size_t)(h >> 17) & (t->capacity - 1);
+}
+
+static uint32_t holds_trap(const struct block_table *t, uint64_t address, uint32_t size)
+{
+    size_t low = 0, high = t->nr_traps;
+    while (low < high) { /* the first trap at or after address */
+        size_t middle = low + (high - low) / 2;
+        if (t->traps[middle] < address)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low < t->nr_traps && t->traps[low] < address + size;
 }
 
 static void insert(struct block_table *t, uint64_t address, uint32_t size, uint32_t insns)
@@ -89,7 +120,7 @@ static void insert(struct block_table *t, uint64_t address, uint32_t size, uint3
         i = (i + 1) & (t->capacity - 1);
     t->slots[i].address = address;
     t->slots[i].size = size;
-    t->slots[i].insns = insns;
+    t->slots[i].insns = insns | (holds_trap(t, address, size) ? TRAP : 0);
     t->used++;
 }
 
@@ -109,7 +140,7 @@ static int rehash(struct block_table *t, size_t capacity, uint64_t drop_begin, u
             continue;
         if (e->address < drop_end && e->address + e->size > drop_begin)
             continue;
-        insert(t, e->address, e->size, e->insns);
+        insert(t, e->address, e->size, e->insns & ~TRAP);
     }
     free(old);
     return 0;
@@ -131,6 +162,7 @@ static uint32_t count_insns(struct block_table *t, uint64_t address, uint32_t si
     return 1;
 }
 
+/* The block's instruction count, with TRAP when it holds a trap address. */
 static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
 {
     size_t i = slot_of(t, address, size);
@@ -144,10 +176,9 @@ static uint32_t lookup(struct block_table *t, uint64_t address, uint32_t size)
         i = (i + 1) & (t->capacity - 1);
     }
     insns = count_insns(t, address, size);
-    if ((t->used + 1) * 2 > t->capacity && rehash(t, t->capacity * 2, 0, 0))
-        return insns;
-    insert(t, address, size, insns);
-    return insns;
+    if ((t->used + 1) * 2 <= t->capacity || !rehash(t, t->capacity * 2, 0, 0))
+        insert(t, address, size, insns);
+    return insns | (holds_trap(t, address, size) ? TRAP : 0);
 }
 
 struct block_table *block_table_new(const uint8_t *host_base, uint64_t guest_base,
@@ -187,6 +218,19 @@ int block_table_forget(struct block_table *t, uint64_t begin, uint64_t end)
     return rehash(t, t->capacity, begin, end);
 }
 
+/* From now on a block holding one of traps[0..n) (sorted; kept alive by the caller) stops a slice before it
+ * runs. The traps may only shrink (a block counted already may lose its trap, never gain one). */
+void block_table_set_traps(struct block_table *t, const uint64_t *traps, size_t n)
+{
+    t->traps = traps;
+    t->nr_traps = n;
+    for (size_t i = 0; i < t->capacity; i++) {
+        struct block_entry *e = &t->slots[i];
+        if (e->address && (e->insns & TRAP) && !holds_trap(t, e->address, e->size))
+            e->insns &= ~TRAP;
+    }
+}
+
 void block_table_free(struct block_table *t)
 {
     if (!t)
@@ -214,6 +258,12 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
         }
     }
     insns = lookup(v->table, address, size ? size : 1);
+    if (insns & TRAP) {
+        v->trap_address = address;
+        v->trap_size = size ? size : 1;
+        v->emu_stop(uc);
+        return;
+    }
     if (v->executed && v->executed + insns > v->budget) {
         v->stopped = 1;
         v->emu_stop(uc);
@@ -231,4 +281,17 @@ int run_slice(struct vcpu_budget *v, uint64_t begin, uint64_t budget)
     status = v->emu_start(v->uc, begin, v->until, 0, 0);
     v->reg_read(v->uc, (int)v->pc_register, &v->pc);
     return status;
+}
+
+/* A UC_HOOK_CODE callback at a two-byte `rdtsc`: edx:eax = the TSC, the vCPU's virtual time in instructions
+ * (the blocks counted so far this slice included), and the vCPU goes on after the instruction. */
+void on_rdtsc(void *uc, uint64_t address, uint32_t size, void *user)
+{
+    struct vcpu_budget *v = user;
+    uint64_t tsc = (v->clock_ps + v->executed * v->ps_per_instruction) / v->ps_per_instruction;
+    uint64_t low = tsc & 0xffffffffu, high = tsc >> 32, next = address + 2;
+    (void)size;
+    v->reg_write(uc, v->rax, &low);
+    v->reg_write(uc, v->rdx, &high);
+    v->reg_write(uc, v->rip, &next);
 }
