@@ -234,6 +234,38 @@ def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(x
     assert run_scenario(load_scenario(XEN417 / "timeout_stalled.toml")).ok
 
 
+@pytest.mark.parametrize("engine", ["controller", "xen"])
+def test_a_request_while_vcpu_0_is_stalled_is_made_on_vcpu_1_which_becomes_master_and_times_out(xen, payloads,
+                                                                                              engine):
+    """vCPU 0 spinning with IRQs off for 10 ms cannot make dom0's apply: vCPU 1 makes it, Xen makes it master, it
+    waits 2 ms for vCPU 0 and gives up: Error 16 and Xen's "Timed out on semaphore" line, on either engine."""
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine=engine, base=payloads)
+    session.command(parse(["upload", "xen_hello_world", "xen_hello_world.livepatch"]))
+    session.stall(0, 10_000_000)
+    applied = session.command(parse(["apply", "xen_hello_world", "--timeout-ms", "2"]))
+    assert (applied.exit_code, [line for line in applied.text.splitlines() if not line.startswith(TESTBED_LINE)]) \
+        == (2, ["Applying xen_hello_world... failed", "Error 16: Device or resource busy",
+                "(XEN) livepatch: xen_hello_world: Verifying enabled expectations for all functions",
+                "(XEN) livepatch: xen_hello_world: Timed out on semaphore in CPU quiesce phase 0/1",
+                "(XEN) livepatch: xen_hello_world finished APPLY with rc=-16"])
+    trace = session.machine.trace
+    assert [event.fields["from_vcpu"] for event in trace.of_kind(EventKind.ACTION_REQUESTED)] == [1]
+    assert [event.vcpu for event in trace.of_kind(EventKind.MASTER_ELECTED)] == [1]
+    assert {version.extra for version in session.versions()} == {PINNED_BUILD.extra}
+
+
+def test_an_apply_whose_vcpu_the_host_holds_leaves_a_stale_eagain_on_the_next_payload(xen, payloads):
+    """timeout_rc.toml: Error 16 after a stall, then the tool gives up on an apply whose vCPU the host holds and
+    a second apply (on vCPU 1) leaves -EAGAIN in its payload; the same tool output on both engines."""
+    def outputs(engine: str) -> list[tuple[str | None, list[str]]]:
+        result = run_scenario(load_scenario(XEN417 / "timeout_rc.toml", engine=engine))
+        assert result.ok, engine
+        return [(step.rc, [line for line in step.output.splitlines() if not line.startswith(TESTBED_LINE)])
+                for step in result.steps if step.kind == "livepatch"]
+    controller, xen_engine = outputs("controller"), outputs("xen")
+    assert len(controller) == 12 and xen_engine == controller
+
+
 def test_an_nmi_in_xens_wait_is_swallowed_by_its_mask_and_the_callback_is_back_after_the_timeout(xen, payloads):
     """c5ed88110c on 4.17.7: the NMI that lands while Xen's master waits is lost to mask_nmi_callback (nmis_lost
     1, a nmi_lost event on vCPU 0), and after the timeout Xen's set_nmi_callback finds no callback set."""

@@ -269,6 +269,25 @@ def test_xen_maintainers_sequence(patching, vcpus):
     assert lp.list() == [] and {machine.call(cpu, "xen_minor_version") for cpu in range(vcpus)} == minor == {7}
 
 
+def test_a_request_while_every_vcpu_is_held_is_made_on_the_first_the_host_runs_again(patching):
+    """vCPU 0 preempted for 20 ms, vCPU 1 for 10: dom0's apply is made 10 ms on, on vCPU 1, its master; it
+    completes once vCPU 0 joins, 10 ms later; --from-vcpu 0 then waits for vCPU 0 the same way."""
+    machine, livepatch = patching(2)
+    _upload(livepatch, "hello", "xen_hello_world.livepatch")
+    start = machine.now_ns
+    machine.preempt(0, 20_000_000, at_ps=machine.now_ps)
+    machine.preempt(1, 10_000_000, at_ps=machine.now_ps)
+    result = livepatch.run_action("hello", Action.APPLY)
+    requested = machine.trace.of_kind(EventKind.ACTION_REQUESTED)[-1]
+    assert (requested.time_ns - start, requested.fields["from_vcpu"]) == (10_000_000, 1)
+    assert result.rc == 0 and result.master == 1 and 9_900_000 < result.release_ns < 10_100_000
+    assert _extra(machine) == {"Hello World"}
+    start = machine.now_ns
+    machine.preempt(0, 5_000_000, at_ps=machine.now_ps)
+    assert livepatch.run_action("hello", Action.REVERT, from_vcpu=0).master == 0
+    assert machine.trace.of_kind(EventKind.ACTION_REQUESTED)[-1].time_ns - start == 5_000_000
+
+
 def test_action_from_a_chosen_vcpu_with_its_own_timeout(patching):
     """--from-vcpu picks the master; a per-action timeout of 5 ms gives up on a 10 ms stall."""
     machine, livepatch = patching(4)

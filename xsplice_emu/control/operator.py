@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..duration import NS_PER_MS
 from ..engines import LivepatchEngine
 from ..errors import FileError, LivepatchError, errno_name
 from ..files import read_file
@@ -207,7 +208,8 @@ class OperatorTool:
         return 0
 
     def _action(self, printer: _Printer, verb: ActionVerb, name: str, *, timeout_ms: float | None = None,
-                from_vcpu: int = 0, nodeps: bool = False, unsafe: bool = False, from_irq: bool = False) -> int:
+                from_vcpu: int | None = None, nodeps: bool = False, unsafe: bool = False, from_irq: bool = False,
+                preempt_requester_ms: float | None = None) -> int:
         try:
             payload = self.livepatch.get(name)
         except LivepatchError as exc:
@@ -225,10 +227,11 @@ class OperatorTool:
             return errno.EINVAL
         printer.out(f"{verb.gerund} {printable(name)}... ")
         seen = self._seen()
-        timeout_ns = DEFAULT_TIMEOUT_NS if timeout_ms is None else int(timeout_ms * 1_000_000)
+        timeout_ns = DEFAULT_TIMEOUT_NS if timeout_ms is None else int(timeout_ms * NS_PER_MS)
         try:
             vetoed = self.livepatch.action(name, verb.action, timeout_ns=timeout_ns, from_vcpu=from_vcpu,
-                                           nodeps=nodeps, unsafe=unsafe, from_irq=from_irq)
+                                           nodeps=nodeps, unsafe=unsafe, from_irq=from_irq,
+                                           preempt_requester_ns=int((preempt_requester_ms or 0) * NS_PER_MS))
         except LivepatchError as exc:
             return self._failed(printer, exc, seen)
         if vetoed:

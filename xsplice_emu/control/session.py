@@ -91,7 +91,7 @@ class Session:
     def stall(self, vcpu: int, ns: int, *, delay_ns: int = 0) -> None:
         """From now (+ `delay_ns`), `vcpu` spins for `ns` with IRQs off (a `stall` event marks it): the
         firmware's stall function through a call IPI, or on the xen engine Xen's own `__udelay` once the vCPU is
-        idle (whole microseconds)."""
+        idle (whole microseconds). Meanwhile dom0 makes its requests on another vCPU (`Dom0Placement`)."""
         machine = self.machine
         at_ps = self._at(delay_ns)
         machine.trace.emit(at_ps // PS_PER_NS, vcpu, EventKind.STALL, ns=ns)
@@ -99,6 +99,7 @@ class Session:
             machine.post_call(vcpu, "__udelay", -(-ns // NS_PER_US), at_ps=at_ps, interrupts=False)
         else:
             machine.post_call(vcpu, "call_stall_irqs_off", ns, at_ps=at_ps)
+        machine.dom0.hold(vcpu, begin_ps=at_ps, end_ps=at_ps + ns * PS_PER_NS)
 
     def call(self, vcpu: int, function: str, arguments: tuple[int | str, ...], *, delay_ns: int = 0) -> int | None:
         """Run `function` on `vcpu` (arguments: numbers, or symbols for their addresses) and give its result;

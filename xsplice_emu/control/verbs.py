@@ -172,8 +172,9 @@ class Verb:
 ACTION_OPTIONS = (  # what the testbed adds to Xen's actions
     Option("timeout_ms", "Rendezvous timeout in virtual ms (default: Xen's 30).", float, 0, above=True,
            maximum=MAX_MS, metavar="MS"),
-    Option("from_vcpu", "vCPU that schedules the work (the first one in becomes master).", int, 0, maximum=NR_CPUS - 1,
-           default=0, metavar="N"),
+    Option("from_vcpu", "vCPU dom0 makes the request on, where the work is queued: the first one in, master "
+           "(default: the lowest-numbered one neither stalled nor preempted).", int, 0, maximum=NR_CPUS - 1,
+           metavar="N"),
     Option("nodeps", "Skip the build-id dependency check.", default=False),
 )
 FAULT_OPTIONS = (  # faults for the safety oracle (docs/oracle.md)
@@ -181,6 +182,9 @@ FAULT_OPTIONS = (  # faults for the safety oracle (docs/oracle.md)
            "text_poke; APPLY and REVERT only).", default=False),
     Option("from_irq", "Fault: run the rendezvous from interrupt handlers instead of reset_stack_and_jump "
            "(live frames on every stack).", default=False),
+    Option("preempt_requester_ms", "Fault: once the work is scheduled, the host does not schedule the vCPU it was "
+           "queued on for MS virtual ms (a nested Xen's CPU preempted by its host before it runs the work).",
+           float, 0, above=True, maximum=MAX_MS, metavar="MS"),
 )
 ALLOW_UNSAFE = Option("allow_unsafe", "Accept a payload that patches an unsafe target (NMI path, patching code), "
                       "with a warning, to show the hazard.", default=False)

@@ -29,6 +29,7 @@ from . import native
 from .calls import CallSlots
 from .console import Console
 from .devices import PortReader, Ports
+from .dom0 import Dom0Placement
 from .hooks import install
 from .memory import GuestMemory, Window
 from .paging import PagePermissions
@@ -129,6 +130,7 @@ class Machine(SliceRunner):
         self._spare: Vcpu | None = None  # never runs: no guard page
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
+        self.dom0 = Dom0Placement()
         self.ports = Ports(self)
         self.calls = CallSlots(self)
         self.nmi_observers: list[NmiObserver] = []

@@ -13,16 +13,19 @@ from collections.abc import Callable
 from ..errors import GuestFault, MachineError
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
+from .dom0 import Dom0Placement
 from .scheduler import Alarm, Scheduler
 from .spec import PS_PER_NS
-from .vcpu import Vcpu
+from .vcpu import Vcpu, VcpuState
 
 
 class SliceRunner:
-    """`run_for` and `run` over `self.scheduler`, alarms and preemption, for a machine that defines `_step`."""
+    """`run_for` and `run` over `self.scheduler`, alarms and preemption, and where dom0 runs (`dom0`: the stalls
+    and preemptions that hold a vCPU), for a machine that defines `_step`."""
 
     STOPS_AT_SLICE_END = True
     scheduler: Scheduler
+    dom0: Dom0Placement
     now_ps: int
     vcpus: list[Vcpu]
     trace: Trace
@@ -35,12 +38,22 @@ class SliceRunner:
         """From `at_ps`, the host does not schedule vCPU `index` for `ns` (its IRQ state is untouched:
         interrupts that arrive meanwhile are taken after)."""
         vcpu = self._vcpu(index)
+        self.dom0.hold(index, begin_ps=at_ps, end_ps=at_ps + ns * PS_PER_NS)
 
         def start() -> None:
             vcpu.preempted_until_ps = max(vcpu.preempted_until_ps, at_ps + ns * PS_PER_NS)
             self.trace.emit(at_ps // PS_PER_NS, index, EventKind.PREEMPT, ns=ns)
             self.scheduler.queue(vcpu)
         self.add_alarm(at_ps, start)
+
+    def dom0_vcpu(self, pinned: int | None = None) -> int:
+        """The vCPU dom0 makes a request on now (`Dom0Placement`: `pinned`, else the lowest-numbered online one
+        neither stalled nor preempted); when it cannot run dom0 now, the machine first runs until it can."""
+        online = [vcpu.index for vcpu in self.vcpus if vcpu.state is not VcpuState.WAITING_FOR_START]
+        index, free_ps = self.dom0.place(online, self.now_ps, pinned=pinned)
+        if free_ps > self.now_ps:
+            self.run(until_ps=free_ps)
+        return index
 
     def _vcpu(self, index: int) -> Vcpu:
         if not 0 <= index < len(self.vcpus):

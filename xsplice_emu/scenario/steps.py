@@ -205,8 +205,8 @@ class LivepatchStep(Step):
     @classmethod
     def from_words(cls, words, *, vcpus):
         request = parse(words)
-        from_vcpu = request.params.get("from_vcpu", 0)
-        if from_vcpu >= vcpus:
+        from_vcpu = request.params.get("from_vcpu")
+        if from_vcpu is not None and from_vcpu >= vcpus:
             raise ConfigError(f"--from-vcpu {from_vcpu} is out of range: the machine has {vcpus} vCPUs")
         return cls(shlex.join(words), request)
 

@@ -15,6 +15,12 @@ and the action's rc is written into the payload where Xen writes it: inside
 the window, or -EBUSY when the rendezvous times out. The lines Xen prints go
 to the hypervisor's log (`Rendezvous.log`) in Xen's words; the testbed's
 own remarks to `Rendezvous.notes`.
+
+Dom0 makes each request on the vCPU it runs on then (`dom0_vcpu`: the
+lowest-numbered one neither stalled nor preempted; when none is, the
+machine runs until one is). For ACTION that vCPU matters: it runs the
+pre-action hooks and the work is queued on it, as Xen queues its tasklet on
+the calling CPU.
 """
 
 from __future__ import annotations
@@ -142,6 +148,7 @@ class Livepatch:
         warning in the hypervisor log, so that the hazard can be shown. On a
         real Xen image it is accepted with that warning, as Xen 4.17 does.
         """
+        self.machine.dom0_vcpu()
         name = checked_name(name)
         if not 0 < len(data) <= PAYLOAD_MAX_SIZE:
             raise LivepatchError(errno.EINVAL, f"{name}: payload size {len(data)} is not 1..{PAYLOAD_MAX_SIZE} bytes")
@@ -188,12 +195,14 @@ class Livepatch:
 
     def get(self, name: str) -> Payload:
         """The payload called `name` (-ENOENT when there is none)."""
+        self.machine.dom0_vcpu()
         try:
             return self.payloads[name]
         except KeyError:
             raise LivepatchError(errno.ENOENT, f"{name}: no such payload") from None
 
     def list(self) -> list[Payload]:
+        self.machine.dom0_vcpu()
         return list(self.payloads.values())
 
     def _check_target(self, name: str, func: FuncRecord, *, allow_unsafe: bool) -> None:
@@ -215,14 +224,18 @@ class Livepatch:
         return self.machine.hypervisor is not self.machine.image
 
     # -- ACTION --------------------------------------------------------------
-    def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0,
-               nodeps: bool = False, unsafe: bool = False, from_irq: bool = False) -> int:
-        """Xen's XEN_SYSCTL_LIVEPATCH_ACTION on `name`: a refusal raises LivepatchError (Xen's errno), else what
-        the sysctl returns: 0, or a pre-action hook's positive veto as the hook returned it. APPLY, REVERT and
-        REPLACE finish asynchronously (rc -EAGAIN meanwhile); one asked of a payload in the wrong state does
-        nothing and returns 0, as in Xen. Faults for the safety oracle: `unsafe`, APPLY or REVERT without the
-        rendezvous (see `_poke`), done when this returns; `from_irq`, the rendezvous runs from interrupt handlers
-        (firmware/ABI.md)."""
+    def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int | None = None,
+               nodeps: bool = False, unsafe: bool = False, from_irq: bool = False,
+               preempt_requester_ns: int = 0) -> int:
+        """Xen's XEN_SYSCTL_LIVEPATCH_ACTION on `name` from dom0 on `from_vcpu` (default: the vCPU dom0 runs on,
+        `dom0_vcpu`), which runs the pre-action hooks and is where the work is queued: a refusal raises
+        LivepatchError (Xen's errno), else what the sysctl returns: 0, or a pre-action hook's positive veto as
+        the hook returned it. APPLY, REVERT and REPLACE finish asynchronously (rc -EAGAIN meanwhile); one asked
+        of a payload in the wrong state does nothing and returns 0, as in Xen. Faults for the safety oracle:
+        `unsafe`, APPLY or REVERT without the rendezvous (see `_poke`), done when this returns; `from_irq`, the
+        rendezvous runs from interrupt handlers (firmware/ABI.md); `preempt_requester_ns`, once the work is
+        scheduled the host does not schedule the vCPU it was queued on for that long."""
+        requester = self.machine.dom0_vcpu(from_vcpu)
         payload = self.get(name)
         self.collect()  # a finished action is settled first: its result is never lost
         if self._pending is not None and self._pending[0] is payload:
@@ -248,7 +261,7 @@ class Livepatch:
             kind = "preapply" if action is Action.APPLY else "prerevert"
             try:
                 for hook in payload.loaded.hooks.get(kind, ()):
-                    veto = self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu,
+                    veto = self._veto(payload, kind, self._pre_hook(payload, kind, hook, requester,
                                                                     timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
                     if veto:
                         self._undo(None)
@@ -267,11 +280,13 @@ class Livepatch:
             self._from_irq(True)
         previous, payload.rc = payload.rc, -errno.EAGAIN
         try:
-            self.rendezvous.schedule(work, from_vcpu=from_vcpu)
+            self.rendezvous.schedule(work, from_vcpu=requester)
         except LivepatchError:  # a vCPU not online: the testbed's own refusal
             payload.rc = previous
             raise
         self._pending = (payload, action, work)
+        if preempt_requester_ns:
+            self.machine.preempt(requester, preempt_requester_ns, at_ps=self.machine.now_ps)
         return 0
 
     def _checked(self, payload: Payload, action: Action, *, nodeps: bool) -> bool:

@@ -136,17 +136,21 @@ class XenLivepatch:
             self.applied.remove(name)
 
     # -- ACTION -----------------------------------------------------------------------------------------------
-    def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int = 0, nodeps: bool = False,
-               unsafe: bool = False, from_irq: bool = False) -> int:
-        """XEN_SYSCTL_LIVEPATCH_ACTION from dom0 on `from_vcpu`: what the sysctl returns (0, or a pre-action
-        hook's positive veto); APPLY, REVERT and REPLACE then run in Xen's rendezvous (`poll`)."""
+    def action(self, name: str, action: Action, *, timeout_ns: int = 0, from_vcpu: int | None = None,
+               nodeps: bool = False, unsafe: bool = False, from_irq: bool = False,
+               preempt_requester_ns: int = 0) -> int:
+        """XEN_SYSCTL_LIVEPATCH_ACTION from dom0 on `from_vcpu` (default: the vCPU dom0 runs on, `dom0_vcpu`),
+        where Xen queues the work: what the sysctl returns (0, or a pre-action hook's positive veto); APPLY,
+        REVERT and REPLACE then run in Xen's rendezvous (`poll`). Fault: once Xen scheduled the work, the host
+        does not schedule that vCPU for `preempt_requester_ns`."""
         if unsafe or from_irq:
             raise LivepatchError(errno.EOPNOTSUPP, f"{name}: the {'unsafe' if unsafe else 'from_irq'} fault is "
                                                    "not available on the xen engine")
         self.collect()
         seen = len(self.machine.log)
+        requester = self.machine.dom0_vcpu(from_vcpu)
         requested = self.machine.now_ps
-        rc = self.bridge.action(name_bytes(name), int(action), timeout_ns=timeout_ns, nodeps=nodeps, vcpu=from_vcpu)
+        rc = self.bridge.action(name_bytes(name), int(action), timeout_ns=timeout_ns, nodeps=nodeps, vcpu=requester)
         if rc < 0:
             raise self._refused(-rc, name, action.name.lower(), seen)
         if action is Action.UNLOAD:
@@ -155,8 +159,10 @@ class XenLivepatch:
             return rc
         if rc == 0:
             if not self._done():  # Xen scheduled the work (it may refuse with rc 0, setting only the payload's)
-                self.machine.rendezvous.requested(name, action.name.lower(), from_vcpu=from_vcpu,
+                self.machine.rendezvous.requested(name, action.name.lower(), from_vcpu=requester,
                                                   at_ns=requested // PS_PER_NS)
+                if preempt_requester_ns:
+                    self.machine.preempt(requester, preempt_requester_ns, at_ps=self.machine.now_ps)
             self.machine.keep_stale(frozenset(self.drop_flush))
             self._pending = _Pending(name, action, requested, timeout_ns or DEFAULT_TIMEOUT_NS, time.perf_counter(),
                                      self.machine.interrupts.nmis_lost)

@@ -50,17 +50,17 @@ class Status:
 
 
 class Bridge:
-    """Makes livepatch sysctls on one xen-engine machine."""
+    """Makes livepatch sysctls on one xen-engine machine, each on the vCPU dom0 runs on then (`dom0_vcpu`)."""
 
-    def __init__(self, machine: XenMachine, *, vcpu: int = 0):
+    def __init__(self, machine: XenMachine):
         self.machine = machine
-        self.vcpu = vcpu
 
     def _op(self, command: str, body: bytes, *, vcpu: int | None = None) -> int:
-        memory = self.machine.memory
-        memory.write(OP, OP_HEADER.pack(COMMANDS[command], 0) + body + bytes(64 - len(body)))
-        result = self.machine.call(self.vcpu if vcpu is None else vcpu, "livepatch_op", OP, as_dom0=True)
-        return self.machine.arch.int_result(result)
+        """The sysctl `command` with `body`, made on `vcpu` (default: where dom0 runs now); what it returned."""
+        machine = self.machine
+        requester = machine.dom0_vcpu() if vcpu is None else vcpu
+        machine.memory.write(OP, OP_HEADER.pack(COMMANDS[command], 0) + body + bytes(64 - len(body)))
+        return machine.arch.int_result(machine.call(requester, "livepatch_op", OP, as_dom0=True))
 
     def _name(self, name: bytes) -> bytes:
         data = name + b"\0"
@@ -80,6 +80,7 @@ class Bridge:
         return rc, state, payload_rc
 
     def action(self, name: bytes, command: int, *, timeout_ns: int, nodeps: bool, vcpu: int) -> int:
+        """ACTION `command` on `name`, made on `vcpu` (where Xen then queues the work)."""
         body = ACTION_BODY.pack(command, timeout_ns, ACTION_NODEPS if nodeps else 0, 0)
         return self._op("action", self._name(name) + body, vcpu=vcpu)
 

@@ -25,6 +25,7 @@ from ...errors import GuestFault, MachineError
 from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
 from ...machine.core import NmiObserver, WatchObserver
+from ...machine.dom0 import Dom0Placement
 from ...machine.hooks import guarded
 from ...machine.memory import Window
 from ...machine.paging import Mapping
@@ -116,6 +117,7 @@ class XenMachine(SliceRunner):
         self.watch_observers: list[WatchObserver] = []
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
+        self.dom0 = Dom0Placement()
         self.console = Console(config.vcpus)
         self.log: list[str] = []
         """Xen's console lines, without its "(XEN) " prefix."""
