@@ -34,7 +34,8 @@ xen-tools: $(INSTALLED)
 	$(VENV)/bin/xsplice-emu xen-tools
 
 # Xen's maintainers' sequence, replace with the refusals, and forward revert on Debian's real Xen 4.17 under
-# QEMU (TCG) and on the testbed: the differences (timeout_rc.toml needs stalls, which only the testbed has).
+# QEMU (TCG) and on the testbed: the differences (timeout_rc.toml needs a stall and a preempted vCPU, which only
+# the testbed has).
 # Needs QEMU: `make reference-install` installs it.
 reference: $(INSTALLED) payloads-xen417
 	$(VENV)/bin/xsplice-emu reference scenarios/xen417/xen_test_sequence.toml \

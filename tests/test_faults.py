@@ -142,8 +142,8 @@ def xen_payloads():
 
 
 def test_an_action_fault_is_refused_exactly_on_the_engines_it_does_not_exist_on(payloads, xen_payloads):
-    """`apply --unsafe` / `--from-irq` run where the registry says the fault exists, and are refused with
-    EOPNOTSUPP, changing nothing, on the other engines."""
+    """`apply --unsafe` / `--from-irq` / `--preempt-requester-ms 1` run where the registry says the fault exists,
+    and are refused with EOPNOTSUPP, changing nothing, on the other engines."""
     xen, built = xen_payloads
     sessions = {"controller": lambda: Session(vcpus=2, seed=1, base=payloads),
                 "xen": lambda: Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", base=built)}
@@ -154,7 +154,8 @@ def test_an_action_fault_is_refused_exactly_on_the_engines_it_does_not_exist_on(
         for engine, session_of in sessions.items():
             session = session_of()
             assert session.command(parse(["upload", "hello", "xen_hello_world.livepatch"])).exit_code == 0
-            outcome = session.command(parse(["apply", "hello", fault.option.form]))
+            value = [] if fault.option.type is bool else ["1"]
+            outcome = session.command(parse(["apply", "hello", fault.option.flag, *value]))
             refused = outcome.errno_name == "EOPNOTSUPP"
             assert refused == (engine not in fault.engines), (name, engine, outcome.text)
             assert session.livepatch.applied == ([] if refused else ["hello"]), (name, engine)

@@ -4,7 +4,8 @@ An entry says everything about its kind: the engines it exists on, and
 either the scenario step that is it (its TOML key and shape, its shell
 words, how it runs on a `Session`: `Step`) or the option of `apply` and
 `revert` that is it (`--unsafe`: the shell word and the livepatch line's,
-applied by the engine's `action(unsafe=True)`); and, for the kinds
+applied by the engine's `action(unsafe=True)`; `--preempt-requester-ms MS`,
+by its `action(preempt_requester_ns=...)`); and, for the kinds
 `explore`'s chaos strategy draws, how it draws one (`draw`). A new fault
 kind is one entry here (and its step class, or its option in the engine).
 The TOML loader, the shell and `explore` look kinds up here.
@@ -52,7 +53,8 @@ Draw = Callable[[Drawn], tuple[dict[str, Any], float]]
 class Fault:
     """One fault kind, on `engines`: a scenario step (`step`: its TOML key and keys, its shell syntax, the same
     example in both, how it runs) or an option of apply and revert (`option`: `--NAME` at the shell and in a
-    livepatch line, the engine's `action(NAME=True)`); `draw`: how `explore` draws one (None: it never does)."""
+    livepatch line, the engine's `action(NAME=True)`, or with a value its `action(NAME=...)` in ns); `draw`: how
+    `explore` draws one (None: it never does)."""
 
     name: str
     engines: tuple[str, ...]
@@ -89,6 +91,7 @@ FAULTS: dict[str, Fault] = {fault.name: fault for fault in (
     Fault("drop_flush", EVERY_ENGINE, step=DropFlushStep),
     Fault("unsafe", ("controller",), option=_OPTIONS["unsafe"]),
     Fault("from_irq", ("controller",), option=_OPTIONS["from_irq"]),
+    Fault("preempt_requester", EVERY_ENGINE, option=_OPTIONS["preempt_requester_ms"]),
 )}
 """Every fault kind, by name; the kinds `explore` draws, in the order it draws them from."""
 

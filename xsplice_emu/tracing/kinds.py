@@ -75,7 +75,7 @@ class EventKind(StrEnum):
     UNLOAD = "unload", "a payload was dropped", _PAYLOAD
     ACTION_REQUESTED = ("action_requested", "an action was requested; the rendezvous starts", _PAYLOAD,
                         ("action", "str", "apply, revert or replace"),
-                        ("from_vcpu", "int", "the vCPU kicked first"),
+                        ("from_vcpu", "int", "the vCPU dom0 made the request on, kicked first"),
                         ("timeout_ns", "int", "the rendezvous deadline"))
     MASTER_ELECTED = "master_elected", "the first vCPU in became master", ("cpus", "int", "vCPUs it waits for")
     NMI_MASKED = "nmi_masked", "the master masked NMIs"
