@@ -33,7 +33,8 @@ class Dom0Placement:
 
     def place(self, online: list[int], now_ps: int, *, pinned: int | None = None) -> tuple[int, int]:
         """(the vCPU dom0 makes a request on at `now_ps`, when it can make it there): `pinned`, else of the
-        `online` vCPUs the one free first, the lowest-numbered of those free as early."""
+        `online` vCPUs the one free first, the lowest-numbered of those free as early. Holds over by `now_ps`
+        are forgotten."""
         self.holds = [hold for hold in self.holds if hold.end_ps > now_ps]
         candidates = online if pinned is None else [pinned]
         when_ps, vcpu = min((self._free_from(vcpu, now_ps), vcpu) for vcpu in candidates)

@@ -36,7 +36,7 @@ class SliceRunner:
 
     def preempt(self, index: int, ns: int, *, at_ps: int) -> None:
         """From `at_ps`, the host does not schedule vCPU `index` for `ns` (its IRQ state is untouched:
-        interrupts that arrive meanwhile are taken after)."""
+        interrupts that arrive meanwhile are taken after); dom0 makes its requests elsewhere meanwhile."""
         vcpu = self._vcpu(index)
         self.dom0.hold(index, begin_ps=at_ps, end_ps=at_ps + ns * PS_PER_NS)
 
