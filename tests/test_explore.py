@@ -99,6 +99,21 @@ def test_a_forked_run_is_the_run_started_fresh(payloads, strategy):
         assert fresh == outcome and fresh.digest
 
 
+def test_a_payload_rebuilt_at_the_same_path_is_what_the_next_campaign_uploads(payloads, tmp_path):
+    """Two campaigns in one process, the payload file replaced in between (hello world, then bye world, at the same
+    path): the second boots anew and its runs see "Bye World", not the first campaign's upload."""
+    payload = tmp_path / "patch.livepatch"
+    path = tmp_path / "load.toml"
+    path.write_text('[machine]\nvcpus = 2\nseed = 1\n\n[[step]]\nlivepatch = "load patch.livepatch"\n\n'
+                    '[[step]]\nexpect = { extra_version = "Hello World" }\n')
+    verdicts = []
+    for source in ("xen_hello_world", "xen_bye_world"):
+        payload.write_bytes((payloads / f"{source}.livepatch").read_bytes())
+        outcomes = explore(Campaign.of(load_scenario(path), "random", 1), 2, jobs=1).outcomes
+        verdicts.append([outcome.passed for outcome in outcomes])
+    assert verdicts == [[True, True], [False, False]]
+
+
 LOADS = {
     "applied": ("xen_hello_world.livepatch", 'expect_output = """completed\nApplying xen_hello_world... completed\n'
                 '(XEN) livepatch: xen_hello_world: Verifying"""'),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..control.session import Session
 from ..errors import MachineError, XspliceEmuError
+from ..provision.debian import is_debian_build
 from ..scenario import Scenario, ScenarioResult, StepResult, run_scenario
 from ..scenario.runner import boot, run_steps, static_prefix
 from ..scenario.steps import LivepatchStep
@@ -201,7 +202,8 @@ def booted(scenario: Scenario, *, upload_ahead: bool) -> Booted:
     """The scenario's machine ready to fork runs from, made once per process. The leading steps that do not run
     the machine (uploads: `static_prefix`) run here, once, not in every run; with `upload_ahead` (no run inserts
     a fault before the next step), so does the upload of a `load` that follows them."""
-    key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps), upload_ahead)
+    key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps), upload_ahead,
+           _input_files(scenario))
     if key not in _BOOTED:
         session = boot(scenario)
         count = static_prefix(scenario)
@@ -213,6 +215,27 @@ def booted(scenario: Scenario, *, upload_ahead: bool) -> Booted:
         session.machine.translate_ahead()
         _BOOTED[key] = Booted(session, prefix.steps, _rewind(session))
     return _BOOTED[key]
+
+
+def _input_files(scenario: Scenario) -> tuple[tuple[str, int, int], ...]:
+    """Each file the scenario boots or uploads (firmware, a xen-syms path, payloads) with its size and change time
+    (which a copy keeping the mtime still moves): a long-lived process (a Dask worker) given a rebuilt file at the
+    same path boots again."""
+    machine = scenario.machine
+    named = [machine.firmware]
+    if machine.xen_syms is not None and not is_debian_build(machine.xen_syms):  # Debian's: pinned by version
+        named.append(Path(machine.xen_syms))
+    named += [scenario.path.parent / file for step in scenario.steps if isinstance(step, LivepatchStep)
+              for file in step.request.files]
+    identities = []
+    for path in named:
+        if path is not None:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # the boot or the upload says what is wrong with it
+            identities.append((str(path), stat.st_size, stat.st_ctime_ns))
+    return tuple(identities)
 
 
 def _rewind(session: Session) -> Rewind | None:
