@@ -6,7 +6,6 @@ slice boundaries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,15 +34,8 @@ from .paging import PagePermissions
 from .runner import SliceRunner
 from .scheduler import Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
+from .subscribers import CODE_WRITE, NMI, UNSEEN_CODE, WATCH_HIT, Subscribers
 from .vcpu import BUDGET, RUNNING, Snapshot, StopReason, Vcpu, VcpuState
-
-NmiObserver = Callable[[Vcpu], None]
-VcpuObserver = Callable[[Vcpu], None]
-WatchObserver = Callable[[Vcpu, int, int], None]
-"""Called with the vCPU and the address and size of the block about to run that overlaps a watched range."""
-CodeWriteObserver = Callable[[Vcpu, int, bytes], None]
-CrashObserver = Callable[[GuestFault], None]
-"""Called with the writing vCPU, the text address and the bytes about to be overwritten."""
 
 
 @dataclass(frozen=True)
@@ -131,11 +123,7 @@ class Machine(SliceRunner):
                                    slice_max=config.slice_max)
         self.ports = Ports(self)
         self.calls = CallSlots(self)
-        self.nmi_observers: list[NmiObserver] = []
-        self.code_write_observers: list[CodeWriteObserver] = []
-        self.unseen_code_observers: list[VcpuObserver] = []
-        self.watch_observers: list[WatchObserver] = []
-        self.crash_observers: list[CrashObserver] = []
+        self.subscribers = Subscribers()
         returns = _instructions(image, self.arch.interrupt_return)
         serialising = _instructions(image, *self.arch.serialising)
         for vcpu in self.vcpus:
@@ -223,10 +211,6 @@ class Machine(SliceRunner):
         return vcpu.current_time_ps()
 
     # -- running ---------------------------------------------------------
-    def _crashed(self, fault: GuestFault) -> None:
-        for observer in self.crash_observers:
-            observer(fault)
-
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
             vcpu.sit_out(ready_ps)
@@ -301,15 +285,13 @@ class Machine(SliceRunner):
         elif reason is StopReason.PARK:
             vcpu.settle(VcpuState.PARKED)
         elif reason is StopReason.WATCH:
-            for observer in self.watch_observers:
-                observer(vcpu, *vcpu.hit)
+            self.subscribers.notify(WATCH_HIT, vcpu, *vcpu.hit)
             vcpu.pass_watch()
 
     def _trace_delivery(self, vcpu: Vcpu, vector: int, sender: int | None) -> None:
         if vector == self.arch.nmi_vector:
             self.emit(vcpu, EventKind.NMI, vector=vector, sender=sender)
-            for observer in self.nmi_observers:
-                observer(vcpu)
+            self.subscribers.notify(NMI, vcpu)
         else:
             self.emit(vcpu, EventKind.INTERRUPT, vector=vector, sender=sender)
 
@@ -354,8 +336,7 @@ class Machine(SliceRunner):
             self.emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
             vcpu.to_flush += vcpu.unseen_code
             vcpu.unseen_code = []
-            for observer in self.unseen_code_observers:
-                observer(vcpu)
+            self.subscribers.notify(UNSEEN_CODE, vcpu)
             vcpu.stop(StopReason.HOOK)
             return True
         return False
@@ -408,8 +389,7 @@ class Machine(SliceRunner):
         """`vcpu` wrote over `old` at `address` in code: it runs the new bytes from now, the other vCPUs once
         they serialise (firmware/ABI.md)."""
         end = address + len(old)
-        for observer in self.code_write_observers:
-            observer(vcpu, address, old)
+        self.subscribers.notify(CODE_WRITE, vcpu, address, old)
         self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=len(old))
         vcpu.to_flush.append((address, end))
         self._unseen_by_others(vcpu, address, end)
@@ -426,8 +406,7 @@ class Machine(SliceRunner):
         for other in self.vcpus:
             if other is not writer:
                 other.unseen_code.append((begin, end))
-                for observer in self.unseen_code_observers:
-                    observer(other)
+                self.subscribers.notify(UNSEEN_CODE, other)
 
     def start_cpu(self, index: int, *, by: Vcpu) -> None:
         """vCPU `by` starts vCPU `index` at the firmware's entry."""
@@ -465,19 +444,6 @@ class Machine(SliceRunner):
     def _instances(self) -> list[Vcpu]:
         """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""
         return self.vcpus if self._spare is None else [*self.vcpus, self._spare]
-
-    def observe_code_writes(self, observer: CodeWriteObserver) -> None:
-        """Call `observer(vcpu, address, old_bytes)` before each guest store into code."""
-        self.code_write_observers.append(observer)
-
-    def observe_crashes(self, observer: CrashObserver) -> None:
-        """Call `observer(fault)` when a guest fault stops the run (one a contained call recovers from does
-        not), before it is raised."""
-        self.crash_observers.append(observer)
-
-    def observe_nmis(self, observer: NmiObserver) -> None:
-        """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
-        self.nmi_observers.append(observer)
 
     def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
         """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now)."""
@@ -534,17 +500,9 @@ class Machine(SliceRunner):
         self.fresh_block_size(self.image.entry)
 
     def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
-        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the watch observers;
+        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the WATCH_HIT subscribers;
         the block then runs. An empty list watches nothing (and costs nothing)."""
         self._vcpu(index).watch(ranges)
-
-    def observe_watch_hits(self, observer: WatchObserver) -> None:
-        """Call `observer(vcpu, address, size)` when a vCPU is about to run a watched block."""
-        self.watch_observers.append(observer)
-
-    def observe_unseen_code(self, observer: VcpuObserver) -> None:
-        """Call `observer(vcpu)` whenever the code written that `vcpu` has not yet serialised on changes."""
-        self.unseen_code_observers.append(observer)
 
     def call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
              timeout_ns: int = 100_000_000) -> int:

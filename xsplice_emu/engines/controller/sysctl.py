@@ -32,6 +32,7 @@ from ...livepatch.payload import FuncRecord, Host, LoadedPayload, RegionKind, lo
 from ...livepatch.states import Action, ActionResult, PayloadState
 from ...livepatch.unsafe import unsafe_functions
 from ...machine import PS_PER_NS, Machine, Vcpu
+from ...machine.subscribers import CODE_WRITE, CRASH, UNSEEN_CODE
 from ...tracing.kinds import EventKind
 from .arena import Arena
 from .guest_state import GuestState, block_size
@@ -117,7 +118,7 @@ class Livepatch:
             firmware_unsafe = unsafe_functions(machine.image, machine.memory.read) if self.real_xen else self._unsafe
             self.oracle = Oracle(machine, nmi_path=nmi_reach(machine.image, firmware_unsafe),
                                  stack=FirmwareStacks(machine))
-            machine.observe_unseen_code(self.oracle.sync)
+            machine.subscribe(UNSEEN_CODE, self.oracle.sync)
         self._irq_fault = False
         self.drop_flush: set[int] = set()
         """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
@@ -128,8 +129,8 @@ class Livepatch:
         self._pending: tuple[Payload, Action, Work] | None = None
         self._journal = _Journal("")
         self._in_window = False
-        machine.observe_code_writes(self._on_code_write)
-        machine.observe_crashes(self._crashed)
+        machine.subscribe(CODE_WRITE, self._on_code_write)
+        machine.subscribe(CRASH, self._crashed)
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
