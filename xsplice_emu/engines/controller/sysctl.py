@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 from collections import Counter
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 
 from ...errors import GuestFault, LivepatchError, MachineError
 from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
@@ -36,7 +35,9 @@ from ...machine.subscribers import CODE_WRITE, CRASH, UNSEEN_CODE
 from ...tracing.kinds import EventKind
 from .arena import Arena
 from .guest_state import GuestState, block_size
+from .journal import Journal
 from .rendezvous import Rendezvous, Work
+from .uploaded import Payload
 
 _Targets = list[tuple[str, int]]
 UNSAFE_BYTE_GAP_NS = 2_000
@@ -44,66 +45,6 @@ UNSAFE_BYTE_GAP_NS = 2_000
 HOOK_WORDS = {"preapply": "pre-apply", "prerevert": "pre-revert", "postapply": "post-apply",
               "postrevert": "post-revert"}
 """How Xen's log names each kind of pre- and post-action hook."""
-
-
-@dataclass
-class Payload:
-    """An uploaded payload and what applying it saved."""
-
-    name: str
-    loaded: LoadedPayload
-    guest: GuestState
-    """Its descriptor and per-function state in guest memory: which records are applied, what they overwrote."""
-    state: PayloadState = PayloadState.CHECKED
-    rc: int = 0
-    reverted: bool = False
-
-    @property
-    def metadata(self) -> bytes:
-        """Its .modinfo, as LIST gives it."""
-        return self.loaded.metadata
-
-
-@dataclass(frozen=True)
-class _Before:
-    """What an action may move, as it was when its window opened (to put back after a host-side error)."""
-
-    applied: tuple[str, ...]
-    payloads: tuple[tuple[Payload, PayloadState, int, bool, bytes], ...]
-
-    @classmethod
-    def of(cls, livepatch: Livepatch) -> _Before:
-        return cls(tuple(livepatch.applied),
-                   tuple((p, p.state, p.rc, p.reverted, p.guest.snapshot()) for p in livepatch.payloads.values()))
-
-    def restore(self, livepatch: Livepatch) -> None:
-        livepatch.applied[:] = self.applied
-        for payload, state, rc, reverted, guest in self.payloads:
-            payload.state, payload.rc, payload.reverted = state, rc, reverted
-            payload.guest.restore(guest)
-
-
-@dataclass(frozen=True)
-class _Write:
-    """One write into code during an action (the controller's, or a hook's: no `new`): where, which function,
-    the bytes before and after."""
-
-    function: str
-    address: int
-    old: bytes
-    new: bytes
-
-
-@dataclass
-class _Journal:
-    """What one action wrote into code, to put back if it fails; `recording` while guest stores into code are
-    its own (its pre-action hooks, its window)."""
-
-    payload: str
-    writes: list[_Write] = field(default_factory=list)
-    before: _Before | None = None
-    """The states as its window opened (None: it did not open)."""
-    recording: bool = True
 
 
 class Livepatch:
@@ -127,7 +68,7 @@ class Livepatch:
         self.results: list[ActionResult] = []
         self.memory = Arena(*machine.payload_space)
         self._pending: tuple[Payload, Action, Work] | None = None
-        self._journal = _Journal("")
+        self._journal = Journal("")
         self._in_window = False
         machine.subscribe(CODE_WRITE, self._on_code_write)
         machine.subscribe(CRASH, self._crashed)
@@ -244,7 +185,7 @@ class Livepatch:
             payload.rc = -errno.EAGAIN
             raise LivepatchError(errno.EBUSY, f"{name}: an action on {self._pending[0].name} is already in "
                                               f"progress (Xen leaves {name}'s rc at -EAGAIN)")
-        self._journal = _Journal(name)
+        self._journal = Journal(name)
         if action in (Action.APPLY, Action.REVERT):
             kind = "preapply" if action is Action.APPLY else "prerevert"
             try:
@@ -429,8 +370,8 @@ class Livepatch:
     # -- inside the quiesced window (master vCPU) -----------------------------
     def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
                 payload: Payload) -> Generator[int, int, int]:
-        self._journal.before = _Before.of(self)
-        self._journal.recording = self._in_window = True
+        self._journal.open_window(self.applied, self.payloads.values())
+        self._in_window = True
         try:
             return (yield from perform(vcpu, payload))
         finally:
@@ -454,8 +395,7 @@ class Livepatch:
         if self._journal.before is None:
             self._undo(None)
         if self.oracle is not None:
-            sites = {(write.address, write.address + len(write.new)) for write in self._journal.writes if write.new}
-            self.oracle.released(sorted(sites))
+            self.oracle.released(self._journal.sites())
         self.drop_flush.clear()
         if self._irq_fault:
             self._from_irq(False)
@@ -514,19 +454,13 @@ class Livepatch:
     def _on_code_write(self, vcpu: Vcpu, address: int, old: bytes) -> None:
         """A guest store into code (a hook patching by hand): journalled while an action's pre-action hooks run
         and inside its window, to be put back."""
-        if self._journal.recording:
-            self._journal.writes.append(_Write("(guest)", address, old, b""))
+        self._journal.guest_store(address, old)
 
     def _undo(self, vcpu: Vcpu | None) -> int:
         """After a failed pre-action hook, a timeout, or an error in the window: put back every byte of code the
         action wrote (on `vcpu`, or from the controller) and every state it moved; the bytes put back."""
-        journal = self._journal
-        written, journal.writes = journal.writes, []
-        for write in reversed(written):
-            self._write(vcpu, write.function, write.address, write.old)
-        if journal.before is not None:
-            journal.before.restore(self)
-        return sum(len(write.old) for write in written)
+        return self._journal.undo(lambda function, address, old: self._write(vcpu, function, address, old),
+                                  self.applied)
 
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
@@ -654,7 +588,7 @@ class Livepatch:
             self.oracle.writing(vcpu, address, len(new), body, function)
         old = machine.memory.read(address, len(new))
         machine.memory.write(address, new)
-        self._journal.writes.append(_Write(function, address, old, new))
+        self._journal.wrote(function, address, old, new)
         machine.invalidate_code(address, address + len(new), keep=frozenset(self.drop_flush))
         if self._in_window:
             self.rendezvous.active.bytes_written += len(new)
