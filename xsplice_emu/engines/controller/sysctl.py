@@ -7,7 +7,8 @@ quiesced window. A refused request changes nothing: no guest byte, state or
 list moves. Neither does an action that fails on a host-side error inside
 the window: the code it wrote (the controller's patches and its hooks' stores
 into code, its pre-action hooks' included) and the states it moved are put
-back (-EFAULT). Data a hook wrote is not: Xen does not roll it back either.
+back (-EFAULT: `window.py`, `journal.py`). Data a hook wrote is not: Xen does not
+roll it back either.
 
 As in Xen, the sysctl answers 0 to an APPLY or REPLACE of a payload that is
 not CHECKED and to a REVERT of one that is not APPLIED (nothing is done),
@@ -31,13 +32,13 @@ from ...livepatch.payload import FuncRecord, Host, LoadedPayload, RegionKind, lo
 from ...livepatch.states import Action, ActionResult, PayloadState
 from ...livepatch.unsafe import unsafe_functions
 from ...machine import PS_PER_NS, Machine, Vcpu
-from ...machine.subscribers import CODE_WRITE, CRASH, UNSEEN_CODE
+from ...machine.subscribers import CRASH, UNSEEN_CODE
 from ...tracing.kinds import EventKind
 from .arena import Arena
 from .guest_state import GuestState, block_size
-from .journal import Journal
 from .rendezvous import Rendezvous, Work
 from .uploaded import Payload
+from .window import PatchWindow
 
 _Targets = list[tuple[str, int]]
 UNSAFE_BYTE_GAP_NS = 2_000
@@ -60,17 +61,15 @@ class Livepatch:
             self.oracle = Oracle(machine, nmi_path=nmi_reach(machine.image, firmware_unsafe),
                                  stack=FirmwareStacks(machine))
             machine.subscribe(UNSEEN_CODE, self.oracle.sync)
-        self._irq_fault = False
-        self.drop_flush: set[int] = set()
-        """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
         self.payloads: dict[str, Payload] = {}
         self.applied: list[str] = []
+        self.patching = PatchWindow(machine, self.rendezvous, self.oracle, applied=self.applied,
+                                    payloads=self.payloads)
+        self.drop_flush = self.patching.drop_flush
+        """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
         self.results: list[ActionResult] = []
         self.memory = Arena(*machine.payload_space)
         self._pending: tuple[Payload, Action, Work] | None = None
-        self._journal = Journal("")
-        self._in_window = False
-        machine.subscribe(CODE_WRITE, self._on_code_write)
         machine.subscribe(CRASH, self._crashed)
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
@@ -185,7 +184,7 @@ class Livepatch:
             payload.rc = -errno.EAGAIN
             raise LivepatchError(errno.EBUSY, f"{name}: an action on {self._pending[0].name} is already in "
                                               f"progress (Xen leaves {name}'s rc at -EAGAIN)")
-        self._journal = Journal(name)
+        self.patching.begin(name)
         if action in (Action.APPLY, Action.REVERT):
             kind = "preapply" if action is Action.APPLY else "prerevert"
             try:
@@ -193,20 +192,20 @@ class Livepatch:
                     veto = self._veto(payload, kind, self._pre_hook(payload, kind, hook, from_vcpu,
                                                                     timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
                     if veto:
-                        self._undo(None)
+                        self.patching.undo(None)
                         return veto
             except LivepatchError:
-                self._undo(None)
+                self.patching.undo(None)
                 raise
-        self._journal.recording = False
+        self.patching.pre_hooks_done()
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
-                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
-                    on_elected=lambda: self._elected(payload, action), on_release=self._released,
+                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self.patching.undo,
+                    on_elected=lambda: self._elected(payload, action), on_release=self.patching.released,
                     settle=lambda rc: setattr(payload, "rc", rc), timeout_ns=timeout_ns)
         if from_irq:
-            self._from_irq(True)
+            self.patching.from_irq(True)
         previous, payload.rc = payload.rc, -errno.EAGAIN
         try:
             self.rendezvous.schedule(work, from_vcpu=from_vcpu)
@@ -370,12 +369,8 @@ class Livepatch:
     # -- inside the quiesced window (master vCPU) -----------------------------
     def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
                 payload: Payload) -> Generator[int, int, int]:
-        self._journal.open_window(self.applied, self.payloads.values())
-        self._in_window = True
-        try:
-            return (yield from perform(vcpu, payload))
-        finally:
-            self._journal.recording = self._in_window = False
+        """The master's part of the action: `perform` on `payload`, inside the patching window."""
+        return self.patching.run(perform(vcpu, payload))
 
     def _elected(self, payload: Payload, action: Action) -> None:
         """The rendezvous has a master: the action is under way for the oracle."""
@@ -387,23 +382,6 @@ class Livepatch:
         """(function, address) of every record the action may rewrite (REPLACE: the applied ones' too)."""
         payloads = [payload] + ([self.payloads[name] for name in self.applied] if action is Action.REPLACE else [])
         return [(func.name, func.old_addr) for p in payloads for func in p.loaded.funcs]
-
-    def _released(self) -> None:
-        """The rendezvous released every vCPU: an action whose window never opened (timed out) puts back what
-        its pre-action hooks wrote; the oracle checks each written site at their next entry; the dropped
-        flushes were for this action only."""
-        if self._journal.before is None:
-            self._undo(None)
-        if self.oracle is not None:
-            self.oracle.released(self._journal.sites())
-        self.drop_flush.clear()
-        if self._irq_fault:
-            self._from_irq(False)
-
-    def _from_irq(self, on: bool) -> None:
-        """Set the firmware's xsplice_from_irq (the patch_from_irq fault) for one action."""
-        self.machine.memory.write(self.machine.image.address("xsplice_from_irq"), bytes([on]))
-        self._irq_fault = on
 
     def _poke(self, payload: Payload, action: Action) -> None:
         """APPLY or REVERT as a naive text_poke: no rendezvous, no hooks, no flush. The host writes each byte
@@ -450,17 +428,6 @@ class Livepatch:
             name=payload.name, action=action.name.lower(), rc=0, master=None, parked_ns=None,
             release_ns=(machine.now_ps - requested) // PS_PER_NS, host_ms=0.0, nmis_lost=0,
             bytes_written=sum(end - begin for begin, end in written), violations=counts))
-
-    def _on_code_write(self, vcpu: Vcpu, address: int, old: bytes) -> None:
-        """A guest store into code (a hook patching by hand): journalled while an action's pre-action hooks run
-        and inside its window, to be put back."""
-        self._journal.guest_store(address, old)
-
-    def _undo(self, vcpu: Vcpu | None) -> int:
-        """After a failed pre-action hook, a timeout, or an error in the window: put back every byte of code the
-        action wrote (on `vcpu`, or from the controller) and every state it moved; the bytes put back."""
-        return self._journal.undo(lambda function, address, old: self._write(vcpu, function, address, old),
-                                  self.applied)
 
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
@@ -530,8 +497,8 @@ class Livepatch:
                                          vcpu)
                 continue
             new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
-            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.patch_addr, new,
-                                                          body=_replaced_code(func, Action.APPLY)))
+            payload.guest.mark_applied(index, self.patching.write(vcpu, func.name, func.patch_addr, new,
+                                                                  body=_replaced_code(func, Action.APPLY)))
         metadata = metadata_strings(payload.metadata)
         if metadata:  # Xen's livepatch_display_metadata, once the records are in
             for line in ("livepatch: module metadata:", *(f"livepatch:   {text}" for text in metadata)):
@@ -550,8 +517,7 @@ class Livepatch:
                 continue
             original = payload.guest.overwritten(index, func.patch_size)
             sites.setdefault(func.patch_addr, (func.name, func.patch_addr, original))
-            self._write(vcpu, func.name, func.patch_addr, original,
-                        body=_replaced_code(func, Action.REVERT))
+            self.patching.write(vcpu, func.name, func.patch_addr, original, body=_replaced_code(func, Action.REVERT))
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
@@ -575,30 +541,6 @@ class Livepatch:
         elif tail == TAIL_APPLIED and payload.state is PayloadState.CHECKED:
             payload.state = PayloadState.APPLIED
             self.applied.append(payload.name)
-
-    def _write(self, vcpu: Vcpu | None, function: str, address: int, new: bytes, *,
-               body: tuple[int, int] | None = None) -> bytes:
-        """Write `new` at `address` (journalled, flushed from every vCPU but `drop_flush`, traced, shown to the
-        oracle with `body`, the code it replaces) on `vcpu` (None: from the controller, outside the window);
-        give the bytes it replaced. Nothing to write (a NOP record of no bytes) is no write at all."""
-        if not new:
-            return b""
-        machine = self.machine
-        if self.oracle is not None and vcpu is not None:
-            self.oracle.writing(vcpu, address, len(new), body, function)
-        old = machine.memory.read(address, len(new))
-        machine.memory.write(address, new)
-        self._journal.wrote(function, address, old, new)
-        machine.invalidate_code(address, address + len(new), keep=frozenset(self.drop_flush))
-        if self._in_window:
-            self.rendezvous.active.bytes_written += len(new)
-        now = (machine.now_ps if vcpu is None else machine.time_of(vcpu)) // PS_PER_NS
-        index = None if vcpu is None else vcpu.index
-        machine.trace.emit(now, index, EventKind.PATCH, payload=self._journal.payload, function=function,
-                           address=address, old=old.hex(), new=new.hex())
-        machine.trace.emit(now, index, EventKind.FLUSH, begin=address, end=address + len(new),
-                           vcpus=len(machine.vcpus))
-        return old
 
 
 def _replaced_code(func: FuncRecord, action: Action) -> tuple[int, int] | None:
