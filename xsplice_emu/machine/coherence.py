@@ -37,7 +37,7 @@ class CodeCoherence:
         self._new_spare = new_spare
         self._spare: Vcpu | None = None  # never runs: no guard page
         self.trace = trace
-        self._emit = emit
+        self.emit = emit
         self._subscribers = subscribers
 
     def instances(self) -> list[Vcpu]:
@@ -81,7 +81,7 @@ class CodeCoherence:
         they serialise (firmware/ABI.md)."""
         end = address + len(old)
         self._subscribers.notify(CODE_WRITE, vcpu, address, old)
-        self._emit(vcpu, EventKind.CODE_WRITE, address=address, size=len(old))
+        self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=len(old))
         vcpu.to_flush.append((address, end))
         self._unseen_by_others(vcpu, address, end)
 
@@ -89,7 +89,7 @@ class CodeCoherence:
         """A serialising instruction: from the next one, `vcpu` runs what others wrote into code. Whether that
         stopped the vCPU before the instruction (to drop its stale translations first)."""
         if vcpu.unseen_code:
-            self._emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
+            self.emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
             vcpu.to_flush += vcpu.unseen_code
             vcpu.unseen_code = []
             self._subscribers.notify(UNSEEN_CODE, vcpu)

@@ -14,7 +14,6 @@ from unicorn import UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_PROT_EXEC, U
 from ..errors import ConfigError, GuestFault, MachineError
 from ..image import Image
 from ..platform import (
-    CALL_FUNCTION_VECTOR,
     CLOCK_PAGE,
     NR_CPUS,
     RAM_BASE,
@@ -29,13 +28,14 @@ from .coherence import CodeCoherence
 from .console import Console
 from .devices import PortReader, Ports
 from .hooks import install
+from .interrupts import Interrupts
 from .loading import hypervisor_window, load, page_permissions, round_up
 from .memory import GuestMemory
 from .paging import PagePermissions
 from .runner import SliceRunner
 from .scheduler import Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
-from .subscribers import NMI, WATCH_HIT, Subscribers
+from .subscribers import WATCH_HIT, Subscribers
 from .symbols import Symbols
 from .vcpu import BUDGET, RUNNING, Snapshot, StopReason, Vcpu, VcpuState
 
@@ -122,6 +122,8 @@ class Machine(SliceRunner):
             trace=self.trace, emit=self.emit, subscribers=self.subscribers)
         self.calls = CallSlots(self, base=image.address("call_slots"))
         self.ports = Ports(self, vcpus=config.vcpus, describe=image.describe, awaited=self.calls.is_awaited)
+        self.interrupts = Interrupts(arch=self.arch, calls=self.calls, subscribers=self.subscribers, emit=self.emit,
+                                     fault=self.fault, serialise=self.coherence.serialise)
         returns = _instructions(image, self.arch.interrupt_return)
         serialising = _instructions(image, *self.arch.serialising)
         for vcpu in self.vcpus:
@@ -184,12 +186,7 @@ class Machine(SliceRunner):
             vcpu.wake()
             self.scheduler.forget(vcpu)
         if vcpu.nmi_pending or vcpu.pending_vectors:
-            entry = vcpu.snapshot() if vcpu.index in self.calls.contained else None
-            taken = vcpu.take_interrupt()
-            if taken is not None:
-                if entry is not None and taken[0] == CALL_FUNCTION_VECTOR:
-                    self.calls.entered(vcpu.index, entry)
-                self._trace_delivery(vcpu, *taken)
+            self.interrupts.deliver(vcpu)
         self._run_slice(vcpu, until_ps)
         self.scheduler.queue(vcpu)
 
@@ -242,13 +239,6 @@ class Machine(SliceRunner):
             self.subscribers.notify(WATCH_HIT, vcpu, *vcpu.hit)
             vcpu.pass_watch()
 
-    def _trace_delivery(self, vcpu: Vcpu, vector: int, sender: int | None) -> None:
-        if vector == self.arch.nmi_vector:
-            self.emit(vcpu, EventKind.NMI, vector=vector, sender=sender)
-            self.subscribers.notify(NMI, vcpu)
-        else:
-            self.emit(vcpu, EventKind.INTERRUPT, vector=vector, sender=sender)
-
     # -- what the hooks and devices call ----------------------------------
     def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
         """The error that stops the run: vCPU, address with symbol, instruction, last console line."""
@@ -262,26 +252,13 @@ class Machine(SliceRunner):
         return GuestFault(message, vcpu=vcpu.index, pc=pc)
 
     def exception(self, vcpu: Vcpu, intno: int) -> None:
-        """A CPU exception or `int n`: deliver it through the guest's handler table."""
-        pc = vcpu.current_pc()
-        try:
-            vcpu.inject(intno, return_pc=pc)
-        except MachineError as exc:
-            what = f"exception {self.arch.exception_names.get(intno, intno)} with no handler ({exc})"
-            raise self.fault(vcpu, what, pc) from None
-        self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
+        """A CPU exception or `int n`: deliver it through the guest's handler table (`interrupts.py`)."""
+        self.interrupts.exception(vcpu, intno)
 
     def interrupt_return(self, vcpu: Vcpu) -> None:
-        """A handler returns (the hook runs before its iretq). It serialises; it ends NMI blocking, and a
-        waiting NMI is taken as soon as the iretq has run (the slice ends after its block), not on top of it."""
-        if self.coherence.serialise(vcpu):
-            return  # stopped before the iretq: it runs, and this hook comes, again
-        vector, ended_nmi_blocking = vcpu.interrupt_return()
-        self.emit(vcpu, EventKind.IRET, vector=vector)
-        if ended_nmi_blocking:
-            self.emit(vcpu, EventKind.NMI_UNBLOCKED)
-            if vcpu.nmi_pending:
-                vcpu.end_slice_after_block()
+        """A handler returns (the hook runs before its iretq): it serialises and ends NMI blocking
+        (`interrupts.py`)."""
+        self.interrupts.interrupt_return(vcpu)
 
     def serialise(self, vcpu: Vcpu) -> bool:
         """A serialising instruction: from the next one, `vcpu` runs what others wrote into code. Whether that
