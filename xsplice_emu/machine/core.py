@@ -2,6 +2,13 @@
 seeded scheduler (`scheduler.py`). It knows nothing of livepatching; see
 `firmware/ABI.md` for the platform it emulates. Interrupts are taken at
 slice boundaries.
+
+`Machine` builds the parts and runs the slices; each concept is a module of
+its own, which `Machine` fronts for its callers: where the images go
+(`loading.py`), their symbols (`symbols.py`), code writes and stale
+translations (`coherence.py`), interrupts and exceptions (`interrupts.py`),
+guest calls (`calls.py`), ports (`devices.py`), and who is told of events
+(`subscribers.py`).
 """
 
 from __future__ import annotations
