@@ -198,7 +198,7 @@ class Machine(SliceRunner):
         self.scheduler.queue(vcpu)
 
     def _run_slice(self, vcpu: Vcpu, until_ps: int) -> None:
-        scheduler, coherence = self.scheduler, self.coherence
+        scheduler = self.scheduler
         open_code = bool(vcpu.open_code_pages)
         budget = 1 if open_code else scheduler.slice_budget(vcpu)  # one block writes code, then it is seen
         arrival = vcpu.next_arrival_ps()
@@ -208,24 +208,24 @@ class Machine(SliceRunner):
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
         self._clock_page[vcpu.index] = vcpu.clock_ps // PS_PER_NS
         if open_code:
-            coherence.open_alias(vcpu, writable=True)
+            self.coherence.open_alias(vcpu, writable=True)
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
             if vcpu.alias_fault is not None:  # a store into code through the alias: retried next slice
                 address, size = vcpu.alias_fault
                 vcpu.alias_fault = None
-                coherence.after_slice(vcpu)
-                coherence.open_code_pages(vcpu, address, size)
+                self.coherence.after_slice(vcpu)
+                self.coherence.open_code_pages(vcpu, address, size)
                 return
-            coherence.after_slice(vcpu)
+            self.coherence.after_slice(vcpu)
             what, vcpu.guard_fault = vcpu.guard_fault or str(exc), None
             fault = self.fault(vcpu, what, vcpu.pc)
             if vcpu.on_fault is not None and vcpu.on_fault(fault):
                 return
             raise fault from None
         if vcpu.open_code_pages or vcpu.to_flush:
-            coherence.after_slice(vcpu)
+            self.coherence.after_slice(vcpu)
         if vcpu.hook_error is not None:  # (take_hook_error is dearer than this check, and seldom needed)
             error = vcpu.take_hook_error()
             assert error is not None
