@@ -42,6 +42,7 @@ from typing import Protocol
 from ..arch.base import Architecture
 from ..image import Image
 from ..machine import PS_PER_NS, GuestMemory, Machine, Vcpu, VcpuState
+from ..machine.subscribers import NMI, WATCH_HIT, P, Topic
 from ..platform import STACK_SIZE
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
@@ -90,9 +91,7 @@ class WatchedMachine(Protocol):
 
     def fresh_block_size(self, address: int) -> int: ...
 
-    def observe_watch_hits(self, observer: Callable[[Vcpu, int, int], None]) -> None: ...
-
-    def observe_nmis(self, observer: Callable[[Vcpu], None]) -> None: ...
+    def subscribe(self, topic: Topic[P], callback: Callable[P, None]) -> None: ...
 
 
 class Oracle:
@@ -112,8 +111,8 @@ class Oracle:
         self._counts_of: dict[str, Counter[str]] = {}  # action label -> its counts (the latest of that label)
         self._nmi_path = nmi_path
         self._stack = stack
-        machine.observe_watch_hits(self._on_watch_hit)
-        machine.observe_nmis(self._on_nmi)
+        machine.subscribe(WATCH_HIT, self._on_watch_hit)
+        machine.subscribe(NMI, self._on_nmi)
 
     # -- what Livepatch tells it --------------------------------------------------------------------------------
     def open(self, label: str, counts: Counter[str], targets: list[tuple[str, int]]) -> None:

@@ -2,7 +2,7 @@
 
 It knows nothing of livepatching: the livepatch package drives it through a
 small surface (memory, `call`, `send_interrupt`, `park`/`release`,
-`invalidate_code`, `answer_port`, `observe_nmis`, alarms).
+`invalidate_code`, `answer_port`, `subscribe`, alarms).
 """
 
 from .console import Console, ConsoleLine

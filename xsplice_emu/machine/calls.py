@@ -13,27 +13,41 @@ where the call-function IPI found it and the call raises instead.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import MachineError
 from ..platform import CALL_FUNCTION_VECTOR, CALL_SLOT_DONE, CALL_SLOT_FREE, CALL_SLOT_PENDING, CALL_SLOTS
+from .memory import GuestMemory
 from .spec import CALL_SLOT
-
-if TYPE_CHECKING:
-    from .core import Machine
-    from .vcpu import Snapshot, Vcpu
+from .vcpu import Snapshot, Vcpu
 
 _STATE = CALL_SLOT.offset("state")
 _RESULT = CALL_SLOT.offset("result")
 
 
+class SlotMachine(Protocol):
+    """What the call slots need of a machine: its RAM and vCPUs, interrupts, running, and putting a vCPU back."""
+
+    memory: GuestMemory
+    vcpus: list[Vcpu]
+
+    def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None,
+                       sender: int | None = None) -> None: ...
+
+    def run_for(self, ns: int, *, stop_when: Callable[[], bool] | None = None) -> None: ...
+
+    def restore(self, vcpu: Vcpu, snapshot: Snapshot) -> None: ...
+
+
 class CallSlots:
     """The host side of one machine's call slots."""
 
-    def __init__(self, machine: Machine):
+    def __init__(self, machine: SlotMachine, *, base: int):
+        """`base`: where the firmware's `call_slots` array is."""
         self.machine = machine
         self.memory = machine.memory
-        self.base = machine.image.address("call_slots")
+        self.base = base
         self.awaited: set[tuple[int, int]] = set()  # (vCPU, slot) the host waits for
         self.contained: dict[int, int] = {}  # vCPU -> the slot of its contained call
         self._entries: dict[int, Snapshot] = {}  # vCPU -> where the call-function IPI found it

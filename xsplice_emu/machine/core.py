@@ -2,49 +2,50 @@
 seeded scheduler (`scheduler.py`). It knows nothing of livepatching; see
 `firmware/ABI.md` for the platform it emulates. Interrupts are taken at
 slice boundaries.
+
+`Machine` builds the parts and runs the slices; each concept is a module of
+its own, which `Machine` fronts for its callers: where the images go
+(`loading.py`), their symbols (`symbols.py`), code writes and stale
+translations (`coherence.py`), interrupts and exceptions (`interrupts.py`),
+guest calls (`calls.py`), ports (`devices.py`), and who is told of events
+(`subscribers.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from unicorn import UC_MEM_READ_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE, UcError
 
 from ..errors import ConfigError, GuestFault, MachineError
-from ..image import Image, Segment
+from ..image import Image
 from ..platform import (
-    CALL_FUNCTION_VECTOR,
     CLOCK_PAGE,
     NR_CPUS,
     RAM_BASE,
     STACK_GUARD_SIZE,
     STACK_SIZE,
-    TEXT_ALIAS_OFFSET,
 )
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from . import native
 from .calls import CallSlots
+from .coherence import CodeCoherence
 from .console import Console
 from .devices import PortReader, Ports
 from .dom0 import Dom0Placement
 from .hooks import install
-from .memory import GuestMemory, Window
+from .interrupts import Interrupts
+from .loading import hypervisor_window, load, page_permissions, round_up
+from .memory import GuestMemory
 from .paging import PagePermissions
 from .runner import SliceRunner
 from .scheduler import Scheduler
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
+from .subscribers import WATCH_HIT, Subscribers
+from .symbols import Symbols
 from .vcpu import BUDGET, RUNNING, Snapshot, StopReason, Vcpu, VcpuState
-
-NmiObserver = Callable[[Vcpu], None]
-VcpuObserver = Callable[[Vcpu], None]
-WatchObserver = Callable[[Vcpu, int, int], None]
-"""Called with the vCPU and the address and size of the block about to run that overlaps a watched range."""
-CodeWriteObserver = Callable[[Vcpu, int, bytes], None]
-CrashObserver = Callable[[GuestFault], None]
-"""Called with the writing vCPU, the text address and the bytes about to be overwritten."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,6 @@ class MachineConfig:
             raise ConfigError(f"ram_mib must be at least 8, not {self.ram_mib}")
 
 
-HYPERVISOR_PAYLOAD_SPACE = 16 << 20
-"""Bytes for payloads past a hypervisor image's end rounded up to a large page (2 MiB), inside its window: where
-Xen 4.17 puts them (x86 arch_livepatch_init gives payloads the vmap range from xen_virt_end, its image's end
-rounded up to 2 MiB, on to XEN_VIRT_END), within rel32 reach of its text, which jump patches need."""
-
-
 class Machine(SliceRunner):
     """N vCPUs over one RAM running a firmware image, deterministic by seed.
 
@@ -96,16 +91,17 @@ class Machine(SliceRunner):
                               f"{image.arch.title} firmware")
         self.payload_space: tuple[int, int]
         """Where payloads go: `[begin, end)` of guest addresses."""
+        self.symbols = Symbols(image, self.hypervisor)
         if hypervisor is None:
             self.memory = GuestMemory(config.ram_mib << 20)
-            self._load(image)
-            self.payload_space = (_round_up(image.end, PAGE_SIZE), self.memory.size)
+            load(self.memory, image, ram_mib=config.ram_mib)
+            self.payload_space = (round_up(image.end, PAGE_SIZE), self.memory.size)
         else:
-            window = self._window(hypervisor)
+            window = hypervisor_window(hypervisor, ram_mib=config.ram_mib)
             self.memory = GuestMemory(window.physical + window.size, (window,))
-            self._load(image)
-            self._load(hypervisor)
-            self.payload_space = (_round_up(hypervisor.end, self.arch.large_page_size), window.end)
+            load(self.memory, image, ram_mib=config.ram_mib)
+            load(self.memory, hypervisor, ram_mib=config.ram_mib)
+            self.payload_space = (round_up(hypervisor.end, self.arch.large_page_size), window.end)
         self.timer_period_ps = PS_PER_SECOND // config.timer_hz
         self.trace = Trace({"seed": config.seed, "options": asdict(config),
                             "firmware_build_id": image.build_id.hex(),
@@ -117,27 +113,26 @@ class Machine(SliceRunner):
             self.table.add_range(self.memory.host_address + window.physical, window.virtual, window.size)
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
         self.paging = PagePermissions(self.arch, self.memory, faults_outside=hypervisor is not None)
-        for begin, end, permissions in _layout(self._physical_segments(), self.memory.size):
+        for begin, end, permissions in page_permissions(self.memory, self.images):
             self.paging.protect(begin, end, permissions)
         self._stacks = image.address("cpu_stacks")
         self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, paging_root=self.paging.root,
                            mappings=self.paging.mappings(leave_out=(self.stack_guard(i),
                                                                     self.stack_guard(i) + STACK_GUARD_SIZE)),
                            ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
-        self._new_spare = lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table,
-                                       mappings=self.paging.mappings(), paging_root=self.paging.root,
-                                       ps_per_instruction=ps_per_instruction)
-        self._spare: Vcpu | None = None  # never runs: no guard page
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.dom0 = Dom0Placement()
-        self.ports = Ports(self)
-        self.calls = CallSlots(self)
-        self.nmi_observers: list[NmiObserver] = []
-        self.code_write_observers: list[CodeWriteObserver] = []
-        self.unseen_code_observers: list[VcpuObserver] = []
-        self.watch_observers: list[WatchObserver] = []
-        self.crash_observers: list[CrashObserver] = []
+        self.subscribers = Subscribers()
+        self.coherence = CodeCoherence(
+            memory=self.memory, paging=self.paging, table=self.table, vcpus=self.vcpus,
+            new_spare=lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table, mappings=self.paging.mappings(),
+                                   paging_root=self.paging.root, ps_per_instruction=ps_per_instruction),
+            trace=self.trace, emit=self.emit, subscribers=self.subscribers)
+        self.calls = CallSlots(self, base=image.address("call_slots"))
+        self.ports = Ports(self, vcpus=config.vcpus, describe=image.describe, awaited=self.calls.is_awaited)
+        self.interrupts = Interrupts(arch=self.arch, calls=self.calls, subscribers=self.subscribers, emit=self.emit,
+                                     fault=self.fault, serialise=self.coherence.serialise)
         returns = _instructions(image, self.arch.interrupt_return)
         serialising = _instructions(image, *self.arch.serialising)
         for vcpu in self.vcpus:
@@ -149,67 +144,23 @@ class Machine(SliceRunner):
         self.emit(self.vcpus[0], EventKind.CPU_START, by=None)
         self.scheduler.queue(self.vcpus[0])
 
-    def _window(self, hypervisor: Image) -> Window:
-        """The hypervisor's link addresses (from a large page below its lowest segment) and payload space past
-        its end, onto physical RAM past the firmware's."""
-        large = self.arch.large_page_size
-        lowest = min(seg.address for seg in hypervisor.segments)
-        begin = lowest & ~(large - 1)
-        end = _round_up(hypervisor.end, large) + HYPERVISOR_PAYLOAD_SPACE
-        physical = _round_up(self.config.ram_mib << 20, large)
-        if begin < TEXT_ALIAS_OFFSET + physical + (end - begin):
-            raise ConfigError(f"{hypervisor.path}: linked at {lowest:#x}, over the firmware's RAM: "
-                              "a hypervisor image beside the firmware must be linked in the high half")
-        return Window(begin, physical, end - begin)
-
-    def _load(self, image: Image) -> None:
-        """Copy the image's file bytes into fresh RAM. RAM reads zero until written, so a segment's zero tail
-        (.bss: every CPU's stack) is left alone: its pages cost nothing until a vCPU uses them (boot, and each
-        fork of the machine, copy only what is used)."""
-        for seg in image.segments:
-            try:
-                self.memory.physical(seg.address, seg.memory_size)
-            except MachineError:
-                raise ConfigError(f"{image.path}: segment at {seg.address:#x} does not fit in "
-                                  f"{self.config.ram_mib} MiB of RAM") from None
-            self.memory.write(seg.address, seg.data)
-
-    def _physical_segments(self) -> list[tuple[int, int, Segment]]:
-        """Every loaded segment as (physical begin, physical end, segment), by address."""
-        found = []
-        for image in self.images:
-            for seg in image.segments:
-                begin = self.memory.physical(seg.address, seg.memory_size)
-                found.append((begin, begin + seg.memory_size, seg))
-        return sorted(found, key=lambda entry: entry[:2])
-
     @property
     def images(self) -> tuple[Image, ...]:
         """The firmware, and the hypervisor image when it is another (a real Xen's)."""
-        return (self.image,) if self.hypervisor is self.image else (self.image, self.hypervisor)
+        return self.symbols.images
 
     def describe(self, address: int) -> str:
         """`name+0xoff` for an address in the firmware's or the hypervisor's functions, else hex."""
-        return self._image_at(address).describe(address)
+        return self.symbols.describe(address)
 
     def address(self, name: str) -> int:
         """Where symbol `name` is: in the hypervisor (a real Xen's image, when the machine has one), else in the
         firmware; ImageError naming the firmware when neither has it."""
-        found = self.hypervisor.resolve(name)
-        return self.image.address(name) if found is None else found
+        return self.symbols.address(name)
 
     def describe_function(self, address: int) -> tuple[int, int] | None:
         """(start, offset) of the firmware's or the hypervisor's function holding `address`, or None."""
-        found = self._image_at(address).function_at(address)
-        return None if found is None else (found[0].address, found[1])
-
-    def _entry(self, function: str | int) -> int:
-        """Where a call of `function` (a name, or an address already) goes."""
-        return self.address(function) if isinstance(function, str) else function
-
-    def _image_at(self, address: int) -> Image:
-        """The image whose function holds `address`: the firmware's first (the hypervisor when neither does)."""
-        return self.hypervisor if self.image.function_at(address) is None else self.image
+        return self.symbols.describe_function(address)
 
     @property
     def console(self) -> Console:
@@ -225,10 +176,6 @@ class Machine(SliceRunner):
         return vcpu.current_time_ps()
 
     # -- running ---------------------------------------------------------
-    def _crashed(self, fault: GuestFault) -> None:
-        for observer in self.crash_observers:
-            observer(fault)
-
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
             vcpu.sit_out(ready_ps)
@@ -248,12 +195,7 @@ class Machine(SliceRunner):
             vcpu.wake()
             self.scheduler.forget(vcpu)
         if vcpu.nmi_pending or vcpu.pending_vectors:
-            entry = vcpu.snapshot() if vcpu.index in self.calls.contained else None
-            taken = vcpu.take_interrupt()
-            if taken is not None:
-                if entry is not None and taken[0] == CALL_FUNCTION_VECTOR:
-                    self.calls.entered(vcpu.index, entry)
-                self._trace_delivery(vcpu, *taken)
+            self.interrupts.deliver(vcpu)
         self._run_slice(vcpu, until_ps)
         self.scheduler.queue(vcpu)
 
@@ -268,24 +210,24 @@ class Machine(SliceRunner):
             budget = max(1, -(-horizon // vcpu.ps_per_instruction))
         self._clock_page[vcpu.index] = vcpu.clock_ps // PS_PER_NS
         if open_code:
-            self._open_alias(vcpu, writable=True)
+            self.coherence.open_alias(vcpu, writable=True)
         try:
             reason = vcpu.run_slice(budget)
         except UcError as exc:
             if vcpu.alias_fault is not None:  # a store into code through the alias: retried next slice
                 address, size = vcpu.alias_fault
                 vcpu.alias_fault = None
-                self._after_slice(vcpu)
-                self._open_code_pages(vcpu, address, size)
+                self.coherence.after_slice(vcpu)
+                self.coherence.open_code_pages(vcpu, address, size)
                 return
-            self._after_slice(vcpu)
+            self.coherence.after_slice(vcpu)
             what, vcpu.guard_fault = vcpu.guard_fault or str(exc), None
             fault = self.fault(vcpu, what, vcpu.pc)
             if vcpu.on_fault is not None and vcpu.on_fault(fault):
                 return
             raise fault from None
         if vcpu.open_code_pages or vcpu.to_flush:
-            self._after_slice(vcpu)
+            self.coherence.after_slice(vcpu)
         if vcpu.hook_error is not None:  # (take_hook_error is dearer than this check, and seldom needed)
             error = vcpu.take_hook_error()
             assert error is not None
@@ -303,17 +245,8 @@ class Machine(SliceRunner):
         elif reason is StopReason.PARK:
             vcpu.settle(VcpuState.PARKED)
         elif reason is StopReason.WATCH:
-            for observer in self.watch_observers:
-                observer(vcpu, *vcpu.hit)
+            self.subscribers.notify(WATCH_HIT, vcpu, *vcpu.hit)
             vcpu.pass_watch()
-
-    def _trace_delivery(self, vcpu: Vcpu, vector: int, sender: int | None) -> None:
-        if vector == self.arch.nmi_vector:
-            self.emit(vcpu, EventKind.NMI, vector=vector, sender=sender)
-            for observer in self.nmi_observers:
-                observer(vcpu)
-        else:
-            self.emit(vcpu, EventKind.INTERRUPT, vector=vector, sender=sender)
 
     # -- what the hooks and devices call ----------------------------------
     def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault:
@@ -328,39 +261,28 @@ class Machine(SliceRunner):
         return GuestFault(message, vcpu=vcpu.index, pc=pc)
 
     def exception(self, vcpu: Vcpu, intno: int) -> None:
-        """A CPU exception or `int n`: deliver it through the guest's handler table."""
-        pc = vcpu.current_pc()
-        try:
-            vcpu.inject(intno, return_pc=pc)
-        except MachineError as exc:
-            what = f"exception {self.arch.exception_names.get(intno, intno)} with no handler ({exc})"
-            raise self.fault(vcpu, what, pc) from None
-        self.emit(vcpu, EventKind.EXCEPTION, vector=intno, rip=pc)
+        """A CPU exception or `int n`: deliver it through the guest's handler table (`interrupts.py`)."""
+        self.interrupts.exception(vcpu, intno)
 
     def interrupt_return(self, vcpu: Vcpu) -> None:
-        """A handler returns (the hook runs before its iretq). It serialises; it ends NMI blocking, and a
-        waiting NMI is taken as soon as the iretq has run (the slice ends after its block), not on top of it."""
-        if self.serialise(vcpu):
-            return  # stopped before the iretq: it runs, and this hook comes, again
-        vector, ended_nmi_blocking = vcpu.interrupt_return()
-        self.emit(vcpu, EventKind.IRET, vector=vector)
-        if ended_nmi_blocking:
-            self.emit(vcpu, EventKind.NMI_UNBLOCKED)
-            if vcpu.nmi_pending:
-                vcpu.end_slice_after_block()
+        """A handler returns (the hook runs before its iretq): it serialises and ends NMI blocking
+        (`interrupts.py`)."""
+        self.interrupts.interrupt_return(vcpu)
 
     def serialise(self, vcpu: Vcpu) -> bool:
         """A serialising instruction: from the next one, `vcpu` runs what others wrote into code. Whether that
         stopped the vCPU before the instruction (to drop its stale translations first)."""
-        if vcpu.unseen_code:
-            self.emit(vcpu, EventKind.CODE_SYNC, ranges=len(vcpu.unseen_code))
-            vcpu.to_flush += vcpu.unseen_code
-            vcpu.unseen_code = []
-            for observer in self.unseen_code_observers:
-                observer(vcpu)
-            vcpu.stop(StopReason.HOOK)
-            return True
-        return False
+        return self.coherence.serialise(vcpu)
+
+    def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool:
+        """`vcpu` stores into code through the alias (TEXT_ALIAS_OFFSET): the store faults (False), and is
+        retried once the code pages are opened for it (`coherence.py`)."""
+        return self.coherence.alias_write_fault(vcpu, alias_address, size)
+
+    def write_code_unsynchronised(self, address: int, data: bytes) -> None:
+        """The host writes `data` into code at `address` as a naive text_poke would, with no rendezvous and no
+        flush: every vCPU runs it once it serialises and may run what it translated before until then."""
+        self.coherence.write_unsynchronised(address, data, now_ns=self.now_ns)
 
     def stack_guard(self, index: int) -> int:
         """Where vCPU `index`'s guard page is: the lowest page of its stack, left out of its mappings."""
@@ -374,62 +296,6 @@ class Machine(SliceRunner):
         vcpu.guard_fault = (f"{page_fault}: {kind} of {address:#x}, in the guard page below "
                             f"vCPU {vcpu.index}'s stack (a stack overflow)")
         return False
-
-    def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool:
-        """`vcpu` stores into code through the alias, which is read-only over code: only such stores cost
-        anything. The store faults (False); the slice ends there, and `_open_code_pages` retries it."""
-        vcpu.alias_fault = (alias_address - TEXT_ALIAS_OFFSET, size)
-        return False
-
-    def _open_code_pages(self, vcpu: Vcpu, address: int, size: int) -> None:
-        """Between slices: let `vcpu` write the code pages under `[address, address + size)` through the alias
-        for one block (the one retrying the store); `_after_slice` closes them and sees what changed."""
-        for page in range(address & ~(PAGE_SIZE - 1), address + size, PAGE_SIZE):
-            if page not in vcpu.open_code_pages:
-                vcpu.open_code_pages[page] = self.memory.read(page, PAGE_SIZE)
-
-    def _open_alias(self, vcpu: Vcpu, *, writable: bool) -> None:
-        """Open (or close) the alias of `vcpu`'s open code pages, for this slice of `vcpu` alone: the page tables
-        are shared, and no other vCPU runs before they are closed."""
-        if vcpu.open_code_pages:
-            for page in vcpu.open_code_pages:
-                self.paging.open_alias(page, writable=writable)
-            vcpu.flush_tlb()
-
-    def _after_slice(self, vcpu: Vcpu) -> None:
-        """Close the code pages `vcpu` wrote (each changed run is a code write), then drop stale translations."""
-        self._open_alias(vcpu, writable=False)
-        for page, before in vcpu.open_code_pages.items():
-            for start, end in _changed_runs(before, self.memory.read(page, PAGE_SIZE)):
-                self._code_written(vcpu, page + start, before[start:end])
-        vcpu.open_code_pages.clear()
-        if vcpu.to_flush:
-            vcpu.flush_pending()
-
-    def _code_written(self, vcpu: Vcpu, address: int, old: bytes) -> None:
-        """`vcpu` wrote over `old` at `address` in code: it runs the new bytes from now, the other vCPUs once
-        they serialise (firmware/ABI.md)."""
-        end = address + len(old)
-        for observer in self.code_write_observers:
-            observer(vcpu, address, old)
-        self.emit(vcpu, EventKind.CODE_WRITE, address=address, size=len(old))
-        vcpu.to_flush.append((address, end))
-        self._unseen_by_others(vcpu, address, end)
-
-    def write_code_unsynchronised(self, address: int, data: bytes) -> None:
-        """The host writes `data` into code at `address` as a naive text_poke would, with no rendezvous and no
-        flush: every vCPU runs it once it serialises and may run what it translated before until then."""
-        self.memory.write(address, data)
-        self.trace.emit(self.now_ns, None, EventKind.CODE_WRITE, address=address, size=len(data))
-        self._unseen_by_others(None, address, address + len(data))
-
-    def _unseen_by_others(self, writer: Vcpu | None, begin: int, end: int) -> None:
-        self.table.forget(begin, end)
-        for other in self.vcpus:
-            if other is not writer:
-                other.unseen_code.append((begin, end))
-                for observer in self.unseen_code_observers:
-                    observer(other)
 
     def start_cpu(self, index: int, *, by: Vcpu) -> None:
         """vCPU `by` starts vCPU `index` at the firmware's entry."""
@@ -455,7 +321,7 @@ class Machine(SliceRunner):
         not bound by it; executable pages are what code writes watch. Costs the same whatever else is protected
         (paging.py)."""
         physical = self.memory.physical(begin, end - begin)
-        first, last = physical & ~(PAGE_SIZE - 1), _round_up(physical + end - begin, PAGE_SIZE)
+        first, last = physical & ~(PAGE_SIZE - 1), round_up(physical + end - begin, PAGE_SIZE)
         permissions = (UC_PROT_READ if read else 0) | (UC_PROT_WRITE if write else 0) | (UC_PROT_EXEC if execute else 0)
         if not execute:  # while they still run: the translations are found through the executable mapping
             for code_begin, code_end in self.paging.executable(first, last):
@@ -466,20 +332,7 @@ class Machine(SliceRunner):
 
     def _instances(self) -> list[Vcpu]:
         """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""
-        return self.vcpus if self._spare is None else [*self.vcpus, self._spare]
-
-    def observe_code_writes(self, observer: CodeWriteObserver) -> None:
-        """Call `observer(vcpu, address, old_bytes)` before each guest store into code."""
-        self.code_write_observers.append(observer)
-
-    def observe_crashes(self, observer: CrashObserver) -> None:
-        """Call `observer(fault)` when a guest fault stops the run (one a contained call recovers from does
-        not), before it is raised."""
-        self.crash_observers.append(observer)
-
-    def observe_nmis(self, observer: NmiObserver) -> None:
-        """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
-        self.nmi_observers.append(observer)
+        return self.coherence.instances()
 
     def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
         """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now)."""
@@ -510,19 +363,12 @@ class Machine(SliceRunner):
     def invalidate_code(self, begin: int, end: int, *, keep: frozenset[int] = frozenset()) -> None:
         """Drop translated code overlapping `[begin, end)` on every vCPU (but those in `keep`: a fault that
         models a missing serialisation)."""
-        for vcpu in self._instances():
-            if vcpu.index not in keep:
-                vcpu.flush(begin, end)
-        self.table.forget(begin, end)
+        self.coherence.invalidate(begin, end, keep=keep)
 
     def fresh_block_size(self, address: int) -> int:
         """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
         instance that never ran: what a vCPU whose translated code was dropped runs)."""
-        if self._spare is None:
-            self._spare = self._new_spare()
-        uc = self._spare.uc
-        uc.ctl_remove_cache(address, address + 1)
-        return uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
+        return self.coherence.fresh_block_size(address)
 
     def translate_ahead(self) -> None:
         """Translate the firmware's code on every vCPU now, from each instruction (and make the spare instance),
@@ -530,23 +376,12 @@ class Machine(SliceRunner):
         what runs next are unchanged."""
         starts = [address for func in self.image.functions() if func.size
                   for address, _, _ in self.arch.instructions(self.memory.read(func.address, func.size), func.address)]
-        for vcpu in self.vcpus:
-            for address in starts:
-                vcpu.uc.ctl_request_cache(address)
-        self.fresh_block_size(self.image.entry)
+        self.coherence.translate_ahead(starts, entry=self.image.entry)
 
     def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
-        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the watch observers;
+        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the WATCH_HIT subscribers;
         the block then runs. An empty list watches nothing (and costs nothing)."""
         self._vcpu(index).watch(ranges)
-
-    def observe_watch_hits(self, observer: WatchObserver) -> None:
-        """Call `observer(vcpu, address, size)` when a vCPU is about to run a watched block."""
-        self.watch_observers.append(observer)
-
-    def observe_unseen_code(self, observer: VcpuObserver) -> None:
-        """Call `observer(vcpu)` whenever the code written that `vcpu` has not yet serialised on changes."""
-        self.unseen_code_observers.append(observer)
 
     def call(self, index: int, function: str | int, arg0: int = 0, arg1: int = 0, *,
              timeout_ns: int = 100_000_000) -> int:
@@ -560,7 +395,7 @@ class Machine(SliceRunner):
         """`call`, except that a fault (GuestFault) or no return within `timeout_ns` (MachineError) in it is
         raised with vCPU `index` put back where the call found it: the machine runs on."""
         vcpu = self._vcpu(index)
-        address = self._entry(function)
+        address = self.symbols.entry(function)
         return self.calls.call_contained(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
                                          what=_call_name(function), timeout_ns=timeout_ns)
 
@@ -585,7 +420,7 @@ class Machine(SliceRunner):
     def _fill_slot(self, index: int, function: str | int, arg0: int, arg1: int, *,
                    at_ps: int | None = None, sender: int | None = None) -> tuple[int, int]:
         vcpu = self._vcpu(index)
-        address = self._entry(function)
+        address = self.symbols.entry(function)
         return self.calls.post(vcpu.index, address, arg0, arg1, seq=self.scheduler.next_seq(),
                                at_ps=at_ps, sender=sender)
 
@@ -600,39 +435,6 @@ class Machine(SliceRunner):
     @property
     def instructions(self) -> int:
         return sum(v.instructions for v in self.vcpus)
-
-
-def _round_up(value: int, alignment: int) -> int:
-    return -(-value // alignment) * alignment
-
-
-def _layout(segments: list[tuple[int, int, Segment]], size: int) -> list[tuple[int, int, int]]:
-    """RAM `[RAM_BASE, size)` as page-aligned (begin, end, Unicorn permissions): the segments (at their physical
-    [begin, end)) as their flags say, everything else read+write and not executable."""
-    pieces = []
-    cursor = RAM_BASE
-    for physical_begin, physical_end, seg in segments:
-        begin, end = physical_begin & ~(PAGE_SIZE - 1), _round_up(physical_end, PAGE_SIZE)
-        if cursor < begin:
-            pieces.append((cursor, begin, UC_PROT_READ | UC_PROT_WRITE))
-        pieces.append((max(begin, cursor), end, (UC_PROT_READ if seg.readable else 0)
-                       | (UC_PROT_WRITE if seg.writable else 0) | (UC_PROT_EXEC if seg.executable else 0)))
-        cursor = end
-    if cursor < size:
-        pieces.append((cursor, size, UC_PROT_READ | UC_PROT_WRITE))
-    return pieces
-
-
-def _changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:
-    """The [start, end) runs where `after` differs from `before`."""
-    runs: list[tuple[int, int]] = []
-    for index, (old, new) in enumerate(zip(before, after, strict=True)):
-        if old != new:
-            if runs and runs[-1][1] == index:
-                runs[-1] = (runs[-1][0], index + 1)
-            else:
-                runs.append((index, index + 1))
-    return runs
 
 
 def _call_name(function: str | int) -> str:

@@ -5,8 +5,10 @@ packages answer (the livepatch controller's PORT_XSPLICE)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from ..arch.base import Architecture
+from ..errors import GuestFault
 from ..platform import (
     FATAL_PANIC,
     PORT_CALL_DONE,
@@ -21,20 +23,35 @@ from .console import Console
 from .spec import PS_PER_NS
 from .vcpu import StopReason, Vcpu
 
-if TYPE_CHECKING:
-    from .core import Machine
-
 PortReader = Callable[[Vcpu], int]
 NO_DEVICE = 0xFFFFFFFF
 """What an IN from a port nobody answers reads (a floating bus)."""
 
 
+class PortMachine(Protocol):
+    """What the devices need of a machine: its architecture, timer period, trace, faults and CPU start."""
+
+    arch: Architecture
+    timer_period_ps: int
+
+    def emit(self, vcpu: Vcpu, kind: EventKind, **fields: Any) -> None: ...
+
+    def fault(self, vcpu: Vcpu, what: str, pc: int) -> GuestFault: ...
+
+    def start_cpu(self, index: int, *, by: Vcpu) -> None: ...
+
+
 class Ports:
     """Dispatches the guest's port accesses to the machine's devices."""
 
-    def __init__(self, machine: Machine):
+    def __init__(self, machine: PortMachine, *, vcpus: int, describe: Callable[[int], str],
+                 awaited: Callable[[int, int], bool]):
+        """`describe` names a firmware address (a task's entry); `awaited(vcpu, slot)`: whether the host waits
+        for that call slot."""
         self.machine = machine
-        self.console = Console(len(machine.vcpus))
+        self.console = Console(vcpus)
+        self._describe = describe
+        self._awaited = awaited
         self.readers: dict[int, PortReader] = {}
         self._task_names: dict[int, str] = {}
         self._writers: dict[int, Callable[[Vcpu, int], None]] = {
@@ -69,14 +86,14 @@ class Ports:
     def _task(self, vcpu: Vcpu, value: int) -> None:
         name = self._task_names.get(value)
         if name is None:
-            name = self._task_names[value] = self.machine.image.describe(value)
+            name = self._task_names[value] = self._describe(value)
         self.machine.emit(vcpu, EventKind.TASK, task=name)
 
     def _start_cpu(self, vcpu: Vcpu, value: int) -> None:
         self.machine.start_cpu(value, by=vcpu)
 
     def _call_done(self, vcpu: Vcpu, value: int) -> None:
-        if self.machine.calls.is_awaited(vcpu.index, value):
+        if self._awaited(vcpu.index, value):
             vcpu.stop(StopReason.HOOK)
 
     def _fatal(self, vcpu: Vcpu, value: int) -> None:

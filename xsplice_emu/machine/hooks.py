@@ -8,16 +8,14 @@ hooks only forward to the machine's handlers; no logic lives here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT
 
 from ..platform import RAM_BASE, STACK_GUARD_SIZE, TEXT_ALIAS_OFFSET
-from .devices import NO_DEVICE
+from .devices import NO_DEVICE, Ports
+from .memory import GuestMemory
 from .vcpu import StopReason, Vcpu
-
-if TYPE_CHECKING:
-    from .core import Machine
 
 
 def guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Callable[..., Any]:
@@ -38,7 +36,26 @@ def _keep(vcpu: Vcpu, error: BaseException) -> None:
     vcpu.stop(StopReason.HOOK)
 
 
-def install(vcpu: Vcpu, machine: Machine, *, interrupt_returns: list[int], serialising: list[int]) -> None:
+class HookedMachine(Protocol):
+    """What the hooks forward to: the machine's ports, exceptions, stores into code and serialisation."""
+
+    ports: Ports
+    memory: GuestMemory
+
+    def exception(self, vcpu: Vcpu, intno: int) -> None: ...
+
+    def interrupt_return(self, vcpu: Vcpu) -> None: ...
+
+    def serialise(self, vcpu: Vcpu) -> bool: ...
+
+    def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool: ...
+
+    def stack_guard(self, index: int) -> int: ...
+
+    def guard_page_fault(self, vcpu: Vcpu, access: int, address: int) -> bool: ...
+
+
+def install(vcpu: Vcpu, machine: HookedMachine, *, interrupt_returns: list[int], serialising: list[int]) -> None:
     """Register the port, exception, code-write, interrupt-return and serialising hooks of `vcpu` on `machine`."""
     uc = vcpu.uc
     ports = machine.ports

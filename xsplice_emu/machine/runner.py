@@ -1,9 +1,10 @@
 """Running a machine's vCPUs in virtual time: the loop both engines' machines share.
 
 The vCPU or alarm with the least virtual time goes next; `run` stops at a time or when a condition holds.
-A machine says how to run one vCPU's slice (`_step`) and may add to the loop: what to tell when a slice
-ends in a guest fault (`_crashed`), what to do once the loop stops (`_ran`), and whether a condition that
-a slice made true stops the run at that slice's end (`STOPS_AT_SLICE_END`) or at the next slice's start.
+A machine says how to run one vCPU's slice (`_step`) and may add to the loop: what to do once the loop
+stops (`_ran`), and whether a condition that a slice made true stops the run at that slice's end
+(`STOPS_AT_SLICE_END`) or at the next slice's start. Both machines tell their events to subscribers
+(`subscribers.py`) alike: a slice that ends in a guest fault is a CRASH.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..tracing.trace import Trace
 from .dom0 import Dom0Placement
 from .scheduler import Alarm, Scheduler
 from .spec import PS_PER_NS
+from .subscribers import CRASH, P, Subscribers, Topic
 from .vcpu import Vcpu, VcpuState
 
 
@@ -29,6 +31,11 @@ class SliceRunner:
     now_ps: int
     vcpus: list[Vcpu]
     trace: Trace
+    subscribers: Subscribers
+
+    def subscribe(self, topic: Topic[P], callback: Callable[P, None]) -> None:
+        """Call `callback` whenever `topic` happens on this machine (`subscribers.py`)."""
+        self.subscribers.subscribe(topic, callback)
 
     def add_alarm(self, time_ps: int, callback: Callable[[], None]) -> Alarm:
         """Call `callback` when virtual time reaches `time_ps`."""
@@ -86,7 +93,7 @@ class SliceRunner:
             try:
                 self._step(vcpu, vcpu_time, until_ps)
             except GuestFault as fault:
-                self._crashed(fault)
+                self.subscribers.notify(CRASH, fault)
                 raise
             if self.STOPS_AT_SLICE_END and stop_when and stop_when():
                 self.now_ps = max(self.now_ps, min(vcpu.clock_ps, until_ps))
@@ -96,9 +103,6 @@ class SliceRunner:
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         """Run `vcpu`, ready at `ready_ps`, for one slice that ends by `until_ps`."""
         raise NotImplementedError
-
-    def _crashed(self, fault: GuestFault) -> None:
-        """A slice ended in `fault` (raised next)."""
 
     def _ran(self) -> None:
         """The loop stopped (not by a fault)."""

@@ -2,6 +2,7 @@
 firmware (or a real image mapped beside it)."""
 
 from .rendezvous import Rendezvous, Work
-from .sysctl import Livepatch, Payload
+from .sysctl import Livepatch
+from .uploaded import Payload
 
 __all__ = ["Livepatch", "Payload", "Rendezvous", "Work"]

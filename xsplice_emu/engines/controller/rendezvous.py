@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from ...errors import GuestFault, LivepatchError
 from ...livepatch.abi import DEFAULT_TIMEOUT_NS
 from ...machine import PS_PER_NS, Alarm, Machine, Vcpu, VcpuState
+from ...machine.subscribers import NMI
 from ...platform import (
     PORT_XSPLICE,
     XSPLICE_CALL,
@@ -123,7 +124,7 @@ class Rendezvous:
         self.notes: list[str] = []
         self.printk = PrintkTap(machine)
         machine.answer_port(PORT_XSPLICE, self._ask)
-        machine.observe_nmis(self._on_nmi)
+        machine.subscribe(NMI, self._on_nmi)
 
     @property
     def busy(self) -> bool:

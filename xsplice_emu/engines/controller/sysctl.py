@@ -7,7 +7,8 @@ quiesced window. A refused request changes nothing: no guest byte, state or
 list moves. Neither does an action that fails on a host-side error inside
 the window: the code it wrote (the controller's patches and its hooks' stores
 into code, its pre-action hooks' included) and the states it moved are put
-back (-EFAULT). Data a hook wrote is not: Xen does not roll it back either.
+back (-EFAULT: `window.py`, `journal.py`). Data a hook wrote is not: Xen does not
+roll it back either.
 
 As in Xen, the sysctl answers 0 to an APPLY or REPLACE of a payload that is
 not CHECKED and to a REVERT of one that is not APPLIED (nothing is done),
@@ -28,7 +29,6 @@ from __future__ import annotations
 import errno
 from collections import Counter
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 
 from ...errors import GuestFault, LivepatchError, MachineError
 from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAGE_SIZE, PAYLOAD_MAX_SIZE, TAIL_APPLIED, TAIL_REVERTED
@@ -38,10 +38,13 @@ from ...livepatch.payload import FuncRecord, Host, LoadedPayload, RegionKind, lo
 from ...livepatch.states import Action, ActionResult, PayloadState
 from ...livepatch.unsafe import unsafe_functions
 from ...machine import PS_PER_NS, Machine, Vcpu
+from ...machine.subscribers import CRASH, UNSEEN_CODE
 from ...tracing.kinds import EventKind
 from .arena import Arena
 from .guest_state import GuestState, block_size
 from .rendezvous import Rendezvous, Work
+from .uploaded import Payload
+from .window import PatchWindow
 
 _Targets = list[tuple[str, int]]
 UNSAFE_BYTE_GAP_NS = 2_000
@@ -49,66 +52,6 @@ UNSAFE_BYTE_GAP_NS = 2_000
 HOOK_WORDS = {"preapply": "pre-apply", "prerevert": "pre-revert", "postapply": "post-apply",
               "postrevert": "post-revert"}
 """How Xen's log names each kind of pre- and post-action hook."""
-
-
-@dataclass
-class Payload:
-    """An uploaded payload and what applying it saved."""
-
-    name: str
-    loaded: LoadedPayload
-    guest: GuestState
-    """Its descriptor and per-function state in guest memory: which records are applied, what they overwrote."""
-    state: PayloadState = PayloadState.CHECKED
-    rc: int = 0
-    reverted: bool = False
-
-    @property
-    def metadata(self) -> bytes:
-        """Its .modinfo, as LIST gives it."""
-        return self.loaded.metadata
-
-
-@dataclass(frozen=True)
-class _Before:
-    """What an action may move, as it was when its window opened (to put back after a host-side error)."""
-
-    applied: tuple[str, ...]
-    payloads: tuple[tuple[Payload, PayloadState, int, bool, bytes], ...]
-
-    @classmethod
-    def of(cls, livepatch: Livepatch) -> _Before:
-        return cls(tuple(livepatch.applied),
-                   tuple((p, p.state, p.rc, p.reverted, p.guest.snapshot()) for p in livepatch.payloads.values()))
-
-    def restore(self, livepatch: Livepatch) -> None:
-        livepatch.applied[:] = self.applied
-        for payload, state, rc, reverted, guest in self.payloads:
-            payload.state, payload.rc, payload.reverted = state, rc, reverted
-            payload.guest.restore(guest)
-
-
-@dataclass(frozen=True)
-class _Write:
-    """One write into code during an action (the controller's, or a hook's: no `new`): where, which function,
-    the bytes before and after."""
-
-    function: str
-    address: int
-    old: bytes
-    new: bytes
-
-
-@dataclass
-class _Journal:
-    """What one action wrote into code, to put back if it fails; `recording` while guest stores into code are
-    its own (its pre-action hooks, its window)."""
-
-    payload: str
-    writes: list[_Write] = field(default_factory=list)
-    before: _Before | None = None
-    """The states as its window opened (None: it did not open)."""
-    recording: bool = True
 
 
 class Livepatch:
@@ -123,19 +66,17 @@ class Livepatch:
             firmware_unsafe = unsafe_functions(machine.image, machine.memory.read) if self.real_xen else self._unsafe
             self.oracle = Oracle(machine, nmi_path=nmi_reach(machine.image, firmware_unsafe),
                                  stack=FirmwareStacks(machine))
-            machine.observe_unseen_code(self.oracle.sync)
-        self._irq_fault = False
-        self.drop_flush: set[int] = set()
-        """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
+            machine.subscribe(UNSEEN_CODE, self.oracle.sync)
         self.payloads: dict[str, Payload] = {}
         self.applied: list[str] = []
+        self.patching = PatchWindow(machine, self.rendezvous, self.oracle, applied=self.applied,
+                                    payloads=self.payloads)
+        self.drop_flush = self.patching.drop_flush
+        """vCPUs whose translated code the next action does not drop (a fault: a missing serialisation)."""
         self.results: list[ActionResult] = []
         self.memory = Arena(*machine.payload_space)
         self._pending: tuple[Payload, Action, Work] | None = None
-        self._journal = _Journal("")
-        self._in_window = False
-        machine.observe_code_writes(self._on_code_write)
-        machine.observe_crashes(self._crashed)
+        machine.subscribe(CRASH, self._crashed)
 
     # -- UPLOAD / GET / LIST -------------------------------------------------
     def upload(self, name: str, data: bytes, *, allow_unsafe: bool = False) -> Payload:
@@ -256,7 +197,7 @@ class Livepatch:
             payload.rc = -errno.EAGAIN
             raise LivepatchError(errno.EBUSY, f"{name}: an action on {self._pending[0].name} is already in "
                                               f"progress (Xen leaves {name}'s rc at -EAGAIN)")
-        self._journal = _Journal(name)
+        self.patching.begin(name)
         if action in (Action.APPLY, Action.REVERT):
             kind = "preapply" if action is Action.APPLY else "prerevert"
             try:
@@ -264,20 +205,20 @@ class Livepatch:
                     veto = self._veto(payload, kind, self._pre_hook(payload, kind, hook, requester,
                                                                     timeout_ns=timeout_ns or DEFAULT_TIMEOUT_NS))
                     if veto:
-                        self._undo(None)
+                        self.patching.undo(None)
                         return veto
             except LivepatchError:
-                self._undo(None)
+                self.patching.undo(None)
                 raise
-        self._journal.recording = False
+        self.patching.pre_hooks_done()
         perform = {Action.APPLY: self._perform_apply, Action.REVERT: self._perform_revert,
                    Action.REPLACE: self._perform_replace}[action]
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
-                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self._undo,
-                    on_elected=lambda: self._elected(payload, action), on_release=self._released,
+                    finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self.patching.undo,
+                    on_elected=lambda: self._elected(payload, action), on_release=self.patching.released,
                     settle=lambda rc: setattr(payload, "rc", rc), timeout_ns=timeout_ns)
         if from_irq:
-            self._from_irq(True)
+            self.patching.from_irq(True)
         previous, payload.rc = payload.rc, -errno.EAGAIN
         try:
             self.rendezvous.schedule(work, from_vcpu=requester)
@@ -443,12 +384,8 @@ class Livepatch:
     # -- inside the quiesced window (master vCPU) -----------------------------
     def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
                 payload: Payload) -> Generator[int, int, int]:
-        self._journal.before = _Before.of(self)
-        self._journal.recording = self._in_window = True
-        try:
-            return (yield from perform(vcpu, payload))
-        finally:
-            self._journal.recording = self._in_window = False
+        """The master's part of the action: `perform` on `payload`, inside the patching window."""
+        return self.patching.run(perform(vcpu, payload))
 
     def _elected(self, payload: Payload, action: Action) -> None:
         """The rendezvous has a master: the action is under way for the oracle."""
@@ -460,24 +397,6 @@ class Livepatch:
         """(function, address) of every record the action may rewrite (REPLACE: the applied ones' too)."""
         payloads = [payload] + ([self.payloads[name] for name in self.applied] if action is Action.REPLACE else [])
         return [(func.name, func.old_addr) for p in payloads for func in p.loaded.funcs]
-
-    def _released(self) -> None:
-        """The rendezvous released every vCPU: an action whose window never opened (timed out) puts back what
-        its pre-action hooks wrote; the oracle checks each written site at their next entry; the dropped
-        flushes were for this action only."""
-        if self._journal.before is None:
-            self._undo(None)
-        if self.oracle is not None:
-            sites = {(write.address, write.address + len(write.new)) for write in self._journal.writes if write.new}
-            self.oracle.released(sorted(sites))
-        self.drop_flush.clear()
-        if self._irq_fault:
-            self._from_irq(False)
-
-    def _from_irq(self, on: bool) -> None:
-        """Set the firmware's xsplice_from_irq (the patch_from_irq fault) for one action."""
-        self.machine.memory.write(self.machine.image.address("xsplice_from_irq"), bytes([on]))
-        self._irq_fault = on
 
     def _poke(self, payload: Payload, action: Action) -> None:
         """APPLY or REVERT as a naive text_poke: no rendezvous, no hooks, no flush. The host writes each byte
@@ -524,23 +443,6 @@ class Livepatch:
             name=payload.name, action=action.name.lower(), rc=0, master=None, parked_ns=None,
             release_ns=(machine.now_ps - requested) // PS_PER_NS, host_ms=0.0, nmis_lost=0,
             bytes_written=sum(end - begin for begin, end in written), violations=counts))
-
-    def _on_code_write(self, vcpu: Vcpu, address: int, old: bytes) -> None:
-        """A guest store into code (a hook patching by hand): journalled while an action's pre-action hooks run
-        and inside its window, to be put back."""
-        if self._journal.recording:
-            self._journal.writes.append(_Write("(guest)", address, old, b""))
-
-    def _undo(self, vcpu: Vcpu | None) -> int:
-        """After a failed pre-action hook, a timeout, or an error in the window: put back every byte of code the
-        action wrote (on `vcpu`, or from the controller) and every state it moved; the bytes put back."""
-        journal = self._journal
-        written, journal.writes = journal.writes, []
-        for write in reversed(written):
-            self._write(vcpu, write.function, write.address, write.old)
-        if journal.before is not None:
-            journal.before.restore(self)
-        return sum(len(write.old) for write in written)
 
     def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
         rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
@@ -610,8 +512,8 @@ class Livepatch:
                                          vcpu)
                 continue
             new = arch.patch(func.patch_addr, func.new_addr, func.patch_size)
-            payload.guest.mark_applied(index, self._write(vcpu, func.name, func.patch_addr, new,
-                                                          body=_replaced_code(func, Action.APPLY)))
+            payload.guest.mark_applied(index, self.patching.write(vcpu, func.name, func.patch_addr, new,
+                                                                  body=_replaced_code(func, Action.APPLY)))
         metadata = metadata_strings(payload.metadata)
         if metadata:  # Xen's livepatch_display_metadata, once the records are in
             for line in ("livepatch: module metadata:", *(f"livepatch:   {text}" for text in metadata)):
@@ -630,8 +532,7 @@ class Livepatch:
                 continue
             original = payload.guest.overwritten(index, func.patch_size)
             sites.setdefault(func.patch_addr, (func.name, func.patch_addr, original))
-            self._write(vcpu, func.name, func.patch_addr, original,
-                        body=_replaced_code(func, Action.REVERT))
+            self.patching.write(vcpu, func.name, func.patch_addr, original, body=_replaced_code(func, Action.REVERT))
             payload.guest.mark_reverted(index)
         for hook in payload.loaded.hooks.get("unload", ()):
             yield from self.rendezvous.guest_call(vcpu, hook, payload.guest.address)
@@ -655,30 +556,6 @@ class Livepatch:
         elif tail == TAIL_APPLIED and payload.state is PayloadState.CHECKED:
             payload.state = PayloadState.APPLIED
             self.applied.append(payload.name)
-
-    def _write(self, vcpu: Vcpu | None, function: str, address: int, new: bytes, *,
-               body: tuple[int, int] | None = None) -> bytes:
-        """Write `new` at `address` (journalled, flushed from every vCPU but `drop_flush`, traced, shown to the
-        oracle with `body`, the code it replaces) on `vcpu` (None: from the controller, outside the window);
-        give the bytes it replaced. Nothing to write (a NOP record of no bytes) is no write at all."""
-        if not new:
-            return b""
-        machine = self.machine
-        if self.oracle is not None and vcpu is not None:
-            self.oracle.writing(vcpu, address, len(new), body, function)
-        old = machine.memory.read(address, len(new))
-        machine.memory.write(address, new)
-        self._journal.writes.append(_Write(function, address, old, new))
-        machine.invalidate_code(address, address + len(new), keep=frozenset(self.drop_flush))
-        if self._in_window:
-            self.rendezvous.active.bytes_written += len(new)
-        now = (machine.now_ps if vcpu is None else machine.time_of(vcpu)) // PS_PER_NS
-        index = None if vcpu is None else vcpu.index
-        machine.trace.emit(now, index, EventKind.PATCH, payload=self._journal.payload, function=function,
-                           address=address, old=old.hex(), new=new.hex())
-        machine.trace.emit(now, index, EventKind.FLUSH, begin=address, end=address + len(new),
-                           vcpus=len(machine.vcpus))
-        return old
 
 
 def _replaced_code(func: FuncRecord, action: Action) -> tuple[int, int] | None:

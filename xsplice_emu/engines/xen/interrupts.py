@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ...arch.x86_64 import load_system_tables
 from ...machine import Vcpu
+from ...machine.subscribers import NMI
 from ...machine.vcpu import StopReason
 from ...tracing.kinds import EventKind
 from .layout import STACK_SIZE
@@ -108,8 +109,7 @@ class Interrupts:
         vector, sender = taken
         if vector == vcpu.arch.nmi_vector:
             self.machine.emit(vcpu, EventKind.NMI, vector=vector, sender=sender)
-            for observer in self.machine.nmi_observers:
-                observer(vcpu)
+            self.machine.subscribers.notify(NMI, vcpu)
         else:
             self.machine.emit(vcpu, EventKind.INTERRUPT, vector=vector, sender=sender)
         return True

@@ -24,7 +24,6 @@ from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...errors import GuestFault, MachineError
 from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
-from ...machine.core import NmiObserver, WatchObserver
 from ...machine.dom0 import Dom0Placement
 from ...machine.hooks import guarded
 from ...machine.memory import Window
@@ -32,6 +31,7 @@ from ...machine.paging import Mapping
 from ...machine.runner import SliceRunner
 from ...machine.scheduler import Alarm, Scheduler
 from ...machine.spec import NEVER, PS_PER_SECOND
+from ...machine.subscribers import WATCH_HIT, Subscribers
 from ...machine.vcpu import StopReason
 from ...platform import RAM_BASE
 from ...tracing.kinds import EventKind
@@ -113,8 +113,7 @@ class XenMachine(SliceRunner):
         self.vcpus = [self._new_vcpu(i, mappings, ps_per_instruction) for i in range(config.vcpus)]
         self._new_spare = lambda: self._new_vcpu(config.vcpus, mappings, ps_per_instruction)
         self._spare: Vcpu | None = None  # never runs: what fresh_block_size translates on
-        self.nmi_observers: list[NmiObserver] = []
-        self.watch_observers: list[WatchObserver] = []
+        self.subscribers = Subscribers()
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.dom0 = Dom0Placement()
@@ -187,18 +186,10 @@ class XenMachine(SliceRunner):
         """Call `observer(vcpu)` whenever a vCPU is about to run the first instruction of Xen's `function`."""
         self.site_hooks.add((self.address(function),), running(observer))
 
-    def observe_nmis(self, observer: NmiObserver) -> None:
-        """Call `observer(vcpu)` whenever an NMI is delivered, right after its trace event."""
-        self.nmi_observers.append(observer)
-
     def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
-        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the watch observers;
+        """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the WATCH_HIT subscribers;
         the block then runs. An empty list watches nothing (and costs nothing)."""
         self._vcpu(index).watch(ranges)
-
-    def observe_watch_hits(self, observer: WatchObserver) -> None:
-        """Call `observer(vcpu, address, size)` when a vCPU is about to run a watched block."""
-        self.watch_observers.append(observer)
 
     def fresh_block_size(self, address: int) -> int:
         """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
@@ -365,7 +356,7 @@ class XenMachine(SliceRunner):
             self.devices.surface_lost_fault(vcpu)
 
     def _run_watched(self, vcpu: Vcpu, budget: int) -> StopReason:
-        """Run `vcpu`'s slice; a watched block tells the watch observers and the slice goes on as if none were
+        """Run `vcpu`'s slice; a watched block tells the WATCH_HIT subscribers and the slice goes on as if none were
         watched (the same budget: the oracle does not change what runs when)."""
         ran = 0
         while True:
@@ -380,8 +371,7 @@ class XenMachine(SliceRunner):
             if reason is not StopReason.WATCH:
                 return reason
             ran += vcpu.instructions - before
-            for observer in self.watch_observers:
-                observer(vcpu, *vcpu.hit)
+            self.subscribers.notify(WATCH_HIT, vcpu, *vcpu.hit)
             vcpu.pass_watch()
 
     def drain_console(self) -> None:
