@@ -74,6 +74,7 @@ def test_xen_applies_and_reverts_hello_world_with_its_own_code_on_two_vcpus(xen,
     assert session.command(parse(["list"])).text == "Nothing to list\n"
 
 
+@pytest.mark.slow
 def test_a_revert_right_after_an_apply_through_the_python_api_is_taken_by_xen(xen, payloads):
     """run_action returns once every vCPU left Xen's rendezvous (the master's "finished" line printed, its CPU
     maps lock dropped): the revert asked for right after is Xen's rc 0, not -EBUSY from a slave still waiting."""
@@ -88,6 +89,7 @@ def test_a_revert_right_after_an_apply_through_the_python_api_is_taken_by_xen(xe
         0, "livepatch: xen_hello_world finished REVERT with rc=0")
 
 
+@pytest.mark.slow
 def test_xens_refusal_is_shown_once_as_its_own_line_with_no_testbed_echo(xen, payloads):
     """apply of a payload built on another: Error 22 and Xen's build-id line, printed once (the testbed adds no
     (testbed) line repeating it)."""
@@ -105,6 +107,7 @@ def test_the_xen_engine_needs_a_real_image_said_in_one_line():
         Session(vcpus=2, seed=1, engine="xen")
 
 
+@pytest.mark.slow
 def test_xens_test_sequence_prints_the_same_tool_output_on_both_engines(xen, payloads):
     """Every operator command of xen_test_sequence.toml prints the same stdout and stderr, Xen's (XEN) lines
     included, and exits the same on the xen engine as on the controller engine, and both pass (the controller's
@@ -118,6 +121,7 @@ def test_xens_test_sequence_prints_the_same_tool_output_on_both_engines(xen, pay
     assert len(controller) == 19 and xen_engine == controller
 
 
+@pytest.mark.slow
 def test_a_preempted_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(xen, payloads):
     """1 ms timeout, vCPU 1 preempted for 5 ms: Xen prints "Timed out on semaphore", the apply is EBUSY, every
     vCPU still runs ".7"; once vCPU 1 runs again the apply succeeds (the scenario checks each)."""
@@ -130,6 +134,7 @@ def _nmi_counts(session: Session) -> list[int]:
     return [machine.memory.read_u32(machine.platform.per_cpu("nmi_count", cpu)) for cpu in range(2)]
 
 
+@pytest.mark.slow
 def test_an_nmi_from_the_host_and_one_from_xens_self_nmi_run_xens_own_do_nmi(xen):
     """An NMI to idle vCPU 1, then Xen's own self_nmi on vCPU 0 (an x2APIC ICR write in NMI mode): each goes
     through Xen's IDT into its do_nmi (its per-CPU nmi_count says 1 each), its iretq ends NMI blocking and the
@@ -147,6 +152,7 @@ def test_an_nmi_from_the_host_and_one_from_xens_self_nmi_run_xens_own_do_nmi(xen
                                                EventKind.HALT]
 
 
+@pytest.mark.slow
 def test_a_delayed_call_runs_on_its_vcpu_once_the_delay_passed(xen):
     """A call of Xen's self_nmi posted for vCPU 1 in 50 us returns None at once; vCPU 1 takes its NMI (Xen's
     nmi_count 1) at 50 us or later, and nothing before."""
@@ -173,6 +179,7 @@ def test_xens_rendezvous_kicks_the_other_vcpu_through_its_idt(xen, payloads):
     assert (EventKind.IRET, EVENT_CHECK_VECTOR) in events
 
 
+@pytest.mark.slow
 def test_xens_call_function_and_tlb_flush_ipis_run_their_handlers_on_the_other_vcpu(xen):
     """Xen's own on_selected_cpus(cpu 1, clear_page_sse2, page, wait) returns with the page zeroed by vCPU 1
     (vector 0xfb through Xen's IDT), and its flush_area_mask(online, FLUSH_TLB) returns once vCPU 1's
@@ -192,6 +199,7 @@ def test_xens_call_function_and_tlb_flush_ipis_run_their_handlers_on_the_other_v
                                                                           INVALIDATE_TLB_VECTOR]
 
 
+@pytest.mark.slow
 def test_xens_d_debug_key_dumps_both_cpus_through_its_own_exception_and_ipi_handlers(xen):
     """Xen's 'd' key: its run_in_exception_handler (a #UD bug frame through Xen's IDT) dumps CPU0 from
     dump_registers, and its state-dump IPI (the spurious vector, acknowledged through the x2APIC's in-service
@@ -206,6 +214,7 @@ def test_xens_d_debug_key_dumps_both_cpus_through_its_own_exception_and_ipi_hand
     assert not [line for line in log if "spurious APIC interrupt" in line]
 
 
+@pytest.mark.slow
 def test_a_bug_in_xen_is_reported_by_xen_itself_and_stops_the_run_with_its_reason(xen):
     """set_direct_apic_vector for a vector already set hits Xen's BUG_ON: through Xen's IDT its do_invalid_op
     prints "Xen BUG at arch/x86/irq.c:986" with its call trace and panics; the run stops with one line giving
@@ -219,6 +228,7 @@ def test_a_bug_in_xen_is_reported_by_xen_itself_and_stops_the_run_with_its_reaso
     assert "   [<ffff82d04030a290>] R set_direct_apic_vector+0x20/0x30" in log
 
 
+@pytest.mark.slow
 def test_a_fault_in_xens_assembly_code_is_named_by_its_entry_s_label(xen):
     """restore_all_xen run with no interrupt frame: the #GP at its iretq is reported with Xen's label for it,
     "x86_64/entry.S#restore_all_xen+0xa4" (entry.S's labels have no size)."""
@@ -234,6 +244,7 @@ def test_a_stalled_vcpu_makes_xen_time_out_with_its_own_line_and_patch_nothing(x
     assert run_scenario(load_scenario(XEN417 / "timeout_stalled.toml")).ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["controller", "xen"])
 def test_a_request_while_vcpu_0_is_stalled_is_made_on_vcpu_1_which_becomes_master_and_times_out(xen, payloads,
                                                                                               engine):
@@ -254,6 +265,7 @@ def test_a_request_while_vcpu_0_is_stalled_is_made_on_vcpu_1_which_becomes_maste
     assert {version.extra for version in session.versions()} == {PINNED_BUILD.extra}
 
 
+@pytest.mark.slow
 def test_an_apply_whose_vcpu_the_host_holds_leaves_a_stale_eagain_on_the_next_payload(xen, payloads):
     """timeout_rc.toml: Error 16 after a stall, then the tool gives up on an apply whose vCPU the host holds and
     a second apply (on vCPU 1) leaves -EAGAIN in its payload; the same tool output on both engines."""
@@ -266,6 +278,7 @@ def test_an_apply_whose_vcpu_the_host_holds_leaves_a_stale_eagain_on_the_next_pa
     assert len(controller) == 12 and xen_engine == controller
 
 
+@pytest.mark.slow
 def test_an_nmi_in_xens_wait_is_swallowed_by_its_mask_and_the_callback_is_back_after_the_timeout(xen, payloads):
     """c5ed88110c on 4.17.7: the NMI that lands while Xen's master waits is lost to mask_nmi_callback (nmis_lost
     1, a nmi_lost event on vCPU 0), and after the timeout Xen's set_nmi_callback finds no callback set."""
@@ -276,6 +289,7 @@ def test_an_nmi_in_xens_wait_is_swallowed_by_its_mask_and_the_callback_is_back_a
     assert session.machine.memory.read_u64(xen.address("arch/x86/traps.c#nmi_callback")) == 0
 
 
+@pytest.mark.slow
 def test_an_nmi_storm_during_an_apply_runs_through_xens_idt(xen, payloads):
     """NMIs at 1 MHz to both vCPUs while Xen applies: the apply succeeds, every NMI sent by then was handled by
     Xen's do_nmi, and the 56 lost to Xen's mask all come between its arch_livepatch_mask and unmask."""
@@ -290,6 +304,7 @@ def test_an_nmi_storm_during_an_apply_runs_through_xens_idt(xen, payloads):
     assert all(masked < k < unmasked for k, e in enumerate(events) if e.kind is EventKind.NMI_LOST)
 
 
+@pytest.mark.slow
 def test_a_dropped_flush_leaves_one_vcpu_running_the_code_it_translated_before_xens_apply(xen, payloads):
     """drop_flush on vCPU 1, then Xen applies hello world: vCPU 0 says "Hello World", vCPU 1 still runs the
     xen_extra_version it translated before (".7"), even after it serialised again taking an NMI."""
@@ -308,12 +323,14 @@ def _run(scenario: Path, *options: str) -> tuple[int, str]:
     return result.exit_code, next(line for line in result.output.splitlines() if line.startswith(("PASS", "FAIL")))
 
 
+@pytest.mark.slow
 def test_the_oracle_sees_the_stale_code_a_dropped_flush_leaves_on_xens_own_engine(xen, payloads):
     """drop_flush through Xen's apply: `run` passes on the scenario's stale = 1 and says `violations stale 1`."""
     code, line = _run(XEN417 / "drop_flush_stale.toml")
     assert code == 0 and "violations stale 1  digest" in line, line
 
 
+@pytest.mark.slow
 def test_xens_own_apply_and_revert_give_no_violation(xen, payloads):
     """Xen's clean apply and revert of hello world: `run` passes and says `violations 0` (not `oracle off`)."""
     code, line = _run(XEN417 / "clean_apply.toml")
@@ -332,6 +349,7 @@ LIVEPATCH_FUNC(livepatch_rendezvous) = {
 """
 
 
+@pytest.mark.slow
 def test_the_oracle_sees_every_vcpu_in_the_function_xen_patches_under_its_own_rendezvous(xen, tmp_path):
     """A payload patching check_for_livepatch_work, where Xen's rendezvous holds every CPU while it writes: one
     `active` violation per vCPU (each stack, read by return addresses, returns into it); `run` passes on it."""
@@ -348,6 +366,7 @@ def test_the_oracle_sees_every_vcpu_in_the_function_xen_patches_under_its_own_re
     assert code == 0 and "violations active 3  digest" in line, line
 
 
+@pytest.mark.slow
 def test_the_oracle_sees_xens_revert_leave_the_first_records_jump(xen, payloads):
     """Two records on one function reverted by Xen's own code: the leftover jump is the same one `residue` as on
     the controller engine, so forward_revert passes on both."""
@@ -367,6 +386,7 @@ LIVEPATCH_FUNC(livepatch_watchdog) = {
 """
 
 
+@pytest.mark.slow
 def test_an_nmi_in_xens_patching_window_is_on_the_nmi_path_with_its_stack_read_through_the_ist(xen, tmp_path):
     """An NMI storm while Xen patches nmi_watchdog_tick (do_nmi calls it): `nmi_path` violations only, each
     backtrace from Xen's `nmi` entry through the interrupted context (read across the IST stack) to idle_loop."""
@@ -389,6 +409,7 @@ def test_an_nmi_in_xens_patching_window_is_on_the_nmi_path_with_its_stack_read_t
     assert "check_for_livepatch_work" in first["backtrace"] and first["backtrace"].endswith("#idle_loop+0xea")
 
 
+@pytest.mark.slow
 def test_hello_world_under_an_nmi_storm_is_off_the_nmi_path(xen, payloads):
     """xen_extra_version is reached from do_nmi only through fatal_trap (the machine dying): the NMI storm on
     hello world's apply gives no `nmi_path` violation."""
@@ -427,6 +448,7 @@ def _summaries(tmp_path: Path, scenario: Path, vcpus: int) -> list[dict]:
     return json.loads(summary.stdout)
 
 
+@pytest.mark.slow
 def test_trace_summary_of_the_xen_engine_shows_xens_own_rendezvous_per_vcpu(xen, payloads, tmp_path):
     """xen_test_sequence on 8 vCPUs: each of the six actions Xen ran has its master (vCPU 0), its seven other
     vCPUs' arrivals, both phases, the patch window, its release with rc 0 and the 5 bytes Xen wrote into
@@ -443,6 +465,7 @@ def test_trace_summary_of_the_xen_engine_shows_xens_own_rendezvous_per_vcpu(xen,
         assert set(action["functions_patched"]) == {"xen_extra_version"}
 
 
+@pytest.mark.slow
 def test_xens_rendezvous_takes_longer_on_more_vcpus(xen, payloads, tmp_path):
     """The first apply of xen_test_sequence: Xen's master waits longer for 7 other vCPUs than for 1, and the
     release comes later (virtual time)."""
@@ -452,6 +475,7 @@ def test_xens_rendezvous_takes_longer_on_more_vcpus(xen, payloads, tmp_path):
     assert eight["release_latency_ns"] > two["release_latency_ns"]
 
 
+@pytest.mark.slow
 def test_trace_summary_names_the_vcpu_xens_timeout_waited_for(xen, payloads, tmp_path):
     """timeout_preempted: the first apply is aborted by Xen in the CPU phase with rc -EBUSY, cpu1 missing and
     nothing patched; the second one completes."""
@@ -485,6 +509,7 @@ def test_a_vcpu_that_stored_into_code_itself_still_drops_what_another_stored_bef
     assert writes.serialise(1) == [(0x1008, 0x1010), (0x3000, 0x3001)]
 
 
+@pytest.mark.slow
 def test_a_vcpu_waiting_on_a_held_xen_spinlock_sleeps_until_it_is_released_then_takes_it(xen):
     """vCPU 1 calls Xen's _spin_lock on a lock whose ticket 0 is held: for 200 us it sleeps in the wait (it runs
     no instruction); once the host releases ticket 0 it takes the lock (head 1, tail 2) and goes back to idle,

@@ -38,6 +38,7 @@ def _load(xen, tmp_path: Path, name: str):
                                      "load", str(payload)])
 
 
+@pytest.mark.slow
 def test_a_hook_reading_through_a_bad_pointer_in_xen_gets_xens_own_page_fault_panic(xen, tmp_path):
     """The load hook hands Xen's strlen a not-present address: Xen's do_page_fault prints its report (the
     hook in its call trace) and panics; the run ends with exit 1 and one line naming strlen and Xen's reason."""
@@ -54,6 +55,7 @@ def test_a_hook_reading_through_a_bad_pointer_in_xen_gets_xens_own_page_fault_pa
     assert lines[lines.index("(XEN) FATAL PAGE FAULT") + 2] == f"(XEN) Faulting linear address: {NOT_PRESENT:016x}"
 
 
+@pytest.mark.slow
 def test_a_hook_reading_through_a_non_canonical_pointer_gets_xens_own_general_protection_panic(xen, tmp_path):
     """The load hook hands Xen's strlen a non-canonical address: Xen's do_general_protection panics; the run ends
     with exit 1 and one line naming strlen and Xen's reason."""

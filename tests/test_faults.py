@@ -141,6 +141,7 @@ def xen_payloads():
     return xen, xen_tests_for(xen.path)
 
 
+@pytest.mark.slow
 def test_an_action_fault_is_refused_exactly_on_the_engines_it_does_not_exist_on(payloads, xen_payloads):
     """`apply --unsafe` / `--from-irq` / `--preempt-requester-ms 1` run where the registry says the fault exists,
     and are refused with EOPNOTSUPP, changing nothing, on the other engines."""

@@ -157,6 +157,7 @@ def test_real_xens_do_nmi_is_accepted_as_xen_would_with_a_warning(xen_syms, tmp_
     assert lines[-1] == "verdict: OK, 1 warning (do_nmi: it handles NMIs)"  # one verdict, the warning counted in it
 
 
+@pytest.mark.slow
 def test_on_the_xen_engine_the_upload_and_trial_apply_are_xens_own(xen_syms):
     """--engine xen: hello world is uploaded and applied by the real image's own livepatch code (rc 0, its
     xen_extra_version then says "Hello World"); a record of version 3 is refused with Xen's own printk line."""
