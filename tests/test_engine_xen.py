@@ -337,31 +337,41 @@ def test_xens_own_apply_and_revert_give_no_violation(xen, payloads):
     assert code == 0 and "violations 0  digest" in line, line
 
 
-RENDEZVOUS_PATCH = """#include <xsplice_payload.h>
-void check_for_livepatch_work(void);
-unsigned int calls __payload_data;
-void new_check_for_livepatch_work(void) { ++calls; }
-LIVEPATCH_FUNC(livepatch_rendezvous) = {
-    .version = LIVEPATCH_PAYLOAD_VERSION, .name = "check_for_livepatch_work",
-    .new_addr = new_check_for_livepatch_work, .old_addr = check_for_livepatch_work,
-    .new_size = XSPLICE_NEW_SIZE(new_check_for_livepatch_work), .old_size = XSPLICE_OLD_SIZE(check_for_livepatch_work),
-};
+NOOP_PATCH = """#include <xsplice_payload.h>
+void {function}({params});
+{state}
+void new_{function}({params}) {{ {body} }}
+LIVEPATCH_FUNC(livepatch_{function}) = {{
+    .version = LIVEPATCH_PAYLOAD_VERSION, .name = "{function}",
+    .new_addr = new_{function}, .old_addr = {function},
+    .new_size = XSPLICE_NEW_SIZE(new_{function}), .old_size = XSPLICE_OLD_SIZE({function}),
+}};
 """
+
+
+def _patching_scenario(xen, tmp_path: Path, function: str, steps: str, *, vcpus: int, params: str = "void",
+                       state: str = "", body: str = "") -> Path:
+    """A scenario on the xen engine whose `steps` may `load patch.livepatch`: a payload replacing Xen's `function`
+    (`params`) by `body`, built against the image."""
+    source = tmp_path / "patch.c"
+    source.write_text(NOOP_PATCH.format(function=function, params=params, state=state, body=body))
+    built = CliRunner().invoke(main, ["payload", "build", str(source), "--against", str(xen.path), "-o",
+                                      str(tmp_path / "patch.livepatch")])
+    assert built.exit_code == 0, built.output
+    scenario = tmp_path / "patch.toml"
+    scenario.write_text(f'name = "{function}"\n[machine]\nvcpus = {vcpus}\nseed = 1\nxen_syms = "{xen.path}"\n'
+                        f'engine = "xen"\n{steps}')
+    return scenario
 
 
 @pytest.mark.slow
 def test_the_oracle_sees_every_vcpu_in_the_function_xen_patches_under_its_own_rendezvous(xen, tmp_path):
     """A payload patching check_for_livepatch_work, where Xen's rendezvous holds every CPU while it writes: one
     `active` violation per vCPU (each stack, read by return addresses, returns into it); `run` passes on it."""
-    source = tmp_path / "rendezvous.c"
-    source.write_text(RENDEZVOUS_PATCH)
-    built = CliRunner().invoke(main, ["payload", "build", str(source), "--against", str(xen.path), "-o",
-                                      str(tmp_path / "rendezvous.livepatch")])
-    assert built.exit_code == 0, built.output
-    scenario = tmp_path / "rendezvous.toml"
-    scenario.write_text(f'name = "rendezvous"\n[machine]\nvcpus = 3\nseed = 1\nxen_syms = "{xen.path}"\n'
-                        'engine = "xen"\n[[step]]\nlivepatch = "load rendezvous.livepatch"\n'
-                        '[[step]]\nexpect = { violations = { active = 3 } }\n')
+    scenario = _patching_scenario(xen, tmp_path, "check_for_livepatch_work",
+                                  '[[step]]\nlivepatch = "load patch.livepatch"\n'
+                                  '[[step]]\nexpect = { violations = { active = 3 } }\n', vcpus=3,
+                                  state="unsigned int calls __payload_data;", body="++calls;")
     code, line = _run(scenario)
     assert code == 0 and "violations active 3  digest" in line, line
 
@@ -375,31 +385,15 @@ def test_the_oracle_sees_xens_revert_leave_the_first_records_jump(xen, payloads)
         assert code == 0 and "violations residue 1  digest" in line, (engine, line)
 
 
-WATCHDOG_PATCH = """#include <xsplice_payload.h>
-void nmi_watchdog_tick(const void *regs);
-void new_nmi_watchdog_tick(const void *regs) { (void)regs; }
-LIVEPATCH_FUNC(livepatch_watchdog) = {
-    .version = LIVEPATCH_PAYLOAD_VERSION, .name = "nmi_watchdog_tick",
-    .new_addr = new_nmi_watchdog_tick, .old_addr = nmi_watchdog_tick,
-    .new_size = XSPLICE_NEW_SIZE(new_nmi_watchdog_tick), .old_size = XSPLICE_OLD_SIZE(nmi_watchdog_tick),
-};
-"""
-
-
 @pytest.mark.slow
 def test_an_nmi_in_xens_patching_window_is_on_the_nmi_path_with_its_stack_read_through_the_ist(xen, tmp_path):
     """An NMI storm while Xen patches nmi_watchdog_tick (do_nmi calls it): `nmi_path` violations only, each
     backtrace from Xen's `nmi` entry through the interrupted context (read across the IST stack) to idle_loop."""
-    source = tmp_path / "watchdog.c"
-    source.write_text(WATCHDOG_PATCH)
-    built = CliRunner().invoke(main, ["payload", "build", str(source), "--against", str(xen.path), "-o",
-                                      str(tmp_path / "watchdog.livepatch")])
-    assert built.exit_code == 0, built.output
-    scenario = tmp_path / "watchdog.toml"
-    scenario.write_text(f'name = "watchdog"\n[machine]\nvcpus = 2\nseed = 1\nxen_syms = "{xen.path}"\n'
-                        'engine = "xen"\n[[step]]\nnmi_storm = { vcpus = "all", rate_khz = 1000, us = 100 }\n'
-                        '[[step]]\nlivepatch = "load watchdog.livepatch"\n'
-                        '[[step]]\nexpect = { violations = { nmi_path = { at_least = 1 } } }\n')
+    scenario = _patching_scenario(xen, tmp_path, "nmi_watchdog_tick",
+                                  '[[step]]\nnmi_storm = { vcpus = "all", rate_khz = 1000, us = 100 }\n'
+                                  '[[step]]\nlivepatch = "load patch.livepatch"\n'
+                                  '[[step]]\nexpect = { violations = { nmi_path = { at_least = 1 } } }\n', vcpus=2,
+                                  params="const void *regs", body="(void)regs;")
     result = run_scenario(load_scenario(scenario))
     assert result.ok
     events = [e for e in result.session.machine.trace.events if e.kind is EventKind.VIOLATION]

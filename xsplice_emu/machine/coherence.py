@@ -122,13 +122,10 @@ class CodeCoherence:
 
     # -- translating ahead --------------------------------------------------------------------------------------
     def fresh_block_size(self, address: int) -> int:
-        """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
-        instance that never ran: what a vCPU whose translated code was dropped runs)."""
+        """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
         if self._spare is None:
             self._spare = self._new_spare()
-        uc = self._spare.uc
-        uc.ctl_remove_cache(address, address + 1)
-        return uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
+        return self._spare.fresh_block_size(address)
 
     def translate_ahead(self, starts: list[int], *, entry: int) -> None:
         """Translate the code at each of `starts` on every vCPU now, and make the spare instance (translating

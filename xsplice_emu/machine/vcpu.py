@@ -226,6 +226,13 @@ class Vcpu:
         if status:
             raise UcError(status)
 
+    def fresh_block_size(self, address: int) -> int:
+        """Bytes of the block this instance translates at `address` from what memory holds there now (its earlier
+        translation there dropped first): on a spare instance that never runs, what a vCPU whose translated code
+        was dropped would run."""
+        self.flush(address, address + 1)
+        return self.uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
+
     def flush_pending(self) -> None:
         """Drop what `to_flush` names (asked for from inside a hook, done between slices)."""
         for begin, end in self.to_flush:

@@ -192,13 +192,10 @@ class XenMachine(SliceRunner):
         self._vcpu(index).watch(ranges)
 
     def fresh_block_size(self, address: int) -> int:
-        """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
-        instance that never ran: what a vCPU whose translated code was dropped runs)."""
+        """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
         if self._spare is None:
             self._spare = self._new_spare()
-        uc = self._spare.uc
-        uc.ctl_remove_cache(address, address + 1)
-        return uc.ctl_request_cache(address)[2]  # (pc, instructions, size)
+        return self._spare.fresh_block_size(address)
 
     def send_ipi(self, sender: Vcpu, index: int, vector: int) -> None:
         """An interrupt (the NMI vector: an NMI) to vCPU `index` from `sender`, arriving at the sender's time."""
