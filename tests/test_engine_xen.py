@@ -107,17 +107,21 @@ def test_the_xen_engine_needs_a_real_image_said_in_one_line():
         Session(vcpus=2, seed=1, engine="xen")
 
 
+def _tool_outputs(scenario: Path, engine: str, **overrides) -> list[tuple[str | None, list[str]]]:
+    """Each operator command's rc and output lines (the testbed's own remarks aside) of `scenario` passing on
+    `engine`."""
+    result = run_scenario(load_scenario(scenario, engine=engine, **overrides))
+    assert result.ok, engine
+    return [(step.rc, [line for line in step.output.splitlines() if not line.startswith(TESTBED_LINE)])
+            for step in result.steps if step.kind == "livepatch"]
+
+
 @pytest.mark.slow
 def test_xens_test_sequence_prints_the_same_tool_output_on_both_engines(xen, payloads):
     """Every operator command of xen_test_sequence.toml prints the same stdout and stderr, Xen's (XEN) lines
     included, and exits the same on the xen engine as on the controller engine, and both pass (the controller's
     own remarks, its (testbed) lines, aside)."""
-    def outputs(engine: str) -> list[tuple[str | None, list[str]]]:
-        result = run_scenario(load_scenario(SEQUENCE, vcpus=2, engine=engine))
-        assert result.ok, engine
-        return [(step.rc, [line for line in step.output.splitlines() if not line.startswith(TESTBED_LINE)])
-                for step in result.steps if step.kind == "livepatch"]
-    controller, xen_engine = outputs("controller"), outputs("xen")
+    controller, xen_engine = (_tool_outputs(SEQUENCE, engine, vcpus=2) for engine in ("controller", "xen"))
     assert len(controller) == 19 and xen_engine == controller
 
 
@@ -269,12 +273,7 @@ def test_a_request_while_vcpu_0_is_stalled_is_made_on_vcpu_1_which_becomes_maste
 def test_an_apply_whose_vcpu_the_host_holds_leaves_a_stale_eagain_on_the_next_payload(xen, payloads):
     """timeout_rc.toml: Error 16 after a stall, then the tool gives up on an apply whose vCPU the host holds and
     a second apply (on vCPU 1) leaves -EAGAIN in its payload; the same tool output on both engines."""
-    def outputs(engine: str) -> list[tuple[str | None, list[str]]]:
-        result = run_scenario(load_scenario(XEN417 / "timeout_rc.toml", engine=engine))
-        assert result.ok, engine
-        return [(step.rc, [line for line in step.output.splitlines() if not line.startswith(TESTBED_LINE)])
-                for step in result.steps if step.kind == "livepatch"]
-    controller, xen_engine = outputs("controller"), outputs("xen")
+    controller, xen_engine = (_tool_outputs(XEN417 / "timeout_rc.toml", engine) for engine in ("controller", "xen"))
     assert len(controller) == 12 and xen_engine == controller
 
 
