@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from xsplice_emu import Machine, MachineConfig, platform
+from xsplice_emu import Machine, MachineConfig, load_image, platform
 from xsplice_emu.arch import x86_64
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
 from xsplice_emu.cli import main
@@ -116,3 +116,16 @@ def test_a_long_boot_at_a_terminal_shows_progress_and_runs_the_same(image, monke
     plain.run_for(60_000_000)
     assert "booting" in screen.getvalue()
     assert shown.trace.digest == plain.trace.digest
+
+
+def test_a_firmware_rewritten_at_the_same_path_is_read_anew(image, tmp_path):
+    """load_image gives back the image it read when the file's bytes are the same, and the new one once the file
+    at that path was rewritten (here: another build-id)."""
+    path = tmp_path / "firmware.elf"
+    data = image.path.read_bytes()
+    path.write_bytes(data)
+    first = load_image(path)
+    assert load_image(path) is first and first.build_id == image.build_id
+    other_id = bytes(byte ^ 0xff for byte in image.build_id)
+    path.write_bytes(data.replace(image.build_id, other_id))
+    assert load_image(path).build_id == other_id

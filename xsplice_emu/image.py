@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import P_FLAGS
@@ -20,6 +22,10 @@ from .files import read_file
 
 IMAGE_LIMIT = 256 * 1024 * 1024
 """Largest firmware ELF read (bytes)."""
+LOADED_LIMIT = 4
+"""Images `load_image` keeps, to give back when the same file is read again with the same bytes."""
+
+T = TypeVar("T")
 
 
 CodeReader = Callable[[int, int], bytes | None]
@@ -128,6 +134,18 @@ class Image:
         """Every function symbol, by address."""
         return self._functions[1]
 
+    def derived(self, compute: Callable[[Image], T]) -> T:
+        """`compute(self)`, computed once per image and shared by every machine of it (for what follows from the code
+        as built: the instruction sites an engine hooks, the functions an NMI reaches; never changed by its users).
+        `compute` is a module-level function or a classmethod, the key it is kept under."""
+        if compute not in self._derived:
+            self._derived[compute] = compute(self)
+        return self._derived[compute]
+
+    @cached_property
+    def _derived(self) -> dict[Callable[[Image], Any], Any]:
+        return {}
+
     @cached_property
     def decoded(self) -> tuple[tuple[int, str], ...]:
         """(address, text) of each instruction of its functions as built, decoded once per image."""
@@ -157,10 +175,25 @@ class Image:
         return [f.address for f in funcs], funcs
 
 
+_loaded: dict[tuple[Path, bytes], Image] = {}
+"""The images read last, least recent first, by path and sha256 of their bytes (parsing Xen's symbols takes a
+quarter of a second, and a test or a campaign loads the same image over and over)."""
+
+
 def load_image(path: str | Path, *, what: str = "firmware") -> Image:
-    """Read a hypervisor ELF (`what` it is, for errors); raise ImageError naming the file when it is not one."""
+    """Read a hypervisor ELF (`what` it is, for errors); raise ImageError naming the file when it is not one. A file
+    read again with the same bytes gives the same Image, with what was derived from it."""
     path = Path(path)
     data = read_file(path, limit=IMAGE_LIMIT, what=what)
+    key = (path, hashlib.sha256(data).digest())
+    image = _loaded.pop(key, None) or _parse(path, data)
+    _loaded[key] = image
+    while len(_loaded) > LOADED_LIMIT:
+        del _loaded[next(iter(_loaded))]
+    return image
+
+
+def _parse(path: Path, data: bytes) -> Image:
     try:
         with io.BytesIO(data) as stream:
             elf = ELFFile(stream)

@@ -39,7 +39,7 @@ class Devices:
     def __init__(self, machine: XenMachine):
         self.machine = machine
         platform = machine.platform
-        self.sites = InstructionSites.of(machine.hypervisor)
+        self.sites = machine.hypervisor.derived(InstructionSites.of)
         heap = platform.heap
         self.stand_ins: dict[str, HostFunction] = {
             "_xmalloc": lambda vcpu: heap.xmalloc(vcpu.argument(0), vcpu.argument(1)),

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ...errors import LivepatchError
+from ...image import Image
 from ...livepatch.abi import DEFAULT_TIMEOUT_NS, PAYLOAD_MAX_SIZE
 from ...livepatch.names import name_bytes
 from ...livepatch.oracle import Oracle, nmi_reach
@@ -77,9 +78,7 @@ class XenLivepatch:
         self._rendezvous = RendezvousPresence(machine)
         self.oracle: Oracle | None = None
         if oracle:
-            hypervisor = machine.hypervisor
-            self.oracle = Oracle(machine, nmi_path=nmi_reach(hypervisor, unsafe_functions(hypervisor, hypervisor.read)),
-                                 stack=XenStacks(machine))
+            self.oracle = Oracle(machine, nmi_path=machine.hypervisor.derived(_nmi_path), stack=XenStacks(machine))
             PatchingFeed(machine, self.oracle, self._under_way)
 
     # -- UPLOAD / GET / LIST ------------------------------------------------------------------------------------
@@ -217,3 +216,8 @@ class XenLivepatch:
         lines = tuple(self.machine.log[seen:])
         message = lines[-1] if lines else f"{printable(name)}: Xen refused the {what}"
         return LivepatchError(code, message, xen_log=lines)
+
+
+def _nmi_path(image: Image) -> list[tuple[int, int]]:
+    """`[begin, end)` of every function of Xen's image as built that its do_nmi reaches."""
+    return nmi_reach(image, unsafe_functions(image, image.read))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...arch.x86_64_pause_loops import pure_pause_loops
+from ...arch.x86_64_pause_loops import SpinLoop, pure_pause_loops
 from ...errors import MachineError
+from ...image import Image
 from ...machine import Vcpu, VcpuState
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
@@ -31,9 +32,7 @@ class Spins:
 
     def __init__(self, machine: XenMachine):
         self.machine = machine
-        image = machine.hypervisor
-        self.loops = pure_pause_loops((begin, code) for begin, end, _ in code_spans(image)
-                                      for code in (image.read(begin, end - begin),) if code is not None)
+        self.loops = machine.hypervisor.derived(_pure_loops)
         self.slices = 0
         """Slices run so far (numbers the current one)."""
         self._turn: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # vCPU -> (pause, slice, written registers)
@@ -88,3 +87,9 @@ class Spins:
             if not sleepers:
                 del self._sleepers[wait]
         self._turn.pop(vcpu.index, None)
+
+
+def _pure_loops(image: Image) -> dict[int, SpinLoop]:
+    """The pure `pause` loops of `image`'s code as built, by the address of their `pause`."""
+    return pure_pause_loops((begin, code) for begin, end, _ in code_spans(image)
+                            for code in (image.read(begin, end - begin),) if code is not None)
