@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from helpers import ROOT
 
 from xsplice_emu.cli import main
+from xsplice_emu.explore import cluster
 from xsplice_emu.explore.campaign import Campaign, booted, explore, fork_runs, run_fresh
 from xsplice_emu.explore.dirty import PAGE_SIZE, WrittenPages
 from xsplice_emu.scenario import load_scenario
@@ -201,7 +202,8 @@ def test_plot_writes_a_png(payloads, tmp_path):
     pytest.param(["--runs", "5", "--dask", "tcp://127.0.0.1:9"],
                  "error: --dask tcp://127.0.0.1:9: cannot reach a Dask scheduler", marks=pytest.mark.slow),
 ])
-def test_bad_runs_and_an_unreachable_cluster_are_one_line(payloads, args, message):
+def test_bad_runs_and_an_unreachable_cluster_are_one_line(payloads, args, message, monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "0.5s")  # Dask tries a refused port again until then
     result = _explore(EXPLORE / "unsafe_patch.toml", *args)
     assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith(message)
 
