@@ -22,7 +22,7 @@ from xsplice_emu.image import load_image
 from xsplice_emu.livepatch import Action
 from xsplice_emu.provision.debian import xen_syms_path
 from xsplice_emu.tracing import EventKind, TraceFile
-from xsplice_emu.viewer import app as app_module
+from xsplice_emu.tracing.checkpoints import StateCheckpoints
 from xsplice_emu.viewer import frame as frame_module
 from xsplice_emu.viewer.actions import actions
 from xsplice_emu.viewer.app import CHECKPOINT_DELAY_S, SCAN_REDRAW_S, TraceViewer
@@ -342,23 +342,28 @@ def test_checkpoints_make_a_long_traces_lanes_exact(apply_trace, monkeypatch):
     assert {spans[0].label for spans in source.frame(viewport).lanes.values()} == {"halted"}
 
 
-LOADED_DELAY_S = 3.0
-"""The scan's delay in the test that checks it has not started yet: longer than a loaded 2-core host takes to
-show the first screen."""
-
-
 @pytest.mark.slow
 def test_viewer_builds_checkpoints_in_the_background(apply_trace, monkeypatch):
     """A trace over WHOLE events: a worker builds the checkpoints, then no lane of a quiet stretch is blank."""
     monkeypatch.setattr(frame_module, "WHOLE", 100)
     monkeypatch.setattr(frame_module, "LOOKBACK", 1)
     monkeypatch.setattr(frame_module, "CHUNK", 1)
-    monkeypatch.setattr(app_module, "CHECKPOINT_DELAY_S", LOADED_DELAY_S)  # a busy host starts the app slowly
+    first_screen_checked = threading.Event()
+    build = StateCheckpoints.build
+
+    def after_the_first_screen_is_checked(checkpoints, **options):
+        first_screen_checked.wait(10)  # on a busy host the scan may start before the check below runs
+        build(checkpoints, **options)
+    monkeypatch.setattr(StateCheckpoints, "build", after_the_first_screen_is_checked)
 
     async def check(pilot):
         app = pilot.app
         assert not app.source.exact
-        await pilot.pause(LOADED_DELAY_S)  # the scan starts this long after the first screen
+        first_screen_checked.set()
+        for _ in range(100):  # the scan starts CHECKPOINT_DELAY_S after the first screen
+            if app.source.exact:
+                break
+            await pilot.pause(0.1)
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert app.source.exact
