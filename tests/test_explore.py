@@ -45,14 +45,14 @@ def _classes(result) -> list[dict]:
 
 @pytest.mark.slow
 def test_random_finds_a_torn_unsafe_patch_and_its_command_replays_it(payloads, tmp_path):
-    """Within 200 runs: a class with the torn violation; its reproduce command fails the same way, the passing
+    """Within 50 runs: a class with the torn violation; its reproduce command fails the same way, the passing
     class's command passes; --out holds each class's replay file and trace."""
     out = tmp_path / "out"
-    classes = _classes(_explore(EXPLORE / "unsafe_patch.toml", "--runs", "200", "--jobs", "2", "--json",
+    classes = _classes(_explore(EXPLORE / "unsafe_patch.toml", "--runs", "50", "--jobs", "2", "--json",
                                 "--out", out))
     torn = next(c for c in classes if "violation torn" in c["outcome"])
     clean = next(c for c in classes if c["outcome"] == "pass")
-    assert torn["count"] + clean["count"] == 200 and torn["count"] < 200
+    assert torn["count"] + clean["count"] == 50 and torn["count"] < 50
     replayed = _command(torn["reproduce"])
     assert replayed.exit_code == 1 and "violations: expected 0, got {'torn': 1}" in replayed.output
     again = _command(clean["reproduce"])
