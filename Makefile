@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# Python writes its bytecode cache (__pycache__, ignored by git) even where the environment says not to: the tests
+# start the CLI in dozens of processes (docs recipes, serve, the wheel), each of which would compile the package
+# again (0.4 s each), and pytest would rewrite every test module on every run.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: all demo test test-fast test-long fuzz lint bench explore-demo payloads payloads-xen417 xenctrl xen-tools \
 	reference reference-install recipes xen-bugs clean
