@@ -81,6 +81,7 @@ class Rewind:
         """Record `session` now (NotRewindable: it holds something that cannot be put back)."""
         if not isinstance(session.machine, Machine):
             raise NotRewindable("only the controller engine's machine can be rewound")
+        session.machine.coherence.spare()  # made now, not again in every run that needs it (a rewind drops it)
         restorers: list[Callable[[], object]] = []
         mappings: list[_Mapping] = []
         seen: set[int] = set()

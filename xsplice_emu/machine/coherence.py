@@ -123,9 +123,13 @@ class CodeCoherence:
     # -- the spare instance ------------------------------------------------------------------------------------
     def fresh_block_size(self, address: int) -> int:
         """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
+        return self.spare().fresh_block_size(address)
+
+    def spare(self) -> Vcpu:
+        """The spare instance, made on first use."""
         if self._spare is None:
             self._spare = self._new_spare()
-        return self._spare.fresh_block_size(address)
+        return self._spare
 
 
 def _changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:
