@@ -38,7 +38,7 @@ from pathlib import PurePath
 from typing import Any
 
 import capstone
-from unicorn import Uc
+from unicorn import UC_PROT_EXEC, Uc
 
 from ..control.session import Session
 from ..errors import MachineError
@@ -116,6 +116,7 @@ class Rewind:
         ram = next(m for m in self._mappings if m.host_address == machine.memory.host_address)
         pages = [page for mapping, low, high in written if mapping is ram for page in range(low, high, PAGE_SIZE)]
         ended = {page: bytes(ram.view[page:page + PAGE_SIZE]) for page in pages}
+        left = {page: machine.paging.of(page) for page in pages}
         self._drop_code(pages, ended, ram.saved)  # as the run left the page tables...
         for mapping, low, high in written:
             mapping.view[low:high] = mapping.saved[low:high]
@@ -125,7 +126,8 @@ class Rewind:
             uc.context_restore(context)
         for vcpu in machine._instances():
             vcpu.flush_tlb()
-        self._drop_code(pages, ended, ram.saved)  # ...and as recorded
+        self._drop_code([page for page in pages if machine.paging.of(page) != left[page]], ended,
+                        ram.saved)  # ...and as recorded, where that maps them elsewhere
         self._written.take()  # the copying back wrote them: clean again
 
     def _drop_code(self, pages: list[int], ended: dict[int, bytes], saved: bytes) -> None:
@@ -133,7 +135,7 @@ class Rewind:
         (`ended`: their bytes as the run left them), and the block counts there."""
         machine = self._machine
         for page in pages:
-            if machine.paging.executable(page, page + PAGE_SIZE):
+            if machine.paging.of(page) & UC_PROT_EXEC:
                 for begin, end in _changed(page, ended[page], saved):
                     for virtual in _addresses(machine, begin):
                         machine.invalidate_code(virtual, virtual + end - begin)
