@@ -149,11 +149,12 @@ def test_a_forked_load_prints_and_does_what_a_fresh_one_does(payloads, tmp_path,
         assert outcome.passed and fresh == outcome and fresh.digest
 
 
-def test_runs_rewound_in_one_child_are_the_runs_forked_alone(payloads, tmp_path):
+@pytest.mark.parametrize("vcpus", [4, 16])
+def test_runs_rewound_in_one_child_are_the_runs_forked_alone(payloads, tmp_path, vcpus):
     """Six runs that each load a patch (text changed), check it, then fault, all made by one child rewinding the
     machine between them: the same outcomes, failure lines and trace digests as six children of one run each."""
     path = tmp_path / "load_then_fault.toml"
-    path.write_text(f'[machine]\nvcpus = 4\nseed = 3\n\n[[step]]\nlivepatch = "load '
+    path.write_text(f'[machine]\nvcpus = {vcpus}\nseed = 3\n\n[[step]]\nlivepatch = "load '
                     f'{payloads / "xen_hello_world.livepatch"}"\n\n[[step]]\nexpect = {{ extra_version = '
                     '"Hello World" }\n\n[[step]]\ncall = { vcpu = 1, function = "call_fault", args = [4] }\n')
     campaign = Campaign.of(load_scenario(path), "random", 9, digests=True)

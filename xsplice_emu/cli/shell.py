@@ -269,8 +269,9 @@ class Shell:
         table = Table(title=f"virtual time {session.machine.now_ns / 1e6:.3f} ms", title_justify="left")
         for column in ("vCPU", "major", "minor", "extra"):
             table.add_column(column)
-        found = session.versions()  # the calls an expect of the version makes: `save` writes it so
-        self.ran.append((ExpectStep({"extra_version": found[0].extra}), None))
+        found = session.versions()  # the calls an expect of the three versions makes: `save` writes it so
+        self.ran.append((ExpectStep({"major_version": found[0].major, "minor_version": found[0].minor,
+                                     "extra_version": found[0].extra}), None))
         for index, versions in enumerate(found):
             table.add_row(str(index), str(versions.major), str(versions.minor), escape(versions.extra))
         out.print(table)

@@ -44,6 +44,10 @@ class Versions:
     extra: str
 
 
+VERSION_PARTS = ("major", "minor", "extra")
+"""The version functions, xen_<part>_version, in the order `versions` calls them."""
+
+
 def text_digest(machine: Machine | XenMachine) -> str:
     """SHA-256 of the firmware's and the hypervisor's code as guest memory holds it now."""
     return "".join(machine.memory.digest(begin, end) for image in machine.images for begin, end in image.code_ranges())
@@ -142,18 +146,22 @@ class Session:
         return Counter() if oracle is None else oracle.counts
 
     def versions(self) -> list[Versions]:
-        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version(). On a real Xen image,
-        what its version hypercall returns from them: the extra version in its 16-byte field (at most 15
-        characters, as /sys/hypervisor/version/extra shows it); the firmware has no such hypercall."""
+        """Each vCPU's own xen_major_version(), xen_minor_version() and xen_extra_version() (`version`)."""
+        return [Versions(*each) for each in zip(*(self.version(part) for part in VERSION_PARTS), strict=True)]
+
+    def version(self, part: str) -> list:
+        """What each vCPU's own call of xen_`part`_version() returns (`part`: one of VERSION_PARTS): an int, or
+        the extra version's string. On a real Xen image, what its version hypercall returns from them: the extra
+        version in its 16-byte field (at most 15 characters, as /sys/hypervisor/version/extra shows it); the
+        firmware has no such hypercall."""
         machine = self.machine
-        majors = machine.call_all("xen_major_version")
-        minors = machine.call_all("xen_minor_version")
-        extras = [machine.memory.read_cstring(address) for address in machine.call_all("xen_extra_version")]
+        results = machine.call_all(f"xen_{part}_version")
+        if part != "extra":
+            return [machine.arch.int_result(result) for result in results]
+        extras = [machine.memory.read_cstring(address) for address in results]
         if self.livepatch.real_xen:
             extras = [extra.encode()[:XEN_EXTRAVERSION_LEN - 1].decode(errors="replace") for extra in extras]
-        int_result = machine.arch.int_result
-        return [Versions(int_result(major), int_result(minor), extra)
-                for major, minor, extra in zip(majors, minors, extras, strict=True)]
+        return extras
 
     def text_unchanged(self) -> bool:
         """Whether the firmware's code is byte for byte as it was built."""

@@ -1,13 +1,13 @@
 """A campaign: one scenario run under many seeded schedules and fault draws, from one booted machine.
 
-The scenario's machine boots once, its code translated ahead on every vCPU;
-runs are made by child processes forked from it (a fork server), so each
-starts from exactly that state without booting: its schedule is set, its
-faults are inserted, its steps run, and its `RunOutcome` comes back through
-a pipe, a line each. A fork and its exit cost more than a short run, so a
-child makes several runs, putting the machine back between them
-(`Rewind`, rewind.py: the same outcome and trace digest as a child of its
-own). Up to `jobs` children run at once; results are kept by run number, so the
+The scenario's machine boots once, and runs the scenario once to have its
+code translated (then is put back: `Rewind`, rewind.py); runs are made by
+child processes forked from it (a fork server), so each starts from exactly
+that state without booting: its schedule is set, its faults are inserted,
+its steps run, and its `RunOutcome` comes back through a pipe, a line each.
+A fork and its exit cost more than a short run, so a child makes several
+runs, putting the machine back between them (the same outcome and trace
+digest as a child of its own). Up to `jobs` children run at once; results are kept by run number, so the
 classes do not depend on `jobs`. A run started fresh (`run_fresh`, or
 `xsplice-emu run SCENARIO --replay RUN.toml`) boots the same machine and
 does the same: same seed, same outcome, same trace digest.
@@ -40,11 +40,6 @@ from .rewind import Rewind
 STOP_ON = ("violation", "failure")
 RUNS_PER_CHILD = 32
 """Runs a forked child makes at most, rewinding between them."""
-REWIND_MAX_VCPUS = 8
-"""The largest machine whose children rewind: a rewind drops every vCPU's translated code (rewind.py), and
-translating it again in the next run costs more with each vCPU than a fork and an exit save. Measured with the
-natural load scenario, --jobs 2, on 2 busy cores (CPU per run, one child per run -> 32): 8 vCPUs 21.9 -> 17.0 ms,
-16 vCPUs 34.4 -> 33.6, 32 vCPUs 54.8 -> 62.0, 72 vCPUs 113 -> 127."""
 PIPE_CHUNK = 65536
 
 
@@ -187,7 +182,8 @@ class _Child:
 
 @dataclass(frozen=True)
 class Booted:
-    """What every run forks from: the scenario's machine, booted, its static prefix run, its code translated."""
+    """What every run forks from: the scenario's machine, booted, its static prefix run, its code translated (by a
+    run put back, where it can be)."""
 
     session: Session
     prefix: tuple[StepResult, ...]
@@ -212,8 +208,10 @@ def booted(scenario: Scenario, *, upload_ahead: bool) -> Booted:
         if upload_ahead and isinstance(following, LivepatchStep) and following.request.verb == "load":
             params = following.request.params
             session.tool.upload_ahead(params["file"], allow_unsafe=params["allow_unsafe"])
-        session.machine.translate_ahead()
-        _BOOTED[key] = Booted(session, prefix.steps, _rewind(session))
+        rewind = _rewind(session)
+        if rewind is not None:
+            _warm_up(scenario, session, prefix.steps, rewind)
+        _BOOTED[key] = Booted(session, prefix.steps, rewind)
     return _BOOTED[key]
 
 
@@ -239,15 +237,25 @@ def _input_files(scenario: Scenario) -> tuple[tuple[str, int, int], ...]:
 
 
 def _rewind(session: Session) -> Rewind | None:
-    """How to rewind `session`, if it is small enough (REWIND_MAX_VCPUS) and it and this host's kernel allow
-    (rewind.py)."""
-    if len(session.machine.vcpus) > REWIND_MAX_VCPUS:
-        return None
+    """How to rewind `session`, if it and this host's kernel allow (rewind.py)."""
     try:
         WrittenPages().close()
         return Rewind.of(session)
     except MachineError:  # NotRewindable, or a kernel without userfaultfd write-protection
         return None
+
+
+def _warm_up(scenario: Scenario, session: Session, prefix: tuple[StepResult, ...], rewind: Rewind) -> None:
+    """Run `scenario` once on `session` and put it back: what the runs forked from it will run is translated
+    (translations stay, rewind.py), not translated again in each child."""
+    rewind.start()
+    try:
+        run_steps(scenario, session, time.perf_counter(), already=prefix)
+    except XspliceEmuError:
+        pass  # each run meets it again, and says so
+    finally:
+        rewind.rewind()
+        rewind.close()
 
 
 def _fork(campaign: Campaign, parent: Booted, numbers: list[int], stop_on: str | None) -> tuple[int, int]:

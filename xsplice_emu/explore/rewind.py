@@ -6,27 +6,22 @@ attributes, lists, dicts, sets, byte arrays, closure cells, random number
 generators, ctypes structures the C hooks share), each vCPU's Unicorn
 context, and a copy of the host mappings under the guest (RAM, page tables).
 In a child, `start()` has the kernel watch those mappings for stores
-(dirty.py) and drops every translation; `rewind()` after a run copies back only the pages written, puts
+(dirty.py); `rewind()` after a run copies back only the pages written, puts
 every recorded container back to its recorded contents (whatever the run
 made and hung off them is dropped with them), restores the contexts,
-flushes every TLB and drops every instance's translated code, and the
-block table's counts for the code pages written.
+flushes every TLB, and drops every instance's translated code of what the
+run changed in executable pages (under the page tables as the run left them
+and as recorded: a page's translations are found through the mapping its
+permissions pick), with the block table's counts there.
 
-Dropping only the translations of the code pages written (their bytes
-changed under them) is not enough: what a translation does depends on how
-it was made. Unicorn leaves the exit-request check out of the first block it
-translates after each `emu_start` (gen_tb_start, `uc->first_tb`), and that
-block stays cached without it, so a stop asked for in the block before it
-takes effect one block later. A run translates blocks the forked run would
-find cached, or not, in other orders: measured on safe_apply.toml, the run
-after such a rewind counted 10 more instructions on a vCPU taking a call
-IPI than the same run forked afresh. So every run of a child starts with
-no translation at all, its first as those after a rewind; they give the
-outcomes and digests of runs forked from the machine's translated-ahead
-code, as fresh runs do (tests/test_explore.py). Each run translates again
-what it runs: most of a rewind's cost at 72 vCPUs. Something it cannot put back (a
-generator, an iterator, another C object holding state) makes `of` raise
-NotRewindable: such a session keeps one fork per run.
+Every other translation is kept, and so are the chained jumps between them:
+what a block does depends only on its address and bytes, and where a slice
+stops no longer depends on which blocks are chained (block_budget.c counts
+no block after a stop). So a run after a rewind does what the same run
+forked afresh or started fresh does (outcomes and digests:
+tests/test_explore.py). Something it cannot put back (a generator, an
+iterator, another C object holding state) makes `of` raise NotRewindable:
+such a session keeps one fork per run.
 """
 
 from __future__ import annotations
@@ -43,11 +38,12 @@ from pathlib import PurePath
 from typing import Any
 
 import capstone
-from unicorn import Uc
+from unicorn import UC_PROT_EXEC, Uc
 
 from ..control.session import Session
 from ..errors import MachineError
 from ..machine import Machine
+from ..machine.spec import PAGE_SIZE
 from .dirty import WrittenPages
 
 STATELESS = (type(None), bool, int, float, complex, str, bytes, range, type, types.ModuleType,
@@ -85,6 +81,7 @@ class Rewind:
         """Record `session` now (NotRewindable: it holds something that cannot be put back)."""
         if not isinstance(session.machine, Machine):
             raise NotRewindable("only the controller engine's machine can be rewound")
+        session.machine.coherence.spare()  # made now, not again in every run that needs it (a rewind drops it)
         restorers: list[Callable[[], object]] = []
         mappings: list[_Mapping] = []
         seen: set[int] = set()
@@ -99,7 +96,7 @@ class Rewind:
 
     def start(self) -> None:
         """In the process that runs: have the kernel note the pages written from now (MachineError: it
-        cannot), and drop every translation, as each rewind does."""
+        cannot)."""
         written = WrittenPages()
         try:
             for mapping in self._mappings:
@@ -108,41 +105,64 @@ class Rewind:
             written.close()
             raise
         self._written = written
-        self._drop_translations()
 
     def rewind(self) -> None:
         """Put the session back as it was when recorded (after `start`)."""
         assert self._written is not None, "start() first"
         machine = self._machine
-        ram: list[tuple[int, int]] = []  # RAM offsets written
-        for begin, end in self._written.take():
-            mapping = next(m for m in self._mappings if m.host_address <= begin < m.host_address + m.size)
-            low, high = begin - mapping.host_address, end - mapping.host_address
+        written = [(mapping, begin - mapping.host_address, end - mapping.host_address)
+                   for begin, end in self._written.take()
+                   for mapping in self._mappings if mapping.host_address <= begin < mapping.host_address + mapping.size]
+        ram = next(m for m in self._mappings if m.host_address == machine.memory.host_address)
+        pages = [page for mapping, low, high in written if mapping is ram for page in range(low, high, PAGE_SIZE)]
+        ended = {page: bytes(ram.view[page:page + PAGE_SIZE]) for page in pages}
+        left = {page: machine.paging.of(page) for page in pages}
+        self._drop_code(pages, ended, ram.saved)  # as the run left the page tables...
+        for mapping, low, high in written:
             mapping.view[low:high] = mapping.saved[low:high]
-            if mapping.host_address == machine.memory.host_address:
-                ram.append((low, high))
-        code = [run for low, high in ram for run in machine.paging.executable(low, high)]  # executable now...
         for restore in self._restorers:
             restore()
-        code += [run for low, high in ram for run in machine.paging.executable(low, high)]  # ...or when recorded
         for uc, context in self._contexts:
             uc.context_restore(context)
-        self._drop_translations()
-        for begin, end in code:
-            for virtual in _addresses(machine, begin):
-                machine.table.forget(virtual, virtual + end - begin)
+        for vcpu in machine._instances():
+            vcpu.flush_tlb()
+        self._drop_code([page for page in pages if machine.paging.of(page) != left[page]], ended,
+                        ram.saved)  # ...and as recorded, where that maps them elsewhere
         self._written.take()  # the copying back wrote them: clean again
 
-    def _drop_translations(self) -> None:
-        """Every instance's TLB and translated code (not only the code pages written: the module docstring)."""
-        for vcpu in self._machine._instances():
-            vcpu.flush_tlb()
-            vcpu.uc.ctl_flush_tb()
+    def _drop_code(self, pages: list[int], ended: dict[int, bytes], saved: bytes) -> None:
+        """Drop every instance's translations of what the run changed in the executable ones of the RAM `pages`
+        (`ended`: their bytes as the run left them), and the block counts there."""
+        machine = self._machine
+        for page in pages:
+            if machine.paging.of(page) & UC_PROT_EXEC:
+                for begin, end in _changed(page, ended[page], saved):
+                    for virtual in _addresses(machine, begin):
+                        machine.invalidate_code(virtual, virtual + end - begin)
 
     def close(self) -> None:
         if self._written is not None:
             self._written.close()
             self._written = None
+
+
+LINE = 64
+"""How finely a rewind tells changed code from unchanged (bytes)."""
+
+
+def _changed(page: int, now: bytes, saved: bytes) -> list[tuple[int, int]]:
+    """The runs of LINE-byte lines where the RAM page at offset `page`, now `now`, differs from `saved`."""
+    runs: list[tuple[int, int]] = []
+    if now == saved[page:page + PAGE_SIZE]:
+        return runs
+    for offset in range(0, PAGE_SIZE, LINE):
+        if now[offset:offset + LINE] != saved[page + offset:page + offset + LINE]:
+            begin = page + offset
+            if runs and runs[-1][1] == begin:
+                runs[-1] = (runs[-1][0], begin + LINE)
+            else:
+                runs.append((begin, begin + LINE))
+    return runs
 
 
 def _addresses(machine: Machine, physical: int) -> list[int]:

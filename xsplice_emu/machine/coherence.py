@@ -120,20 +120,16 @@ class CodeCoherence:
                 vcpu.flush(begin, end)
         self.table.forget(begin, end)
 
-    # -- translating ahead --------------------------------------------------------------------------------------
+    # -- the spare instance ------------------------------------------------------------------------------------
     def fresh_block_size(self, address: int) -> int:
         """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
+        return self.spare().fresh_block_size(address)
+
+    def spare(self) -> Vcpu:
+        """The spare instance, made on first use."""
         if self._spare is None:
             self._spare = self._new_spare()
-        return self._spare.fresh_block_size(address)
-
-    def translate_ahead(self, starts: list[int], *, entry: int) -> None:
-        """Translate the code at each of `starts` on every vCPU now, and make the spare instance (translating
-        at `entry`), without running anything."""
-        for vcpu in self.vcpus:
-            for address in starts:
-                vcpu.uc.ctl_request_cache(address)
-        self.fresh_block_size(entry)
+        return self._spare
 
 
 def _changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:

@@ -370,14 +370,6 @@ class Machine(SliceRunner):
         instance that never ran: what a vCPU whose translated code was dropped runs)."""
         return self.coherence.fresh_block_size(address)
 
-    def translate_ahead(self) -> None:
-        """Translate the firmware's code on every vCPU now, from each instruction (and make the spare instance),
-        without running anything: machines forked from this one start with it translated. Guest state and
-        what runs next are unchanged."""
-        starts = [address for func in self.image.functions() if func.size
-                  for address, _, _ in self.arch.instructions(self.memory.read(func.address, func.size), func.address)]
-        self.coherence.translate_ahead(starts, entry=self.image.entry)
-
     def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
         """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the WATCH_HIT subscribers;
         the block then runs. An empty list watches nothing (and costs nothing)."""

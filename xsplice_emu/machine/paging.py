@@ -103,6 +103,10 @@ class PagePermissions:
         for index in range(len(self._spaces)):
             self._point(index, begin, end, alias_copy(permissions) if index == 1 else ram_copy(permissions))
 
+    def of(self, page: int) -> int:
+        """The Unicorn permissions (UC_PROT_*) of the RAM page at `page` (physical, page aligned)."""
+        return self._permissions[page // PAGE_SIZE]
+
     def executable(self, begin: int, end: int) -> list[tuple[int, int]]:
         """The runs of executable pages in the RAM pages `[begin, end)` (physical, page aligned)."""
         runs: list[tuple[int, int]] = []

@@ -190,6 +190,7 @@ class Vcpu:
     def stop(self, reason: StopReason) -> None:
         """From inside this vCPU's own hook: end the slice at the current instruction's block."""
         self.stop_reason = reason
+        self.budget.stop_pending = 1
         status = uclib.uc_emu_stop(self._uch)  # (the binding's emu_stop costs ~1 us more)
         if status:
             raise UcError(status)
@@ -303,6 +304,7 @@ class Vcpu:
         on)."""
         b = self.budget
         b.trap_size = 0
+        b.stop_pending = 0
         b.clock_ps = self.clock_ps
         self.uc.emu_start(begin, until)
         while b.trap_size and self.stop_reason is None:
@@ -311,6 +313,7 @@ class Vcpu:
             if self.on_trap is None:
                 raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
             self.on_trap(self, address, size)
+            b.stop_pending = 0
             self.uc.emu_start(self.current_pc(), until)
 
     def take_hook_error(self) -> BaseException | None:

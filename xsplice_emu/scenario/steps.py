@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..control.operator import Outcome
-from ..control.session import Session
+from ..control.session import VERSION_PARTS, Session
 from ..control.verbs import VERBS, Request, parse
 from ..duration import NS_PER_MS, NS_PER_US
 from ..errors import ConfigError, errno_name
@@ -483,10 +483,10 @@ class ExpectStep(Step):
     def run(self, session):
         checks = []
         wanted = self.checks
-        versions = session.versions() if VERSION_KEYS.keys() & wanted.keys() else []
-        for key, name in VERSION_KEYS.items():
-            if key in wanted:
-                checks += _every_vcpu(key, wanted[key], [getattr(v, name) for v in versions])
+        versions = {part: session.version(part) for part in VERSION_PARTS if f"{part}_version" in wanted}
+        for key, part in VERSION_KEYS.items():
+            if part in versions:
+                checks += _every_vcpu(key, wanted[key], versions[part])
         livepatch = session.livepatch
         for name, state in wanted.get("state", {}).items():
             payload = livepatch.payloads.get(name)

@@ -282,10 +282,6 @@ class XenMachine(SliceRunner):
             vcpu.state = VcpuState.WAITING_FOR_START
 
     # -- running -------------------------------------------------------------------------------------------------
-    def translate_ahead(self) -> None:
-        """What explore asks of a machine before it forks runs from it: nothing to do here (Xen's code is
-        translated as each run runs it; the controller engine translates its firmware ahead)."""
-
     def _ran(self) -> None:
         self.drain_console()
 

@@ -55,6 +55,7 @@ class VcpuBudget(ctypes.Structure):
         ("rax", ctypes.c_int32),
         ("rdx", ctypes.c_int32),
         ("rip", ctypes.c_int32),
+        ("stop_pending", ctypes.c_int32),
     ]
 
 

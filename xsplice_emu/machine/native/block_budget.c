@@ -10,6 +10,12 @@
  * run_slice() starts a slice and reads the program counter after it: one
  * call from Python instead of two through the binding.
  *
+ * A stop asked for during a slice (by on_block, or by the host from a hook
+ * through stop_pending) ends the counting: a block hook Unicorn still calls
+ * after it (a chained jump reaching the next block) is for a block that does
+ * not run, and counting it would make where a slice ends depend on which
+ * blocks happen to be chained, that is on what ran before.
+ *
  * A machine may also name trap addresses (sorted): a block holding one stops
  * the slice before it runs (trap_address/trap_size say which), so the host
  * can hook those instructions, drop the block's translation and go on.
@@ -92,7 +98,16 @@ struct vcpu_budget {
     uint64_t ps_per_instruction;
     reg_write_fn reg_write;
     int32_t rax, rdx, rip;
+    /* 1 once anything asked this slice to stop (on_block, or the host from a hook): no block is counted after
+     * it (the module comment). */
+    int32_t stop_pending;
 };
+
+static void stop(void *uc, struct vcpu_budget *v)
+{
+    v->stop_pending = 1;
+    v->emu_stop(uc);
+}
 
 static size_t slot_of(const struct block_table *t, uint64_t address, uint32_t size)
 {
@@ -243,6 +258,8 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
 {
     struct vcpu_budget *v = user;
     uint32_t insns;
+    if (v->stop_pending)
+        return;
     if (v->nr_watches) {
         if (address == v->skip_address) {
             v->skip_address = 0;
@@ -251,7 +268,7 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
                 if (address < v->watch_end[i] && address + (size ? size : 1) > v->watch_begin[i]) {
                     v->hit_address = address;
                     v->hit_size = size ? size : 1;
-                    v->emu_stop(uc);
+                    stop(uc, v);
                     return;
                 }
             }
@@ -261,12 +278,12 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
     if (insns & TRAP) {
         v->trap_address = address;
         v->trap_size = size ? size : 1;
-        v->emu_stop(uc);
+        stop(uc, v);
         return;
     }
     if (v->executed && v->executed + insns > v->budget) {
         v->stopped = 1;
-        v->emu_stop(uc);
+        stop(uc, v);
         return;
     }
     v->executed += insns;
@@ -278,6 +295,7 @@ int run_slice(struct vcpu_budget *v, uint64_t begin, uint64_t budget)
     int status;
     v->budget = budget;
     v->stopped = 0;
+    v->stop_pending = 0;
     status = v->emu_start(v->uc, begin, v->until, 0, 0);
     v->reg_read(v->uc, (int)v->pc_register, &v->pc);
     return status;
@@ -295,3 +313,4 @@ void on_rdtsc(void *uc, uint64_t address, uint32_t size, void *user)
     v->reg_write(uc, v->rdx, &high);
     v->reg_write(uc, v->rip, &next);
 }
+
