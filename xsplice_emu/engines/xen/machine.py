@@ -44,7 +44,7 @@ from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSIC
 from .platform import Platform
 from .rendezvous import RendezvousObserver
 from .site_hooks import SiteHooks, running
-from .sites import AssemblyLabels
+from .sites import AssemblyLabels, code_spans
 from .spins import Spins
 
 CALL_TIMEOUT_NS = 500_000_000
@@ -91,7 +91,9 @@ class XenMachine(SliceRunner):
         self.arch = hypervisor.arch
         self.config = config
         self.offsets = struct_offsets(hypervisor)
-        self.assembly_labels = AssemblyLabels.of(hypervisor)
+        self.code_spans = code_spans(hypervisor)
+        """Xen's functions and assembly code (`sites.code_spans`), found once for every analysis of its code."""
+        self.assembly_labels = AssemblyLabels.of(self.code_spans)
         large = self.arch.large_page_size
         base = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
         payload_begin = -(-hypervisor.end // large) * large

@@ -12,6 +12,7 @@ time it spun, counted as instructions, so virtual time runs as if it had spun.
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING
 
 from ...arch.x86_64_pause_loops import pure_pause_loops
@@ -20,7 +21,6 @@ from ...machine import Vcpu, VcpuState
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from .site_hooks import SiteHooks, python_hook
-from .sites import code_spans
 
 if TYPE_CHECKING:
     from .machine import XenMachine
@@ -32,12 +32,12 @@ class Spins:
     def __init__(self, machine: XenMachine):
         self.machine = machine
         image = machine.hypervisor
-        self.loops = pure_pause_loops((begin, code) for begin, end, _ in code_spans(image)
+        self.loops = pure_pause_loops((begin, code) for begin, end, _ in machine.code_spans
                                       for code in (image.read(begin, end - begin),) if code is not None)
         self.slices = 0
         """Slices run so far (numbers the current one)."""
         self._turn: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # vCPU -> (pause, slice, written registers)
-        self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (address, bytes there) -> vCPUs waiting on it
+        self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (host address, bytes there) -> vCPUs waiting
         self._waits: dict[int, list[tuple[int, bytes]]] = {}  # sleeping vCPU -> what it waits on
 
     def hook_sites(self, site_hooks: SiteHooks) -> None:
@@ -55,7 +55,7 @@ class Spins:
             return
         memory = self.machine.memory
         try:
-            waits = [(address, memory.read(address, load.size))
+            waits = [(memory.host_address + memory.physical(address, load.size), memory.read(address, load.size))
                      for load in loop.loads for address in (load.address(vcpu.read),)]
         except MachineError:
             return  # it loads outside RAM: left to run
@@ -66,10 +66,9 @@ class Spins:
 
     def wake_changed(self, at_ps: int) -> None:
         """Wake the sleepers whose loads changed, at `at_ps` at the earliest, in vCPU order."""
-        memory = self.machine.memory
         changed: set[int] = set()
-        for (address, value), sleepers in self._sleepers.items():
-            if memory.read(address, len(value)) != value:
+        for (host_address, value), sleepers in self._sleepers.items():
+            if ctypes.string_at(host_address, len(value)) != value:  # (after every slice: GuestMemory.read is dearer)
                 changed |= sleepers
         for index in sorted(changed):
             vcpu = self.machine.vcpus[index]
