@@ -49,7 +49,7 @@ class Spins:
         """`vcpu` is at the `pause` of a pure loop: the second time within one slice with the same registers,
         it stops there to sleep."""
         loop = self.loops[pause]
-        turn = (pause, self.slices, tuple(vcpu.read(register) for register in loop.written))
+        turn = (pause, self.slices, tuple(map(vcpu.read, loop.written)))
         if self._turn.get(vcpu.index) != turn:
             self._turn[vcpu.index] = turn
             return
