@@ -49,7 +49,7 @@ class CodeWrites:
 
     def _catch_up(self, index: int) -> None:
         self._serialised[index] = self._consumed = len(self._writes)
-        if all(seen == self._consumed for seen in self._serialised):
+        if self._serialised.count(self._consumed) == len(self._serialised):  # (in C: once per serialisation)
             self._writes.clear()
             self._serialised = [0] * len(self._serialised)
             self._consumed = 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from unicorn import UC_HOOK_CODE, UcError
@@ -109,11 +109,14 @@ class Devices:
             return  # no other MSR is modelled: the write has no effect
         vector = vcpu.arch.nmi_vector if (value >> 8) & 7 == ICR_DELIVERY_NMI else value & 0xFF
         shorthand, destination, count = (value >> 18) & 3, value >> 32, len(self.machine.vcpus)
-        targets = {0: [destination], 1: [vcpu.index], 2: list(range(count)),
-                   3: [i for i in range(count) if i != vcpu.index]}[shorthand]
+        if shorthand == 0:  # one destination (Xen's x2APIC physical mode sends a mask this way, CPU by CPU)
+            targets: Iterable[int] = (destination,) if destination < count else ()
+        elif shorthand == 1:
+            targets = (vcpu.index,)
+        else:
+            targets = (i for i in range(count) if shorthand == 2 or i != vcpu.index)
         for target in targets:
-            if target < count:
-                self.machine.send_ipi(vcpu, target, vector)
+            self.machine.send_ipi(vcpu, target, vector)
 
     def _hlt(self, vcpu: Vcpu) -> None:
         """`hlt`: with an interrupt latched or due by now that it may take, the slice ends past the `hlt` (the

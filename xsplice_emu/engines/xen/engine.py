@@ -6,6 +6,7 @@ applied stack, figures) is what it observed of Xen: GET and LIST replies, Xen's 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import time
 from collections import Counter
@@ -73,8 +74,10 @@ class XenLivepatch:
         self.drop_flush: set[int] = set()
         """vCPUs that do not drop their translated code during the next action (a missing serialisation)."""
         self._pending: _Pending | None = None
-        self._work = machine.address(WORK) + DO_WORK
-        """Xen's `livepatch_work.do_work`: set while an action is scheduled or under way."""
+        do_work = machine.address(WORK) + DO_WORK
+        self._work = ctypes.c_uint8.from_address(machine.memory.host_address + machine.memory.physical(do_work, 1))
+        """Xen's `livepatch_work.do_work`, set while an action is scheduled or under way: the byte itself (read
+        after every slice)."""
         self._rendezvous = RendezvousPresence(machine)
         self.oracle: Oracle | None = None
         if oracle:
@@ -189,7 +192,7 @@ class XenLivepatch:
 
     def _done(self) -> bool:
         """Xen has no action scheduled or under way and every vCPU is out of its rendezvous."""
-        return not self.machine.memory.read(self._work, 1)[0] and not self._rendezvous.inside
+        return not self._work.value and not self._rendezvous.inside
 
     def collect(self) -> ActionResult | None:
         """Settle a finished action: Xen's GET gives its rc and the payload's state."""

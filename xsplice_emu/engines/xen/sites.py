@@ -19,6 +19,8 @@ SERIALISING = ("cpuid", "wbinvd", "invd", "lgdt", "lidt", "ltr")
 """Instructions after which a vCPU runs what other vCPUs wrote into code (Intel SDM 9.1.3); `mov` to a control
 register is found apart (its mnemonic is `mov`), `iretq` too (it also returns from an interrupt). A write to an
 x2APIC MSR is not serialising."""
+Span = tuple[int, int, str | None]
+"""`[begin, end)` of a function (name None) or of the assembly code after a label (its name)."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,11 @@ class InstructionSites:
 
     @classmethod
     def of(cls, image: Image) -> InstructionSites:
-        """Every site in `image`'s code between `_stext` and `_etext`."""
+        """Every site in `image`'s code between `_stext` and `_etext` (its `code_spans`)."""
         found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "rdmsr": [], "wrmsr": [], "hlt": [], "iretq": [],
                                            "serialising": []}
         disassembler = image.arch.disassembler
-        for begin, end, _ in code_spans(image):
+        for begin, end, _ in image.derived(code_spans):
             code = image.read(begin, end - begin)
             if code is None:
                 continue
@@ -70,7 +72,8 @@ class AssemblyLabels:
 
     @classmethod
     def of(cls, image: Image) -> AssemblyLabels:
-        labels = [(begin, end, name) for begin, end, name in code_spans(image) if name is not None]
+        """The labels among `image`'s `code_spans`."""
+        labels = [(begin, end, name) for begin, end, name in image.derived(code_spans) if name is not None]
         return cls(*(tuple(column) for column in zip(*labels, strict=True)))
 
     def describe(self, address: int) -> str | None:
@@ -82,14 +85,14 @@ class AssemblyLabels:
         return f"{self.names[k]}+{offset:#x}" if offset else self.names[k]
 
 
-def code_spans(image: Image) -> list[tuple[int, int, str | None]]:
+def code_spans(image: Image) -> list[Span]:
     """`[begin, end)` of each function in `_stext.._etext` (name None), and of the assembly code (entry.S: its
     labels have no size) from each such label to the next symbol (with the label's name)."""
     text_begin, text_end = image.address("_stext"), image.address("_etext")
     in_text = sorted((sym.address, sym.size, sym.kind, sym.qualified_name) for sym in image.symbols
                      if text_begin <= sym.address < text_end)
     starts = sorted({address for address, _, _, _ in in_text} | {text_end})
-    spans: list[tuple[int, int, str | None]] = []
+    spans: list[Span] = []
     for address, size, kind, name in in_text:
         if kind == "func" and size:
             spans.append((address, address + size, None))

@@ -12,6 +12,7 @@ time it spun, counted as instructions, so virtual time runs as if it had spun.
 
 from __future__ import annotations
 
+import ctypes
 from typing import TYPE_CHECKING
 
 from ...arch.x86_64_pause_loops import SpinLoop, pure_pause_loops
@@ -36,7 +37,7 @@ class Spins:
         self.slices = 0
         """Slices run so far (numbers the current one)."""
         self._turn: dict[int, tuple[int, int, tuple[int, ...]]] = {}  # vCPU -> (pause, slice, written registers)
-        self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (address, bytes there) -> vCPUs waiting on it
+        self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (host address, bytes there) -> vCPUs waiting
         self._waits: dict[int, list[tuple[int, bytes]]] = {}  # sleeping vCPU -> what it waits on
 
     def hook_sites(self, site_hooks: SiteHooks) -> None:
@@ -48,13 +49,13 @@ class Spins:
         """`vcpu` is at the `pause` of a pure loop: the second time within one slice with the same registers,
         it stops there to sleep."""
         loop = self.loops[pause]
-        turn = (pause, self.slices, tuple(vcpu.read(register) for register in loop.written))
+        turn = (pause, self.slices, tuple(map(vcpu.read, loop.written)))
         if self._turn.get(vcpu.index) != turn:
             self._turn[vcpu.index] = turn
             return
         memory = self.machine.memory
         try:
-            waits = [(address, memory.read(address, load.size))
+            waits = [(memory.host_address + memory.physical(address, load.size), memory.read(address, load.size))
                      for load in loop.loads for address in (load.address(vcpu.read),)]
         except MachineError:
             return  # it loads outside RAM: left to run
@@ -65,10 +66,9 @@ class Spins:
 
     def wake_changed(self, at_ps: int) -> None:
         """Wake the sleepers whose loads changed, at `at_ps` at the earliest, in vCPU order."""
-        memory = self.machine.memory
         changed: set[int] = set()
-        for (address, value), sleepers in self._sleepers.items():
-            if memory.read(address, len(value)) != value:
+        for (host_address, value), sleepers in self._sleepers.items():
+            if ctypes.string_at(host_address, len(value)) != value:  # (after every slice: GuestMemory.read is dearer)
                 changed |= sleepers
         for index in sorted(changed):
             vcpu = self.machine.vcpus[index]
@@ -91,5 +91,5 @@ class Spins:
 
 def _pure_loops(image: Image) -> dict[int, SpinLoop]:
     """The pure `pause` loops of `image`'s code as built, by the address of their `pause`."""
-    return pure_pause_loops((begin, code) for begin, end, _ in code_spans(image)
+    return pure_pause_loops((begin, code) for begin, end, _ in image.derived(code_spans)
                             for code in (image.read(begin, end - begin),) if code is not None)
