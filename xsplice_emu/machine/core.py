@@ -37,7 +37,7 @@ from .devices import PortReader, Ports
 from .dom0 import Dom0Placement
 from .hooks import install
 from .interrupts import Interrupts
-from .loading import hypervisor_window, load, page_permissions, round_up
+from .loading import hypervisor_window, load, page_permissions, read_only_code, round_up
 from .memory import GuestMemory
 from .paging import PagePermissions
 from .runner import SliceRunner
@@ -135,8 +135,10 @@ class Machine(SliceRunner):
                                      fault=self.fault, serialise=self.coherence.serialise)
         returns = _instructions(image, self.arch.interrupt_return)
         serialising = _instructions(image, *self.arch.serialising)
+        text = read_only_code(self.images)
         for vcpu in self.vcpus:
             install(vcpu, self, interrupt_returns=returns, serialising=serialising)
+            vcpu.read_only_code(text)
         self._clock_page = self.memory.u64_array(CLOCK_PAGE, config.vcpus)
         """What each vCPU's clock read (ns) at the start of its slice (firmware/ABI.md)."""
         self.now_ps = 0
