@@ -134,6 +134,7 @@ class Vcpu:
         self.on_trap: Callable[[Vcpu, int, int], None] | None = None
         """Called with (this vCPU, address, size) when a block holding a trap address (`BlockTable.set_traps`) is
         about to run; the slice then goes on from that block, which must no longer hold one."""
+        self.instruction_hooks: list[Any] = []  # ctypes callbacks Unicorn calls (hooks.py): kept alive here
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
