@@ -179,7 +179,8 @@ class Machine(SliceRunner):
 
     # -- running ---------------------------------------------------------
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
-        if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
+        preempted_until_ps = vcpu.preempted_until_ps
+        if preempted_until_ps > ready_ps and preempted_until_ps > vcpu.clock_ps:
             vcpu.sit_out(ready_ps)
             self.scheduler.queue(vcpu)
             return
