@@ -121,8 +121,10 @@ LARGE_PAGE = 2 << 20
 """What one last-level table maps."""
 ENTRY_TABLE = 0x23
 """Present, writable, accessed: an entry pointing at the next level's table."""
-ENTRY_PAGE = 0x63
-"""Present, writable, accessed, dirty: the CPU never writes the entry (no NX: EFER.NXE stays off)."""
+ENTRY_PAGE = 0x43
+"""Present, writable, dirty, not yet accessed: the CPU sets the accessed bit (ENTRY_ACCESSED) the first time it walks
+to the entry, and never writes it again (no NX: EFER.NXE stays off)."""
+ENTRY_ACCESSED = 0x20
 CR0_PE = 1 << 0
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
@@ -323,8 +325,12 @@ class X86_64(Architecture):
             chunk += len(range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE))
         return PageTables(b"".join(tables), tuple(spaces), tuple(entries))
 
-    def page_entries(self, physical: int, count: int) -> bytes:
-        return struct.pack(f"<{count}Q", *range(physical | ENTRY_PAGE, (physical + count * PAGE) | ENTRY_PAGE, PAGE))
+    def page_entries(self, physical: int, count: int, *, accessed: bool = False) -> bytes:
+        flags = ENTRY_PAGE | (ENTRY_ACCESSED if accessed else 0)
+        return struct.pack(f"<{count}Q", *range(physical | flags, (physical + count * PAGE) | flags, PAGE))
+
+    def entries_accessed(self, entries: bytes) -> bool:
+        return any(entry & ENTRY_ACCESSED for entry in struct.unpack(f"<{len(entries) // 8}Q", entries))
 
     def enable_paging(self, uc: Uc, root: int) -> None:
         uc.reg_write(UC_X86_REG_CR3, root)

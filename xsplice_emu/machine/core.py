@@ -329,9 +329,9 @@ class Machine(SliceRunner):
         if not execute:  # while they still run: the translations are found through the executable mapping
             for code_begin, code_end in self.paging.executable(first, last):
                 self.invalidate_code(begin + code_begin - physical, begin + code_end - physical)
-        self.paging.protect(first, last, permissions)
-        for vcpu in self._instances():
-            vcpu.flush_tlb()
+        if self.paging.protect(first, last, permissions):  # else no vCPU has translated these pages' addresses
+            for vcpu in self._instances():
+                vcpu.flush_tlb()
 
     def _instances(self) -> list[Vcpu]:
         """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""
