@@ -111,3 +111,16 @@ def test_a_contained_call_that_never_returns_is_abandoned(boot, image):
     with pytest.raises(MachineError, match="did not finish call_stall_irqs_off"):
         machine.call_contained(1, "call_stall_irqs_off", 10**12, timeout_ns=1_000_000)
     assert machine.call(1, "xen_major_version") == 4
+
+
+def test_a_page_made_read_only_faults_the_next_store_of_a_vcpu_that_wrote_it(boot, image):
+    """Protecting a page a vCPU has been storing into takes effect at its next store, whatever it had translated."""
+    machine = boot(2, ms=1.5)
+    page = image.resolve("busy_buf") + 4096  # busy_buf[1]: a page of its own that only vCPU 1 writes
+    machine.call(1, "call_set_busy", 1)
+    machine.run_for(100_000)
+    machine.protect(page, page + 4096, read=True)
+    with pytest.raises(GuestFault) as caught:
+        machine.run_for(100_000)
+    assert caught.value.vcpu == 1
+    assert "UC_ERR_WRITE_PROT" in str(caught.value)

@@ -245,9 +245,15 @@ class Architecture(ABC):
         (`page_entries`)."""
 
     @abstractmethod
-    def page_entries(self, physical: int, count: int) -> bytes:
+    def page_entries(self, physical: int, count: int, *, accessed: bool = False) -> bytes:
         """`count` last-level entries, in order, mapping consecutive pages onto consecutive physical pages from
-        `physical`: present, writable and executable (the physical page's Unicorn region says what is allowed)."""
+        `physical`: present, writable and executable (the physical page's Unicorn region says what is allowed);
+        not yet `accessed` by a page walk (`entries_accessed`) unless said."""
+
+    @abstractmethod
+    def entries_accessed(self, entries: bytes) -> bool:
+        """Whether a page walk went through any of these last-level entries since they were written (`page_entries`
+        writes them unaccessed): only then can a vCPU's TLB hold a translation made from one of them."""
 
     @abstractmethod
     def enable_paging(self, uc: Uc, root: int) -> None:

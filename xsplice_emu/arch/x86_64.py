@@ -121,8 +121,10 @@ LARGE_PAGE = 2 << 20
 """What one last-level table maps."""
 ENTRY_TABLE = 0x23
 """Present, writable, accessed: an entry pointing at the next level's table."""
-ENTRY_PAGE = 0x63
-"""Present, writable, accessed, dirty: the CPU never writes the entry (no NX: EFER.NXE stays off)."""
+ENTRY_PAGE = 0x43
+"""Present, writable, dirty, not yet accessed: the CPU sets the accessed bit (ENTRY_ACCESSED) the first time it walks
+to the entry, and never writes it again (no NX: EFER.NXE stays off)."""
+ENTRY_ACCESSED = 0x20
 CR0_PE = 1 << 0
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
@@ -222,8 +224,7 @@ class X86_64(Architecture):
 
     def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *,
                       error_code: int | None = None) -> HandlerEntry:
-        idtr = _read_register(vcpu, UC_X86_REG_IDTR, UcRegMMR())
-        idt_base, idt_limit = idtr.base, idtr.limit
+        idt_base, idt_limit, rsp, rflags, cs, ss = _ENTRY_REGISTERS.read(vcpu)
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
             raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
         low, _, ist, attributes, mid, high, _ = IDT_GATE.struct.unpack(
@@ -232,24 +233,17 @@ class X86_64(Architecture):
             raise MachineError(f"vCPU {vcpu.index}: IDT gate for vector {vector:#x} is not present")
         handler = low | mid << 16 | high << 32
         masks = attributes & GATE_TYPE_MASK == INTERRUPT_GATE
-        regs = self.registers
-        rsp = vcpu.read(regs.sp)
-        rflags = vcpu.read(regs.flags)
         stack = rsp
         if ist & GATE_IST_MASK:
             tss = _read_register(vcpu, UC_X86_REG_TR, UcRegMMR()).base
             stack = vcpu.memory.read_u64(tss + TSS_IST + 8 * ((ist & GATE_IST_MASK) - 1))
         frame = (stack & ~(FRAME_ALIGN - 1)) - INTERRUPT_FRAME.size
-        selectors = [_read_register(vcpu, register, ctypes.c_uint64()).value
-                     for register in (UC_X86_REG_CS, UC_X86_REG_SS)]
-        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, selectors[0], rflags, rsp, selectors[1]))
+        vcpu.memory.write(frame, INTERRUPT_FRAME.struct.pack(return_pc, cs, rflags, rsp, ss))
         if error_code is not None:
             frame -= 8
             vcpu.memory.write_u64(frame, error_code)
-        vcpu.write(regs.sp, frame)
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | (RFLAGS_IF if masks else 0)
-        vcpu.write(regs.flags, rflags & ~cleared)
-        vcpu.write(regs.pc, handler)
+        _ENTRY_REGISTERS.write(vcpu, frame, rflags & ~cleared, handler)
         return HandlerEntry(handler, masks)
 
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
@@ -331,8 +325,12 @@ class X86_64(Architecture):
             chunk += len(range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE))
         return PageTables(b"".join(tables), tuple(spaces), tuple(entries))
 
-    def page_entries(self, physical: int, count: int) -> bytes:
-        return struct.pack(f"<{count}Q", *range(physical | ENTRY_PAGE, (physical + count * PAGE) | ENTRY_PAGE, PAGE))
+    def page_entries(self, physical: int, count: int, *, accessed: bool = False) -> bytes:
+        flags = ENTRY_PAGE | (ENTRY_ACCESSED if accessed else 0)
+        return struct.pack(f"<{count}Q", *range(physical | flags, (physical + count * PAGE) | flags, PAGE))
+
+    def entries_accessed(self, entries: bytes) -> bool:
+        return any(entry & ENTRY_ACCESSED for entry in struct.unpack(f"<{len(entries) // 8}Q", entries))
 
     def enable_paging(self, uc: Uc, root: int) -> None:
         uc.reg_write(UC_X86_REG_CR3, root)
@@ -367,6 +365,42 @@ PLATFORM_REGISTERS = PlatformRegisters(
 
 
 _Register = TypeVar("_Register", UcRegMMR, ctypes.c_uint64)
+
+
+class _EntryRegisters:
+    """Buffers to read the IDTR, RSP, RFLAGS, CS and SS, and to write RSP, RFLAGS and RIP, of a vCPU in one call into
+    Unicorn each (~1 us apiece one by one). One set serves every vCPU: the host runs one at a time, and nothing
+    runs between a call and the reading of its buffers."""
+
+    def __init__(self, registers: Registers):
+        self.idtr = UcRegMMR()
+        self.read_values = (ctypes.c_uint64 * 4)()
+        self.read_ids = (ctypes.c_int * 5)(UC_X86_REG_IDTR, registers.sp, registers.flags, UC_X86_REG_CS,
+                                            UC_X86_REG_SS)
+        self.read_pointers = (ctypes.c_void_p * 5)(ctypes.addressof(self.idtr),
+                                                   *(ctypes.addressof(self.read_values) + 8 * i for i in range(4)))
+        self.write_values = (ctypes.c_uint64 * 3)()
+        self.write_ids = (ctypes.c_int * 3)(registers.sp, registers.flags, registers.pc)
+        self.write_pointers = (ctypes.c_void_p * 3)(*(ctypes.addressof(self.write_values) + 8 * i for i in range(3)))
+
+    def read(self, vcpu: CpuState) -> tuple[int, int, int, int, int, int]:
+        """IDT base and limit, RSP, RFLAGS, CS and SS of `vcpu`."""
+        status = uclib.uc_reg_read_batch(vcpu.uc._uch, self.read_ids, self.read_pointers, 5)
+        if status:
+            raise MachineError(f"vCPU {vcpu.index}: reading the registers an interrupt pushes failed ({status})")
+        rsp, rflags, cs, ss = self.read_values
+        return self.idtr.base, self.idtr.limit, rsp, rflags, cs, ss
+
+    def write(self, vcpu: CpuState, rsp: int, rflags: int, rip: int) -> None:
+        """Set RSP, RFLAGS and RIP of `vcpu`."""
+        values = self.write_values
+        values[0], values[1], values[2] = rsp, rflags, rip
+        status = uclib.uc_reg_write_batch(vcpu.uc._uch, self.write_ids, self.write_pointers, 3)
+        if status:
+            raise MachineError(f"vCPU {vcpu.index}: entering an interrupt handler failed ({status})")
+
+
+_ENTRY_REGISTERS = _EntryRegisters(X86_64.registers)
 
 
 def _read_register(vcpu: CpuState, register: int, into: _Register) -> _Register:

@@ -37,7 +37,7 @@ from .devices import PortReader, Ports
 from .dom0 import Dom0Placement
 from .hooks import install
 from .interrupts import Interrupts
-from .loading import hypervisor_window, load, page_permissions, round_up
+from .loading import hypervisor_window, load, page_permissions, read_only_code, round_up
 from .memory import GuestMemory
 from .paging import PagePermissions
 from .runner import SliceRunner
@@ -135,8 +135,10 @@ class Machine(SliceRunner):
                                      fault=self.fault, serialise=self.coherence.serialise)
         returns = _instructions(image, self.arch.interrupt_return)
         serialising = _instructions(image, *self.arch.serialising)
+        text = read_only_code(self.images)
         for vcpu in self.vcpus:
             install(vcpu, self, interrupt_returns=returns, serialising=serialising)
+            vcpu.read_only_code(text)
         self._clock_page = self.memory.u64_array(CLOCK_PAGE, config.vcpus)
         """What each vCPU's clock read (ns) at the start of its slice (firmware/ABI.md)."""
         self.now_ps = 0
@@ -177,7 +179,8 @@ class Machine(SliceRunner):
 
     # -- running ---------------------------------------------------------
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
-        if vcpu.preempted_until_ps > max(ready_ps, vcpu.clock_ps):
+        preempted_until_ps = vcpu.preempted_until_ps
+        if preempted_until_ps > ready_ps and preempted_until_ps > vcpu.clock_ps:
             vcpu.sit_out(ready_ps)
             self.scheduler.queue(vcpu)
             return
@@ -326,9 +329,9 @@ class Machine(SliceRunner):
         if not execute:  # while they still run: the translations are found through the executable mapping
             for code_begin, code_end in self.paging.executable(first, last):
                 self.invalidate_code(begin + code_begin - physical, begin + code_end - physical)
-        self.paging.protect(first, last, permissions)
-        for vcpu in self._instances():
-            vcpu.flush_tlb()
+        if self.paging.protect(first, last, permissions):  # else no vCPU has translated these pages' addresses
+            for vcpu in self._instances():
+                vcpu.flush_tlb()
 
     def _instances(self) -> list[Vcpu]:
         """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""

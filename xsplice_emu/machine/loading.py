@@ -61,6 +61,14 @@ def page_permissions(memory: GuestMemory, images: tuple[Image, ...]) -> list[tup
     return pieces
 
 
+def read_only_code(images: tuple[Image, ...]) -> list[tuple[int, int]]:
+    """The `[begin, end)` (guest addresses) of the images' segments that are executable and not writable: never
+    written through their own addresses (their code is rewritten through the alias), nor are their pages ever
+    given other permissions."""
+    return [(seg.address, seg.address + seg.memory_size) for image in images for seg in image.segments
+            if seg.executable and not seg.writable and seg.memory_size]
+
+
 def _physical_segments(memory: GuestMemory, images: tuple[Image, ...]) -> list[tuple[int, int, Segment]]:
     """Every loaded segment as (physical begin, physical end, segment), by address."""
     found = []

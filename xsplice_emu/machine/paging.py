@@ -7,8 +7,11 @@ tables in a host buffer that no guest address reaches, and sees RAM in its physi
 permissions, every copy a region onto the same host memory: read+write at RAM's own addresses, one copy for each
 UC_PROT_* combination, and a read-only copy at TEXT_ALIAS_OFFSET for the text alias over code (so the store hook
 there sees the alias's own addresses). A page's entries point into the copy its permissions pick: protecting
-pages rewrites entries, and the vCPUs' TLBs must then be flushed; the regions never change, so it costs the same
-whatever is loaded. Unicorn raises the same errors as before (UC_ERR_WRITE_PROT, UC_ERR_FETCH_PROT, ..._UNMAPPED).
+pages rewrites entries, and the vCPUs' TLBs must then be flushed, unless no page walk has gone through those
+entries since they were written (their accessed bit, which the CPU sets: fresh payload memory no vCPU has touched
+keeps every TLB, and the translated code it reaches through them, warm); the regions never change, so it costs
+the same whatever is loaded. Unicorn raises the same errors as before (UC_ERR_WRITE_PROT, UC_ERR_FETCH_PROT,
+..._UNMAPPED).
 
 No entry of RAM, its alias or a window is ever not present (Unicorn loses some page faults, unicorn-facts.md).
 Other addresses map onto physical page 0, which no region maps, as they were unmapped before paging; on a machine
@@ -95,13 +98,17 @@ class PagePermissions:
         return [*ram, (ALIAS_OVER_CODE + RAM_BASE, host, size, UC_PROT_READ), *copies,
                 (PAGE_TABLES, self._tables_address, len(self._tables), UC_PROT_READ)]
 
-    def protect(self, begin: int, end: int, permissions: int) -> None:
+    def protect(self, begin: int, end: int, permissions: int) -> bool:
         """Give the RAM pages `[begin, end)` (physical, page aligned) Unicorn `permissions` (UC_PROT_*), in RAM's
-        own mapping, the windows onto it and the alias (read-only over code, read+write elsewhere). Each vCPU's
-        TLB must be flushed before it runs again."""
+        own mapping, the windows onto it and the alias (read-only over code, read+write elsewhere). True when a
+        page walk went through one of the entries this rewrote: each vCPU's TLB must then be flushed before it
+        runs again (else no TLB holds a translation of these pages: fresh payload memory, say)."""
         self._permissions[begin // PAGE_SIZE:end // PAGE_SIZE] = bytes([permissions]) * ((end - begin) // PAGE_SIZE)
+        accessed = False
         for index in range(len(self._spaces)):
-            self._point(index, begin, end, alias_copy(permissions) if index == 1 else ram_copy(permissions))
+            copy = alias_copy(permissions) if index == 1 else ram_copy(permissions)
+            accessed = self._point(index, begin, end, copy) or accessed
+        return accessed
 
     def of(self, page: int) -> int:
         """The Unicorn permissions (UC_PROT_*) of the RAM page at `page` (physical, page aligned)."""
@@ -122,13 +129,19 @@ class PagePermissions:
         """Let the alias of the RAM page `page` be written (over code, where it is read-only), or stop it. Every
         vCPU shares the tables: open it only while one vCPU runs, and flush its TLB before and after."""
         copy = copy_of(READ_WRITE) if writable else alias_copy(self._permissions[page // PAGE_SIZE])
-        self._point(1, page, page + PAGE_SIZE, copy)
+        self._point(1, page, page + PAGE_SIZE, copy, keep_accessed=True)  # other vCPUs' TLBs are not flushed
 
-    def _point(self, index: int, begin: int, end: int, copy: int) -> None:
-        """Point the entries of space `index` over the RAM pages `[begin, end)` into the copy at `copy`."""
+    def _point(self, index: int, begin: int, end: int, copy: int, *, keep_accessed: bool = False) -> bool:
+        """Point the entries of space `index` over the RAM pages `[begin, end)` into the copy at `copy`; whether a
+        page walk had gone through one of the entries it replaced. With `keep_accessed` (not every TLB is flushed
+        after), the new entries say so too."""
         virtual, physical, size = self._spaces[index]
         low, high = max(begin, physical), min(end, physical + size)
-        if low < high:
-            offset = self._entries[index] + (low - physical) // PAGE_SIZE * self._entry_size
-            entries = self.arch.page_entries(copy + low, (high - low) // PAGE_SIZE)
-            self._tables[offset:offset + len(entries)] = entries
+        if low >= high:
+            return False
+        offset = self._entries[index] + (low - physical) // PAGE_SIZE * self._entry_size
+        count = (high - low) // PAGE_SIZE
+        accessed = self.arch.entries_accessed(self._tables[offset:offset + count * self._entry_size])
+        entries = self.arch.page_entries(copy + low, count, accessed=keep_accessed and accessed)
+        self._tables[offset:offset + len(entries)] = entries
+        return accessed

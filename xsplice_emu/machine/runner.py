@@ -74,11 +74,11 @@ class SliceRunner:
     def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
         """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()` (checked after each slice
         and alarm; with STOPS_AT_SLICE_END, when a slice makes it hold, the time is that slice's end)."""
-        scheduler = self.scheduler
+        scheduler, step = self.scheduler, self._step  # (the loop runs once a slice: comparisons, not min/max)
         while not (stop_when and stop_when()):
             vcpu_time, vcpu = scheduler.peek()
             alarm_time = scheduler.next_alarm_ps()
-            if min(vcpu_time, alarm_time) >= until_ps:
+            if vcpu_time >= until_ps and alarm_time >= until_ps:
                 self.now_ps = max(self.now_ps, until_ps)
                 break
             if alarm_time <= vcpu_time:
@@ -89,9 +89,10 @@ class SliceRunner:
                 continue
             assert vcpu is not None
             scheduler.take()
-            self.now_ps = max(self.now_ps, vcpu_time)
+            if vcpu_time > self.now_ps:
+                self.now_ps = vcpu_time
             try:
-                self._step(vcpu, vcpu_time, until_ps)
+                step(vcpu, vcpu_time, until_ps)
             except GuestFault as fault:
                 self.subscribers.notify(CRASH, fault)
                 raise

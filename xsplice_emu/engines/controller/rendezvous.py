@@ -48,10 +48,10 @@ from .printk import PrintkTap
 
 TRACED_ANSWERS = {XSPLICE_IRQ_OFF: EventKind.IRQ_MASKED, XSPLICE_IRQ_ON: EventKind.IRQ_UNMASKED}
 
-Program = Generator[int, int, None]
-Perform = Callable[[Vcpu], Generator[int, int, int]]
+Program = Generator[int, None, None]
+Perform = Callable[[Vcpu], Generator[int, None, int]]
 """The action inside the window, on the master: yields port answers, returns the action's rc."""
-Finish = Callable[[Vcpu], Generator[int, int, None]]
+Finish = Callable[[Vcpu], Generator[int, None, None]]
 """What the master runs after releasing the others, when the action ran (post hooks)."""
 Undo = Callable[[Vcpu], int]
 """Put back what `perform` changed after a host-side error; gives the bytes it put back."""
@@ -156,7 +156,7 @@ class Rendezvous:
         machine.memory.write_u8(self._work_to_do + from_vcpu, 1)
         machine.post_call(from_vcpu, self._reschedule)
 
-    def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, int, int]:
+    def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, None, int]:
         """From a vCPU's program: run the guest function at `address` (a payload hook) with `argument`; give its
         result. A hook must come back: if it faults, runs past the action's timeout (not counting time the
         host kept the vCPU descheduled), or asks for xsplice work again before returning (see `_reentered`),
@@ -195,7 +195,8 @@ class Rendezvous:
         self._hook_calls[vcpu.index] = _HookCall(what, snapshot.stack_pointer, abandon, failed)
         printed = self.printk.mark()
         try:
-            result = yield XSPLICE_CALL
+            yield XSPLICE_CALL
+            result = vcpu.read(vcpu.arch.registers.result)  # asked again from xsplice_hook_returned: rax holds it
         finally:
             vcpu.on_fault = None
             alarm[0].cancel()
@@ -235,7 +236,7 @@ class Rendezvous:
             program = self._programs[vcpu.index] = self._check_for_work(vcpu)
             answer = next(program)
         else:
-            answer = program.send(vcpu.read(vcpu.arch.registers.result))
+            answer = program.send(None)
         if answer == XSPLICE_RETURN:
             del self._programs[vcpu.index]
         elif answer == XSPLICE_WAIT:

@@ -382,8 +382,8 @@ class Livepatch:
         self.collect()
 
     # -- inside the quiesced window (master vCPU) -----------------------------
-    def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, int, int]],
-                payload: Payload) -> Generator[int, int, int]:
+    def _window(self, vcpu: Vcpu, perform: Callable[[Vcpu, Payload], Generator[int, None, int]],
+                payload: Payload) -> Generator[int, None, int]:
         """The master's part of the action: `perform` on `payload`, inside the patching window."""
         return self.patching.run(perform(vcpu, payload))
 
@@ -444,7 +444,7 @@ class Livepatch:
             release_ns=(machine.now_ps - requested) // PS_PER_NS, host_ms=0.0, nmis_lost=0,
             bytes_written=sum(end - begin for begin, end in written), violations=counts))
 
-    def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+    def _perform_apply(self, vcpu: Vcpu, payload: Payload) -> Generator[int, None, int]:
         rc = yield from self._act(vcpu, payload, "apply", self._apply_built_in)
         self._check_consistent(payload, "applied", applied=rc == 0)
         if rc:
@@ -453,7 +453,7 @@ class Livepatch:
         self.applied.append(payload.name)
         return 0
 
-    def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+    def _perform_revert(self, vcpu: Vcpu, payload: Payload) -> Generator[int, None, int]:
         rc = yield from self._act(vcpu, payload, "revert", self._revert_built_in)
         self._check_consistent(payload, "reverted", applied=rc != 0)
         if rc:
@@ -463,7 +463,7 @@ class Livepatch:
         self.applied.remove(payload.name)
         return 0
 
-    def _perform_replace(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+    def _perform_replace(self, vcpu: Vcpu, payload: Payload) -> Generator[int, None, int]:
         """Xen's REPLACE: revert the applied stack newest first, check the expectations on what is left, apply."""
         for name in reversed(list(self.applied)):
             other = self.payloads[name]
@@ -476,7 +476,7 @@ class Livepatch:
             return -errno.EINVAL
         return (yield from self._perform_apply(vcpu, payload))
 
-    def _act(self, vcpu: Vcpu, payload: Payload, kind: str, built_in) -> Generator[int, int, int]:
+    def _act(self, vcpu: Vcpu, payload: Payload, kind: str, built_in) -> Generator[int, None, int]:
         """The payload's `kind` action hooks in order (first non-zero rc stops them), else `built_in`."""
         hooks = payload.loaded.hooks.get(kind, ())
         if not hooks:
@@ -500,7 +500,7 @@ class Livepatch:
                                                    f"inconsistent applied state: partially {done} payload "
                                                    "(Xen panics here)")
 
-    def _apply_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+    def _apply_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, None, int]:
         """Xen's apply_payload: the load hooks, then every record not yet applied."""
         self.rendezvous.log_line(f"livepatch: {payload.name}: Applying {len(payload.loaded.funcs)} functions", vcpu)
         for hook in payload.loaded.hooks.get("load", ()):
@@ -520,7 +520,7 @@ class Livepatch:
                 self.rendezvous.log_line(line, vcpu)
         return 0
 
-    def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, int, int]:
+    def _revert_built_in(self, vcpu: Vcpu, payload: Payload) -> Generator[int, None, int]:
         """Xen's revert_payload: every applied record put back, first to last (two records on one function leave
         the first one's jump there: the oracle's `residue`), then the unload hooks."""
         self.rendezvous.log_line(f"livepatch: {payload.name}: Reverting", vcpu)
@@ -540,7 +540,7 @@ class Livepatch:
             self.oracle.reverted(vcpu, payload.name, list(sites.values()))
         return 0
 
-    def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, int, None]:
+    def _post_hooks(self, vcpu: Vcpu, payload: Payload, action: Action) -> Generator[int, None, None]:
         kind = "postrevert" if action is Action.REVERT else "postapply"
         for hook in payload.loaded.hooks.get(kind, ()):
             self.rendezvous.log_line(f"livepatch: {payload.name}: Calling {HOOK_WORDS[kind]} hook function with "

@@ -48,7 +48,7 @@ class PatchWindow:
         """The action's pre-action hooks ran: guest stores into code are no longer its own until its window."""
         self.journal.recording = False
 
-    def run(self, perform: Generator[int, int, int]) -> Generator[int, int, int]:
+    def run(self, perform: Generator[int, None, int]) -> Generator[int, None, int]:
         """The master performs the action (`perform`) inside the window, the states it may move noted as the
         window opens."""
         self.journal.open_window(self._applied, self._payloads.values())

@@ -109,6 +109,11 @@ def on_rdtsc_address() -> int:
     return _address(library().on_rdtsc)
 
 
+def never_handled_address() -> int:
+    """Address of the C memory-hook callback that handles nothing (see `Vcpu.read_only_code`)."""
+    return _address(library().never_handled)
+
+
 def reg_write_address() -> int:
     """Address of libunicorn's uc_reg_write, which on_rdtsc calls."""
     return _address(uclib.uc_reg_write)

@@ -20,6 +20,7 @@
  * the slice before it runs (trap_address/trap_size say which), so the host
  * can hook those instructions, drop the block's translation and go on.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -314,3 +315,11 @@ void on_rdtsc(void *uc, uint64_t address, uint32_t size, void *user)
     v->reg_write(uc, v->rip, &next);
 }
 
+/* A UC_HOOK_MEM_FETCH_PROT callback that handles nothing (the fetch faults as with no hook). Registered over
+ * read-only code, its presence alone makes Unicorn skip, for each block it translates there, a scan of the whole
+ * TLB that arms its self-modifying-code check: code that is never written through its own addresses needs none. */
+bool never_handled(void *uc, int type, uint64_t address, int size, int64_t value, void *user)
+{
+    (void)uc, (void)type, (void)address, (void)size, (void)value, (void)user;
+    return false;
+}
