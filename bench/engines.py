@@ -11,8 +11,9 @@ With --oracle the safety oracle is on (the default of every command); without, o
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,12 @@ def apply_once(engine: str, vcpus: int, seed: int, *, oracle: bool) -> Apply:
     return Apply(wall, cpu, virtual_ns, timed(session, "xen_bye_world")[1])
 
 
-def main(counts: list[int], *, oracle: bool) -> None:
-    print(f"{'vCPUs':>5} {'engine':>10} {'wall ms':>8} {'(min-max)':>15} {'CPU ms':>7} {'warm':>6} {'virtual us':>10}"
-          f" {'xen/controller: wall':>21} {'CPU':>5} {'warm':>5}   oracle {'on' if oracle else 'off'}")
+def main(counts: list[int], *, oracle: bool, as_json: bool) -> None:
+    report: dict[str, float] = {}
+    if not as_json:
+        print(f"{'vCPUs':>5} {'engine':>10} {'wall ms':>8} {'(min-max)':>15} {'CPU ms':>7} {'warm':>6} "
+              f"{'virtual us':>10} {'xen/controller: wall':>21} {'CPU':>5} {'warm':>5}   "
+              f"oracle {'on' if oracle else 'off'}")
     for vcpus in counts:
         figures: dict[str, tuple[float, float, float]] = {}
         for engine in ("controller", "xen"):
@@ -64,14 +68,24 @@ def main(counts: list[int], *, oracle: bool) -> None:
             figures[engine] = (statistics.median(wall), statistics.median(run.cpu * 1000 for run in runs),
                                statistics.median(run.warm_cpu * 1000 for run in runs))
             virtual = statistics.median(run.virtual_ns for run in runs) / 1000
+            median_wall, cpu, warm = figures[engine]
+            report |= {f"{vcpus} {engine} wall ms": median_wall, f"{vcpus} {engine} CPU ms": cpu,
+                       f"{vcpus} {engine} warm CPU ms": warm, f"{vcpus} {engine} virtual us": virtual}
+            if as_json:
+                continue
             ratios = [f"{x / c:.1f}x" for x, c in zip(figures["xen"], figures["controller"], strict=True)] \
                 if engine == "xen" else ["", "", ""]
             spread = f"({min(wall):.1f}-{max(wall):.1f})"
-            median_wall, cpu, warm = figures[engine]
             print(f"{vcpus:>5} {engine:>10} {median_wall:>8.1f} {spread:>15} {cpu:>7.1f} {warm:>6.1f} {virtual:>10.1f}"
                   f" {ratios[0]:>21} {ratios[1]:>5} {ratios[2]:>5}", flush=True)
+    if as_json:
+        print(json.dumps({key: round(value, 2) for key, value in report.items()}))
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:]
-    main([int(arg) for arg in arguments if arg != "--oracle"] or [2, 8, 72], oracle="--oracle" in arguments)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("vcpus", type=int, nargs="*", default=[2, 8, 72], help="machine sizes (default 2 8 72)")
+    parser.add_argument("--oracle", action="store_true", help="with the safety oracle on")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    main(args.vcpus, oracle=args.oracle, as_json=args.json)
