@@ -79,7 +79,7 @@ def main() -> None:
             print(f"{n:>5} {load:>5} {f['apply_wall_ms']:>14.2f} {f['revert_wall_ms']:>15.2f} "
                   f"{f['apply_virtual_us']:>17.2f} {f['apply_parked_us']:>16.2f} "
                   f"{f.get('apply_cold_wall_ms', float('nan')):>14.2f}")
-    print(f"targets: apply wall <= 20 ms at 72 vCPUs, <= 80 ms at 256; "
+    print(f"targets (issue 23): warm busy apply wall <= 8 ms at 72 vCPUs, <= 30 ms at 256, cold <= 2x warm; "
           f"Xen's published virtual figure: ~{XEN_PUBLISHED_US} us at 72 CPUs")
 
 
