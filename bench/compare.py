@@ -26,10 +26,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+XEN417_PAYLOADS = Path("payloads/build-xen417")
 
 
 def prepare(tree: Path) -> None:
-    """Build the tree's firmware and payloads/build with its own code (older trees: their Makefiles)."""
+    """Build the tree's firmware and payloads/build with its own code (older trees: their Makefiles), and Xen's test
+    payloads against Debian's Xen (payloads/build-xen417, for the xen engine's benchmarks) where this tree has them."""
     cli = tree / "xsplice-emu.sh"
     cli.write_text(f'#!/bin/sh\nPYTHONPATH={tree} exec {sys.executable} -c '
                    '"import sys; from xsplice_emu.cli import main; sys.argv[0] = \'xsplice-emu\'; main()" "$@"\n')
@@ -40,6 +42,9 @@ def prepare(tree: Path) -> None:
     else:
         command = [str(cli), "payload", "build-tests", str(tree / "payloads" / "build")]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=tree)  # `python -c` imports from the cwd first
+    if (ROOT / XEN417_PAYLOADS).is_dir():
+        subprocess.run([str(cli), "payload", "build-tests", str(tree / XEN417_PAYLOADS), "--against", "debian"],
+                       check=True, stdout=subprocess.DEVNULL, cwd=tree)
 
 
 def run(tree: Path, bench: str, arguments: list[str]) -> dict[str, float]:
