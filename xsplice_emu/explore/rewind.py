@@ -43,6 +43,7 @@ from unicorn import UC_PROT_EXEC, Uc
 from ..control.session import Session
 from ..errors import MachineError
 from ..machine import Machine
+from ..machine.coherence import changed_runs
 from ..machine.spec import PAGE_SIZE
 from .dirty import WrittenPages
 
@@ -74,6 +75,9 @@ class Rewind:
         self._restorers = restorers
         self._mappings = mappings
         self._contexts = [(vcpu.uc, vcpu.uc.context_save()) for vcpu in machine._instances()]
+        self._code_pages = frozenset(page for begin, end in machine.paging.executable(0, machine.memory.size)
+                                     for page in range(begin, end, PAGE_SIZE))
+        """The RAM pages executable when recorded."""
         self._written: WrittenPages | None = None
 
     @classmethod
@@ -114,10 +118,11 @@ class Rewind:
                    for begin, end in self._written.take()
                    for mapping in self._mappings if mapping.host_address <= begin < mapping.host_address + mapping.size]
         ram = next(m for m in self._mappings if m.host_address == machine.memory.host_address)
-        pages = [page for mapping, low, high in written if mapping is ram for page in range(low, high, PAGE_SIZE)]
-        ended = {page: bytes(ram.view[page:page + PAGE_SIZE]) for page in pages}
-        left = {page: machine.paging.of(page) for page in pages}
-        self._drop_code(pages, ended, ram.saved)  # as the run left the page tables...
+        code = [page for mapping, low, high in written if mapping is ram for page in range(low, high, PAGE_SIZE)
+                if page in self._code_pages or machine.paging.of(page) & UC_PROT_EXEC]  # when recorded, or now
+        ended = {page: bytes(ram.view[page:page + PAGE_SIZE]) for page in code}
+        left = {page: machine.paging.of(page) for page in code}
+        self._drop_code(code, ended, ram.saved)  # as the run left the page tables...
         for mapping, low, high in written:
             mapping.view[low:high] = mapping.saved[low:high]
         for restore in self._restorers:
@@ -126,7 +131,7 @@ class Rewind:
             uc.context_restore(context)
         for vcpu in machine._instances():
             vcpu.flush_tlb()
-        self._drop_code([page for page in pages if machine.paging.of(page) != left[page]], ended,
+        self._drop_code([page for page in code if machine.paging.of(page) != left[page]], ended,
                         ram.saved)  # ...and as recorded, where that maps them elsewhere
         self._written.take()  # the copying back wrote them: clean again
 
@@ -136,33 +141,14 @@ class Rewind:
         machine = self._machine
         for page in pages:
             if machine.paging.of(page) & UC_PROT_EXEC:
-                for begin, end in _changed(page, ended[page], saved):
-                    for virtual in _addresses(machine, begin):
+                for begin, end in changed_runs(saved[page:page + PAGE_SIZE], ended[page]):
+                    for virtual in _addresses(machine, page + begin):
                         machine.invalidate_code(virtual, virtual + end - begin)
 
     def close(self) -> None:
         if self._written is not None:
             self._written.close()
             self._written = None
-
-
-LINE = 64
-"""How finely a rewind tells changed code from unchanged (bytes)."""
-
-
-def _changed(page: int, now: bytes, saved: bytes) -> list[tuple[int, int]]:
-    """The runs of LINE-byte lines where the RAM page at offset `page`, now `now`, differs from `saved`."""
-    runs: list[tuple[int, int]] = []
-    if now == saved[page:page + PAGE_SIZE]:
-        return runs
-    for offset in range(0, PAGE_SIZE, LINE):
-        if now[offset:offset + LINE] != saved[page + offset:page + offset + LINE]:
-            begin = page + offset
-            if runs and runs[-1][1] == begin:
-                runs[-1] = (runs[-1][0], begin + LINE)
-            else:
-                runs.append((begin, begin + LINE))
-    return runs
 
 
 def _addresses(machine: Machine, physical: int) -> list[int]:

@@ -70,7 +70,7 @@ class CodeCoherence:
         """Close the code pages `vcpu` wrote (each changed run is a code write), then drop stale translations."""
         self.open_alias(vcpu, writable=False)
         for page, before in vcpu.open_code_pages.items():
-            for start, end in _changed_runs(before, self.memory.read(page, PAGE_SIZE)):
+            for start, end in changed_runs(before, self.memory.read(page, PAGE_SIZE)):
                 self._code_written(vcpu, page + start, before[start:end])
         vcpu.open_code_pages.clear()
         if vcpu.to_flush:
@@ -132,13 +132,24 @@ class CodeCoherence:
         return self._spare
 
 
-def _changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:
-    """The [start, end) runs where `after` differs from `before`."""
+LINE = 64
+"""Bytes `changed_runs` compares at once before looking at each."""
+
+
+def changed_runs(before: bytes, after: bytes) -> list[tuple[int, int]]:
+    """The [start, end) runs where `after` differs from `before` (of the same length)."""
+    if len(before) != len(after):
+        raise ValueError(f"comparing {len(before)} bytes with {len(after)}")
     runs: list[tuple[int, int]] = []
-    for index, (old, new) in enumerate(zip(before, after, strict=True)):
-        if old != new:
-            if runs and runs[-1][1] == index:
-                runs[-1] = (runs[-1][0], index + 1)
-            else:
-                runs.append((index, index + 1))
+    if before == after:
+        return runs
+    for line in range(0, len(before), LINE):
+        if before[line:line + LINE] == after[line:line + LINE]:
+            continue
+        for index in range(line, min(line + LINE, len(before))):
+            if before[index] != after[index]:
+                if runs and runs[-1][1] == index:
+                    runs[-1] = (runs[-1][0], index + 1)
+                else:
+                    runs.append((index, index + 1))
     return runs
