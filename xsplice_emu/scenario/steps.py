@@ -483,7 +483,8 @@ class ExpectStep(Step):
     def run(self, session):
         checks = []
         wanted = self.checks
-        versions = {part: session.version(part) for part in VERSION_PARTS if f"{part}_version" in wanted}
+        asked = {VERSION_KEYS[key] for key in wanted.keys() & VERSION_KEYS.keys()}
+        versions = {part: session.version(part) for part in VERSION_PARTS if part in asked}  # in the order they run
         for key, part in VERSION_KEYS.items():
             if part in versions:
                 checks += _every_vcpu(key, wanted[key], versions[part])
