@@ -8,10 +8,10 @@ its steps run, and its `RunOutcome` comes back through a pipe, a line each.
 A fork and its exit cost more than a short run, so a child makes several
 runs, putting the machine back between them (the same outcome and trace
 digest as a child of its own). Up to `jobs` children run at once; results
-are kept by run number, so the
-classes do not depend on `jobs`. A run started fresh (`run_fresh`, or
-`xsplice-emu run SCENARIO --replay RUN.toml`) boots the same machine and
-does the same: same seed, same outcome, same trace digest.
+are kept by run number, so the classes do not depend on `jobs`. A run
+started fresh (`run_fresh`, or `xsplice-emu run SCENARIO --replay RUN.toml`)
+boots the same machine and does the same: same seed, same outcome, same
+trace digest.
 """
 
 from __future__ import annotations
