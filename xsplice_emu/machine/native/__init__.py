@@ -6,6 +6,7 @@ entry keyed by the source's hash, so a changed source is rebuilt.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import os
 import shutil
@@ -152,8 +153,8 @@ class BlockTable:
     def set_traps(self, addresses: list[int]) -> None:
         """From now on a block holding one of `addresses` stops a slice before it runs (`VcpuBudget.trap_*`); the
         first call names them all, later ones fewer (blocks already counted are only cleared)."""
-        self._traps = (ctypes.c_uint64 * len(addresses))(*sorted(addresses))  # the C table reads it: keep it
-        self._lib.block_table_set_traps(self.pointer, self._traps, len(addresses))
+        self._traps = array.array("Q", sorted(addresses))  # the C table reads it: keep it (~10x cheaper than ctypes)
+        self._lib.block_table_set_traps(self.pointer, self._traps.buffer_info()[0], len(self._traps))
 
     def __del__(self):
         if getattr(self, "pointer", None):
