@@ -170,6 +170,15 @@ class Image:
         return index
 
     @cached_property
+    def function_span(self) -> tuple[int, int]:
+        """`[begin, end)` from the first function's start to the last one's end: `function_at` finds nothing
+        outside it (a quick no for the data words on a stack)."""
+        funcs = [s for s in self.symbols if s.kind == "func"]
+        if not funcs:
+            return 0, 0
+        return min(f.address for f in funcs), max(f.address + max(f.size, 1) for f in funcs)
+
+    @cached_property
     def _functions(self) -> tuple[list[int], list[Symbol]]:
         funcs = sorted((s for s in self.symbols if s.kind == "func"), key=lambda s: (s.address, s.is_local))
         return [f.address for f in funcs], funcs

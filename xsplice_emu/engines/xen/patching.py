@@ -60,6 +60,7 @@ class XenStacks:
 
     def __init__(self, machine: XenMachine):
         self.machine = machine
+        self._functions = machine.hypervisor.function_span
 
     def __call__(self, vcpu: Vcpu) -> tuple[str, list[int]]:
         registers = self.machine.arch.registers
@@ -82,17 +83,19 @@ class XenStacks:
         return WALK, found
 
     def _returns(self, begin: int, end: int) -> Iterator[int]:
-        data = self.machine.memory.read(begin, end - begin)
-        words = struct.unpack(f"<{len(data) // WORD}Q", data[:len(data) // WORD * WORD])
-        for k, word in enumerate(words):
-            if self._is_code(word) and (k + 1 < len(words) and words[k + 1] == HYPERVISOR_CS
-                                        or self._after_call(word)):
-                yield word
-
-    def _is_code(self, word: int) -> bool:
+        """The words in `[begin, end)` that are code addresses (in a function of Xen's, or in the payload space)
+        a call left there or an exception frame holds. Most words fail on the span of Xen's functions, with no
+        lookup."""
         machine = self.machine
-        begin, end = machine.payload_space
-        return machine.hypervisor.function_at(word) is not None or begin <= word < end
+        data = machine.memory.read(begin, end - begin)
+        words = struct.unpack(f"<{len(data) // WORD}Q", data[:len(data) // WORD * WORD])
+        (functions_begin, functions_end), (payloads_begin, payloads_end) = self._functions, machine.payload_space
+        function_at = machine.hypervisor.function_at
+        for k, word in enumerate(words):
+            code = (functions_begin <= word < functions_end and function_at(word) is not None
+                    or payloads_begin <= word < payloads_end)
+            if code and (k + 1 < len(words) and words[k + 1] == HYPERVISOR_CS or self._after_call(word)):
+                yield word
 
     def _after_call(self, address: int) -> bool:
         """Whether the bytes before `address` end with a call instruction."""
