@@ -94,7 +94,8 @@ class Vcpu:
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
-        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc)
+        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc,
+                                        flags_register=arch.registers.flags)
         self.budget.ps_per_instruction = ps_per_instruction
         self._budget_pointer = ctypes.addressof(self.budget)
         self._run_slice = native.run_slice_function()
@@ -344,9 +345,10 @@ class Vcpu:
         return error
 
     def settle(self, state: VcpuState) -> None:
-        """The slice ended in `state` (HALTED or PARKED); note whether interrupts may wake it."""
+        """The slice that just ended left the vCPU in `state` (HALTED or PARKED); note whether interrupts may wake
+        it (from the flags the slice ended with: no call into Unicorn)."""
         self.state = state
-        self.read_interrupt_flag()
+        self.interrupts_enabled = self.arch.interrupts_enabled(self.budget.flags)
 
     def current_time_ps(self) -> int:
         """Virtual time of this vCPU now, also from inside a hook mid-slice."""
