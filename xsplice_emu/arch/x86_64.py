@@ -223,9 +223,11 @@ class X86_64(Architecture):
     def interrupts_enabled(self, flags: int) -> bool:
         return bool(flags & RFLAGS_IF)
 
-    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *,
-                      error_code: int | None = None) -> HandlerEntry:
+    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *, error_code: int | None = None,
+                      maskable: bool = False) -> HandlerEntry | None:
         idt_base, idt_limit, rsp, rflags, cs, ss = _ENTRY_REGISTERS.read(vcpu)
+        if maskable and not rflags & RFLAGS_IF:
+            return None
         if (vector + 1) * IDT_GATE.size - 1 > idt_limit:
             raise MachineError(f"vCPU {vcpu.index}: vector {vector:#x} is beyond the IDT (limit {idt_limit:#x})")
         low, _, ist, attributes, mid, high, _ = IDT_GATE.struct.unpack(

@@ -401,13 +401,18 @@ class Vcpu:
             return True
         return bool(self.pending_vectors) and self.interrupts_enabled
 
-    def inject(self, vector: int, *, return_pc: int | None = None, error_code: int | None = None) -> int:
+    def inject(self, vector: int, *, return_pc: int | None = None, error_code: int | None = None,
+               maskable: bool = False) -> int | None:
         """Enter the guest's handler of `vector` (the arch's interrupt model; an exception's `error_code`);
-        returns its address."""
+        returns its address. A `maskable` interrupt is not taken (None) while the flags keep it out."""
         entry = self.arch.enter_handler(self, vector, self.pc if return_pc is None else return_pc,
-                                        error_code=error_code)
+                                        error_code=error_code, maskable=maskable)
+        if entry is None:
+            self.interrupts_enabled = False
+            return None
         self.pc = entry.handler
-        self.interrupts_enabled = self.interrupts_enabled and not entry.masks_interrupts
+        enabled = maskable or self.interrupts_enabled  # (the flags let a maskable one in: interrupts were on)
+        self.interrupts_enabled = enabled and not entry.masks_interrupts
         self.handlers.append(vector)
         return entry.handler
 
@@ -417,12 +422,14 @@ class Vcpu:
             self.nmi_pending = False
             self.nmi_blocked = True
             vector = self.arch.nmi_vector
-        elif self.pending_vectors and self.read_interrupt_flag():
+            self.inject(vector)
+        elif self.pending_vectors:
             vector = max(self.pending_vectors)
+            if self.inject(vector, maskable=True) is None:
+                return None
             self.pending_vectors.discard(vector)
         else:
             return None
-        self.inject(vector)
         return vector, self.senders.pop(vector, None)
 
     def interrupt_return(self) -> tuple[int | None, bool]:
