@@ -81,12 +81,18 @@ class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
     def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
-                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int):
+                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int, emulates: bool = True):
+        """`emulates`: whether `emulate` (which stops at an address) is used on this vCPU. Without it, Unicorn keeps
+        no exit address at all, so it no longer drops the translation at `run_slice`'s never-reached `until`
+        after every slice (a failed page walk of page 0: ~0.4 us a slice, more inside an apply)."""
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
         self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+        self.emulates = emulates
+        if not emulates:
+            self.uc.ctl_exits_enabled(True)  # and none set: `until` is ignored, slices end by the budget hook
         for guest, host, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, host)
         if paging_root is not None:
@@ -325,6 +331,8 @@ class Vcpu:
     def emulate(self, begin: int, until: int) -> None:
         """`emu_start(begin, until)`, going on past each trap `on_trap` dealt with (the budget's count runs
         on)."""
+        if not self.emulates:
+            raise MachineError(f"vCPU {self.index} was made without `emulates`: it cannot stop at {until:#x}")
         b = self.budget
         b.trap_size = 0
         b.stop_pending = 0
