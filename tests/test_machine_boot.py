@@ -15,6 +15,7 @@ from xsplice_emu import Machine, MachineConfig, load_image, platform
 from xsplice_emu.arch import x86_64
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
 from xsplice_emu.cli import main
+from xsplice_emu.errors import MachineError
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.machine.spec import CALL_SLOT
 
@@ -129,3 +130,11 @@ def test_a_firmware_rewritten_at_the_same_path_is_read_anew(image, tmp_path):
     other_id = bytes(byte ^ 0xff for byte in image.build_id)
     path.write_bytes(data.replace(image.build_id, other_id))
     assert load_image(path).build_id == other_id
+
+
+def test_a_vcpu_made_without_exits_refuses_to_emulate_to_an_address(boot):
+    """The built-in machine's vCPUs run slices with no exit address: `emulate` to an address says so."""
+    machine = boot(1, ms=1)
+    vcpu = machine.vcpus[0]
+    with pytest.raises(MachineError, match="vCPU 0 was made without `emulates`: it cannot stop at 0x1234"):
+        vcpu.emulate(vcpu.pc, 0x1234)

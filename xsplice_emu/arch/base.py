@@ -188,12 +188,14 @@ class Architecture(ABC):
         """Whether the flags register value lets maskable interrupts in."""
 
     @abstractmethod
-    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *,
-                      error_code: int | None = None) -> HandlerEntry:
+    def enter_handler(self, vcpu: CpuState, vector: int, return_pc: int, *, error_code: int | None = None,
+                      maskable: bool = False) -> HandlerEntry | None:
         """Take `vector` on `vcpu` as the CPU would: find its handler in the guest's
         table, save the interrupted state for the return instruction (and the
         exception's `error_code`, for the vectors that have one), and point the
-        registers at the handler. MachineError when the table has no such handler."""
+        registers at the handler. A `maskable` interrupt is not taken (None) while
+        the flags keep such interrupts out. MachineError when the table has no such
+        handler."""
 
     @abstractmethod
     def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:

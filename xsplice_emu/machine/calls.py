@@ -58,8 +58,9 @@ class CallSlots:
         """Fill a free slot of vCPU `index` with `address(arg0, arg1)` and kick it; the (vCPU, slot)."""
         slot = self._free_slot(index)
         fields = (address, arg0, arg1, 0, CALL_SLOT_FREE, 0, seq)  # fn, arg0, arg1, result, state, pad, seq
-        self.memory.write(self.address(index, slot), CALL_SLOT.struct.pack(*fields))
-        self.memory.write_u32(self.address(index, slot) + _STATE, CALL_SLOT_PENDING)
+        where = self.address(index, slot)
+        self.memory.write(where, CALL_SLOT.struct.pack(*fields))
+        self.memory.write_u32(where + _STATE, CALL_SLOT_PENDING)
         self.machine.send_interrupt(index, CALL_FUNCTION_VECTOR, at_ps=at_ps, sender=sender)
         return index, slot
 

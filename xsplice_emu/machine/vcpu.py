@@ -81,12 +81,18 @@ class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
     def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
-                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int):
+                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int, emulates: bool = True):
+        """`emulates`: whether `emulate` (which stops at an address) is used on this vCPU. Without it, Unicorn keeps
+        no exit address at all, so it no longer drops the translation at `run_slice`'s never-reached `until`
+        after every slice (a failed page walk of page 0: ~0.4 us a slice, more inside an apply)."""
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
         self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
+        self.emulates = emulates
+        if not emulates:
+            self.uc.ctl_exits_enabled(True)  # and none set: `until` is ignored, slices end by the budget hook
         for guest, host, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, host)
         if paging_root is not None:
@@ -94,7 +100,8 @@ class Vcpu:
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
-        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc)
+        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc,
+                                        flags_register=arch.registers.flags)
         self.budget.ps_per_instruction = ps_per_instruction
         self._budget_pointer = ctypes.addressof(self.budget)
         self._run_slice = native.run_slice_function()
@@ -324,6 +331,8 @@ class Vcpu:
     def emulate(self, begin: int, until: int) -> None:
         """`emu_start(begin, until)`, going on past each trap `on_trap` dealt with (the budget's count runs
         on)."""
+        if not self.emulates:
+            raise MachineError(f"vCPU {self.index} was made without `emulates`: it cannot stop at {until:#x}")
         b = self.budget
         b.trap_size = 0
         b.stop_pending = 0
@@ -344,9 +353,10 @@ class Vcpu:
         return error
 
     def settle(self, state: VcpuState) -> None:
-        """The slice ended in `state` (HALTED or PARKED); note whether interrupts may wake it."""
+        """The slice that just ended left the vCPU in `state` (HALTED or PARKED); note whether interrupts may wake
+        it (from the flags the slice ended with: no call into Unicorn)."""
         self.state = state
-        self.read_interrupt_flag()
+        self.interrupts_enabled = self.arch.interrupts_enabled(self.budget.flags)
 
     def current_time_ps(self) -> int:
         """Virtual time of this vCPU now, also from inside a hook mid-slice."""
@@ -399,13 +409,18 @@ class Vcpu:
             return True
         return bool(self.pending_vectors) and self.interrupts_enabled
 
-    def inject(self, vector: int, *, return_pc: int | None = None, error_code: int | None = None) -> int:
+    def inject(self, vector: int, *, return_pc: int | None = None, error_code: int | None = None,
+               maskable: bool = False) -> int | None:
         """Enter the guest's handler of `vector` (the arch's interrupt model; an exception's `error_code`);
-        returns its address."""
+        returns its address. A `maskable` interrupt is not taken (None) while the flags keep it out."""
         entry = self.arch.enter_handler(self, vector, self.pc if return_pc is None else return_pc,
-                                        error_code=error_code)
+                                        error_code=error_code, maskable=maskable)
+        if entry is None:
+            self.interrupts_enabled = False
+            return None
         self.pc = entry.handler
-        self.interrupts_enabled = self.interrupts_enabled and not entry.masks_interrupts
+        enabled = maskable or self.interrupts_enabled  # (the flags let a maskable one in: interrupts were on)
+        self.interrupts_enabled = enabled and not entry.masks_interrupts
         self.handlers.append(vector)
         return entry.handler
 
@@ -415,12 +430,14 @@ class Vcpu:
             self.nmi_pending = False
             self.nmi_blocked = True
             vector = self.arch.nmi_vector
-        elif self.pending_vectors and self.read_interrupt_flag():
+            self.inject(vector)
+        elif self.pending_vectors:
             vector = max(self.pending_vectors)
+            if self.inject(vector, maskable=True) is None:
+                return None
             self.pending_vectors.discard(vector)
         else:
             return None
-        self.inject(vector)
         return vector, self.senders.pop(vector, None)
 
     def interrupt_return(self) -> tuple[int | None, bool]:

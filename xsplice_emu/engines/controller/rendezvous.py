@@ -261,7 +261,7 @@ class Rendezvous:
         return True
 
     def _now(self, vcpu: Vcpu) -> int:
-        return self.machine.time_of(vcpu)
+        return vcpu.current_time_ps()
 
     def _emit(self, vcpu: Vcpu | None, kind: EventKind, **fields) -> None:
         time_ps = self.machine.now_ps if vcpu is None else self._now(vcpu)
@@ -306,10 +306,10 @@ class Rendezvous:
         if work.on_elected is not None:
             work.on_elected()
         self._mask_nmis(vcpu)
-        for index in online:
-            if index != vcpu.index:
-                machine.post_call(index, self._reschedule, at_ps=self._now(vcpu), sender=vcpu.index)
-        deadline = self._now(vcpu) + work.timeout_ns * PS_PER_NS
+        kicked_ps = self._now(vcpu)
+        for index in work.awaited:
+            machine.post_call(index, self._reschedule, at_ps=kicked_ps, sender=vcpu.index)
+        deadline = kicked_ps + work.timeout_ns * PS_PER_NS
         alarm = machine.add_alarm(deadline, lambda: self._notify("arrived", deadline))
         rc = 0
         for phase in ("CPU", "IRQ"):

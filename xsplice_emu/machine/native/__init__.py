@@ -57,6 +57,8 @@ class VcpuBudget(ctypes.Structure):
         ("rdx", ctypes.c_int32),
         ("rip", ctypes.c_int32),
         ("stop_pending", ctypes.c_int32),
+        ("flags_register", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
     ]
 
 
@@ -92,12 +94,14 @@ def on_block_address() -> int:
     return _address(library().on_block)
 
 
-def new_budget(table: BlockTable, uc_handle: int, *, until: int, pc_register: int) -> VcpuBudget:
+def new_budget(table: BlockTable, uc_handle: int, *, until: int, pc_register: int,
+               flags_register: int) -> VcpuBudget:
     """The slice state of one vCPU (Unicorn instance `uc_handle`) counting blocks in `table`; its slices run
-    to `until` (an address never reached) and leave the program counter (`pc_register`) in `pc`."""
+    to `until` (an address never reached) and leave the program counter (`pc_register`) in `pc` and the flags
+    (`flags_register`) in `flags`."""
     return VcpuBudget(table=table.pointer, emu_stop=_address(uclib.uc_emu_stop), uc=uc_handle,
                       emu_start=_address(uclib.uc_emu_start), reg_read=_address(uclib.uc_reg_read), until=until,
-                      pc_register=pc_register)
+                      pc_register=pc_register, flags_register=flags_register)
 
 
 def run_slice_function() -> Callable[[int, int, int], int]:

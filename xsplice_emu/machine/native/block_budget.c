@@ -102,6 +102,9 @@ struct vcpu_budget {
     /* 1 once anything asked this slice to stop (on_block, or the host from a hook): no block is counted after
      * it (the module comment). */
     int32_t stop_pending;
+    /* The flags register's id, and where run_slice() leaves its value (whether interrupts are on). */
+    uint64_t flags_register;
+    uint64_t flags;
 };
 
 static void stop(void *uc, struct vcpu_budget *v)
@@ -290,7 +293,8 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
     v->executed += insns;
 }
 
-/* Run a slice of at most `budget` instructions from `begin`: uc_emu_start's status; v->pc is where it stopped. */
+/* Run a slice of at most `budget` instructions from `begin`: uc_emu_start's status; v->pc is where it stopped and
+ * v->flags the flags it stopped with. */
 int run_slice(struct vcpu_budget *v, uint64_t begin, uint64_t budget)
 {
     int status;
@@ -299,6 +303,7 @@ int run_slice(struct vcpu_budget *v, uint64_t begin, uint64_t budget)
     v->stop_pending = 0;
     status = v->emu_start(v->uc, begin, v->until, 0, 0);
     v->reg_read(v->uc, (int)v->pc_register, &v->pc);
+    v->reg_read(v->uc, (int)v->flags_register, &v->flags);
     return status;
 }
 
