@@ -15,7 +15,6 @@ from xsplice_emu import Machine, MachineConfig, load_image, platform
 from xsplice_emu.arch import x86_64
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
 from xsplice_emu.cli import main
-from xsplice_emu.errors import MachineError
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.machine.spec import CALL_SLOT
 
@@ -132,9 +131,16 @@ def test_a_firmware_rewritten_at_the_same_path_is_read_anew(image, tmp_path):
     assert load_image(path).build_id == other_id
 
 
-def test_a_vcpu_made_without_exits_refuses_to_emulate_to_an_address(boot):
-    """The built-in machine's vCPUs run slices with no exit address: `emulate` to an address says so."""
+def test_emulate_stops_at_its_address_and_later_slices_run_past_it(boot):
+    """`emulate` runs a function up to its `ret` (rax holds what it computed there); the address is no exit after
+    it: a call of the same function runs its `ret` and returns to the caller."""
     machine = boot(1, ms=1)
-    vcpu = machine.vcpus[0]
-    with pytest.raises(MachineError, match="vCPU 0 was made without `emulates`: it cannot stop at 0x1234"):
-        vcpu.emulate(vcpu.pc, 0x1234)
+    vcpu, start = machine.vcpus[0], machine.address("xen_major_version")
+    ret = start + 5  # mov $4, %eax; ret
+    snapshot = vcpu.snapshot()
+    vcpu.write(vcpu.arch.registers.result, 0)
+    vcpu.flush(start, ret + 1)  # the boot ran it: an exit only stops code translated while it is set
+    vcpu.emulate(start, ret)
+    assert (vcpu.current_pc(), vcpu.read(vcpu.arch.registers.result)) == (ret, 4)
+    machine.restore(vcpu, snapshot)
+    assert machine.call(0, "xen_major_version") == 4

@@ -119,7 +119,7 @@ class Machine(SliceRunner):
         self.vcpus = [Vcpu(i, self.arch, self.memory, self.table, paging_root=self.paging.root,
                            mappings=self.paging.mappings(leave_out=(self.stack_guard(i),
                                                                     self.stack_guard(i) + STACK_GUARD_SIZE)),
-                           ps_per_instruction=ps_per_instruction, emulates=False) for i in range(config.vcpus)]
+                           ps_per_instruction=ps_per_instruction) for i in range(config.vcpus)]
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
         self.dom0 = Dom0Placement()
@@ -127,8 +127,7 @@ class Machine(SliceRunner):
         self.coherence = CodeCoherence(
             memory=self.memory, paging=self.paging, table=self.table, vcpus=self.vcpus,
             new_spare=lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table, mappings=self.paging.mappings(),
-                                   paging_root=self.paging.root, ps_per_instruction=ps_per_instruction,
-                                   emulates=False),
+                                   paging_root=self.paging.root, ps_per_instruction=ps_per_instruction),
             trace=self.trace, emit=self.emit, subscribers=self.subscribers)
         self.calls = CallSlots(self, base=image.address("call_slots"))
         self.ports = Ports(self, vcpus=config.vcpus, describe=image.describe, awaited=self.calls.is_awaited)

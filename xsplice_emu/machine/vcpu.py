@@ -81,18 +81,16 @@ class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
     def __init__(self, index: int, arch: Architecture, memory: GuestMemory, table: native.BlockTable, *,
-                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int, emulates: bool = True):
-        """`emulates`: whether `emulate` (which stops at an address) is used on this vCPU. Without it, Unicorn keeps
-        no exit address at all, so it no longer drops the translation at `run_slice`'s never-reached `until`
-        after every slice (a failed page walk of page 0: ~0.4 us a slice, more inside an apply)."""
+                 mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int):
         self.index = index
         self.arch = arch
         self.uc = Uc(*arch.unicorn_mode)
         self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
-        self.emulates = emulates
-        if not emulates:
-            self.uc.ctl_exits_enabled(True)  # and none set: `until` is ignored, slices end by the budget hook
+        # Unicorn's exit addresses on, and none set but while `emulate` runs: `run_slice`'s `until` is ignored (its
+        # slices end by the budget hook), and Unicorn no longer drops the translation at `until` after every
+        # slice (a failed page walk of page 0: ~0.4 us a slice, more inside an apply).
+        self.uc.ctl_exits_enabled(True)
         for guest, host, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, host)
         if paging_root is not None:
@@ -329,23 +327,25 @@ class Vcpu:
         return BUDGET if b.stopped else StopReason.HALT
 
     def emulate(self, begin: int, until: int) -> None:
-        """`emu_start(begin, until)`, going on past each trap `on_trap` dealt with (the budget's count runs
-        on)."""
-        if not self.emulates:
-            raise MachineError(f"vCPU {self.index} was made without `emulates`: it cannot stop at {until:#x}")
+        """Run from `begin` until `until` (Unicorn's one exit address meanwhile: it stops code translated while it
+        is set), going on past each trap `on_trap` dealt with (the budget's count runs on)."""
         b = self.budget
         b.trap_size = 0
         b.stop_pending = 0
         b.clock_ps = self.clock_ps
-        self.uc.emu_start(begin, until)
-        while b.trap_size and self.stop_reason is None:
-            address, size = b.trap_address, b.trap_size
-            b.trap_size = 0
-            if self.on_trap is None:
-                raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
-            self.on_trap(self, address, size)
-            b.stop_pending = 0
-            self.uc.emu_start(self.current_pc(), until)
+        self.uc.ctl_set_exits([until])
+        try:
+            self.uc.emu_start(begin, until)
+            while b.trap_size and self.stop_reason is None:
+                address, size = b.trap_address, b.trap_size
+                b.trap_size = 0
+                if self.on_trap is None:
+                    raise MachineError(f"vCPU {self.index}: a trap at {address:#x} and nobody to deal with it")
+                self.on_trap(self, address, size)
+                b.stop_pending = 0
+                self.uc.emu_start(self.current_pc(), until)
+        finally:
+            self.uc.ctl_set_exits([])
 
     def take_hook_error(self) -> BaseException | None:
         """The exception a hook raised during the last slice, once."""
