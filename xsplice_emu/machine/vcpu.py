@@ -28,7 +28,7 @@ from . import native
 from .memory import GuestMemory
 from .paging import Mapping
 
-UNTIL_NEVER = 1  # `until` address for emu_start: page 0 is never mapped
+UNTIL_NEVER = 1  # `until` for run_slice's emu_start (ignored: exit addresses are on, and none is set)
 TCG_BUFFER_SIZE = 32 << 20
 UC_CTL_IO_SHIFT = 30
 """Where uc_ctl's request number holds its direction (UC_CTL_IO_*): the binding has no TLB flush of its own."""
