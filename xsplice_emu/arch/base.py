@@ -247,10 +247,11 @@ class Architecture(ABC):
         (`page_entries`)."""
 
     @abstractmethod
-    def page_entries(self, physical: int, count: int, *, accessed: bool = False) -> bytes:
+    def page_entries(self, physical: int, count: int, *, accessed: bool = False, executable: bool = True) -> bytes:
         """`count` last-level entries, in order, mapping consecutive pages onto consecutive physical pages from
-        `physical`: present, writable and executable (the physical page's Unicorn region says what is allowed);
-        not yet `accessed` by a page walk (`entries_accessed`) unless said."""
+        `physical`: present and writable (the physical page's Unicorn region says what is allowed), executable or
+        not (a fetch from a page that is not is the CPU's page fault); not yet `accessed` by a page walk
+        (`entries_accessed`) unless said."""
 
     @abstractmethod
     def entries_accessed(self, entries: bytes) -> bool:
@@ -259,7 +260,7 @@ class Architecture(ABC):
 
     @abstractmethod
     def enable_paging(self, uc: Uc, root: int) -> None:
-        """Turn on paging on `uc` with the page tables at `root`."""
+        """Turn on paging on `uc` with the page tables at `root` (their entries' no-execute bits honoured)."""
 
     # -- relocations -----------------------------------------------------------
     @abstractmethod

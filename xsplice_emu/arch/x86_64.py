@@ -124,13 +124,16 @@ ENTRY_TABLE = 0x23
 """Present, writable, accessed: an entry pointing at the next level's table."""
 ENTRY_PAGE = 0x43
 """Present, writable, dirty, not yet accessed: the CPU sets the accessed bit (ENTRY_ACCESSED) the first time it walks
-to the entry, and never writes it again (no NX: EFER.NXE stays off)."""
+to the entry, and never writes it again."""
 ENTRY_ACCESSED = 0x20
+ENTRY_NO_EXECUTE = 1 << 63
+"""NX: a fetch from the page is a page fault (honoured with EFER_NXE)."""
 CR0_PE = 1 << 0
 CR0_PG = 1 << 31
 CR4_PAE = 1 << 5
 MSR_EFER = 0xC0000080
 EFER_LME_LMA = 0x500
+EFER_NXE = 0x800
 
 # Intel's recommended multi-byte NOPs, 1 to 9 bytes.
 _NOPS = (
@@ -328,8 +331,8 @@ class X86_64(Architecture):
             chunk += len(range(begin & ~(LARGE_PAGE - 1), end, LARGE_PAGE))
         return PageTables(b"".join(tables), tuple(spaces), tuple(entries))
 
-    def page_entries(self, physical: int, count: int, *, accessed: bool = False) -> bytes:
-        flags = ENTRY_PAGE | (ENTRY_ACCESSED if accessed else 0)
+    def page_entries(self, physical: int, count: int, *, accessed: bool = False, executable: bool = True) -> bytes:
+        flags = ENTRY_PAGE | (ENTRY_ACCESSED if accessed else 0) | (0 if executable else ENTRY_NO_EXECUTE)
         return struct.pack(f"<{count}Q", *range(physical | flags, (physical + count * PAGE) | flags, PAGE))
 
     def entries_accessed(self, entries: bytes) -> bool:
@@ -338,7 +341,7 @@ class X86_64(Architecture):
     def enable_paging(self, uc: Uc, root: int) -> None:
         uc.reg_write(UC_X86_REG_CR3, root)
         uc.reg_write(UC_X86_REG_CR4, uc.reg_read(UC_X86_REG_CR4) | CR4_PAE)
-        uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) | EFER_LME_LMA)
+        uc.msr_write(MSR_EFER, uc.msr_read(MSR_EFER) | EFER_LME_LMA | EFER_NXE)
         uc.reg_write(UC_X86_REG_CR0, uc.reg_read(UC_X86_REG_CR0) | CR0_PE | CR0_PG)
 
     def relocation_name(self, reloc_type: int) -> str:

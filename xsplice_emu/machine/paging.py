@@ -10,8 +10,11 @@ there sees the alias's own addresses). A page's entries point into the copy its 
 pages rewrites entries, and the vCPUs' TLBs must then be flushed, unless no page walk has gone through those
 entries since they were written (their accessed bit, which the CPU sets: fresh payload memory no vCPU has touched
 keeps every TLB, and the translated code it reaches through them, warm); the regions never change, so it costs
-the same whatever is loaded. Unicorn raises the same errors as before (UC_ERR_WRITE_PROT, UC_ERR_FETCH_PROT,
-..._UNMAPPED).
+the same whatever is loaded. Unicorn raises the same errors as before (UC_ERR_WRITE_PROT, ..._UNMAPPED), but
+for a fetch: the entries of pages that are not executable say so too (NX), so a fetch there is the CPU's page
+fault, taken through the guest's IDT as on hardware. Unicorn needs it for speed: it keeps every store to a page
+its TLB holds as executable on its slow path (it never marks such a page dirty), and without NX every store to
+data or a stack was one (busy guest code ran ~35% of its time there).
 
 No entry of RAM, its alias or a window is ever not present (Unicorn loses some page faults, unicorn-facts.md).
 Other addresses map onto physical page 0, which no region maps, as they were unmapped before paging; on a machine
@@ -106,8 +109,11 @@ class PagePermissions:
         self._permissions[begin // PAGE_SIZE:end // PAGE_SIZE] = bytes([permissions]) * ((end - begin) // PAGE_SIZE)
         accessed = False
         for index in range(len(self._spaces)):
-            copy = alias_copy(permissions) if index == 1 else ram_copy(permissions)
-            accessed = self._point(index, begin, end, copy) or accessed
+            if index == 1:  # the alias: code is never run through it
+                accessed = self._point(index, begin, end, alias_copy(permissions), executable=False) or accessed
+            else:
+                accessed = self._point(index, begin, end, ram_copy(permissions),
+                                       executable=bool(permissions & UC_PROT_EXEC)) or accessed
         return accessed
 
     def of(self, page: int) -> int:
@@ -129,12 +135,13 @@ class PagePermissions:
         """Let the alias of the RAM page `page` be written (over code, where it is read-only), or stop it. Every
         vCPU shares the tables: open it only while one vCPU runs, and flush its TLB before and after."""
         copy = copy_of(READ_WRITE) if writable else alias_copy(self._permissions[page // PAGE_SIZE])
-        self._point(1, page, page + PAGE_SIZE, copy, keep_accessed=True)  # other vCPUs' TLBs are not flushed
+        self._point(1, page, page + PAGE_SIZE, copy, executable=False, keep_accessed=True)  # (others' TLBs kept)
 
-    def _point(self, index: int, begin: int, end: int, copy: int, *, keep_accessed: bool = False) -> bool:
-        """Point the entries of space `index` over the RAM pages `[begin, end)` into the copy at `copy`; whether a
-        page walk had gone through one of the entries it replaced. With `keep_accessed` (not every TLB is flushed
-        after), the new entries say so too."""
+    def _point(self, index: int, begin: int, end: int, copy: int, *, executable: bool,
+               keep_accessed: bool = False) -> bool:
+        """Point the entries of space `index` over the RAM pages `[begin, end)` into the copy at `copy`, `executable`
+        or not; whether a page walk had gone through one of the entries it replaced. With `keep_accessed` (not every
+        TLB is flushed after), the new entries say so too."""
         virtual, physical, size = self._spaces[index]
         low, high = max(begin, physical), min(end, physical + size)
         if low >= high:
@@ -142,6 +149,7 @@ class PagePermissions:
         offset = self._entries[index] + (low - physical) // PAGE_SIZE * self._entry_size
         count = (high - low) // PAGE_SIZE
         accessed = self.arch.entries_accessed(self._tables[offset:offset + count * self._entry_size])
-        entries = self.arch.page_entries(copy + low, count, accessed=keep_accessed and accessed)
+        entries = self.arch.page_entries(copy + low, count, accessed=keep_accessed and accessed,
+                                         executable=executable)
         self._tables[offset:offset + len(entries)] = entries
         return accessed
