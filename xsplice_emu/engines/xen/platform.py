@@ -34,7 +34,7 @@ from .layout import (
 if TYPE_CHECKING:
     from .machine import XenMachine
 
-PRESENT, WRITABLE, ACCESSED, DIRTY, LARGE, GLOBAL = 0x1, 0x2, 0x20, 0x40, 0x80, 0x100
+PRESENT, WRITABLE, ACCESSED, DIRTY, LARGE, GLOBAL, NO_EXECUTE = 0x1, 0x2, 0x20, 0x40, 0x80, 0x100, 1 << 63
 TABLE = PRESENT | WRITABLE | ACCESSED
 LARGE_PAGE = 2 << 20
 PAGE = 4096
@@ -136,26 +136,31 @@ class Platform:
         self._entry(l2, _index(window.virtual, 1), l1 | TABLE)
         read_only_end = -(-self.sym("_erodata") // PAGE) * PAGE
         init = (self.sym("_sinittext"), self.sym("_einittext"))
+        code = [(self.sym("_stext"), self.sym("_etext")), init]
+
+        def executable(virtual: int, size: int) -> bool:
+            return any(virtual < end and begin < virtual + size for begin, end in code)
         for k in range(512):
             virtual = window.virtual + k * PAGE
             read_only = virtual < read_only_end or init[0] <= virtual < init[1]
             self._entry(l1, k, (window.physical + k * PAGE) | PRESENT | ACCESSED | DIRTY | GLOBAL
-                        | (0 if read_only else WRITABLE))
+                        | (0 if read_only else WRITABLE) | (0 if executable(virtual, PAGE) else NO_EXECUTE))
         payload_area = self.heap.payload_area.next - window.virtual
         for offset in range(LARGE_PAGE, payload_area, LARGE_PAGE):  # the rest of the image
             self._entry(l2, _index(window.virtual + offset, 1),
-                        (window.physical + offset) | PRESENT | WRITABLE | ACCESSED | DIRTY | LARGE | GLOBAL)
+                        (window.physical + offset) | PRESENT | WRITABLE | ACCESSED | DIRTY | LARGE | GLOBAL
+                        | (0 if executable(window.virtual + offset, LARGE_PAGE) else NO_EXECUTE))
         for offset in range(payload_area, window.size, LARGE_PAGE):  # payloads: 4 KiB pages, as Xen's vmap
             table = self._new_table()
             self._entry(l2, _index(window.virtual + offset, 1), table | TABLE)
             for k in range(512):
                 self._entry(table, k, (window.physical + offset + k * PAGE) | PRESENT | WRITABLE | ACCESSED | DIRTY)
-        for virtual in (DIRECTMAP, 0):  # the directmap, and dom0's low memory (identity)
+        for virtual, no_execute in ((DIRECTMAP, NO_EXECUTE), (0, 0)):  # the directmap, dom0's low memory (identity)
             l3_table, l2_table = self._new_table(), self._new_table()
             self._entry(l4, _index(virtual, 3), l3_table | TABLE)
             self._entry(l3_table, _index(virtual, 2), l2_table | TABLE)
             for k in range(RAM_SIZE // LARGE_PAGE):
-                self._entry(l2_table, k, (k * LARGE_PAGE) | PRESENT | WRITABLE | ACCESSED | DIRTY | LARGE)
+                self._entry(l2_table, k, (k * LARGE_PAGE) | PRESENT | WRITABLE | ACCESSED | DIRTY | LARGE | no_execute)
         return l4
 
     # -- objects ----------------------------------------------------------------------------------------------
