@@ -3,8 +3,11 @@
 Prints, in one run:
 - aggregate guest MIPS of the machine with every vCPU running the firmware's
   busy load, beside raw Unicorn running the same code (the firmware's
-  `busy_chunk`) with no hooks and no slicing; the ratio is the figure (best
-  of --repeat alternated runs of each side);
+  `busy_chunk`) with no hooks and no slicing, twice: without paging (every
+  store then takes Unicorn's slow path: it never marks a page it may execute
+  dirty) and with identity paging that marks data no-execute, as the machine
+  does; the ratio to the faster is the figure (best of --repeat alternated
+  runs of each side);
 - boot + 10 virtual ms at 1, 8, 72 and 256 vCPUs: host seconds and peak RSS,
   each in a fresh process.
 
@@ -30,10 +33,12 @@ sys.path.insert(0, str(ROOT))
 from xsplice_emu import Machine, MachineConfig, builtin_firmware, load_image  # noqa: E402
 from xsplice_emu.machine import GuestMemory, Vcpu  # noqa: E402
 from xsplice_emu.machine.native import BlockTable  # noqa: E402
+from xsplice_emu.machine.spec import PAGE_SIZE  # noqa: E402
 from xsplice_emu.platform import RAM_BASE  # noqa: E402
 
 DRIVER_ADDRESS = 0x3F00000  # scratch code near the top of 64 MiB of RAM
 STACK_TOP = 0x3E00000
+PAGE_TABLES = 0x3000000  # identity page tables, for the raw run with paging
 
 
 def machine_busy_mips(image, vcpus: int, ms: float) -> tuple[float, int]:
@@ -51,8 +56,9 @@ def machine_busy_mips(image, vcpus: int, ms: float) -> tuple[float, int]:
     return executed / seconds / 1e6, executed
 
 
-def raw_unicorn_mips(image, calls: int) -> tuple[float, int]:
-    """MIPS of one hook-free Unicorn instance calling busy_chunk `calls` times.
+def raw_unicorn_mips(image, calls: int, *, paging: bool) -> tuple[float, int]:
+    """MIPS of one hook-free Unicorn instance calling busy_chunk `calls` times, with identity `paging` (data
+    no-execute) or without.
 
     The instruction count comes from a second, identical run under the
     machine's own block-budget counter."""
@@ -67,6 +73,8 @@ def raw_unicorn_mips(image, calls: int) -> tuple[float, int]:
     uc = Uc(*arch.unicorn_mode)
     uc.mem_map_ptr(RAM_BASE, memory.size - RAM_BASE, UC_PROT_ALL, memory.host_address + RAM_BASE)
     uc.reg_write(arch.registers.sp, STACK_TOP)
+    if paging:
+        _identity_paging(uc, image, memory)
     started = time.perf_counter()
     uc.emu_start(DRIVER_ADDRESS, 1)
     seconds = time.perf_counter() - started
@@ -80,6 +88,23 @@ def raw_unicorn_mips(image, calls: int) -> tuple[float, int]:
     counter.run_slice(1 << 62)
     executed = counter.instructions
     return executed / seconds / 1e6, executed
+
+
+def _identity_paging(uc: Uc, image, memory: GuestMemory) -> None:
+    """Turn on paging on `uc` mapping RAM onto itself: the image's executable segments and the driver's page
+    executable, every other page no-execute."""
+    arch = image.arch
+    tables = arch.page_tables(PAGE_TABLES, [(0, memory.size)], hole=None)
+    data = bytearray(tables.data)
+    code = [(seg.address, seg.address + seg.memory_size) for seg in image.segments if seg.executable]
+    code.append((DRIVER_ADDRESS, DRIVER_ADDRESS + 1))
+    for page in range(0, memory.size, PAGE_SIZE):
+        executable = any(page < end and begin < page + PAGE_SIZE for begin, end in code)
+        entry = arch.page_entries(page, 1, accessed=True, executable=executable)
+        offset = tables.entries[0] + page // PAGE_SIZE * len(entry)
+        data[offset:offset + len(entry)] = entry
+    memory.write(PAGE_TABLES, bytes(data))
+    arch.enable_paging(uc, PAGE_TABLES)
 
 
 def boot_figures(vcpus: int) -> dict:
@@ -112,16 +137,20 @@ def main() -> None:
         boot_child(args.boot_child)
         return
     image = load_image(builtin_firmware())
-    machine_runs, raw_runs = [], []
+    machine_runs, flat_runs, paged_runs = [], [], []
     for _ in range(args.repeat):  # alternated, best of each: host noise is +-20 %
         machine_runs.append(machine_busy_mips(image, args.busy_vcpus, args.busy_ms))
-        raw_runs.append(raw_unicorn_mips(image, calls=max(1, machine_runs[0][1] // 5_000)))
+        calls = max(1, machine_runs[0][1] // 5_000)
+        flat_runs.append(raw_unicorn_mips(image, calls, paging=False))
+        paged_runs.append(raw_unicorn_mips(image, calls, paging=True))
     machine_mips, machine_executed = max(machine_runs)
-    raw_mips, raw_executed = max(raw_runs)
+    raw_mips, raw_executed = max(max(flat_runs), max(paged_runs))
     boot = {str(n): boot_figures(n) for n in (1, 8, 72, 256)}
     report = {
         "machine_mips": round(machine_mips, 1),
         "raw_unicorn_mips": round(raw_mips, 1),
+        "raw_unicorn_flat_mips": round(max(flat_runs)[0], 1),
+        "raw_unicorn_paged_mips": round(max(paged_runs)[0], 1),
         "mips_ratio": round(machine_mips / raw_mips, 3),
         "busy_vcpus": args.busy_vcpus,
         "repeat": args.repeat,
@@ -132,7 +161,8 @@ def main() -> None:
         return
     print(f"busy load, {args.busy_vcpus} vCPUs: machine {machine_mips:.1f} MIPS "
           f"({machine_executed:,} instructions) vs raw Unicorn {raw_mips:.1f} MIPS "
-          f"({raw_executed:,}): ratio {report['mips_ratio']:.2f} (target >= 0.7)")
+          f"({raw_executed:,}; without paging {report['raw_unicorn_flat_mips']:.1f}, with data no-execute "
+          f"{report['raw_unicorn_paged_mips']:.1f}): ratio {report['mips_ratio']:.2f} (target >= 0.7)")
     for n, figures in boot.items():
         print(f"boot + 10 ms at {n:>3} vCPUs: {figures['seconds']:.2f} s host, "
               f"peak RSS {figures['rss_mb']:.0f} MB, {figures['vcpus_up']} up")
