@@ -46,7 +46,6 @@ X2APIC_ISR = 0x810
 """The first of the eight in-service registers (32 vectors each)."""
 CR0 = 0x80010033  # PG | WP | NE | ET | MP | PE: Xen runs with write protection on
 CR4 = 0x6A0 | 0x80  # OSXMMEXCPT | OSFXSR | PAE | PGE
-EFER = 0x500  # LMA | LME
 
 
 @dataclass(frozen=True, kw_only=True)
