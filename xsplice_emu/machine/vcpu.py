@@ -28,7 +28,6 @@ from . import native
 from .memory import GuestMemory
 from .paging import Mapping
 
-UNTIL_NEVER = 1  # `until` for run_slice's emu_start (ignored: exit addresses are on, and none is set)
 TCG_BUFFER_SIZE = 32 << 20
 UC_CTL_IO_SHIFT = 30
 """Where uc_ctl's request number holds its direction (UC_CTL_IO_*): the binding has no TLB flush of its own."""
@@ -87,9 +86,9 @@ class Vcpu:
         self.uc = Uc(*arch.unicorn_mode)
         self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
-        # Unicorn's exit addresses on, and none set but while `emulate` runs: `run_slice`'s `until` is ignored (its
-        # slices end by the budget hook), and Unicorn no longer drops the translation at `until` after every
-        # slice (a failed page walk of page 0: ~0.4 us a slice, more inside an apply).
+        # Unicorn's exit addresses on, and none set but while `emulate` runs: `run_slice` gives no `until` (its
+        # slices end by the budget hook), and Unicorn drops no translation at one after every slice (a `until`
+        # never reached cost a failed page walk of page 0: ~0.4 us a slice, more inside an apply).
         self.uc.ctl_exits_enabled(True)
         for guest, host, size, permissions in mappings:
             self.uc.mem_map_ptr(guest, size, permissions, host)
@@ -98,7 +97,7 @@ class Vcpu:
         self.memory = memory
         self.ps_per_instruction = ps_per_instruction
         self.table = table  # the C hook reads it: keep it alive as long as this vCPU
-        self.budget = native.new_budget(table, self._uch, until=UNTIL_NEVER, pc_register=arch.registers.pc,
+        self.budget = native.new_budget(table, self._uch, pc_register=arch.registers.pc,
                                         flags_register=arch.registers.flags)
         self.budget.ps_per_instruction = ps_per_instruction
         self._budget_pointer = ctypes.addressof(self.budget)

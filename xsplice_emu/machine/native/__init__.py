@@ -45,7 +45,6 @@ class VcpuBudget(ctypes.Structure):
         ("uc", ctypes.c_void_p),
         ("emu_start", ctypes.c_void_p),
         ("reg_read", ctypes.c_void_p),
-        ("until", ctypes.c_uint64),
         ("pc_register", ctypes.c_uint64),
         ("pc", ctypes.c_uint64),
         ("trap_address", ctypes.c_uint64),
@@ -94,13 +93,11 @@ def on_block_address() -> int:
     return _address(library().on_block)
 
 
-def new_budget(table: BlockTable, uc_handle: int, *, until: int, pc_register: int,
-               flags_register: int) -> VcpuBudget:
-    """The slice state of one vCPU (Unicorn instance `uc_handle`) counting blocks in `table`; its slices run
-    to `until` (an address never reached) and leave the program counter (`pc_register`) in `pc` and the flags
-    (`flags_register`) in `flags`."""
+def new_budget(table: BlockTable, uc_handle: int, *, pc_register: int, flags_register: int) -> VcpuBudget:
+    """The slice state of one vCPU (Unicorn instance `uc_handle`, exit addresses on) counting blocks in `table`;
+    its slices leave the program counter (`pc_register`) in `pc` and the flags (`flags_register`) in `flags`."""
     return VcpuBudget(table=table.pointer, emu_stop=_address(uclib.uc_emu_stop), uc=uc_handle,
-                      emu_start=_address(uclib.uc_emu_start), reg_read=_address(uclib.uc_reg_read), until=until,
+                      emu_start=_address(uclib.uc_emu_start), reg_read=_address(uclib.uc_reg_read),
                       pc_register=pc_register, flags_register=flags_register)
 
 

@@ -82,12 +82,11 @@ struct vcpu_budget {
     uint64_t hit_address;
     uint64_t hit_size;
     uint64_t skip_address;
-    /* What run_slice() needs: the instance, libunicorn's functions, the `until` address that is never
-     * reached, the program counter's register id, and where it leaves the program counter. */
+    /* What run_slice() needs: the instance, libunicorn's functions, the program counter's register id, and
+     * where it leaves the program counter. */
     void *uc;
     emu_start_fn emu_start;
     reg_read_fn reg_read;
-    uint64_t until;
     uint64_t pc_register;
     uint64_t pc;
     /* A block holding a trap address stopped the slice before it ran (trap_size 0: none). */
@@ -294,14 +293,15 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
 }
 
 /* Run a slice of at most `budget` instructions from `begin`: uc_emu_start's status; v->pc is where it stopped and
- * v->flags the flags it stopped with. */
+ * v->flags the flags it stopped with. The instance has exit addresses on and none set, so emu_start's `until`
+ * (0 here) is ignored: the budget hook ends the slice. */
 int run_slice(struct vcpu_budget *v, uint64_t begin, uint64_t budget)
 {
     int status;
     v->budget = budget;
     v->stopped = 0;
     v->stop_pending = 0;
-    status = v->emu_start(v->uc, begin, v->until, 0, 0);
+    status = v->emu_start(v->uc, begin, 0, 0, 0);
     v->reg_read(v->uc, (int)v->pc_register, &v->pc);
     v->reg_read(v->uc, (int)v->flags_register, &v->flags);
     return status;
