@@ -28,6 +28,7 @@ from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
 from ...machine.dom0 import Dom0Placement
 from ...machine.hooks import guarded
+from ...machine.loading import round_up
 from ...machine.memory import Window
 from ...machine.paging import Mapping
 from ...machine.runner import SliceRunner
@@ -464,7 +465,7 @@ def _ram_mappings(host: int, code: list[tuple[int, int]]) -> list[Mapping]:
     mappings: list[Mapping] = []
     cursor = RAM_BASE
     for begin, end in sorted(code):
-        begin, end = begin & ~(PAGE_SIZE - 1), -(-end // PAGE_SIZE) * PAGE_SIZE
+        begin, end = begin & ~(PAGE_SIZE - 1), round_up(end, PAGE_SIZE)
         mappings += [(cursor, host + cursor, begin - cursor, UC_PROT_ALL),
                      (begin, host + begin, end - begin, UC_PROT_READ | UC_PROT_EXEC)]
         cursor = end
