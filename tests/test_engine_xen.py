@@ -75,6 +75,34 @@ def test_xen_applies_and_reverts_hello_world_with_its_own_code_on_two_vcpus(xen,
 
 
 @pytest.mark.slow
+def test_xen_console_lines_are_read_across_the_rings_end_and_past_an_overrun(xen):
+    """What printk put in Xen's console ring reaches the log whole when it wraps over the ring's end; when more
+    than the ring holds came since the last read, the log gets what the ring still holds, and nothing twice."""
+    machine = Session(vcpus=1, seed=1, xen_syms=xen.path, engine="xen").machine
+    memory = machine.memory
+    ring, size = memory.read_u64(machine.address("conring")), memory.read_u32(machine.address("conring_size"))
+    producer = machine.address("conringp")
+
+    def printk(produced: int, text: bytes) -> int:
+        for k, byte in enumerate(text, produced):
+            memory.write(ring + (k & (size - 1)), bytes([byte]))
+        memory.write(producer, (produced + len(text)).to_bytes(4, "little"))
+        return produced + len(text)
+
+    machine.drain_console()
+    printk(memory.read_u32(producer), b"\n")  # end any line Xen has not finished
+    machine._console_seen = produced = 3 * size - 7  # (as if Xen had printed that much)
+    memory.write(producer, produced.to_bytes(4, "little"))
+    printk(produced, b"(XEN) wraps over the end\n")
+    machine.drain_console()
+    assert machine.log[-1] == "wraps over the end"
+    printk(printk(3 * size - 7 + 26, b"(XEN) lost\n" * (size // 11 + 1)), b"(XEN) kept\n")
+    machine.drain_console()
+    lines = len(machine.log)
+    machine.drain_console()
+    assert machine.log[-1] == "kept" and len(machine.log) == lines
+
+
 def test_a_revert_right_after_an_apply_through_the_python_api_is_taken_by_xen(xen, payloads):
     """run_action returns once every vCPU left Xen's rendezvous (the master's "finished" line printed, its CPU
     maps lock dropped): the revert asked for right after is Xen's rc 0, not -EBUSY from a slave still waiting."""

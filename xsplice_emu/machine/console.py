@@ -26,6 +26,19 @@ class Console:
         if byte != 0x0A:
             self._partial[vcpu].append(byte)
             return None
+        return self._complete(vcpu, time_ns)
+
+    def write(self, vcpu: int, data: bytes, time_ns: int) -> list[ConsoleLine]:
+        """Take `data`; return the lines it completed."""
+        *ends, rest = data.split(b"\n")
+        lines = []
+        for end in ends:
+            self._partial[vcpu] += end
+            lines.append(self._complete(vcpu, time_ns))
+        self._partial[vcpu] += rest
+        return lines
+
+    def _complete(self, vcpu: int, time_ns: int) -> ConsoleLine:
         line = ConsoleLine(time_ns, vcpu, self._partial[vcpu].decode("latin-1"))
         self._partial[vcpu].clear()
         self.lines.append(line)

@@ -377,12 +377,10 @@ class XenMachine(SliceRunner):
 
     def drain_console(self) -> None:
         """Xen's console ring's new bytes, as lines."""
-        for byte in self.platform.console_bytes(self._console_seen):
-            self._console_seen += 1
-            line = self.console.put(0, byte, self.now_ns)
-            if line is not None:
-                self.log.append(line.text.removeprefix(XEN_PREFIX))
-                self.trace.emit(self.now_ns, None, EventKind.CONSOLE, text=line.text)
+        data, self._console_seen = self.platform.console_bytes(self._console_seen)
+        for line in self.console.write(0, data, self.now_ns):
+            self.log.append(line.text.removeprefix(XEN_PREFIX))
+            self.trace.emit(self.now_ns, None, EventKind.CONSOLE, text=line.text)
 
     # -- faults ---------------------------------------------------------------------------------------------------
     def fault(self, vcpu: Vcpu, what: str, pc: int, *, panic: str | None = None,

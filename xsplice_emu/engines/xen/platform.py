@@ -9,7 +9,6 @@ with 4 KiB pages from an L1 table (text and rodata read-only, CR0.WP set) so tha
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
@@ -275,13 +274,17 @@ class Platform:
         self.memory.write_u64(top + self.offsets.cpu_info_current_vcpu, self.idle_vcpus[vcpu.index])
 
     # -- the console --------------------------------------------------------------------------------------------
-    def console_bytes(self, seen: int) -> Iterator[int]:
-        """What printk put in Xen's console ring since byte `seen` (the oldest, if it wrapped)."""
+    def console_bytes(self, seen: int) -> tuple[bytes, int]:
+        """What printk put in Xen's console ring since byte `seen` (from the oldest it holds, if it wrapped over
+        some), and how many bytes it has put there in all."""
         memory = self.memory
         ring, size, produced = (memory.read_u64(self.sym("conring")), memory.read_u32(self.sym("conring_size")),
                                 memory.read_u32(self.sym("conringp")))
-        for k in range(max(seen, produced - size), produced):
-            yield memory.read(ring + (k & (size - 1)), 1)[0]
+        first = max(seen, produced - size)
+        start = first & (size - 1)
+        end = start + max(0, produced - first)  # past the ring's end when the new bytes wrap to its start
+        data = memory.read(ring + start, min(end, size) - start)
+        return (data + memory.read(ring, end - size) if end > size else data), produced
 
 
 def time_scale(clock_hz: int) -> tuple[int, int]:
