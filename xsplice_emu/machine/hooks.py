@@ -7,12 +7,11 @@ hooks only forward to the machine's handlers; no logic lives here.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT, UcError
-from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC, uclib
+from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE_PROT
+from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC
 
 from ..platform import RAM_BASE, STACK_GUARD_SIZE, TEXT_ALIAS_OFFSET
 from .devices import NO_DEVICE, Ports
@@ -95,9 +94,5 @@ def _hook_instruction(vcpu: Vcpu, address: int, hook: Callable[..., Any]) -> Non
     """Call `hook(uc, address, size, user_data)` before the instruction at `address` runs; registered straight
     with Unicorn (the binding's wrapper costs ~1 us a call, and every interrupt return comes here)."""
     callback = HOOK_CODE_CFUNC(hook)
-    handle = ctypes.c_size_t()
-    status = uclib.uc_hook_add(vcpu.uc._uch, ctypes.byref(handle), UC_HOOK_CODE, callback, None,
-                               ctypes.c_uint64(address), ctypes.c_uint64(address))
-    if status:
-        raise UcError(status)
+    vcpu.add_hook(UC_HOOK_CODE, callback, None, address, address)
     vcpu.instruction_hooks.append(callback)  # alive as long as the vCPU

@@ -102,12 +102,8 @@ class Vcpu:
         self.budget.ps_per_instruction = ps_per_instruction
         self._budget_pointer = ctypes.addressof(self.budget)
         self._run_slice = native.run_slice_function()
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-                                   ctypes.c_void_p(native.on_block_address()),
-                                   ctypes.cast(ctypes.byref(self.budget), ctypes.c_void_p), 1, 0)
-        if status:
-            raise MachineError(f"vCPU {index}: uc_hook_add for the block budget failed ({status})")
+        self.add_hook(UC_HOOK_BLOCK, ctypes.c_void_p(native.on_block_address()),
+                      ctypes.cast(ctypes.byref(self.budget), ctypes.c_void_p), 1, 0)  # (1 > 0: everywhere)
         self.state = VcpuState.WAITING_FOR_START
         self.pc = 0
         self.clock_ps = 0
@@ -148,12 +144,20 @@ class Vcpu:
         without arming its self-modifying-code check (a scan of the whole TLB per block, ~15% of translating).
         A no-op fetch-protection hook over them does it (Unicorn skips the scan where any memory hook is)."""
         for begin, end in ranges:
-            handle = ctypes.c_size_t()
-            status = uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_MEM_FETCH_PROT,
-                                       ctypes.c_void_p(native.never_handled_address()), None,
-                                       ctypes.c_uint64(begin), ctypes.c_uint64(end - 1))
-            if status:
-                raise MachineError(f"vCPU {self.index}: uc_hook_add over read-only code failed ({status})")
+            self.add_hook(UC_HOOK_MEM_FETCH_PROT, ctypes.c_void_p(native.never_handled_address()), None,
+                          begin, end - 1)
+
+    def add_hook(self, kind: int, callback: Any, user_data: Any, first: int, last: int) -> None:
+        """Have Unicorn call `callback` (a ctypes function, or a C function's address as a c_void_p) with
+        `user_data` for the UC_HOOK_* `kind` at addresses `first` to `last` (inclusive; first > last: all of them).
+        Straight with libunicorn: the binding's hook_add wraps every call in Python. The caller keeps `callback`
+        alive as long as this vCPU."""
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self._uch, ctypes.byref(handle), kind, callback, user_data,
+                                   ctypes.c_uint64(first), ctypes.c_uint64(last))
+        if status:
+            raise MachineError(f"vCPU {self.index}: uc_hook_add of a {kind:#x} hook at {first:#x}-{last:#x} failed "
+                               f"({status})")
 
     # -- registers (the binding's reg_read costs ~8 us; this ~1 us) --------
     def read(self, register: int) -> int:

@@ -20,9 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_HOOK_CODE
-from unicorn.unicorn_py3.unicorn import uclib
 
-from ...errors import MachineError
 from ...machine import Vcpu
 from ...machine.hooks import guarded
 
@@ -110,8 +108,4 @@ class SiteHooks:
         if hook is None:
             hook = self._hooks[factory, vcpu.index] = factory(vcpu)
         callback, user = hook
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(vcpu.uc._uch, ctypes.byref(handle), UC_HOOK_CODE, callback, user,
-                                   ctypes.c_uint64(site), ctypes.c_uint64(site))
-        if status:
-            raise MachineError(f"vCPU {vcpu.index}: uc_hook_add at {site:#x} failed ({status})")
+        vcpu.add_hook(UC_HOOK_CODE, callback, user, site, site)
