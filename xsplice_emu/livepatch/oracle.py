@@ -34,16 +34,13 @@ stack that is a code address, elsewhere); the xen engine reads Xen's
 
 from __future__ import annotations
 
-import ctypes
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from unicorn.unicorn_py3.unicorn import uclib
-
 from ..arch.base import Architecture
-from ..errors import MachineError
+from ..arch.register_batch import RegisterBatch
 from ..image import Image
 from ..machine import PS_PER_NS, GuestMemory, Machine, Vcpu, VcpuState
 from ..machine.subscribers import NMI, WATCH_HIT, P, Topic
@@ -259,7 +256,7 @@ class FirmwareStacks:
         entry = machine.image.lookup("common_interrupt") or machine.image.lookup("entry.o#common_interrupt")
         self._interrupt_entry = None if entry is None else (entry.address, entry.address + max(entry.size, 1))
         registers = machine.arch.registers
-        self._registers = _RegisterBatch((registers.pc, registers.sp, registers.frame))
+        self._registers = RegisterBatch((registers.pc, registers.sp, registers.frame))
         self._code_spans = [image.function_span for image in machine.symbols.images]
         self._functions: dict[int, tuple[int, int] | None] = {}  # address in a code span -> describe_function's
 
@@ -342,25 +339,6 @@ class FirmwareStacks:
                 found = self._functions[address] = self.machine.describe_function(address)
                 return found
         return None
-
-
-class _RegisterBatch:
-    """Reads the same few 64-bit registers of any vCPU in one call into Unicorn (one by one costs ~0.6 us
-    apiece). One buffer serves every vCPU: the host runs one at a time."""
-
-    def __init__(self, registers: tuple[int, ...]):
-        self._count = len(registers)
-        self._values = (ctypes.c_uint64 * self._count)()
-        self._ids = (ctypes.c_int * self._count)(*registers)
-        self._pointers = (ctypes.c_void_p * self._count)(
-            *(ctypes.addressof(self._values) + WORD * i for i in range(self._count)))
-
-    def read(self, vcpu: Vcpu) -> list[int]:
-        """The registers' values on `vcpu`, in the order given."""
-        status = uclib.uc_reg_read_batch(vcpu.uc._uch, self._ids, self._pointers, self._count)
-        if status:
-            raise MachineError(f"vCPU {vcpu.index}: reading registers {list(self._ids)} failed ({status})")
-        return self._values[:]
 
 
 def _first_in(words: list[int], begin: int, end: int) -> int | None:
