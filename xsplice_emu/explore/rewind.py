@@ -26,6 +26,7 @@ such a session keeps one fork per run.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import enum
 import gc
@@ -203,6 +204,10 @@ def _record(thing: Any, restorers: list[Callable[[], object]], mappings: list[_M
     if type(thing) is bytearray:
         saved_bytes = bytes(thing)
         restorers.append(lambda: thing.__setitem__(slice(None), saved_bytes))
+        return []
+    if type(thing) is array.array:
+        saved_array = array.array(thing.typecode, thing)
+        restorers.append(lambda: thing.__setitem__(slice(None), saved_array))
         return []
     has_dict = hasattr(thing, "__dict__")
     slots = [name for cls in type(thing).__mro__ for name in getattr(cls, "__slots__", ())
