@@ -42,6 +42,7 @@ from .memory import GuestMemory
 from .paging import PagePermissions
 from .runner import SliceRunner
 from .scheduler import Scheduler
+from .slice_loop import SliceLoop
 from .spec import NEVER, PAGE_SIZE, PS_PER_NS, PS_PER_SECOND
 from .subscribers import WATCH_HIT, Subscribers
 from .symbols import Symbols
@@ -141,6 +142,7 @@ class Machine(SliceRunner):
             vcpu.read_only_code(text)
         self._clock_page = self.memory.u64_array(CLOCK_PAGE, config.vcpus)
         """What each vCPU's clock read (ns) at the start of its slice (firmware/ABI.md)."""
+        self.slice_loop = SliceLoop(self, self._clock_page)
         self.now_ps = 0
         self.vcpus[0].start(image.entry, at_ps=0, arguments=(0, config.vcpus))
         self.emit(self.vcpus[0], EventKind.CPU_START, by=None)
@@ -214,8 +216,16 @@ class Machine(SliceRunner):
         self._clock_page[vcpu.index] = vcpu.clock_ps // PS_PER_NS
         if open_code:
             self.coherence.open_alias(vcpu, writable=True)
+        self._slice_ran(vcpu, vcpu.start_slice(budget), budget)
+
+    def _finish_step(self, vcpu: Vcpu, status: int, budget: int) -> None:
+        self._slice_ran(vcpu, status, budget)
+        self.scheduler.queue(vcpu)
+
+    def _slice_ran(self, vcpu: Vcpu, status: int, budget: int) -> None:
+        """What follows a slice of `budget` instructions `vcpu.start_slice` began with `status`."""
         try:
-            reason = vcpu.run_slice(budget)
+            reason = vcpu.finish_slice(status, budget)
         except UcError as exc:
             if vcpu.alias_fault is not None:  # a store into code through the alias: retried next slice
                 address, size = vcpu.alias_fault

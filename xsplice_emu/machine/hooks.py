@@ -1,8 +1,10 @@
 """Every Python Unicorn hook, behind one exception guard.
 
 An exception raised inside a hook is recorded on the vCPU, `emu_stop()` is
-called, and the machine re-raises it once `emu_start` has returned. The
-hooks only forward to the machine's handlers; no logic lives here.
+called, and the machine re-raises it once `emu_start` has returned. Each
+hook first tells the vCPU that Python runs in its slice (`host_entered`:
+the C slice loop then hands the slice to the host). The hooks only
+forward to the machine's handlers; no logic lives here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from .vcpu import StopReason, Vcpu
 def guarded(vcpu: Vcpu, body: Callable[..., Any], default: Any = None) -> Callable[..., Any]:
     """A Unicorn hook calling `body` whose exception is kept on `vcpu` (re-raised after the slice); the
     hook then returns `default`."""
+    budget = vcpu.budget
+
     def hook(uc, *args):
+        if not budget.host_ran:
+            vcpu.host_entered()
         try:
             return body(*args[:-1])
         except BaseException as exc:  # re-raised by the machine after emu_start
@@ -61,13 +67,19 @@ def install(vcpu: Vcpu, machine: HookedMachine, *, interrupt_returns: list[int],
     uc = vcpu.uc
     ports = machine.ports
 
+    budget = vcpu.budget
+
     def port_write(port: int, size: int, value: int) -> None:
+        if not budget.host_ran:
+            vcpu.host_entered()
         try:
             ports.write(vcpu, port, value)
         except BaseException as exc:
             _keep(vcpu, exc)
 
     def port_read(port: int, size: int) -> int:
+        if not budget.host_ran:
+            vcpu.host_entered()
         try:
             return ports.read(vcpu, port)
         except BaseException as exc:

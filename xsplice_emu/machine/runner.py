@@ -16,6 +16,7 @@ from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from .dom0 import Dom0Placement
 from .scheduler import Alarm, Scheduler
+from .slice_loop import SliceLoop
 from .spec import PS_PER_NS
 from .subscribers import CRASH, P, Subscribers, Topic
 from .vcpu import Vcpu, VcpuState
@@ -26,6 +27,8 @@ class SliceRunner:
     and preemptions that hold a vCPU), for a machine that defines `_step`."""
 
     STOPS_AT_SLICE_END = True
+    slice_loop: SliceLoop | None = None
+    """The C loop of quiet slices, for a machine whose `_step` it does as the machine would."""
     scheduler: Scheduler
     dom0: Dom0Placement
     now_ps: int
@@ -73,8 +76,12 @@ class SliceRunner:
 
     def run(self, *, until_ps: int, stop_when: Callable[[], bool] | None = None) -> None:
         """Run vCPUs, least virtual time first, until `until_ps` or `stop_when()` (checked after each slice
-        and alarm; with STOPS_AT_SLICE_END, when a slice makes it hold, the time is that slice's end)."""
+        and alarm; with STOPS_AT_SLICE_END, when a slice makes it hold, the time is that slice's end). With no
+        `stop_when`, the machine's C slice loop (`slice_loop`) runs the quiet slices."""
         scheduler, step = self.scheduler, self._step  # (the loop runs once a slice: comparisons, not min/max)
+        loop = self.slice_loop if stop_when is None else None
+        if loop is not None:
+            loop.forget()
         while not (stop_when and stop_when()):
             vcpu_time, vcpu = scheduler.peek()
             alarm_time = scheduler.next_alarm_ps()
@@ -86,23 +93,42 @@ class SliceRunner:
                 self.now_ps = max(self.now_ps, alarm_time)
                 if not alarm.cancelled:
                     alarm.callback()
+                if loop is not None:
+                    loop.forget()
                 continue
             assert vcpu is not None
+            if loop is not None and loop.takes(vcpu):
+                finishing = loop.run(until_ps)
+                if finishing is not None:
+                    self._stepping(self._finish_step, *finishing)
+                    loop.forget()
+                continue
             scheduler.take()
             if vcpu_time > self.now_ps:
                 self.now_ps = vcpu_time
-            try:
-                step(vcpu, vcpu_time, until_ps)
-            except GuestFault as fault:
-                self.subscribers.notify(CRASH, fault)
-                raise
+            self._stepping(step, vcpu, vcpu_time, until_ps)
+            if loop is not None:
+                loop.forget()
             if self.STOPS_AT_SLICE_END and stop_when and stop_when():
                 self.now_ps = max(self.now_ps, min(vcpu.clock_ps, until_ps))
                 break
         self._ran()
 
+    def _stepping(self, step: Callable[..., None], *arguments: object) -> None:
+        """`step(*arguments)`; a guest fault it raises is a CRASH."""
+        try:
+            step(*arguments)
+        except GuestFault as fault:
+            self.subscribers.notify(CRASH, fault)
+            raise
+
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         """Run `vcpu`, ready at `ready_ps`, for one slice that ends by `until_ps`."""
+        raise NotImplementedError
+
+    def _finish_step(self, vcpu: Vcpu, status: int, budget: int) -> None:
+        """Finish the step of `vcpu` whose slice of `budget` instructions the C slice loop started (with
+        run_slice's `status`)."""
         raise NotImplementedError
 
     def _ran(self) -> None:

@@ -4,19 +4,30 @@ The runnable vCPU with the least virtual time runs next (ties broken by a
 generator seeded by the configuration), for a slice whose length (in
 instructions) comes from the same generator. Halted and parked vCPUs are
 queued at the time their next interrupt arrives (the sleepers), and host
-callbacks at their virtual time (the alarms). Every queue entry of a vCPU
-carries its generation: re-queueing a vCPU makes its older entries stale.
+callbacks at their virtual time (the alarms).
+
+A vCPU is queued to run at most once: the ready queue is an array of one
+entry per vCPU, which the C slice loop (native/slice_loop.c) reads and
+writes too, as it takes the generator's draws from the same buffer of its
+outputs (`draws`). Every sleeper entry of a vCPU carries its generation:
+queueing the vCPU again makes its older entries stale.
 """
 
 from __future__ import annotations
 
+import array
+import ctypes
 import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import native
 from .spec import NEVER
 from .vcpu import RUNNING, Vcpu, VcpuState
+
+WORDS_PER_REFILL = 3 * 4096
+"""The generator's 32-bit outputs drawn into the buffer at a time (a quiet slice takes three)."""
 
 
 @dataclass
@@ -76,11 +87,21 @@ class Scheduler:
     def __init__(self, vcpus: list[Vcpu], *, seed: int, slice_min: int, slice_max: int):
         self.vcpus = vcpus
         self.rng = random.Random(seed)
+        self._words = array.array("I")  # outputs of `rng` drawn, not yet taken from `draws.next_word` on
+        self.draws = native.Draws()
         self.priorities: Priorities | None = None
         self.slice_min = slice_min
         self.slice_span = slice_max - slice_min + 1
         self._generation = [0] * len(vcpus)
-        self._ready: list[tuple[int, int, int, int]] = []  # (time, seeded tie-break, vCPU, generation)
+        count = len(vcpus)
+        self.ready_time = array.array("q", bytes(8 * count))  # the ready queue: per vCPU when it is ready...
+        self.ready_tie = array.array("q", bytes(8 * count))  # ...its seeded tie-break...
+        self.ready_queued = array.array("q", bytes(8 * count))  # ...and 1 when queued
+        self.ready = native.ReadyQueue(count, *(column.buffer_info()[0] for column in (
+            self.ready_time, self.ready_tie, self.ready_queued)))
+        self.ready_pointer = ctypes.addressof(self.ready)
+        self._first = native.ready_first_function()
+        self._peeked = -1
         self._sleepers: list[tuple[int, int, int]] = []  # (wake time, vCPU, generation) of halted/parked vCPUs
         self._alarms: list[tuple[int, int, Alarm]] = []
         self._seq = 0  # a plain number, not an iterator: explore's rewind puts it back
@@ -93,8 +114,9 @@ class Scheduler:
     # -- vCPUs -------------------------------------------------------------
     def queue(self, vcpu: Vcpu) -> None:
         """(Re)compute when `vcpu` next needs the host and queue it."""
-        self._generation[vcpu.index] += 1
-        generation = self._generation[vcpu.index]
+        index = vcpu.index
+        self._generation[index] += 1
+        self.ready_queued[index] = 0
         if vcpu.state is RUNNING:
             when = vcpu.clock_ps
         elif vcpu.state is VcpuState.WAITING_FOR_START:
@@ -106,53 +128,89 @@ class Scheduler:
             if arrival is None:
                 return
             when = arrival
-            heapq.heappush(self._sleepers, (when, vcpu.index, generation))
-        tie = self.priorities.tie(vcpu.index) if self.priorities else self.rng.getrandbits(20)
-        heapq.heappush(self._ready, (when, tie, vcpu.index, generation))
+            heapq.heappush(self._sleepers, (when, index, self._generation[index]))
+        self.ready_time[index] = when
+        self.ready_tie[index] = self.priorities.tie(index) if self.priorities else self.word() >> 12
+        self.ready_queued[index] = 1
 
     def forget(self, vcpu: Vcpu) -> None:
         """Make `vcpu`'s queued entries stale (it runs now; its wake-up bounds no slice)."""
         self._generation[vcpu.index] += 1
+        self.ready_queued[vcpu.index] = 0
 
     def peek(self) -> tuple[int, Vcpu | None]:
-        """The next vCPU to run and its time, without taking it."""
-        ready = self._ready
-        while ready:
-            time_ps, _, index, generation = ready[0]
-            if generation == self._generation[index]:
-                return time_ps, self.vcpus[index]
-            heapq.heappop(ready)
-        return NEVER, None
+        """The next vCPU to run (least time, then tie-break, then number) and its time, without taking it."""
+        index = self._peeked = self._first(self.ready_pointer)
+        if index < 0:
+            return NEVER, None
+        return self.ready_time[index], self.vcpus[index]
 
     def take(self) -> None:
         """Take the vCPU `peek` gave."""
-        heapq.heappop(self._ready)
+        self.ready_queued[self._peeked] = 0
 
-    def next_wake_ps(self) -> int:
-        """When the next halted or parked vCPU wakes: a running vCPU's slice stops there, so
-        what the sleeper does (an NMI handler, say) comes before what the runner does after it."""
+    def next_wake(self) -> tuple[int, int]:
+        """When the next halted or parked vCPU wakes, and which (NEVER, -1: none): a running vCPU's slice stops
+        there, so what the sleeper does (an NMI handler, say) comes before what the runner does after it."""
         sleepers = self._sleepers
         while sleepers:
             time_ps, index, generation = sleepers[0]
             if generation == self._generation[index]:
-                return time_ps
+                return time_ps, index
             heapq.heappop(sleepers)
-        return NEVER
+        return NEVER, -1
+
+    def next_wake_ps(self) -> int:
+        """When the next halted or parked vCPU wakes (`next_wake`)."""
+        return self.next_wake()[0]
+
+    def requeued(self, index: int, times: int) -> None:
+        """The C slice loop queued vCPU `index` again `times` times (its older sleeper entries are stale)."""
+        self._generation[index] += times
+
+    # -- the seeded generator ----------------------------------------------------
+    def word(self) -> int:
+        """The generator's next 32-bit output (as `rng.getrandbits(32)` would give it)."""
+        draws = self.draws
+        index = draws.next_word
+        if index >= len(self._words):
+            self.prepare_draws(1)
+            index = 0
+        draws.next_word = index + 1
+        return self._words[index]
+
+    def prepare_draws(self, at_least: int) -> None:
+        """Have at least `at_least` outputs drawn and not taken in the buffer, and `draws` name it (where the C
+        slice loop takes them)."""
+        draws, words = self.draws, self._words
+        if len(words) - draws.next_word < at_least:
+            del words[:draws.next_word]
+            draws.next_word = 0
+            count = WORDS_PER_REFILL + at_least
+            words.frombytes(self.rng.getrandbits(32 * count).to_bytes(4 * count, "little"))
+        draws.words, draws.nr_words = words.buffer_info()
+
+    def random(self) -> float:
+        """A float in [0, 1) from the generator, as `rng.random()` gives it (53 bits from two outputs)."""
+        high, low = self.word() >> 5, self.word() >> 6
+        return (high * 67108864.0 + low) * (1.0 / 9007199254740992.0)
 
     def slice_budget(self, vcpu: Vcpu) -> int:
         """Instructions in `vcpu`'s next slice: drawn from the seed, or set by its PCT priority."""
         if self.priorities is not None:
             return self.priorities.budget(vcpu.index)
-        return self.slice_min + int(self.rng.random() * self.slice_span)
+        return self.slice_min + int(self.random() * self.slice_span)
 
     def draw(self, limit: int) -> int:
         """A number in [0, limit) from the seed (how long a host thread is descheduled, say)."""
-        return int(self.rng.random() * limit)
+        return int(self.random() * limit)
 
     def reschedule(self, seed: int, *, pct_depth: int = 0, pct_steps: int = 0) -> None:
         """From now on draw slices and ties from `seed` (and with `pct_depth`, by PCT priorities with that many
         change points less one among the next `pct_steps` instructions): one run of an exploration."""
         self.rng = random.Random(seed)
+        del self._words[:]
+        self.draws.next_word = 0
         self.priorities = None if not pct_depth else Priorities(
             seed, self.vcpus, depth=pct_depth, steps=pct_steps, slice_min=self.slice_min,
             slice_max=self.slice_min + self.slice_span - 1)

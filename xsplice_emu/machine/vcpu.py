@@ -135,6 +135,8 @@ class Vcpu:
         """Called with (this vCPU, address, size) when a block holding a trap address (`BlockTable.set_traps`) is
         about to run; the slice then goes on from that block, which must no longer hold one."""
         self.instruction_hooks: list[Any] = []  # ctypes callbacks Unicorn calls (hooks.py): kept alive here
+        self.loop_take_back: Callable[[], None] | None = None
+        """Brings what the machine's C slice loop holds into Python (`slice_loop.py`)."""
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
@@ -298,14 +300,46 @@ class Vcpu:
     def run_slice(self, budget: int, *, already: int = 0) -> StopReason:
         """Run at most `budget` instructions, advancing the clock by what ran; say why it stopped. `already`: what
         this slice ran before a watch stopped it (counted towards `budget`, not again on the clock)."""
+        return self.finish_slice(self.start_slice(budget, already=already), budget, already=already)
+
+    def start_slice(self, budget: int, *, already: int = 0) -> int:
+        """Run the first part of a slice (`run_slice`), up to a trap or its end: uc_emu_start's status, for
+        `finish_slice`."""
         b = self.budget
         self.stop_reason = None
-        uc = self.uc
-        uc._hook_exception = None  # what the binding's emu_start does, for a hook that escapes `guarded`
+        self.uc._hook_exception = None  # what the binding's emu_start does, for a hook that escapes `guarded`
         b.executed = already  # 0 between slices
         b.clock_ps = self.clock_ps - already * self.ps_per_instruction
         b.trap_size = 0
-        status = self._run_slice(self._budget_pointer, self.pc, budget)
+        return self._run_slice(self._budget_pointer, self.pc, budget)
+
+    def ready_for_loop(self) -> None:
+        """Before the C slice loop runs this vCPU's slices (slice_loop.c): its clock and program counter where the
+        loop keeps them, and nothing left from an earlier slice (the loop starts none of what `start_slice`
+        resets, which only Python hooks set)."""
+        self.budget.clock_ps = self.clock_ps
+        self.budget.pc = self.pc
+        self.stop_reason = None
+        self.uc._hook_exception = None
+
+    def host_entered(self) -> None:
+        """A Python hook runs in this vCPU's slice for the first time: the C slice loop, if it runs the slice,
+        hands it to the host when it ends, and brings what it holds into Python now."""
+        self.budget.host_ran = 1
+        if self.budget.in_loop and self.loop_take_back is not None:
+            self.loop_take_back()
+
+    def back_from_loop(self, executed: int) -> None:
+        """The C slice loop ran `executed` instructions of this vCPU's slices: its clock and program counter."""
+        self.clock_ps = self.budget.clock_ps
+        self.pc = self.budget.pc
+        self.instructions += executed
+
+    def finish_slice(self, status: int, budget: int, *, already: int = 0) -> StopReason:
+        """The rest of a slice `start_slice` began with `status` (traps dealt with, the clock advanced), and why it
+        stopped."""
+        b = self.budget
+        uc = self.uc
         while not status and b.trap_size and self.stop_reason is None and uc._hook_exception is None:
             address, size = b.trap_address, b.trap_size
             b.trap_size = 0

@@ -1,7 +1,7 @@
-"""The C block-budget hook (block_budget.c), built on first use and loaded with ctypes.
+"""The C block-budget hook (block_budget.c) and slice loop (slice_loop.c), built on first use and loaded with ctypes.
 
 The shared library is compiled with the host's C compiler into a cache
-entry keyed by the source's hash, so a changed source is rebuilt.
+entry keyed by the sources' hash, so a changed source is rebuilt.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from ...errors import ToolchainError
 from ...provision.cache import cached, digest
 
-SOURCE = Path(__file__).with_name("block_budget.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("block_budget.h", "block_budget.c", "slice_loop.c"))
 LIBRARY = "block_budget.so"
 MAX_WATCHES = 8
 """Watched code ranges per vCPU (MAX_WATCHES in block_budget.c)."""
@@ -58,13 +58,61 @@ class VcpuBudget(ctypes.Structure):
         ("stop_pending", ctypes.c_int32),
         ("flags_register", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
+        ("host_ran", ctypes.c_uint64),
+        ("in_loop", ctypes.c_uint64),
     ]
+
+
+class Draws(ctypes.Structure):
+    """The scheduler's generator's outputs drawn and not yet taken, as slice_loop.c takes them: words[next_word:]
+    of nr_words."""
+
+    _fields_ = [("words", ctypes.c_void_p), ("nr_words", ctypes.c_int64), ("next_word", ctypes.c_int64)]
+
+
+class ReadyQueue(ctypes.Structure):
+    """The scheduler's ready queue as slice_loop.c reads it: per vCPU its time, tie-break and whether queued."""
+
+    _fields_ = [("nr_vcpus", ctypes.c_uint64), ("time", ctypes.c_void_p), ("tie", ctypes.c_void_p),
+                ("queued", ctypes.c_void_p)]
+
+
+class SliceLoop(ctypes.Structure):
+    """What run_quiet_slices() works on (struct slice_loop of slice_loop.c, same layout)."""
+
+    _fields_ = [
+        ("ready", ctypes.c_void_p),
+        ("budgets", ctypes.c_void_p),
+        ("quiet", ctypes.c_void_p),
+        ("arrival", ctypes.c_void_p),
+        ("executed", ctypes.c_void_p),
+        ("requeued", ctypes.c_void_p),
+        ("touched", ctypes.c_void_p),
+        ("nr_touched", ctypes.c_int64),
+        ("draws", ctypes.c_void_p),
+        ("clock_page", ctypes.c_void_p),
+        ("until_ps", ctypes.c_int64),
+        ("next_alarm_ps", ctypes.c_int64),
+        ("next_wake_ps", ctypes.c_int64),
+        ("wake_owner", ctypes.c_int64),
+        ("now_ps", ctypes.c_int64),
+        ("slice_min", ctypes.c_int64),
+        ("slice_span", ctypes.c_int64),
+        ("ps_per_ns", ctypes.c_int64),
+        ("index", ctypes.c_int64),
+        ("budget", ctypes.c_int64),
+        ("status", ctypes.c_int64),
+    ]
+
+
+LOOP_FINISH = 1
+"""run_quiet_slices(): a slice ran that the host finishes (LOOP_FINISH in slice_loop.c; 0: the host's step)."""
 
 
 @cache
 def library() -> ctypes.CDLL:
     """The loaded helper library, compiled if needed."""
-    lib = ctypes.CDLL(str(cached("block_budget", digest(SOURCE), _compile) / LIBRARY))
+    lib = ctypes.CDLL(str(cached("block_budget", digest(*SOURCES), _compile) / LIBRARY))
     lib.block_table_new.restype = ctypes.c_void_p
     lib.block_table_new.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p]
@@ -74,6 +122,10 @@ def library() -> ctypes.CDLL:
     lib.block_table_set_traps.restype = None
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     lib.run_slice.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+    lib.ready_first.argtypes = [ctypes.c_void_p]
+    lib.ready_first.restype = ctypes.c_int64
+    lib.run_quiet_slices.argtypes = [ctypes.c_void_p]
+    lib.run_quiet_slices.restype = ctypes.c_int64
     return lib
 
 
@@ -82,10 +134,11 @@ def _compile(work: Path) -> None:
     if compiler is None:
         raise ToolchainError("cannot build the block-budget hook: no C compiler (gcc or cc) is installed "
                              "(Debian: apt-get install gcc)")
-    result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(work / LIBRARY), str(SOURCE)],
+    result = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(work / LIBRARY),
+                             *(str(source) for source in SOURCES if source.suffix == ".c")],
                             capture_output=True, text=True)
     if result.returncode:
-        raise ToolchainError(f"{compiler} failed on {SOURCE}: {result.stderr.strip()}")
+        raise ToolchainError(f"{compiler} failed on {SOURCES[0].parent}: {result.stderr.strip()}")
 
 
 def on_block_address() -> int:
@@ -104,6 +157,16 @@ def new_budget(table: BlockTable, uc_handle: int, *, pc_register: int, flags_reg
 def run_slice_function() -> Callable[[int, int, int], int]:
     """run_slice(budget pointer, begin, budget) of block_budget.c: uc_emu_start's status."""
     return library().run_slice
+
+
+def ready_first_function() -> Callable[[int], int]:
+    """ready_first(ready queue pointer) of slice_loop.c: the next vCPU to run, or -1."""
+    return library().ready_first
+
+
+def run_quiet_slices_function() -> Callable[[int], int]:
+    """run_quiet_slices(slice loop pointer) of slice_loop.c: LOOP_FINISH or 0."""
+    return library().run_quiet_slices
 
 
 def on_rdtsc_address() -> int:
