@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from helpers import PAYLOADS, bench_module, upload
 
 from xsplice_emu import GuestFault, Machine, MachineConfig, builtin_firmware
@@ -94,30 +92,26 @@ def test_payload_page_permissions_hold_after_many_uploads_and_unloads(patching, 
     assert run(text) == "page fault"
 
 
-def test_an_upload_costs_the_same_with_hundreds_of_payloads_loaded(patching):
-    """One upload and its unload take no longer (within 2x, best of 5) with 200 payloads loaded than with none,
-    and leave every vCPU's memory map as they found it."""
+def test_an_upload_maps_nothing_more_in_unicorn_with_hundreds_of_payloads_loaded(patching):
+    """With 200 payloads loaded, every vCPU's Unicorn memory map is the one it had with none, and so after one more
+    upload and unload and after unloading them all: what made an upload's cost grow with the payloads loaded (a
+    region each: 17 ms with 1,000 at 4 vCPUs, 300 ms at 72) is gone. bench/upload.py measures the cost itself."""
     machine, livepatch = patching(4)
     bench = bench_module("upload")
     data = (PAYLOADS / "xen_hello_world.livepatch").read_bytes()
     build_id = payload_build_id(PAYLOADS / "xen_hello_world.livepatch")
-    numbers = iter(range(1, 1_000))
 
-    def cycle_seconds() -> float:
-        best = float("inf")
-        for _ in range(5):
-            started = time.perf_counter()
-            livepatch.upload("probe", bench.variant(data, build_id, next(numbers)))
-            livepatch.action("probe", Action.UNLOAD)
-            best = min(best, time.perf_counter() - started)
-        return best
+    def memory_maps() -> list[list[tuple[int, int, int]]]:
+        return [list(vcpu.uc.mem_regions()) for vcpu in machine.vcpus]
 
-    empty = cycle_seconds()
-    regions = [list(vcpu.uc.mem_regions()) for vcpu in machine.vcpus]
-    for number in range(200):
-        livepatch.upload(f"p{number}", bench.variant(data, build_id, next(numbers)))
-    loaded = cycle_seconds()
-    for number in range(200):
+    empty = memory_maps()
+    for number in range(1, 201):
+        livepatch.upload(f"p{number}", bench.variant(data, build_id, number))
+    assert memory_maps() == empty
+    livepatch.upload("probe", bench.variant(data, build_id, 999))
+    livepatch.action("probe", Action.UNLOAD)
+    assert memory_maps() == empty
+    for number in range(1, 201):
         livepatch.action(f"p{number}", Action.UNLOAD)
-    assert loaded < 2 * empty, f"{loaded * 1000:.1f} ms with 200 loaded, {empty * 1000:.1f} ms with none"
-    assert [list(vcpu.uc.mem_regions()) for vcpu in machine.vcpus] == regions
+    assert memory_maps() == empty
+    assert [payload.name for payload in livepatch.list()] == []

@@ -6,11 +6,12 @@ instructions) comes from the same generator. Halted and parked vCPUs are
 queued at the time their next interrupt arrives (the sleepers), and host
 callbacks at their virtual time (the alarms).
 
-A vCPU is queued to run at most once: the ready queue is an array of one
-entry per vCPU, which the C slice loop (native/slice_loop.c) reads and
-writes too, as it takes the generator's draws from the same buffer of its
-outputs (`draws`). Every sleeper entry of a vCPU carries its generation:
-queueing the vCPU again makes its older entries stale.
+A vCPU is queued to run at most once: the ready queue is an array entry
+per vCPU, which the C slice loop (native/slice_loop.c) reads and writes
+too (a heap of the entries orders them for Python), as it takes the
+generator's draws from the same buffer of its outputs (`lend_draws`). Every
+entry of a vCPU in a heap carries its generation: queueing the vCPU again
+makes its older entries stale.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from . import native
 from .spec import NEVER
 from .vcpu import RUNNING, Vcpu, VcpuState
 
-WORDS_PER_REFILL = 3 * 4096
-"""The generator's 32-bit outputs drawn into the buffer at a time (a quiet slice takes three)."""
+WORDS_PER_REFILL = 3 * 128
+"""The generator's 32-bit outputs drawn into the buffer at a time: a quiet slice takes three; drawing 384 costs
+~5 us, 12,288 ~145 us (an exploration run draws afresh from its own seed)."""
 
 
 @dataclass
@@ -87,8 +89,9 @@ class Scheduler:
     def __init__(self, vcpus: list[Vcpu], *, seed: int, slice_min: int, slice_max: int):
         self.vcpus = vcpus
         self.rng = random.Random(seed)
-        self._words = array.array("I")  # outputs of `rng` drawn, not yet taken from `draws.next_word` on
-        self.draws = native.Draws()
+        self._words = array.array("I")  # outputs of `rng` drawn, not yet taken from `_next_word` on
+        self._next_word = 0
+        self.draws = native.Draws()  # the buffer as the C slice loop takes from it (`lend_draws`)
         self.priorities: Priorities | None = None
         self.slice_min = slice_min
         self.slice_span = slice_max - slice_min + 1
@@ -100,8 +103,7 @@ class Scheduler:
         self.ready = native.ReadyQueue(count, *(column.buffer_info()[0] for column in (
             self.ready_time, self.ready_tie, self.ready_queued)))
         self.ready_pointer = ctypes.addressof(self.ready)
-        self._first = native.ready_first_function()
-        self._peeked = -1
+        self._ready: list[tuple[int, int, int, int]] = []  # (time, tie-break, vCPU, generation): the entries' order
         self._sleepers: list[tuple[int, int, int]] = []  # (wake time, vCPU, generation) of halted/parked vCPUs
         self._alarms: list[tuple[int, int, Alarm]] = []
         self._seq = 0  # a plain number, not an iterator: explore's rewind puts it back
@@ -116,22 +118,23 @@ class Scheduler:
         """(Re)compute when `vcpu` next needs the host and queue it."""
         index = vcpu.index
         self._generation[index] += 1
-        self.ready_queued[index] = 0
         if vcpu.state is RUNNING:
             when = vcpu.clock_ps
         elif vcpu.state is VcpuState.WAITING_FOR_START:
+            self.ready_queued[index] = 0
             return
         elif vcpu.deliverable():
             when = vcpu.clock_ps
         else:
             arrival = vcpu.next_arrival_ps()
             if arrival is None:
+                self.ready_queued[index] = 0
                 return
             when = arrival
             heapq.heappush(self._sleepers, (when, index, self._generation[index]))
-        self.ready_time[index] = when
-        self.ready_tie[index] = self.priorities.tie(index) if self.priorities else self.word() >> 12
-        self.ready_queued[index] = 1
+        tie = self.priorities.tie(index) if self.priorities else self.word() >> 12
+        self.ready_time[index], self.ready_tie[index], self.ready_queued[index] = when, tie, 1
+        heapq.heappush(self._ready, (when, tie, index, self._generation[index]))
 
     def forget(self, vcpu: Vcpu) -> None:
         """Make `vcpu`'s queued entries stale (it runs now; its wake-up bounds no slice)."""
@@ -140,14 +143,17 @@ class Scheduler:
 
     def peek(self) -> tuple[int, Vcpu | None]:
         """The next vCPU to run (least time, then tie-break, then number) and its time, without taking it."""
-        index = self._peeked = self._first(self.ready_pointer)
-        if index < 0:
-            return NEVER, None
-        return self.ready_time[index], self.vcpus[index]
+        ready, generations, queued = self._ready, self._generation, self.ready_queued
+        while ready:
+            time_ps, _, index, generation = ready[0]
+            if generation == generations[index] and queued[index]:
+                return time_ps, self.vcpus[index]
+            heapq.heappop(ready)
+        return NEVER, None
 
     def take(self) -> None:
         """Take the vCPU `peek` gave."""
-        self.ready_queued[self._peeked] = 0
+        self.ready_queued[heapq.heappop(self._ready)[2]] = 0
 
     def next_wake(self) -> tuple[int, int]:
         """When the next halted or parked vCPU wakes, and which (NEVER, -1: none): a running vCPU's slice stops
@@ -165,35 +171,49 @@ class Scheduler:
         return self.next_wake()[0]
 
     def requeued(self, index: int, times: int) -> None:
-        """The C slice loop queued vCPU `index` again `times` times (its older sleeper entries are stale)."""
+        """The C slice loop took vCPU `index` and queued it again `times` times (its older entries are stale)."""
         self._generation[index] += times
+        if self.ready_queued[index]:
+            heapq.heappush(self._ready, (self.ready_time[index], self.ready_tie[index], index, self._generation[index]))
 
     # -- the seeded generator ----------------------------------------------------
     def word(self) -> int:
         """The generator's next 32-bit output (as `rng.getrandbits(32)` would give it)."""
-        draws = self.draws
-        index = draws.next_word
-        if index >= len(self._words):
-            self.prepare_draws(1)
-            index = 0
-        draws.next_word = index + 1
-        return self._words[index]
+        return self._words[self._taken(1)]
 
-    def prepare_draws(self, at_least: int) -> None:
-        """Have at least `at_least` outputs drawn and not taken in the buffer, and `draws` name it (where the C
-        slice loop takes them)."""
-        draws, words = self.draws, self._words
-        if len(words) - draws.next_word < at_least:
-            del words[:draws.next_word]
-            draws.next_word = 0
-            count = WORDS_PER_REFILL + at_least
-            words.frombytes(self.rng.getrandbits(32 * count).to_bytes(4 * count, "little"))
-        draws.words, draws.nr_words = words.buffer_info()
+    def _taken(self, count: int) -> int:
+        """Take the next `count` outputs: where the first is in `_words`."""
+        index = self._next_word
+        if index + count > len(self._words):
+            self._refill(count)
+            index = 0
+        self._next_word = index + count
+        return index
+
+    def _refill(self, at_least: int) -> None:
+        """Have at least `at_least` outputs drawn and not taken, from `_next_word` (then 0) on."""
+        words = self._words
+        del words[:self._next_word]
+        self._next_word = 0
+        count = WORDS_PER_REFILL + at_least
+        words.frombytes(self.rng.getrandbits(32 * count).to_bytes(4 * count, "little"))
+
+    def lend_draws(self, at_least: int) -> None:
+        """The C slice loop takes draws from now (at least `at_least` there), from `draws`, until `took_draws`."""
+        if len(self._words) - self._next_word < at_least:
+            self._refill(at_least)
+        draws = self.draws
+        draws.words, draws.nr_words = self._words.buffer_info()
+        draws.next_word = self._next_word
+
+    def took_draws(self) -> None:
+        """The C slice loop took its draws: the next is the one after them."""
+        self._next_word = self.draws.next_word
 
     def random(self) -> float:
         """A float in [0, 1) from the generator, as `rng.random()` gives it (53 bits from two outputs)."""
-        high, low = self.word() >> 5, self.word() >> 6
-        return (high * 67108864.0 + low) * (1.0 / 9007199254740992.0)
+        index, words = self._taken(2), self._words
+        return ((words[index] >> 5) * 67108864.0 + (words[index + 1] >> 6)) * (1.0 / 9007199254740992.0)
 
     def slice_budget(self, vcpu: Vcpu) -> int:
         """Instructions in `vcpu`'s next slice: drawn from the seed, or set by its PCT priority."""
@@ -210,7 +230,7 @@ class Scheduler:
         change points less one among the next `pct_steps` instructions): one run of an exploration."""
         self.rng = random.Random(seed)
         del self._words[:]
-        self.draws.next_word = 0
+        self._next_word = 0
         self.priorities = None if not pct_depth else Priorities(
             seed, self.vcpus, depth=pct_depth, steps=pct_steps, slice_min=self.slice_min,
             slice_max=self.slice_min + self.slice_span - 1)

@@ -58,6 +58,7 @@ class SliceLoop:
         self._pointer = ctypes.addressof(self.state)
         self._run = native.run_quiet_slices_function()
         self._stale = True  # `_quiet` may hold what is no longer so
+        self._lent = False  # the scheduler's draws are the loop's to take
         for vcpu in self.vcpus:
             vcpu.loop_take_back = self._take_back
 
@@ -76,7 +77,8 @@ class SliceLoop:
         """Run quiet slices up to `until_ps` (with the machine's `now_ps`, alarms and sleepers) until the host must
         take the next step; (vCPU, run_slice's status, budget) of a slice it started that the host finishes."""
         scheduler, state = self.scheduler, self.state
-        scheduler.prepare_draws(3 * 1024)
+        scheduler.lend_draws(3)  # (a slice's; the loop hands back when it has no more)
+        self._lent = True
         wake_ps, state.wake_owner = scheduler.next_wake()
         state.next_wake_ps = _capped(wake_ps)
         state.next_alarm_ps = _capped(scheduler.next_alarm_ps())
@@ -113,6 +115,9 @@ class SliceLoop:
         the loop runs: the host then sees what it would had it run the slices before)."""
         state = self.state
         self.machine.now_ps = state.now_ps
+        if self._lent:  # (once: a hook may take draws after it)
+            self.scheduler.took_draws()
+            self._lent = False
         executed, requeued = self._executed, self._requeued
         for k in range(state.nr_touched):
             index = self._touched[k]

@@ -122,8 +122,6 @@ def library() -> ctypes.CDLL:
     lib.block_table_set_traps.restype = None
     lib.block_table_free.argtypes = [ctypes.c_void_p]
     lib.run_slice.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
-    lib.ready_first.argtypes = [ctypes.c_void_p]
-    lib.ready_first.restype = ctypes.c_int64
     lib.run_quiet_slices.argtypes = [ctypes.c_void_p]
     lib.run_quiet_slices.restype = ctypes.c_int64
     return lib
@@ -157,11 +155,6 @@ def new_budget(table: BlockTable, uc_handle: int, *, pc_register: int, flags_reg
 def run_slice_function() -> Callable[[int, int, int], int]:
     """run_slice(budget pointer, begin, budget) of block_budget.c: uc_emu_start's status."""
     return library().run_slice
-
-
-def ready_first_function() -> Callable[[int], int]:
-    """ready_first(ready queue pointer) of slice_loop.c: the next vCPU to run, or -1."""
-    return library().ready_first
 
 
 def run_quiet_slices_function() -> Callable[[int], int]:

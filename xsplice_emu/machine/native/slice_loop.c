@@ -5,7 +5,8 @@
  *
  * The ready queue is three arrays indexed by vCPU (time, seeded tie-break,
  * queued), which the Python scheduler keeps too; the next vCPU is the
- * queued one with the least (time, tie, index). The seeded draws come from
+ * queued one with the least (time, tie, index), as Python's heap of them
+ * gives it. The seeded draws come from
  * a buffer of the scheduler's generator's 32-bit outputs, taken in the order
  * Python's random.Random takes them (random(): two words, getrandbits(20):
  * one), so a slice drawn here is the one Python would draw.
@@ -34,7 +35,7 @@ struct ready_queue {
 };
 
 /* The queued vCPU with the least (time, tie, index), or -1. */
-int64_t ready_first(const struct ready_queue *r)
+static int64_t ready_first(const struct ready_queue *r)
 {
     int64_t best = -1;
     for (uint64_t i = 0; i < r->nr_vcpus; i++) {
