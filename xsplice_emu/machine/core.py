@@ -13,6 +13,7 @@ guest calls (`calls.py`), ports (`devices.py`), and who is told of events
 
 from __future__ import annotations
 
+import struct
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -433,13 +434,19 @@ class Machine(SliceRunner):
         """The firmware's per-CPU array `symbol` (NR_CPUS integers), element by element."""
         array = self.image.symbol(symbol)
         width = array.size // NR_CPUS
-        data = self.memory.read(array.address, array.size)
+        data = self.memory.read(array.address, width * NR_CPUS)
+        if width in _UNSIGNED:  # (one unpack: ~20x cheaper than a slice and int.from_bytes per element)
+            return list(struct.unpack(f"<{NR_CPUS}{_UNSIGNED[width]}", data))
         return [int.from_bytes(data[i:i + width], "little") for i in range(0, width * NR_CPUS, width)]
 
     # -- figures ---------------------------------------------------------
     @property
     def instructions(self) -> int:
         return sum(v.instructions for v in self.vcpus)
+
+
+_UNSIGNED = {1: "B", 2: "H", 4: "I", 8: "Q"}
+"""struct's code of an unsigned integer of each width."""
 
 
 def _call_name(function: str | int) -> str:
