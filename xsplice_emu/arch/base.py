@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import capstone
 
@@ -198,8 +198,12 @@ class Architecture(ABC):
         handler."""
 
     @abstractmethod
-    def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
-        """Route the guest's port writes to `on_out(port, size, value)` and reads to `on_in(port, size)`."""
+    def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable, *,
+                       out_first: tuple[int, Any] | None = None) -> None:
+        """Route the guest's port writes to `on_out(port, size, value)` and reads to `on_in(port, size)`.
+        `out_first`: (a C function's address, a ctypes structure whose first field is a function pointer) that
+        Unicorn calls for each write instead, with the structure, and which calls `on_out`'s hook through that
+        field when it does not answer the write itself."""
 
 
     # -- calling convention --------------------------------------------------

@@ -6,7 +6,7 @@ import ctypes
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_64
 from capstone.x86 import X86_OP_IMM, X86_OP_MEM
@@ -252,17 +252,24 @@ class X86_64(Architecture):
         _ENTRY_REGISTERS.write(vcpu, frame, rflags & ~cleared, handler)
         return HandlerEntry(handler, masks)
 
-    def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable) -> None:
+    def add_port_hooks(self, uc: Uc, on_out: Callable, on_in: Callable, *,
+                       out_first: tuple[int, Any] | None = None) -> None:
         # Registered straight with Unicorn: the binding's hook wrappers cost ~1 us on every port access.
         hooks = (HOOK_INSN_OUT_CFUNC(lambda _uc, port, size, value, _data: on_out(port, size, value)),
                  HOOK_INSN_IN_CFUNC(lambda _uc, port, size, _data: on_in(port, size)))
-        for hook, instruction in zip(hooks, (UC_X86_INS_OUT, UC_X86_INS_IN), strict=True):
+        out: tuple[Any, Any] = (hooks[0], None)
+        if out_first is not None:
+            function, user = out_first
+            ctypes.c_void_p.from_address(ctypes.addressof(user)).value = ctypes.cast(hooks[0], ctypes.c_void_p).value
+            out = (ctypes.c_void_p(function), ctypes.byref(user))
+        for (hook, user_data), instruction in zip((out, (hooks[1], None)), (UC_X86_INS_OUT, UC_X86_INS_IN),
+                                                  strict=True):
             handle = ctypes.c_size_t()
-            status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INSN, hook, None, ctypes.c_uint64(1),
-                                       ctypes.c_uint64(0), ctypes.c_int(instruction))
+            status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_INSN, hook, user_data,
+                                       ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(instruction))
             if status:
                 raise UcError(status)
-        uc.port_hooks = hooks  # alive as long as the instance
+        uc.port_hooks = (hooks, out_first)  # alive as long as the instance
 
     def int_result(self, value: int) -> int:
         """The low 32 bits of rax, signed."""

@@ -21,13 +21,6 @@ class Console:
         self._partial = [bytearray() for _ in range(vcpus)]
         self.lines: list[ConsoleLine] = []
 
-    def put(self, vcpu: int, byte: int, time_ns: int) -> ConsoleLine | None:
-        """Take one byte; return the line it completed, if any."""
-        if byte != 0x0A:
-            self._partial[vcpu].append(byte)
-            return None
-        return self._complete(vcpu, time_ns)
-
     def write(self, vcpu: int, data: bytes, time_ns: int) -> list[ConsoleLine]:
         """Take `data`; return the lines it completed."""
         *ends, rest = data.split(b"\n")

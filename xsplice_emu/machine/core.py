@@ -271,7 +271,7 @@ class Machine(SliceRunner):
             insn = "(outside RAM)"
         self.emit(vcpu, EventKind.FAULT, what=what, rip=pc)
         message = (f"vCPU {vcpu.index} fault: {what} at {pc:#x} <{self.describe(pc)}>: {insn}; "
-                   f"last console line: {self.console.last_line(vcpu.index)!r}")
+                   f"last console line: {self.ports.console_line(vcpu.index)!r}")
         return GuestFault(message, vcpu=vcpu.index, pc=pc)
 
     def exception(self, vcpu: Vcpu, intno: int) -> None:

@@ -4,6 +4,7 @@ packages answer (the livepatch controller's PORT_XSPLICE)."""
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from ..platform import (
     PORT_TIMER,
 )
 from ..tracing.kinds import EventKind
+from . import native
 from .console import Console
 from .spec import PS_PER_NS
 from .vcpu import StopReason, Vcpu
@@ -50,6 +52,8 @@ class Ports:
         for that call slot."""
         self.machine = machine
         self.console = Console(vcpus)
+        self.console_ports = [native.ConsolePort(port=PORT_CONSOLE) for _ in range(vcpus)]
+        """Each vCPU's console bytes not yet taken: a line reaches `_console` whole (console_port.c)."""
         self._describe = describe
         self._awaited = awaited
         self.readers: dict[int, PortReader] = {}
@@ -74,9 +78,21 @@ class Ports:
         return reader(vcpu) if reader else NO_DEVICE
 
     # -- the devices -------------------------------------------------------
+    def console_line(self, index: int) -> str:
+        """vCPU `index`'s last console line, or what it has printed of the next one."""
+        self.console.write(index, self._kept(index), 0)  # (no line ends in what was kept)
+        return self.console.last_line(index)
+
+    def _kept(self, index: int) -> bytes:
+        """The console bytes vCPU `index` printed since the host last took them, taken."""
+        port = self.console_ports[index]
+        data = ctypes.string_at(ctypes.addressof(port.bytes), port.length)
+        port.length = 0
+        return data
+
     def _console(self, vcpu: Vcpu, value: int) -> None:
-        line = self.console.put(vcpu.index, value & 0xFF, vcpu.current_time_ps() // PS_PER_NS)
-        if line is not None:
+        data = self._kept(vcpu.index) + bytes((value & 0xFF,))
+        for line in self.console.write(vcpu.index, data, vcpu.current_time_ps() // PS_PER_NS):
             self.machine.emit(vcpu, EventKind.CONSOLE, text=line.text)
 
     def _timer(self, vcpu: Vcpu, value: int) -> None:

@@ -16,6 +16,7 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_ME
 from unicorn.unicorn_py3.unicorn import HOOK_CODE_CFUNC
 
 from ..platform import RAM_BASE, STACK_GUARD_SIZE, TEXT_ALIAS_OFFSET
+from . import native
 from .devices import NO_DEVICE, Ports
 from .memory import GuestMemory
 from .vcpu import StopReason, Vcpu
@@ -85,7 +86,8 @@ def install(vcpu: Vcpu, machine: HookedMachine, *, interrupt_returns: list[int],
         except BaseException as exc:
             _keep(vcpu, exc)
             return NO_DEVICE
-    vcpu.arch.add_port_hooks(uc, port_write, port_read)
+    vcpu.arch.add_port_hooks(uc, port_write, port_read,
+                             out_first=(native.on_out_address(), ports.console_ports[vcpu.index]))
     uc.hook_add(UC_HOOK_INTR, guarded(vcpu, lambda intno: machine.exception(vcpu, intno)))
     uc.hook_add(UC_HOOK_MEM_WRITE_PROT,
                 guarded(vcpu, lambda access, address, size, value: machine.alias_write_fault(vcpu, address, size),

@@ -1,4 +1,5 @@
-"""The C block-budget hook (block_budget.c) and slice loop (slice_loop.c), built on first use and loaded with ctypes.
+"""The C block-budget hook (block_budget.c), slice loop (slice_loop.c) and console port (console_port.c), built on
+first use and loaded with ctypes.
 
 The shared library is compiled with the host's C compiler into a cache
 entry keyed by the sources' hash, so a changed source is rebuilt.
@@ -21,7 +22,8 @@ from unicorn.unicorn_py3.unicorn import uclib
 from ...errors import ToolchainError
 from ...provision.cache import cached, digest
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("block_budget.h", "block_budget.c", "slice_loop.c"))
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("block_budget.h", "block_budget.c", "slice_loop.c", "console_port.c"))
 LIBRARY = "block_budget.so"
 MAX_WATCHES = 8
 """Watched code ranges per vCPU (MAX_WATCHES in block_budget.c)."""
@@ -105,6 +107,17 @@ class SliceLoop(ctypes.Structure):
     ]
 
 
+CONSOLE_BYTES = 256
+"""Bytes of a line a vCPU's console buffer holds (CONSOLE_BYTES in console_port.c)."""
+
+
+class ConsolePort(ctypes.Structure):
+    """A vCPU's console bytes not yet taken by the host (struct console_port of console_port.c, same layout)."""
+
+    _fields_ = [("host_out", ctypes.c_void_p), ("port", ctypes.c_uint32), ("length", ctypes.c_uint32),
+                ("bytes", ctypes.c_uint8 * CONSOLE_BYTES)]
+
+
 LOOP_FINISH = 1
 """run_quiet_slices(): a slice ran that the host finishes (LOOP_FINISH in slice_loop.c; 0: the host's step)."""
 
@@ -160,6 +173,11 @@ def run_slice_function() -> Callable[[int, int, int], int]:
 def run_quiet_slices_function() -> Callable[[int], int]:
     """run_quiet_slices(slice loop pointer) of slice_loop.c: LOOP_FINISH or 0."""
     return library().run_quiet_slices
+
+
+def on_out_address() -> int:
+    """Address of the C UC_HOOK_INSN callback for OUT that buffers console bytes (console_port.c)."""
+    return _address(library().on_out)
 
 
 def on_rdtsc_address() -> int:
