@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import extra_versions, upload
@@ -13,6 +14,7 @@ from xsplice_emu.engines.controller import Livepatch
 from xsplice_emu.livepatch import Action
 from xsplice_emu.machine import core
 from xsplice_emu.machine.scheduler import WORDS_PER_REFILL, Scheduler
+from xsplice_emu.machine.vcpu import RUNNING
 from xsplice_emu.scenario import load_scenario
 from xsplice_emu.scenario.runner import run_scenario
 
@@ -22,10 +24,12 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 def test_the_scheduler_draws_what_random_random_draws():
     """Slice budgets, tie-breaks and host draws come from the seed as random.Random(seed) gives them, across the
     buffer's refills (the C loop takes its draws from the same buffer)."""
-    scheduler = Scheduler([], seed=1234, slice_min=2_000, slice_max=10_000)
+    running = SimpleNamespace(index=0, state=RUNNING, clock_ps=5)  # what queue() reads of a vCPU
+    scheduler = Scheduler([running], seed=1234, slice_min=2_000, slice_max=10_000)  # type: ignore[list-item]
     reference = random.Random(1234)
-    for step in range(WORDS_PER_REFILL):  # three refills' worth of words
-        assert scheduler.word() >> 12 == reference.getrandbits(20)
+    for step in range(WORDS_PER_REFILL):  # five refills' worth of words
+        scheduler.queue(running)  # type: ignore[arg-type]
+        assert scheduler.ready_tie[0] == reference.getrandbits(20)
         assert scheduler.random() == reference.random()
         assert scheduler.draw(997) == int(reference.random() * 997), step
     scheduler.reschedule(99)

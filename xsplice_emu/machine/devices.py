@@ -52,8 +52,10 @@ class Ports:
         for that call slot."""
         self.machine = machine
         self.console = Console(vcpus)
-        self.console_ports = [native.ConsolePort(port=PORT_CONSOLE) for _ in range(vcpus)]
-        """Each vCPU's console bytes not yet taken: a line reaches `_console` whole (console_port.c)."""
+        self.console_ports = (native.ConsolePort * vcpus)(*(native.ConsolePort(port=PORT_CONSOLE)
+                                                              for _ in range(vcpus)))
+        """Each vCPU's console bytes not yet taken: a line reaches `_console` whole (console_port.c). One array:
+        explore's rewind puts it back in one copy."""
         self._describe = describe
         self._awaited = awaited
         self.readers: dict[int, PortReader] = {}

@@ -97,30 +97,30 @@ class SliceRunner:
                     loop.forget()
                 continue
             assert vcpu is not None
+            finishing = None
             if loop is not None and loop.takes(vcpu):
                 finishing = loop.run(until_ps)
-                if finishing is not None:
-                    self._stepping(self._finish_step, *finishing)
-                    loop.forget()
-                continue
-            scheduler.take()
-            if vcpu_time > self.now_ps:
-                self.now_ps = vcpu_time
-            self._stepping(step, vcpu, vcpu_time, until_ps)
+                if finishing is None:
+                    continue
+                vcpu = finishing[0]
+            else:
+                scheduler.take()
+                if vcpu_time > self.now_ps:
+                    self.now_ps = vcpu_time
+            try:
+                if finishing is None:
+                    step(vcpu, vcpu_time, until_ps)
+                else:
+                    self._finish_step(*finishing)
+            except GuestFault as fault:
+                self.subscribers.notify(CRASH, fault)
+                raise
             if loop is not None:
                 loop.forget()
             if self.STOPS_AT_SLICE_END and stop_when and stop_when():
                 self.now_ps = max(self.now_ps, min(vcpu.clock_ps, until_ps))
                 break
         self._ran()
-
-    def _stepping(self, step: Callable[..., None], *arguments: object) -> None:
-        """`step(*arguments)`; a guest fault it raises is a CRASH."""
-        try:
-            step(*arguments)
-        except GuestFault as fault:
-            self.subscribers.notify(CRASH, fault)
-            raise
 
     def _step(self, vcpu: Vcpu, ready_ps: int, until_ps: int) -> None:
         """Run `vcpu`, ready at `ready_ps`, for one slice that ends by `until_ps`."""

@@ -132,7 +132,7 @@ class Scheduler:
                 return
             when = arrival
             heapq.heappush(self._sleepers, (when, index, self._generation[index]))
-        tie = self.priorities.tie(index) if self.priorities else self.word() >> 12
+        tie = self.priorities.tie(index) if self.priorities else self._words[self._taken(1)] >> 12
         self.ready_time[index], self.ready_tie[index], self.ready_queued[index] = when, tie, 1
         heapq.heappush(self._ready, (when, tie, index, self._generation[index]))
 
@@ -177,10 +177,6 @@ class Scheduler:
             heapq.heappush(self._ready, (self.ready_time[index], self.ready_tie[index], index, self._generation[index]))
 
     # -- the seeded generator ----------------------------------------------------
-    def word(self) -> int:
-        """The generator's next 32-bit output (as `rng.getrandbits(32)` would give it)."""
-        return self._words[self._taken(1)]
-
     def _taken(self, count: int) -> int:
         """Take the next `count` outputs: where the first is in `_words`."""
         index = self._next_word
