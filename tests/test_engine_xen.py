@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers import ROOT, debian_file
+from unicorn import x86_const
 
 from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
@@ -552,3 +553,30 @@ def test_a_vcpu_waiting_on_a_held_xen_spinlock_sleeps_until_it_is_released_then_
     assert waiting.state is VcpuState.HALTED
     assert waiting.clock_ps > released_ps
     assert waiting.instructions - executed > 200_000
+
+
+@pytest.mark.slow
+def test_a_release_that_is_not_a_waiters_turn_leaves_it_asleep_as_it_was(xen):
+    """Three vCPUs wait on a ticket lock whose ticket 0 is held (tickets 1, 2, 3). Each release wakes only the
+    vCPU whose turn it is: the others sleep on, with every register as it was and no instruction run (their loop
+    was tried once on the new head and came round again); the last takes the lock after the third release."""
+    session = Session(vcpus=4, seed=1, xen_syms=xen.path, engine="xen")
+    machine = session.machine
+    lock = machine.platform.heap.heap.take(64)
+    machine.memory.write(lock, struct.pack("<HH", 0, 1) + bytes(60))
+    for cpu in (1, 2, 3):
+        session.call(cpu, "_spin_lock", (lock,), delay_ns=1_000 * cpu)
+    session.advance(20_000)
+    assert [machine.vcpus[cpu].state for cpu in (1, 2, 3)] == [VcpuState.SPINNING] * 3
+    names = [getattr(x86_const, f"UC_X86_REG_{name}") for name in (
+        "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15",
+        "RIP", "EFLAGS")]
+    for head in (1, 2, 3):
+        taker, sleepers = machine.vcpus[head], [machine.vcpus[cpu] for cpu in range(head + 1, 4)]
+        before = [(vcpu.instructions, [vcpu.read(name) for name in names]) for vcpu in sleepers]
+        machine.memory.write(lock, struct.pack("<H", head))
+        session.advance(10_000)
+        assert taker.state is VcpuState.HALTED
+        assert [vcpu.state for vcpu in sleepers] == [VcpuState.SPINNING] * len(sleepers)
+        assert [(vcpu.instructions, [vcpu.read(name) for name in names]) for vcpu in sleepers] == before
+    assert struct.unpack("<HH", machine.memory.read(lock, 4)) == (3, 4)

@@ -43,10 +43,12 @@ class Load:
 
 @dataclass(frozen=True)
 class SpinLoop:
-    """A pure `pause` loop: the registers it writes and what it loads."""
+    """A pure `pause` loop: the registers it writes, what it loads, and `[begin, end)` of its code when that holds
+    nothing but the loop (None: the loop is spread out)."""
 
     written: tuple[int, ...]
     loads: tuple[Load, ...]
+    span: tuple[int, int] | None = None
 
 
 def pure_pause_loops(functions: Iterable[tuple[int, bytes]]) -> dict[int, SpinLoop]:
@@ -128,7 +130,10 @@ def _pure_loop(instructions: dict[int, capstone.CsInsn], pause: int) -> SpinLoop
             loads.append(Load(None, None, 1, insn.address + insn.size + mem.disp, operand.size))
         else:
             loads.append(Load(_register(base), _register(index), mem.scale, mem.disp, operand.size))
-    return SpinLoop(tuple(sorted({_unicorn(_full(name)) for name in written})), tuple(loads))
+    begin, end = min(loop), max(address + instructions[address].size for address in loop)
+    whole = sum(instructions[address].size for address in loop) == end - begin
+    return SpinLoop(tuple(sorted({_unicorn(_full(name)) for name in written})), tuple(loads),
+                    (begin, end) if whole else None)
 
 
 def _full(name: str | None) -> str | None:

@@ -187,7 +187,6 @@ def _native_rdtsc(vcpu: Vcpu) -> NativeHook:
     """`native.on_rdtsc` on `vcpu`: the TSC from its VcpuBudget, with no Python on the way (Xen's time loops
     read it every turn)."""
     budget = vcpu.budget
-    budget.reg_write = native.reg_write_address()
     budget.rax, budget.rdx, budget.rip = REGS.low, REGS.high, vcpu.arch.registers.pc
     return ctypes.c_void_p(native.on_rdtsc_address()), ctypes.cast(ctypes.byref(budget), ctypes.c_void_p)
 

@@ -342,7 +342,7 @@ class XenMachine(SliceRunner):
         if vcpu.to_flush:
             vcpu.flush_pending()
         start_pc = vcpu.pc
-        self.spins.slices += 1
+        self.spins.slice.value += 1
         reason = self._run_watched(vcpu, budget)
         call = self.calls.get(vcpu.index)
         if call is not None and call.result is not None:

@@ -1,5 +1,5 @@
-"""The C block-budget hook (block_budget.c), slice loop (slice_loop.c) and console port (console_port.c), built on
-first use and loaded with ctypes.
+"""The C block-budget hook (block_budget.c), slice loop (slice_loop.c), console port (console_port.c) and spin-wait
+turns (pause_turn.c), built on first use and loaded with ctypes.
 
 The shared library is compiled with the host's C compiler into a cache
 entry keyed by the sources' hash, so a changed source is rebuilt.
@@ -23,7 +23,7 @@ from ...errors import ToolchainError
 from ...provision.cache import cached, digest
 
 SOURCES = tuple(Path(__file__).with_name(name)
-                for name in ("block_budget.h", "block_budget.c", "slice_loop.c", "console_port.c"))
+                for name in ("block_budget.h", "block_budget.c", "slice_loop.c", "console_port.c", "pause_turn.c"))
 LIBRARY = "block_budget.so"
 MAX_WATCHES = 8
 """Watched code ranges per vCPU (MAX_WATCHES in block_budget.c)."""
@@ -118,6 +118,27 @@ class ConsolePort(ctypes.Structure):
                 ("bytes", ctypes.c_uint8 * CONSOLE_BYTES)]
 
 
+PAUSE_REGISTERS = 16
+"""Registers a pure loop's turn holds at most (PAUSE_REGISTERS in pause_turn.c: every general register)."""
+
+
+class SpinLoop(ctypes.Structure):
+    """A pure loop as pause_turn.c looks it up (struct spin_loop, same layout)."""
+
+    _fields_ = [("pause", ctypes.c_uint64), ("nr_written", ctypes.c_uint64),
+                ("written", ctypes.c_int32 * PAUSE_REGISTERS), ("begin", ctypes.c_uint64), ("end", ctypes.c_uint64)]
+
+
+class PauseTurn(ctypes.Structure):
+    """A vCPU's last turn of a pure loop and what on_pause() and probe_turn() need (struct pause_turn of
+    pause_turn.c, same layout)."""
+
+    _fields_ = [("host_paused", ctypes.c_void_p), ("budget", ctypes.c_void_p), ("slice", ctypes.c_void_p),
+                ("loops", ctypes.c_void_p), ("nr_loops", ctypes.c_uint64), ("probing", ctypes.c_uint64),
+                ("repeated", ctypes.c_uint64), ("pause", ctypes.c_uint64), ("last_slice", ctypes.c_uint64),
+                ("values", ctypes.c_uint64 * PAUSE_REGISTERS)]
+
+
 LOOP_FINISH = 1
 """run_quiet_slices(): a slice ran that the host finishes (LOOP_FINISH in slice_loop.c; 0: the host's step)."""
 
@@ -137,6 +158,7 @@ def library() -> ctypes.CDLL:
     lib.run_slice.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
     lib.run_quiet_slices.argtypes = [ctypes.c_void_p]
     lib.run_quiet_slices.restype = ctypes.c_int64
+    lib.probe_turn.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     return lib
 
 
@@ -162,6 +184,7 @@ def new_budget(table: BlockTable, uc_handle: int, *, pc_register: int, flags_reg
     its slices leave the program counter (`pc_register`) in `pc` and the flags (`flags_register`) in `flags`."""
     return VcpuBudget(table=table.pointer, emu_stop=_address(uclib.uc_emu_stop), uc=uc_handle,
                       emu_start=_address(uclib.uc_emu_start), reg_read=_address(uclib.uc_reg_read),
+                      reg_write=_address(uclib.uc_reg_write),
                       pc_register=pc_register, flags_register=flags_register)
 
 
@@ -185,14 +208,20 @@ def on_rdtsc_address() -> int:
     return _address(library().on_rdtsc)
 
 
+def on_pause_address() -> int:
+    """Address of the C UC_HOOK_CODE callback at a pure loop's `pause` (pause_turn.c)."""
+    return _address(library().on_pause)
+
+
+def probe_turn_function() -> Callable[[int, int], int]:
+    """probe_turn(pause turn pointer, pause) of pause_turn.c: 1 when the vCPU would spin on, 0 not, -1 a host hook
+    ran."""
+    return library().probe_turn
+
+
 def never_handled_address() -> int:
     """Address of the C memory-hook callback that handles nothing (see `Vcpu.read_only_code`)."""
     return _address(library().never_handled)
-
-
-def reg_write_address() -> int:
-    """Address of libunicorn's uc_reg_write, which on_rdtsc calls."""
-    return _address(uclib.uc_reg_write)
 
 
 def _address(function) -> int:

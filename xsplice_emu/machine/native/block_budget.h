@@ -46,7 +46,7 @@ struct vcpu_budget {
     uint64_t trap_address;
     uint64_t trap_size;
     /* For on_rdtsc: virtual time when the slice started and per instruction (ps), and how to set registers
-     * (libunicorn's uc_reg_write and its ids of rax, rdx and rip). */
+     * (libunicorn's uc_reg_write, also for probe_turn, and its ids of rax, rdx and rip). */
     uint64_t clock_ps;
     uint64_t ps_per_instruction;
     reg_write_fn reg_write;
