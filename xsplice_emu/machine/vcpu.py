@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import heapq
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import Any
 
 from unicorn import (
@@ -29,6 +31,8 @@ from .memory import GuestMemory
 from .paging import Mapping
 
 TCG_BUFFER_SIZE = 32 << 20
+PR_SET_THP_DISABLE = 41
+"""prctl(2): this process gets no transparent huge pages, its forked children neither."""
 UC_CTL_IO_SHIFT = 30
 """Where uc_ctl's request number holds its direction (UC_CTL_IO_*): the binding has no TLB flush of its own."""
 UC_CTL_NARGS_SHIFT = 26
@@ -76,6 +80,18 @@ class Snapshot:
     stack: bytes
 
 
+@cache
+def no_huge_pages() -> None:
+    """Have this process (and the children it forks) use no transparent huge pages, once. Unicorn asks for them
+    for each instance's buffer of translated code (madvise): an instance's first translation then faults in and
+    zeroes 2 MiB, and where memory is fragmented the kernel compacts it to find them. Making a 72-vCPU machine took
+    0.7-1.1 s with them (mostly system time) and 0.15 s without, its resident memory 233 MB against 92; a 256-vCPU
+    boot 2.2 s against 0.6; guest MIPS and translation the same. Only memory that asks for huge pages is concerned
+    (all of it where the system gives them always). Linux only; elsewhere nothing changes."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
+
+
 class Vcpu:
     """A vCPU: registers in Unicorn, time and pending interrupts in Python."""
 
@@ -83,6 +99,7 @@ class Vcpu:
                  mappings: list[Mapping], paging_root: int | None, ps_per_instruction: int):
         self.index = index
         self.arch = arch
+        no_huge_pages()
         self.uc = Uc(*arch.unicorn_mode)
         self._uch = self.uc._uch
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER_SIZE)
