@@ -19,6 +19,7 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 from .arch import Architecture, for_elf
 from .errors import ImageError
 from .files import read_file
+from .provision.derived import kept
 
 IMAGE_LIMIT = 256 * 1024 * 1024
 """Largest firmware ELF read (bytes)."""
@@ -71,6 +72,8 @@ class Image:
     segments: tuple[Segment, ...]
     symbols: tuple[Symbol, ...]
     build_id: bytes
+    sha256: bytes = b""
+    """Of the file's bytes (empty: not from a file; what is derived is then kept in this process only)."""
 
     def symbol(self, name: str) -> Symbol:
         """The symbol called `name` (global, or `file#name` for a static)."""
@@ -136,10 +139,11 @@ class Image:
 
     def derived(self, compute: Callable[[Image], T]) -> T:
         """`compute(self)`, computed once per image and shared by every machine of it (for what follows from the code
-        as built: the instruction sites an engine hooks, the functions an NMI reaches; never changed by its users).
-        `compute` is a module-level function or a classmethod, the key it is kept under."""
+        as built: the instruction sites an engine hooks, the functions an NMI reaches; never changed by its users),
+        and kept in the build cache for the next process (`provision.derived`). `compute` is a module-level function
+        or a classmethod, the key it is kept under."""
         if compute not in self._derived:
-            self._derived[compute] = compute(self)
+            self._derived[compute] = kept(self, self.sha256, compute) if self.sha256 else compute(self)
         return self._derived[compute]
 
     @cached_property
@@ -195,14 +199,14 @@ def load_image(path: str | Path, *, what: str = "firmware") -> Image:
     path = Path(path)
     data = read_file(path, limit=IMAGE_LIMIT, what=what)
     key = (path, hashlib.sha256(data).digest())
-    image = _loaded.pop(key, None) or _parse(path, data)
+    image = _loaded.pop(key, None) or _parse(path, data, key[1])
     _loaded[key] = image
     while len(_loaded) > LOADED_LIMIT:
         del _loaded[next(iter(_loaded))]
     return image
 
 
-def _parse(path: Path, data: bytes) -> Image:
+def _parse(path: Path, data: bytes, sha256: bytes) -> Image:
     try:
         with io.BytesIO(data) as stream:
             elf = ELFFile(stream)
@@ -220,7 +224,8 @@ def _parse(path: Path, data: bytes) -> Image:
         raise ImageError(f"{path}: not an ELF file ({exc})") from None
     if not segments:
         raise ImageError(f"{path}: no loadable segment")
-    return Image(path=path, arch=arch, entry=entry, segments=segments, symbols=symbols, build_id=build_id)
+    return Image(path=path, arch=arch, entry=entry, segments=segments, symbols=symbols, build_id=build_id,
+                 sha256=sha256)
 
 
 def _segments(elf: ELFFile):
