@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from elftools.elf.elffile import ELFFile
 from rich.console import Console
 
 from xsplice_emu import Machine, MachineConfig, load_image, platform
@@ -45,6 +46,23 @@ def test_a_72_vcpu_machine_keeps_its_translated_code_in_small_pages():
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     assert fields["THP_enabled"].strip() == "0"
     assert int(fields["VmHWM"].split()[0]) < 200 * 1024
+
+
+def test_the_images_symbols_are_those_pyelftools_reads(image):
+    """The symbols read with struct are pyelftools' own: every named function, object and no-type symbol with its
+    address, size, kind, binding and (for statics) the file before it."""
+    with image.path.open("rb") as stream:
+        symtab = ELFFile(stream).get_section_by_name(".symtab")
+        expected, current_file = [], None
+        for sym in symtab.iter_symbols():
+            kind, local = sym["st_info"]["type"], sym["st_info"]["bind"] == "STB_LOCAL"
+            if kind == "STT_FILE":
+                current_file = sym.name
+            elif kind in ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE") and sym.name and sym["st_shndx"] != "SHN_UNDEF":
+                expected.append((sym.name, sym["st_value"], sym["st_size"], kind[4:].lower(), local,
+                                 current_file if local else None))
+    assert [(s.name, s.address, s.size, s.kind, s.is_local, s.file) for s in image.symbols] == expected
+    assert any(s.is_local and s.file for s in image.symbols) and len(expected) > 100
 
 
 def test_workload_reports_the_version_functions(boot):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,6 +28,9 @@ LOADED_LIMIT = 4
 """Images `load_image` keeps, to give back when the same file is read again with the same bytes."""
 
 T = TypeVar("T")
+STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_FILE = 0, 1, 2, 4
+STB_LOCAL = 0
+SHN_UNDEF = 0
 
 
 CodeReader = Callable[[int, int], bytes | None]
@@ -243,26 +247,35 @@ def _segments(elf: ELFFile):
         )
 
 
-_KINDS = {"STT_FUNC": "func", "STT_OBJECT": "object", "STT_NOTYPE": "notype"}
+_KINDS = {STT_FUNC: "func", STT_OBJECT: "object", STT_NOTYPE: "notype"}
+ELF64_SYM = "IBBHQQ"
+"""Elf64_Sym: st_name, st_info, st_other, st_shndx, st_value, st_size (every supported image is ELF64)."""
 
 
 def _symbols(elf: ELFFile, path: Path):
+    """The named function, object and no-type symbols of `.symtab`, each static one with the STT_FILE before it.
+    Read with `struct` (pyelftools' own reading took ~0.15 s for Xen's 7,000 symbols)."""
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise ImageError(f"{path}: no symbol table")
+    strings = symtab.stringtable.data()
+    entry = struct.Struct(("<" if elf.little_endian else ">") + ELF64_SYM)
     current_file = None
-    for sym in symtab.iter_symbols():
-        kind = sym["st_info"]["type"]
-        if kind == "STT_FILE":
-            current_file = sym.name
+    for name_offset, info, _, shndx, value, size in entry.iter_unpack(
+            symtab.data()[:symtab.data_size // entry.size * entry.size]):
+        kind = info & 0xF
+        end = strings.find(b"\0", name_offset)
+        name = strings[name_offset:end].decode("utf-8", "replace") if end >= 0 else ""
+        if kind == STT_FILE:
+            current_file = name
             continue
-        if kind not in _KINDS or not sym.name or sym["st_shndx"] == "SHN_UNDEF":
+        if kind not in _KINDS or not name or shndx == SHN_UNDEF:
             continue
-        is_local = sym["st_info"]["bind"] == "STB_LOCAL"
+        is_local = info >> 4 == STB_LOCAL
         yield Symbol(
-            name=sym.name,
-            address=sym["st_value"],
-            size=sym["st_size"],
+            name=name,
+            address=value,
+            size=size,
             kind=_KINDS[kind],
             is_local=is_local,
             file=current_file if is_local else None,
