@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from xsplice_emu.cli import main
-from xsplice_emu.cli.shell import COMMANDS, ShellCompleter, prompt_session
+from xsplice_emu.cli.shell import COMMANDS
+from xsplice_emu.cli.shell_prompt import ShellCompleter, prompt_session
 from xsplice_emu.control.session import Session
 from xsplice_emu.errors import ConfigError
 from xsplice_emu.scenario import STEP_KINDS
@@ -247,3 +250,10 @@ def test_save_writes_a_scenario_that_gives_the_sessions_trace(payloads, tmp_path
     assert again.exit_code == 1 and "step 14 (expect extra_version = \"-unstable\")" in again.output
     assert again.output.count("step ") == 1
     assert run_trace.read_bytes() == shell_trace.read_bytes()
+
+
+def test_commands_other_than_the_shell_at_a_terminal_do_not_import_prompt_toolkit():
+    """prompt_toolkit (~0.15 s to import) is loaded only for the shell's prompt: the CLI imports without it."""
+    script = "import sys, xsplice_emu.cli; print('prompt_toolkit' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

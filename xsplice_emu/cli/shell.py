@@ -17,10 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from prompt_toolkit import PromptSession
-from prompt_toolkit.completion import Completer, Completion, PathCompleter
-from prompt_toolkit.document import Document
-from prompt_toolkit.history import FileHistory
 from rich.markup import escape
 from rich.table import Table
 
@@ -28,8 +24,7 @@ from ..control.session import Session
 from ..control.verbs import VERBS
 from ..engines import ENGINES
 from ..errors import ConfigError, XspliceEmuError
-from ..files import check_destination, file_errors, write_file
-from ..provision.cache import cache_dir
+from ..files import check_destination, write_file
 from ..scenario import STEP_KINDS, Step
 from ..scenario.faults import step_kinds
 from ..scenario.spec import MachineSpec
@@ -38,9 +33,6 @@ from ..scenario.writer import scenario_toml
 from ..suggest import did_you_mean
 from ..text import printable
 from .common import machine_options, out, print_console_line, print_outcome, reports_errors
-
-HISTORY = "shell_history"
-"""The prompt's history file, in the cache directory ($XDG_CACHE_HOME/xsplice-emu, else ~/.cache/xsplice-emu)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +119,8 @@ def shell(vcpus, seed, firmware, xen_syms, engine, boot_ms, clock_mhz, timer_hz,
         out.print(f"xsplice-emu shell: {vcpus} vCPUs, seed {seed}, {machine.now_ns / 1e6:g} ms booted{patched}. "
                   "`help` lists the commands.")
     if sys.stdin.isatty():
-        lines = _prompted(prompt_session(session))
+        from .shell_prompt import prompt_session, prompted  # prompt_toolkit: ~0.15 s to import, only at a terminal
+        lines = prompted(prompt_session(session))
     else:
         lines = iter(sys.stdin.readline, "")
         lines = lines if quiet else _echoed(lines)
@@ -141,31 +134,11 @@ def shell(vcpus, seed, firmware, xen_syms, engine, boot_ms, clock_mhz, timer_hz,
     sys.exit(commands.status)
 
 
-def prompt_session(session: Session, **terminal) -> PromptSession[str]:
-    """The interactive prompt: history in the cache directory, and completion on Tab as readline does it (a
-    unique completion is inserted, several are listed); `terminal` may give prompt_toolkit's input and output."""
-    history = cache_dir() / HISTORY
-    with file_errors(history.parent, "make the directory"):
-        history.parent.mkdir(parents=True, exist_ok=True)
-    return PromptSession(history=FileHistory(str(history)), completer=ShellCompleter(session),
-                         complete_while_typing=False, **terminal)
-
-
 def _echoed(lines):
     """Piped input: each command shown after the prompt, as a terminal would show it."""
     for line in lines:
         out.print(f"xsplice> {escape(line.rstrip())}")
         yield line
-
-
-def _prompted(prompt: PromptSession):
-    while True:
-        try:
-            yield prompt.prompt("xsplice> ")
-        except KeyboardInterrupt:
-            continue
-        except EOFError:
-            return
 
 
 class Shell:
@@ -299,46 +272,3 @@ class Shell:
         out.print(escape(command.syntax))
         for line in (command.summary, *command.details):
             out.print(f"  {escape(line)}")
-
-
-class ShellCompleter(Completer):
-    """Completes command names, then payload names, vCPU numbers or files by the command's arguments, and the
-    keyword words (`expect=`) of a step kind not given yet."""
-
-    def __init__(self, session: Session):
-        self.session = session
-        self.paths = PathCompleter(expanduser=True)
-
-    def get_completions(self, document: Document, complete_event):
-        text = document.text_before_cursor
-        words = text.split()
-        known = commands()
-        if not words or (len(words) == 1 and not text.endswith(" ")):
-            yield from self._words(words[0] if words else "", known)
-            return
-        current = "" if text.endswith(" ") else words[-1]
-        command = known.get(words[0])
-        arguments, keywords = (command.arguments, command.keywords) if command else ([], [])
-        before = words[1:-1] if current else words[1:]
-        given = {word.partition("=")[0] + "=" for word in before}
-        yield from self._words(current, [keyword for keyword in keywords if keyword not in given])
-        position = len([word for word in before if word.partition("=")[0] + "=" not in keywords]) + 1
-        if position - 1 >= len(arguments):
-            return
-        argument = arguments[position - 1]
-        if argument == "NAME":
-            yield from self._words(current, [p.name for p in self.session.livepatch.list()])
-        elif argument == "VCPU":
-            yield from self._words(current, [str(vcpu) for vcpu in range(len(self.session.machine.vcpus))])
-        elif argument == "COMMAND":
-            yield from self._words(current, known)
-        elif argument == "FILE":
-            yield from self.paths.get_completions(Document(current, len(current)), complete_event)
-        elif argument.islower():
-            yield from self._words(current, [argument])
-
-    @staticmethod
-    def _words(prefix: str, candidates):
-        for word in candidates:
-            if word.startswith(prefix):
-                yield Completion(word, start_position=-len(prefix))
