@@ -6,6 +6,7 @@ import pytest
 
 from xsplice_emu import builtin_firmware, image
 from xsplice_emu.image import Image, load_image
+from xsplice_emu.provision.derived import derived
 
 COMPUTED: list[int] = []
 
@@ -32,19 +33,19 @@ def fresh(monkeypatch, tmp_path):
 
 def test_an_analysis_is_computed_once_then_read_back_by_the_next_process(fresh, tmp_path):
     """The first image computes it and leaves one entry; the same bytes loaded anew read it back, equal."""
-    first = fresh().derived(function_names)
+    first = derived(fresh(), function_names)
     assert "check_for_xsplice_work" in first and len(COMPUTED) == 1
     assert len(list((tmp_path / "cache" / "xsplice-emu").glob("derived-*/value.pickle"))) == 1
-    assert fresh().derived(function_names) == first
+    assert derived(fresh(), function_names) == first
     assert len(COMPUTED) == 1
 
 
 def test_a_damaged_entry_is_computed_again(fresh, tmp_path):
     """An entry cut short is not trusted: the analysis runs again and gives what it gave."""
-    first = fresh().derived(function_names)
+    first = derived(fresh(), function_names)
     entry = next((tmp_path / "cache" / "xsplice-emu").glob("derived-*/value.pickle"))
     entry.write_bytes(entry.read_bytes()[:10])
-    assert fresh().derived(function_names) == first
+    assert derived(fresh(), function_names) == first
     assert len(COMPUTED) == 2
 
 
@@ -53,5 +54,5 @@ def test_a_cache_that_cannot_be_written_computes_in_every_process(monkeypatch, f
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    assert fresh().derived(function_names) == fresh().derived(function_names)
+    assert derived(fresh(), function_names) == derived(fresh(), function_names)
     assert len(COMPUTED) == 2

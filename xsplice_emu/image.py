@@ -20,7 +20,6 @@ from elftools.elf.sections import NoteSection, SymbolTableSection
 from .arch import Architecture, for_elf
 from .errors import ImageError
 from .files import read_file
-from .provision.derived import kept
 
 IMAGE_LIMIT = 256 * 1024 * 1024
 """Largest firmware ELF read (bytes)."""
@@ -141,13 +140,14 @@ class Image:
         """Every function symbol, by address."""
         return self._functions[1]
 
-    def derived(self, compute: Callable[[Image], T]) -> T:
+    def derived(self, compute: Callable[[Image], T], *,
+                keep: Callable[[Image, Callable[[Image], T]], T] | None = None) -> T:
         """`compute(self)`, computed once per image and shared by every machine of it (for what follows from the code
-        as built: the instruction sites an engine hooks, the functions an NMI reaches; never changed by its users),
-        and kept in the build cache for the next process (`provision.derived`). `compute` is a module-level function
-        or a classmethod, the key it is kept under."""
+        as built: the instruction sites an engine hooks, the functions an NMI reaches; never changed by its users).
+        `compute` is a module-level function or a classmethod, the key it is kept under; `keep(self, compute)`,
+        when given, gives it in its place (`provision.derived`: from the build cache)."""
         if compute not in self._derived:
-            self._derived[compute] = kept(self, self.sha256, compute) if self.sha256 else compute(self)
+            self._derived[compute] = keep(self, compute) if keep is not None else compute(self)
         return self._derived[compute]
 
     @cached_property

@@ -1,5 +1,6 @@
 """What follows from an image as built (the instruction sites the xen engine hooks, its spin loops, its NMI path),
-kept in the build cache across processes.
+kept in the build cache across processes: `derived(image, compute)` is `image.derived(compute)` with the cache
+behind it.
 
 Each takes a disassembly of the whole image: Xen's cost about half a second in every process that ran it. An entry
 is keyed by the image's bytes, the analysis's name and the code it could depend on (the package's Python sources,
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import capstone
 
+from ..image import Image
 from .cache import cache_dir, cached
 from .sources import PACKAGE
 
@@ -27,10 +29,17 @@ NAME = "derived"
 VALUE = "value.pickle"
 
 
-def kept(image: Any, image_sha256: bytes, compute: Callable[[Any], T]) -> T:
-    """`compute(image)`, from the cache when an earlier process computed it for the same bytes and code."""
+def derived(image: Image, compute: Callable[[Image], T]) -> T:
+    """`compute(image)`, once per image in this process, and from the cache when an earlier process computed it for
+    the same bytes and code."""
+    return image.derived(compute, keep=_kept)
+
+
+def _kept(image: Image, compute: Callable[[Image], T]) -> T:
+    if not image.sha256:  # not read from a file
+        return compute(image)
     analysis = f"{compute.__module__}.{compute.__qualname__}".encode()
-    key = hashlib.sha256(b"\0".join((image_sha256, analysis, _code_version()))).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join((image.sha256, analysis, _code_version()))).hexdigest()[:16]
     try:
         return pickle.loads((cache_dir() / f"{NAME}-{key}" / VALUE).read_bytes())
     except Exception:  # missing, unreadable or damaged: computed again (a damaged pickle raises anything)

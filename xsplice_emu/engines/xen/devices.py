@@ -16,6 +16,7 @@ from ...arch.x86_64 import PLATFORM_REGISTERS as REGS
 from ...machine import Vcpu, native
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
+from ...provision.derived import derived
 from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
 from .site_hooks import NativeHook, SiteHooks, running
@@ -39,7 +40,7 @@ class Devices:
     def __init__(self, machine: XenMachine):
         self.machine = machine
         platform = machine.platform
-        self.sites = machine.hypervisor.derived(InstructionSites.of)
+        self.sites = derived(machine.hypervisor, InstructionSites.of)
         heap = platform.heap
         self.stand_ins: dict[str, HostFunction] = {
             "_xmalloc": lambda vcpu: heap.xmalloc(vcpu.argument(0), vcpu.argument(1)),

@@ -20,6 +20,7 @@ from ...livepatch.oracle import Oracle, nmi_reach
 from ...livepatch.states import Action, ActionResult, PayloadState
 from ...livepatch.unsafe import unsafe_functions
 from ...machine import PS_PER_NS
+from ...provision.derived import derived
 from ...text import printable
 from ...tracing.kinds import EventKind
 from .hypercall import Bridge
@@ -81,7 +82,7 @@ class XenLivepatch:
         self._rendezvous = RendezvousPresence(machine)
         self.oracle: Oracle | None = None
         if oracle:
-            self.oracle = Oracle(machine, nmi_path=machine.hypervisor.derived(_nmi_path), stack=XenStacks(machine))
+            self.oracle = Oracle(machine, nmi_path=derived(machine.hypervisor, _nmi_path), stack=XenStacks(machine))
             PatchingFeed(machine, self.oracle, self._under_way)
 
     # -- UPLOAD / GET / LIST ------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from ...machine.spec import NEVER, PAGE_SIZE, PS_PER_SECOND
 from ...machine.subscribers import WATCH_HIT, Subscribers
 from ...machine.vcpu import BUDGET, StopReason
 from ...platform import RAM_BASE
+from ...provision.derived import derived
 from ...tracing.kinds import EventKind
 from ...tracing.trace import Trace
 from .code_writes import CodeWrites
@@ -97,9 +98,9 @@ class XenMachine(SliceRunner):
         self.arch = hypervisor.arch
         self.config = config
         self.offsets = struct_offsets(hypervisor)
-        self.code_spans = hypervisor.derived(code_spans)
+        self.code_spans = derived(hypervisor, code_spans)
         """Xen's functions and assembly code (`sites.code_spans`), found once per image."""
-        self.assembly_labels = hypervisor.derived(AssemblyLabels.of)
+        self.assembly_labels = derived(hypervisor, AssemblyLabels.of)
         large = self.arch.large_page_size
         base = min(seg.address for seg in hypervisor.segments) & ~(large - 1)
         payload_begin = -(-hypervisor.end // large) * large

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ...image import Image
+from ...provision.derived import derived
 
 X2APIC_MSRS = range(0x800, 0x900)
 """The x2APIC's registers: a rdmsr of one is answered by the platform."""
@@ -41,7 +42,7 @@ class InstructionSites:
         found: dict[str, list[int]] = {"rdtsc": [], "rdtscp": [], "rdmsr": [], "wrmsr": [], "hlt": [], "iretq": [],
                                            "serialising": []}
         disassembler = image.arch.disassembler
-        for begin, end, _ in image.derived(code_spans):
+        for begin, end, _ in derived(image, code_spans):
             code = image.read(begin, end - begin)
             if code is None:
                 continue
@@ -73,7 +74,7 @@ class AssemblyLabels:
     @classmethod
     def of(cls, image: Image) -> AssemblyLabels:
         """The labels among `image`'s `code_spans`."""
-        labels = [(begin, end, name) for begin, end, name in image.derived(code_spans) if name is not None]
+        labels = [(begin, end, name) for begin, end, name in derived(image, code_spans) if name is not None]
         return cls(*(tuple(column) for column in zip(*labels, strict=True)))
 
     def describe(self, address: int) -> str | None:

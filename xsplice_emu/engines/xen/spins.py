@@ -25,6 +25,7 @@ from ...image import Image
 from ...machine import Vcpu, VcpuState, native
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
+from ...provision.derived import derived
 from .site_hooks import NativeHook, SiteHooks, python_hook
 from .sites import code_spans
 
@@ -37,7 +38,7 @@ class Spins:
 
     def __init__(self, machine: XenMachine):
         self.machine = machine
-        self.loops = machine.hypervisor.derived(_pure_loops)
+        self.loops = derived(machine.hypervisor, _pure_loops)
         self.slice = ctypes.c_uint64(0)
         """Numbers the slice under way (the machine counts its slices here, on_pause reads it)."""
         self._table = (native.SpinLoop * len(self.loops))(*(
@@ -142,6 +143,6 @@ class Spins:
 def _pure_loops(image: Image) -> dict[int, SpinLoop]:
     """The pure `pause` loops of `image`'s code as built, by the address of their `pause` (but one that writes more
     registers than a turn holds: left to run)."""
-    loops = pure_pause_loops((begin, code) for begin, end, _ in image.derived(code_spans)
+    loops = pure_pause_loops((begin, code) for begin, end, _ in derived(image, code_spans)
                              for code in (image.read(begin, end - begin),) if code is not None)
     return {pause: loop for pause, loop in loops.items() if len(loop.written) <= native.PAUSE_REGISTERS}
