@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from capstone import CS_GRP_CALL, CS_GRP_JUMP
+from capstone.x86 import X86_OP_IMM
+from keystone import Ks
 
 from xsplice_emu.arch import ARCHITECTURES, DEFAULT_ARCH, for_elf
 
@@ -137,3 +140,26 @@ def test_nops_are_exactly_that_many_bytes_of_nops(size):
     decoded = list(DEFAULT_ARCH.instructions(code, 0x1000))
     assert len(code) == size == sum(length for _, length, _ in decoded)
     assert all(text.startswith("nop") for _, _, text in decoded)
+
+
+def _capstone_branch_immediates(arch, code: bytes, address: int) -> list[int]:
+    """The immediates of the instructions capstone's details group as jumps and calls (unsigned)."""
+    return [op.imm & (2**64 - 1) for insn in arch.detailed_disassembler.disasm(code, address)
+            if insn.group(CS_GRP_JUMP) or insn.group(CS_GRP_CALL) for op in insn.operands if op.type == X86_OP_IMM]
+
+
+def test_direct_branch_targets_are_the_immediates_of_capstones_jumps_and_calls(image):
+    """Read from capstone's text, without its details: every function of the firmware gives the same targets in
+    the same order; code in Xen's high half gives each kind of branch's target, `loop` too (capstone's groups leave
+    it out), and an indirect one none."""
+    arch = image.arch
+    for func in image.functions():
+        code = image.read(func.address, func.size) if func.size else None
+        if code:
+            assert list(arch.direct_branch_targets(code, func.address)) == \
+                _capstone_branch_immediates(arch, code, func.address), func.name
+    base = 0xFFFF82D040200000
+    code, _ = Ks(*arch.keystone_mode).asm(
+        f"call {base + 0x100:#x}; jmp {base - 0x40:#x}; jne {base:#x}; jrcxz {base + 0x10:#x}; loop {base:#x}; "
+        "jmp rax; call qword ptr [rip + 0x10]; ret", base)
+    assert list(arch.direct_branch_targets(bytes(code), base)) == [base + 0x100, base - 0x40, base, base + 0x10, base]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_JUMP, CS_MODE_64
-from capstone.x86 import X86_OP_IMM, X86_OP_MEM
+from capstone import CS_ARCH_X86, CS_MODE_64
+from capstone.x86 import X86_OP_MEM
 from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 from keystone import KS_ARCH_X86, KS_MODE_64
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_64, UcError
@@ -107,6 +108,9 @@ IMPLICIT_STACK_WRITES = ("push", "call")
 """Instructions that write the stack without naming it."""
 ADDRESS_MASK = (1 << 64) - 1
 """Virtual addresses are 64-bit unsigned."""
+DIRECT_BRANCHES = re.compile(r"^(?:(?:bnd|notrack) )*(?:call|jmp|j[a-z]{1,4}|loop[a-z]*|xbegin)$")
+"""Mnemonics of the instructions that may branch to an address they hold: calls, jumps (conditional too), xbegin
+(capstone's jump and call groups) and loops (which capstone's groups leave out)."""
 
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
@@ -211,10 +215,10 @@ class X86_64(Architecture):
     )
 
     def direct_branch_targets(self, code: bytes, address: int) -> Iterator[int]:
-        for insn in self.detailed_disassembler.disasm(code, address):
-            if insn.group(CS_GRP_JUMP) or insn.group(CS_GRP_CALL):
-                # capstone gives immediates signed: a high-half target (Xen's 0xffff82d0...) would be negative
-                yield from (op.imm & ADDRESS_MASK for op in insn.operands if op.type == X86_OP_IMM)
+        # Without capstone's details (~5x dearer): a direct target is the operand, printed as an absolute address.
+        for _, _, mnemonic, operands in self.disassembler.disasm_lite(code, address):
+            if operands.startswith("0x") and DIRECT_BRANCHES.match(mnemonic):
+                yield int(operands, 16) & ADDRESS_MASK
 
     def instruction_access(self, code: bytes, address: int) -> tuple[int, bool] | None:
         for insn in self.detailed_disassembler.disasm(code, address, 1):
