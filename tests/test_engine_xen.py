@@ -555,11 +555,17 @@ def test_a_vcpu_waiting_on_a_held_xen_spinlock_sleeps_until_it_is_released_then_
     assert waiting.instructions - executed > 200_000
 
 
-@pytest.mark.slow
-def test_a_release_that_is_not_a_waiters_turn_leaves_it_asleep_as_it_was(xen):
-    """Three vCPUs wait on a ticket lock whose ticket 0 is held (tickets 1, 2, 3). Each release wakes only the
-    vCPU whose turn it is: the others sleep on, with every register as it was and no instruction run (their loop
-    was tried once on the new head and came round again); the last takes the lock after the third release."""
+GENERAL_REGISTERS = [getattr(x86_const, f"UC_X86_REG_{name}") for name in (
+    "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15", "RIP",
+    "EFLAGS")]
+
+
+def _three_waiters(xen, *, store_into_the_loop: bool = False):
+    """vCPUs 1, 2 and 3 waiting in Xen's _spin_lock on a lock whose ticket 0 is held (tickets 1, 2, 3), and, for
+    each release of the lock by the host: the state of the vCPU whose turn it is after it, the states of those
+    still waiting after it, and (instructions, registers) of each of these before and after. `store_into_the_loop`:
+    the host first rewrites the wait loop's `pause` as two `nop`s (the same loop, not the code that was
+    analysed)."""
     session = Session(vcpus=4, seed=1, xen_syms=xen.path, engine="xen")
     machine = session.machine
     lock = machine.platform.heap.heap.take(64)
@@ -568,15 +574,39 @@ def test_a_release_that_is_not_a_waiters_turn_leaves_it_asleep_as_it_was(xen):
         session.call(cpu, "_spin_lock", (lock,), delay_ns=1_000 * cpu)
     session.advance(20_000)
     assert [machine.vcpus[cpu].state for cpu in (1, 2, 3)] == [VcpuState.SPINNING] * 3
-    names = [getattr(x86_const, f"UC_X86_REG_{name}") for name in (
-        "RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15",
-        "RIP", "EFLAGS")]
+    if store_into_the_loop:
+        pause = machine.vcpus[3].pc
+        assert machine.memory.read(pause, 2) == b"\xf3\x90"
+        machine.memory.write(pause, b"\x90\x90")
+    releases = []
     for head in (1, 2, 3):
         taker, sleepers = machine.vcpus[head], [machine.vcpus[cpu] for cpu in range(head + 1, 4)]
-        before = [(vcpu.instructions, [vcpu.read(name) for name in names]) for vcpu in sleepers]
+        before = [(vcpu.instructions, [vcpu.read(name) for name in GENERAL_REGISTERS]) for vcpu in sleepers]
         machine.memory.write(lock, struct.pack("<H", head))
         session.advance(10_000)
-        assert taker.state is VcpuState.HALTED
-        assert [vcpu.state for vcpu in sleepers] == [VcpuState.SPINNING] * len(sleepers)
-        assert [(vcpu.instructions, [vcpu.read(name) for name in names]) for vcpu in sleepers] == before
+        after = [(vcpu.instructions, [vcpu.read(name) for name in GENERAL_REGISTERS]) for vcpu in sleepers]
+        releases.append((taker.state, [vcpu.state for vcpu in sleepers], before, after))
     assert struct.unpack("<HH", machine.memory.read(lock, 4)) == (3, 4)
+    return releases
+
+
+@pytest.mark.slow
+def test_a_release_that_is_not_a_waiters_turn_leaves_it_asleep_as_it_was(xen):
+    """Each release wakes only the vCPU whose turn it is: the others sleep on, with every register as it was and no
+    instruction run (their loop was tried once on the new head and came round again); the last takes the lock
+    after the third release."""
+    for taker, sleepers, before, after in _three_waiters(xen):
+        assert taker is VcpuState.HALTED
+        assert sleepers == [VcpuState.SPINNING] * len(sleepers)
+        assert after == before
+
+
+@pytest.mark.slow
+def test_a_wait_loop_stored_into_is_not_tried_and_every_waiter_wakes(xen):
+    """The loop's code is no longer what was analysed: no turn of it is tried on a waiter's behalf; every release
+    wakes every waiter, each runs, sleeps again where it is not its turn, and they take the lock in ticket order."""
+    for taker, sleepers, before, after in _three_waiters(xen, store_into_the_loop=True):
+        assert taker is VcpuState.HALTED
+        assert sleepers == [VcpuState.SPINNING] * len(sleepers)
+        assert all(instructions_after > instructions_before
+                   for (instructions_before, _), (instructions_after, _) in zip(before, after, strict=True))

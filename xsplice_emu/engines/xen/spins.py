@@ -45,6 +45,9 @@ class Spins:
             native.SpinLoop(pause, len(loop.written), (ctypes.c_int32 * native.PAUSE_REGISTERS)(*loop.written),
                             *(loop.span or (0, 0)))
             for pause, loop in sorted(self.loops.items())))
+        self._code = {pause: machine.hypervisor.read(loop.span[0], loop.span[1] - loop.span[0])
+                      for pause, loop in self.loops.items() if loop.span is not None}
+        """The bytes of each loop in one span, as analysed."""
         self._turns: dict[int, tuple[native.PauseTurn, object]] = {}  # vCPU -> its turn and host hook: kept alive
         self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (host address, bytes there) -> vCPUs waiting
         self._waits: dict[int, tuple[int, list[tuple[int, bytes]]]] = {}  # sleeping vCPU -> its pause, what it waits on
@@ -111,9 +114,12 @@ class Spins:
     def _spins_on(self, vcpu: Vcpu) -> bool:
         """Whether sleeping `vcpu` would come round its loop again on memory as it is now (`native.probe_turn`);
         if so it sleeps on the bytes there now. Not probed: a vCPU with code to drop first (it would run other
-        code), or one whose loop now loads from elsewhere (the page tables changed)."""
+        code), a loop whose code is no longer what was analysed (stored into), or one that now loads from
+        elsewhere (the page tables changed)."""
         pause, waits = self._waits[vcpu.index]
-        if vcpu.to_flush or vcpu.pc != pause:
+        span = self.loops[pause].span
+        if vcpu.to_flush or vcpu.pc != pause or span is None or \
+                self.machine.memory.read(span[0], span[1] - span[0]) != self._code[pause]:
             return False
         now = self._waits_at(vcpu, pause)
         if now is None or [host for host, _ in now] != [host for host, _ in waits]:
