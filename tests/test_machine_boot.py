@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import random
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from xsplice_emu import Machine, MachineConfig, load_image, platform
 from xsplice_emu.arch import x86_64
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
 from xsplice_emu.cli import main
+from xsplice_emu.errors import ImageError
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.machine.spec import CALL_SLOT
 
@@ -63,6 +65,35 @@ def test_the_images_symbols_are_those_pyelftools_reads(image):
                                  current_file if local else None))
     assert [(s.name, s.address, s.size, s.kind, s.is_local, s.file) for s in image.symbols] == expected
     assert any(s.is_local and s.file for s in image.symbols) and len(expected) > 100
+
+
+def test_a_malformed_firmware_elf_is_a_one_line_error(image, tmp_path):
+    """Firmware files mutated past what pyelftools parses (offsets beyond any file, structures cut short, a
+    build-id note of another owner): each loads or is refused with ImageError, never another exception; at the
+    command line one such file is one line naming it, exit 1 (as a file that is no ELF at all)."""
+    data = image.path.read_bytes()
+    with image.path.open("rb") as stream:
+        header = ELFFile(stream).header
+    rng = random.Random(5)
+    for case in range(300):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            where = rng.choice([rng.randrange(len(mutated)), rng.randrange(64),
+                                header["e_phoff"] + rng.randrange(header["e_phnum"] * header["e_phentsize"]),
+                                header["e_shoff"] + rng.randrange(header["e_shnum"] * header["e_shentsize"])])
+            mutated[where % len(mutated)] = rng.randrange(256)
+        path = tmp_path / f"case{case}.elf"
+        path.write_bytes(mutated[:rng.randrange(len(mutated))] if rng.random() < 0.2 else mutated)
+        try:
+            load_image(path)
+        except ImageError:
+            pass
+    bad = bytearray(data)
+    bad[header["e_phoff"] + 8:header["e_phoff"] + 16] = (2**63 + 5).to_bytes(8, "little")  # p_offset
+    (tmp_path / "far.elf").write_bytes(bad)
+    result = CliRunner().invoke(main, ["boot", "--firmware", str(tmp_path / "far.elf"), "--vcpus", "1"])
+    assert (result.exit_code, result.output.strip().count("\n")) == (1, 0)
+    assert "far.elf: not a well-formed ELF file (an offset or size beyond any file)" in result.output
 
 
 def test_workload_reports_the_version_functions(boot):

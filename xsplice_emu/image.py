@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, SymbolTableSection
@@ -27,6 +28,9 @@ LOADED_LIMIT = 4
 """Images `load_image` keeps, to give back when the same file is read again with the same bytes."""
 
 T = TypeVar("T")
+MALFORMED = (ConstructError, OverflowError)
+"""What pyelftools raises on a malformed file besides ELFError: a structure it cannot parse, an offset past any
+file."""
 STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_FILE = 0, 1, 2, 4
 STB_LOCAL = 0
 SHN_UNDEF = 0
@@ -226,6 +230,8 @@ def _parse(path: Path, data: bytes, sha256: bytes) -> Image:
             entry = elf["e_entry"]
     except ELFError as exc:
         raise ImageError(f"{path}: not an ELF file ({exc})") from None
+    except MALFORMED as exc:
+        raise ImageError(f"{path}: not a well-formed ELF file ({_malformed(exc)})") from None
     if not segments:
         raise ImageError(f"{path}: no loadable segment")
     return Image(path=path, arch=arch, entry=entry, segments=segments, symbols=symbols, build_id=build_id,
@@ -258,11 +264,10 @@ def _symbols(elf: ELFFile, path: Path):
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise ImageError(f"{path}: no symbol table")
-    strings = symtab.stringtable.data()
+    strings, table = symtab.stringtable.data(), symtab.data()
     entry = struct.Struct(("<" if elf.little_endian else ">") + ELF64_SYM)
     current_file = None
-    for name_offset, info, _, shndx, value, size in entry.iter_unpack(
-            symtab.data()[:symtab.data_size // entry.size * entry.size]):
+    for name_offset, info, _, shndx, value, size in entry.iter_unpack(table[:len(table) // entry.size * entry.size]):
         kind = info & 0xF
         end = strings.find(b"\0", name_offset)
         name = strings[name_offset:end].decode("utf-8", "replace") if end >= 0 else ""
@@ -287,7 +292,7 @@ def image_build_id(path: Path) -> bytes:
     try:
         with path.open("rb") as stream:
             return elf_build_id(ELFFile(stream))
-    except (OSError, ELFError):
+    except (OSError, ELFError, *MALFORMED):
         return b""
 
 
@@ -297,6 +302,14 @@ def elf_build_id(elf: ELFFile) -> bytes:
         if not isinstance(section, NoteSection):
             continue
         for note in section.iter_notes():
-            if note["n_type"] == "NT_GNU_BUILD_ID":
-                return bytes.fromhex(note["n_desc"])
+            if note["n_type"] == "NT_GNU_BUILD_ID":  # pyelftools gives it in hex when the note's name is "GNU"
+                desc = note["n_desc"]
+                return bytes.fromhex(desc) if isinstance(desc, str) else bytes(desc)
     return b""
+
+
+def _malformed(error: BaseException) -> str:
+    """What pyelftools tripped on, in a few words."""
+    if isinstance(error, OverflowError):
+        return "an offset or size beyond any file"
+    return f"a structure cut short or out of range: {error}"

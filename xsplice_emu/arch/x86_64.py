@@ -215,7 +215,7 @@ class X86_64(Architecture):
     )
 
     def direct_branch_targets(self, code: bytes, address: int) -> Iterator[int]:
-        # Without capstone's details (~5x dearer): a direct target is the operand, printed as an absolute address.
+        # Without capstone's details (7x dearer): a direct target is the operand, printed as an absolute address.
         for _, _, mnemonic, operands in self.disassembler.disasm_lite(code, address):
             if operands.startswith("0x") and DIRECT_BRANCHES.match(mnemonic):
                 yield int(operands, 16) & ADDRESS_MASK
