@@ -1,8 +1,9 @@
 """Apply of Xen's hello world on each engine side by side, at 2, 8 and 72 vCPUs: host wall and CPU time of
 the apply (request to completion, Xen's GET included on the xen engine; median of ROUNDS seeds, the wall's
-spread, and the least CPU time: host noise only adds), the CPU time of a second apply on the same machine (warm: its code translated), its virtual
-latency, and how many times the controller engine's host time the xen engine takes. On the xen engine the
-rendezvous is Xen's own check_for_livepatch_work, so its virtual latency grows with the number of CPUs.
+spread, and the least CPU time: host noise only adds), the CPU time of a second apply on the same machine
+(warm: its code translated), its virtual latency, and how many times the controller engine's host time the xen
+engine takes. On the xen engine the rendezvous is Xen's own check_for_livepatch_work, so its virtual latency
+grows with the number of CPUs.
 
     .venv/bin/python bench/engines.py [--oracle] [VCPUS...]      (payloads: make payloads-xen417)
 
