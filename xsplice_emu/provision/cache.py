@@ -37,9 +37,14 @@ def digest(*inputs: Path | str) -> str:
     return sha.hexdigest()[:16]
 
 
+def entry_path(name: str, key: str) -> Path:
+    """Where the entry `NAME-KEY` is (or would be)."""
+    return cache_dir() / f"{name}-{key}"
+
+
 def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
     """The entry `NAME-KEY`, made by `build(directory)` when missing."""
-    entry = cache_dir() / f"{name}-{key}"
+    entry = entry_path(name, key)
     if entry.is_dir():
         return entry
     entry.parent.mkdir(parents=True, exist_ok=True)

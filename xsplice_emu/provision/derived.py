@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import capstone
 
 from ..image import Image
-from .cache import cache_dir, cached
+from .cache import cached, entry_path
 from .sources import PACKAGE
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def _kept(image: Image, compute: Callable[[Image], T]) -> T:
     analysis = f"{compute.__module__}.{compute.__qualname__}".encode()
     key = hashlib.sha256(b"\0".join((image.sha256, analysis, _code_version()))).hexdigest()[:16]
     try:
-        return pickle.loads((cache_dir() / f"{NAME}-{key}" / VALUE).read_bytes())
+        return pickle.loads((entry_path(NAME, key) / VALUE).read_bytes())
     except Exception:  # missing, unreadable or damaged: computed again (a damaged pickle raises anything)
         pass
     value = compute(image)
