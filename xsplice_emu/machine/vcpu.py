@@ -89,7 +89,7 @@ def no_huge_pages() -> None:
     boot 2.2 s against 0.6; guest MIPS and translation the same. Only memory that asks for huge pages is concerned
     (all of it where the system gives them always). Linux only; elsewhere nothing changes."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        ctypes.CDLL(None).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)
 
 
 class Vcpu:
