@@ -209,3 +209,20 @@ def test_emulate_stops_at_its_address_and_later_slices_run_past_it(boot):
     assert (vcpu.current_pc(), vcpu.read(vcpu.arch.registers.result)) == (ret, 4)
     machine.restore(vcpu, snapshot)
     assert machine.call(0, "xen_major_version") == 4
+
+
+def test_check_for_xsplice_work_does_what_each_answer_says(boot):
+    """Each answer to check_for_xsplice_work's question takes its own path (a table of one block each): IRQ_ON
+    and IRQ_OFF flip the vCPU's interrupt flag before the next question, SERIALISE and the unused answers 6 and 7
+    just ask again, WAIT asks again, RETURN returns to the caller (the answer is what is left in rax)."""
+    machine = boot(1, ms=1)
+    answers = iter([platform.XSPLICE_IRQ_ON, 6, platform.XSPLICE_IRQ_OFF, 7, platform.XSPLICE_SERIALISE,
+                    platform.XSPLICE_WAIT, platform.XSPLICE_RETURN])
+    interrupts_on = []
+
+    def answer(vcpu) -> int:
+        interrupts_on.append(vcpu.read_interrupt_flag())
+        return next(answers)
+    machine.answer_port(platform.PORT_XSPLICE, answer)
+    assert machine.call(0, "check_for_xsplice_work") == platform.XSPLICE_RETURN
+    assert interrupts_on == [False, True, True, False, False, False, False]  # (a call runs in its IPI's handler)

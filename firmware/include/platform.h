@@ -42,6 +42,7 @@
 #define XSPLICE_IRQ_ON 3
 #define XSPLICE_SERIALISE 4
 #define XSPLICE_CALL 5
+#define XSPLICE_ANSWERS 8             /* the table check_for_xsplice_work jumps through: a power of two */
 
 /* Call slots: call_slots[NR_CPUS][CALL_SLOTS], CALL_SLOT_SIZE bytes each */
 #define CALL_SLOTS 8

@@ -113,26 +113,23 @@ END(reset_stack_and_jump)
  * caller-saved registers (cpuid, payload hooks), so C may call it.
  */
 ENTRY(check_for_xsplice_work)
+.Lask:
 1:      inl     $PORT_XSPLICE, %eax
-0:      cmp     $XSPLICE_RETURN, %eax
-        je      5f
-        cmp     $XSPLICE_IRQ_OFF, %eax
-        jne     2f
+0:      and     $(XSPLICE_ANSWERS - 1), %eax
+        jmp     *xsplice_answers(, %rax, 8)     /* one block per answer: few to translate on each vCPU */
+.Lirq_off:
         cli
         jmp     1b
-2:      cmp     $XSPLICE_IRQ_ON, %eax
-        jne     3f
+.Lirq_on:
         sti
         jmp     1b
-3:      cmp     $XSPLICE_SERIALISE, %eax
-        jne     4f
+.Lserialise:
         pushq   %rbx
         xor     %eax, %eax
         cpuid                           /* serialise */
         popq    %rbx
         jmp     1b
-4:      cmp     $XSPLICE_CALL, %eax
-        jne     1b                      /* XSPLICE_WAIT (or unknown): ask again */
+.Lcall:
         sub     $8, %rsp                /* ABI alignment for the callee */
         call    *%rdx                   /* a payload hook; its result stays in rax */
         add     $8, %rsp
@@ -140,5 +137,12 @@ ENTRY(check_for_xsplice_work)
 xsplice_hook_returned:
         inl     $PORT_XSPLICE, %eax
         jmp     0b
-5:      ret
+.Lreturn:
+        ret
 END(check_for_xsplice_work)
+
+        .section .rodata
+        .balign 8
+xsplice_answers:                        /* indexed by the controller's answer (XSPLICE_*); unknown: ask again */
+        .quad   .Lask, .Lreturn, .Lirq_off, .Lirq_on, .Lserialise, .Lcall, .Lask, .Lask
+        .previous
