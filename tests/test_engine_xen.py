@@ -19,7 +19,7 @@ from xsplice_emu.control.session import Session
 from xsplice_emu.control.verbs import parse
 from xsplice_emu.engines.xen.code_writes import CodeWrites
 from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
-from xsplice_emu.errors import ConfigError, GuestFault
+from xsplice_emu.errors import ConfigError, GuestFault, MachineError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.machine import VcpuState
 from xsplice_emu.provision.debian import load_xen_syms, xen_syms
@@ -102,6 +102,18 @@ def test_xen_console_lines_are_read_across_the_rings_end_and_past_an_overrun(xen
     lines = len(machine.log)
     machine.drain_console()
     assert machine.log[-1] == "kept" and len(machine.log) == lines
+
+
+def test_a_closed_xen_session_keeps_its_memory_and_runs_no_more(xen):
+    """Leaving `with Session(...)` frees every Unicorn instance of the xen engine's machine, the spare that
+    sizes Xen's blocks too: Xen's memory stays readable, running it again is a MachineError."""
+    with Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen") as session:
+        assert session.machine.fresh_block_size(xen.address("xen_extra_version")) > 0  # (makes the spare)
+    machine = session.machine
+    assert len(machine._instances()) == 3 and not any(hasattr(vcpu, "uc") for vcpu in machine._instances())
+    assert session.text_unchanged()
+    with pytest.raises(MachineError, match="closed"):
+        session.advance(1000)
 
 
 def test_a_revert_right_after_an_apply_through_the_python_api_is_taken_by_xen(xen, payloads):

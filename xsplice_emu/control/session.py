@@ -84,6 +84,17 @@ class Session:
         self.engine = engine
         self.tool = OperatorTool(self.livepatch, base=base)
 
+    def close(self) -> None:
+        """Free the machine's emulators now (`close` of its machine); its trace, guest memory and what the
+        oracle saw stay readable. Leaving a `with Session(...) as session:` block closes it too."""
+        self.machine.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def command(self, request: Request) -> Outcome:
         """Run one operator command to its end."""
         return request.run(self.tool)

@@ -157,6 +157,14 @@ class Vcpu:
         self._register_buffer = ctypes.c_uint64()
         self._register_buffer_pointer = ctypes.cast(ctypes.byref(self._register_buffer), ctypes.c_void_p)
 
+    def close(self) -> None:
+        """Free this vCPU's Unicorn instance now: the binding closes it in a finalizer of its own, which runs
+        once, here, instead of when the collector gets to it. A later use of the instance is an AttributeError,
+        never a call on a freed handle."""
+        if hasattr(self, "_uch"):
+            self.uc._Uc__finalizer()  # (private in the binding, pinned: unicorn==2.1.4)
+            del self.uc, self._uch
+
     def read_only_code(self, ranges: list[tuple[int, int]]) -> None:
         """The code at `ranges` (`[begin, end)`, guest addresses) is never written through those addresses, nor
         their pages mapped writable at the physical addresses they name: Unicorn then translates a block there

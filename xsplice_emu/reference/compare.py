@@ -117,19 +117,19 @@ def listed_states(listing: str) -> dict[str, str]:
 def run_testbed(scenario: Scenario) -> list[Observed]:
     """Each step's observation on the testbed (after a guest fault or machine error, the rest are that
     error)."""
-    session = boot(scenario)
     seen: list[Observed] = []
     stopped: str | None = None
-    for step in scenario.steps:
-        if stopped is not None:
-            seen.append(Observed(error=stopped))
-            continue
-        started = time.perf_counter()
-        try:
-            seen.append(replace(_observe(step, session), seconds=time.perf_counter() - started))
-        except (GuestFault, MachineError) as exc:
-            stopped = str(exc)
-            seen.append(Observed(error=stopped))
+    with boot(scenario) as session:
+        for step in scenario.steps:
+            if stopped is not None:
+                seen.append(Observed(error=stopped))
+                continue
+            started = time.perf_counter()
+            try:
+                seen.append(replace(_observe(step, session), seconds=time.perf_counter() - started))
+            except (GuestFault, MachineError) as exc:
+                stopped = str(exc)
+                seen.append(Observed(error=stopped))
     return seen
 
 

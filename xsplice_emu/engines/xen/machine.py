@@ -200,6 +200,9 @@ class XenMachine(SliceRunner):
         the block then runs. An empty list watches nothing (and costs nothing)."""
         self._vcpu(index).watch(ranges)
 
+    def _instances(self) -> list[Vcpu]:
+        return self.vcpus if self._spare is None else [*self.vcpus, self._spare]
+
     def fresh_block_size(self, address: int) -> int:
         """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
         if self._spare is None:
