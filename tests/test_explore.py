@@ -20,7 +20,7 @@ from helpers import ROOT
 
 from xsplice_emu.cli import main
 from xsplice_emu.explore import cluster
-from xsplice_emu.explore.campaign import Campaign, booted, explore, fork_runs, run_fresh
+from xsplice_emu.explore.campaign import BOOTED_KEPT, Campaign, booted, explore, fork_runs, run_fresh
 from xsplice_emu.explore.dirty import PAGE_SIZE, WrittenPages
 from xsplice_emu.scenario import load_scenario
 
@@ -122,6 +122,24 @@ def test_a_payload_rebuilt_at_the_same_path_is_what_the_next_campaign_uploads(pa
         outcomes = explore(Campaign.of(load_scenario(path), "random", 1), 2, jobs=1).outcomes
         verdicts.append([outcome.passed for outcome in outcomes])
     assert verdicts == [[True, True], [False, False]]
+
+
+def test_a_process_keeps_the_machines_it_booted_last_and_boots_an_older_one_again(payloads, tmp_path):
+    """Campaigns of three scenarios in one process (a Dask worker serving them): it keeps the booted machines of
+    the last two used, reused as they are, and boots the first's again."""
+    paths = []
+    for seed in (1, 2, 3):
+        paths.append(tmp_path / f"s{seed}.toml")
+        paths[-1].write_text(f'[machine]\nvcpus = 2\nseed = {seed}\n\n[[step]]\n'
+                             f'livepatch = "load {payloads / "xen_hello_world.livepatch"}"\n')
+    machines = [booted(load_scenario(path), upload_ahead=True) for path in paths]
+    assert BOOTED_KEPT == 2
+    assert booted(load_scenario(paths[2]), upload_ahead=True) is machines[2]
+    assert booted(load_scenario(paths[1]), upload_ahead=True) is machines[1]
+    again = booted(load_scenario(paths[0]), upload_ahead=True)
+    assert again is not machines[0] and again.session.machine.now_ns == machines[0].session.machine.now_ns
+    assert booted(load_scenario(paths[1]), upload_ahead=True) is machines[1]  # (the third's went)
+    assert booted(load_scenario(paths[2]), upload_ahead=True) is not machines[2]
 
 
 LOADS = {

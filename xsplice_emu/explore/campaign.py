@@ -194,16 +194,22 @@ class Booted:
     """How a child puts the session back between runs (None: one run per child)."""
 
 
+BOOTED_KEPT = 2
+"""Booted machines a process keeps, the most recently used: a Dask worker that serves campaigns of many scenarios
+holds two, not one for every scenario it ever ran (tens to hundreds of MB each)."""
 _BOOTED: dict[tuple, Booted] = {}
 
 
 def booted(scenario: Scenario, *, upload_ahead: bool) -> Booted:
-    """The scenario's machine ready to fork runs from, made once per process. The leading steps that do not run
-    the machine (uploads: `static_prefix`) run here, once, not in every run; with `upload_ahead` (no run inserts
-    a fault before the next step), so does the upload of a `load` that follows them."""
+    """The scenario's machine ready to fork runs from, made once per process (while among the BOOTED_KEPT last
+    used). The leading steps that do not run the machine (uploads: `static_prefix`) run here, once, not in every
+    run; with `upload_ahead` (no run inserts a fault before the next step), so does the upload of a `load` that
+    follows them."""
     key = (str(scenario.path), scenario.machine, tuple(step.describe() for step in scenario.steps), upload_ahead,
            _input_files(scenario))
-    if key not in _BOOTED:
+    if key in _BOOTED:
+        _BOOTED[key] = _BOOTED.pop(key)  # (the most recently used last)
+    else:
         session = boot(scenario)
         count = static_prefix(scenario)
         prefix = run_steps(replace(scenario, steps=scenario.steps[:count]), session, 0.0)
@@ -215,6 +221,8 @@ def booted(scenario: Scenario, *, upload_ahead: bool) -> Booted:
         if rewind is not None:
             _warm_up(scenario, session, prefix.steps, rewind)
         _BOOTED[key] = Booted(session, prefix.steps, rewind)
+        while len(_BOOTED) > BOOTED_KEPT:  # dropped, not closed: a thread of a Dask worker may still fork from it
+            del _BOOTED[next(iter(_BOOTED))]
     return _BOOTED[key]
 
 
