@@ -261,6 +261,15 @@ def test_stop_on_violation_ends_the_campaign_at_the_first_one(payloads):
         ("pass", 2), ("FAIL: violation torn at xen_extra_version", 1)]
 
 
+def test_a_run_that_fired_no_check_is_classified_without_building_its_trace(payloads):
+    """Classifying a clean run leaves its trace's events unbuilt (at 72 vCPUs, building them took 5 ms of a
+    29 ms run); a run that fired one still names where (above)."""
+    campaign = Campaign.of(load_scenario(EXPLORE / "unsafe_patch.toml"), "random", 1)
+    outcome, result = run_fresh(campaign, 0)
+    assert outcome.passed and outcome.violations == () and result.session.violations == Counter()
+    assert result.session.machine.trace._pending and not result.session.machine.trace._events
+
+
 REPLAY_1511 = """
 [schedule]
 seed = 6579829745070056719

@@ -74,6 +74,8 @@ def _first_failure(result: ScenarioResult) -> str:
 
 def _violation_sites(result: ScenarioResult) -> tuple[str, ...]:
     """Each check that fired, where it first fired: `torn at busy_chunk+0x12`."""
+    if not result.session.violations:  # none fired: the trace's events need not be built to say so
+        return ()
     first: dict[str, str] = {}
     for event in result.session.machine.trace.of_kind(EventKind.VIOLATION):
         first.setdefault(event.fields["check"], event.fields["symbol"])
