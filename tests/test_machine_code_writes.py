@@ -48,3 +48,16 @@ def test_a_host_write_is_no_guest_code_write(boot, image):
     machine.memory.write(address, machine.memory.read(address, 5))
     machine.run_for(100_000)
     assert not _kinds(machine, EventKind.CODE_WRITE)
+
+
+def test_a_fresh_block_follows_the_bytes_in_memory(boot, image):
+    """The size of the block a vCPU would translate now at a function: xen_extra_version (`mov; ret`) is 6 bytes,
+    asked again too; after a host write of `nop; nop; ret` over its start, 3; with its bytes put back, 6."""
+    machine = boot(1, ms=1)
+    address = image.address("xen_extra_version")
+    before = machine.memory.read(address, 3)
+    assert machine.fresh_block_size(address) == machine.fresh_block_size(address) == 6
+    machine.write_code_unsynchronised(address, b"\x90\x90\xc3")
+    assert machine.fresh_block_size(address) == 3
+    machine.write_code_unsynchronised(address, before)
+    assert machine.fresh_block_size(address) == 6
