@@ -67,10 +67,16 @@ class CallSlots:
     def wait(self, slots: list[tuple[int, int]], what: str, timeout_ns: int) -> list[int]:
         """Run the machine until every slot is done (at most `timeout_ns`); free them; their results."""
         states = [self.address(vcpu, slot) + _STATE for vcpu, slot in slots]
+        done = 0  # states[:done] are done (a slot stays done until freed below): checked after every slice
+
+        def all_done() -> bool:
+            nonlocal done
+            while done < len(states) and self.memory.read_u32(states[done]) == CALL_SLOT_DONE:
+                done += 1
+            return done == len(states)
         self.awaited.update(slots)
         try:
-            self.machine.run_for(timeout_ns,
-                                 stop_when=lambda: all(self.memory.read_u32(s) == CALL_SLOT_DONE for s in states))
+            self.machine.run_for(timeout_ns, stop_when=all_done)
         finally:
             self.awaited.difference_update(slots)
         results = []
