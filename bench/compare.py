@@ -4,10 +4,11 @@
 
 The other revision is checked out into a temporary git worktree with its own
 firmware and payloads (built by that revision's own code); each round runs
-every benchmark's `--json` on both trees, alternating, so host noise hits
-both alike. With --same-bench, this tree's benchmark scripts replace the
-other revision's, so both are measured by the same code. For every number
-both report, it prints the median of each side and the ratio this/that.
+every benchmark's `--json` on both trees, alternating (each goes first in
+every other round), so host noise hits both alike. With --same-bench, this
+tree's benchmark scripts replace the other revision's, so both are measured
+by the same code. For every number both report, it prints the median of
+each side and the ratio this/that.
 Host timings vary +-20 % run to run: read a ratio against that noise, and
 run more rounds to narrow it.
 """
@@ -84,8 +85,9 @@ def main() -> None:
             for bench in args.benches:
                 mine: dict[str, list[float]] = {}
                 theirs: dict[str, list[float]] = {}
-                for _ in range(args.rounds):
-                    for tree, sink in ((ROOT, mine), (other, theirs)):
+                for round_number in range(args.rounds):
+                    sides = ((ROOT, mine), (other, theirs))
+                    for tree, sink in sides if round_number % 2 == 0 else reversed(sides):  # who goes first, in turn
                         for key, number in run(tree, bench, shlex.split(args.args)).items():
                             sink.setdefault(key, []).append(number)
                 print(f"{bench}: median of {args.rounds} rounds, this tree vs {args.against}")
