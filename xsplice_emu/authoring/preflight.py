@@ -74,20 +74,26 @@ def preflight(name: str, data: bytes, *, firmware: str | Path | None = None,
     """Upload `data` as payload `name` on a fresh one-vCPU machine (with the real Xen image `xen_syms` when
     given), describe its patch sites, and apply it; `engine` "xen": the upload and the apply on a machine
     running `xen_syms`, by Xen's own code."""
-    session = Session(vcpus=1, seed=0, firmware=firmware, xen_syms=xen_syms)
-    livepatch, machine = session.controller_livepatch("preflight"), session.controller_machine("preflight")
-    versions_before = session.versions()[0]
-    refused = _uploaded(session, name, data)
-    if refused is not None and refused.errno == errno.EPERM:
-        livepatch.upload(name, data, allow_unsafe=True)  # refused for its target only: still show the sites
-    payload = livepatch.payloads.get(name)
-    sites = () if payload is None else tuple(
-        _site(machine.arch, livepatch.read_code, machine.describe, livepatch.unsafe_reason, func)
-        for func in payload.loaded.funcs)
-    if engine != ENGINES[0]:
-        session = Session(vcpus=1, seed=0, xen_syms=xen_syms, engine=engine)
+    with Session(vcpus=1, seed=0, firmware=firmware, xen_syms=xen_syms) as session:
+        livepatch, machine = session.controller_livepatch("preflight"), session.controller_machine("preflight")
         versions_before = session.versions()[0]
         refused = _uploaded(session, name, data)
+        if refused is not None and refused.errno == errno.EPERM:
+            livepatch.upload(name, data, allow_unsafe=True)  # refused for its target only: still show the sites
+        payload = livepatch.payloads.get(name)
+        sites = () if payload is None else tuple(
+            _site(machine.arch, livepatch.read_code, machine.describe, livepatch.unsafe_reason, func)
+            for func in payload.loaded.funcs)
+        if engine == ENGINES[0]:
+            return _trial_apply(session, name, refused, sites, versions_before)
+    with Session(vcpus=1, seed=0, xen_syms=xen_syms, engine=engine) as session:
+        versions_before = session.versions()[0]
+        return _trial_apply(session, name, _uploaded(session, name, data), sites, versions_before)
+
+
+def _trial_apply(session: Session, name: str, refused: LivepatchError | None, sites: tuple[PatchSite, ...],
+                 versions_before: Versions) -> Preflight:
+    """The preflight of `name` uploaded on `session` (or `refused`): its apply there, and the versions after."""
     if refused is not None:
         return Preflight(name, refused, sites, None, versions_before, None)
     try:
