@@ -54,12 +54,12 @@ def blocks_translated(image, vcpus: int, busy: bool) -> int:
     """The blocks Unicorn translates on all vCPUs during the first warm apply (its edge-generation hook, added
     on another machine than the timed one): a count the host's speed does not move."""
     machine, livepatch = prepared(image, vcpus, busy)
-    count = [0]
+    translated: list[int] = []  # each new block's address
     for vcpu in machine.vcpus:
-        vcpu.uc.hook_add(UC_HOOK_EDGE_GENERATED, lambda uc, new, previous, data: count.__setitem__(0, count[0] + 1))
+        vcpu.uc.hook_add(UC_HOOK_EDGE_GENERATED, lambda uc, new, previous, data: translated.append(new.pc))
     assert livepatch.run_action("hello", Action.APPLY).rc == 0
     machine.close()
-    return count[0]
+    return len(translated)
 
 
 def measure(image, vcpus: int, busy: bool, *, warm: bool = True) -> dict:
