@@ -12,18 +12,6 @@ void open_softirq(int nr, softirq_handler handler)
     softirq_handlers[nr] = handler;
 }
 
-/* Atomic against this CPU's interrupt handlers (a single locked RMW). */
-void cpu_raise_softirq(unsigned int cpu, unsigned int nr)
-{
-    __atomic_fetch_or(&irq_stat[cpu].__softirq_pending, 1UL << nr,
-                      __ATOMIC_SEQ_CST);
-}
-
-void raise_softirq(unsigned int nr)
-{
-    cpu_raise_softirq(smp_processor_id(), nr);
-}
-
 /*
  * Run pending handlers until none is pending. A handler may not return
  * (SCHEDULE_SOFTIRQ's schedule()): its bit is cleared before it runs and

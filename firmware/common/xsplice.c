@@ -11,19 +11,25 @@
 u8 xsplice_work_to_do[NR_CPUS];
 u8 xsplice_from_irq;
 
-/*
- * The master's IPI function: come through reset_stack_and_jump soon. With
- * xsplice_from_irq (a fault the host sets), join the rendezvous here and
- * now, inside the interrupt handler, on top of whatever it interrupted.
- */
+/* The master's IPI function (Xen's reschedule_fn): come through reset_stack_and_jump soon. */
 __hook unsigned long xsplice_reschedule_fn(unsigned long unused0,
                                            unsigned long unused1)
 {
     ACCESS_ONCE(xsplice_work_to_do[smp_processor_id()]) = 1;
-    if ( ACCESS_ONCE(xsplice_from_irq) )
-        check_for_xsplice_work();
-    else
-        raise_softirq(SCHEDULE_SOFTIRQ);
+    raise_softirq(SCHEDULE_SOFTIRQ);
+    return 0;
+}
+
+/*
+ * The master's IPI function under the patch_from_irq fault (xsplice_from_irq
+ * set): join the rendezvous here and now, inside the interrupt handler, on
+ * top of whatever it interrupted.
+ */
+__hook unsigned long xsplice_reschedule_from_irq_fn(unsigned long unused0,
+                                                    unsigned long unused1)
+{
+    ACCESS_ONCE(xsplice_work_to_do[smp_processor_id()]) = 1;
+    check_for_xsplice_work();
     return 0;
 }
 

@@ -18,6 +18,7 @@ ROOTS = {
     "xsplice_mask_nmi_callback": "it is the xSplice NMI mask",
     "default_nmi_callback": "it is the NMI callback",
     "xsplice_reschedule_fn": "it is the xSplice rendezvous",
+    "xsplice_reschedule_from_irq_fn": "it is the xSplice rendezvous",
     "text_poke": "it writes code for the patching",
     "arch_livepatch_apply": "it is the patching code",
     "arch_livepatch_revert": "it is the patching code",

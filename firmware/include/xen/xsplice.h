@@ -13,6 +13,7 @@ extern u8 xsplice_from_irq;
 /* arch/x86/entry.S: the host drives it through PORT_XSPLICE. */
 void check_for_xsplice_work(void);
 unsigned long xsplice_reschedule_fn(unsigned long unused0, unsigned long unused1);
+unsigned long xsplice_reschedule_from_irq_fn(unsigned long unused0, unsigned long unused1);
 int xsplice_mask_nmi_callback(const struct cpu_user_regs *regs, int cpu);
 
 #endif /* __XEN_XSPLICE_H__ */

@@ -73,6 +73,8 @@ class Work:
     settle: Callable[[int], None] | None = None
     """Called with the action's rc where Xen writes it into the payload: in the window, or on the timeout."""
     timeout_ns: int = DEFAULT_TIMEOUT_NS
+    from_irq: bool = False
+    """The patch_from_irq fault: the IPI function joins the rendezvous inside the interrupt handler."""
     do_work: bool = False
     finished: bool = False
     semaphore: int = -1
@@ -154,7 +156,12 @@ class Rendezvous:
         machine.trace.emit(machine.now_ns, None, EventKind.ACTION_REQUESTED, payload=work.name, action=work.action,
                            from_vcpu=from_vcpu, timeout_ns=work.timeout_ns)
         machine.memory.write_u8(self._work_to_do + from_vcpu, 1)
-        machine.post_call(from_vcpu, self._reschedule)
+        machine.post_call(from_vcpu, self._ipi_function(work))
+
+    def _ipi_function(self, work: Work) -> int:
+        """The firmware function the master's IPI runs: Xen's reschedule_fn, or under the patch_from_irq fault the
+        one that joins the rendezvous inside the handler."""
+        return self.machine.image.address("xsplice_reschedule_from_irq_fn") if work.from_irq else self._reschedule
 
     def guest_call(self, vcpu: Vcpu, address: int, argument: int = 0) -> Generator[int, None, int]:
         """From a vCPU's program: run the guest function at `address` (a payload hook) with `argument`; give its
@@ -307,8 +314,9 @@ class Rendezvous:
             work.on_elected()
         self._mask_nmis(vcpu)
         kicked_ps = self._now(vcpu)
+        function = self._ipi_function(work)
         for index in work.awaited:
-            machine.post_call(index, self._reschedule, at_ps=kicked_ps, sender=vcpu.index)
+            machine.post_call(index, function, at_ps=kicked_ps, sender=vcpu.index)
         deadline = kicked_ps + work.timeout_ns * PS_PER_NS
         alarm = machine.add_alarm(deadline, lambda: self._notify("arrived", deadline))
         rc = 0

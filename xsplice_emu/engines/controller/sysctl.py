@@ -216,7 +216,7 @@ class Livepatch:
         work = Work(name, action.name.lower(), lambda vcpu: self._window(vcpu, perform, payload),
                     finish=lambda vcpu: self._post_hooks(vcpu, payload, action), undo=self.patching.undo,
                     on_elected=lambda: self._elected(payload, action), on_release=self.patching.released,
-                    settle=lambda rc: setattr(payload, "rc", rc), timeout_ns=timeout_ns)
+                    settle=lambda rc: setattr(payload, "rc", rc), timeout_ns=timeout_ns, from_irq=from_irq)
         if from_irq:
             self.patching.from_irq(True)
         previous, payload.rc = payload.rc, -errno.EAGAIN
