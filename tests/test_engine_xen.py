@@ -110,7 +110,7 @@ def test_a_closed_xen_session_keeps_its_memory_and_runs_no_more(xen):
     with Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen") as session:
         assert session.machine.fresh_block_size(xen.address("xen_extra_version")) > 0  # (makes the spare)
     machine = session.machine
-    assert len(machine._instances()) == 3 and not any(hasattr(vcpu, "uc") for vcpu in machine._instances())
+    assert len(machine.instances.all()) == 3 and not any(hasattr(vcpu, "uc") for vcpu in machine.instances.all())
     assert session.text_unchanged()
     with pytest.raises(MachineError, match="closed"):
         session.advance(1000)

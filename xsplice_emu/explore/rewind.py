@@ -75,7 +75,7 @@ class Rewind:
         self._machine = machine
         self._restorers = restorers
         self._mappings = mappings
-        self._contexts = [(vcpu.uc, vcpu.uc.context_save()) for vcpu in machine._instances()]
+        self._contexts = [(vcpu.uc, vcpu.uc.context_save()) for vcpu in machine.instances.all()]
         self._code_pages = frozenset(page for begin, end in machine.paging.executable(0, machine.memory.size)
                                      for page in range(begin, end, PAGE_SIZE))
         """The RAM pages executable when recorded."""
@@ -86,7 +86,7 @@ class Rewind:
         """Record `session` now (NotRewindable: it holds something that cannot be put back)."""
         if not isinstance(session.machine, Machine):
             raise NotRewindable("only the controller engine's machine can be rewound")
-        session.machine.coherence.spare()  # made now, not again in every run that needs it (a rewind drops it)
+        session.machine.instances.spare()  # made now, not again in every run that needs it (a rewind drops it)
         restorers: list[Callable[[], object]] = []
         mappings: list[_Mapping] = []
         seen: set[int] = set()
@@ -130,7 +130,7 @@ class Rewind:
             restore()
         for uc, context in self._contexts:
             uc.context_restore(context)
-        for vcpu in machine._instances():
+        for vcpu in machine.instances.all():
             vcpu.flush_tlb()
         self._drop_code([page for page in code if machine.paging.of(page) != left[page]], ended,
                         ram.saved)  # ...and as recorded, where that maps them elsewhere

@@ -15,6 +15,7 @@ from ..platform import TEXT_ALIAS_OFFSET
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from . import native
+from .instances import Instances
 from .memory import GuestMemory
 from .paging import PagePermissions
 from .spec import PAGE_SIZE
@@ -28,21 +29,16 @@ Emit = Callable[..., None]
 class CodeCoherence:
     """What each vCPU of one machine has translated, and what it must drop when."""
 
-    def __init__(self, *, memory: GuestMemory, paging: PagePermissions, table: native.BlockTable, vcpus: list[Vcpu],
-                 new_spare: Callable[[], Vcpu], trace: Trace, emit: Emit, subscribers: Subscribers):
+    def __init__(self, *, memory: GuestMemory, paging: PagePermissions, table: native.BlockTable,
+                 instances: Instances, trace: Trace, emit: Emit, subscribers: Subscribers):
         self.memory = memory
         self.paging = paging
         self.table = table
-        self.vcpus = vcpus
-        self._new_spare = new_spare
-        self._spare: Vcpu | None = None  # never runs: no guard page
+        self.instances = instances
+        self.vcpus = instances.vcpus
         self.trace = trace
         self.emit = emit
         self._subscribers = subscribers
-
-    def instances(self) -> list[Vcpu]:
-        """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""
-        return self.vcpus if self._spare is None else [*self.vcpus, self._spare]
 
     # -- the guest's stores into code ---------------------------------------------------------------------------
     def alias_write_fault(self, vcpu: Vcpu, alias_address: int, size: int) -> bool:
@@ -115,21 +111,10 @@ class CodeCoherence:
     def invalidate(self, begin: int, end: int, *, keep: frozenset[int] = frozenset()) -> None:
         """Drop translated code overlapping `[begin, end)` on every vCPU (but those in `keep`: a fault that
         models a missing serialisation)."""
-        for vcpu in self.instances():
+        for vcpu in self.instances.all():
             if vcpu.index not in keep:
                 vcpu.flush(begin, end)
         self.table.forget(begin, end)
-
-    # -- the spare instance ------------------------------------------------------------------------------------
-    def fresh_block_size(self, address: int) -> int:
-        """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
-        return self.spare().fresh_block_size(address)
-
-    def spare(self) -> Vcpu:
-        """The spare instance, made on first use."""
-        if self._spare is None:
-            self._spare = self._new_spare()
-        return self._spare
 
 
 LINE = 64

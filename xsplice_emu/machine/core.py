@@ -37,6 +37,7 @@ from .console import Console
 from .devices import PortReader, Ports
 from .dom0 import Dom0Placement
 from .hooks import install
+from .instances import Instances
 from .interrupts import Interrupts
 from .loading import hypervisor_window, load, page_permissions, read_only_code, round_up
 from .memory import GuestMemory
@@ -126,11 +127,12 @@ class Machine(SliceRunner):
                                    slice_max=config.slice_max)
         self.dom0 = Dom0Placement()
         self.subscribers = Subscribers()
-        self.coherence = CodeCoherence(
-            memory=self.memory, paging=self.paging, table=self.table, vcpus=self.vcpus,
-            new_spare=lambda: Vcpu(len(self.vcpus), self.arch, self.memory, self.table, mappings=self.paging.mappings(),
-                                   paging_root=self.paging.root, ps_per_instruction=ps_per_instruction),
-            trace=self.trace, emit=self.emit, subscribers=self.subscribers)
+        self.instances = Instances(self.vcpus, lambda: Vcpu(  # the spare: never runs, so no guard page
+            len(self.vcpus), self.arch, self.memory, self.table, mappings=self.paging.mappings(),
+            paging_root=self.paging.root, ps_per_instruction=ps_per_instruction))
+        self.coherence = CodeCoherence(memory=self.memory, paging=self.paging, table=self.table,
+                                       instances=self.instances, trace=self.trace, emit=self.emit,
+                                       subscribers=self.subscribers)
         self.calls = CallSlots(self, base=image.address("call_slots"))
         self.ports = Ports(self, vcpus=config.vcpus, describe=image.describe, awaited=self.calls.is_awaited)
         self.interrupts = Interrupts(arch=self.arch, calls=self.calls, subscribers=self.subscribers, emit=self.emit,
@@ -341,12 +343,8 @@ class Machine(SliceRunner):
             for code_begin, code_end in self.paging.executable(first, last):
                 self.invalidate_code(begin + code_begin - physical, begin + code_end - physical)
         if self.paging.protect(first, last, permissions):  # else no vCPU has translated these pages' addresses
-            for vcpu in self._instances():
+            for vcpu in self.instances.all():
                 vcpu.flush_tlb()
-
-    def _instances(self) -> list[Vcpu]:
-        """Every Unicorn instance of the machine: the vCPUs and the spare, once made."""
-        return self.coherence.instances()
 
     def send_interrupt(self, index: int, vector: int, *, at_ps: int | None = None, sender: int | None = None) -> None:
         """Raise `vector` (the arch's NMI vector for an NMI) on vCPU `index` at `at_ps` (default: now)."""
@@ -378,11 +376,6 @@ class Machine(SliceRunner):
         """Drop translated code overlapping `[begin, end)` on every vCPU (but those in `keep`: a fault that
         models a missing serialisation)."""
         self.coherence.invalidate(begin, end, keep=keep)
-
-    def fresh_block_size(self, address: int) -> int:
-        """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
-        instance that never ran: what a vCPU whose translated code was dropped runs)."""
-        return self.coherence.fresh_block_size(address)
 
     def watch(self, index: int, ranges: list[tuple[int, int]]) -> None:
         """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the WATCH_HIT subscribers;

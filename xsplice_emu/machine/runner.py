@@ -15,6 +15,7 @@ from ..errors import GuestFault, MachineError
 from ..tracing.kinds import EventKind
 from ..tracing.trace import Trace
 from .dom0 import Dom0Placement
+from .instances import Instances
 from .scheduler import Alarm, Scheduler
 from .slice_loop import SliceLoop
 from .spec import PS_PER_NS
@@ -35,6 +36,7 @@ class SliceRunner:
     dom0: Dom0Placement
     now_ps: int
     vcpus: list[Vcpu]
+    instances: Instances
     trace: Trace
     subscribers: Subscribers
 
@@ -44,12 +46,13 @@ class SliceRunner:
         (hundreds of ms at 72 vCPUs, and the process's memory grown meanwhile). What it recorded (trace, guest
         memory) stays readable; running it again is a MachineError."""
         self.closed = True
-        for vcpu in self._instances():
+        for vcpu in self.instances.all():
             vcpu.close()
 
-    def _instances(self) -> list[Vcpu]:
-        """Every Unicorn instance of the machine (the vCPUs, and any spare)."""
-        raise NotImplementedError
+    def fresh_block_size(self, address: int) -> int:
+        """Bytes of the block Unicorn translates at `address` from what memory holds there now (on a spare
+        instance that never ran: what a vCPU whose translated code was dropped runs)."""
+        return self.instances.fresh_block_size(address)
 
     def subscribe(self, topic: Topic[P], callback: Callable[P, None]) -> None:
         """Call `callback` whenever `topic` happens on this machine (`subscribers.py`)."""

@@ -28,6 +28,7 @@ from ...image import Image
 from ...machine import PS_PER_NS, Console, GuestMemory, MachineConfig, Vcpu, VcpuState, native
 from ...machine.dom0 import Dom0Placement
 from ...machine.hooks import guarded
+from ...machine.instances import Instances
 from ...machine.loading import round_up
 from ...machine.memory import Window
 from ...machine.paging import Mapping
@@ -120,8 +121,7 @@ class XenMachine(SliceRunner):
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
         mappings = _ram_mappings(self.memory.host_address, self.platform.code_physical)
         self.vcpus = [self._new_vcpu(i, mappings, ps_per_instruction) for i in range(config.vcpus)]
-        self._new_spare = lambda: self._new_vcpu(config.vcpus, mappings, ps_per_instruction)
-        self._spare: Vcpu | None = None  # never runs: what fresh_block_size translates on
+        self.instances = Instances(self.vcpus, lambda: self._new_vcpu(config.vcpus, mappings, ps_per_instruction))
         self.subscribers = Subscribers()
         self.scheduler = Scheduler(self.vcpus, seed=config.seed, slice_min=config.slice_min,
                                    slice_max=config.slice_max)
@@ -199,15 +199,6 @@ class XenMachine(SliceRunner):
         """Stop vCPU `index` before it runs a block overlapping one of `ranges` and tell the WATCH_HIT subscribers;
         the block then runs. An empty list watches nothing (and costs nothing)."""
         self._vcpu(index).watch(ranges)
-
-    def _instances(self) -> list[Vcpu]:
-        return self.vcpus if self._spare is None else [*self.vcpus, self._spare]
-
-    def fresh_block_size(self, address: int) -> int:
-        """Bytes of the block a vCPU whose translated code was dropped runs at `address` (a spare instance's)."""
-        if self._spare is None:
-            self._spare = self._new_spare()
-        return self._spare.fresh_block_size(address)
 
     def send_ipi(self, sender: Vcpu, index: int, vector: int) -> None:
         """An interrupt (the NMI vector: an NMI) to vCPU `index` from `sender`, arriving at the sender's time."""
