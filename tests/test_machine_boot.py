@@ -20,7 +20,7 @@ from xsplice_emu.arch import x86_64
 from xsplice_emu.arch.x86_64 import IDT_GATE, INTERRUPT_FRAME
 from xsplice_emu.cli import main
 from xsplice_emu.errors import ImageError
-from xsplice_emu.machine import VcpuState
+from xsplice_emu.machine import PS_PER_NS, VcpuState
 from xsplice_emu.machine.spec import CALL_SLOT
 
 FIRMWARE_INCLUDE = Path(__file__).resolve().parent.parent / "firmware" / "include"
@@ -209,6 +209,32 @@ def test_emulate_stops_at_its_address_and_later_slices_run_past_it(boot):
     assert (vcpu.current_pc(), vcpu.read(vcpu.arch.registers.result)) == (ret, 4)
     machine.restore(vcpu, snapshot)
     assert machine.call(0, "xen_major_version") == 4
+
+
+def test_a_vcpu_parked_by_its_question_stops_where_it_asks_again(boot):
+    """`park` from the port question lets the rest of the question's block run (its dispatch jump): the parked vCPU
+    stops at the start of check_for_xsplice_work, where WAIT leads, not inside the block (Unicorn would then
+    translate that block's tail alone on every vCPU); released, it asks from there."""
+    machine = boot(1, ms=1)
+    asked, parked = [], []
+
+    def answer(vcpu) -> int:
+        asked.append(vcpu.current_pc())
+        if len(asked) == 1:
+            machine.park(vcpu)
+            return platform.XSPLICE_WAIT
+        return platform.XSPLICE_RETURN
+
+    def release() -> None:
+        vcpu = machine.vcpus[0]
+        parked.append((vcpu.state, vcpu.pc))
+        machine.release(0, at_ps=machine.now_ps)
+    machine.answer_port(platform.PORT_XSPLICE, answer)
+    machine.add_alarm(machine.now_ps + 10_000 * PS_PER_NS, release)
+    assert machine.call(0, "check_for_xsplice_work") == platform.XSPLICE_RETURN
+    question = machine.image.address("check_for_xsplice_work")
+    assert parked == [(VcpuState.PARKED, question)]
+    assert asked == [question, question]
 
 
 def test_check_for_xsplice_work_does_what_each_answer_says(boot):

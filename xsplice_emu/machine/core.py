@@ -355,8 +355,11 @@ class Machine(SliceRunner):
         self.scheduler.queue(target)
 
     def park(self, vcpu: Vcpu) -> None:
-        """From inside `vcpu`'s own port hook: stop it until released or interrupted."""
-        vcpu.stop(StopReason.PARK)
+        """From inside `vcpu`'s own port hook: stop it until released or interrupted, once the block the port
+        access is in has run (in check_for_xsplice_work: its dispatch jump, to the question it asks again). Not
+        stopped in the middle of the block, it resumes at the start of one: no block of its tail alone to
+        translate."""
+        vcpu.end_slice_after_block(StopReason.PARK)
         self.emit(vcpu, EventKind.PARK)
 
     def release(self, index: int, *, at_ps: int) -> None:

@@ -253,9 +253,12 @@ class Vcpu:
         if status:
             raise UcError(status)
 
-    def end_slice_after_block(self) -> None:
-        """From inside this vCPU's own hook: end the slice once the current block has run."""
+    def end_slice_after_block(self, reason: StopReason | None = None) -> None:
+        """From inside this vCPU's own hook: end the slice once the current block has run (it ends for `reason`;
+        None: as if its budget ran out)."""
         self.budget.budget = self.budget.executed
+        if reason is not None:
+            self.stop_reason = reason
 
     def snapshot(self) -> Snapshot:
         """Where the vCPU is now (also from inside its own hook)."""
