@@ -213,9 +213,10 @@ def test_emulate_stops_at_its_address_and_later_slices_run_past_it(boot):
 
 def test_a_vcpu_parked_by_its_question_stops_where_it_asks_again(boot):
     """`park` from the port question lets the rest of the question's block run (its dispatch jump): the parked vCPU
-    stops at the start of check_for_xsplice_work, where WAIT leads, not inside the block (Unicorn would then
-    translate that block's tail alone on every vCPU); released, it asks from there."""
+    stops at the question, where WAIT leads, not inside the block (Unicorn would then translate that block's tail
+    alone on every vCPU); released, it asks from there."""
     machine = boot(1, ms=1)
+    machine.memory.write_u8(machine.image.address("xsplice_work_to_do"), 1)  # vCPU 0 has work: it asks
     asked, parked = [], []
 
     def answer(vcpu) -> int:
@@ -232,9 +233,9 @@ def test_a_vcpu_parked_by_its_question_stops_where_it_asks_again(boot):
     machine.answer_port(platform.PORT_XSPLICE, answer)
     machine.add_alarm(machine.now_ps + 10_000 * PS_PER_NS, release)
     assert machine.call(0, "check_for_xsplice_work") == platform.XSPLICE_RETURN
-    question = machine.image.address("check_for_xsplice_work")
-    assert parked == [(VcpuState.PARKED, question)]
-    assert asked == [question, question]
+    question = asked[0]
+    assert machine.describe(question).startswith("check_for_xsplice_work+")
+    assert parked == [(VcpuState.PARKED, question)] and asked == [question, question]
 
 
 def test_check_for_xsplice_work_does_what_each_answer_says(boot):
@@ -242,6 +243,7 @@ def test_check_for_xsplice_work_does_what_each_answer_says(boot):
     and IRQ_OFF flip the vCPU's interrupt flag before the next question, SERIALISE and the unused answers 6 and 7
     just ask again, WAIT asks again, RETURN returns to the caller (the answer is what is left in rax)."""
     machine = boot(1, ms=1)
+    machine.memory.write_u8(machine.image.address("xsplice_work_to_do"), 1)  # vCPU 0 has work: it asks
     answers = iter([platform.XSPLICE_IRQ_ON, 6, platform.XSPLICE_IRQ_OFF, 7, platform.XSPLICE_SERIALISE,
                     platform.XSPLICE_WAIT, platform.XSPLICE_RETURN])
     interrupts_on = []
@@ -252,3 +254,25 @@ def test_check_for_xsplice_work_does_what_each_answer_says(boot):
     machine.answer_port(platform.PORT_XSPLICE, answer)
     assert machine.call(0, "check_for_xsplice_work") == platform.XSPLICE_RETURN
     assert interrupts_on == [False, True, True, False, False, False, False]  # (a call runs in its IPI's handler)
+
+
+def test_check_for_xsplice_work_without_work_asks_nothing(boot):
+    """Xen's fast path: with this CPU's xsplice_work_to_do clear, check_for_xsplice_work returns without a question
+    (reset_stack_and_jump calls it on every task switch); with it set, the CPU asks, once here (the answer clears
+    the flag, as the controller does before RETURN)."""
+    machine = boot(2, ms=1)
+    flags = machine.image.address("xsplice_work_to_do")
+    asked = []
+
+    def answer(vcpu) -> int:
+        asked.append(vcpu.index)
+        machine.memory.write_u8(flags + vcpu.index, 0)
+        return platform.XSPLICE_RETURN
+    machine.answer_port(platform.PORT_XSPLICE, answer)
+    machine.call(1, "check_for_xsplice_work")
+    machine.run_for(1_000_000)
+    assert asked == []
+    machine.memory.write_u8(flags + 1, 1)
+    machine.call(1, "check_for_xsplice_work")
+    machine.run_for(1_000_000)
+    assert asked == [1]

@@ -81,11 +81,12 @@ common_interrupt:
 
 /*
  * noreturn void reset_stack_and_jump(void (*fn)(void))
- * rsp = this CPU's stack top (the struct cpu_info base); if this CPU's
- * xsplice_work_to_do is set, call check_for_xsplice_work on that empty
- * stack; then tell the host which task runs (PORT_TASK, for the trace) and
- * jump to fn. A zero return address is pushed before the jump so fn starts
- * ABI-aligned (rsp = 8 mod 16) and backtraces end there.
+ * rsp = this CPU's stack top (the struct cpu_info base); call
+ * check_for_xsplice_work on that empty stack (as Xen does: it returns at once
+ * unless this CPU's xsplice_work_to_do is set); then tell the host which task
+ * runs (PORT_TASK, for the trace) and jump to fn. A zero return address is
+ * pushed before the jump so fn starts ABI-aligned (rsp = 8 mod 16) and
+ * backtraces end there.
  */
 ENTRY(reset_stack_and_jump)
         mov     %rdi, %rbx              /* fn survives the call below */
@@ -94,13 +95,9 @@ ENTRY(reset_stack_and_jump)
         sub     $(CPU_INFO_SIZE - 1), %rax
         mov     %rax, %rsp              /* stack top: the cpu_info base */
         xor     %ebp, %ebp
-        movl    CPU_INFO_processor_id(%rsp), %eax
         cmpb    $0, xsplice_from_irq(%rip)  /* the patch_from_irq fault: interrupt handlers pick it up */
         jne     1f
-        lea     xsplice_work_to_do(%rip), %rcx
-        cmpb    $0, (%rcx, %rax)
-        je      1f
-        call    check_for_xsplice_work
+        call    check_for_xsplice_work  /* every time: the work path then translates no block of its own here */
 1:      mov     %ebx, %eax              /* the image lies below 4 GiB */
         outl    %eax, $PORT_TASK
         pushq   $0
@@ -109,10 +106,17 @@ END(reset_stack_and_jump)
 
 /*
  * void check_for_xsplice_work(void)
- * Ask the controller what to do until it says RETURN. Clobbers the
- * caller-saved registers (cpuid, payload hooks), so C may call it.
+ * Return at once unless this CPU's xsplice_work_to_do is set; else ask the
+ * controller what to do until it says RETURN. Clobbers the caller-saved
+ * registers (cpuid, payload hooks), so C may call it.
  */
 ENTRY(check_for_xsplice_work)
+        mov     %rsp, %rax              /* this CPU's flag: Xen's fast path, nothing to do */
+        or      $(STACK_SIZE - 1), %rax
+        movl    (CPU_INFO_processor_id - (CPU_INFO_SIZE - 1))(%rax), %eax
+        lea     xsplice_work_to_do(%rip), %rcx
+        cmpb    $0, (%rcx, %rax)
+        je      .Lreturn
 .Lask:
 1:      inl     $PORT_XSPLICE, %eax
 0:      and     $(XSPLICE_ANSWERS - 1), %eax
