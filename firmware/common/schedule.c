@@ -49,8 +49,8 @@ noreturn void idle_loop(void)
     for ( ;; )
     {
         do_softirq();
-        if ( ACCESS_ONCE(xsplice_work_to_do[cpu]) && !ACCESS_ONCE(xsplice_from_irq) )
-            check_for_xsplice_work();
+        if ( !ACCESS_ONCE(xsplice_from_irq) )
+            check_for_xsplice_work();   /* returns at once unless this CPU has work */
         local_irq_disable();
         if ( !softirq_pending(cpu) && !ACCESS_ONCE(xsplice_work_to_do[cpu]) )
             safe_halt();                /* sti; hlt */

@@ -18,8 +18,8 @@ void timer_interrupt(void)
     ACCESS_ONCE(timer_ticks[cpu])++;
     raise_softirq(TIMER_SOFTIRQ);
     /* The patch_from_irq fault: the work is picked up here, with live frames below. */
-    if ( ACCESS_ONCE(xsplice_from_irq) && ACCESS_ONCE(xsplice_work_to_do[cpu]) )
-        check_for_xsplice_work();
+    if ( ACCESS_ONCE(xsplice_from_irq) )
+        check_for_xsplice_work();   /* returns at once unless this CPU has work */
 }
 
 /* TIMER_SOFTIRQ: the workload is due every tick. */
