@@ -35,7 +35,6 @@ class CodeCoherence:
         self.paging = paging
         self.table = table
         self.instances = instances
-        self.vcpus = instances.vcpus
         self.trace = trace
         self.emit = emit
         self._subscribers = subscribers
@@ -103,7 +102,7 @@ class CodeCoherence:
 
     def _unseen_by_others(self, writer: Vcpu | None, begin: int, end: int) -> None:
         self.table.forget(begin, end)
-        for other in self.vcpus:
+        for other in self.instances.vcpus:
             if other is not writer:
                 other.unseen_code.append((begin, end))
                 self._subscribers.notify(UNSEEN_CODE, other)
