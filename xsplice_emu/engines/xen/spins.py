@@ -45,9 +45,11 @@ class Spins:
             native.SpinLoop(pause, len(loop.written), (ctypes.c_int32 * native.PAUSE_REGISTERS)(*loop.written),
                             *(loop.span or (0, 0)))
             for pause, loop in sorted(self.loops.items())))
-        self._code = {pause: machine.hypervisor.read(loop.span[0], loop.span[1] - loop.span[0])
-                      for pause, loop in self.loops.items() if loop.span is not None}
-        """The bytes of each loop in one span, as analysed."""
+        memory = machine.memory
+        self._code = {pause: (memory.host_address + memory.physical(begin, end - begin),
+                              machine.hypervisor.read(begin, end - begin))
+                      for pause, loop in self.loops.items() if loop.span is not None for begin, end in (loop.span,)}
+        """Where each loop in one span lies in the host's RAM, and its bytes as analysed."""
         self._turns: dict[int, tuple[native.PauseTurn, object]] = {}  # vCPU -> its turn and host hook: kept alive
         self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (host address, bytes there) -> vCPUs waiting
         self._waits: dict[int, tuple[int, list[tuple[int, bytes]]]] = {}  # sleeping vCPU -> its pause, what it waits on
@@ -113,16 +115,13 @@ class Spins:
 
     def _spins_on(self, vcpu: Vcpu) -> bool:
         """Whether sleeping `vcpu` would come round its loop again on memory as it is now (`native.probe_turn`);
-        if so it sleeps on the bytes there now. Not probed: a vCPU with code to drop first (it would run other
-        code), a loop whose code is no longer what was analysed (stored into), or one that now loads from
-        elsewhere (the page tables changed)."""
+        if so it sleeps on the bytes there now. It loads from where it did when it went to sleep: the addresses
+        come from registers the loop does not write, and a sleeping vCPU runs nothing. Not probed: a vCPU with
+        code to drop first (it would run other code), or a loop whose code is no longer what was analysed (stored
+        into)."""
         pause, waits = self._waits[vcpu.index]
-        span = self.loops[pause].span
-        if vcpu.to_flush or vcpu.pc != pause or span is None or \
-                self.machine.memory.read(span[0], span[1] - span[0]) != self._code[pause]:
-            return False
-        now = self._waits_at(vcpu, pause)
-        if now is None or [host for host, _ in now] != [host for host, _ in waits]:
+        code = self._code.get(pause)
+        if vcpu.to_flush or vcpu.pc != pause or code is None or ctypes.string_at(code[0], len(code[1])) != code[1]:
             return False
         spins = self._probe_turn(ctypes.addressof(self._turns[vcpu.index][0]), pause)
         if spins < 0:
@@ -131,7 +130,7 @@ class Spins:
         if not spins:
             return False
         self._forget(vcpu.index)
-        self._sleep(vcpu.index, pause, now)
+        self._sleep(vcpu.index, pause, [(host, ctypes.string_at(host, len(value))) for host, value in waits])
         return True
 
     def wake(self, vcpu: Vcpu, at_ps: int) -> None:
