@@ -622,3 +622,15 @@ def test_a_wait_loop_stored_into_is_not_tried_and_every_waiter_wakes(xen):
         assert sleepers == [VcpuState.SPINNING] * len(sleepers)
         assert all(instructions_after > instructions_before
                    for (instructions_before, _), (instructions_after, _) in zip(before, after, strict=True))
+
+
+def test_observers_added_at_one_site_run_on_every_vcpu_in_the_order_they_were_added(xen):
+    """Two observers of xen_extra_version's entry, added while the vCPUs run: calling it on vCPU 2 and then on vCPU
+    0 runs both, first to last, each told the vCPU it runs on (one ctypes callback serves every vCPU's hook)."""
+    machine = Session(vcpus=3, seed=1, xen_syms=xen.path, engine="xen").machine
+    seen: list[tuple[str, int]] = []
+    for name in ("first", "second"):
+        machine.observe_entry("xen_extra_version", lambda vcpu, name=name: seen.append((name, vcpu.index)))
+    for cpu in (2, 0):
+        machine.call(cpu, "xen_extra_version")
+    assert seen == [("first", 2), ("second", 2), ("first", 0), ("second", 0)]

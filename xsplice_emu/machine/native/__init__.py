@@ -1,5 +1,5 @@
-"""The C block-budget hook (block_budget.c), slice loop (slice_loop.c), console port (console_port.c) and spin-wait
-turns (pause_turn.c), built on first use and loaded with ctypes.
+"""The C block-budget hook (block_budget.c), slice loop (slice_loop.c), console port (console_port.c), spin-wait
+turns (pause_turn.c) and code hooks added in bulk (code_hooks.c), built on first use and loaded with ctypes.
 
 The shared library is compiled with the host's C compiler into a cache
 entry keyed by the sources' hash, so a changed source is rebuilt.
@@ -17,13 +17,15 @@ from functools import cache
 from pathlib import Path
 
 import capstone
+from unicorn import UC_HOOK_CODE
 from unicorn.unicorn_py3.unicorn import uclib
 
-from ...errors import ToolchainError
+from ...errors import MachineError, ToolchainError
 from ...provision.cache import cached, digest
 
 SOURCES = tuple(Path(__file__).with_name(name)
-                for name in ("block_budget.h", "block_budget.c", "slice_loop.c", "console_port.c", "pause_turn.c"))
+                for name in ("block_budget.h", "block_budget.c", "slice_loop.c", "console_port.c", "pause_turn.c",
+                             "code_hooks.c"))
 LIBRARY = "block_budget.so"
 MAX_WATCHES = 8
 """Watched code ranges per vCPU (MAX_WATCHES in block_budget.c)."""
@@ -139,6 +141,18 @@ class PauseTurn(ctypes.Structure):
                 ("values", ctypes.c_uint64 * PAUSE_REGISTERS)]
 
 
+class VcpuHook(ctypes.Structure):
+    """One vCPU's UC_HOOK_CODE callback for a kind of site (struct vcpu_hook of code_hooks.c, same layout)."""
+
+    _fields_ = [("uc", ctypes.c_void_p), ("callback", ctypes.c_void_p), ("user", ctypes.c_void_p)]
+
+
+class SiteHook(ctypes.Structure):
+    """A site and its VcpuHook for each vCPU (struct site_hook of code_hooks.c, same layout)."""
+
+    _fields_ = [("address", ctypes.c_uint64), ("hooks", ctypes.c_void_p)]
+
+
 LOOP_FINISH = 1
 """run_quiet_slices(): a slice ran that the host finishes (LOOP_FINISH in slice_loop.c; 0: the host's step)."""
 
@@ -159,6 +173,9 @@ def library() -> ctypes.CDLL:
     lib.run_quiet_slices.argtypes = [ctypes.c_void_p]
     lib.run_quiet_slices.restype = ctypes.c_int64
     lib.probe_turn.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.hook_sites.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p,
+                               ctypes.c_void_p]
+    lib.hook_sites.restype = ctypes.c_size_t
     return lib
 
 
@@ -217,6 +234,16 @@ def probe_turn_function() -> Callable[[int, int], int]:
     """probe_turn(pause turn pointer, pause) of pause_turn.c: 1 when the vCPU would spin on, 0 not, -1 a host hook
     ran."""
     return library().probe_turn
+
+
+def hook_sites(sites: ctypes.Array, nr_vcpus: int) -> None:
+    """Add each of `sites` (SiteHook: its address and a VcpuHook per vCPU) as a UC_HOOK_CODE hook at that one address,
+    on each of the first `nr_vcpus` vCPUs in order, the sites in order on each (code_hooks.c)."""
+    status = ctypes.c_int()
+    refused = library().hook_sites(sites, len(sites), nr_vcpus, UC_HOOK_CODE, _address(uclib.uc_hook_add),
+                                   ctypes.byref(status))
+    if refused:
+        raise MachineError(f"vCPU {refused - 1}: uc_hook_add of a code hook failed ({status.value})")
 
 
 def never_handled_address() -> int:
