@@ -141,18 +141,6 @@ class PauseTurn(ctypes.Structure):
                 ("values", ctypes.c_uint64 * PAUSE_REGISTERS)]
 
 
-class VcpuHook(ctypes.Structure):
-    """One vCPU's UC_HOOK_CODE callback for a kind of site (struct vcpu_hook of code_hooks.c, same layout)."""
-
-    _fields_ = [("uc", ctypes.c_void_p), ("callback", ctypes.c_void_p), ("user", ctypes.c_void_p)]
-
-
-class SiteHook(ctypes.Structure):
-    """A site and its VcpuHook for each vCPU (struct site_hook of code_hooks.c, same layout)."""
-
-    _fields_ = [("address", ctypes.c_uint64), ("hooks", ctypes.c_void_p)]
-
-
 LOOP_FINISH = 1
 """run_quiet_slices(): a slice ran that the host finishes (LOOP_FINISH in slice_loop.c; 0: the host's step)."""
 
@@ -236,12 +224,13 @@ def probe_turn_function() -> Callable[[int, int], int]:
     return library().probe_turn
 
 
-def hook_sites(sites: ctypes.Array, nr_vcpus: int) -> None:
-    """Add each of `sites` (SiteHook: its address and a VcpuHook per vCPU) as a UC_HOOK_CODE hook at that one address,
-    on each of the first `nr_vcpus` vCPUs in order, the sites in order on each (code_hooks.c)."""
+def hook_sites(sites: array.array, nr_sites: int, nr_vcpus: int) -> None:
+    """Add, on each of the first `nr_vcpus` vCPUs in order and on it each site in order, a UC_HOOK_CODE hook at that
+    site's one address (code_hooks.c). `sites`: per site its address and where its hooks lie (per vCPU its
+    instance, callback and user data: three words)."""
     status = ctypes.c_int()
-    refused = library().hook_sites(sites, len(sites), nr_vcpus, UC_HOOK_CODE, _address(uclib.uc_hook_add),
-                                   ctypes.byref(status))
+    refused = library().hook_sites(sites.buffer_info()[0], nr_sites, nr_vcpus, UC_HOOK_CODE,
+                                   _address(uclib.uc_hook_add), ctypes.byref(status))
     if refused:
         raise MachineError(f"vCPU {refused - 1}: uc_hook_add of a code hook failed ({status.value})")
 

@@ -13,7 +13,8 @@
 typedef int (*hook_add_fn)(void *uc, size_t *handle, int type, void *callback, void *user, uint64_t begin,
                            uint64_t end, ...);
 
-/* One vCPU's hook for one kind of site: its instance, the callback and the callback's user data. */
+/* One vCPU's hook for one kind of site: its instance, the callback and the callback's user data (Python lays these
+ * and the sites out as arrays of 64-bit words: site_hooks.py). */
 struct vcpu_hook {
     void *uc;
     void *callback;
