@@ -46,10 +46,13 @@ class Spins:
                             *(loop.span or (0, 0)))
             for pause, loop in sorted(self.loops.items())))
         memory = machine.memory
-        self._code = {pause: (memory.host_address + memory.physical(begin, end - begin),
-                              machine.hypervisor.read(begin, end - begin))
-                      for pause, loop in self.loops.items() if loop.span is not None for begin, end in (loop.span,)}
+        self._code: dict[int, tuple[int, bytes]] = {}
         """Where each loop in one span lies in the host's RAM, and its bytes as analysed."""
+        for pause, loop in self.loops.items():
+            begin, end = loop.span or (0, 0)
+            code = machine.hypervisor.read(begin, end - begin) if loop.span is not None else None
+            if code is not None:
+                self._code[pause] = (memory.host_address + memory.physical(begin, len(code)), code)
         self._turns: dict[int, tuple[native.PauseTurn, object]] = {}  # vCPU -> its turn and host hook: kept alive
         self._sleepers: dict[tuple[int, bytes], set[int]] = {}  # (host address, bytes there) -> vCPUs waiting
         self._waits: dict[int, tuple[int, list[tuple[int, bytes]]]] = {}  # sleeping vCPU -> its pause, what it waits on
