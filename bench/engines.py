@@ -2,8 +2,10 @@
 the apply (request to completion, Xen's GET included on the xen engine; median of ROUNDS seeds, the wall's
 spread, and the least CPU time: host noise only adds), the CPU time of a second apply on the same machine
 (warm: its code translated), its virtual latency, and how many times the controller engine's host time the xen
-engine takes. On the xen engine the rendezvous is Xen's own check_for_livepatch_work, so its virtual latency
-grows with the number of CPUs.
+engine takes. The engines take turns seed by seed (which goes first alternating), so that a change in the
+host's speed, which moves these figures by up to 2x within minutes on a shared machine, falls on both. On the
+xen engine the rendezvous is Xen's own check_for_livepatch_work, so its virtual latency grows with the number
+of CPUs.
 
     .venv/bin/python bench/engines.py [--oracle] [VCPUS...]      (payloads: make payloads-xen417)
 
@@ -26,6 +28,7 @@ from xsplice_emu.livepatch.states import Action
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "payloads" / "build-xen417" / "xen_hello_world.livepatch"
 ROUNDS = 5
+ENGINES = ("controller", "xen")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,18 @@ def apply_once(engine: str, vcpus: int, seed: int, *, oracle: bool) -> Apply:
     """Xen's hello world applied on a fresh session, then its bye world."""
     session = Session(vcpus=vcpus, seed=seed, xen_syms="debian", engine=engine, oracle=oracle)
     wall, cpu, virtual_ns = timed(session, "xen_hello_world")
-    return Apply(wall, cpu, virtual_ns, timed(session, "xen_bye_world")[1])
+    applied = Apply(wall, cpu, virtual_ns, timed(session, "xen_bye_world")[1])
+    session.close()
+    return applied
+
+
+def alternated(vcpus: int, *, oracle: bool) -> dict[str, list[Apply]]:
+    """Each engine's applies, seed by seed, the engines taking turns at going first."""
+    runs: dict[str, list[Apply]] = {engine: [] for engine in ENGINES}
+    for seed in range(1, ROUNDS + 1):
+        for engine in ENGINES if seed % 2 else ENGINES[::-1]:
+            runs[engine].append(apply_once(engine, vcpus, seed, oracle=oracle))
+    return runs
 
 
 def main(counts: list[int], *, oracle: bool, as_json: bool) -> None:
@@ -65,8 +79,9 @@ def main(counts: list[int], *, oracle: bool, as_json: bool) -> None:
               f"oracle {'on' if oracle else 'off'}")
     for vcpus in counts:
         figures: dict[str, tuple[float, float, float, float]] = {}
-        for engine in ("controller", "xen"):
-            runs = [apply_once(engine, vcpus, seed, oracle=oracle) for seed in range(1, ROUNDS + 1)]
+        by_engine = alternated(vcpus, oracle=oracle)
+        for engine in ENGINES:
+            runs = by_engine[engine]
             wall = [run.wall * 1000 for run in runs]
             cpu_ms = [run.cpu * 1000 for run in runs]
             figures[engine] = (statistics.median(wall), statistics.median(cpu_ms), min(cpu_ms),
