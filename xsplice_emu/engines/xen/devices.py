@@ -189,7 +189,7 @@ def _native_rdtsc(vcpu: Vcpu) -> NativeHook:
     read it every turn)."""
     budget = vcpu.budget
     budget.rax, budget.rdx, budget.rip = REGS.low, REGS.high, vcpu.arch.registers.pc
-    return ctypes.c_void_p(native.on_rdtsc_address()), ctypes.cast(ctypes.byref(budget), ctypes.c_void_p)
+    return ctypes.c_void_p(native.on_rdtsc_address()), ctypes.c_void_p(ctypes.addressof(budget))
 
 
 def _skip(vcpu: Vcpu, length: int) -> None:

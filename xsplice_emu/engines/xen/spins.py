@@ -69,7 +69,7 @@ class Spins:
                                 slice=ctypes.addressof(self.slice), loops=ctypes.addressof(self._table),
                                 nr_loops=len(self._table))
         self._turns[vcpu.index] = turn, host
-        return ctypes.c_void_p(native.on_pause_address()), ctypes.cast(ctypes.byref(turn), ctypes.c_void_p)
+        return ctypes.c_void_p(native.on_pause_address()), ctypes.c_void_p(ctypes.addressof(turn))
 
     def paused(self, vcpu: Vcpu, pause: int) -> None:
         """`vcpu` came round the pure loop at `pause` within one slice with the same registers: it stops there to

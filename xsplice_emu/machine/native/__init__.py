@@ -179,6 +179,7 @@ def _compile(work: Path) -> None:
         raise ToolchainError(f"{compiler} failed on {SOURCES[0].parent}: {result.stderr.strip()}")
 
 
+@cache
 def on_block_address() -> int:
     """Address of the C UC_HOOK_BLOCK callback."""
     return _address(library().on_block)
@@ -203,16 +204,19 @@ def run_quiet_slices_function() -> Callable[[int], int]:
     return library().run_quiet_slices
 
 
+@cache
 def on_out_address() -> int:
     """Address of the C UC_HOOK_INSN callback for OUT that buffers console bytes (console_port.c)."""
     return _address(library().on_out)
 
 
+@cache
 def on_rdtsc_address() -> int:
     """Address of the C UC_HOOK_CODE callback answering a `rdtsc` from the vCPU's VcpuBudget."""
     return _address(library().on_rdtsc)
 
 
+@cache
 def on_pause_address() -> int:
     """Address of the C UC_HOOK_CODE callback at a pure loop's `pause` (pause_turn.c)."""
     return _address(library().on_pause)
@@ -235,6 +239,7 @@ def hook_sites(sites: array.array, nr_sites: int, nr_vcpus: int) -> None:
         raise MachineError(f"vCPU {refused - 1}: uc_hook_add of a code hook failed ({status.value})")
 
 
+@cache
 def never_handled_address() -> int:
     """Address of the C memory-hook callback that handles nothing (see `Vcpu.read_only_code`)."""
     return _address(library().never_handled)
