@@ -141,15 +141,8 @@ class SiteHooks:
             addresses: dict[int, int] = {}  # id -> address, each callback taken once (all alive in `made`)
             for callback, _ in made:
                 if id(callback) not in addresses:
-                    addresses[id(callback)] = _address(callback)
+                    addresses[id(callback)] = native.address_of(callback)
             hooks = self._hooks[factory] = array.array("Q", [
                 word for vcpu, (callback, user) in zip(vcpus, made, strict=True)
                 for word in (vcpu.budget.uc, addresses[id(callback)], 0 if user is None else user.value or 0)])
         return hooks.buffer_info()[0]
-
-
-def _address(callback: Any) -> int:
-    """Where a NativeHook's callback is: a C function's address as it is, a ctypes callback's taken (~1.6 us)."""
-    if isinstance(callback, ctypes.c_void_p):
-        return callback.value or 0
-    return ctypes.cast(callback, ctypes.c_void_p).value or 0
