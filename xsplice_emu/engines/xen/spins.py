@@ -49,8 +49,10 @@ class Spins:
         self._code: dict[int, tuple[int, bytes]] = {}
         """Where each loop in one span lies in the host's RAM, and its bytes as analysed."""
         for pause, loop in self.loops.items():
-            begin, end = loop.span or (0, 0)
-            code = machine.hypervisor.read(begin, end - begin) if loop.span is not None else None
+            if loop.span is None:
+                continue
+            begin, end = loop.span
+            code = machine.hypervisor.read(begin, end - begin)
             if code is not None:
                 self._code[pause] = (memory.host_address + memory.physical(begin, len(code)), code)
         self._turns: dict[int, tuple[native.PauseTurn, object]] = {}  # vCPU -> its turn and host hook: kept alive
