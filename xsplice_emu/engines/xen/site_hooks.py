@@ -71,7 +71,7 @@ class SiteHooks:
     def __init__(self, machine: XenMachine):
         self.machine = machine
         self._factories: dict[int, list[HookFactory]] = {}
-        self._unhooked: list[int] = []  # sorted
+        self._unhooked = array.array("Q")  # sorted (as the block table takes its traps: no list to convert)
         self._hooks: dict[HookFactory, array.array] = {}  # a kind's hook on each vCPU, as C takes them
         self._callbacks: dict[HookFactory, list[NativeHook]] = {}  # what those point to: kept alive
         self._armed = False
@@ -96,7 +96,7 @@ class SiteHooks:
 
     def arm(self) -> None:
         """Make every site added a trap (before the vCPUs first run)."""
-        self._unhooked = sorted(self._factories)
+        self._unhooked = array.array("Q", sorted(self._factories))
         self._armed = True
         self.machine.table.set_traps(self._unhooked)
         for vcpu in self.machine.vcpus:
