@@ -236,6 +236,14 @@ def test_bad_runs_and_an_unreachable_cluster_are_one_line(payloads, args, messag
     assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith(message)
 
 
+def test_an_out_folder_that_cannot_be_made_is_one_line(payloads):
+    """--out whose parent exists but refuses a new folder (/proc makes none, whoever asks): one line, exit 2, and
+    no campaign run."""
+    result = _explore(EXPLORE / "unsafe_patch.toml", "--runs", "2", "--out", "/proc/xsplice-emu-out")
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: /proc/xsplice-emu-out: cannot make the directory: "), result.output
+
+
 @pytest.mark.parametrize("table, message", [
     ("[explore]\nfaults = [\"meteor\"]\n", "[explore]: faults: meteor is not one of preempt, stall, nmi_storm"),
     ("[explore]\nmin_us = 5\nmax_us = 1\n", "[explore]: need 0 < min_us <= max_us, not 5..1"),

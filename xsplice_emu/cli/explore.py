@@ -58,9 +58,9 @@ def explore_command(scenario_path, runs, strategy, seed, jobs, dask_address, sto
     if plot_path:
         check_destination(plot_path)
     if out_dir:
-        check_new_directory(out_dir)
-        out_path = Path(out_dir)
-        out_path.mkdir(exist_ok=True)
+        out_path = check_new_directory(out_dir)
+        with file_errors(out_path, "make the directory"):
+            out_path.mkdir(exist_ok=True)
     else:  # one folder, replaced by each campaign: nothing piles up in /tmp
         out_path = cache_dir() / LAST_CAMPAIGN
         with file_errors(out_path, "make the directory"):
