@@ -26,7 +26,7 @@ from xsplice_emu.scenario.spec import MACHINE_KEYS
 from xsplice_emu.scenario.steps import STEP_KINDS
 
 SECONDS = 30
-FILES = ("missing", "directory", "/dev/zero", "empty", "random", "fifo")
+FILES = ("missing", "directory", "/dev/zero", "empty", "random", "fifo", "unmakeable")
 NUMBERS = ("-1", "0", "nan", "inf", "1e300")
 HELLO = str(PAYLOADS / "xen_hello_world.livepatch")
 SOURCE = str(ROOT / "payloads" / "src" / "xen_hello_world.c")
@@ -226,7 +226,8 @@ def inputs(request, tmp_path, valid, random_bytes) -> dict[str, str]:
     os.mkfifo(tmp_path / "fifo")  # no writer: opening it to read would wait for ever
     return {"missing": str(tmp_path / "missing" / "x"), "directory": str(tmp_path / "directory"),
             "/dev/zero": "/dev/zero", "empty": str(tmp_path / "empty"), "random": str(tmp_path / "random"),
-            "out": str(tmp_path / "out"), "fifo": str(tmp_path / "fifo"), **valid}
+            "out": str(tmp_path / "out"), "fifo": str(tmp_path / "fifo"),
+            "unmakeable": "/proc/xsplice-emu-unmakeable", **valid}
 
 
 def _fill(text: str, inputs: dict[str, str]) -> str:
