@@ -245,7 +245,7 @@ def test_every_command_is_swept():
     assert {path for path, _ in _leaves(main)} == set(BASELINES)
 
 
-@pytest.mark.slow  # the sweep of every option with every bad value: 600 cases, 15 s of CPU, like a fuzz axis
+@pytest.mark.slow  # the sweep of every option with every bad value: ~670 cases, 11 s here, like a fuzz axis
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_bad_input_is_one_line_and_a_clear_exit(case: Case, inputs, tmp_path):
     """No traceback, exit 2 (bad input) or 1 (failed), within 30 s; 0 only for a value that is valid."""
