@@ -82,3 +82,12 @@ def test_pytest_help_documents_the_options_and_a_bad_range_is_a_usage_error(pyte
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*argument --xsplice-vcpus: '0' is not within 1..256*"])
 
+
+def test_a_range_of_more_seeds_than_items_can_hold_is_a_usage_error(pytester):
+    """--xsplice-seeds 1-100000000000 (an item per seed and scenario) is refused at once, not a MemoryError."""
+    result = pytester.runpytest("--xsplice-seeds", "1-100000000000")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --xsplice-seeds: '1-100000000000' gives 100,000,000,000 or more numbers, "
+                                 "each an item per scenario: at most 10,000*"])
+    assert "Traceback" not in result.stderr.str()
+

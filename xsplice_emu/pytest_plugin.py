@@ -27,6 +27,8 @@ from .scenario.keys import Value
 from .scenario.spec import ScenarioUnavailable
 
 SEED_MAX = Value.INTEGER.bounds[1]
+MAX_NUMBERS = 10_000
+"""Seeds (or vCPU counts) one option may give: each is an item per scenario (`explore` runs bigger campaigns)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,6 +52,10 @@ def _numbers(text: str, least: int, most: int) -> list[int]:
         low, high = int(first), int(last) if dash else int(first)
         if not least <= low <= high <= most:
             raise argparse.ArgumentTypeError(f"{part!r} is not within {least}..{most} (or is a range M-N with M > N)")
+        given = len(numbers) + high - low + 1
+        if given > MAX_NUMBERS:
+            raise argparse.ArgumentTypeError(f"{text!r} gives {given:,} or more numbers, each an item per scenario: "
+                                             f"at most {MAX_NUMBERS:,}")
         numbers += range(low, high + 1)
     return numbers
 
