@@ -1,4 +1,5 @@
-"""A missing gcc, ld or make is one line naming the Debian package to install."""
+"""Building what the testbed runs: a missing gcc, ld or make is one line naming the Debian package to install, and a
+build cache that cannot be made is one line naming where it was looked for."""
 
 from __future__ import annotations
 
@@ -47,3 +48,17 @@ def test_cross_compile_builds_the_same_firmware(tmp_path, monkeypatch, image):
     monkeypatch.setenv("CROSS_COMPILE", "x86_64-linux-gnu-")
     built = builtin_firmware()
     assert built.is_relative_to(tmp_path) and load_image(built).build_id == image.build_id
+
+
+@pytest.mark.parametrize("cache", ["a file", "/proc/xsplice-emu-unmakeable"])
+def test_a_cache_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, cache):
+    """XDG_CACHE_HOME naming a file, or a folder that cannot be made: exit 2 and one line, not a traceback."""
+    if cache == "a file":
+        cache = str(tmp_path / "file")
+        (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", cache)
+    result = CliRunner().invoke(main, ["boot", "--vcpus", "1", "--ms", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"error: {cache}/xsplice-emu: cannot make the build cache there "
+                                    "($XDG_CACHE_HOME/xsplice-emu, else ~/.cache/xsplice-emu): "), result.output

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..files import file_errors
 from .sources import source_files
 
 
@@ -43,12 +44,15 @@ def entry_path(name: str, key: str) -> Path:
 
 
 def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
-    """The entry `NAME-KEY`, made by `build(directory)` when missing."""
+    """The entry `NAME-KEY`, made by `build(directory)` when missing; FileError when the cache's folder cannot be
+    made or written."""
     entry = entry_path(name, key)
     if entry.is_dir():
         return entry
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=entry.parent))
+    with file_errors(entry.parent, "make the build cache there ($XDG_CACHE_HOME/xsplice-emu, else "
+                                   "~/.cache/xsplice-emu)"):
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=entry.parent))
     try:
         build(work)
         try:

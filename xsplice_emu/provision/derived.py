@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import capstone
 
+from ..errors import FileError
 from ..image import Image
 from .cache import cached, entry_path
 from .sources import PACKAGE
@@ -47,7 +48,7 @@ def _kept(image: Image, compute: Callable[[Image], T]) -> T:
     value = compute(image)
     try:
         cached(NAME, key, lambda work: _store(work, value))
-    except OSError:  # a read-only or full cache keeps nothing
+    except (OSError, FileError):  # a read-only or full cache keeps nothing
         pass
     return value
 
