@@ -3,10 +3,14 @@ build cache that cannot be made is one line naming where it was looked for."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT
 
 from xsplice_emu import builtin_firmware, load_image
 from xsplice_emu.cli import main
@@ -62,3 +66,16 @@ def test_a_cache_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, cache):
     assert result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"error: {cache}/xsplice-emu: cannot make the build cache there "
                                     "($XDG_CACHE_HOME/xsplice-emu, else ~/.cache/xsplice-emu): "), result.output
+
+
+def test_a_compiler_that_fails_silently_still_says_how(tmp_path):
+    """CC that exits 1 printing nothing (here /bin/false), with an empty cache: the C hook's build fails in one
+    line that names the exit status (a fresh process: this one has the library loaded)."""
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "CC": "/bin/false"}
+    environment.pop("CROSS_COMPILE", None)
+    result = subprocess.run([sys.executable, "-c", "import sys; from xsplice_emu.cli import main; "
+                             "sys.argv[0] = 'xsplice-emu'; main()", "boot", "--vcpus", "1", "--ms", "1", "-q"],
+                            capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 1, result.stderr
+    native = ROOT / "xsplice_emu" / "machine" / "native"
+    assert result.stdout + result.stderr == f"error: /bin/false failed on {native}: exit status 1, nothing printed\n"

@@ -176,7 +176,8 @@ def _compile(work: Path) -> None:
                              *(str(source) for source in SOURCES if source.suffix == ".c")],
                             capture_output=True, text=True)
     if result.returncode:
-        raise ToolchainError(f"{compiler} failed on {SOURCES[0].parent}: {result.stderr.strip()}")
+        raise ToolchainError(f"{compiler} failed on {SOURCES[0].parent}: "
+                             f"{result.stderr.strip() or f'exit status {result.returncode}, nothing printed'}")
 
 
 @cache
