@@ -15,6 +15,7 @@ from elftools.elf.descriptions import describe_reloc_type
 from elftools.elf.elffile import ELFFile
 
 from xsplice_emu import ToolchainError, builtin_firmware, load_image
+from xsplice_emu.authoring import build
 from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.cli import main
 
@@ -223,3 +224,30 @@ def test_building_into_a_missing_directory_is_refused_and_creates_nothing(tmp_pa
     assert result.exit_code == 2
     assert f"no directory {tmp_path / 'missing'}" in result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_source_that_never_finishes_compiling_is_stopped(tmp_path, monkeypatch):
+    """A source that includes /dev/zero would have gcc read for ever: the step is stopped after
+    BUILD_STEP_SECONDS (here 1) and the build fails in one line, exit 1, writing nothing."""
+    monkeypatch.setattr(build, "BUILD_STEP_SECONDS", 1)
+    source = tmp_path / f"endless_{tmp_path.name}.c"  # (a name no other process's command line holds)
+    source.write_text('#include "/dev/zero"\n')
+    out = tmp_path / "endless.livepatch"
+    result = CliRunner().invoke(main, ["payload", "build", str(source), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (f"error: {source}: not a C source that compiles: gcc did not finish in 1 s (stopped): "
+                             "does the source read a device or a pipe?\n")
+    assert not out.exists()
+    assert not _processes_naming(source.name), "gcc's cc1 was left running"
+
+
+def _processes_naming(name: str) -> list[int]:
+    """The processes whose command line holds `name` (the build compiles a copy of the source by its name)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and name.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found

@@ -23,8 +23,10 @@ and refuses every other type with EOPNOTSUPP.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -42,6 +44,9 @@ from ..provision.sources import sources_dir
 from ..provision.toolchain import Toolchain, toolchain
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+BUILD_STEP_SECONDS = 120
+"""Host seconds one step of a payload's build (a compile, a link) may take: a hello world's whole build takes
+under a second, and a source that includes a device (`#include "/dev/zero"`) would make gcc read for ever."""
 
 
 def build_payload(
@@ -189,13 +194,26 @@ def _assemble_notes(tools: Toolchain, obj: Path, depends: bytes, xen_depends: by
 
 
 def _run(argv: list[str], *, what: str, cwd: Path | None = None, stdin: str | None = None) -> None:
+    """Run one build step in a process group of its own, so that a step stopped (its time is up, or the user's
+    Ctrl-C) leaves none of its children running (gcc's cc1 reading /dev/zero grows by ~1 GB a second)."""
     try:
-        result = subprocess.run(argv, cwd=cwd, input=stdin, capture_output=True, text=True,
-                                env={**os.environ, "LC_ALL": "C"})
+        process = subprocess.Popen(argv, cwd=cwd, stdin=None if stdin is None else subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
     except FileNotFoundError:
         raise ToolchainError(f"cannot build the payload: {argv[0]} is not installed") from None
-    if result.returncode:
-        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-        fallback = lines[0] if lines else f"exit status {result.returncode}"
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=BUILD_STEP_SECONDS)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):  # (every process of the group already gone)
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise ToolchainError(f"{what} did not finish in {BUILD_STEP_SECONDS} s (stopped): does the source read "
+                                 "a device or a pipe?") from None
+        raise
+    if process.returncode:
+        lines = [line for line in (stderr + stdout).splitlines() if line.strip()]
+        fallback = lines[0] if lines else f"exit status {process.returncode}"
         first = next((line for line in lines if "error" in line), fallback)
         raise ToolchainError(f"{what} failed: {first.strip()}")
