@@ -21,6 +21,8 @@ FAULTS = ROOT / "payloads" / "xen-faults"
 NOT_PRESENT = 0xFFFF830010000000
 """Past the end of RAM in Xen's directmap: no page there."""
 NON_CANONICAL = 1 << 63
+NOWHERE = 0xFFFFC2D040600010
+"""An address above Xen's image with nothing mapped (its L4 slot empty)."""
 BUFFER = 0xFFFF830000300000
 """A free page of RAM, through the directmap."""
 
@@ -65,6 +67,22 @@ def test_a_hook_reading_through_a_non_canonical_pointer_gets_xens_own_general_pr
         f"error: vCPU 0 fault: #GP general protection at {xen.address('strlen'):#x} <strlen>: "
         "cmp byte ptr [rdi], 0; Xen panicked: GENERAL PROTECTION FAULT")
     assert "(XEN) GENERAL PROTECTION FAULT" in result.stderr.splitlines()
+
+
+@pytest.mark.slow
+def test_a_hook_that_jumps_where_nothing_is_mapped_gets_xens_own_fetch_fault_panic(xen, tmp_path):
+    """The load hook calls an address with no RAM behind it: the fetch's #PF goes to Xen (it was a MachineError of
+    the testbed's, reading the instruction there), Xen's report reads the code around RIP through its exception
+    table (a fault inside its handler, given to Xen as the fixup asks) and Xen panics with a fetch's error code."""
+    result = _load(xen, tmp_path, "jump_nowhere")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: vCPU 0 fault: #PF page fault (cr2 {NOWHERE:#x}) at {NOWHERE:#x} <{NOWHERE:#x}>: (outside RAM); "
+        "Xen panicked: FATAL PAGE FAULT")
+    lines = result.stderr.splitlines()
+    assert f"(XEN) Xen code around <{NOWHERE:016x}> ({NOWHERE:016x}) [fault on access]:" in lines
+    assert lines[lines.index("(XEN) FATAL PAGE FAULT") + 1:][:2] == [
+        "(XEN) [error_code=0010]", f"(XEN) Faulting linear address: {NOWHERE:016x}"]
 
 
 def test_no_fault_is_lost_however_often_one_vcpu_faults_and_wherever_its_slices_end(xen):

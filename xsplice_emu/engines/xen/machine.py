@@ -399,7 +399,7 @@ class XenMachine(SliceRunner):
         self.drain_console()
         header = next((k for k in range(len(self.log) - 1, -1, -1) if self.log[k].startswith(PANIC_HEADER)), None)
         reason = self.log[header + 1] if header is not None and header + 1 < len(self.log) else "no reason printed"
-        fault = self.faults.handling.get(vcpu.index)
+        fault = self.faults.first_handled(vcpu)
         if fault is None:
             raise self.fault(vcpu, f"Xen panicked: {reason}", vcpu.current_pc())
         raise self.fault(vcpu, fault.what, fault.pc, panic=reason, report=tuple(self.log[fault.log_seen:]))
