@@ -85,6 +85,21 @@ def test_a_hook_that_jumps_where_nothing_is_mapped_gets_xens_own_fetch_fault_pan
         "(XEN) [error_code=0010]", f"(XEN) Faulting linear address: {NOWHERE:016x}"]
 
 
+@pytest.mark.slow
+def test_a_record_whose_name_points_nowhere_is_applied_and_reverted_by_xen(xen, tmp_path):
+    """Xen's loader takes a record whose name points where nothing is mapped (Xen finds the function by
+    old_addr): Xen applies and reverts it, every vCPU then runs the old function again, and the testbed, which
+    reads each record Xen patches from, notes it (was a MachineError reading the name)."""
+    payload = build_payload(FAULTS / "name_nowhere.c", tmp_path / "name_nowhere.livepatch", firmware=xen.path)
+    result = CliRunner().invoke(main, ["livepatch", "--engine", "xen", "--xen-syms", str(xen.path), "--vcpus", "4",
+                                       "load", str(payload), "revert", "name_nowhere"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "Reverting name_nowhere... completed"
+    lines = result.stderr.splitlines()  # Xen's log
+    assert "(XEN) livepatch: name_nowhere finished APPLY with rc=0" in lines
+    assert "(XEN) livepatch: name_nowhere finished REVERT with rc=0" in lines
+
+
 def test_no_fault_is_lost_however_often_one_vcpu_faults_and_wherever_its_slices_end(xen):
     """One-instruction slices (each ends by emu_stop, where Unicorn 2.1.4 loses faults), and Xen's
     copy_from_unsafe_ll from a not-present and a non-canonical address, twice each on one vCPU: Xen's handler

@@ -88,8 +88,11 @@ class GuestMemory:
         return self._view[offset:offset + 8 * count].cast("Q")
 
     def read_cstring(self, address: int, limit: int = 256) -> str:
-        """A NUL-terminated string at `address` (at most `limit` bytes)."""
-        data = self.read(address, min(limit, self.limit(address) - address))
+        """A NUL-terminated string at `address` (at most `limit` bytes, and none past the end of its range)."""
+        available = self.limit(address) - address
+        if available <= 0:
+            raise MachineError(f"guest string at {address:#x} is outside RAM")
+        data = self.read(address, min(limit, available))
         return data.split(b"\0", 1)[0].decode("latin-1")
 
     def digest(self, begin: int = RAM_BASE, end: int | None = None) -> str:

@@ -14,17 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ...errors import MachineError
 from ...livepatch.oracle import Oracle
 from ...machine import Vcpu
+from .func_record import read_func_record
 from .interrupts import HYPERVISOR_CS, IST_STACKS, PAGE
 from .layout import STACK_SIZE
 from .machine import XenMachine
 
-FUNC_NAME, FUNC_NEW_ADDR, FUNC_OLD_ADDR, FUNC_SIZES = 0x0, 0x8, 0x10, 0x18
-"""Offsets in Xen's `struct livepatch_func` (public/sysctl.h): name, new_addr, old_addr, then new_size and
-old_size (two uint32)."""
-NAME_MAX = 128
-"""XEN_LIVEPATCH_NAME_SIZE: a record's name is read up to this many bytes."""
 WORD = 8
 CALL_REL32 = 0xE8
 CALL_INDIRECT = 0xFF  # with ModRM reg 2 (`call *...`), 2, 3, 6 or 7 bytes before the return address
@@ -131,29 +128,31 @@ class PatchingFeed:
         it is about to write are `livepatch_insn_len` at the patch offset (past an ENDBR64)."""
         machine, memory = self.machine, self.machine.memory
         record = vcpu.read(machine.arch.registers.arguments[0])
-        new_addr, old_addr = memory.read_u64(record + FUNC_NEW_ADDR), memory.read_u64(record + FUNC_OLD_ADDR)
-        new_size, old_size = struct.unpack("<II", memory.read(record + FUNC_SIZES, 8))
-        function = memory.read(memory.read_u64(record + FUNC_NAME), NAME_MAX).partition(b"\0")[0].decode(
-            "utf-8", "replace")
-        offset = machine.arch.patch_offset(memory.read(old_addr, 4))
-        length = machine.arch.jump_size if new_addr else new_size - offset
+        func = read_func_record(memory, record)
+        if func is None:
+            return
+        try:
+            offset = machine.arch.patch_offset(memory.read(func.old_addr, 4))
+            length = machine.arch.jump_size if func.new_addr else func.new_size - offset
+            before = memory.read(func.old_addr + offset, length) if length > 0 else b""
+        except MachineError:  # its target lies outside RAM: Xen's own store faults there, nothing is written
+            return
         if length <= 0:
             return
-        site = old_addr + offset
+        site = func.old_addr + offset
         applied = None if apply else self._applied.pop(record, None)
         if self._reverted and (applied is None or applied.payload != self._reverted[0].payload):
             self._check_reverted(vcpu)  # Xen reverts payload by payload, then applies
         if apply:
-            body: tuple[int, int] | None = (old_addr, old_addr + old_size)
+            body: tuple[int, int] | None = (func.old_addr, func.old_addr + func.old_size)
             action = self._action()
-            self._applied[record] = _Applied(action.payload if action else "-", function, site,
-                                             memory.read(site, length))
+            self._applied[record] = _Applied(action.payload if action else "-", func.name, site, before)
         else:
-            body = (new_addr, new_addr + new_size) if new_addr else None
+            body = (func.new_addr, func.new_addr + func.new_size) if func.new_addr else None
             if applied is not None:
                 self._reverted.append(applied)
-        self.oracle.also_patches([(function, old_addr)])
-        self.oracle.writing(vcpu, site, length, body, function)
+        self.oracle.also_patches([(func.name, func.old_addr)])
+        self.oracle.writing(vcpu, site, length, body, func.name)
         self._written.add((site, site + length))
 
     def _check_reverted(self, vcpu: Vcpu) -> None:

@@ -21,9 +21,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ...errors import MachineError
 from ...image import Image
 from ...machine import PS_PER_NS, Vcpu
 from ...tracing.kinds import EventKind
+from .func_record import read_func_record
 from .site_hooks import SiteHooks, running
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ SEMAPHORE, TIMEOUT, DATA, DO_WORK, READY = 0, 4, 8, 16, 17
 """Offsets of the fields of Xen 4.17's `struct livepatch_work` (common/livepatch.c)."""
 PAYLOAD_RC = 4
 """Offset of `rc` in Xen's `struct payload` (xen/livepatch_payload.h: state, then rc)."""
-FUNC_NAME, FUNC_OLD_ADDR = 0, 16
-"""Offsets of `name` and `old_addr` in `struct livepatch_func` (the payload ABI)."""
 PATCH_REACH = 32
 """Bytes from a function's start that its patch may cover (an ENDBR64 offset and the longest NOP record)."""
 RIP_OPERAND = re.compile(r"^(byte|dword) ptr \[rip ([+-]) (0x[0-9a-f]+)\](?:, (\w+))?$")
@@ -173,10 +173,14 @@ class RendezvousObserver:
         action, memory = self.action, self.machine.memory
         if action is None:
             return
-        func = vcpu.argument(0)
-        name = memory.read_cstring(memory.read_u64(func + FUNC_NAME))
-        old_addr = memory.read_u64(func + FUNC_OLD_ADDR)
-        action.patches.append(_Patch(name, old_addr, memory.physical(old_addr, PATCH_REACH)))
+        record = read_func_record(memory, vcpu.argument(0))
+        if record is None:
+            return
+        try:
+            begin = memory.physical(record.old_addr, PATCH_REACH)
+        except MachineError:  # its target lies outside RAM: Xen's own store faults there
+            return
+        action.patches.append(_Patch(record.name, record.old_addr, begin))
 
     def code_store(self, vcpu: Vcpu, address: int, size: int) -> None:
         """A store into code at physical `address`, before it lands: the bytes it replaces, if it patches."""
