@@ -142,6 +142,28 @@ def test_xens_refusal_is_shown_once_as_its_own_line_with_no_testbed_echo(xen, pa
                                                     "failed\n")
 
 
+@pytest.mark.slow
+def test_a_section_alignment_no_allocation_meets_is_xens_enomem_and_the_next_payload_applies(xen, payloads,
+                                                                                              tmp_path):
+    """Hello world with its .rodata aligned to 2^63: Xen asks its payload allocator for more than any area holds,
+    gets NULL (the host's stand-in said it with a MachineError, which left vCPU 0 inside Xen's hypercall) and
+    refuses with its own ENOMEM; the real hello world then uploads and applies on the same machine."""
+    data = bytearray((payloads / "xen_hello_world.livepatch").read_bytes())
+    section_headers, = struct.unpack_from("<Q", data, 0x28)
+    rodata = next(k for k in range(struct.unpack_from("<H", data, 0x3C)[0])
+                  if struct.unpack_from("<IIQ", data, section_headers + 64 * k)[1:] == (1, 2))  # PROGBITS, ALLOC
+    struct.pack_into("<Q", data, section_headers + 64 * rodata + 48, 1 << 63)  # sh_addralign
+    (tmp_path / "aligned.livepatch").write_bytes(data)
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", base=payloads)
+    refused = session.command(parse(["upload", "aligned", str(tmp_path / "aligned.livepatch")]))
+    assert (refused.exit_code, refused.text) == (1, "Uploading " + str(tmp_path / "aligned.livepatch") + "... failed\n"
+                                                    "Error 12: Cannot allocate memory\n(XEN) livepatch: aligned: "
+                                                    "Could not allocate memory for payload\n")
+    applied = session.command(parse(["load", "xen_hello_world.livepatch"]))
+    assert applied.exit_code == 0, applied.text
+    assert {version.extra for version in session.versions()} == {"Hello World"}
+
+
 def test_the_xen_engine_needs_a_real_image_said_in_one_line():
     """engine = "xen" without xen_syms is a ConfigError naming what is missing."""
     with pytest.raises(ConfigError, match="xen engine runs a real Xen image"):
