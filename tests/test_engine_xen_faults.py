@@ -3,6 +3,7 @@ own handlers, which recover through their exception tables or panic with their o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from helpers import ROOT, debian_file
 
 from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.cli import main
+from xsplice_emu.engines.xen.layout import PAYLOAD_AREA_SIZE
 from xsplice_emu.engines.xen.machine import XenMachine
 from xsplice_emu.errors import GuestFault
 from xsplice_emu.machine import MachineConfig
@@ -98,6 +100,18 @@ def test_a_record_whose_name_points_nowhere_is_applied_and_reverted_by_xen(xen, 
     lines = result.stderr.splitlines()  # Xen's log
     assert "(XEN) livepatch: name_nowhere finished APPLY with rc=0" in lines
     assert "(XEN) livepatch: name_nowhere finished REVERT with rc=0" in lines
+
+
+@pytest.mark.slow
+def test_a_hook_that_never_returns_leaves_no_cpu_for_the_next_hypercall_and_says_where_it_is(xen, tmp_path):
+    """The load hook loops for ever inside Xen's rendezvous: the tool's next hypercall waits 100 virtual ms for
+    vCPU 0, then the run ends in one line naming the wait and where vCPU 0 is (the hook, in the payload area)."""
+    result = _load(xen, tmp_path, "hook_forever")
+    assert result.exit_code == 1
+    line = result.stderr.splitlines()[-1]
+    assert re.fullmatch(r"error: vCPU 0 did not go idle within 100 ms to run livepatch_op "
+                        r"\(it is at (0x[0-9a-f]+) <0x[0-9a-f]+>\)", line), line
+    assert xen.end <= int(line.split("it is at ")[1].split()[0], 16) < xen.end + PAYLOAD_AREA_SIZE  # past Xen
 
 
 def test_no_fault_is_lost_however_often_one_vcpu_faults_and_wherever_its_slices_end(xen):

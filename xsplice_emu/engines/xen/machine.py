@@ -229,7 +229,7 @@ class XenMachine(SliceRunner):
                      stop_when=lambda: vcpu.state is VcpuState.HALTED)
             if vcpu.state is not VcpuState.HALTED:
                 raise MachineError(f"vCPU {index} did not go idle within {IDLE_WAIT_NS // 1_000_000} ms to run "
-                                   f"{name}")
+                                   f"{name} (it is at {vcpu.pc:#x} <{self.describe(vcpu.pc)}>)")
         vcpu.sleep_until(self.now_ps)  # it idled until now: the call starts now
         call = self.calls[index] = HostCall(entry, then_idle=not booting)
         self.platform.enter(vcpu, entry, arguments, as_dom0=as_dom0)
@@ -237,7 +237,8 @@ class XenMachine(SliceRunner):
         self.run(until_ps=self.now_ps + timeout_ns * PS_PER_NS, stop_when=lambda: call.result is not None)
         self.drain_console()
         if call.result is None:
-            raise MachineError(f"{name} on vCPU {index} did not return within {timeout_ns / 1e6:g} ms")
+            raise MachineError(f"{name} on vCPU {index} did not return within {timeout_ns / 1e6:g} ms (it is at "
+                               f"{vcpu.pc:#x} <{self.describe(vcpu.pc)}>)")
         return call.result
 
     def post_call(self, index: int, function: str | int, *arguments: int, at_ps: int,
