@@ -16,7 +16,7 @@ PAGE = 4096
 
 
 class BumpAllocator:
-    """Addresses from `[begin, end)`, in order; `base` is added to each (the directmap, or nothing)."""
+    """Addresses from `[begin, end)`, in order (the heap's through the directmap, the payload area's as they are)."""
 
     def __init__(self, memory: GuestMemory, begin: int, end: int):
         self.memory = memory

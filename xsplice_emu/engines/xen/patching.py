@@ -134,10 +134,10 @@ class PatchingFeed:
         try:
             offset = machine.arch.patch_offset(memory.read(func.old_addr, 4))
             length = machine.arch.jump_size if func.new_addr else func.new_size - offset
-            before = memory.read(func.old_addr + offset, length) if length > 0 else b""
+            if length <= 0:
+                return
+            before = memory.read(func.old_addr + offset, length)
         except MachineError:  # its target lies outside RAM: Xen's own store faults there, nothing is written
-            return
-        if length <= 0:
             return
         site = func.old_addr + offset
         applied = None if apply else self._applied.pop(record, None)
