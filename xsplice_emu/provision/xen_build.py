@@ -59,9 +59,9 @@ def build_xen(*, source: Path | None = None, debian: str | None = None, patches:
     if (source is None) == (debian is None):
         raise ConfigError("give one source: --source DIR or --debian VERSION")
     texts = [(patch, read_file(patch, limit=PATCH_LIMIT, what="patch")) for patch in patches]
+    fill, key, what = _tree(source) if source is not None else _debian(str(debian))  # (what was given, first)
     _require_tools()
     compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.partition("\n")[0]
-    fill, key, what = _tree(source) if source is not None else _debian(str(debian))
     patch_key = digest(*(f"{patch.name}\0{hashlib.sha256(text).hexdigest()}" for patch, text in texts))
     entry = cached("xen-build", digest(key, patch_key, compiler, *CONFIG_LINES),
                    lambda work: _build(work, fill, what, texts, progress or (lambda _: None)))
