@@ -206,9 +206,9 @@ void block_table_free(struct block_table *t)
     free(t);
 }
 
-void on_block(void *uc, uint64_t address, uint32_t size, void *user)
+/* on_block's every case but the common one: a block counted before, with no trap, that fits the budget. */
+static __attribute__((noinline)) void on_block_slow(void *uc, uint64_t address, uint32_t size, struct vcpu_budget *v)
 {
-    struct vcpu_budget *v = user;
     uint32_t insns;
     if (v->stop_pending)
         return;
@@ -239,6 +239,22 @@ void on_block(void *uc, uint64_t address, uint32_t size, void *user)
         return;
     }
     v->executed += insns;
+}
+
+/* The common case here, in a few instructions and no stack frame (Unicorn calls this before every block a vCPU
+ * runs): a block counted before, found at its own slot, holding no trap, that fits the budget. */
+void on_block(void *uc, uint64_t address, uint32_t size, void *user)
+{
+    struct vcpu_budget *v = user;
+    const struct block_table *t = v->table;
+    const struct block_entry *e = &t->slots[slot_of(t, address, size)];
+    uint64_t executed = v->executed;
+    if (__builtin_expect(!(v->stop_pending | v->nr_watches) && e->address == address && e->size == size &&
+                         !(e->insns & TRAP) && executed + e->insns <= v->budget, 1)) {
+        v->executed = executed + e->insns;
+        return;
+    }
+    on_block_slow(uc, address, size, v);
 }
 
 /* Run a slice of at most `budget` instructions from `begin`: uc_emu_start's status; v->pc is where it stopped and
