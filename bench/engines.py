@@ -3,12 +3,12 @@ the apply (request to completion, Xen's GET included on the xen engine; median o
 spread, and the least CPU time: host noise only adds), the CPU time of a second apply on the same machine
 (warm: its code translated), its virtual latency, and how many times the controller engine's host time the xen
 engine takes. Then what the first apply translates (on another machine than the timed ones): the blocks Unicorn
-made on all vCPUs, a count no host noise moves, and what translating them costs at the rate measured on one
-of its vCPUs in this run, also as a multiple of the controller engine's apply wall: a floor under the ratio that
-only fewer blocks lower. The engines take turns seed by seed (which goes first alternating), so that a change in the
-host's speed, which moves these figures by up to 2x within minutes on a shared machine, falls on both. On the
-xen engine the rendezvous is Xen's own check_for_livepatch_work, so its virtual latency grows with the number
-of CPUs.
+made on all vCPUs, a count no host noise moves, and what translating them costs at the rate the vCPUs translate
+as they run (the wall an apply gains when they dropped those blocks first, per block it made), also as a multiple
+of the controller engine's apply wall: a floor under the ratio that only fewer blocks lower. The engines take
+turns seed by seed (which goes first alternating), so that a change in the host's speed, which moves these
+figures by up to 2x within minutes on a shared machine, falls on both. On the xen engine the rendezvous is Xen's
+own check_for_livepatch_work, so its virtual latency grows with the number of CPUs.
 
     .venv/bin/python bench/engines.py [--oracle] [VCPUS...]      (payloads: make payloads-xen417)
 
@@ -22,6 +22,7 @@ import gc
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "payloads" / "build-xen417" / "xen_hello_world.livepatch"
 ROUNDS = 5
 ENGINES = ("controller", "xen")
-TRANSLATION_PASSES = 5
+PAYLOADS = ("xen_hello_world", "xen_bye_world")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def apply_once(engine: str, vcpus: int, seed: int, *, oracle: bool) -> Apply:
 
 @dataclass(frozen=True)
 class Translation:
-    """The blocks a first apply made Unicorn translate on all vCPUs, and the microseconds one takes."""
+    """The blocks a first apply made Unicorn translate on all vCPUs, and the microseconds one takes as they run."""
 
     blocks: int
     us_per_block: float
@@ -80,29 +81,64 @@ class Translation:
         return self.blocks * self.us_per_block / 1000
 
 
+def blocks_made(session: Session, action: Callable[[], None]) -> list[tuple[int, int]]:
+    """(vCPU, address) of each block Unicorn translates while `action` runs (its hook on new blocks, removed
+    after: a Python call per block would be timed with them)."""
+    made: list[tuple[int, int]] = []
+    hooks = [(vcpu, vcpu.uc.hook_add(UC_HOOK_EDGE_GENERATED,
+                                     lambda uc, new, previous, data, index=vcpu.index: made.append((index, new.pc))))
+             for vcpu in session.machine.vcpus]
+    action()
+    for vcpu, hook in hooks:
+        vcpu.uc.hook_del(hook)
+    return made
+
+
+def act(session: Session, name: str, action: Action) -> float:
+    """Run `action` on payload `name`: its wall seconds."""
+    gc.collect()
+    started = time.perf_counter()
+    result = session.livepatch.run_action(name, action)
+    wall = time.perf_counter() - started
+    assert result is not None and result.rc == 0, (name, action, result)
+    return wall
+
+
 def translated(engine: str, vcpus: int) -> Translation:
-    """What the first apply on a fresh session translates (Unicorn's hook on each new block), and the rate: vCPU
-    1's blocks (vCPU 0's on one vCPU) dropped and translated again on it, best of TRANSLATION_PASSES."""
+    """What the first apply on a fresh session translates, and what a translation costs as the vCPUs make them:
+    ROUNDS times on that session, a second payload applied (then reverted) with its path translated, and applied
+    again after every vCPU dropped the first apply's blocks, which Unicorn translates anew as they run: the wall
+    that adds (median), over the blocks such an apply makes (counted in an apply of its own). Asking Unicorn for
+    a dropped block (`ctl_request_cache`) is no measure: on Xen's halted vCPUs it makes blocks of one
+    instruction, where running they hold about five."""
     session = Session(vcpus=vcpus, seed=1, xen_syms="debian", engine=engine, oracle=False)
-    session.livepatch.upload("xen_hello_world", PAYLOAD.read_bytes())
-    made: list[tuple[int, int]] = []  # (vCPU, address) of each block made
-    for vcpu in session.machine.vcpus:
-        vcpu.uc.hook_add(UC_HOOK_EDGE_GENERATED,
-                         lambda uc, new, previous, data, index=vcpu.index: made.append((index, new.pc)))
-    result = session.livepatch.run_action("xen_hello_world", Action.APPLY)
-    assert result is not None and result.rc == 0, result
-    timed = session.machine.vcpus[min(1, vcpus - 1)]
-    addresses = sorted({address for index, address in made if index == timed.index})
-    best = float("inf")
-    for _ in range(TRANSLATION_PASSES):
-        for address in addresses:
-            timed.flush(address, address + 1)
-        started = time.perf_counter()
-        for address in addresses:
-            timed.uc.ctl_request_cache(address)
-        best = min(best, (time.perf_counter() - started) / len(addresses))
+    first_payload, payload = PAYLOADS
+    for name in PAYLOADS:
+        session.livepatch.upload(name, PAYLOAD.with_name(f"{name}.livepatch").read_bytes())
+    first = blocks_made(session, lambda: act(session, first_payload, Action.APPLY))
+    machine_vcpus = session.machine.vcpus
+
+    def drop() -> None:
+        for index, address in first:
+            machine_vcpus[index].flush(address, address + 1)
+
+    def cycle(*, dropped: bool) -> float:
+        """Apply (its wall) and revert `payload`, its first apply's blocks dropped first on every vCPU or not."""
+        if dropped:
+            drop()
+        wall = act(session, payload, Action.APPLY)
+        act(session, payload, Action.REVERT)
+        return wall
+    cycle(dropped=False)
+    drop()
+    again = len(blocks_made(session, lambda: act(session, payload, Action.APPLY)))
+    act(session, payload, Action.REVERT)
+    added = []
+    for _ in range(ROUNDS):
+        warm = cycle(dropped=False)
+        added.append(cycle(dropped=True) - warm)
     session.close()
-    return Translation(len(made), best * 1e6)
+    return Translation(len(first), statistics.median(added) / again * 1e6)
 
 
 def alternated(vcpus: int, *, oracle: bool) -> dict[str, list[Apply]]:
