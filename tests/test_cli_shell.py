@@ -63,10 +63,12 @@ def test_nmi_console_and_trace_save(payloads, tmp_path):
 
 
 def test_mistakes_are_one_line_and_the_shell_goes_on(payloads):
-    """Unknown command, bad duration, vCPU out of range, unknown payload: a line each; `quit` ends it, exit 2."""
-    result = _shell("frobnicate", "run soon", "nmi 7", "apply nothing", "quit", "info")
+    """Unknown command, bad duration, vCPU out of range or named twice, unknown payload: a line each; `quit` ends
+    it, exit 2."""
+    result = _shell("frobnicate", "run soon", "nmi_storm 0,2,0 100 20us", "nmi 7", "apply nothing", "quit", "info")
     assert result.exit_code == 2
     assert "error: unknown command 'frobnicate'" in result.stdout
+    assert "error: vcpus names vCPU 0 more than once (0, 2, 0)" in result.stdout
     assert "error: 'soon' is not a duration" in result.stdout
     assert "error: vCPU '7' is out of range: the machine has 4 (0..3)" in result.stdout
     assert "Failed to get status of nothing." in result.stderr

@@ -146,6 +146,8 @@ def test_trace_file_is_the_runs_trace(payloads, tmp_path):
     ("[[step]]\nlivepatch = 'load missing.livepatch'", ":2: step 1 (livepatch): payload file"),
     ("[[step]]\nstall = { vcpu = 4, ms = 5 }", ":2: step 1 (stall): vcpu 4 is out of range: the machine has 4 vCPUs"),
     ("[[step]]\nnmi = { vcpu = 1, when = 2 }", ":2: step 1 (nmi): unknown key 'when'"),
+    ("[[step]]\nnmi_storm = { vcpus = [1, 0, 1], rate_khz = 100, us = 20 }",
+     ":2: step 1 (nmi_storm): vcpus names vCPU 1 more than once (1, 0, 1)"),
     ("[[step]]\nlivepatch = 'frobnicate x'", ":2: step 1 (livepatch): unknown command 'frobnicate'"),
     ("[[step]]\nlivepatch = 'list'\nexpect_rc = 'ENOPE'",
      ":3: step 1 (livepatch): expect_rc 'ENOPE' is not an errno name"),

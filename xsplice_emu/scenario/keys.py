@@ -111,7 +111,7 @@ class Value(Enum):
         if self is Value.VCPU:
             return _vcpu(checked, vcpus)
         if self is Value.VCPUS:
-            return tuple(range(vcpus)) if checked == "all" else tuple(_vcpu(vcpu, vcpus) for vcpu in checked)
+            return tuple(range(vcpus)) if checked == "all" else _distinct(tuple(_vcpu(vcpu, vcpus) for vcpu in checked))
         if self is Value.ARGS:
             return tuple(checked)
         return checked
@@ -125,7 +125,9 @@ class Value(Enum):
         if self is Value.VCPU:
             return _vcpu_word(word, vcpus)
         if self is Value.VCPUS:
-            return tuple(range(vcpus)) if word == "all" else tuple(_vcpu_word(w, vcpus) for w in word.split(","))
+            if word == "all":
+                return tuple(range(vcpus))
+            return _distinct(tuple(_vcpu_word(w, vcpus) for w in word.split(",")))
         if self is Value.KHZ:
             try:
                 khz = float(word)
@@ -182,6 +184,14 @@ def _vcpu(vcpu: int, vcpus: int) -> int:
     if not 0 <= vcpu < vcpus:
         raise ConfigError(f"vcpu {vcpu} is out of range: the machine has {vcpus} vCPUs (0..{vcpus - 1})")
     return vcpu
+
+
+def _distinct(vcpus: tuple[int, ...]) -> tuple[int, ...]:
+    """A list of vCPUs that names each once."""
+    for k, vcpu in enumerate(vcpus):
+        if vcpu in vcpus[:k]:
+            raise ConfigError(f"vcpus names vCPU {vcpu} more than once ({', '.join(map(str, vcpus))})")
+    return vcpus
 
 
 def _vcpu_word(word: str, vcpus: int) -> int:
