@@ -27,7 +27,7 @@ from xsplice_emu.scenario.steps import STEP_KINDS
 
 SECONDS = 30
 FILES = ("missing", "directory", "/dev/zero", "empty", "random", "fifo", "unmakeable")
-NUMBERS = ("-1", "0", "nan", "inf", "1e300")
+NUMBERS = ("-1", "0", "nan", "inf", "1e300", "100000000000000000000")
 HELLO = str(PAYLOADS / "xen_hello_world.livepatch")
 SOURCE = str(ROOT / "payloads" / "src" / "xen_hello_world.c")
 
