@@ -217,6 +217,17 @@ def test_serve_refuses_a_socket_path_that_is_an_existing_file(tmp_path):
     assert precious.read_text() == "keep me"
 
 
+def test_serve_refuses_a_poll_longer_than_any_duration_the_cli_takes(tmp_path):
+    """--poll-ns past 60 virtual s (a GET that could run the machine for ever while Xen's own hook never returns):
+    exit 2 and the range, no socket made."""
+    socket = tmp_path / "s.sock"
+    result = CliRunner().invoke(main, ["serve", "--socket", str(socket), "--boot-ms", "0",
+                                       "--poll-ns", "60000000001"])
+    assert result.exit_code == 2
+    assert "'--poll-ns': 60000000001 is not in the range 1..60000000000" in result.output
+    assert not socket.exists()
+
+
 def _records(caplog, op: str) -> list[tuple[str, str]]:
     """(level name, message) of the server's log lines about `op` requests."""
     return [(r.levelname, r.getMessage()) for r in caplog.records

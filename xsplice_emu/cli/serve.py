@@ -13,6 +13,7 @@ import signal
 import click
 
 from ..control.session import Session
+from ..duration import MAX_MS, NS_PER_MS
 from ..engines import ENGINES
 from ..files import check_destination
 from ..provision.debian import DEBIAN_XEN_SYMS, debian_build, xen_livepatch, xen_syms
@@ -25,8 +26,9 @@ from .common import Range, machine_options, reports_errors
 @machine_options
 @click.option("--socket", "socket_path", required=True, type=click.Path(dir_okay=False),
               help="Unix socket to answer on (XSPLICE_EMU_SOCKET of the clients).")
-@click.option("--poll-ns", type=Range(min=1),
-              help="Virtual ns one GET lets pass while an action is pending [default: twice its timeout].")
+@click.option("--poll-ns", type=Range(1, MAX_MS * NS_PER_MS),
+              help="Virtual ns one GET lets pass while an action is pending [default: twice its timeout; at most "
+                   f"{MAX_MS // 1000} virtual s, as any duration the CLI takes].")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
               help="Write the JSON Lines trace here on exit (spooled to a temporary file meanwhile; without it no "
                    "events are kept).")
