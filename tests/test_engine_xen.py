@@ -13,12 +13,13 @@ from click.testing import CliRunner
 from helpers import ROOT, debian_file
 from unicorn import x86_const
 
+from xsplice_emu.authoring.build import build_payload
 from xsplice_emu.authoring.xen_tests import xen_tests_for
 from xsplice_emu.cli import main
 from xsplice_emu.control.session import Session
 from xsplice_emu.control.verbs import parse
 from xsplice_emu.engines.xen.code_writes import CodeWrites
-from xsplice_emu.engines.xen.platform import PAGE, WRITABLE
+from xsplice_emu.engines.xen.platform import NO_EXECUTE, PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError, GuestFault, MachineError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.machine import VcpuState
@@ -51,8 +52,8 @@ def payloads(xen) -> Path:
     return built
 
 
-def _text_pte(session: Session, address: int) -> int:
-    """The L1 entry Xen's own page tables map `address` (in the image's first 2 MiB) with."""
+def _pte(session: Session, address: int) -> int:
+    """The L1 entry Xen's own page tables map `address` (in the image's first 2 MiB, or the payload area) with."""
     machine = session.machine
     l2 = machine.address("l2_xenmap")
     l1 = machine.memory.read_u64(l2 + 8 * ((address >> 21) & 511)) & ~(PAGE - 1) & (2**52 - 1)
@@ -68,7 +69,7 @@ def test_xen_applies_and_reverts_hello_world_with_its_own_code_on_two_vcpus(xen,
         "Uploading xen_hello_world.livepatch... completed", "Applying xen_hello_world... completed"])
     assert "(XEN) xen_hello_world: load hook executing" in loaded.text
     assert {v.extra for v in session.versions()} == {"Hello World"}
-    assert not _text_pte(session, xen.address("xen_extra_version")) & WRITABLE
+    assert not _pte(session, xen.address("xen_extra_version")) & WRITABLE
     assert session.command(parse(["revert", "xen_hello_world"])).exit_code == 0
     assert {v.extra for v in session.versions()} == {PINNED_BUILD.extra} and session.text_unchanged()
     assert session.command(parse(["unload", "xen_hello_world"])).exit_code == 0
@@ -162,6 +163,45 @@ def test_a_section_alignment_no_allocation_meets_is_xens_enomem_and_the_next_pay
     applied = session.command(parse(["load", "xen_hello_world.livepatch"]))
     assert applied.exit_code == 0, applied.text
     assert {version.extra for version in session.versions()} == {"Hello World"}
+
+
+STORING_HOOK = """
+#include <xsplice_payload.h>
+static unsigned long counters[512];
+static void store_hook(void)
+{
+    unsigned int i;
+    for ( i = 0; i < 200000; i++ )
+        ((volatile unsigned long *)counters)[i & 511] += i;
+}
+LIVEPATCH_LOAD_HOOK(store_hook);
+"""
+
+
+@pytest.mark.slow
+def test_stores_to_a_payloads_data_are_no_code_writes_and_its_text_is_code(xen, tmp_path, monkeypatch):
+    """Xen's loader copies a payload into fresh pages and maps its data no-execute: neither the copies nor the
+    200,000 stores its load hook makes to its .bss come to the machine's code-write hook (each was a call into
+    Python, ~3 us: that apply took half a second), and its text is mapped as code again, not writable."""
+    source = tmp_path / "storing.c"
+    source.write_text(STORING_HOOK)
+    payload = build_payload(source, tmp_path / "storing.livepatch", firmware=xen.path)
+    session = Session(vcpus=2, seed=1, xen_syms=xen.path, engine="xen", oracle=False)
+    machine = session.machine
+    code_writes: list[int] = []
+    code_store = machine._code_store
+
+    def counted(vcpu, physical: int, size: int) -> bool:
+        code_writes.append(physical)
+        return code_store(vcpu, physical, size)
+    monkeypatch.setattr(machine, "_code_store", counted)
+    loaded = session.command(parse(["load", str(payload)]))
+    assert loaded.exit_code == 0, loaded.text
+    assert code_writes == []
+    text = [page for page in range(machine.platform.payload_area[0], machine.platform.heap.payload_area.next, PAGE)
+            if not _pte(session, page) & NO_EXECUTE]
+    assert len(text) == 1 and not _pte(session, text[0]) & WRITABLE
+    assert machine.memory.physical(text[0]) == _pte(session, text[0]) & ~(PAGE - 1) & (2**52 - 1)
 
 
 def test_the_xen_engine_needs_a_real_image_said_in_one_line():

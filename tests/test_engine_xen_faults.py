@@ -88,6 +88,18 @@ def test_a_hook_that_jumps_where_nothing_is_mapped_gets_xens_own_fetch_fault_pan
 
 
 @pytest.mark.slow
+def test_a_hook_that_runs_its_own_data_gets_xens_no_execute_fault(xen, tmp_path):
+    """The load hook calls a `ret` in its own .data: Xen maps a payload's data no-execute, so the fetch is Xen's
+    page fault (present, an instruction fetch) and Xen panics (it ran, as code, before the testbed mapped payload
+    pages as Xen's arch_livepatch_secure asks)."""
+    result = _load(xen, tmp_path, "run_data")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].endswith("Xen panicked: FATAL PAGE FAULT")
+    lines = result.stderr.splitlines()
+    assert lines[lines.index("(XEN) FATAL PAGE FAULT") + 1] == "(XEN) [error_code=0011]"
+
+
+@pytest.mark.slow
 def test_a_record_whose_name_points_nowhere_is_applied_and_reverted_by_xen(xen, tmp_path):
     """Xen's loader takes a record whose name points where nothing is mapped (Xen finds the function by
     old_addr): Xen applies and reverts it, every vCPU then runs the old function again, and the testbed, which

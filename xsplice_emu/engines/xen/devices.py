@@ -17,7 +17,7 @@ from ...machine import Vcpu, native
 from ...machine.hooks import guarded
 from ...machine.vcpu import StopReason
 from ...provision.derived import derived
-from .layout import HOST_PAGE, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
+from .layout import HOST_PAGE, LIVEPATCH_VA_RW, LIVEPATCH_VA_RX, X2APIC_ICR, X2APIC_ID, X2APIC_ISR
 from .platform import PAGE, TASKLET_ENQUEUED, TASKLET_SCHEDULED
 from .site_hooks import NativeHook, SiteHooks, running
 from .sites import InstructionSites
@@ -47,7 +47,7 @@ class Devices:
             "_xzalloc": lambda vcpu: heap.xmalloc(vcpu.argument(0), vcpu.argument(1)),
             "vmalloc": lambda vcpu: heap.vmalloc(vcpu.argument(0)),
             "vzalloc": lambda vcpu: heap.vmalloc(vcpu.argument(0)),
-            "vmalloc_xen": lambda vcpu: heap.vmalloc_xen(vcpu.argument(0)),
+            "vmalloc_xen": lambda vcpu: platform.vmalloc_xen(vcpu.argument(0)),
             "xfree": lambda vcpu: None,
             "vfree": lambda vcpu: None,
             "modify_xen_mappings": lambda vcpu: 0,
@@ -67,6 +67,7 @@ class Devices:
         image = self.machine.hypervisor
         for name, function in self.stand_ins.items():
             site_hooks.add((image.address(name),), running(functools.partial(self._stand_in, function=function)))
+        site_hooks.add((image.address("arch_livepatch_secure"),), running(self._secure))
 
     def install(self, vcpu: Vcpu) -> None:
         """Hook the host's slots on `vcpu`."""
@@ -143,6 +144,17 @@ class Devices:
         sp = vcpu.read(vcpu.arch.registers.sp)
         vcpu.write(vcpu.arch.registers.pc, self.machine.memory.read_u64(sp))
         vcpu.write(vcpu.arch.registers.sp, sp + 8)
+
+    def _secure(self, vcpu: Vcpu) -> None:
+        """At the entry of `arch_livepatch_secure(va, pages, type)`: map a payload's pages as Xen's
+        `modify_xen_mappings` then would (a stand-in here): its text as code, its data and read-only data as
+        no-execute data, only the data writable; and every vCPU's TLB flushed, as Xen's own flush after."""
+        va, pages, kind = (vcpu.read(register) for register in REGS.arguments[:3])
+        pages, kind = pages & 0xFFFFFFFF, kind & 0xFFFFFFFF
+        self.machine.platform.map_payload(va, pages * PAGE, code=kind == LIVEPATCH_VA_RX,
+                                          writable=kind == LIVEPATCH_VA_RW)
+        for each in self.machine.instances.all():
+            each.flush_tlb()
 
     def _slot(self, vcpu: Vcpu, address: int) -> None:
         handler = self.slot_handlers.get(address)

@@ -31,6 +31,9 @@ DOM0_PAYLOAD = 0x400000
 XEN_PHYSICAL = 0x1000000
 """Where Xen's image (from its lowest 2 MiB boundary) lies in RAM; its payload area follows."""
 PAYLOAD_AREA_SIZE = 16 << 20
+PAYLOAD_DATA = RAM_SIZE
+"""A second physical mapping of the payload area, past RAM, where stores come to no write-protection hook: the
+pages Xen maps as data, and those fresh from `vmalloc_xen` that no code has run from yet, point there."""
 DIRECTMAP = 0xFFFF830000000000
 """Xen's direct map of all RAM (DIRECTMAP_VIRT_START): `__va()` of a physical address."""
 XEN_VIRT_START = 0xFFFF82D040000000
@@ -39,6 +42,8 @@ XEN_VIRT_START = 0xFFFF82D040000000
 STACK_SIZE = 0x8000
 """Xen's STACK_SIZE: stacks are 32 KiB and 32 KiB-aligned, `cpu_info` at the top."""
 SYS_STATE_ACTIVE = 3
+LIVEPATCH_VA_RX, LIVEPATCH_VA_RW = 0, 1
+"""`arch_livepatch_secure`'s types of a payload's pages (xen/livepatch.h; the third, LIVEPATCH_VA_RO, is 2)."""
 IDLE_DOMAIN_ID = 0x7FFF
 X2APIC_ICR = 0x830
 X2APIC_ID = 0x802

@@ -45,7 +45,7 @@ from .code_writes import CodeWrites
 from .devices import Devices
 from .faults import XenFaults
 from .interrupts import Interrupts
-from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, RAM_SIZE, XEN_PHYSICAL, struct_offsets
+from .layout import CR0, CR4, DIRECTMAP, PAYLOAD_AREA_SIZE, PAYLOAD_DATA, RAM_SIZE, XEN_PHYSICAL, struct_offsets
 from .platform import Platform
 from .rendezvous import RendezvousObserver
 from .site_hooks import SiteHooks, running
@@ -119,7 +119,8 @@ class XenMachine(SliceRunner):
         self.platform = Platform(self.memory, hypervisor, self.offsets, vcpus=config.vcpus,
                                  clock_hz=config.clock_hz)
         ps_per_instruction = PS_PER_SECOND // config.clock_hz
-        mappings = _ram_mappings(self.memory.host_address, self.platform.code_physical)
+        mappings = _ram_mappings(self.memory.host_address, self.platform.code_physical,
+                                 payload=self.platform.code_physical[1])
         self.vcpus = [self._new_vcpu(i, mappings, ps_per_instruction) for i in range(config.vcpus)]
         self.instances = Instances(self.vcpus, lambda: self._new_vcpu(config.vcpus, mappings, ps_per_instruction))
         self.subscribers = Subscribers()
@@ -451,11 +452,12 @@ class XenMachine(SliceRunner):
         return sum(v.instructions for v in self.vcpus)
 
 
-def _ram_mappings(host: int, code: list[tuple[int, int]]) -> list[Mapping]:
+def _ram_mappings(host: int, code: list[tuple[int, int]], *, payload: tuple[int, int]) -> list[Mapping]:
     """RAM as Unicorn regions: the pages of `code` (physical ranges) readable and executable only, so that a store
     there, and only there, comes to a write-protection hook (`_code_store`, which lets it through). A
     UC_HOOK_MEM_WRITE, even over code alone, would send every load and store anywhere through Unicorn's slow path
-    (boot ~30% dearer, a cold apply ~7%)."""
+    (boot ~30% dearer, a cold apply ~7%). And the `payload` area (physical) again at PAYLOAD_DATA, with every
+    permission: its data pages are mapped there (platform.py's `map_payload`)."""
     mappings: list[Mapping] = []
     cursor = RAM_BASE
     for begin, end in sorted(code):
@@ -463,4 +465,5 @@ def _ram_mappings(host: int, code: list[tuple[int, int]]) -> list[Mapping]:
         mappings += [(cursor, host + cursor, begin - cursor, UC_PROT_ALL),
                      (begin, host + begin, end - begin, UC_PROT_READ | UC_PROT_EXEC)]
         cursor = end
-    return [*mappings, (cursor, host + cursor, RAM_SIZE - cursor, UC_PROT_ALL)]
+    return [*mappings, (cursor, host + cursor, RAM_SIZE - cursor, UC_PROT_ALL),
+            (PAYLOAD_DATA, host + payload[0], payload[1] - payload[0], UC_PROT_ALL)]

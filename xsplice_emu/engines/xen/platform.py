@@ -23,6 +23,7 @@ from .layout import (
     IDLE_DOMAIN_ID,
     PAGE_TABLES,
     PAGE_TABLES_END,
+    PAYLOAD_DATA,
     RAM_SIZE,
     STACK_SIZE,
     SYS_STATE_ACTIVE,
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 PRESENT, WRITABLE, ACCESSED, DIRTY, LARGE, GLOBAL, NO_EXECUTE = 0x1, 0x2, 0x20, 0x40, 0x80, 0x100, 1 << 63
 TABLE = PRESENT | WRITABLE | ACCESSED
+ADDRESS_BITS = 0x000FFFFFFFFFF000
+"""Of a page-table entry: the physical address it points to."""
 LARGE_PAGE = 2 << 20
 PAGE = 4096
 NR_CPUS_BYTES = 64
@@ -87,6 +90,8 @@ class Platform:
         self.code_physical = [(memory.physical(image.address("_stext")), memory.physical(image.address("_etext"))),
                               (memory.physical(payload_begin), window.physical + window.size)]
         """Physical ranges of code (Xen's text, the payload area): stores there are code writes."""
+        self.payload_area = (payload_begin, window.end)
+        """Virtual range of the payload area (`map_payload`)."""
         memory.write(HOST_PAGE, b"\xc3" * PAGE)
         self.slots: dict[int, str] = {}
         self.sentinel = self.slot("the host's return sentinel")
@@ -161,6 +166,30 @@ class Platform:
             for k in range(RAM_SIZE // LARGE_PAGE):
                 self._entry(l2_table, k, (k * LARGE_PAGE) | PRESENT | WRITABLE | ACCESSED | DIRTY | LARGE | no_execute)
         return l4
+
+    # -- the payload area ---------------------------------------------------------------------------------------
+    def vmalloc_xen(self, size: int) -> int:
+        """Xen's `vmalloc_xen`: payload memory (NULL when the area is full), mapped as Xen's vmap maps it:
+        read-write, no-execute (`map_payload`)."""
+        address = self.heap.vmalloc_xen(size)
+        if address:
+            self.map_payload(address, max(size, 1), code=False, writable=True)
+        return address
+
+    def map_payload(self, virtual: int, size: int, *, code: bool, writable: bool) -> None:
+        """Map the payload area's pages in `[virtual, virtual + size)` (nothing outside the area): `code` at its own
+        physical address, where a store is a code write every vCPU must see (machine.py's write-protection hook),
+        else no-execute at PAYLOAD_DATA's copy, where stores are plain. The vCPUs' TLBs are the caller's to
+        flush."""
+        begin, end = self.payload_area
+        window = self.xen_window
+        l2 = self.memory.physical(self.sym("l2_xenmap"))
+        for page in range(max(virtual & ~(PAGE - 1), begin), min(virtual + size, end), PAGE):
+            physical = window.physical + page - window.virtual
+            target = physical if code else PAYLOAD_DATA + physical - self.code_physical[1][0]
+            l1 = self.memory.read_u64(l2 + 8 * _index(page, 1)) & ADDRESS_BITS
+            self._entry(l1, _index(page, 0), target | PRESENT | ACCESSED | DIRTY | (WRITABLE if writable else 0)
+                        | (0 if code else NO_EXECUTE))
 
     # -- objects ----------------------------------------------------------------------------------------------
     def _objects(self) -> None:
