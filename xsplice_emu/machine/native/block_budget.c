@@ -206,7 +206,7 @@ void block_table_free(struct block_table *t)
     free(t);
 }
 
-/* on_block's every case but the common one: a block counted before, with no trap, that fits the budget. */
+/* What on_block does in every case but its common one (below). */
 static __attribute__((noinline)) void on_block_slow(void *uc, uint64_t address, uint32_t size, struct vcpu_budget *v)
 {
     uint32_t insns;
