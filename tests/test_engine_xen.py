@@ -19,7 +19,7 @@ from xsplice_emu.cli import main
 from xsplice_emu.control.session import Session
 from xsplice_emu.control.verbs import parse
 from xsplice_emu.engines.xen.code_writes import CodeWrites
-from xsplice_emu.engines.xen.platform import NO_EXECUTE, PAGE, WRITABLE
+from xsplice_emu.engines.xen.platform import ADDRESS_BITS, NO_EXECUTE, PAGE, WRITABLE
 from xsplice_emu.errors import ConfigError, GuestFault, MachineError
 from xsplice_emu.livepatch import Action
 from xsplice_emu.machine import VcpuState
@@ -56,7 +56,7 @@ def _pte(session: Session, address: int) -> int:
     """The L1 entry Xen's own page tables map `address` (in the image's first 2 MiB, or the payload area) with."""
     machine = session.machine
     l2 = machine.address("l2_xenmap")
-    l1 = machine.memory.read_u64(l2 + 8 * ((address >> 21) & 511)) & ~(PAGE - 1) & (2**52 - 1)
+    l1 = machine.memory.read_u64(l2 + 8 * ((address >> 21) & 511)) & ADDRESS_BITS
     return struct.unpack("<Q", machine.memory.read(l1 + 8 * ((address >> 12) & 511), 8))[0]
 
 
@@ -201,7 +201,7 @@ def test_stores_to_a_payloads_data_are_no_code_writes_and_its_text_is_code(xen, 
     text = [page for page in range(machine.platform.payload_area[0], machine.platform.heap.payload_area.next, PAGE)
             if not _pte(session, page) & NO_EXECUTE]
     assert len(text) == 1 and not _pte(session, text[0]) & WRITABLE
-    assert machine.memory.physical(text[0]) == _pte(session, text[0]) & ~(PAGE - 1) & (2**52 - 1)
+    assert machine.memory.physical(text[0]) == _pte(session, text[0]) & ADDRESS_BITS
 
 
 def test_the_xen_engine_needs_a_real_image_said_in_one_line():
